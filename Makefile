@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Each creates .venv when missing. Without an NVIDIA driver the CPU build of torch is pinned,
+# since an unpinned torch pulls several GB of CUDA packages.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tilus-installed
+HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH := $(if $(HAVE_GPU),torch,torch==2.13.0)
+
+.PHONY: demo test setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,75 @@
+"""The exceptions Tilus raises: one base class, one subclass per kind of mistake.
+
+Every error carries a message a user can act on: it names the offending thing (a type name, a
+layout, an instruction, an argument) and, where it helps, what would have been accepted.
+"""
+from __future__ import annotations
+
+
+class TilusError(Exception):
+    """Base class of every error Tilus raises on purpose."""
+
+
+class DataTypeError(TilusError, ValueError):
+    """An unknown data type name, an unsupported bit width, or a value/code outside a type."""
+
+
+class PackingError(TilusError, ValueError):
+    """Bit packing or unpacking got a buffer of the wrong dtype, length or shape."""
+
+
+class LayoutError(TilusError, ValueError):
+    """A layout operation that is impossible for its operands (mismatched rank, no division, ...)."""
+
+
+class IRError(TilusError):
+    """A malformed IR construct (built by hand or by a front end)."""
+
+
+class VerificationError(IRError):
+    """The verifier found a shape, dtype, scope or layout inconsistency in a Program."""
+
+
+class TilusParseError(IRError):
+    """The IR text could not be parsed; the message gives line, column and what was expected."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(where + message)
+        self.line = line
+        self.column = column
+
+
+class ScriptError(TilusError):
+    """A mistake in a kernel written with the Python DSL, reported at the user's file and line."""
+
+    def __init__(self, message: str, filename: str | None = None, lineno: int | None = None,
+                 source_line: str | None = None):
+        text = message
+        if filename is not None:
+            text = f"{filename}:{lineno}: {message}"
+            if source_line:
+                text += f"\n    {source_line.strip()}"
+        super().__init__(text)
+        self.filename = filename
+        self.lineno = lineno
+
+
+class InterpreterError(TilusError):
+    """A program did something at run time in the CPU interpreter that has no meaning."""
+
+
+class ArgumentError(TilusError, TypeError):
+    """A kernel was called with an argument of the wrong count, dtype, shape, device or strides."""
+
+
+class CompilationError(TilusError):
+    """Lowering or building a kernel failed (a pass, TVM, nvcc); the message says which step."""
+
+
+class ToolNotFoundError(TilusError, FileNotFoundError):
+    """An external tool (nvcc, cuobjdump, nvdisasm) that an operation needs is not installed."""
+
+
+class CacheError(TilusError):
+    """The kernel cache could not be read or written."""
