@@ -93,7 +93,7 @@ class Var(Expr):
     dtype: DataType
 
     def __repr__(self) -> str:
-        return f"Var({self.name!r}, {self.dtype.name})"
+        return f"Var({self.name!r}, {self.dtype})"
 
 
 @dataclass(frozen=True, slots=True, repr=False)

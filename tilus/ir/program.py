@@ -1,0 +1,32 @@
+"""A Program: one kernel of the Tilus VM (parameters, grid, warps per block, body)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tilus.ir.expr import Expr, Var
+from tilus.ir.stmt import Stmt
+
+
+@dataclass(frozen=True, repr=False)
+class Program:
+    """``params`` are run-time scalars (Var with a DataType) and pointers (Var with a PointerType);
+    ``blocks`` gives the grid (1 to 3 expressions of the parameters); every block runs ``body``
+    with ``warps * 32`` threads. ``consts`` records the compile-time parameters the kernel was
+    instantiated with (for names and caching; their values are already folded into the body)."""
+
+    name: str
+    params: tuple[Var, ...]
+    blocks: tuple[Expr, ...]
+    warps: int
+    body: Stmt
+    consts: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def num_threads(self) -> int:
+        return self.warps * 32
+
+    def __str__(self) -> str:
+        from tilus.ir.printer import format_program
+
+        return format_program(self)
