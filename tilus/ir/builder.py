@@ -37,6 +37,13 @@ def _ints(values: Sequence[int], what: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _broadcast(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return I.broadcast_shapes(*shapes)
+    except IRError as e:
+        raise IRError(f"{op}: {e}") from None
+
+
 def row_major_strides(shape: Sequence[ExprLike]) -> tuple[Expr, ...]:
     strides: list[ExprLike] = []
     acc: ExprLike = 1
@@ -240,7 +247,7 @@ class ProgramBuilder:
         if op in I.COMPARE_ELEMENTWISE:
             dtype = dtypes.bool
         if out is None:
-            shape = I.broadcast_shapes(I.operand_shape(a), I.operand_shape(b))
+            shape = _broadcast(op, I.operand_shape(a), I.operand_shape(b))
             out = self._out(name, dtype, shape, REGISTER)
         return self._emit_out(I.BinaryInst(out, a, b, op))
 
@@ -258,7 +265,7 @@ class ProgramBuilder:
             raise IRError("where needs a tensor for x or y")
         a, b = self._elementwise_operands(a, b)
         cond = cond if isinstance(cond, Tensor) else as_expr(cond)
-        shape = I.broadcast_shapes(*(I.operand_shape(x) for x in (cond, a, b)))
+        shape = _broadcast("where", *(I.operand_shape(x) for x in (cond, a, b)))
         return self._emit_out(I.WhereInst(self._out(name, values[0].dtype, shape, REGISTER),
                                           cond, a, b))
 

@@ -20,7 +20,7 @@ from tilus.ir.types import GLOBAL, REGISTER, SHARED, Tensor
 Operand = Union[Tensor, Expr]
 
 UNARY_ELEMENTWISE = ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "not", "bitnot")
-BINARY_ELEMENTWISE = ("add", "sub", "mul", "div", "mod", "max", "min", "lt", "le", "gt", "ge",
+BINARY_ELEMENTWISE = ("add", "sub", "mul", "div", "mod", "maximum", "minimum", "lt", "le", "gt", "ge",
                       "eq", "ne", "and", "or", "bitand", "bitor", "bitxor", "shl", "shr")
 COMPARE_ELEMENTWISE = ("lt", "le", "gt", "ge", "eq", "ne", "and", "or")
 INTEGER_ONLY = ("bitand", "bitor", "bitxor", "shl", "shr", "bitnot")
