@@ -157,7 +157,10 @@ def _torch_unpack(buf, k: int, count: int):
 
     if k > 8:
         wide = {16: torch.int16, 32: torch.int32, 64: torch.int64}[k]
-        return buf[: count * k // 8].contiguous().view(wide)
+        head = buf[: count * k // 8].contiguous()
+        if head.storage_offset() % (k // 8):      # a view dtype change needs aligned storage
+            head = head.clone()
+        return head.view(wide)
     g, nb = _group(k)
     groups = -(-count // g)
     padded = torch.zeros(groups * nb, dtype=torch.int64, device=buf.device)
