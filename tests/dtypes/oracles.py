@@ -50,8 +50,9 @@ def nearest_code(value: float, table: np.ndarray, k: int) -> int:
     """Brute force round-to-nearest-even with saturation: among the finite codes whose sign bit is the
     sign of ``value``, the one closest to it; on a tie the even code."""
     neg = math.copysign(1.0, value) < 0
-    if math.isinf(value):                       # saturates: the largest magnitude of that sign
-        value = math.copysign(float(np.nanmax(np.abs(table[np.isfinite(table)]))) * 4, value)
+    top = float(np.max(np.abs(table[np.isfinite(table)])))
+    if abs(value) > top:                        # saturates (and float distances from a huge value
+        value = math.copysign(top, value)       # to the codes would all round alike)
     best, best_d = None, None
     for c in range(1 << k):
         v = table[c]

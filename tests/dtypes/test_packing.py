@@ -126,7 +126,8 @@ def test_wide_types_are_little_endian_bytes(k, np_dtype, torch_dtype):
     assert dtypes.pack(tcodes, k).numpy().tobytes() == packed.tobytes()
     tb = dtypes.unpack(torch.from_numpy(packed), k, 3)
     assert tb.dtype == torch_dtype and tb.numpy().tobytes() == codes.tobytes()
-    np.testing.assert_array_equal(dtypes.pack(np.array([5], np.uint8), k), dtypes.pack(np.array([5], np_dtype), k))
+    np.testing.assert_array_equal(dtypes.pack(np.array([5], np.uint8), k),
+                                  dtypes.pack(np.array([5], np_dtype), k))
 
 
 def test_empty():

@@ -75,22 +75,20 @@ def _where(idx: tuple) -> str:
     return f" at index {idx}" if idx else ""
 
 
-# ----------------------------------------------------------------------------- low-bit float tables
+# ---------------------------------------------------------------------------------------- tables
 @functools.lru_cache(maxsize=None)
-def _float_table(name: str):
-    """(all values by code, sorted finite magnitudes, their midpoints, NaN codes, inf code)."""
+def _float_codes(name: str) -> tuple[int, "tuple[int, int] | None", "int | None"]:
+    """(largest finite positive code, NaN codes for +/- sign or None, the +inf code or None)."""
     dtype = get(name)
-    k = dtype.nbits
-    values = formats.values_of_codes(dtype, np.arange(1 << k))
-    half = values[: 1 << (k - 1)]                  # the sign-0 codes: 0, then growing magnitudes
-    n_finite = int(np.argmax(~np.isfinite(half))) if not np.isfinite(half).all() else len(half)
-    mags = half[:n_finite]
-    assert np.all(np.diff(mags) > 0), f"{name}: magnitudes must grow with the code"
-    mids = (mags[:-1] + mags[1:]) / 2              # exact: a few significant bits each
+    half = formats.values_of_codes(dtype, np.arange(1 << (dtype.nbits - 1)))   # sign bit 0
+    finite = np.isfinite(half)
+    n_finite = len(half) if finite.all() else int(np.argmin(finite))
+    # the encoder relies on this: positive codes are consecutive integers in order of value
+    assert finite[:n_finite].all() and np.all(np.diff(half[:n_finite]) > 0), name
     flavour = formats.float_flavour(dtype)
     nan_codes = {formats.FN: (0x7F, 0xFF), formats.IEEE: (0x7E, 0xFE)}.get(flavour)
     inf_code = 0x7C if flavour == formats.IEEE else None
-    return values, mags, np.append(mids, np.inf), nan_codes, inf_code
+    return n_finite - 1, nan_codes, inf_code
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,6 +141,9 @@ def _encode_integer(dtype: DataType, arr: np.ndarray) -> np.ndarray:
         return (v.view(np.uint64) & mask).astype(out_dtype)
     x = arr.astype(np.float64)
     _reject_nan(x, dtype, "integers have no NaN")
+    if dtype.nbits <= 32:                            # every bound is a float64 number
+        v = np.clip(np.rint(x), lo, hi).astype(np.int64)
+        return (v.view(np.uint64) & mask).astype(out_dtype)
     r = np.rint(x)                                   # round half to even
     big, small = r >= float(hi), r <= float(lo)      # float(2^63-1) == 2^63: compare, don't cast
     safe = np.where(big | small, 0.0, r)
@@ -156,21 +157,44 @@ def _encode_integer(dtype: DataType, arr: np.ndarray) -> np.ndarray:
 
 
 def _encode_lowbit_float(dtype: DataType, arr: np.ndarray) -> np.ndarray:
-    _, mags, mids, nan_codes, inf_code = _float_table(dtype.name)
-    x = arr.astype(np.float64)
+    """Round to nearest even on the bits of the input float: the positive codes of a format are
+    consecutive integers in the order of their values, so the K-bit code of a normal number is its
+    float32/float64 bit pattern shifted right to Y mantissa bits (rounding on the dropped bits, a
+    carry moving into the exponent) minus the difference of the exponent biases; below the smallest
+    normal the code is ``rint(|x| / 2^(1-bias-Y))``. Saturation is a ``min`` with the largest
+    finite code."""
+    max_code, nan_codes, inf_code = _float_codes(dtype.name)
+    # float32 holds float16 and small integers exactly; anything wider is rounded from float64.
+    wide = not (arr.dtype.itemsize <= 2 or arr.dtype == np.float32)
+    work, uint, nbits, mant, ebias = ((np.float64, np.uint64, 64, 52, 1023) if wide
+                                      else (np.float32, np.uint32, 32, 23, 127))
+    x = np.ascontiguousarray(arr, dtype=work).reshape(-1)
     if nan_codes is None:
         _reject_nan(x, dtype, f"{dtype.name} has no NaN code (every code is a finite number)")
-    a = np.abs(x)
-    i = np.searchsorted(mids[:-1], a, side="left")  # how many midpoints lie strictly below |x|
-    i = i + ((mids[i] == a) & (i % 2 == 1))          # on a midpoint: go to the even code
-    i = np.minimum(i, len(mags) - 1)                 # NaN sorts last; handled below
+    y, bias = dtype.mantissa_bits, dtype.exponent_bias
+    bits = x.view(uint)
+    sign = (bits >> uint(nbits - 1)).astype(np.uint8)
+    mag = bits & uint((1 << (nbits - 1)) - 1)
+    shift = mant - y
+    trunc = mag >> uint(shift)
+    rem = mag & uint((1 << shift) - 1)
+    half = uint(1 << (shift - 1))
+    up = (rem > half) | ((rem == half) & (trunc & uint(1)).astype(bool))
+    normal = trunc + up - uint((ebias - bias) << y)          # wraps below the normals: unused there
+    a = mag.view(work)
+    smallest_normal = work(2.0 ** (1 - bias))
+    tiny = a < smallest_normal
+    subnormal = np.rint(np.minimum(a, smallest_normal) * work(2.0 ** (y + bias - 1)))  # exact; <= 2^Y
+    code = np.where(tiny, subnormal.astype(uint), normal)
+    np.minimum(code, uint(max_code), out=code)           # saturate (inf and NaN too, for now)
+    code = code.astype(np.uint8)
     if inf_code is not None:
-        i = np.where(np.isinf(a), inf_code, i)
-    sign = np.signbit(x)
-    code = i | (sign.astype(np.int64) << (dtype.nbits - 1))
+        code[np.isinf(x)] = inf_code
+    code |= sign << np.uint8(dtype.nbits - 1)
     if nan_codes is not None:
-        code = np.where(np.isnan(x), np.where(sign, nan_codes[1], nan_codes[0]), code)
-    return code.astype(np.uint8)
+        nan = np.isnan(x)
+        code[nan] = np.where(sign[nan] == 1, nan_codes[1], nan_codes[0])
+    return code.reshape(arr.shape)
 
 
 def _saturate(x: np.ndarray, limit: float) -> np.ndarray:

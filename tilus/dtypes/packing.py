@@ -54,7 +54,9 @@ def _group(k: int) -> tuple[int, int]:
 
 
 def _name(dtype, k: int) -> str:
-    return dtype.name if isinstance(dtype, DataType) else (str(dtype) if isinstance(dtype, str) else f"{k}-bit")
+    if isinstance(dtype, DataType):
+        return dtype.name
+    return dtype if isinstance(dtype, str) else f"{k}-bit"
 
 
 # ------------------------------------------------------------------------------------------- numpy
