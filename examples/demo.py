@@ -1,11 +1,62 @@
 """Tilus demo: the main job of `make demo`. It grows with the project."""
-import tilus
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Demo the checkout this file lives in, even when another one is installed in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tilus  # noqa: E402
+from tilus import dtypes  # noqa: E402
+
+
+def show_types() -> None:
+    lowbit = dtypes.lowbit_types()
+    print(f"Tilus {tilus.__version__}: {len(dtypes.all_types())} data types, "
+          f"{len(lowbit)} of them 1 to 8 bits wide")
+    for k in range(1, 9):
+        names = [t.name for t in lowbit if t.nbits == k]
+        print(f"  {k} bits: {', '.join(names)}")
+    print()
+
+
+def show_value_tables() -> None:
+    print("Value tables (code in binary: value)")
+    for name in ("uint3", "int4", "float3_e1m1", "float4_e2m1", "float6_e3m2"):
+        print(dtypes.get(name).format_value_table())
+        print()
+
+
+def show_packing() -> None:
+    t = dtypes.float4_e2m1
+    values = np.array([[0.3, -1.2, 2.6, 100.0, -0.0], [0.75, 5.0, -6.0, 1.0, 0.25]], np.float32)
+    codes = t.encode(values)                    # round to nearest even, saturate at +-6
+    packed = dtypes.pack(codes, t)              # 10 elements * 4 bits = 5 bytes
+    words = dtypes.pack_words(codes, t)
+    back = t.decode(dtypes.unpack(packed, t, shape=values.shape))
+    print(f"Packing a {values.shape[0]}x{values.shape[1]} tensor as {t.name} "
+          f"(element i at bits [4i, 4i+4), little-endian)")
+    def show(rows) -> str:
+        return " | ".join(" ".join(f"{v:>5g}" for v in row) for row in rows.tolist())
+
+    print(f"  values   {show(values)}")
+    print(f"  codes    {' | '.join(' '.join(f'{c:>5x}' for c in row) for row in codes.tolist())}  (hex)")
+    print(f"  bytes    {' '.join(f'{b:02x}' for b in packed.tolist())}  ({packed.size} bytes)")
+    print(f"  words    {' '.join(f'0x{w:08x}' for w in words.tolist())}  (32-bit, zero padded)")
+    print(f"  unpacked {show(back)}")
+
+    t3 = dtypes.uint3
+    codes3 = np.array([1, 2, 3, 4, 5, 6, 7, 0], np.uint8)
+    packed3 = dtypes.pack(codes3, t3)
+    print(f"  uint3 {codes3.tolist()} -> bytes {' '.join(f'{b:02x}' for b in packed3.tolist())} "
+          f"-> {dtypes.unpack(packed3, t3, 8).tolist()}")
 
 
 def main() -> None:
-    print(f"Tilus {tilus.__version__}: {len(tilus.dtypes.all_types())} data types")
-    for t in tilus.dtypes.lowbit_types():
-        print(f"  {t.name:14s} {t.nbits} bits")
+    show_types()
+    show_value_tables()
+    show_packing()
 
 
 if __name__ == "__main__":
