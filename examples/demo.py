@@ -1,14 +1,8 @@
 """Tilus demo: the main job of `make demo`. It grows with the project."""
-import sys
-from pathlib import Path
-
 import numpy as np
 
-# Demo the checkout this file lives in, even when another one is installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import tilus  # noqa: E402
-from tilus import dtypes  # noqa: E402
+import tilus
+from tilus import dtypes
 
 
 def show_types() -> None:
