@@ -70,9 +70,10 @@ def format_register(layout: RegisterLayout) -> str:
     if groups is None:
         return (f"register_layout({_ints(layout.shape)},{_ints(layout.mode_shape)},"
                 f"{_ints(layout.spatial_modes)},{_ints(layout.local_modes)})")
-    if not groups:
-        return f"local({','.join(map(str, layout.shape))})"
-    return "*".join(_primitive_text(g, layout.rank) for g in groups)
+    terms = [_primitive_text(g, layout.rank) for g in groups]
+    if all(g[0].kind == "replicate" for g in groups) and (layout.rank or not groups):
+        terms.insert(0, f"local({','.join(map(str, layout.shape))})")  # carries the rank
+    return "*".join(terms)
 
 
 def _primitive_text(group: list[_Factor], rank: int) -> str:
