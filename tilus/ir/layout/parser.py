@@ -107,7 +107,7 @@ class _Parser:
         if kind == "name":
             self.i += 1
             if self.peek()[0] != "(":
-                return self.env.get(text) or Var(text, dtypes.int32)
+                return self.env[text] if text in self.env else Var(text, dtypes.int32)
             if text not in FUNCTIONS:
                 self.error(pos, f"unknown layout constructor {text!r}; known: {', '.join(FUNCTIONS)}")
             args, kwargs = self.arguments()
