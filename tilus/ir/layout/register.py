@@ -56,7 +56,8 @@ class _Work:
 
     def build(self) -> "RegisterLayout":
         """Drop size-1 modes, merge compatible neighbours and freeze into the canonical form."""
-        keep = lambda seq: [m for m in seq if m.size != 1]  # noqa: E731
+        def keep(seq: list[_Mode]) -> list[_Mode]:
+            return [m for m in seq if m.size != 1]
         dims = [keep(d) for d in self.dims]
         spatial, local = keep(self.spatial), keep(self.local)
         for d, modes in enumerate(dims):
