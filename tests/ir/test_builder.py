@@ -49,7 +49,7 @@ def test_bad_operands_name_the_instruction():
     acc = b.register_tensor(dtypes.float32, [16, 16], init=0.0)
     with pytest.raises(IRError, match="dot: shapes"):
         b.dot(x, x, acc)
-    with pytest.raises(IRError, match="store_global: cannot store float32"):
+    with pytest.raises(IRError, match="store_global: cannot move float32"):
         b.store_global(g, acc, [0, 0])
     with pytest.raises(IRError, match="exp: needs a float tile"):
         b.unary("exp", b.register_tensor(dtypes.int32, [4]))

@@ -214,48 +214,47 @@ class LoadGlobalInst(Instruction):
 
 
 @dataclass(frozen=True, repr=False)
-class StoreGlobalInst(Instruction):
-    """Writes the register tile ``src`` into ``dst`` at ``offsets``; elements outside ``dst`` are dropped."""
+class _TileTransferInst(Instruction):
+    """Moves the whole tile ``src``/``dst`` to or from a bigger tensor at ``offsets`` (spanning
+    ``dims``); bits move unchanged, so both sides have one dtype."""
 
-    NAME = "store_global"
     OPERANDS = ("dst", "src")
     ATTRS = ("offsets", "dims")
     HAS_OUTPUT = False
+    DST_SCOPE: ClassVar[str] = ""
+    SRC_SCOPE: ClassVar[str] = ""
     dst: Tensor
     src: Tensor
     offsets: tuple[Expr, ...]
     dims: Optional[tuple[int, ...]] = None
 
     def check(self) -> None:
-        self._need("dst", self.dst, GLOBAL)
-        self._need("src", self.src, REGISTER)
+        self._need("dst", self.dst, self.DST_SCOPE)
+        self._need("src", self.src, self.SRC_SCOPE)
         if self.src.dtype is not self.dst.dtype:
-            _fail(self, f"cannot store {self.src.dtype} tile {self.src} into {self.dst.dtype} "
+            _fail(self, f"cannot move {self.src.dtype} tile {self.src} into {self.dst.dtype} "
                         f"tensor {self.dst}; cast it first")
-        _check_tile_access(self, self.dst, self.offsets, self.src.shape, self.dims)
+        big, tile = (self.dst, self.src) if self.DST_SCOPE == GLOBAL else (self.src, self.dst)
+        _check_tile_access(self, big, self.offsets, tile.shape, self.dims)
 
 
 @dataclass(frozen=True, repr=False)
-class CopyAsyncInst(Instruction):
+class StoreGlobalInst(_TileTransferInst):
+    """Writes the register tile ``src`` into ``dst`` at ``offsets``; elements outside ``dst`` are dropped."""
+
+    NAME = "store_global"
+    DST_SCOPE = GLOBAL
+    SRC_SCOPE = REGISTER
+
+
+@dataclass(frozen=True, repr=False)
+class CopyAsyncInst(_TileTransferInst):
     """Starts copying the tile of ``src`` (global) at ``offsets`` into ``dst`` (shared, whole);
     out-of-bounds elements are filled with zeros. Completes at a ``copy_async_wait_group``."""
 
     NAME = "copy_async"
-    OPERANDS = ("dst", "src")
-    ATTRS = ("offsets", "dims")
-    HAS_OUTPUT = False
-    dst: Tensor
-    src: Tensor
-    offsets: tuple[Expr, ...]
-    dims: Optional[tuple[int, ...]] = None
-
-    def check(self) -> None:
-        self._need("dst", self.dst, SHARED)
-        self._need("src", self.src, GLOBAL)
-        if self.src.dtype is not self.dst.dtype:
-            _fail(self, f"copies bits unchanged: {self.src} is {self.src.dtype} but {self.dst} is "
-                        f"{self.dst.dtype}")
-        _check_tile_access(self, self.src, self.offsets, self.dst.shape, self.dims)
+    DST_SCOPE = SHARED
+    SRC_SCOPE = GLOBAL
 
 
 @dataclass(frozen=True, repr=False)
@@ -649,7 +648,8 @@ def instruction_classes() -> list[type[Instruction]]:
     out, stack = [], list(Instruction.__subclasses__())
     while stack:
         cls = stack.pop(0)
-        out.append(cls)
+        if not cls.__name__.startswith("_"):
+            out.append(cls)
         stack.extend(cls.__subclasses__())
     return out
 
