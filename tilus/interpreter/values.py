@@ -16,7 +16,10 @@ The representation rules (every handler keeps them):
   numpy ``uint64``.
 * **bool** tiles are numpy ``bool`` arrays.
 
-A code is the unsigned bit pattern of a value (``tilus.dtypes``): what memory holds.
+A code is the unsigned bit pattern of a value (``tilus.dtypes``): what memory holds. Value <->
+code conversions are exact for every value; the one thing registers do not keep is a NaN's
+payload: a NaN is just a NaN of some sign, and re-encoding it (a store, a ``view``) may give the
+type's canonical NaN code (float8_e5m2: 0x7e/0xfe) instead of the code it was loaded from.
 """
 from __future__ import annotations
 
@@ -176,6 +179,8 @@ def to_codes(dtype: DataType, values: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(v, dtype=np.float64).view(np.uint64)
     if dtype.name == "float16":
         return np.ascontiguousarray(v.astype(np.float16)).view(np.uint16)
+    if dtype.name == "bfloat16":      # a bfloat16 value is a float32 whose low 16 bits are zero
+        return (np.ascontiguousarray(v, dtype=np.float32).view(np.uint32) >> np.uint32(16)).astype(cd)
     return np.asarray(_encode(dtype, v), dtype=cd)
 
 
