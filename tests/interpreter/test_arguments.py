@@ -121,3 +121,13 @@ def test_script_like_objects_are_accepted():
     np.testing.assert_array_equal(dst, src)
     with pytest.raises(TypeError, match="Program"):
         tilus.interpret(object(), 1)
+
+
+def test_instantiate_splits_compile_time_arguments():
+    class Kernel:
+        def instantiate(self, n, src, dst, block):
+            assert block == 16
+            return copy_program(dtypes.float32), [n, src, dst]
+    src, dst = np.arange(16, dtype=np.float32), np.zeros(16, np.float32)
+    tilus.interpret(Kernel(), 16, src, dst, 16)
+    np.testing.assert_array_equal(dst, src)

@@ -100,27 +100,37 @@ def grid(program: Program, scalars: dict) -> list[tuple[int, int, int]]:
                                                        range(sizes[0]))]
 
 
-def as_program(kernel: Any) -> Program:
+def as_program(kernel: Any, args: tuple) -> tuple[Program, tuple]:
+    """(Program, run-time arguments) for what ``interpret`` was given (see ``interpret``)."""
     if isinstance(kernel, Program):
-        return kernel
+        return kernel, args
+    instantiate = getattr(kernel, "instantiate", None)
+    if callable(instantiate):
+        program, runtime = instantiate(*args)
+        if isinstance(program, Program):
+            return program, tuple(runtime)
     make = getattr(kernel, "program", None)
     if callable(make):
-        p = make()
-        if isinstance(p, Program):
-            return p
-    raise TypeError(f"tilus.interpret runs a tilus.ir.Program or an object with a .program() "
-                    f"method (a tilus.Script), got {type(kernel).__name__}")
+        program = make()
+        if isinstance(program, Program):
+            return program, args
+    raise TypeError(f"tilus.interpret runs a tilus.ir.Program or a kernel object with "
+                    f".instantiate(*args) or .program() (a tilus.Script), got {type(kernel).__name__}")
 
 
 def interpret(kernel: Any, *args: Any) -> None:
-    """Runs ``kernel`` (a Program, or anything with a ``.program()`` method such as a
-    ``tilus.Script`` instance, whose program is taken) on the CPU for every block of its grid.
+    """Runs ``kernel`` on the CPU for every block of its grid.
+
+    ``kernel`` is a ``tilus.ir.Program``, or a kernel object such as a ``tilus.Script`` instance:
+    one with ``.instantiate(*args) -> (program, runtime_args)`` (which splits off compile-time
+    arguments) is asked for both; otherwise one with ``.program()`` gives the Program and ``args``
+    pass through unchanged.
 
     ``args`` are numpy arrays / CPU torch tensors for pointer parameters and Python numbers for
     scalar parameters (see ``tilus.interpreter.arguments``). Kernels write their results through
     pointers: stores land in the caller's arrays and tensors, in place. Returns None.
     """
-    program = as_program(kernel)
+    program, args = as_program(kernel, args)
     scalars = bind_arguments(program, args)
     for block in grid(program, scalars):
         run_stmt(BlockState(scalars, block), program.body)
