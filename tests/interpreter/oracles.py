@@ -6,7 +6,6 @@ import ml_dtypes
 import numpy as np
 
 from tilus import dtypes
-from tilus.ir.builder import ProgramBuilder
 
 LOWBIT = [t for t in dtypes.all_types() if t.nbits <= 8 and not t.is_bool]
 SUBBYTE = [t for t in LOWBIT if t.nbits < 8]
@@ -43,7 +42,3 @@ def code_value(dtype, codes: np.ndarray) -> np.ndarray:
     frac = m / float(1 << m_bits)
     mag = np.where(e == 0, 2.0 ** (1 - bias) * frac, 2.0 ** (e - bias) * (1 + frac))
     return np.where(s == 1, -mag, mag)
-
-
-def single_block(name="k"):
-    return ProgramBuilder(name)

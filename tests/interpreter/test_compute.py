@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-import tilus
 from tilus import dtypes
 from tilus.errors import InterpreterError
 from tilus.ir import inst as I

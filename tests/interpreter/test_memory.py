@@ -12,8 +12,8 @@ from tilus.ir.expr import BlockIdx, cdiv
 from tests.interpreter.oracles import LOWBIT, SUBBYTE, code_value, pack_bits, unpack_bits
 
 
-def copy_tile_program(dtype, tile, offsets_params=True, dims=None, other=None):
-    """out[m_tile] = load(src[m, n] at (r, c)) stored to out at (0, 0) ... 2-D."""
+def copy_tile_program(dtype, tile, other=None):
+    """dst (a tile-sized tensor) = the tile of src [m, n] at (r, c), out-of-bounds as ``other``."""
     b = ProgramBuilder("copy_tile")
     m, n = b.param("m", dtypes.int32), b.param("n", dtypes.int32)
     r, c = b.param("r", dtypes.int32), b.param("c", dtypes.int32)

@@ -9,6 +9,7 @@ from tilus.interpreter import handlers  # noqa: F401  (registers the instruction
 from tilus.interpreter.arguments import bind_arguments
 from tilus.interpreter.registry import handler_for
 from tilus.interpreter.state import BlockState
+from tilus.ir.expr import evaluate
 from tilus.ir.inst import Instruction
 from tilus.ir.program import Program
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt,
@@ -89,8 +90,6 @@ def grid(program: Program, scalars: dict) -> list[tuple[int, int, int]]:
     fastest, then y, then z (a GPU's order is unspecified)."""
     sizes = []
     for e in program.blocks:
-        from tilus.ir.expr import evaluate
-
         n = int(evaluate(e, scalars))
         if n < 0:
             raise InterpreterError(f"kernel '{program.name}': the grid size {e} evaluated to {n}")
