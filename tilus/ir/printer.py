@@ -235,15 +235,18 @@ class _StmtPrinter:
             raise TypeError(f"cannot print {type(s).__name__}")
 
 
-def format_stmt_head(s) -> str:
-    """The first line of a statement: a whole instruction (with its output's type), a loop or
-    branch header, ``let``/assignment, ``break``. The verifier names statements this way."""
+def format_stmt_head(s, defined=()) -> str:
+    """The first line of a statement: a whole instruction (with its output's type unless the
+    output's name is in ``defined``), a loop or branch header, ``let``/assignment, ``break``.
+    The verifier names statements this way."""
     from tilus.ir.inst import Instruction
     from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt,
                                WhileStmt)
 
     if isinstance(s, Instruction):
-        return _StmtPrinter().instruction_line(s)
+        printer = _StmtPrinter()
+        printer.defined.update(defined)
+        return printer.instruction_line(s)
     if isinstance(s, ForStmt):
         var_type = "" if s.var.dtype is dtypes.int32 else f": {format_dtype(s.var.dtype)}"
         if s.unroll is None:

@@ -65,7 +65,8 @@ class _Verifier:
     # -- errors
     def fail(self, node: Any, message: str) -> None:
         if isinstance(node, Stmt):
-            message = f"{message}\n    in: {format_stmt_head(node)}"
+            defined = {name for scope in self.tensors for name in scope}
+            message = f"{message}\n    in: {format_stmt_head(node, defined)}"
         elif isinstance(node, str):
             message = f"{message}\n    in: the kernel's {node}"
         err = VerificationError(message)
