@@ -188,3 +188,14 @@ def test_parse_is_fast():
     for _ in range(5):
         parse(text)
     assert (time.perf_counter() - start) / 5 < 0.1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(st.characters(exclude_categories=()), max_size=20))
+def test_strings_round_trip_as_valid_utf8(message):
+    b = ProgramBuilder("k")
+    b.print_tensor(b.register_tensor(D.int8, [2]), message)
+    p = b.finish()
+    text = roundtrip(p)
+    text.encode("utf-8")
+    assert text.count("\n") == 6 and len(text.splitlines()) == 6  # one line per statement

@@ -120,8 +120,20 @@ def format_dtype(t) -> str:
     return str(t)
 
 
+def _escape_unprintable(c: str) -> str:
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if code > 0xFFFF:  # a JSON escape names UTF-16 code units
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
 def format_string(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
+    """A JSON string literal; characters that aren't printable (lone surrogates too) are escaped,
+    so the text is always valid, visible UTF-8."""
+    return "".join(_escape_unprintable(c) for c in json.dumps(s, ensure_ascii=False))
 
 
 def format_value(v) -> str:
