@@ -138,3 +138,8 @@ def test_mutated_programs_parse_or_fail_with_parse_errors(start, length, insert)
         parse(text)
     except TilusParseError as e:
         assert e.line is None or 1 <= e.line <= text.count("\n") + 1
+
+
+def test_bad_grid_is_located_at_blocks():
+    e = parse_error(replaced("blocks [cdiv(m, 16), cdiv(n, 8)]", "blocks [cdiv(m, 16), blockIdx.x]"))
+    assert e.line == 2 and e.column == 13 and "blockIdx" in str(e)  # the first grid size

@@ -102,7 +102,10 @@ def parse(text: str, verify: bool = True,
         try:
             run_verifier(program)
         except VerificationError as e:
-            line, column = reader.locations.get(id(getattr(e, "node", None)), (None, None))
+            node = getattr(e, "node", None)
+            where = reader.header_locations.get(node) if isinstance(node, str) \
+                else reader.locations.get(id(node))
+            line, column = where or (None, None)
             raise ParseVerificationError(str(e), line, column) from e
     return program
 
@@ -215,7 +218,8 @@ class _Reader:
         self.layout_parser = layout_parser
         self.scalars: list[dict[str, Var]] = [{}]
         self.tensors: list[dict[str, Tensor]] = [{}]
-        self.locations: dict[int, tuple[int, int]] = {}
+        self.locations: dict[int, tuple[int, int]] = {}  # id(statement or parameter) -> where
+        self.header_locations: dict[str, tuple[int, int]] = {}  # "blocks", "warps" -> where
         self.table = _instruction_table()
         self.current: Any = None
 
@@ -287,7 +291,6 @@ class _Reader:
             self.scalars[-1][var.name] = var
             params.append(self.locate(var, p))
         blocks = tuple(self.expr(b) for b in blocks_node.children if b is not None)
-        self.locations[id("blocks")] = self.position(blocks_node)
         warps = int(warps_node.children[0]) * (-1 if warps_node.data == "neg_int" else 1)
         consts = []
         if consts_node is not None:
@@ -300,8 +303,8 @@ class _Reader:
         body = self.body(body_node)
         program = Program(str(name), tuple(params), blocks, warps, body, tuple(consts))
         self.locate(program, kernel)
-        self.locations[id("blocks")] = self.position(blocks_node)
-        self.locations[id("warps")] = self.position(warps_node)
+        self.header_locations["blocks"] = self.position(blocks_node)
+        self.header_locations["warps"] = self.position(warps_node)
         return program
 
     # -- statements
