@@ -153,7 +153,7 @@ class _Gen:
                 + (["bitnot"] if x.dtype.is_integer else [])
             self.add(self.b.unary(self.pick(ops), x))
             return
-        ops = ["add", "sub", "mul", "max", "min", "lt", "ge", "eq", "ne"] + \
+        ops = ["add", "sub", "mul", "maximum", "minimum", "lt", "ge", "eq", "ne"] + \
               (["div"] if x.dtype.is_float else ["bitand", "bitor", "bitxor", "shl", "shr", "mod"])
         op = self.pick(ops)
         partners = self.visible("register", lambda t: t.dtype is x.dtype and (

@@ -57,7 +57,7 @@ def test_a_valid_program_passes():
 def test_instruction_check_failures_name_the_instruction():
     fails(prog(GV, AllocateRegisterInst(reg("x", D.int32), None),
                StoreGlobalInst(glob(), reg("x", D.int32), (const(0),))),
-          "cannot store int32 tile %x", "in: store_global(%g, %x, offsets=[0])")
+          "cannot move int32 tile %x", "in: store_global(%g, %x, offsets=[0])")
 
 
 def test_tensor_used_before_definition():
