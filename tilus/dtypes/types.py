@@ -65,6 +65,74 @@ class DataType:
             raise DataTypeError(f"{self.name} is not a float type and has no exponent bias")
         return (1 << (self.exponent_bits - 1)) - 1
 
+    # -- value set (tilus.dtypes.formats) --------------------------------------------------------
+    @property
+    def min_value(self) -> "int | float":
+        """The most negative finite value (Python int for integers and bool, float for floats)."""
+        from tilus.dtypes import formats
+        return formats.min_value(self)
+
+    @property
+    def max_value(self) -> "int | float":
+        """The largest finite value (Python int for integers and bool, float for floats)."""
+        from tilus.dtypes import formats
+        return formats.max_value(self)
+
+    @property
+    def eps(self) -> float:
+        """Floats: the gap between 1.0 and the next larger value (``2^-Y``; ``2^(1-Y)`` for e1 types)."""
+        from tilus.dtypes import formats
+        return formats.eps(self)
+
+    @property
+    def smallest_normal(self) -> float:
+        """Floats: the smallest positive normal number, ``2^(1-bias)``."""
+        from tilus.dtypes import formats
+        return formats.smallest_normal(self)
+
+    @property
+    def smallest_subnormal(self) -> "float | None":
+        """Floats: the smallest positive subnormal, ``2^(1-bias-Y)``; ``None`` when Y = 0."""
+        from tilus.dtypes import formats
+        return formats.smallest_subnormal(self)
+
+    @property
+    def has_nan(self) -> bool:
+        """True for floats with NaN codes (float8_e4m3, float8_e5m2, float16, bfloat16, float32, float64)."""
+        return self.is_float and not self.finite_only
+
+    @property
+    def has_inf(self) -> bool:
+        """True for floats with inf codes (float8_e5m2 and the IEEE 16/32/64-bit floats)."""
+        return self.has_nan and self.name != "float8_e4m3"
+
+    @property
+    def code_dtype(self):
+        """The numpy dtype of this type's codes: uint8 up to 8 bits, else uint16/uint32/uint64."""
+        from tilus.dtypes import formats
+        return formats.code_numpy_dtype(self)
+
+    # -- codes (tilus.dtypes.codec) ---------------------------------------------------------------
+    def encode(self, values):
+        """Numbers -> codes (round to nearest even, saturating); see ``tilus.dtypes.codec``."""
+        from tilus.dtypes import codec
+        return codec.encode(self, values)
+
+    def decode(self, codes):
+        """Codes -> numbers (float32; float64 for float64 and 32/64-bit integers)."""
+        from tilus.dtypes import codec
+        return codec.decode(self, codes)
+
+    def value_table(self):
+        """The value of every code, as a float32 numpy array indexed by code (types of <= 16 bits)."""
+        from tilus.dtypes import codec
+        return codec.value_table(self)
+
+    def format_value_table(self, columns: "int | None" = None) -> str:
+        """A printable grid of code -> value (types of <= 8 bits)."""
+        from tilus.dtypes import codec
+        return codec.format_value_table(self, columns)
+
     def __str__(self) -> str:
         return self.name
 
