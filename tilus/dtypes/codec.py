@@ -99,6 +99,13 @@ def _value_table64(name: str) -> np.ndarray:
     return formats.values_of_codes(dtype, np.arange(2 if dtype.kind == BOOL else 1 << dtype.nbits))
 
 
+@functools.lru_cache(maxsize=None)
+def _value_table32(name: str) -> np.ndarray:
+    table = _value_table64(name).astype(np.float32)
+    table.flags.writeable = False
+    return table
+
+
 # ------------------------------------------------------------------------------------------ encode
 def _check_numbers(arr: np.ndarray, dtype: DataType) -> np.ndarray:
     if arr.dtype.kind in "biuf":
@@ -204,6 +211,12 @@ def encode(dtype: "DataType | str", values):
     dtype = get(dtype)
     arr, device = _to_numpy(values)
     arr = _check_numbers(arr, dtype)
+    with np.errstate(invalid="ignore"):     # widening signalling NaNs warns; they stay NaN
+        out = _encode(dtype, arr)
+    return _from_numpy(np.asarray(out), device)
+
+
+def _encode(dtype: DataType, arr: np.ndarray) -> np.ndarray:
     if dtype.kind == BOOL:
         x = arr.astype(np.float64)
         _reject_nan(x, dtype, "bool has no NaN (is NaN true or false?)")
@@ -214,7 +227,7 @@ def encode(dtype: "DataType | str", values):
         out = _encode_lowbit_float(dtype, arr)
     else:
         out = _encode_wide_float(dtype, arr)
-    return _from_numpy(np.asarray(out), device)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ decode
@@ -243,9 +256,14 @@ def decode(dtype: "DataType | str", codes):
     ``float64`` and the 32/64-bit integers. Codes outside the type raise ``DataTypeError``."""
     dtype = get(dtype)
     arr, device = _check_codes(dtype, codes)
+    with np.errstate(invalid="ignore"):
+        out = _decode(dtype, arr)
+    return _from_numpy(np.asarray(out), device)
+
+
+def _decode(dtype: DataType, arr: np.ndarray) -> np.ndarray:
     if dtype.nbits <= 16 and dtype.kind != FLOAT or dtype.nbits <= 8:
-        table = _value_table64(dtype.name).astype(np.float32)
-        out = table[arr.astype(np.intp)]
+        out = _value_table32(dtype.name)[arr.astype(np.intp)]
     elif dtype.kind == FLOAT:
         if dtype.name == "float16":
             out = arr.astype(np.uint16).view(np.float16).astype(np.float32)
@@ -265,7 +283,7 @@ def decode(dtype: "DataType | str", codes):
             out = s.astype(np.float64)
         else:
             out = u.astype(np.float64)
-    return _from_numpy(np.asarray(out), device)
+    return out
 
 
 # ------------------------------------------------------------------------------------ value tables
@@ -280,7 +298,7 @@ def value_table(dtype: "DataType | str") -> np.ndarray:
                             f"(tables exist for types of at most 16 bits)")
     if dtype.kind == FLOAT and dtype.nbits > 8:
         return decode(dtype, np.arange(1 << dtype.nbits, dtype=np.uint32))
-    return _value_table64(dtype.name).astype(np.float32)
+    return _value_table32(dtype.name).copy()
 
 
 def _fmt(v: float) -> str:

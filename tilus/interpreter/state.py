@@ -1,0 +1,74 @@
+"""The state of one running thread block: scalar environment and tensor values."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tilus.dtypes import DataType
+from tilus.errors import InterpreterError
+from tilus.interpreter import values as V
+from tilus.interpreter.memory import GlobalTensor
+from tilus.ir.expr import BlockIdx, Expr, evaluate
+from tilus.ir.types import Tensor
+
+
+class BlockState:
+    """``scalars`` maps Vars (parameters, loop variables, lets) and ``BlockIdx`` to Python values
+    or Buffers; ``tensors`` maps each Tensor to its numpy array (register/shared) or GlobalTensor.
+
+    Register arrays are never mutated in place (handlers build new arrays and rebind), so views
+    between them are safe; shared arrays are mutated in place, so slices of them are views.
+    """
+
+    def __init__(self, scalars: dict, block: tuple[int, int, int]):
+        self.scalars: dict[Any, Any] = dict(scalars)
+        for axis, b in enumerate(block):
+            self.scalars[BlockIdx(axis)] = b
+        self.block = block
+        self.tensors: dict[Tensor, Any] = {}
+
+    # ----- scalars
+    def eval(self, e: Expr) -> Any:
+        return evaluate(e, self.scalars)
+
+    def eval_int(self, e: Expr, what: str = "an index") -> int:
+        v = self.eval(e)
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            raise InterpreterError(f"{what} {e} evaluated to {v!r}, not an integer") from None
+
+    def ints(self, exprs) -> tuple[int, ...]:
+        return tuple(self.eval_int(e) for e in exprs)
+
+    # ----- tensors
+    def get(self, t: Tensor) -> Any:
+        try:
+            return self.tensors[t]
+        except KeyError:
+            raise InterpreterError(f"tensor {t} is used before any instruction defines it") from None
+
+    def global_tensor(self, t: Tensor) -> GlobalTensor:
+        g = self.get(t)
+        if not isinstance(g, GlobalTensor):
+            raise InterpreterError(f"{t} is not a global tensor")
+        return g
+
+    def value(self, x, dtype: DataType | None = None) -> np.ndarray:
+        """An elementwise operand as an array: a tensor's values, or a scalar expression evaluated
+        now and converted to ``dtype`` (the other operand's type)."""
+        if isinstance(x, Tensor):
+            return self.get(x)
+        v = self.eval(x)
+        return V.from_python(dtype if dtype is not None else x.dtype, v)
+
+    def set(self, t: Tensor, value: np.ndarray) -> None:
+        """Bind a register tensor to a new array of its dtype's representation and shape."""
+        arr = np.asarray(value)
+        want = V.storage_dtype(t.dtype)
+        if arr.dtype != want:
+            arr = arr.astype(want)
+        if arr.shape != tuple(t.shape):
+            arr = np.broadcast_to(arr, tuple(t.shape))
+        self.tensors[t] = arr
