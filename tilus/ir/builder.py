@@ -135,7 +135,7 @@ class ProgramBuilder:
         self.emit(LetStmt(var, value))
         return var
 
-    def assign(self, var: Var, value: ExprLike) -> None:
+    def assign_scalar(self, var: Var, value: ExprLike) -> None:
         self.emit(AssignStmt(var, cast(as_expr(value), var.dtype)))
 
     def finish(self) -> Program:
@@ -226,8 +226,13 @@ class ProgramBuilder:
     def cast(self, x: Tensor, dtype: DataType | str, name: str = "c") -> Tensor:
         return self._emit_out(I.CastInst(self._out(name, dtype, x.shape, REGISTER), x))
 
-    def assign(self, output: Tensor, x: Tensor) -> None:
-        self.emit(I.AssignInst(output, x))
+    def assign(self, output: Tensor | Var, x: Tensor | ExprLike) -> None:
+        """``output = x``: a register tile copy (AssignInst), or for a scalar declared by ``let``
+        an AssignStmt."""
+        if isinstance(output, Var):
+            self.assign_scalar(output, x)
+        else:
+            self.emit(I.AssignInst(output, x))
 
     def unary(self, op: str, x: Tensor, name: str = "u") -> Tensor:
         dtype = dtypes.bool if op == "not" else x.dtype
