@@ -38,7 +38,6 @@ from tilus.errors import ScriptError, TilusError
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.expr import Expr, Var
-from tilus.ir.stmt import AssignStmt
 from tilus.ir.types import REGISTER, Tensor
 from tilus.lang.context import Attributes, BuildContext
 from tilus.lang.instructions import DSL_MARK, RangeSpec, instruction_names
@@ -366,8 +365,7 @@ class Frame:
         self.env[name] = Binding(value, depth)
 
     def assign_scalar(self, var: Var, value: Any) -> None:
-        # (ProgramBuilder.assign is the tensor instruction; scalars get an AssignStmt)
-        self.builder.emit(AssignStmt(var, E.cast(E.as_expr(value), var.dtype)))
+        self.builder.assign_scalar(var, value)
 
     def prepare_body(self, stmts: list[ast.stmt], exclude: tuple[str, ...] = ()) -> None:
         """Before a run-time body: names it assigns that hold Python numbers, non-variable
@@ -766,7 +764,7 @@ class Frame:
             if type(op_node) in CMPOPS:
                 r = self.compare(CMPOPS[type(op_node)], left, right, hint)
             else:
-                if is_ir(left) or is_ir(right):
+                if (is_ir(left) or is_ir(right)) and type(op_node) in (ast.In, ast.NotIn):
                     raise TilusError(f"'{type(op_node).__name__}' comparison of IR values is not "
                                      f"supported")
                 r = {ast.Is: operator.is_, ast.IsNot: operator.is_not,
