@@ -96,6 +96,9 @@ class RangeSpec:
     def __init__(self, start, stop, step, unroll):
         self.start, self.stop, self.step, self.unroll = start, stop, step, unroll
 
+    def __repr__(self) -> str:
+        return f"self.range({self.start}, {self.stop}, {self.step})"
+
     def __iter__(self):
         raise TilusError("self.range(...) is a run-time loop: use it as `for i in self.range(...)` "
                          "directly in __call__ or a method of the Script, not in a plain Python "

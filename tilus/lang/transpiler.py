@@ -626,11 +626,17 @@ class Frame:
         if inspect.ismethod(func) and isinstance(func.__self__, Script):
             fn = func.__func__
             if getattr(fn, DSL_MARK, False):
+                sig = inspect.signature(func).replace(return_annotation=inspect.Signature.empty)
+                for k in kwargs:
+                    if k not in sig.parameters:
+                        near = difflib.get_close_matches(k, list(sig.parameters), n=1)
+                        raise self.error(node, f"self.{fn.__name__}{sig}: unexpected keyword "
+                                               f"argument {k!r}"
+                                               + (f"; did you mean {near[0]}=?" if near else ""))
                 try:
-                    inspect.signature(func).bind(*args, **kwargs)
+                    sig.bind(*args, **kwargs)
                 except TypeError as e:
-                    raise self.error(node, f"self.{fn.__name__}{inspect.signature(func)}: {e}") \
-                        from None
+                    raise self.error(node, f"self.{fn.__name__}{sig}: {e}") from None
                 self.ctx.hint = hint
                 try:
                     return func(*args, **kwargs)
@@ -693,13 +699,19 @@ class Frame:
             return "div"
         return op
 
+    def _tensor_binary(self, op: str, symbol: str, a: Any, b: Any, hint: Optional[str]) -> Tensor:
+        try:
+            return self.builder.binary(op, a, b, name=hint or "t")
+        except TilusError as e:
+            raise TilusError(f"'{symbol}' of {describe(a)} and {describe(b)}: {e}") from None
+
     def binop(self, op: str, a: Any, b: Any, hint: Optional[str] = None) -> Any:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             for x in (a, b):
                 if not isinstance(x, (Tensor, Expr, *PY_NUMBER)):
                     raise TilusError(f"'{SYMBOL[op]}' between a tensor and {describe(x)}")
             tensor_op = self._tensor_op(op, a, b)
-            return self.builder.binary(tensor_op, a, b, name=hint or "t")
+            return self._tensor_binary(tensor_op, SYMBOL[op], a, b, hint)
         if isinstance(a, Expr) or isinstance(b, Expr):
             for x in (a, b):
                 if not isinstance(x, (Expr, *PY_NUMBER)):
@@ -751,7 +763,7 @@ class Frame:
 
     def compare(self, op, a, b, hint):
         if isinstance(a, Tensor) or isinstance(b, Tensor):
-            return self.builder.binary(op, a, b, name=hint or op)
+            return self._tensor_binary(op, E.INFIX[op], a, b, hint or op)
         if isinstance(a, Expr) or isinstance(b, Expr):
             return E.binary(op, a, b)
         return PY_CMPOPS[op](a, b)
