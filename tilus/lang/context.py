@@ -65,6 +65,8 @@ class BuildContext:
     depth: int = 0
     hint: Optional[str] = None
     location: Any = None  # where the statement being transpiled is (for deferred errors)
+    # let-variables never reassigned -> their values (to express the grid in the parameters)
+    let_values: dict = field(default_factory=dict)
 
     def take_hint(self, default: str) -> str:
         hint, self.hint = self.hint, None

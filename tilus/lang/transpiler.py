@@ -309,6 +309,11 @@ class Frame:
                 raise self.error(target, f"cannot set self.{target.attr} inside the kernel: "
                                          f"compile-time parameters are set in __init__ (launch "
                                          f"attributes go to self.attrs.blocks / self.attrs.warps)")
+            if isinstance(obj, Attributes) and target.attr == "blocks":
+                if self.ctx.depth > 0:
+                    raise self.error(target, "set self.attrs.blocks outside loops and branches")
+                items = value if isinstance(value, (list, tuple)) else [value]
+                value = [self.in_parameters(v, "attrs.blocks") for v in items]
             setattr(obj, target.attr, value)
         elif isinstance(target, ast.Subscript):
             raise self.error(target, "item assignment is not supported; tiles are written with "
@@ -356,16 +361,38 @@ class Frame:
                     and b.value.name in self.owned_vars and b.value.dtype is value.dtype:
                 self.assign_scalar(b.value, value)
                 return
-            var = self.builder.let(name, value)
-            self.owned_vars.add(var.name)
-            self.env[name] = Binding(var, depth)
+            self.env[name] = Binding(self.let(name, value), depth)
             return
         if isinstance(value, Tensor) and value.scope == REGISTER:
             self.owned_tensors.add(value.name)
         self.env[name] = Binding(value, depth)
 
     def assign_scalar(self, var: Var, value: Any) -> None:
+        self.ctx.let_values.pop(var, None)
         self.builder.assign_scalar(var, value)
+
+    def let(self, name: str, value: Any) -> Var:
+        var = self.builder.let(name, value)
+        self.owned_vars.add(var.name)
+        self.ctx.let_values[var] = E.as_expr(value)
+        return var
+
+    def in_parameters(self, e: Any, what: str) -> Any:
+        """``e`` with let-variables replaced by their values, so that it only reads parameters."""
+        if not isinstance(e, Expr):
+            return e
+        params = set(self.builder.params)
+        for _ in range(1000):
+            free = E.free_vars(e) - params
+            if not free:
+                return e
+            stuck = [v for v in free if v not in self.ctx.let_values]
+            if stuck:
+                raise TilusError(f"{what} must be computed from the kernel's parameters, but "
+                                 f"{stuck[0].name} is a variable that changes (or a loop "
+                                 f"variable)")
+            e = E.substitute(e, {v: self.ctx.let_values[v] for v in free})
+        raise TilusError(f"{what}: cannot resolve {e}")
 
     def prepare_body(self, stmts: list[ast.stmt], exclude: tuple[str, ...] = ()) -> None:
         """Before a run-time body: names it assigns that hold Python numbers, non-variable
@@ -382,9 +409,7 @@ class Frame:
             if isinstance(v, np.generic):
                 v = v.item()
             if isinstance(v, (Expr, *PY_NUMBER)):
-                var = self.builder.let(name, v)
-                self.owned_vars.add(var.name)
-                self.env[name] = Binding(var, self.ctx.depth)
+                self.env[name] = Binding(self.let(name, v), self.ctx.depth)
             elif isinstance(v, Tensor) and v.scope == REGISTER and v.name not in self.owned_tensors:
                 t = self.builder.register_tensor(v.dtype, v.shape, name=name)
                 self.builder.assign(t, v)
