@@ -6,7 +6,7 @@ transpiled ``__call__`` and in any Python helper it calls while the program is b
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
