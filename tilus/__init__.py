@@ -4,3 +4,8 @@ from tilus.dtypes import *  # noqa: F401,F403  (tilus.uint3, tilus.float16, ...)
 
 __version__ = "0.1.0"
 from tilus.interpreter import interpret  # noqa: F401,E402
+
+# ----- tilus.lang: the Python DSL (kept as one block at the end to merge cleanly) -----
+from tilus.ir.expr import cdiv  # noqa: E402,F401
+from tilus.lang import Script  # noqa: E402,F401
+from tilus import jit  # noqa: E402,F401

@@ -1,0 +1,51 @@
+"""Every example runs through the interpreter and matches torch, at sizes that don't divide the tiles."""
+import importlib.util
+import pathlib
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"tilus_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["vector_add", "softmax", "matmul_fp16", "matmul_lowbit",
+                                  "matmul_splitk"])
+def test_main_runs(name, capsys):
+    load(name).main()
+    assert name in capsys.readouterr().out
+
+
+def test_vector_add_tail():
+    load("vector_add").run(n=777, block=128)
+
+
+def test_softmax_tails():
+    load("softmax").run(m=21, n=37, block_m=8, block_n=64)
+
+
+def test_matmul_fp16_tails():
+    load("matmul_fp16").run(m=37, n=45, k=51, tiles=(16, 32, 16))
+
+
+@pytest.mark.parametrize("wtype", ["uint3", "int4", "uint6", "float6_e3m2", "float4_e2m1",
+                                   "uint8", "int2", "float5_e2m2"])
+def test_matmul_lowbit(wtype):
+    load("matmul_lowbit").run(wtype, m=19, n=48, k=70, group_size=32)
+
+
+def test_matmul_lowbit_programs_differ_only_in_the_weight_type():
+    mod = load("matmul_lowbit")
+    p3 = str(mod.MatmulLowBit("uint3").program())
+    p4 = str(mod.MatmulLowBit("int4").program())
+    assert "uint3" in p3 and "int4" in p4 and "sub(" in p3 and "sub(" not in p4
+
+
+def test_matmul_splitk():
+    load("matmul_splitk").run(m=33, n=40, k=75, split_k=2)
+    load("matmul_splitk").run(m=20, n=20, k=200, split_k=4)

@@ -1,0 +1,132 @@
+"""Transpiled kernels run in the interpreter with the meaning Python gives their source."""
+import numpy as np
+import pytest
+import torch
+
+import tilus
+from tilus.errors import ArgumentError, TilusError
+
+
+class LoopCarried(tilus.Script):
+    def __call__(self, n: tilus.int32, out: ~tilus.int32, rows: int):
+        g = self.global_view(out, dtype=tilus.int32, shape=[rows, 4])
+        acc = self.register_tensor(dtype=tilus.int32, shape=[rows, 4], init=0)
+        s = 0
+        for i in self.range(n):
+            if i % 3 == 0:
+                continue
+            if i >= 10:
+                break
+            s = s + i                 # loop-carried scalar
+            acc = acc + i             # loop-carried tensor
+        j = 0
+        while j * j < n:
+            j += 1
+        acc += s * 1000 + j * 100000
+        for r in range(rows):         # compile-time loop: unrolled
+            acc = acc + r
+        self.store_global(g, acc, offsets=[0, 0])
+
+
+def reference(n, rows):
+    s = sum(i for i in range(min(n, 10)) if i % 3 != 0)
+    j = 0
+    while j * j < n:
+        j += 1
+    return s + s * 1000 + j * 100000 + sum(range(rows))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 9, 30])
+def test_loop_carried_values(n):
+    out = np.zeros((2, 4), np.int32)
+    LoopCarried()(n, out, 2)       # `rows` (int) is a compile-time parameter, given positionally
+    assert (out == reference(n, 2)).all()
+
+
+def test_compile_time_argument_by_keyword_and_cache():
+    k = LoopCarried()
+    out = np.zeros((3, 4), np.int32)
+    k(7, out, rows=3)
+    assert (out == reference(7, 3)).all()
+    assert len(k.__dict__["_tilus_programs"]) == 1
+    with pytest.raises(ArgumentError, match="compile-time int"):
+        k(7, out, 2.5)
+
+
+class Branches(tilus.Script):
+    def __call__(self, n: tilus.int32, out: ~tilus.float32):
+        g = self.global_view(out, dtype=tilus.float32, shape=[8])
+        x = self.register_tensor(dtype=tilus.float32, shape=[8], init=1.0)
+        k = 0
+        if n > 5:
+            x = x * 3.0
+            k = 1
+        elif n > 2:
+            x = -x
+            k = 2
+        else:
+            k = 3
+        y = self.where(x > 0.0, x, 0.5 * x) + k
+        self.store_global(g, y, offsets=[0])
+
+
+@pytest.mark.parametrize("n,expected", [(7, 4.0), (3, 1.5), (0, 4.0)])
+def test_branches(n, expected):
+    out = torch.zeros(8)
+    Branches()(n, out)
+    assert torch.all(out == expected)
+
+
+class CallsHelper(tilus.Script):
+    def bump(self, t, times):
+        for _ in self.range(times):
+            t = t + 1.0        # a parameter rebound in a loop: the caller's tensor is not changed
+        return t
+
+    def __call__(self, out: ~tilus.float32):
+        g = self.global_view(out, dtype=tilus.float32, shape=[2, 4])
+        x = self.register_tensor(dtype=tilus.float32, shape=[4], init=0.0)
+        y = self.bump(x, 3)
+        self.store_global(g, self.unsqueeze(x, dim=0), offsets=[0, 0])
+        self.store_global(g, self.unsqueeze(y, dim=0), offsets=[1, 0])
+
+
+def test_helper_method_semantics():
+    out = np.full((2, 4), -1, np.float32)
+    CallsHelper()(out)
+    assert (out[0] == 0).all() and (out[1] == 3).all()
+
+
+class Reductions(tilus.Script):
+    def __call__(self, m: tilus.int32, x: ~tilus.float32, y: ~tilus.float32):
+        gx = self.global_view(x, dtype=tilus.float32, shape=[m, 8])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[3, m])
+        t = self.load_global(gx, offsets=[0, 0], shape=[4, 8])
+        tt = self.transpose(t)
+        self.store_global(gy, self.unsqueeze(self.sum(tt, dim=0), dim=0), offsets=[0, 0])
+        self.store_global(gy, self.unsqueeze(self.max(t, dim=-1), dim=0), offsets=[1, 0])
+        r = self.min(t, dim=1, keepdim=True)
+        self.store_global(gy, self.transpose(self.abs(r) * 2.0 - 1.0), offsets=[2, 0])
+
+
+def test_reductions_and_shapes():
+    x = torch.randn(4, 8)
+    y = torch.zeros(3, 4)
+    Reductions()(4, x, y)
+    assert torch.allclose(y[0], x.sum(1), atol=1e-6)
+    assert torch.equal(y[1], x.max(1).values)
+    assert torch.allclose(y[2], x.min(1).values.abs() * 2 - 1)
+
+
+def test_cuda_tensors_are_refused_until_the_backend_exists():
+    class FakeCuda:
+        is_cuda = True
+
+    with pytest.raises(TilusError, match="not available yet"):
+        Branches()(3, FakeCuda())
+
+
+def test_kernel_params_are_classified():
+    params = {p.name: p for p in LoopCarried.kernel_params()}
+    assert params["rows"].is_const and not params["n"].is_const
+    assert tilus.Script.__call__ is LoopCarried.__call__  # the body was moved aside
