@@ -294,18 +294,18 @@ class InstructionMethods:
 
     def _minmax(self, op, a, b):
         if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-            return (E.maximum if op == "max" else E.minimum)(_scalar(a, "a"), _scalar(b, "b"))
-        ctx = current("maximum" if op == "max" else "minimum")
+            return (E.maximum if op == "maximum" else E.minimum)(_scalar(a, "a"), _scalar(b, "b"))
+        ctx = current(op)
         return ctx.builder.binary(op, a, b, name=ctx.take_hint(op))
 
     @instruction
     def maximum(self, a, b) -> Tensor:
         """Elementwise maximum (tensors with broadcasting, or two scalars)."""
-        return self._minmax("max", a, b)
+        return self._minmax("maximum", a, b)
 
     @instruction
     def minimum(self, a, b) -> Tensor:
-        return self._minmax("min", a, b)
+        return self._minmax("minimum", a, b)
 
     @instruction
     def transpose(self, x) -> Tensor:

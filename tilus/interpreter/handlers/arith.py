@@ -94,8 +94,7 @@ def binary_values(dtype: DataType, op: str, a: np.ndarray, b: np.ndarray) -> np.
     if dtype.is_bool:
         a, b = a.astype(bool), b.astype(bool)
         table = {"bitand": np.logical_and, "bitor": np.logical_or, "bitxor": np.logical_xor,
-                 "maximum": np.logical_or, "max": np.logical_or,
-                 "minimum": np.logical_and, "min": np.logical_and}
+                 "maximum": np.logical_or, "minimum": np.logical_and}
         if op in table:
             return table[op](a, b)
         ai, bi = a.astype(np.int64), b.astype(np.int64)
@@ -104,8 +103,7 @@ def binary_values(dtype: DataType, op: str, a: np.ndarray, b: np.ndarray) -> np.
         cd = _compute_dtype(dtype)
         x, y = a.astype(cd), b.astype(cd)
         fn = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
-              "mod": np.fmod, "maximum": np.fmax, "max": np.fmax, "minimum": np.fmin,
-              "min": np.fmin}.get(op)
+              "mod": np.fmod, "maximum": np.fmax, "minimum": np.fmin}.get(op)
         if fn is None:
             raise InterpreterError(f"'{op}' is not defined on {dtype} tiles")
         return V.round_float(dtype, fn(x, y))
@@ -116,9 +114,9 @@ def binary_values(dtype: DataType, op: str, a: np.ndarray, b: np.ndarray) -> np.
                "bitor": np.bitwise_or, "bitxor": np.bitwise_xor}[op](x, y)
     elif op in ("div", "mod"):
         out = _int_div(x, y, op)
-    elif op in ("maximum", "max"):
+    elif op == "maximum":
         out = np.maximum(x, y)
-    elif op in ("minimum", "min"):
+    elif op == "minimum":
         out = np.minimum(x, y)
     elif op == "shl":
         out = np.left_shift(x, _shift_amount(y).astype(x.dtype))
