@@ -17,6 +17,9 @@ def test_demo_prints_value_tables_and_packing():
     out = _run("examples/demo.py")
     assert "float4_e2m1: 16 codes" in out
     assert "uint3 [1, 2, 3, 4, 5, 6, 7, 0] -> bytes d1 58 1f" in out
+    assert "%codes: register[uint3, (32, 32)] = view(%raw)" in out
+    for wtype in ("uint3", "int4", "uint6", "float6_e3m2", "float4_e2m1"):
+        assert f"  {wtype:12s} A[20, 80] fp16 @ W[80, 40]" in out
 
 
 def test_layout_pictures_draws_the_c_fragment(tmp_path):
