@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from functools import lru_cache
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 from tilus import dtypes
 from tilus.errors import ArgumentError
@@ -26,22 +27,28 @@ _DTYPE_ALIASES = {"float8_e4m3fn": "float8_e4m3", "half": "float16", "float": "f
 _TYPESTR_KIND = {"f": "float", "i": "int", "u": "uint"}
 
 
-@dataclass(frozen=True)
 class BufferInfo:
-    """What the checks need to know about an array argument, whatever its framework."""
+    """What the checks need to know about an array argument, whatever its framework.
 
-    framework: str            # torch | numpy | cupy
-    dtype: str                # the framework's dtype, as a tilus name when it has one
-    itemsize: int             # bytes per element in the buffer
-    shape: tuple[int, ...]
-    strides: Optional[tuple[int, ...]]  # in elements; None = C-contiguous
-    device_type: str          # cpu | cuda | ...
-    device_id: int
-    data_ptr: int
+    ``framework``: torch | numpy | cupy. ``dtype``: the framework's dtype, as a tilus name when it
+    has one. ``itemsize``: bytes per element. ``strides``: in elements, None = C-contiguous.
+    ``device_type``: cpu | cuda | ... (A plain class with slots: it is built on every call.)
+    """
 
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+    __slots__ = ("framework", "dtype", "itemsize", "shape", "strides", "device_type", "device_id",
+                 "data_ptr", "numel")
+
+    def __init__(self, framework: str, dtype: str, itemsize: int, shape: tuple,
+                 strides: Optional[tuple], device_type: str, device_id: int, data_ptr: int,
+                 numel: Optional[int] = None):
+        self.framework, self.dtype, self.itemsize = framework, dtype, itemsize
+        self.shape, self.strides = shape, strides
+        self.device_type, self.device_id, self.data_ptr = device_type, device_id, data_ptr
+        self.numel = math.prod(shape) if numel is None else numel
+
+    def __repr__(self) -> str:
+        return (f"BufferInfo({self.framework} {self.dtype} shape={list(self.shape)} "
+                f"strides={self.strides} on {self.device} at 0x{self.data_ptr:x})")
 
     @property
     def nbytes(self) -> int:
@@ -62,12 +69,18 @@ class BufferInfo:
         return True
 
 
+@lru_cache(maxsize=256)
 def _dtype_name(name: str) -> str:
     name = _DTYPE_ALIASES.get(name, name)
     try:
         return dtypes.get(name).name
     except Exception:
         return name
+
+
+@lru_cache(maxsize=64)
+def _torch_dtype_name(dtype) -> str:
+    return _dtype_name(str(dtype).rsplit(".", 1)[-1])
 
 
 def _torch_tensor_type():
@@ -80,10 +93,11 @@ def describe(x: Any) -> Optional[BufferInfo]:
     tt = _torch_tensor_type()
     if tt is not None and isinstance(x, tt):
         dev = x.device
-        return BufferInfo("torch", _dtype_name(str(x.dtype).rsplit(".", 1)[-1]), x.element_size(),
-                          tuple(x.shape), tuple(x.stride()), dev.type,
+        dev_type = dev.type
+        return BufferInfo("torch", _torch_dtype_name(x.dtype), x.element_size(),
+                          tuple(x.shape), x.stride(), dev_type,
                           dev.index if dev.index is not None else 0,
-                          x.data_ptr() if dev.type != "meta" else 0)
+                          x.data_ptr() if dev_type != "meta" else 0, x.numel())
     np = sys.modules.get("numpy")
     if np is not None and isinstance(x, np.ndarray):
         return BufferInfo("numpy", _dtype_name(x.dtype.name), x.itemsize, tuple(x.shape),
@@ -115,8 +129,7 @@ def _element_strides(byte_strides, itemsize: int) -> tuple[int, ...]:
     return tuple(s // itemsize if s % itemsize == 0 else -1 for s in byte_strides)
 
 
-@dataclass(frozen=True)
-class BoundArguments:
+class BoundArguments(NamedTuple):
     """The checked arguments: ``values`` in parameter order (scalars as Python numbers)."""
 
     values: tuple
@@ -156,6 +169,10 @@ _MISSING = object()
 
 def _check_scalar(kernel: str, p: Param, v: Any):
     t = p.data_type
+    if type(v) is int and t.is_integer and t.nbits <= 64:  # the common case, fast
+        lo, hi = _int_range(t.name)
+        if lo <= v <= hi:
+            return v
     np = sys.modules.get("numpy")
     if describe(v) is not None or (np is not None and isinstance(v, np.ndarray)):
         raise _fail(kernel, p, f"expected a Python scalar of type {t.name}, got an array/tensor "
@@ -171,8 +188,7 @@ def _check_scalar(kernel: str, p: Param, v: Any):
         if isinstance(v, float) or not hasattr(v, "__index__"):
             raise _fail(kernel, p, f"expected an integer ({t.name}), got {type(v).__name__} {v!r}")
         v = int(v.__index__())
-        lo, hi = (-(1 << (t.nbits - 1)), (1 << (t.nbits - 1)) - 1) if t.is_signed \
-            else (0, (1 << t.nbits) - 1)
+        lo, hi = _int_range(t.name)
         if not lo <= v <= hi:
             raise _fail(kernel, p, f"{v} is out of range for {t.name} [{lo}, {hi}]")
         return v
@@ -187,12 +203,21 @@ def _check_scalar(kernel: str, p: Param, v: Any):
     return v
 
 
-def _accepts(t: dtypes.DataType, info: BufferInfo) -> bool:
+@lru_cache(maxsize=256)
+def _int_range(name: str) -> tuple[int, int]:
+    t = dtypes.get(name)
+    if t.is_signed:
+        return -(1 << (t.nbits - 1)), (1 << (t.nbits - 1)) - 1
+    return 0, (1 << t.nbits) - 1
+
+
+@lru_cache(maxsize=1024)
+def _accepts(t: dtypes.DataType, dtype: str, itemsize: int) -> bool:
     if t.is_subbyte:
-        return info.dtype == "uint8"
-    if info.dtype == t.name and info.itemsize * 8 == t.nbits:
+        return dtype == "uint8"
+    if dtype == t.name and itemsize * 8 == t.nbits:
         return True
-    return t.is_lowbit and info.dtype == "uint8"  # raw codes of an 8-bit low-bit type
+    return t.is_lowbit and dtype == "uint8"  # raw codes of an 8-bit low-bit type
 
 
 def _expected_dtype(t: dtypes.DataType) -> str:
@@ -204,13 +229,68 @@ def _expected_dtype(t: dtypes.DataType) -> str:
     return t.name
 
 
-def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int], device_type: str):
+def _required_bytes(kernel: str, p: Param, scalars: Mapping[str, int]) -> list:
+    """[(bytes needed, expression, element count or None)] for the pointer's size requirements."""
+    out = []
+    t = p.data_type
+    for key in ("min_count", "min_bytes"):
+        e = getattr(p, key)
+        if e is None:
+            continue
+        try:
+            n = _expr.evaluate(e, scalars)
+        except ExpressionError as err:
+            raise _fail(kernel, p, f"cannot evaluate its size requirement: {err}") from None
+        if n < 0:
+            raise _fail(kernel, p, f"size requirement {e if isinstance(e, str) else key} is "
+                                   f"negative ({n}) for {_fmt_env(e, scalars)}")
+        if key == "min_count":
+            out.append((-(-n * t.nbits // 8), e, n))
+        else:
+            out.append((n, e, None))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _torch_accepts(t: dtypes.DataType, dtype) -> bool:
+    return _accepts(t, _torch_dtype_name(dtype), dtype.itemsize)
+
+
+def _torch_fast(p: Param, x: Any, needs: list, device_type: str) -> Optional[int]:
+    """The device index if torch tensor ``x`` passes every check, else None (then the slow path
+    finds what is wrong and says so). Avoids building a BufferInfo on the common path."""
+    t = p.data_type
+    dev = x.device
+    if dev.type != device_type or not _torch_accepts(t, x.dtype):
+        return None
+    nbytes = x.numel() * x.element_size()
+    if p.index_bits == 32 and nbytes * 8 // t.nbits > INT32_MAX:
+        return None
+    if p.contiguous and not x.is_contiguous():
+        return None
+    if p.align > 1 and nbytes and x.data_ptr() % p.align:
+        return None
+    for need, _, _ in needs:
+        if nbytes < need:
+            return None
+    return dev.index if dev.index is not None else 0
+
+
+def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int],
+                   device_type: str) -> int:
+    """Check one pointer argument; returns its device index."""
+    needs = _required_bytes(kernel, p, scalars)
+    tt = _torch_tensor_type()
+    if tt is not None and isinstance(v, tt):
+        dev_id = _torch_fast(p, v, needs, device_type)
+        if dev_id is not None:
+            return dev_id
     t = p.data_type
     info = describe(v)
     if info is None:
         raise _fail(kernel, p, f"expected a tensor/array of {_expected_dtype(t)} (torch, numpy "
                                f"or cupy), got {type(v).__name__}")
-    if not _accepts(t, info):
+    if not _accepts(t, info.dtype, info.itemsize):
         extra = ""
         if t.is_subbyte and info.dtype == t.name:
             extra = " (this array holds one element per byte: pack it with tilus.dtypes.pack)"
@@ -231,25 +311,14 @@ def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int], de
         raise _fail(kernel, p, f"data pointer 0x{info.data_ptr:x} is not {p.align}-byte aligned "
                                f"(offset {info.data_ptr % p.align}); a sliced view? pass a fresh "
                                f"or .clone()d tensor")
-    for key in ("min_count", "min_bytes"):
-        e = getattr(p, key)
-        if e is None:
-            continue
-        try:
-            n = _expr.evaluate(e, scalars)
-        except ExpressionError as err:
-            raise _fail(kernel, p, f"cannot evaluate its size requirement: {err}") from None
-        if n < 0:
-            raise _fail(kernel, p, f"size requirement {e!r} is negative ({n}) for "
-                                   f"{_fmt_env(e, scalars)}")
-        need = -(-n * t.nbits // 8) if key == "min_count" else n
+    for need, e, n in needs:
         if info.nbytes < need:
-            what = f"{n} {t.name} elements = {need} bytes" if key == "min_count" \
-                else f"{need} bytes"
-            raise _fail(kernel, p, f"too small: needs at least {what} ({e if isinstance(e, str) else key}"
-                                   f" with {_fmt_env(e, scalars)}), got {info.nbytes} bytes "
+            what = f"{n} {t.name} elements = {need} bytes" if n is not None else f"{need} bytes"
+            shown = e if isinstance(e, str) else "its size requirement"
+            raise _fail(kernel, p, f"too small: needs at least {what} ({shown} with "
+                                   f"{_fmt_env(e, scalars)}), got {info.nbytes} bytes "
                                    f"(shape {list(info.shape)}, {info.dtype})")
-    return info
+    return info.device_id
 
 
 def _fmt_env(e, scalars: Mapping[str, int]) -> str:
@@ -261,7 +330,10 @@ def check_arguments(meta: KernelMetadata, args: Sequence,
                     kwargs: Optional[Mapping] = None) -> BoundArguments:
     """Check a call against ``meta``'s signature; raises ArgumentError, else returns the bound
     arguments. Scalars are checked first, since pointer sizes are expressions over them."""
-    values = bind(meta, args, kwargs)
+    if not kwargs and len(args) == len(meta.params):
+        values = args
+    else:
+        values = bind(meta, args, kwargs)
     kernel = meta.name
     out = list(values)
     scalars: dict[str, Any] = {}
@@ -269,14 +341,14 @@ def check_arguments(meta: KernelMetadata, args: Sequence,
         if not p.is_pointer:
             out[i] = scalars[p.name] = _check_scalar(kernel, p, v)
     device_type = meta.device_type
-    first: Optional[tuple[Param, BufferInfo]] = None
+    first: Optional[tuple[Param, Any, int]] = None
     for p, v in zip(meta.params, values):
         if p.is_pointer:
-            info = _check_pointer(kernel, p, v, scalars, device_type)
+            dev_id = _check_pointer(kernel, p, v, scalars, device_type)
             if first is None:
-                first = (p, info)
-            elif info.device_id != first[1].device_id:
-                raise _fail(kernel, p, f"is on {info.device} but {first[0].name!r} is on "
-                                       f"{first[1].device}: all tensors must be on the same GPU")
-    return BoundArguments(tuple(out), scalars, device_type,
-                          first[1].device_id if first else None)
+                first = (p, v, dev_id)
+            elif dev_id != first[2]:
+                raise _fail(kernel, p, f"is on {describe(v).device} but {first[0].name!r} is on "
+                                       f"{describe(first[1]).device}: all tensors must be on the "
+                                       f"same GPU")
+    return BoundArguments(tuple(out), scalars, device_type, first[2] if first else None)

@@ -165,6 +165,9 @@ def _remove_tree(path: Path) -> bool:
         os.rename(path, trash)
     except FileNotFoundError:
         return False
+    except OSError as e:
+        logger.warning("cannot remove %s: %s", path, e.strerror or e)
+        return False
     shutil.rmtree(trash, ignore_errors=True)
     return True
 
@@ -186,7 +189,7 @@ def read_entry(key: str, path: Path) -> CacheEntry:
     damaged (missing file, bad checksum, bad metadata)."""
     try:
         text = (path / METADATA).read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if path.is_dir():
             raise CacheCorruptionError(f"{path}: {METADATA} is missing") from None
         raise KernelNotFoundError(f"no cache entry {key} at {path}") from None
@@ -238,7 +241,9 @@ class KernelCache:
         except KernelNotFoundError:
             return None
         except CacheCorruptionError as e:
-            logger.warning("removing damaged kernel cache entry (it will be rebuilt): %s", e)
+            where = "" if str(path) in str(e) else f"{path}: "
+            logger.warning("removing damaged kernel cache entry (it will be rebuilt): %s%s",
+                           where, e)
             _remove_tree(path)
             return None
         except OSError as e:  # e.g. root is not a directory

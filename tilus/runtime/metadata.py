@@ -40,6 +40,7 @@ class Param:
     min_count: Optional[SizeExpr] = None
     min_bytes: Optional[SizeExpr] = None
     index_bits: int = 32
+    _dtype: Any = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -47,7 +48,7 @@ class Param:
         if self.kind not in (SCALAR, POINTER):
             raise ValueError(f"parameter {self.name}: kind must be 'scalar' or 'pointer', "
                              f"got {self.kind!r}")
-        dtypes.get(self.dtype)  # raises DataTypeError for unknown names
+        object.__setattr__(self, "_dtype", dtypes.get(self.dtype))  # DataTypeError if unknown
         if self.align < 1 or self.align & (self.align - 1):
             raise ValueError(f"parameter {self.name}: align must be a power of two, got {self.align}")
         for e in (self.min_count, self.min_bytes):
@@ -56,7 +57,7 @@ class Param:
 
     @property
     def data_type(self) -> dtypes.DataType:
-        return dtypes.get(self.dtype)
+        return self._dtype
 
     @property
     def is_pointer(self) -> bool:
