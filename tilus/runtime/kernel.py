@@ -85,13 +85,30 @@ class LoadedKernel:
         return result
 
     def _stream_context(self, bound: BoundArguments):
-        """CUDA kernels launch on torch's current stream when torch is in use."""
-        if bound.device_type != "cuda" or "torch" not in sys.modules:
+        """CUDA kernels launch on the current stream of the framework the tensors come from (torch,
+        else cupy), on the tensors' device; without either, on the default stream."""
+        if bound.device_type != "cuda":
+            return contextlib.nullcontext()
+        stream = current_stream(bound.values, bound.device_id or 0)
+        if stream is None:
             return contextlib.nullcontext()
         import tvm_ffi
 
-        use = getattr(tvm_ffi, "use_torch_stream", None)
-        return use() if use is not None else contextlib.nullcontext()
+        return tvm_ffi.use_raw_stream(tvm_ffi.device("cuda", bound.device_id or 0), stream)
+
+
+def current_stream(values, device_id: int) -> Optional[int]:
+    """The raw ``cudaStream_t`` to launch on: torch's current stream on ``device_id`` when a torch
+    tensor is among ``values``, else cupy's when a CUDA array is and cupy is imported; else None.
+    Neither framework is imported here."""
+    torch = sys.modules.get("torch")
+    if torch is not None and any(isinstance(v, torch.Tensor) for v in values):
+        return torch.cuda.current_stream(device_id).cuda_stream
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and any(hasattr(v, "__cuda_array_interface__") for v in values):
+        with cupy.cuda.Device(device_id):
+            return cupy.cuda.get_current_stream().ptr
+    return None
 
 
 def load_kernel(entry: CacheEntry) -> LoadedKernel:
