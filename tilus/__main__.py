@@ -115,7 +115,7 @@ def _load_kernel_class(target: str):
     except (AttributeError, ImportError) as e:
         if "Script" in str(e) or "tilus.lang" in str(e):
             raise CLIError(f"{file}: the Tilus DSL (tilus.Script) is not available in this build: "
-                           f"{e}") from None
+                           f"{e}", 2) from None
         raise CLIError(f"{file}: importing it failed: {type(e).__name__}: {e}") from None
     except Exception as e:
         raise CLIError(f"{file}: importing it failed: {type(e).__name__}: {e}") from None
