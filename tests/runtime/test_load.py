@@ -135,3 +135,16 @@ def test_in_process_load_call_and_missing_entry(cache, key, vadd_artifact):
     tmp.write_bytes(b"garbage")
     with pytest.raises(RuntimeLibraryError, match="not-a-library"):
         libraries.load_module(bad, cuda=False)
+
+
+def test_unwritable_cache_kernel_still_runs_from_memory(tmp_path, key, vadd_artifact, caplog):
+    (tmp_path / "file").write_text("x")
+    c = KernelCache(tmp_path / "file" / "cache")
+    with caplog.at_level("WARNING"):
+        entry = c.get_or_build(key, lambda: vadd_artifact)
+    assert not entry.persistent and "in memory" in caplog.text
+    kernel = LoadedKernel.load(entry)
+    x = np.arange(8, dtype=np.float32)
+    y = np.empty(8, np.float32)
+    kernel(x, x, y, 8)
+    assert (y == 2 * x).all()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
@@ -276,6 +275,29 @@ def _torch_fast(p: Param, x: Any, needs: list, device_type: str) -> Optional[int
     return dev.index if dev.index is not None else 0
 
 
+@lru_cache(maxsize=1024)
+def _numpy_accepts(t: dtypes.DataType, dtype) -> bool:
+    return _accepts(t, _dtype_name(dtype.name), dtype.itemsize)
+
+
+def _numpy_fast(p: Param, x: Any, needs: list, device_type: str) -> bool:
+    """True if numpy array ``x`` passes every check (see _torch_fast)."""
+    t = p.data_type
+    if device_type != "cpu" or not _numpy_accepts(t, x.dtype):
+        return False
+    nbytes = x.nbytes
+    if p.index_bits == 32 and nbytes * 8 // t.nbits > INT32_MAX:
+        return False
+    if p.contiguous and not x.flags.c_contiguous:
+        return False
+    if p.align > 1 and nbytes and x.__array_interface__["data"][0] % p.align:
+        return False
+    for need, _, _ in needs:
+        if nbytes < need:
+            return False
+    return True
+
+
 def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int],
                    device_type: str) -> int:
     """Check one pointer argument; returns its device index."""
@@ -285,6 +307,10 @@ def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int],
         dev_id = _torch_fast(p, v, needs, device_type)
         if dev_id is not None:
             return dev_id
+    else:
+        np = sys.modules.get("numpy")
+        if np is not None and type(v) is np.ndarray and _numpy_fast(p, v, needs, device_type):
+            return 0
     t = p.data_type
     info = describe(v)
     if info is None:

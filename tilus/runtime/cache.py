@@ -9,6 +9,9 @@ Writes are atomic: an entry is written to ``<root>/.tmp-*`` and renamed into pla
 ``os.rename``; if another process got there first, ours is discarded and theirs used. Readers check
 that every required file is present with its checksum; a damaged entry is renamed to ``.trash-*``
 (so that only one process removes it), deleted, and reported with a warning so the caller rebuilds.
+One benign race remains: a reader that found an entry damaged may, in the instant between its check
+and its rename, remove a fresh entry another process just installed; that costs a rebuild, never a
+half-written entry. A library already loaded from a removed entry stays usable (it is mapped).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Union
 
