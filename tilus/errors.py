@@ -73,3 +73,15 @@ class ToolNotFoundError(TilusError, FileNotFoundError):
 
 class CacheError(TilusError):
     """The kernel cache could not be read or written."""
+
+
+class CacheCorruptionError(CacheError):
+    """A cache entry is damaged: a required file is missing, or a checksum or the metadata is wrong."""
+
+
+class KernelNotFoundError(TilusError, LookupError):
+    """A compiled kernel (a cache entry, or the entry function inside a library) does not exist."""
+
+
+class RuntimeLibraryError(TilusError, OSError):
+    """A shared library the runtime needs (TVM's runtime, the CUDA driver or runtime) cannot be loaded."""

@@ -1,0 +1,217 @@
+"""The ``tilus`` command line (also ``python -m tilus``).
+
+    tilus cache list|info|clear        inspect or empty the kernel cache
+    tilus build FILE.py:Kernel --arch sm_90 [--param k=v ...] --emit ir|cuda|ptx|sass|resources
+    tilus bench                        (needs the CUDA backend)
+
+Exit status: 0 success, 1 error, 2 usage error or feature not available yet.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+EMITS = ("ir", "cuda", "ptx", "sass", "resources")
+NEEDS_BACKEND = "needs the CUDA backend (not built yet)"
+
+
+class CLIError(Exception):
+    """A failure to report in one line and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ---- cache --------------------------------------------------------------------------------------
+def _cache(args):
+    from tilus.runtime.cache import KernelCache
+
+    return KernelCache(args.cache_dir)
+
+
+def cmd_cache_list(args) -> int:
+    entries = _cache(args).list_entries()
+    if args.json:
+        print(json.dumps([{"key": e.key, "name": e.name, "target": e.target, "arch": e.arch,
+                           "bytes": e.bytes, "path": str(e.path)} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("(no cached kernels)")
+        return 0
+    print(f"{'key':16}  {'kernel':24}  {'target':6}  {'arch':6}  {'size':>10}")
+    for e in entries:
+        print(f"{e.key[:16]}  {e.name[:24]:24}  {e.target[:6]:6}  {e.arch[:6]:6}  "
+              f"{_human(e.bytes):>10}")
+    return 0
+
+
+def cmd_cache_info(args) -> int:
+    info = _cache(args).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"root:    {info['root']}")
+        print(f"entries: {info['count']}")
+        print(f"size:    {_human(info['bytes'])} ({info['bytes']} bytes)")
+    return 0
+
+
+def cmd_cache_clear(args) -> int:
+    cache = _cache(args)
+    n = cache.clear()
+    print(f"removed {n} cached kernel{'s' if n != 1 else ''} from {cache.root}")
+    return 0
+
+
+# ---- build --------------------------------------------------------------------------------------
+def parse_param(text: str):
+    """``k=v``: v as a Python literal (int, float, bool, string, tuple), else a tilus dtype name,
+    else the string itself."""
+    if "=" not in text:
+        raise CLIError(f"--param {text!r}: expected NAME=VALUE", 2)
+    name, value = text.split("=", 1)
+    name = name.strip()
+    if not name.isidentifier():
+        raise CLIError(f"--param {text!r}: {name!r} is not a parameter name", 2)
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass
+    from tilus import dtypes
+
+    try:
+        return name, dtypes.get(value)
+    except Exception:
+        return name, value
+
+
+def _load_kernel_class(target: str):
+    if ":" not in target:
+        raise CLIError(f"{target!r}: expected FILE.py:KernelClass", 2)
+    file, _, cls_name = target.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise CLIError(f"{file}: no such file", 2)
+    spec = importlib.util.spec_from_file_location(f"_tilus_cli_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent.resolve()))
+    try:
+        spec.loader.exec_module(module)
+    except (AttributeError, ImportError) as e:
+        if "Script" in str(e) or "tilus.lang" in str(e):
+            raise CLIError(f"{file}: the Tilus DSL (tilus.Script) is not available in this build: "
+                           f"{e}", 2) from None
+        raise CLIError(f"{file}: importing it failed: {type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise CLIError(f"{file}: importing it failed: {type(e).__name__}: {e}") from None
+    finally:
+        sys.path.pop(0)
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        found = [n for n, v in vars(module).items() if isinstance(v, type) and hasattr(v, "program")]
+        raise CLIError(f"{file} defines no {cls_name!r}"
+                       + (f" (kernel classes there: {', '.join(found)})" if found else ""), 2)
+    return cls
+
+
+def cmd_build(args) -> int:
+    if not re.fullmatch(r"sm_\d+a?", args.arch) or int(re.sub(r"\D", "", args.arch)) < 80:
+        raise CLIError(f"--arch {args.arch}: expected sm_80 or newer, e.g. sm_90", 2)
+    if args.emit != "ir":
+        raise CLIError(f"--emit {args.emit} {NEEDS_BACKEND}; --emit ir works now", 2)
+    cls = _load_kernel_class(args.kernel)
+    params = dict(parse_param(p) for p in args.param)
+    try:
+        kernel = cls(**params)
+    except TypeError as e:
+        raise CLIError(f"{args.kernel}: cannot instantiate with {params}: {e}", 2) from None
+    program = getattr(kernel, "program", None)
+    if not callable(program):
+        raise CLIError(f"{args.kernel} is not a tilus.Script (it has no program() method)", 2)
+    print(program())
+    return 0
+
+
+def cmd_bench(args) -> int:
+    raise CLIError(f"not available yet: {NEEDS_BACKEND}", 2)
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from tilus import __version__
+
+    p = argparse.ArgumentParser(prog="tilus", description="Tilus: GPU kernels over 1-8-bit types.")
+    p.add_argument("--version", action="version", version=f"tilus {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    cache = sub.add_parser("cache", help="list, inspect or clear the kernel cache",
+                           description="The on-disk kernel cache ($TILUS_CACHE_DIR or "
+                                       "~/.cache/tilus).")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    for name, fn, text in (("list", cmd_cache_list, "list cached kernels"),
+                           ("info", cmd_cache_info, "show the cache's location, entries and size"),
+                           ("clear", cmd_cache_clear, "remove every cached kernel")):
+        c = cache_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        c.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="cache root (default: $TILUS_CACHE_DIR or ~/.cache/tilus)")
+        if name != "clear":
+            c.add_argument("--json", action="store_true", help="print JSON")
+        c.set_defaults(func=fn)
+
+    b = sub.add_parser("build", help="build a kernel for an arch and show its IR, CUDA, PTX, SASS "
+                                     "or resources (no GPU needed)",
+                       description="Instantiate a tilus.Script class from a Python file and show "
+                                   "what it compiles to.")
+    b.add_argument("kernel", metavar="FILE.py:Kernel", help="a Python file and a Script class in it")
+    b.add_argument("--arch", default="sm_90", help="target GPU architecture (default: sm_90)")
+    b.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="compile-time parameter for the class's __init__ (repeatable); VALUE is a "
+                        "Python literal or a dtype name")
+    b.add_argument("--emit", choices=EMITS, default="ir",
+                   help="what to print: ir (works now); cuda, ptx, sass, resources "
+                        "(need the CUDA backend)")
+    b.set_defaults(func=cmd_build)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
+                           description=f"Run the benchmarks: {NEEDS_BACKEND}.")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from tilus.logging_config import configure_logging
+    from tilus.errors import TilusError
+
+    try:
+        configure_logging()
+    except ValueError as e:
+        print(f"tilus: {e}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"tilus {args.command}: {e}", file=sys.stderr)
+        return e.code
+    except TilusError as e:
+        print(f"tilus {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""The on-disk kernel cache, with an in-memory cache in front.
+
+Layout: ``<root>/<key>/`` holds ``ir.tilus``, ``kernel.cu`` (CUDA kernels), the library (e.g.
+``kernel.so``) and ``metadata.json`` (parameters, launch, target, versions, and a sha256 per file).
+``root`` is ``$TILUS_CACHE_DIR`` or ``~/.cache/tilus``; ``key`` is :func:`cache_key` of the IR text,
+the arch and the tool versions.
+
+Writes are atomic: an entry is written to ``<root>/.tmp-*`` and renamed into place with one
+``os.rename``; if another process got there first, ours is discarded and theirs used. Readers check
+that every required file is present with its checksum; a damaged entry is renamed to ``.trash-*``
+(so that only one process removes it), deleted, and reported with a warning so the caller rebuilds.
+One benign race remains: a reader that found an entry damaged may, in the instant between its check
+and its rename, remove a fresh entry another process just installed; that costs a rebuild, never a
+half-written entry. A library already loaded from a removed entry stays usable (it is mapped).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Union
+
+from tilus.errors import CacheCorruptionError, CacheError, KernelNotFoundError
+from tilus.runtime.metadata import KernelMetadata
+
+logger = logging.getLogger(__name__)
+
+METADATA = "metadata.json"
+IR_FILE = "ir.tilus"
+CUDA_FILE = "kernel.cu"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+STALE_TMP_SECONDS = 3600.0
+
+
+def _tilus_version() -> str:
+    import tilus
+
+    return getattr(tilus, "__version__", "unknown")
+
+
+def cache_key(ir_text: str, arch: str, versions: Mapping[str, str]) -> str:
+    """sha256 (hex) of the IR text, the arch and the tool versions (``{"tvm": ..., "nvcc": ...}``).
+
+    The tilus version is added when ``versions`` has none, so upgrading tilus invalidates entries.
+    """
+    v = {"tilus": _tilus_version(), **{str(k): str(x) for k, x in versions.items()}}
+    blob = json.dumps({"ir": ir_text, "arch": arch, "versions": v}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def default_root() -> Path:
+    env = os.environ.get("TILUS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tilus"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a build produces: files (name -> bytes, or a path to copy) and the metadata.
+
+    ``files`` must hold ``ir.tilus`` and ``metadata.library``; ``metadata.files`` is computed here.
+    """
+
+    metadata: KernelMetadata
+    files: Mapping[str, Union[bytes, str, os.PathLike]]
+
+    def __post_init__(self):
+        for name in self.files:
+            if name == METADATA or "/" in name or name.startswith(".") or not name:
+                raise ValueError(f"bad artefact file name {name!r}")
+        for name in required_files(self.metadata):
+            if name not in self.files:
+                raise ValueError(f"artefact of {self.metadata.name} lacks {name}")
+
+
+def required_files(meta: KernelMetadata) -> list[str]:
+    names = [IR_FILE, meta.library]
+    if meta.is_cuda:
+        names.append(CUDA_FILE)
+    return names
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A kernel's files in a directory: a cache entry, or (``persistent=False``) a private
+    temporary directory used when the cache could not be written."""
+
+    key: str
+    path: Path
+    metadata: KernelMetadata
+    persistent: bool = True
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def library_path(self) -> Path:
+        return self.path / self.metadata.library
+
+    @property
+    def ir_text(self) -> str:
+        return self.file(IR_FILE).read_text()
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    key: str
+    path: Path
+    bytes: int
+    name: str
+    target: str
+    arch: str
+    mtime: float
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file (a separate function so tests can slow it down or make it fail)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _content(src: Union[bytes, str, os.PathLike]) -> bytes:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src)
+    return Path(src).read_bytes()
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _remove_tree(path: Path) -> bool:
+    """Rename ``path`` to a trash name and delete it; False if it was already gone (another process
+    removed it first). Safe against concurrent removers and readers."""
+    trash = path.parent / f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex[:12]}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        logger.warning("cannot remove %s: %s", path, e.strerror or e)
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def write_entry(directory: Path, artifact: Artifact) -> KernelMetadata:
+    """Write an artefact's files and metadata.json into an existing empty ``directory``."""
+    files = {}
+    for name, src in artifact.files.items():
+        data = _content(src)
+        _write_file(directory / name, data)
+        files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    meta = artifact.metadata.with_files(files)
+    _write_file(directory / METADATA, meta.dumps().encode())
+    return meta
+
+
+def read_entry(key: str, path: Path) -> CacheEntry:
+    """Validate the entry at ``path``: raises KernelNotFoundError if absent, CacheCorruptionError if
+    damaged (missing file, bad checksum, bad metadata)."""
+    try:
+        text = (path / METADATA).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        if path.is_dir():
+            raise CacheCorruptionError(f"{path}: {METADATA} is missing") from None
+        raise KernelNotFoundError(f"no cache entry {key} at {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CacheCorruptionError(f"{path}: cannot read {METADATA}: {e}") from None
+    meta = KernelMetadata.loads(text)
+    for name in required_files(meta):
+        if name not in meta.files:
+            raise CacheCorruptionError(f"{path}: metadata lists no checksum for {name}")
+    for name, info in meta.files.items():
+        if "/" in name or name.startswith("."):
+            raise CacheCorruptionError(f"{path}: bad file name {name!r} in metadata")
+        try:
+            digest, size = _sha256_file(path / name)
+        except OSError as e:
+            raise CacheCorruptionError(f"{path}: {name}: {e.strerror or e}") from None
+        if size != info.get("bytes") or digest != info.get("sha256"):
+            raise CacheCorruptionError(f"{path}: {name} is damaged ({size} bytes, checksum "
+                                       f"{digest[:12]}..., expected {info.get('bytes')} bytes, "
+                                       f"{str(info.get('sha256'))[:12]}...)")
+    return CacheEntry(key, path, meta)
+
+
+class KernelCache:
+    """Kernel cache at ``root`` (default ``$TILUS_CACHE_DIR`` or ``~/.cache/tilus``)."""
+
+    def __init__(self, root: Union[str, os.PathLike, None] = None):
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self._memory: dict[str, CacheEntry] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KernelCache({str(self.root)!r})"
+
+    def entry_path(self, key: str) -> Path:
+        if not key or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"cache key must be lower-case hex, got {key!r}")
+        return self.root / key
+
+    # ---- reading -----------------------------------------------------------------------------
+    def lookup(self, key: str) -> Optional[CacheEntry]:
+        """The valid entry for ``key``, or None. A damaged entry is removed (with a warning)."""
+        entry = self._memory.get(key)
+        if entry is not None:
+            return entry
+        path = self.entry_path(key)
+        try:
+            entry = read_entry(key, path)
+        except KernelNotFoundError:
+            return None
+        except CacheCorruptionError as e:
+            where = "" if str(path) in str(e) else f"{path}: "
+            logger.warning("removing damaged kernel cache entry (it will be rebuilt): %s%s",
+                           where, e)
+            _remove_tree(path)
+            return None
+        except OSError as e:  # e.g. root is not a directory
+            logger.debug("cannot read cache entry %s: %s", path, e)
+            return None
+        logger.debug("cache hit %s (%s)", key[:12], entry.metadata.name)
+        self._memory[key] = entry
+        return entry
+
+    def __contains__(self, key: str) -> bool:
+        return self.lookup(key) is not None
+
+    # ---- writing -----------------------------------------------------------------------------
+    def _ensure_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the kernel cache directory {self.root}: "
+                             f"{e.strerror or e} (set TILUS_CACHE_DIR to a writable directory)") \
+                from None
+        if not self.root.is_dir():
+            raise CacheError(f"the kernel cache path {self.root} is not a directory")
+
+    def store(self, key: str, artifact: Artifact) -> CacheEntry:
+        """Write ``artifact`` as the entry ``key``, atomically; returns the entry (ours, or the one
+        a concurrent writer put there first). Raises CacheError (with the path) when the cache
+        cannot be written: read-only, full, not a directory."""
+        final = self.entry_path(key)
+        self._ensure_root()
+        t0 = time.perf_counter()
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{key[:16]}-", dir=self.root))
+        except OSError as e:
+            raise CacheError(f"cannot write to the kernel cache {self.root}: {e.strerror or e}") \
+                from None
+        try:
+            try:
+                meta = write_entry(tmp, artifact)
+            except OSError as e:
+                what = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+                raise CacheError(f"cannot write kernel cache entry under {self.root}: {what}") \
+                    from None
+            for attempt in range(3):
+                try:
+                    os.rename(tmp, final)
+                    tmp = None
+                    entry = CacheEntry(key, final, meta)
+                    logger.debug("stored %s (%s) in %.1f ms", key[:12], meta.name,
+                                 (time.perf_counter() - t0) * 1e3)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                        raise CacheError(f"cannot rename {tmp} to {final}: {e.strerror or e}") \
+                            from None
+                # Another process won the race: use its entry if it is valid.
+                try:
+                    entry = read_entry(key, final)
+                    logger.debug("cache entry %s was written concurrently; using it", key[:12])
+                    break
+                except KernelNotFoundError:
+                    continue  # removed in between: try our rename again
+                except CacheCorruptionError as e:
+                    logger.warning("replacing damaged kernel cache entry: %s", e)
+                    _remove_tree(final)
+            else:
+                raise CacheError(f"could not install cache entry {final} (kept changing)")
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._memory[key] = entry
+        return entry
+
+    def store_private(self, key: str, artifact: Artifact) -> CacheEntry:
+        """Write ``artifact`` to a private temporary directory outside the cache (removed at exit
+        by nobody: the OS temp cleaner owns it); used when the cache itself cannot be written."""
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f"tilus-{key[:16]}-"))
+            meta = write_entry(tmp, artifact)
+        except OSError as e:
+            raise CacheError(f"cannot write the kernel {artifact.metadata.name} even to a "
+                             f"temporary directory ({tempfile.gettempdir()}): {e.strerror or e}") \
+                from None
+        entry = CacheEntry(key, tmp, meta, persistent=False)
+        self._memory[key] = entry
+        return entry
+
+    def get_or_build(self, key: str, build: Callable[[], Artifact]) -> CacheEntry:
+        """The entry for ``key``: from memory, from disk, or built now and stored. When the cache
+        cannot be written the kernel is kept in memory (a private temp dir) with a warning."""
+        entry = self.lookup(key)
+        if entry is not None:
+            return entry
+        with self._lock:
+            entry = self._memory.get(key)
+            if entry is not None:
+                return entry
+            artifact = build()
+            try:
+                return self.store(key, artifact)
+            except CacheError as e:
+                logger.warning("%s; keeping the kernel %s in memory for this process only",
+                               e, artifact.metadata.name)
+                return self.store_private(key, artifact)
+
+    # ---- maintenance -------------------------------------------------------------------------
+    def _children(self):
+        try:
+            return list(self.root.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            raise CacheError(f"cannot list the kernel cache {self.root}: {e.strerror or e}") \
+                from None
+
+    def list_entries(self) -> list[EntryInfo]:
+        """Every entry on disk whose metadata parses (checksums are not verified here)."""
+        out = []
+        for p in sorted(self._children()):
+            if p.name.startswith(".") or not p.is_dir():
+                continue
+            try:
+                meta = KernelMetadata.loads((p / METADATA).read_text())
+                mtime = p.stat().st_mtime
+            except (OSError, CacheError, UnicodeDecodeError):
+                continue
+            out.append(EntryInfo(p.name, p, _dir_bytes(p), meta.name, meta.target, meta.arch,
+                                 mtime))
+        return out
+
+    def clear(self) -> int:
+        """Remove every entry (and leftover temporary directories); returns the entries removed."""
+        n = 0
+        for p in self._children():
+            if not p.is_dir():
+                continue
+            if p.name.startswith(TMP_PREFIX) or p.name.startswith(TRASH_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)
+            elif not p.name.startswith("."):
+                n += _remove_tree(p)
+        self._memory.clear()
+        return n
+
+    def remove_stale_temporaries(self, older_than: float = STALE_TMP_SECONDS) -> int:
+        """Delete ``.tmp-*``/``.trash-*`` directories left by killed writers."""
+        n = 0
+        now = time.time()
+        for p in self._children():
+            if p.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                try:
+                    if now - p.stat().st_mtime >= older_than:
+                        shutil.rmtree(p, ignore_errors=True)
+                        n += 1
+                except OSError:
+                    pass
+        return n
+
+    def info(self) -> dict:
+        entries = self.list_entries()
+        return {"root": str(self.root), "count": len(entries),
+                "bytes": sum(e.bytes for e in entries)}
+
+
+_default_cache: Optional[KernelCache] = None
+
+
+def default_cache() -> KernelCache:
+    """The process-wide cache at :func:`default_root` (re-created if ``TILUS_CACHE_DIR`` changed)."""
+    global _default_cache
+    if _default_cache is None or _default_cache.root != default_root():
+        _default_cache = KernelCache()
+    return _default_cache

@@ -1,0 +1,115 @@
+"""A loaded kernel: a library's entry function plus its metadata; calling it checks the arguments
+and then launches (CUDA: on the current torch stream) or runs (CPU)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Any, Callable, Optional
+
+from tilus.errors import ArgumentError, KernelNotFoundError
+from tilus.runtime import expr as _expr
+from tilus.runtime.arguments import BoundArguments, check_arguments
+from tilus.runtime.cache import CacheEntry
+from tilus.runtime.libraries import load_module
+from tilus.runtime.metadata import KernelMetadata
+
+logger = logging.getLogger(__name__)
+
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+
+def launch_dims(meta: KernelMetadata, scalars) -> Optional[dict]:
+    """Evaluate ``meta.launch`` (grid/block expressions) for the given scalar values; None when the
+    metadata has no launch expressions (CPU kernels)."""
+    if not meta.launch:
+        return None
+    out = {}
+    for key, value in meta.launch.items():
+        if isinstance(value, list):
+            out[key] = [_expr.evaluate(v, scalars) for v in value]
+        elif isinstance(value, (str, int)) and not isinstance(value, bool):
+            out[key] = _expr.evaluate(value, scalars)
+    return out
+
+
+class LoadedKernel:
+    """Call with the kernel's arguments. ``function`` is the callable that runs it (the library's
+    entry, or anything with the same signature: tests pass a counter)."""
+
+    def __init__(self, metadata: KernelMetadata, function: Callable, module: Any = None,
+                 entry: Optional[CacheEntry] = None):
+        self.metadata = metadata
+        self.function = function
+        self.module = module
+        self.entry = entry
+        self.launches = 0
+
+    @classmethod
+    def load(cls, entry: CacheEntry) -> "LoadedKernel":
+        meta = entry.metadata
+        module = load_module(entry.library_path, cuda=meta.is_cuda)
+        try:
+            function = module[meta.entry]
+        except Exception:
+            raise KernelNotFoundError(f"{entry.library_path} has no function {meta.entry!r} "
+                                      f"(kernel {meta.name})") from None
+        return cls(meta, function, module, entry)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{p.name}: {'~' if p.is_pointer else ''}{p.dtype}"
+                           for p in self.metadata.params)
+        return f"<tilus kernel {self.metadata.name}({params}) on {self.metadata.target}>"
+
+    def check(self, *args, **kwargs) -> BoundArguments:
+        return check_arguments(self.metadata, args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        bound = check_arguments(self.metadata, args, kwargs)
+        dims = launch_dims(self.metadata, bound.scalars)
+        if dims is not None and "grid" in dims:
+            grid = dims["grid"]
+            for axis, (n, limit) in enumerate(zip(grid, GRID_LIMITS)):
+                if n < 0 or n > limit:
+                    raise ArgumentError(
+                        f"{self.metadata.name}: grid dimension {'xyz'[axis]} = {n} "
+                        f"({self.metadata.launch['grid'][axis]} with "
+                        f"{', '.join(f'{k}={v}' for k, v in bound.scalars.items())}) is outside "
+                        f"[0, {limit}]")
+            if 0 in grid:
+                logger.debug("%s: empty grid %s, nothing to launch", self.metadata.name, grid)
+                return None
+        with self._stream_context(bound):
+            result = self.function(*bound.values)
+        self.launches += 1
+        return result
+
+    def _stream_context(self, bound: BoundArguments):
+        """CUDA kernels launch on the current stream of the framework the tensors come from (torch,
+        else cupy), on the tensors' device; without either, on the default stream."""
+        if bound.device_type != "cuda":
+            return contextlib.nullcontext()
+        stream = current_stream(bound.values, bound.device_id or 0)
+        if stream is None:
+            return contextlib.nullcontext()
+        import tvm_ffi
+
+        return tvm_ffi.use_raw_stream(tvm_ffi.device("cuda", bound.device_id or 0), stream)
+
+
+def current_stream(values, device_id: int) -> Optional[int]:
+    """The raw ``cudaStream_t`` to launch on: torch's current stream on ``device_id`` when a torch
+    tensor is among ``values``, else cupy's when a CUDA array is and cupy is imported; else None.
+    Neither framework is imported here."""
+    torch = sys.modules.get("torch")
+    if torch is not None and any(isinstance(v, torch.Tensor) for v in values):
+        return torch.cuda.current_stream(device_id).cuda_stream
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and any(hasattr(v, "__cuda_array_interface__") for v in values):
+        with cupy.cuda.Device(device_id):
+            return cupy.cuda.get_current_stream().ptr
+    return None
+
+
+def load_kernel(entry: CacheEntry) -> LoadedKernel:
+    return LoadedKernel.load(entry)
