@@ -9,3 +9,7 @@ from tilus.interpreter import interpret  # noqa: F401,E402
 from tilus.ir.expr import cdiv  # noqa: E402,F401
 from tilus.lang import Script  # noqa: E402,F401
 from tilus import jit  # noqa: E402,F401
+
+from tilus.logging_config import configure_logging as _configure_logging  # noqa: E402
+
+_configure_logging()

@@ -143,7 +143,8 @@ def cmd_build(args) -> int:
     program = getattr(kernel, "program", None)
     if not callable(program):
         raise CLIError(f"{args.kernel} is not a tilus.Script (it has no program() method)", 2)
-    print(program())
+    text = str(program())
+    print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from layout_strategies import factorizations, layouts
+from tests.layout.layout_strategies import factorizations, layouts
 from tilus import dtypes
 from tilus.errors import LayoutError
 from tilus.ir.expr import Var, evaluate

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_helpers import VADD_IR, VERSIONS, vadd_metadata
+from tests.runtime.runtime_helpers import VADD_IR, VERSIONS, vadd_metadata
 from tilus.runtime import Artifact, KernelCache, cache_key
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from runtime_helpers import VADD_IR, VERSIONS, fake_artifact, vadd_metadata
+from tests.runtime.runtime_helpers import VADD_IR, VERSIONS, fake_artifact, vadd_metadata
 from tilus.errors import CacheError, DataTypeError
 from tilus.runtime import Artifact, KernelCache, KernelMetadata, Param, cache, cache_key, expr
 from tilus.runtime.expr import ExpressionError

@@ -8,14 +8,14 @@ import sys
 import textwrap
 import time
 
-from runtime_helpers import REPO, fake_artifact
+from tests.runtime.runtime_helpers import REPO, fake_artifact
 from tilus.runtime import KernelCache
 
 WRITER = """
 import sys, time
 from tilus.runtime import cache as cache_mod
 sys.path.insert(0, {tests!r})
-from runtime_helpers import fake_artifact
+from tests.runtime.runtime_helpers import fake_artifact
 real = cache_mod._write_file
 def slow(path, data):
     real(path, data)

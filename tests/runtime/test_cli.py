@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from runtime_helpers import VADD_IR, VERSIONS, fake_artifact, run_python
+from tests.runtime.runtime_helpers import VADD_IR, VERSIONS, fake_artifact, run_python
 from tilus.__main__ import main, parse_param
 from tilus.logging_config import configure_logging
 from tilus.runtime import KernelCache, cache_key
@@ -104,24 +104,26 @@ def test_build_other_emits_need_the_backend(tmp_path, capsys, emit):
     (["build", "{f}:Fake", "--param", "nonsense"], "expected NAME=VALUE"),
     (["build", "{f}:Fake", "--param", "zz=1"], "cannot instantiate"),
     (["build", "{f}:Fake", "--arch", "sm_70"], "sm_80 or newer"),
-    (["build", "{dsl}:VecAdd"], "tilus.Script"),
     (["bench"], "not available yet: needs the CUDA backend"),
 ])
 def test_build_errors(tmp_path, capsys, argv, message):
     f = tmp_path / "k.py"
     f.write_text(KERNEL_FILE)
-    dsl = tmp_path / "dsl.py"
-    dsl.write_text("import tilus\nclass VecAdd(tilus.Script):\n    pass\n")
-    argv = [a.format(f=f, dsl=dsl) for a in argv]
-    try:
-        import tilus
-
-        if hasattr(tilus, "Script") and "{dsl}" in " ".join(argv):
-            pytest.skip("the DSL exists now")
-    except ImportError:
-        pass
+    argv = [a.format(f=f) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_build_emit_ir_of_a_dsl_kernel(capsys):
+    from pathlib import Path
+
+    import tilus
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "vector_add.py"
+    assert main(["build", f"{example}:VecAdd", "--param", "block=128", "--emit", "ir"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("kernel VecAdd(") and "blocks [cdiv(n, 128)]" in text
+    assert str(tilus.ir.parse(text)) == text
 
 
 def test_parse_param():

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from runtime_helpers import run_python
+from tests.runtime.runtime_helpers import run_python
 from tilus.errors import ArgumentError, KernelNotFoundError, RuntimeLibraryError
 from tilus.runtime import KernelCache, LoadedKernel, libraries
 
