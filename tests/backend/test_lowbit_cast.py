@@ -177,3 +177,30 @@ def test_half_arithmetic_rounds_to_nearest_even():
     # bf16: 1 * 2^127 exact
     b_one, b_big = np.uint32(0x3F803F80), np.uint32(0x7F007F00)
     assert int(ev("mul", "bf16x2", [b_one, b_big])) == 0x7F007F00
+
+
+# ---------------------------------------------------------------------------------------------
+# the inline-PTX emitter: every program assembles for sm_80 and sm_90 (compile only)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_every_program_assembles(need_nvcc, arch):
+    from tilus.backend import toolchain
+
+    src = ["#include <cstdint>"]
+    for (name, dst), p in lc.all_cast_programs().items():
+        fn = f"cast_{name}_{dst}"
+        src.append(lc.to_cuda(p, fn))
+        src.append(
+            f'extern "C" __global__ void k_{name}_{dst}(const uint32_t* __restrict__ in, '
+            f'uint32_t* __restrict__ out) {{\n'
+            f'  uint32_t a[{p.num_words}], b[{len(p.outputs)}];\n'
+            f'  int t = blockIdx.x * blockDim.x + threadIdx.x;\n'
+            f'  for (int i = 0; i < {p.num_words}; ++i) a[i] = in[t * {p.num_words} + i];\n'
+            f'  {fn}(a, b);\n'
+            f'  for (int i = 0; i < {len(p.outputs)}; ++i) out[t * {len(p.outputs)} + i] = b[i];\n}}')
+    build = toolchain.compile_cuda("\n".join(src), arch)
+    for name, res in build.resources.items():
+        assert not res.spills and res.stack_frame_bytes == 0, name
+    assert len([n for n in build.resources if n.startswith("k_")]) == len(lc.all_cast_programs())
+    assert "lop3.b32" in build.ptx and "fma.rn.bf16x2" in build.ptx and "prmt.b32" in build.ptx

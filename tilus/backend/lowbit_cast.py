@@ -713,3 +713,53 @@ def all_cast_programs() -> dict[tuple[str, str], CastProgram]:
         for dst in supported_targets(t):
             out[(t.name, dst)] = cast_program(t, dst)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# A first emitter: CUDA C++ with inline PTX (the TIR emitter will follow the same table)
+# ----------------------------------------------------------------------------------------------
+
+_PTX_INT = {"shl": "shl.b32", "shr": "shr.u32", "shf_r": "shf.r.wrap.b32", "and": "and.b32",
+            "or": "or.b32", "xor": "xor.b32", "iadd": "add.u32", "lop3": "lop3.b32",
+            "prmt": "prmt.b32"}
+
+
+def ptx_lines(prog: CastProgram) -> list[tuple[str, Reg, list, list]]:
+    """(mnemonic, dst, sources, trailing literals) per op: sources are Reg or uint32 immediates
+    (bound to registers), literals are shift amounts and lop3 LUTs. bf16 mul/sub become
+    fma.rn.bf16x2 (mul/sub.bf16x2 need sm_90): a*c + (-0.0) and a*1 + (-c)."""
+    out = []
+    for op in prog.ops:
+        tail = ([op.shift] if op.shift is not None else []) + ([op.lut] if op.lut is not None else [])
+        if op.opcode in _PTX_INT:
+            out.append((_PTX_INT[op.opcode], op.dst, list(op.args), tail))
+        elif op.ty == "f16x2":
+            out.append((f"{op.opcode}.rn.f16x2", op.dst, list(op.args), []))
+        else:
+            a, *consts = op.args
+            if op.opcode == "fma":
+                srcs = [a, *consts]
+            elif op.opcode == "mul":
+                srcs = [a, consts[0], 0x80008000]
+            else:
+                srcs = [a, 0x3F803F80, consts[0] ^ 0x80008000]
+            out.append(("fma.rn.bf16x2", op.dst, srcs, []))
+    return out
+
+
+def to_cuda(prog: CastProgram, name: str | None = None) -> str:
+    """A ``__device__`` function ``void name(const uint32_t (&in)[W], uint32_t (&out)[N/2])``;
+    out[i] holds the elements ``prog.outputs[i][1]``. Plain (non-volatile) asm: nvcc may schedule
+    and share the constants."""
+    name = name or f"tilus_cast_{prog.src.name}_to_{prog.dst}"
+    lines = [f"__device__ __forceinline__ void {name}(const uint32_t (&in)[{prog.num_words}], "
+             f"uint32_t (&out)[{len(prog.outputs)}]) {{"]
+    lines += [f"  uint32_t r{i} = in[{i}];" for i in range(prog.num_words)]
+    for text, dst, srcs, tail in ptx_lines(prog):
+        binds = [f'"r"(r{s.index})' if isinstance(s, Reg) else f'"r"({s}u)' for s in srcs]
+        ops = ["%0"] + [f"%{i + 1}" for i in range(len(srcs))] + [str(t) for t in tail]
+        lines.append(f"  uint32_t r{dst.index};")
+        lines.append(f'  asm("{text} {", ".join(ops)};" : "=r"(r{dst.index}) : {", ".join(binds)});')
+    lines += [f"  out[{i}] = r{reg.index};" for i, (reg, _) in enumerate(prog.outputs)]
+    lines.append("}")
+    return "\n".join(lines)
