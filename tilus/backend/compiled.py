@@ -1,0 +1,71 @@
+"""A compiled kernel: CUDA source, PTX, cubin, SASS (on demand) and ptxas' resource report."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tilus.backend import toolchain
+from tilus.backend.toolchain import Resources
+from tilus.errors import CompilationError
+
+_RE_GLOBAL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
+
+
+def kernel_names(cuda_source: str) -> list[str]:
+    """The ``extern "C" __global__`` kernels defined in a CUDA source, in order, without repeats."""
+    names = []
+    for name in _RE_GLOBAL.findall(cuda_source):
+        if name not in names:
+            names.append(name)
+    return names
+
+
+@dataclass
+class CompiledKernel:
+    """One translation unit built for one architecture.
+
+    ``resources`` is the main kernel's report (registers, spills, stack, static shared memory,
+    constant memory); ``all_resources`` has every function ptxas reported.
+    """
+
+    cuda_source: str
+    arch: str
+    cubin: bytes
+    ptx: str
+    kernel_name: str
+    all_resources: dict[str, Resources]
+    compiler: str = "nvcc"
+    log: str = ""
+    _sass: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_cuda(cls, cuda_source: str, arch: "str | int | None" = None,
+                  kernel_name: str | None = None, options=()) -> "CompiledKernel":
+        """Compile CUDA C++ (nvcc, or NVRTC without nvcc) for ``arch``."""
+        build = toolchain.compile_cuda(cuda_source, arch, options=options)
+        names = kernel_names(cuda_source)
+        if kernel_name is None:
+            if not names:
+                raise CompilationError('no extern "C" __global__ kernel in the CUDA source')
+            kernel_name = names[0]
+        return cls(cuda_source, build.arch, build.cubin, build.ptx, kernel_name, build.resources,
+                   build.compiler, build.log)
+
+    @property
+    def resources(self) -> Resources:
+        try:
+            return self.all_resources[self.kernel_name]
+        except KeyError:
+            raise CompilationError(f"ptxas reported nothing for kernel {self.kernel_name!r} "
+                                   f"(reported: {sorted(self.all_resources)})") from None
+
+    @property
+    def sass(self) -> str:
+        if self._sass is None:
+            self._sass = toolchain.disassemble(self.cubin)
+        return self._sass
+
+    def __repr__(self) -> str:
+        r = self.all_resources.get(self.kernel_name)
+        regs = f", {r.registers} regs, {r.shared_memory_bytes} B smem" if r else ""
+        return f"CompiledKernel({self.kernel_name}, {self.arch}{regs})"

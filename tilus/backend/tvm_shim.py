@@ -1,0 +1,86 @@
+"""The one module of Tilus that imports TVM: every other module takes TVM's names from here.
+
+TVM 0.27 (apache-tvm 0.27.0.post1) facts this module relies on:
+
+- ``tvm.tirx`` is the TIR dialect (it replaces ``tvm.tir``); TVMScript is ``tvm.script.tirx``, so
+  kernels are written ``@T.prim_func`` with ``T = tvm.script.tirx``. ``T.ptx[...]`` emits one PTX
+  instruction from TVM's instruction table: ``T.ptx["mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"]
+  (d0..d3, a0..a3, b0, b1, c0..c3)``, ``T.ptx["ldmatrix.sync.aligned.m8n8.x4.shared.b16"](r0..r3,
+  smem.ptr_to([i]))``, ``T.ptx["cp.async.cg.shared.global"](smem.ptr_to([i]), gmem.ptr_to([j]), 16)``,
+  ``T.ptx["cp.async.commit_group"]()``, ``T.ptx["cp.async.wait_all"]()``,
+  ``T.ptx["lop3.b32"](d, a, b, c, lut)``, ``T.ptx["prmt.b32"](d, a, b, c)``. Register operands are
+  elements of ``scope="local"`` buffers; shared addresses are converted with cvta automatically.
+- Targets are JSON dicts: ``{"kind": "cuda", "arch": "sm_90"}`` (the CLI string form
+  ``"cuda -arch=sm_90"`` is rejected).
+- Hand-written tirx kernels must be built with ``tir_pipeline="tirx"``: the default (s_tir) pipeline
+  runs CompactBufferAllocation, which shrinks a shared buffer to the elements addressed by
+  ``ptr_to`` (one element per cp.async/ldmatrix), giving wrong allocation sizes.
+- ``tvm.compile`` does not run nvcc or NVRTC: the device module (kind ``"cuda"``) keeps the CUDA C++
+  source (``inspect_source("cuda")``) and the CUDA runtime JIT-compiles it on first use through the
+  global function ``tvm_callback_cuda_compile`` (tvm.support.nvcc; NVRTC through cuda-bindings by
+  default, ``TVM_CUDA_COMPILE_MODE=nvcc`` for nvcc). So without a GPU we get source, and Tilus
+  compiles it itself (tilus.backend.toolchain).
+- ``Executable.export_library(path)`` needs only a host C++ compiler (g++): it links the LLVM host
+  code and embeds the device module as serialized (format "cuda" = the source), no CUDA library at
+  link time. Loading it needs ``libtvm_runtime_cuda.so`` (driver ``libcuda.so.1`` + libcudart).
+"""
+from __future__ import annotations
+
+from tilus.errors import CompilationError
+
+try:
+    import tvm  # noqa: F401
+    import tvm.tirx as tirx  # noqa: F401
+    from tvm.script import tirx as T  # noqa: F401,N812
+except ImportError as exc:  # pragma: no cover - the dependency is pinned
+    raise CompilationError(f"the Tilus backend needs apache-tvm 0.27 (import failed: {exc})") from exc
+
+TVM_VERSION = tvm.__version__
+IRModule = tvm.IRModule
+PrimFunc = tirx.PrimFunc
+
+
+def cuda_target(arch: str):
+    """A TVM CUDA target for ``arch`` (``"sm_80"`` ... ``"sm_90a"``)."""
+    return tvm.target.Target({"kind": "cuda", "arch": arch})
+
+
+def as_module(func_or_mod, name: str = "main"):
+    """An IRModule from a PrimFunc (named ``name``) or an IRModule."""
+    if isinstance(func_or_mod, tvm.IRModule):
+        return func_or_mod
+    if isinstance(func_or_mod, tirx.PrimFunc):
+        return tvm.IRModule({name: func_or_mod})
+    raise CompilationError(f"expected a tvm.tirx PrimFunc or IRModule, got {type(func_or_mod).__name__}")
+
+
+def compile_module(func_or_mod, arch: str):
+    """``tvm.compile`` with the CUDA target for ``arch`` and the tirx pipeline -> Executable."""
+    mod = as_module(func_or_mod)
+    try:
+        return tvm.compile(mod, target=cuda_target(arch), tir_pipeline="tirx")
+    except Exception as exc:  # TVM raises its own error types from C++
+        raise CompilationError(f"TVM failed to lower/generate CUDA for {arch}: {exc}") from exc
+
+
+def device_modules(executable) -> list:
+    """The CUDA device modules imported by a compiled Executable's host module."""
+    host = executable.mod
+    return [m for m in host.imports if m.kind == "cuda"]
+
+
+def cuda_source(executable) -> str:
+    """The CUDA C++ source TVM generated for an Executable (all device modules, in order)."""
+    sources = [m.inspect_source("cuda") for m in device_modules(executable)]
+    if not sources or not any(sources):
+        raise CompilationError("TVM produced no CUDA device module (is there a kernel with "
+                               "threadIdx/blockIdx bindings?)")
+    return "\n".join(sources)
+
+
+def export_library(executable, path: str) -> None:
+    """Write the host launcher + device module as a shared library (needs g++)."""
+    try:
+        executable.export_library(str(path))
+    except Exception as exc:
+        raise CompilationError(f"export_library({path}) failed: {exc}") from exc
