@@ -49,3 +49,19 @@ def test_matmul_lowbit_programs_differ_only_in_the_weight_type():
 def test_matmul_splitk():
     load("matmul_splitk").run(m=33, n=40, k=75, split_k=2)
     load("matmul_splitk").run(m=20, n=20, k=200, split_k=4)
+
+
+@pytest.mark.parametrize("name, cls, params", [
+    ("vector_add", "VecAdd", {"block": 128}),
+    ("softmax", "Softmax", {"block_m": 8, "block_n": 64}),
+    ("matmul_fp16", "MatmulFp16", {}),
+    ("matmul_lowbit", "MatmulLowBit", {"wtype": "float6_e3m2"}),
+    ("matmul_splitk", "MatmulSplitK", {}),
+])
+def test_example_programs_round_trip_through_text(name, cls, params):
+    import tilus
+
+    program = getattr(load(name), cls)(**params).program()
+    text = str(program)
+    assert tilus.ir.parse(text) == program
+    assert str(tilus.ir.parse(text)) == text
