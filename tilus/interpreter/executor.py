@@ -29,6 +29,17 @@ def _describe(inst: Instruction) -> str:
     return f"'{inst.display_name()}'" + (f" defining {out}" if out is not None else "")
 
 
+def _run_iteration(state, body) -> bool:
+    """One loop iteration; False when the body breaks out of the loop."""
+    try:
+        run_stmt(state, body)
+    except _Continue:
+        pass
+    except _Break:
+        return False
+    return True
+
+
 def run_stmt(state: BlockState, s: Stmt) -> None:
     """Executes one statement. Scalars are Python numbers (no int32 wrap-around is modelled for
     loop variables and lets). ``for v in range(start, stop, step)`` evaluates its bounds once, on
@@ -52,19 +63,11 @@ def run_stmt(state: BlockState, s: Stmt) -> None:
             raise InterpreterError(f"for {s.var}: step is 0")
         for i in range(start, stop, step):
             state.scalars[s.var] = i
-            try:
-                run_stmt(state, s.body)
-            except _Continue:
-                continue
-            except _Break:
+            if not _run_iteration(state, s.body):
                 break
     elif isinstance(s, WhileStmt):
         while bool(state.eval(s.cond)):
-            try:
-                run_stmt(state, s.body)
-            except _Continue:
-                continue
-            except _Break:
+            if not _run_iteration(state, s.body):
                 break
     elif isinstance(s, IfStmt):
         if bool(state.eval(s.cond)):

@@ -28,6 +28,7 @@ from tilus.ir.expr import (AXIS_NAMES, BinaryOp, BlockIdx, Cast, Const, Expr, Se
                            _result_dtype, promote)
 from tilus.ir.inst import Instruction, instruction_classes
 from tilus.ir.program import Program
+from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, Stmt,
                            WhileStmt, seq)
 from tilus.ir.types import GLOBAL, SCOPES, PointerType, Tensor, TensorType
@@ -212,12 +213,11 @@ def _describe_hint(hint) -> str:
 
 # ----- the tree walk ----------------------------------------------------------------------------
 
-class _Reader:
+class _Reader(NameScopes):
     def __init__(self, text: str, layout_parser):
+        super().__init__()
         self.text = text
         self.layout_parser = layout_parser
-        self.scalars: list[dict[str, Var]] = [{}]
-        self.tensors: list[dict[str, Tensor]] = [{}]
         self.locations: dict[int, tuple[int, int]] = {}  # id(statement or parameter) -> where
         self.header_locations: dict[str, tuple[int, int]] = {}  # "blocks", "warps" -> where
         self.table = _instruction_table()
@@ -253,26 +253,16 @@ class _Reader:
             raise self.error(tok, str(e)) from None
 
     def lookup_scalar(self, tok: Token) -> Var:
-        name = str(tok)
-        for scope in reversed(self.scalars):
-            if name in scope:
-                return scope[name]
-        raise self.error(tok, f"undefined variable {name!r}")
+        found = self.find_scalar(str(tok))
+        if found is None:
+            raise self.error(tok, f"undefined variable {str(tok)!r}")
+        return found
 
     def lookup_tensor(self, tok: Token) -> Tensor:
-        name = str(tok)[1:]
-        for scope in reversed(self.tensors):
-            if name in scope:
-                return scope[name]
-        raise self.error(tok, f"undefined tensor %{name}")
-
-    def push(self) -> None:
-        self.scalars.append({})
-        self.tensors.append({})
-
-    def pop(self) -> None:
-        self.scalars.pop()
-        self.tensors.pop()
+        found = self.find_tensor(str(tok)[1:])
+        if found is None:
+            raise self.error(tok, f"undefined tensor {tok}")
+        return found
 
     # -- program
     def program(self, tree: Tree) -> Program:

@@ -16,6 +16,7 @@ from tilus.ir.expr import BinaryOp, BlockIdx, Cast, Expr, Select, UnaryOp, Var
 from tilus.ir.inst import AssignInst, GlobalViewInst, Instruction
 from tilus.ir.printer import IDENTIFIER, RESERVED, format_expr, format_stmt_head
 from tilus.ir.program import Program
+from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, SeqStmt,
                            Stmt, WhileStmt)
 from tilus.ir.types import PointerType, Tensor
@@ -52,11 +53,10 @@ def _values(value: Any) -> Iterator[Any]:
         yield value
 
 
-class _Verifier:
+class _Verifier(NameScopes):
     def __init__(self, program: Program):
+        super().__init__()
         self.program = program
-        self.scalars: list[dict[str, Var]] = []
-        self.tensors: list[dict[str, Tensor]] = []
         self.lets: set[Var] = set()
         self.scalar_names: set[str] = set()
         self.tensor_names: set[str] = set()
@@ -85,25 +85,6 @@ class _Verifier:
         self.scalar_names.add(var.name)
         self.scalars[-1][var.name] = var
 
-    def visible_scalar(self, name: str):
-        for scope in reversed(self.scalars):
-            if name in scope:
-                return scope[name]
-        return None
-
-    def visible_tensor(self, name: str):
-        for scope in reversed(self.tensors):
-            if name in scope:
-                return scope[name]
-        return None
-
-    def push(self) -> None:
-        self.scalars.append({})
-        self.tensors.append({})
-
-    def pop(self) -> None:
-        self.scalars.pop()
-        self.tensors.pop()
 
     def check_expr(self, e: Any, node: Any, what: str, pointer_ok: bool = False) -> None:
         if not isinstance(e, Expr):
@@ -114,7 +95,7 @@ class _Verifier:
             if isinstance(x.dtype, PointerType) and not (pointer_ok and x is e):
                 self.fail(node, f"the pointer parameter {x.name} is used in {what} {format_expr(e)}; "
                                 f"a pointer can only be the ptr of a global_view")
-            seen = self.visible_scalar(x.name)
+            seen = self.find_scalar(x.name)
             if seen is None:
                 where = "outside the scope that defines it" if x.name in self.scalar_names \
                     else "but never defined (not a parameter, loop variable or let)"
@@ -123,7 +104,7 @@ class _Verifier:
                 self.fail(node, f"variable {x.name} is used as {x.dtype} but defined as {seen.dtype}")
 
     def check_tensor_use(self, t: Tensor, node: Any, what: str) -> None:
-        seen = self.visible_tensor(t.name)
+        seen = self.find_tensor(t.name)
         if seen is None:
             where = "outside the loop or branch that defines it" if t.name in self.tensor_names \
                 else "before its definition"
@@ -212,7 +193,7 @@ class _Verifier:
             self.lets.add(s.var)
         elif isinstance(s, AssignStmt):
             self.check_expr(s.value, s, "the value")
-            seen = self.visible_scalar(s.var.name)
+            seen = self.find_scalar(s.var.name)
             if seen is None or seen != s.var or s.var not in self.lets:
                 kind = "undefined" if seen is None else "not declared by let (parameters and " \
                                                          "loop variables are read-only)"
@@ -249,7 +230,7 @@ class _Verifier:
                                 f"{out.dtype}; they must agree (a sub-byte view takes ~{out.dtype})")
         if out is None:
             return
-        seen = self.visible_tensor(out.name)
+        seen = self.find_tensor(out.name)
         if seen is not None:
             if seen != out:
                 self.fail(inst, f"tensor %{out.name} defined twice (as {seen.type} and {out.type})")
