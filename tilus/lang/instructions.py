@@ -295,8 +295,9 @@ class InstructionMethods:
     def _minmax(self, op, a, b):
         if not isinstance(a, Tensor) and not isinstance(b, Tensor):
             return (E.maximum if op == "max" else E.minimum)(_scalar(a, "a"), _scalar(b, "b"))
-        ctx = current("maximum" if op == "max" else "minimum")
-        return ctx.builder.binary(op, a, b, name=ctx.take_hint(op))
+        name = "maximum" if op == "max" else "minimum"
+        ctx = current(name)
+        return ctx.builder.binary(name, a, b, name=ctx.take_hint(op))
 
     @instruction
     def maximum(self, a, b) -> Tensor:
