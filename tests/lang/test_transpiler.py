@@ -166,7 +166,7 @@ def test_operators_on_tensors():
     assert insts(p, I.WhereInst) and insts(p, I.CastInst)
     (red_sum,) = [r for r in insts(p, I.ReduceInst) if r.op == "sum"]
     assert red_sum.output.shape == (4, 1)
-    assert any(b.op == "max" for b in insts(p, I.BinaryInst))
+    assert any(b.op == "maximum" for b in insts(p, I.BinaryInst))
 
 
 class Scalars(tilus.Script):
