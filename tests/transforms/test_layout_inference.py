@@ -262,8 +262,7 @@ def test_dot_falls_back_to_simt_when_mma_does_not_fit():
 
 
 def test_annotated_accumulator_picks_the_matching_warp_grid():
-    c = local(1, 1) * spatial(4, 1) * mma_m16n8k16_f16_c() * local(1, 1)     # 4 x 1 warps
-    c = local(1, 4) * spatial(4, 1) * mma_m16n8k16_f16_c()
+    c = local(1, 4) * spatial(4, 1) * mma_m16n8k16_f16_c()     # 4 x 1 warps, not the preferred 2 x 2
     p = infer_layouts(dot_program(64, 32, 16, D.float16, D.float32, 4, annotate_c=c))
     dot = only(p, I.DotInst)
     assert dot.c.layout == c
@@ -322,6 +321,7 @@ def test_conflicting_annotations_name_the_instruction_and_both_layouts():
     msg = str(e.value)
     assert "%t = add(%x, %y)" in msg
     assert str(la) in msg and str(lb) in msg
+    assert "(annotated)" in msg
 
 
 def test_annotation_with_the_wrong_thread_count_is_rejected():
