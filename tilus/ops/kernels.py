@@ -5,9 +5,10 @@ per-group zero points or a constant one, an optional bias, and split-k. The weig
 packed format of ``tilus.ops.quantize`` (``[K, N_pad]`` row-major bit stream, rows of
 ``N_pad * B / 8`` bytes, ``N_pad`` a multiple of 128).
 
-Pointers other than the split-k workspace and semaphores are ``~uint8`` byte buffers typed by
-``global_view(dtype=...)`` from the kernel's compile-time attributes, so that one class covers
-every (activation, scale) dtype pair; callers pass ``tensor.view(torch.uint8)`` (no copy).
+Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``zeros`` by the
+scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for its
+(act, scale) pair (``QuantMatmul_float16_float16``, ...; four in all), whose ``__call__`` has
+those annotations and inlines the shared body ``QuantMatmul.kernel``.
 
 Dequantization of a [block_k, block_n] tile (exactly ``QuantizedWeight.dequantize``):
 ``w = round_act((decode(q) * 2^-e - z) * s)`` where the product is exact in float32. When every
@@ -24,8 +25,6 @@ added in split order through a float32 workspace, serialized by one int32 semaph
 (block z waits for ``sema == z``; the last split adds bias, casts and stores C, and resets the
 semaphore to 0), so results are deterministic.
 """
-from __future__ import annotations
-
 import numpy as np
 
 import tilus
@@ -57,6 +56,16 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
 class QuantMatmul(tilus.Script):
     """C = A @ dequant(W) (+ bias); see the module docstring. Schedule parameters: ``block_m``,
     ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps``."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is QuantMatmul:
+            act = str(kwargs.get("act", args[2] if len(args) > 2 else "float16"))
+            scale = str(kwargs.get("scale", args[3] if len(args) > 3 else "float16"))
+            if act not in ACT_DTYPES or scale not in ACT_DTYPES:
+                raise TilusError(f"QuantMatmul: activations and scales must be float16 or "
+                                 f"bfloat16, got {act} and {scale}")
+            cls = _VARIANTS[(act, scale)]
+        return super().__new__(cls)
 
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
                  zero_mode: str = "none", zero_point: float = 0.0, has_bias: bool = False,
@@ -122,9 +131,7 @@ class QuantMatmul(tilus.Script):
             wf = self.cast(wf * self.cast(s, dtype=tilus.float32), dtype=self.act)
         return wf
 
-    def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~tilus.uint8,
-                 w: ~tilus.uint8, scales: ~tilus.uint8, zeros: ~tilus.uint8, bias: ~tilus.uint8,
-                 c: ~tilus.uint8, workspace: ~tilus.float32, sema: ~tilus.int32):
+    def kernel(self, m, n, k, a, w, scales, zeros, bias, c, workspace, sema):
         bm, bn, bk = self.block_m, self.block_n, self.block_k
         nbits = self.wtype.nbits
         tiles_n = tilus.cdiv(n, bn)
@@ -181,3 +188,26 @@ class QuantMatmul(tilus.Script):
             b = self.load_global(gb, offsets=[0, n0], shape=[1, self.block_n])
             out = acc + self.cast(b, dtype=tilus.float32)
         self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
+
+
+_VARIANTS: dict = {}
+
+
+def _variant(act: str, scale: str):
+    A, S = dtypes.get(act), dtypes.get(scale)
+
+    class Variant(QuantMatmul):
+        def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
+                     w: ~tilus.uint8, scales: ~S, zeros: ~S, bias: ~A, c: ~A,
+                     workspace: ~tilus.float32, sema: ~tilus.int32):
+            self.kernel(m, n, k, a, w, scales, zeros, bias, c, workspace, sema)
+
+    name = f"QuantMatmul_{act}_{scale}"
+    Variant.__name__ = Variant.__qualname__ = name
+    globals()[name] = Variant           # picklable by name (autotune worker processes)
+    return Variant
+
+
+for _act in ACT_DTYPES:
+    for _scale in ACT_DTYPES:
+        _VARIANTS[(_act, _scale)] = _variant(_act, _scale)

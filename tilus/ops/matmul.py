@@ -146,7 +146,6 @@ def _launch(a2, data, scales, zeros, bias, dtype, n, k, group_size, zero_point, 
         return c
     if k == 0:
         return c.zero_() if bias is None else c.copy_(bias.expand(m, n))
-    dummy = torch.zeros(16, dtype=torch.uint8, device=dev)
     split = schedule.get("split_k", 1)
     if split > 1:
         ws = torch.empty(m, n, dtype=torch.float32, device=dev)
@@ -155,11 +154,10 @@ def _launch(a2, data, scales, zeros, bias, dtype, n, k, group_size, zero_point, 
     else:
         ws = torch.zeros(1, dtype=torch.float32, device=dev)
         sema = torch.zeros(1, dtype=torch.int32, device=dev)
-    args = (m, n, k, a2.contiguous().view(torch.uint8), data.contiguous(),
-            scales.contiguous().view(torch.uint8),
-            dummy if zeros is None else zeros.contiguous().view(torch.uint8),
-            dummy if bias is None else bias.to(a2.dtype).contiguous().view(torch.uint8),
-            c.view(torch.uint8), ws, sema)
+    args = (m, n, k, a2.contiguous(), data.contiguous(), scales.contiguous(),
+            torch.zeros(1, dtype=scales.dtype, device=dev) if zeros is None else zeros.contiguous(),
+            torch.zeros(1, dtype=a2.dtype, device=dev) if bias is None
+            else bias.to(a2.dtype).contiguous(), c, ws, sema)
     if engine == "compiled" and not (dev.type == "cuda"):
         raise TilusError(f"matmul(engine='compiled') needs CUDA tensors, got {dev}")
     try:
