@@ -151,3 +151,46 @@ def test_malformed_database_is_ignored_and_rewritten(tmp_path):
     db.record("k", "b", "cpu", {"block": 1}, 0.5)
     assert db.lookup("k", "b", "cpu")["config"] == {"block": 1}
     assert TuningDatabase(db.path).entries()["k"]["cpu"]["b"]["time_ms"] == 0.5
+
+
+def test_matmul_tuning_space_prune_and_database(tmp_path):
+    import torch
+
+    from tilus.ops import quantize
+    from tilus.ops.matmul import matmul_bucket
+    from tilus.ops.tuning import matmul_tuner, prune_matmul, tune_matmul
+
+    qw = quantize(torch.randn(24, 64), "uint4", group_size=32)
+    db = TuningDatabase(tmp_path / "tuning.json")
+    tuner = matmul_tuner(1, qw, database=db)
+    keep, pruned = tuner.candidates()
+    assert keep and all(c["block_k"] == 32 and c["block_m"] == 16 and c["split_k"] == 1
+                        for c in keep)
+    reasons = " ".join(r for _, r in pruned)
+    assert "does not divide group_size" in reasons and "block_m" in reasons
+    big = {"block_m": 128, "block_n": 256, "block_k": 32, "split_k": 1, "warps": 4}
+    assert "accumulator registers" in prune_matmul(big, tuner.fixed, 4096, 4096, 4096)
+    res = tune_matmul(1, qw, timer=FakeTimer(lambda c: c["block_n"] / 64 + c["warps"]), jobs=2,
+                      database=db, progress=False)
+    assert res.config["block_n"] == 64 and res.config["warps"] == 4
+    entry = db.lookup(tuner.name, matmul_bucket(1, 24, 64), "cpu")
+    assert entry["config"] == res.config
+    # the tuned schedule runs the real kernel (interpreter) correctly
+    from tilus.ops import matmul
+
+    a = torch.randn(1, 64).half()
+    torch.testing.assert_close(matmul(a, qw, engine="interpreter", schedule=res.config),
+                               matmul(a, qw), rtol=4e-3, atol=2e-3)
+
+
+def test_tune_cli(tmp_path, capsys):
+    from tilus.__main__ import main
+
+    assert main(["tune", "matmul", "--n", "64", "--k", "64", "--m", "1", "--group-size", "32",
+                 "--dry-run", "--jobs", "1"]) == 0
+    assert "pruned" in capsys.readouterr().out
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["tune", "matmul", "--n", "64", "--k", "64"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err

@@ -29,6 +29,7 @@ import numpy as np
 
 import tilus
 from tilus import dtypes
+from tilus.autotune import autotune
 from tilus.errors import TilusError
 from tilus.ops.quantize import N_ALIGN, value_exponent
 
@@ -53,9 +54,15 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
     return True
 
 
+@autotune("block_m", [16, 32, 64, 128])
+@autotune("block_n", [64, 128, 256])
+@autotune("block_k", [32, 64, 128])
+@autotune("split_k", [1, 2, 4, 8])
+@autotune("warps", [4, 8])
 class QuantMatmul(tilus.Script):
     """C = A @ dequant(W) (+ bias); see the module docstring. Schedule parameters: ``block_m``,
-    ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps``."""
+    ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps`` (the autotuner's space; its
+    shape-dependent pruning is ``tilus.ops.tuning.prune_matmul``)."""
 
     def __new__(cls, *args, **kwargs):
         if cls is QuantMatmul:
@@ -100,6 +107,10 @@ class QuantMatmul(tilus.Script):
         self.norm = 2.0 ** -self.exponent
         self.fast = (self.scale.name == self.act.name
                      and values_exact_in(self.wtype, self.act.name, self.exponent))
+
+    @staticmethod
+    def _nbits(wtype) -> int:
+        return dtypes.get(wtype).nbits
 
     @staticmethod
     def schedule_names() -> tuple:
