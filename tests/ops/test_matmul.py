@@ -139,3 +139,20 @@ def test_kernel_parameter_checks():
     with pytest.raises(TilusError, match="float16 or bfloat16"):
         QuantMatmul("uint4", 32, act="float32")
     assert dtypes.get("uint4") == QuantMatmul("uint4", 32).wtype
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(m=st.integers(1, 20), n=st.integers(1, 70), groups=st.integers(1, 3),
+       group=st.sampled_from([8, 16, 24, 32]), dtype=st.sampled_from(ALL),
+       act=st.sampled_from([torch.float16, torch.bfloat16]), bias=st.booleans(),
+       split=st.sampled_from([1, 2]))
+def test_property_random_shapes(m, n, groups, group, dtype, act, bias, split):
+    k = groups * group
+    a, qw, b = _case(dtype, m, n, k, group, act=act, bias=bias)
+    bk = 8 if group % 16 else 16
+    sched = dict(block_m=16, block_n=16 if n < 40 else 32, block_k=bk, split_k=split, warps=4)
+    out = matmul(a, qw, b, engine="interpreter", schedule=sched)
+    torch.testing.assert_close(out, _reference(a, qw, b), **TOL[act])

@@ -115,3 +115,14 @@ def test_custom_op_fake_and_opcheck():
 
 def test_public_names():
     assert tilus.nn.QuantLinear is QuantLinear and tilus.ops.quantize is quantize
+
+
+def test_module_conversions_keep_scale_dtype():
+    q = QuantLinear.from_linear(nn.Linear(32, 16), dtype="uint4", group_size=16)
+    q.float()
+    assert q.scales.dtype == torch.float16 and q.zeros.dtype == torch.float16
+    assert q.qweight.dtype == torch.uint8 and q.bias.dtype == torch.float32
+    x = torch.randn(2, 32)
+    assert q(x).dtype == torch.float32
+    q.bfloat16()
+    assert q.scales.dtype == torch.bfloat16 and q(x.bfloat16()).dtype == torch.bfloat16

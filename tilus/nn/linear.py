@@ -116,6 +116,17 @@ class QuantLinear(nn.Module):
         out = out.reshape(*lead, self.out_features)
         return out if out.dtype == orig else out.to(orig)
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales
+        and zeros stay float16/bfloat16 (a float32 conversion keeps their previous dtype)."""
+        keep = self.scales.dtype
+        super()._apply(fn, *args, **kwargs)
+        for name in ("scales", "zeros"):
+            t = self._buffers.get(name)
+            if t is not None and t.dtype not in (torch.float16, torch.bfloat16):
+                self._buffers[name] = t.to(keep)
+        return self
+
     # ---- state dict -------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
         return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,

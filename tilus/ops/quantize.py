@@ -43,7 +43,7 @@ Packed-weight format (``format_version`` 1, ``layout`` ``"kn-rowmajor-pad128"``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -127,7 +127,6 @@ class QuantizedWeight:
     zero_point: float = 0.0            # the constant zero point when zeros is None
     format_version: int = FORMAT_VERSION
     layout: str = LAYOUT
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ---- properties ------------------------------------------------------------------------
     @property
