@@ -59,11 +59,11 @@ def test_odd_shapes(m, n, k, group, act):
         torch.testing.assert_close(out, _reference(a, qw, b), **TOL[act])
 
 
-@pytest.mark.parametrize("split_k", [2, 3])
-def test_split_k_and_schedules(split_k):
+@pytest.mark.parametrize("split_k,stages", [(2, 1), (3, 1), (1, 2), (1, 3), (2, 4)])
+def test_split_k_pipeline_and_schedules(split_k, stages):
     a, qw, b = _case("uint4", 17, 40, 96, 16, bias=True)
     ref = _reference(a, qw, b)
-    sched = dict(block_m=16, block_n=16, block_k=16, split_k=split_k, warps=4)
+    sched = dict(block_m=16, block_n=16, block_k=16, split_k=split_k, warps=4, stages=stages)
     torch.testing.assert_close(matmul(a, qw, b, engine="interpreter", schedule=sched), ref,
                                **TOL[torch.float16])
     big = dict(block_m=32, block_n=64, block_k=16, split_k=1, warps=8)
@@ -95,6 +95,7 @@ def test_batched_leading_dims_and_empty():
 def test_default_schedules():
     d = default_schedule(1, 4096, 4096, 128)
     assert d["block_m"] == 16 and d["split_k"] > 1 and 128 % d["block_k"] == 0
+    assert d["stages"] > 1
     big = default_schedule(1024, 4096, 4096, 128)
     assert big["block_m"] == 128 and big["split_k"] == 1
     assert default_schedule(3, 24, 40, 40, "interpreter")["block_k"] in (8, 16, 32)
@@ -103,7 +104,8 @@ def test_default_schedules():
 def test_program_prints_and_reparses():
     from tilus.ir import parse
 
-    for kern in (QuantMatmul("uint3", 32, zero_mode="tensor", has_bias=True, split_k=2),
+    for kern in (QuantMatmul("uint3", 32, zero_mode="tensor", has_bias=True, split_k=2,
+                             stages=3),
                  QuantMatmul("float6_e5m0", 32, act="bfloat16", scale="float16")):
         prog = kern.program()
         assert parse(str(prog)) == prog
@@ -138,6 +140,8 @@ def test_kernel_parameter_checks():
         QuantMatmul("uint4", 32, block_k=64)
     with pytest.raises(TilusError, match="float16 or bfloat16"):
         QuantMatmul("uint4", 32, act="float32")
+    with pytest.raises(TilusError, match="stages"):
+        QuantMatmul("uint4", 32, stages=0)
     assert dtypes.get("uint4") == QuantMatmul("uint4", 32).wtype
 
 
@@ -148,11 +152,12 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 @given(m=st.integers(1, 20), n=st.integers(1, 70), groups=st.integers(1, 3),
        group=st.sampled_from([8, 16, 24, 32]), dtype=st.sampled_from(ALL),
        act=st.sampled_from([torch.float16, torch.bfloat16]), bias=st.booleans(),
-       split=st.sampled_from([1, 2]))
-def test_property_random_shapes(m, n, groups, group, dtype, act, bias, split):
+       split=st.sampled_from([1, 2]), stages=st.sampled_from([1, 2, 3]))
+def test_property_random_shapes(m, n, groups, group, dtype, act, bias, split, stages):
     k = groups * group
     a, qw, b = _case(dtype, m, n, k, group, act=act, bias=bias)
     bk = 8 if group % 16 else 16
-    sched = dict(block_m=16, block_n=16 if n < 40 else 32, block_k=bk, split_k=split, warps=4)
+    sched = dict(block_m=16, block_n=16 if n < 40 else 32, block_k=bk, split_k=split, warps=4,
+                 stages=stages)
     out = matmul(a, qw, b, engine="interpreter", schedule=sched)
     torch.testing.assert_close(out, _reference(a, qw, b), **TOL[act])

@@ -20,6 +20,11 @@ Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N
 lies inside one scale group (``group_size % block_k == 0``), or there is a single group (per-
 channel scales), in which case K need not be a multiple of block_k.
 
+Pipelining (``stages`` >= 2): the [block_m, block_k] activation tile and the packed weight bytes go
+through a ``stages``-deep ring of shared-memory buffers filled with ``copy_async`` (cp.async on the
+GPU), so loads of later k-tiles overlap the dequantization and dot of the current one;
+``stages=1`` loads straight from global memory into registers.
+
 Split-k (grid z): block z sums k-tiles [z*per, (z+1)*per); the partial sums of one output tile are
 added in split order through a float32 workspace, serialized by one int32 semaphore per tile
 (block z waits for ``sema == z``; the last split adds bias, casts and stores C, and resets the
@@ -59,6 +64,7 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
 @autotune("block_k", [32, 64, 128])
 @autotune("split_k", [1, 2, 4, 8])
 @autotune("warps", [4, 8])
+@autotune("stages", [1, 2, 3, 4])
 class QuantMatmul(tilus.Script):
     """C = A @ dequant(W) (+ bias); see the module docstring. Schedule parameters: ``block_m``,
     ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps`` (the autotuner's space; its
@@ -77,7 +83,7 @@ class QuantMatmul(tilus.Script):
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
                  zero_mode: str = "none", zero_point: float = 0.0, has_bias: bool = False,
                  single_group: bool = False, block_m: int = 16, block_n: int = 64,
-                 block_k: int = 32, split_k: int = 1, warps: int = 4):
+                 block_k: int = 32, split_k: int = 1, warps: int = 4, stages: int = 1):
         super().__init__()
         self.wtype = dtypes.get(wtype)
         self.act = dtypes.get(act)
@@ -96,13 +102,15 @@ class QuantMatmul(tilus.Script):
                              f" (a k-tile lies in one scale group)")
         if split_k < 1:
             raise TilusError(f"QuantMatmul: split_k must be >= 1, got {split_k}")
+        if stages < 1:
+            raise TilusError(f"QuantMatmul: stages must be >= 1, got {stages}")
         self.group_size = group_size
         self.zero_mode = zero_mode
         self.zero_point = float(zero_point)
         self.has_bias = bool(has_bias)
         self.single_group = bool(single_group)
         self.block_m, self.block_n, self.block_k = block_m, block_n, block_k
-        self.split_k, self.warps = split_k, warps
+        self.split_k, self.warps, self.stages = split_k, warps, stages
         self.exponent = value_exponent(self.wtype)
         self.norm = 2.0 ** -self.exponent
         self.fast = (self.scale.name == self.act.name
@@ -114,7 +122,7 @@ class QuantMatmul(tilus.Script):
 
     @staticmethod
     def schedule_names() -> tuple:
-        return ("block_m", "block_n", "block_k", "split_k", "warps")
+        return ("block_m", "block_n", "block_k", "split_k", "warps", "stages")
 
     def dequant_tile(self, codes, gs, gz, g, n0):
         """The [block_k, block_n] tile of dequantized weights (activation dtype) of group g."""
@@ -167,16 +175,14 @@ class QuantMatmul(tilus.Script):
         first = split * per_split
         last = min(first + per_split, k_tiles)
         acc = self.register_tensor(dtype=tilus.float32, shape=[bm, bn], init=0.0)
-        for kt in self.range(first, last):
-            ta = self.load_global(ga, offsets=[m0, kt * bk], shape=[bm, bk])
-            raw = self.load_global(gw, offsets=[kt * bk, n0 * nbits // 8],
-                                   shape=[bk, bn * nbits // 8])
-            codes = self.view(raw, dtype=self.wtype, shape=[bk, bn])
-            g = 0
-            if not self.single_group:
-                g = kt * bk // self.group_size
-            wf = self.dequant_tile(codes, gs, gz, g, n0)
-            self.dot(ta, wf, acc, out=acc)
+        if self.stages == 1:
+            for kt in self.range(first, last):
+                ta = self.load_global(ga, offsets=[m0, kt * bk], shape=[bm, bk])
+                raw = self.load_global(gw, offsets=[kt * bk, n0 * nbits // 8],
+                                       shape=[bk, bn * nbits // 8])
+                self.mma_tile(ta, raw, kt, gs, gz, n0, acc)
+        else:
+            self.pipelined_loop(ga, gw, gs, gz, m0, n0, first, last, acc)
         if self.split_k == 1:
             self.epilogue(acc, bias, gc, m0, n0, n)
         else:
@@ -191,6 +197,50 @@ class QuantMatmul(tilus.Script):
             else:
                 self.store_global(gws, acc, offsets=[m0, n0])
             self.release_semaphore(gsema, index=[tile], value=(split + 1) % self.split_k)
+
+    def mma_tile(self, ta, raw, kt, gs, gz, n0, acc):
+        """acc += ta @ dequant(raw): one k-tile (raw: the [block_k, block_n * B / 8] bytes)."""
+        codes = self.view(raw, dtype=self.wtype, shape=[self.block_k, self.block_n])
+        g = 0
+        if not self.single_group:
+            g = kt * self.block_k // self.group_size
+        wf = self.dequant_tile(codes, gs, gz, g, n0)
+        self.dot(ta, wf, acc, out=acc)
+
+    def issue_stage(self, ga, gw, sa, sw, slot, kt, m0, n0):
+        """copy_async of k-tile kt (activations and packed weight bytes) into ring slot ``slot``."""
+        bm, bk = self.block_m, self.block_k
+        wb = self.block_n * self.wtype.nbits // 8
+        self.copy_async(src=ga, dst=self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]),
+                        offsets=[m0, kt * bk])
+        self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0], shape=[bk, wb]),
+                        offsets=[kt * bk, n0 * self.wtype.nbits // 8])
+
+    def pipelined_loop(self, ga, gw, gs, gz, m0, n0, first, last, acc):
+        """The k loop with a ``stages``-deep ring of shared-memory buffers filled by copy_async:
+        tile kt + stages - 1 is in flight while tile kt is computed (one commit group per
+        iteration, waiting until at most stages - 2 groups are pending)."""
+        st, bm, bk = self.stages, self.block_m, self.block_k
+        wb = self.block_n * self.wtype.nbits // 8
+        sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
+        sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, bk, wb])
+        for s in range(st - 1):
+            if first + s < last:
+                self.issue_stage(ga, gw, sa, sw, s, first + s, m0, n0)
+            self.copy_async_commit_group()
+        for kt in self.range(first, last):
+            slot = (kt - first) % st
+            self.copy_async_wait_group(st - 2)
+            self.sync()
+            ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]))
+            raw = self.load_shared(self.slice_shared(sw, offsets=[slot, 0, 0], shape=[bk, wb]))
+            if kt + st - 1 < last:
+                self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0, n0)
+            self.copy_async_commit_group()
+            self.mma_tile(ta, raw, kt, gs, gz, n0, acc)
+        self.copy_async_wait_group(0)
+        self.free_shared(sa)
+        self.free_shared(sw)
 
     def epilogue(self, acc, bias, gc, m0, n0, n):
         out = acc

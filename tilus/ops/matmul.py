@@ -52,11 +52,13 @@ def bucket_m(m: int) -> int:
 
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
                      num_sms: int = 132) -> dict:
-    """A heuristic schedule: decode (M <= 16: block_m 16, split-k to fill the SMs) or large-M
-    (block_m 64/128, no split). The interpreter gets small tiles (numpy per tile)."""
+    """A heuristic schedule: decode (M <= 16: block_m 16, split-k to fill the SMs, a 4-deep
+    copy_async pipeline) or large-M (block_m 64/128, no split, 3 stages). The interpreter gets
+    small tiles and no pipeline (numpy per tile)."""
     if engine == "interpreter":
         bk = _block_k_for(group_size, k, (32, 16, 8))
-        return {"block_m": 16, "block_n": 32, "block_k": bk, "split_k": 1, "warps": 4}
+        return {"block_m": 16, "block_n": 32, "block_k": bk, "split_k": 1, "warps": 4,
+                "stages": 1}
     bk = _block_k_for(group_size, k, (64, 32, 16))
     if m <= 16:
         bn = 128 if n >= 4096 else 64
@@ -65,10 +67,13 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
         split = 1
         while split < 16 and tiles * split * 2 <= 2 * num_sms and k_tiles // (split * 2) >= 4:
             split *= 2
-        return {"block_m": 16, "block_n": bn, "block_k": bk, "split_k": split, "warps": 4}
+        stages = max(1, min(4, k_tiles // split))
+        return {"block_m": 16, "block_n": bn, "block_k": bk, "split_k": split, "warps": 4,
+                "stages": stages}
     bm = 64 if m <= 128 else 128
-    return {"block_m": bm, "block_n": 128, "block_k": min(bk, 32) if group_size % 32 == 0 else bk,
-            "split_k": 1, "warps": 8 if bm == 128 else 4}
+    bk = min(bk, 32) if group_size % 32 == 0 else bk
+    return {"block_m": bm, "block_n": 128, "block_k": bk, "split_k": 1,
+            "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / bk)))}
 
 
 def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):

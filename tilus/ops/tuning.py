@@ -3,8 +3,8 @@
 under ``matmul_kernel_name(...)`` / ``matmul_bucket(m, n, k)`` / the device name, where
 ``tilus.ops.matmul`` looks it up on CUDA tensors.
 
-Estimates (sm_80/sm_90, ``STAGES``-deep cp.async pipeline):
-shared memory = STAGES * (block_m * block_k * 2 + block_k * block_n * B / 8 bytes) must fit in
+Estimates (sm_80/sm_90, a ``stages``-deep cp.async pipeline):
+shared memory = stages * (block_m * block_k * 2 + block_k * block_n * B / 8 bytes) must fit in
 ``SMEM_LIMIT``; accumulator registers per thread = block_m * block_n / (32 * warps) must stay
 <= ``ACC_REGS_LIMIT`` (the rest of the 255 go to fragments and addresses).
 """
@@ -21,7 +21,6 @@ from tilus.ops.kernels import QuantMatmul
 from tilus.ops.matmul import _ACT, _meta, bucket_m, matmul_bucket, matmul_kernel_name
 from tilus.ops.quantize import QuantizedWeight
 
-STAGES = 3
 SMEM_LIMIT = 227 * 1024
 ACC_REGS_LIMIT = 128
 
@@ -34,7 +33,8 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     group = fixed["group_size"]
     if not fixed.get("single_group") and group % bk:
         return f"block_k {bk} does not divide group_size {group}"
-    smem = STAGES * (bm * bk * 2 + bk * bn * nbits // 8)
+    stages = config.get("stages", 1)
+    smem = stages * (bm * bk * 2 + bk * bn * nbits // 8)
     if smem > SMEM_LIMIT:
         return f"shared memory {smem} B > {SMEM_LIMIT} B"
     regs = bm * bn // (32 * warps)
@@ -50,6 +50,8 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     k_tiles = math.ceil(k / bk)
     if split > 1 and k_tiles < 2 * split:
         return f"split_k {split}: fewer than 2 k-tiles per split ({k_tiles} in all)"
+    if stages > 1 and math.ceil(k_tiles / split) < stages:
+        return f"stages {stages} > {math.ceil(k_tiles / split)} k-tiles per split"
     tiles = math.ceil(m / bm) * math.ceil(n / bn)
     if split > 1 and tiles >= num_sms:
         return f"split_k {split} with {tiles} output tiles >= {num_sms} SMs"
