@@ -48,7 +48,7 @@ METHODS = ("tilus", "fp16", "dequant", "triton")
 GROUP = 128
 
 
-# ---- bytes moved ----------------------------------------------------------------------------------
+# ---- bytes moved --------------------------------------------------------------------------------
 def traffic_bytes(method: str, m: int, k: int, n: int, nbits: int, group: int = GROUP) -> int:
     """Minimum bytes a method must move: activations, output, and the weight as it reads it."""
     io = 2 * m * k + 2 * m * n
@@ -206,6 +206,9 @@ def format_table(result: dict) -> str:
     def fmt(x, spec):
         return format(x, spec) if x is not None else "-"
 
+    def pct(x):
+        return None if x is None else 100 * x
+
     for kk in sorted(cells):
         c = cells[kk]
         t = c.get("tilus", {})
@@ -213,7 +216,7 @@ def format_table(result: dict) -> str:
                      + " ".join(f"{fmt(c[m]['ms'] if m in c else None, '11.4f'):>11}"
                                 for m in methods)
                      + f" {fmt(t.get('speedup_vs_fp16'), '10.2f'):>10}"
-                     + f" {fmt(None if t.get('bandwidth_fraction') is None else 100 * t['bandwidth_fraction'], '8.1f'):>9}")
+                     + f" {fmt(pct(t.get('bandwidth_fraction')), '8.1f'):>9}")
     for method, err in result.get("errors", {}).items():
         lines.append(f"note: {method} failed: {err}")
     return "\n".join(lines)

@@ -26,7 +26,8 @@ def config_key(config: dict) -> tuple:
 class CudaEventTimer:
     def __init__(self, warmup: int = 5, reps: int = 30, flush_l2: bool = True,
                  flush_bytes: int = 256 << 20):
-        self.warmup, self.reps, self.flush_l2, self.flush_bytes = warmup, reps, flush_l2, flush_bytes
+        self.warmup, self.reps = warmup, reps
+        self.flush_l2, self.flush_bytes = flush_l2, flush_bytes
         self._flush_buf = None
 
     def _flush(self, torch) -> None:

@@ -86,7 +86,7 @@ def configs_of(space: list[tuple[str, list]]) -> list[dict]:
     return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in space))]
 
 
-# ---- building -------------------------------------------------------------------------------------
+# ---- building -----------------------------------------------------------------------------------
 def default_builder(kernel) -> Any:
     """``tilus.build(kernel)`` when the backend provides it; otherwise the Program's construction
     (``kernel.program()``), returning its IR text."""
@@ -156,7 +156,8 @@ def _progress(total: int, enabled: Optional[bool], desc: str):
 
 
 def build_parallel(cls, fixed: dict, configs: list[dict], builder: Callable,
-                   jobs: Optional[int] = None, progress: Optional[bool] = None) -> list[BuildResult]:
+                   jobs: Optional[int] = None,
+                   progress: Optional[bool] = None) -> list[BuildResult]:
     """Builds every config, in ``jobs`` worker processes (one job: in this process)."""
     jobs = min(build_jobs(jobs), max(1, len(configs)))
     bar = _progress(len(configs), progress, f"building {cls.__name__}")

@@ -102,7 +102,7 @@ def _meta(dtype: str, group_size: int, k: int, zero_point: float, has_zeros: boo
             "zero_point": float(zero_point), "has_zeros": bool(has_zeros), "scale": _ACT[scale]}
 
 
-# ---- checks ---------------------------------------------------------------------------------------
+# ---- checks -------------------------------------------------------------------------------------
 def _check(a: Any, qw: Any, bias: Any) -> None:
     if not isinstance(qw, QuantizedWeight):
         raise ArgumentError(f"matmul: qweight must be a tilus.ops.QuantizedWeight (from "
@@ -126,7 +126,7 @@ def _check(a: Any, qw: Any, bias: Any) -> None:
             raise DeviceMismatchError(f"matmul: bias is on {bias.device}, a on {a.device}")
 
 
-# ---- the engines ----------------------------------------------------------------------------------
+# ---- the engines --------------------------------------------------------------------------------
 def fallback_matmul(a2, data, scales, zeros, bias, dtype: str, n: int, k: int, group_size: int,
                     zero_point: float) -> torch.Tensor:
     """Dequantize (torch ops, on a2's device) + matmul in float32, rounded to a2's dtype."""
@@ -202,7 +202,7 @@ def matmul_bucket(m: int, n: int, k: int) -> str:
     return f"m{bucket_m(m)}-n{n}-k{k}"
 
 
-# ---- the custom op ----------------------------------------------------------------------------
+# ---- the custom op ------------------------------------------------------------------------------
 @torch.library.custom_op("tilus::quant_matmul", mutates_args=())
 def quant_matmul(a: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                  zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str, n: int,

@@ -14,7 +14,7 @@ uintB, asymmetric      ``s = (max - min) / (2^B - 1)`` (rounded *up* to the scal
 intB, asymmetric       the same on the signed grid [-2^(B-1), 2^(B-1) - 1], z on that grid.
 intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``z = 0``, ``q = clamp(round(w / s))``
 (default for int)      (B >= 2: int1 has no symmetric grid).
-uintB, symmetric       as intB symmetric with the fixed zero point ``z = 2^(B-1)`` (no zeros stored).
+uintB, symmetric       as intB symmetric, with the fixed zero point ``z = 2^(B-1)`` (none stored).
 floatK_eXmY            scale only (symmetric): ``s = absmax / (max_value * 2^-e)``,
                        ``q = encode(w / (s * 2^-e))`` (nearest, ties to even, saturating),
                        ``w' = decode(q) * 2^-e * s``, where ``2^e`` is the largest power of two
@@ -192,7 +192,8 @@ class QuantizedWeight:
         """decode(code) * 2^-e as float32 [K, N] (the grid value before zero point and scale)."""
         return value_table(self.dtype, self.device)[self.codes().long()]
 
-    def dequantize(self, dtype: Optional[torch.dtype] = None, transpose: bool = True) -> torch.Tensor:
+    def dequantize(self, dtype: Optional[torch.dtype] = None,
+                   transpose: bool = True) -> torch.Tensor:
         """The weight the kernels compute with: ``round_dtype((value - z) * s)``, exact in float32
         before that one rounding. ``[N, K]`` like the original (``transpose=False``: ``[K, N]``).
         ``dtype`` defaults to the scale dtype; the result is on the weight's device."""
@@ -295,7 +296,8 @@ def _check_weight(weight: Any) -> torch.Tensor:
     if isinstance(weight, np.ndarray):
         weight = torch.from_numpy(weight)
     if not isinstance(weight, torch.Tensor):
-        raise QuantizationError(f"weight must be a torch tensor [N, K], got {type(weight).__name__}")
+        raise QuantizationError(f"weight must be a torch tensor [N, K], got "
+                                f"{type(weight).__name__}")
     if weight.dim() != 2:
         raise QuantizationError(f"weight must be 2-D [N, K] (nn.Linear's [out_features, "
                                 f"in_features]), got shape {list(weight.shape)}")
