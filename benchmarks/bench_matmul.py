@@ -160,7 +160,7 @@ def _time_one(method, m, k, n, qw, w16, timer, errors) -> Optional[float]:
         if method == "fp16":
             fn = lambda: a @ w16.t()                                           # noqa: E731
         elif method == "dequant":
-            fn = lambda: a @ qw.dequantize(torch.float16).t()                  # noqa: E731
+            fn = lambda: a @ qw.dequantize(torch.float16, transpose=False)     # noqa: E731
         elif method == "tilus":
             from tilus.ops import matmul
 

@@ -116,8 +116,9 @@ def test_second_process_starts_tuned(tmp_path):
         f"t = Autotuner(ToyAdd, builder=failing_builder, timer=no_timer, "
         f"database=TuningDatabase({str(db.path)!r}))\n"
         "r = t.tune('b', run=None, device='cpu'); print(r.from_database, r.config)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=os.getcwd(), timeout=60)
+                         cwd=root, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True {'block': 128, 'warps': 4}"
 
