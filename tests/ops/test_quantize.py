@@ -164,3 +164,21 @@ def test_bad_arguments():
     with pytest.raises(QuantizationError, match="floating-point"):
         quantize(torch.ones(4, 4, dtype=torch.int32), "uint4", group_size=4)
     assert issubclass(QuantizationError, TilusError) and issubclass(QuantizationError, ValueError)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_CASES)
+def test_torch_float_encoder_matches_codec(dtype):
+    """encode_float (torch, on the weight's device) equals the dtype codec (the oracle) on random
+    values, every grid value, every midpoint (ties to even), +-0 and values beyond the range."""
+    from tilus.ops.quantize import encode_float
+
+    t = dtypes.get(dtype)
+    grid = t.decode(np.arange(2 ** t.nbits, dtype=np.uint8)).astype(np.float64)
+    grid = np.unique(grid[np.isfinite(grid)])
+    mids = (grid[:-1] + grid[1:]) / 2
+    rng = np.random.default_rng(zlib.crc32(dtype.encode()))
+    x = np.concatenate([grid, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf),
+                        rng.uniform(-1.2, 1.2, 2000) * grid.max(), [0.0, -0.0, 1e30, -1e30]])
+    x = x.astype(np.float32)
+    got = encode_float(torch.from_numpy(x), t).numpy()
+    assert np.array_equal(got, t.encode(x))

@@ -110,7 +110,7 @@ def _round_up_to(s: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
     return r
 
 
-@dataclass
+@dataclass(eq=False)
 class QuantizedWeight:
     """A weight quantized group-wise along K and packed for the Tilus kernels (see module doc).
 
@@ -292,6 +292,39 @@ def dequantize_packed(data, scales, zeros, dtype: str, n: int, k: int, group_siz
     return (v * scales.float().repeat_interleave(group_size, dim=0)).to(out_dtype)
 
 
+_GRIDS: dict = {}
+
+
+def _float_grid(t: DataType, device) -> tuple:
+    """(positive finite values ascending, their codes, midpoints) of a float type, on device."""
+    key = (t.name, str(device))
+    if key not in _GRIDS:
+        sign = 1 << (t.nbits - 1)
+        codes = np.arange(sign, dtype=np.uint8)                 # sign bit clear
+        vals = t.decode(codes).astype(np.float64)
+        keep = np.isfinite(vals)
+        vals, codes = vals[keep], codes[keep]
+        order = np.argsort(vals, kind="stable")
+        vals, codes = vals[order], codes[order]
+        mids = (vals[:-1] + vals[1:]) / 2                       # exact in float32 (<= 8 bits)
+        _GRIDS[key] = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in
+                            (vals.astype(np.float32), codes.astype(np.int64),
+                             mids.astype(np.float32)))
+    return _GRIDS[key]
+
+
+def encode_float(x: torch.Tensor, t: DataType) -> torch.Tensor:
+    """``t.encode`` for a float type in torch ops on x's device (round to nearest, ties to the even
+    code, saturating; the sign kept, -0.0 included): uint8 codes like x's shape. x is finite."""
+    vals, codes, mids = _float_grid(t, x.device)
+    mag = x.abs().float().contiguous()
+    idx = torch.bucketize(mag, mids)                            # mids[idx-1] < mag <= mids[idx]
+    tie = (idx < mids.numel()) & (mag == mids[idx.clamp(max=mids.numel() - 1)])
+    idx = torch.where(tie & (codes[idx] % 2 == 1), idx + 1, idx)
+    out = codes[idx] | torch.where(torch.signbit(x), 1 << (t.nbits - 1), 0)
+    return out.to(torch.uint8)
+
+
 def _check_weight(weight: Any) -> torch.Tensor:
     if isinstance(weight, np.ndarray):
         weight = torch.from_numpy(weight)
@@ -358,7 +391,7 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
         s = _round_up_to(absmax / (float(t.max_value) * norm), sdt)
         s = torch.where(s.float() > 0, s, torch.ones_like(s))
         x = (wk / (s.float() * norm).unsqueeze(1)).reshape(k, n)
-        codes = torch.from_numpy(np.ascontiguousarray(t.encode(x.cpu().numpy()))).to(w.device)
+        codes = encode_float(x, t)
     else:
         qmin, qmax = int(t.min_value), int(t.max_value)
         if symmetric:
