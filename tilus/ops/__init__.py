@@ -5,7 +5,7 @@
 
 ``quantize`` and the packed format: ``tilus.ops.quantize``; the kernel (Tilus DSL):
 ``tilus.ops.kernels``; dispatch, schedules and the ``tilus::quant_matmul`` custom op:
-``tilus.ops.matmul``.
+``tilus.ops.matmul``; autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
 from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
