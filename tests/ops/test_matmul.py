@@ -161,3 +161,34 @@ def test_property_random_shapes(m, n, groups, group, dtype, act, bias, split, st
                  stages=stages)
     out = matmul(a, qw, b, engine="interpreter", schedule=sched)
     torch.testing.assert_close(out, _reference(a, qw, b), **TOL[act])
+
+
+VARIANTS = [
+    dict(wtype="uint4", act="float16", scale="float16", zero_mode="tensor", has_bias=True,
+         block_m=16, block_n=128, block_k=64, split_k=4, warps=4, stages=4),
+    dict(wtype="float6_e3m2", act="bfloat16", scale="bfloat16", block_m=128, block_n=128,
+         block_k=32, warps=8, stages=3),
+    dict(wtype="float8_e5m2", act="bfloat16", scale="float16", block_m=64, block_n=64,
+         block_k=32),
+    dict(wtype="uint3", act="float16", scale="bfloat16", zero_mode="const", zero_point=4.0,
+         block_m=16, block_n=64, block_k=32, split_k=2),
+]
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: f"{c['wtype']}-{c['act']}-{c['scale']}")
+def test_gpu_schedules_verify_and_infer_layouts(cfg):
+    """The programs of GPU-sized schedules verify and round-trip; where the layout-inference pass
+    exists (tilus.transforms), every tensor gets a layout and the result still round-trips."""
+    from tilus.ir import parse, verify
+
+    cfg = dict(cfg)
+    kern = QuantMatmul(cfg.pop("wtype"), 128, **cfg)
+    prog = kern.program()
+    verify(prog)
+    assert parse(str(prog)) == prog
+    try:
+        from tilus.transforms import infer_layouts
+    except ImportError:
+        pytest.skip("tilus.transforms (layout inference) is not in this tree")
+    laid = infer_layouts(prog)
+    assert parse(str(laid)) == laid
