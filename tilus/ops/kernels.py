@@ -67,8 +67,11 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
 @autotune("stages", [1, 2, 3, 4])
 class QuantMatmul(tilus.Script):
     """C = A @ dequant(W) (+ bias); see the module docstring. Schedule parameters: ``block_m``,
-    ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps`` (the autotuner's space; its
-    shape-dependent pruning is ``tilus.ops.tuning.prune_matmul``)."""
+    ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps``, ``stages`` (the autotuner's
+    space; its shape-dependent pruning is ``tilus.ops.tuning.prune_matmul``).
+
+    ``QuantMatmul(wtype, group_size, act=, scale=, ...)`` returns the instance of the variant class
+    for (act, scale), e.g. ``QuantMatmul_bfloat16_float16``."""
 
     def __new__(cls, *args, **kwargs):
         if cls is QuantMatmul:
