@@ -13,3 +13,12 @@ from tilus import jit  # noqa: E402,F401
 from tilus.logging_config import configure_logging as _configure_logging  # noqa: E402
 
 _configure_logging()
+
+
+# ----- tilus.ops / tilus.nn / tilus.autotune: imported on first use (they import torch) -----
+def __getattr__(name):
+    if name in ("ops", "nn", "autotune"):
+        import importlib
+
+        return importlib.import_module(f"tilus.{name}")
+    raise AttributeError(f"module 'tilus' has no attribute {name!r}")

@@ -3,6 +3,7 @@
     tilus cache list|info|clear        inspect or empty the kernel cache
     tilus build FILE.py:Kernel --arch sm_90 [--param k=v ...] --emit ir|cuda|ptx|sass|resources
     tilus bench                        (needs the CUDA backend)
+    tilus tune matmul --n N --k K [--m M ...] [--dry-run]   autotune a ready op (tilus.autotune.cli)
 
 Exit status: 0 success, 1 error, 2 usage error or feature not available yet.
 """
@@ -152,6 +153,15 @@ def cmd_bench(args) -> int:
     raise CLIError(f"not available yet: {NEEDS_BACKEND}", 2)
 
 
+def cmd_tune(args) -> int:
+    from tilus.autotune.cli import TuneCLIError, cmd_tune as run
+
+    try:
+        return run(args)
+    except TuneCLIError as e:
+        raise CLIError(str(e), e.code) from None
+
+
 # ---- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from tilus import __version__
@@ -191,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
                            description=f"Run the benchmarks: {NEEDS_BACKEND}.")
     bench.set_defaults(func=cmd_bench)
+
+    from tilus.autotune.cli import add_parser as add_tune_parser
+
+    add_tune_parser(sub).set_defaults(func=cmd_tune)
     return p
 
 
