@@ -149,8 +149,22 @@ def cmd_build(args) -> int:
     return 0
 
 
+BENCHMARKS = {"matmul": "bench_matmul.py"}
+
+
 def cmd_bench(args) -> int:
-    raise CLIError(f"not available yet: {NEEDS_BACKEND}", 2)
+    """Hand over to a benchmark script of the checkout's benchmarks/ folder."""
+    if args.what is None:
+        raise CLIError(f"name a benchmark: {', '.join(BENCHMARKS)} (e.g. tilus bench matmul --dry-run)", 2)
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / BENCHMARKS[args.what]
+    if not path.is_file():
+        raise CLIError(f"{path} not found: the benchmarks ship with the source checkout, not the wheel", 2)
+    spec = importlib.util.spec_from_file_location(f"tilus_bench_{args.what}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args.rest)
 
 
 def cmd_tune(args) -> int:
@@ -200,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
                            description=f"Run the benchmarks: {NEEDS_BACKEND}.")
+    bench.add_argument("what", nargs="?", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
 
     from tilus.autotune.cli import add_parser as add_tune_parser
