@@ -288,7 +288,8 @@ def test_more_than_the_arch_allows_is_an_error_naming_the_tensors():
     assert "%buf1 (float32[30720]: 122880 bytes at offset 131072)" in msg
     program = _big([100, 70])               # 170 KB: fine on sm_90, too much on sm_80
     assert shared_memory_bytes(plan_shared_memory(program, arch="sm_90")) == 170 * 1024
-    with pytest.raises(CompilationError, match=r"166912 bytes \(163 KB\) one block may use on sm_80"):
+    with pytest.raises(CompilationError,
+                       match=r"166912 bytes \(163 KB\) one block may use on sm_80"):
         plan_shared_memory(program, arch="sm_80")
     with pytest.raises(CompilationError, match="unknown architecture"):
         PlanSharedMemory(arch="volta")

@@ -7,7 +7,9 @@ at random), checked instruction by instruction.
 - ``races(program, trace)``: pairs of instructions that access aliasing shared memory (same
   ``shared_tensor``, or overlapping planned bytes), at least one writing, with no ``sync()`` between
   them in the trace. A copy_async counts as a write where it is issued (the tests only use traces
-  where every copy is waited for right after it is committed).
+  where every copy is waited for right after it is committed). A slice whose offsets evaluate on
+  the trace (loop variables take their values) covers only its box of the source (for dtypes of
+  whole bytes); otherwise it stands for its whole source.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import dataclasses
 import random
 
 from tilus.ir import inst as I
+from tilus.ir.expr import evaluate
 from tilus.ir.program import Program
 from tilus.ir.stmt import BreakStmt, ContinueStmt, ForStmt, IfStmt, SeqStmt, WhileStmt
 from tilus.ir.types import Tensor
@@ -29,18 +32,43 @@ class _Continue(Exception):
     pass
 
 
+def _value(e, env):
+    try:
+        return int(evaluate(e, env))
+    except Exception:
+        return None
+
+
 def random_trace(program: Program, rng: random.Random, max_iterations: int = 3):
-    """A list of (instruction, its id in the program) along one random path."""
+    """A list of (instruction, its id in the program, the box a slice_shared covers or None)
+    along one random path."""
     out = []
+    env = {}
+
+    def box(inst):
+        if not isinstance(inst, I.SliceSharedInst) or inst.output.dtype.nbits % 8:
+            return None
+        offsets = [_value(o, env) for o in inst.offsets]
+        if any(o is None for o in offsets):
+            return None
+        dims = I.tile_dims(len(offsets), inst.output.type.rank, inst.dims)
+        extent = [1] * len(offsets)
+        for d, n in zip(dims, inst.output.shape):
+            extent[d] = n
+        return tuple((o, o + n) for o, n in zip(offsets, extent))
 
     def run(s):
         if isinstance(s, SeqStmt):
             for x in s.stmts:
                 run(x)
         elif isinstance(s, I.Instruction):
-            out.append((s, id(s)))
+            out.append((s, id(s), box(s)))
         elif isinstance(s, (ForStmt, WhileStmt)):
-            for _ in range(rng.randint(0, max_iterations)):
+            start = _value(s.start, env) if isinstance(s, ForStmt) else None
+            step = _value(s.step, env) if isinstance(s, ForStmt) else None
+            for i in range(rng.randint(0, max_iterations)):
+                if start is not None and step is not None:
+                    env[s.var] = start + i * step
                 try:
                     run(s.body)
                 except _Continue:
@@ -95,9 +123,11 @@ def _memory(program: Program):
 
 
 def _alias(a, b) -> bool:
-    (ra, sa), (rb, sb) = a, b
+    (ra, sa, ba), (rb, sb, bb) = a, b
     if ra == rb:
-        return True
+        if ba is None or bb is None:
+            return True
+        return all(x0 < y1 and y0 < x1 for (x0, x1), (y0, y1) in zip(ba, bb))
     return sa is not None and sb is not None and sa[0] < sb[1] and sb[0] < sa[1]
 
 
@@ -105,7 +135,7 @@ def lifetime_clashes(program: Program, trace):
     memory = _memory(program)
     instances = []      # [name, start, end, span]
     current = {}
-    for pos, (inst, _) in enumerate(trace):
+    for pos, (inst, _, _) in enumerate(trace):
         if isinstance(inst, I.AllocateSharedInst):
             current[inst.output.name] = [inst.output.name, pos, pos, memory[inst.output.name][1]]
             instances.append(current[inst.output.name])
@@ -133,14 +163,17 @@ def _accesses(inst):
 
 def races(program: Program, trace):
     memory = _memory(program)
+    boxes = {}
     pending = []
     found = []
-    for inst, ident in trace:
+    for inst, ident, box in trace:
         if isinstance(inst, I.SyncInst):
             pending = []
             continue
+        if isinstance(inst, I.SliceSharedInst):
+            boxes[inst.output.name] = box if inst.src.name == memory[inst.src.name][0] else None
         for kind, t in _accesses(inst):
-            where = memory[t.name]
+            where = (*memory[t.name], boxes.get(t.name))
             for other_kind, other_where, other_inst, other_id in pending:
                 if other_id != ident and "w" in (kind, other_kind) and _alias(where, other_where):
                     found.append((other_inst, inst))

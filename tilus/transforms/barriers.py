@@ -50,7 +50,8 @@ WRITE = "write"
 
 @dataclass(frozen=True)
 class SharedAccess:
-    """An instruction reads or writes (``kind``) the shared ``tensor`` (as the instruction names it)."""
+    """An instruction reads or writes (``kind``) the shared ``tensor`` (named as the instruction
+    names it)."""
 
     tensor: Tensor
     kind: str

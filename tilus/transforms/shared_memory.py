@@ -168,13 +168,15 @@ class SharedTensorInfo:
         return self.start <= other.end and other.start <= self.end
 
     def overlaps_in_bytes(self, other: "SharedTensorInfo") -> bool:
-        return self.offset < other.offset + other.nbytes and other.offset < self.offset + self.nbytes
+        return self.offset < other.offset + other.nbytes \
+            and other.offset < self.offset + self.nbytes
 
     def describe(self) -> str:
         t = self.tensor
         layout = f" as {t.layout}" if t.layout is not None else ""
         shape = ", ".join(map(str, t.shape))
-        return f"%{t.name} ({t.dtype.name}[{shape}]{layout}: {self.nbytes} bytes at offset {self.offset})"
+        return (f"%{t.name} ({t.dtype.name}[{shape}]{layout}: {self.nbytes} bytes at offset "
+                f"{self.offset})")
 
 
 @dataclass
@@ -287,7 +289,8 @@ def plan_shared_memory_of(program: Program, arch: str = DEFAULT_ARCH,
             f"kernel {program.name} needs {total} bytes of shared memory, more than the {limit} "
             f"bytes ({limit // KB} KB) one block may use on {arch}; its shared tensors (those live "
             f"at the same time cannot share bytes):\n    {listed}\nuse smaller tiles or fewer "
-            f"pipeline stages, or end lifetimes earlier (free_shared) so that tensors can share memory")
+            f"pipeline stages, or end lifetimes earlier (free_shared) so that tensors can share "
+            f"memory")
     if plan.needs_opt_in:
         logger.info("kernel %s uses %d bytes of shared memory (more than 48 KB): it needs the "
                     "dynamic shared-memory opt-in", program.name, total)
@@ -345,8 +348,8 @@ def shared_memory_bytes(program: Program) -> int:
     for inst in instructions(program):
         if isinstance(inst, I.AllocateSharedInst):
             if inst.offset is None:
-                raise CompilationError(f"shared tensor %{inst.output.name} of kernel {program.name} "
-                                       f"has no offset; run PlanSharedMemory first")
+                raise CompilationError(f"shared tensor %{inst.output.name} of kernel "
+                                       f"{program.name} has no offset; run PlanSharedMemory first")
             total = max(total, inst.offset + shared_tensor_nbytes(inst.output))
     return total
 
