@@ -141,6 +141,42 @@ def test_no_shared_memory_no_barriers():
         assert inserted == 0 and out is program
 
 
+def _example_args(name):
+    from tests.transforms.test_layout_inference import load_example
+
+    g = torch.Generator().manual_seed(0)
+    if name == "vector_add":
+        return (300, torch.randn(300, generator=g), torch.randn(300, generator=g), torch.zeros(300))
+    if name == "softmax":
+        return (20, 100, torch.randn(20, 100, generator=g), torch.zeros(20, 100))
+    if name == "matmul_fp16":
+        return (40, 36, 50, torch.randn(40, 50, generator=g).half(),
+                torch.randn(50, 36, generator=g).half(), torch.zeros(40, 36).half())
+    if name.startswith("matmul_lowbit"):
+        a, w, s, _ = load_example("matmul_lowbit").make_inputs(
+            "uint3" if name.endswith("uint3") else "int4", 20, 40, 64, 32)
+        return (20, 40, 64, a, w, s, torch.zeros(20, 40).half())
+    return (40, 40, 64, torch.randn(40, 64, generator=g).half(),
+            torch.randn(64, 40, generator=g).half(), torch.zeros(40, 40),
+            torch.zeros(4, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("name", list(example_kernels()))
+def test_interpreter_gives_the_same_results_after_the_default_pipeline(name):
+    kernel_ = example_kernels()[name]
+    program, _ = kernel_.instantiate(*_example_args(name))
+    transformed = PassManager(default_passes()).run(StripSyncs()(program))
+    assert syncs(transformed) == syncs(program)
+    results = []
+    for prog in (program, transformed):
+        args = _example_args(name)
+        _, rt = kernel_.instantiate(*args)
+        tilus.interpret(prog, *rt)
+        results.append([a for a in args if isinstance(a, torch.Tensor)])
+    for x, y in zip(*results):
+        assert torch.equal(x, y)
+
+
 def test_default_pipeline_keeps_results():
     kernel_ = example_kernels()["matmul_fp16"]
 

@@ -23,6 +23,12 @@ Rules (``PlanSharedMemory``):
   (``cudaFuncAttributeMaxDynamicSharedMemorySize``): ``needs_shared_memory_opt_in(program)``; more
   than the architecture allows per block (``max_shared_memory_bytes(arch)``: 227 KB on sm_90, 163 KB
   on sm_80) is a ``CompilationError`` that names every tensor with its size and offset.
+
+Using the plan (the backend): declare one ``extern __shared__ __align__(A) uint8_t smem[]`` (A at
+least ``alignment``); a ``shared_tensor`` lives at ``smem + offset``; a ``slice_shared`` at its
+source's address plus the source layout's offset of the slice's first element (in bits for
+sub-byte types); launch with ``shared_memory_bytes(program)`` bytes of dynamic shared memory, and
+above 48 KB raise ``cudaFuncAttributeMaxDynamicSharedMemorySize`` to that size first.
 """
 from __future__ import annotations
 
