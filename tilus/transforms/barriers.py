@@ -19,8 +19,12 @@ Rules (``InsertBarriers``):
   ``continue``, to the start of the body) and may run zero times, ``break`` jumps to the exit.
 - Barriers: an existing ``sync()`` clears every completed access before it. A barrier is inserted
   immediately before an instruction that would complete a hazard (as late as possible, which
-  covers the most hazards with one barrier); then every inserted barrier that is not needed for
-  the others is dropped again, so none is redundant.
+  covers the most hazards with one barrier), except for hazards that only come round a loop's back
+  edge (every earlier access lies after the instruction, in the loop): their barrier goes at the
+  end of the innermost loop body holding them (where a hand-written pipeline has it; it also
+  orders the loop's last accesses before what follows the loop). The analysis starts over after
+  each barrier it adds; at the end, every inserted barrier that the others make unnecessary is
+  dropped again, so removing any inserted barrier leaves a race. Existing barriers are kept.
 - Asynchronous copies: a ``copy_async``'s write is in flight until a ``copy_async_wait_group(n)``
   finds its group (closed by ``copy_async_commit_group``) older than the ``n`` most recent ones; a
   barrier does not complete it. Reading or overwriting a tensor that a ``copy_async`` into that very
