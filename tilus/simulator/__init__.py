@@ -1,0 +1,45 @@
+"""tilus.simulator: run a kernel's lowered ``tvm.tirx`` PrimFunc on the CPU, thread by thread.
+
+All threads of a block run at once (every scalar is a numpy vector over the threads); divergent
+branches and loops run under masks; PTX instructions have their ISA semantics
+(``tilus.simulator.ptx``); out-of-bounds accesses, shared-memory races, reads of uninitialised
+local/shared values and barriers reached in divergent code are reported as errors
+(``tilus.simulator.errors``).
+
+    tilus.simulator.run_prim_func(func, args, grid=None, uninit="error")
+    tilus.simulate(kernel_or_program_or_prim_func, *args, arch="sm_80")
+
+This package's ``__init__`` imports nothing heavy: ``tilus.simulator.ptx`` (pure numpy) is used by
+the backend without loading TVM.
+"""
+from __future__ import annotations
+
+from tilus.simulator.errors import (  # noqa: F401
+    DivergentBarrierError, OutOfBoundsError, RaceError, SimulationError, UninitializedReadError,
+    UninitializedReadWarning, UnsupportedError,
+)
+
+
+def run_prim_func(func, args, grid=None, uninit: str = "error", races: bool = True):
+    """Run a tvm.tirx PrimFunc on CPU arrays (numpy / torch CPU tensors), in place, like a launch.
+
+    ``args`` follow ``func.params`` (buffers take arrays, scalars take Python numbers). ``grid``
+    overrides the number of blocks (an int or (x, y, z)); by default it comes from the blockIdx
+    bindings. ``uninit``: "error" (default), "warn" or "ignore" for reads of uninitialised
+    local/shared memory. Returns a ``SimulationReport`` (blocks, threads, statements executed).
+    """
+    from tilus.simulator.machine import run_prim_func as _run
+
+    return _run(func, args, grid=grid, uninit=uninit, races=races)
+
+
+def simulate(kernel, *args, arch: str = "sm_80", grid=None, uninit: str = "error", races: bool = True):
+    """Build ``kernel`` as for the GPU and run the result on the CPU (outputs written in place).
+
+    ``kernel``: a tvm.tirx PrimFunc (run as is), an object with a ``.prim_func`` (a CompiledKernel
+    from ``tilus.build``), or a Tilus Program / Script (built with ``tilus.build(kernel, arch=arch)``).
+    """
+    from tilus.simulator.machine import as_prim_func
+
+    func = as_prim_func(kernel, arch)
+    return run_prim_func(func, args, grid=grid, uninit=uninit, races=races)
