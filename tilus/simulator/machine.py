@@ -214,12 +214,12 @@ class Machine:
             warnings.warn(str(err), UninitializedReadWarning, stacklevel=2)
 
     def _check_shared_read(self, mem, idx, actb):
-        self._check_init(mem, mem.init[idx], actb, idx)
         pend = actb & (mem.pending[idx] >= 0)
         if pend.any():
             raise self._err(RaceError, "read of a cp.async destination before cp.async.wait_group/"
                             "wait_all made it land", self._threads_of(pend), mem.name,
                             int(idx[pend].flat[0]))
+        self._check_init(mem, mem.init[idx], actb, idx)
         if not self.races:
             return
         tids = self._tids_like(idx)
@@ -461,7 +461,7 @@ class Machine:
         name = getattr(op, "name", None)
         if name is None:
             raise self._err(UnsupportedError, f"call of {op}")
-        if name.startswith("tirx."):
+        if name.startswith(("tirx.", "prim.")):
             name = name[5:]
         if name in ("call_extern", "call_pure_extern"):
             ext = e.args[0].value
