@@ -1184,6 +1184,7 @@ def _erf(x):
 _CALLS = {
     "reinterpret": _c_reinterpret, "if_then_else": _c_if_then_else, "address_of": _c_address_of,
     "buffer_data": _c_buffer_data, "cuda.cvta_generic_to_shared": _c_passthrough,
+    "break_loop": lambda m, e, a: m._s_break(None), "continue_loop": lambda m, e, a: m._s_continue(None),
     "likely": _c_passthrough, "assume": lambda m, e, a: None,
     "tvm_storage_sync": _c_sync, "cuda.cta_sync": _c_cta_sync, "ptx.bar_sync": _c_cta_sync,
     "ptx.barrier_sync": _c_cta_sync, "cuda.warp_sync": lambda m, e, a: m.require_full_warps("__syncwarp"),
