@@ -1016,6 +1016,15 @@ def _c_cp_async(m, e, args):
     m.cp_async(dst, src, cp_size, src_size)
 
 
+def _c_cp_async_ignore_src(m, e, args):
+    """cp.async ... ignore-src: when the predicate holds, the source is not read and zeros land."""
+    ops = _operands(args)
+    dst, src = m.eval(ops[0]), m.eval(ops[1])
+    cp_size = int(ops[2].value)
+    ignore = np.asarray(m.eval(ops[3])).astype(bool)
+    m.cp_async(dst, src, cp_size, np.where(ignore, 0, cp_size))
+
+
 def _c_commit(m, e, args):
     m.cp_async_commit()
 
@@ -1191,6 +1200,7 @@ _CALLS = {
     "ptx.fence": _c_noop, "cuda.thread_fence": _c_noop, "ptx.fence_proxy": _c_noop,
     "ptx.cp_async_cg": _c_cp_async, "ptx.cp_async_ca": _c_cp_async,
     "ptx.cp_async_cg_src_size": _c_cp_async, "ptx.cp_async_ca_src_size": _c_cp_async,
+    "ptx.cp_async_cg_ignore_src": _c_cp_async_ignore_src, "ptx.cp_async_ca_ignore_src": _c_cp_async_ignore_src,
     "ptx.cp_async_commit_group": _c_commit, "ptx.cp_async_wait_group": _c_wait_group,
     "ptx.cp_async_wait_all": _c_wait_all,
     "ptx.ldmatrix": _c_ldmatrix, "ptx.mma": _c_mma, "ptx.mma_int": _c_mma,
