@@ -73,3 +73,8 @@ class ToolNotFoundError(TilusError, FileNotFoundError):
 
 class CacheError(TilusError):
     """The kernel cache could not be read or written."""
+
+
+class LayoutInferenceError(LayoutError):
+    """Layout inference found no layout for a tensor, or two rules (or annotations) that require
+    different layouts of one tensor; the message names the instruction and both layouts."""
