@@ -116,27 +116,31 @@ def _rule_for(cls: type) -> Optional[Rule]:
 
 def default_layout(shape: Sequence[int], dtype: DataType, threads: int) -> RegisterLayout:
     """The layout favouring 16-byte accesses: ``local(rest) * replicate(r) * spatial(s) *
-    local(1, .., vec)`` where each thread holds ``vec`` consecutive elements of the last dimension
-    (``vec`` = the largest power of two dividing it with at most 16 bytes; smaller when the tile
-    would otherwise leave threads idle), threads spread from the last dimension outwards, and
-    threads beyond the tile's elements replicate it."""
+    local(1, .., vec)``: each thread holds runs of ``vec`` consecutive elements of the last
+    dimension, threads spread from the last dimension outwards, and threads beyond what the tile
+    needs replicate it. ``vec`` is a power of two dividing the last dimension, at most 16 bytes,
+    chosen to need the fewest accesses per thread (``local_size / vec``), then the largest."""
     shape = [int(s) for s in shape]
     if not shape:
         return replicate(threads)
-    size = math.prod(shape)
     max_vec = max(1, 128 // dtype.nbits)
-    vec = 1
-    while shape[-1] % (vec * 2) == 0 and vec * 2 <= max_vec:
-        vec *= 2
-    while vec > 1 and size // vec < threads:
-        vec //= 2
-    rest = list(shape)
-    rest[-1] //= vec
-    sizes = [1] * len(shape)
-    left = threads
-    for d in reversed(range(len(shape))):
-        s = math.gcd(left, rest[d])
-        sizes[d], rest[d], left = s, rest[d] // s, left // s
+    vecs = [1]
+    while shape[-1] % (vecs[-1] * 2) == 0 and vecs[-1] * 2 <= max_vec:
+        vecs.append(vecs[-1] * 2)
+    best = None
+    for vec in vecs:
+        rest = list(shape)
+        rest[-1] //= vec
+        sizes = [1] * len(shape)
+        left = threads
+        for d in reversed(range(len(shape))):
+            s = math.gcd(left, rest[d])
+            sizes[d], rest[d], left = s, rest[d] // s, left // s
+        accesses = math.prod(rest)
+        key = (accesses, -vec)
+        if best is None or key < best[0]:
+            best = (key, vec, rest, sizes, left)
+    _, vec, rest, sizes, left = best
     outer = local(*rest)
     if left > 1:
         outer = outer * replicate(left)
