@@ -510,3 +510,21 @@ def test_interpreter_gives_the_same_results_on_the_inferred_program(name):
         if isinstance(x, torch.Tensor):
             assert torch.equal(x, y)
     assert any(isinstance(x, torch.Tensor) and x.abs().sum() > 0 for x in after)
+
+
+# ----- random programs ------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from tests.ir.strategies import programs  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(programs())
+def test_random_programs_infer_and_round_trip(program):
+    inferred = infer_layouts(program)
+    verify(inferred)
+    check_layouts(inferred)
+    assert parse(str(inferred)) == inferred
+    # inference is idempotent: the layouts it wrote are annotations it keeps
+    assert infer_layouts(inferred) == inferred
