@@ -452,9 +452,14 @@ class _Solver:
         old = self.known.get(t.name)
         if old is not None:
             if old != layout:
+                known = [f"%{x.name}: {self.known[x.name]} ({self.origin[x.name]})"
+                         for x in dict.fromkeys(_inst_tensors(inst))
+                         if x.scope == REGISTER and x.name in self.known and x.name != t.name]
+                context = "".join(f"\n    {line}" for line in known)
                 raise LayoutInferenceError(
                     f"layout conflict at `{self.text(inst)}`: %{t.name} has layout {old} "
-                    f"({self.origin[t.name]}), but this instruction requires {layout}")
+                    f"({self.origin[t.name]}), but this instruction requires {layout}"
+                    + (f"\n  the instruction's other tensors:{context}" if context else ""))
             return False
         self._check_fit(t, layout, f"given (by `{self.text(inst)}`)")
         self.known[t.name] = layout
