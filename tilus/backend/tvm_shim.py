@@ -32,6 +32,8 @@ try:
     import tvm  # noqa: F401
     import tvm.tirx as tirx  # noqa: F401
     from tvm.script import tirx as T  # noqa: F401,N812
+    from tvm.script.ir_builder import IRBuilder  # noqa: F401
+    from tvm.script.ir_builder import tirx as TB  # noqa: F401,N812  (the tirx IR builder)
 except ImportError as exc:  # pragma: no cover - the dependency is pinned
     raise CompilationError(f"the Tilus backend needs apache-tvm 0.27 (import failed: {exc})") from exc
 
@@ -84,3 +86,11 @@ def export_library(executable, path: str) -> None:
         executable.export_library(str(path))
     except Exception as exc:
         raise CompilationError(f"export_library({path}) failed: {exc}") from exc
+
+
+def dt(x) -> str:
+    """The dtype string of a TIR expression or buffer (0.27 exprs carry ``.ty``, not ``.dtype``)."""
+    ty = getattr(x, "ty", None)
+    if isinstance(ty, tvm.ir.PrimType):
+        return str(ty.dtype)
+    return str(x.dtype)
