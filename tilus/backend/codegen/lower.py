@@ -392,15 +392,24 @@ class Lowerer:
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
-        """A buffer of ``dtype`` over ``buf``'s data (declared once, at the kernel's start would be
-        nicer; declared where first needed, which dominates every use in straight-line order)."""
+        """A buffer of ``dtype`` over ``buf``'s data (a DeclBuffer where first needed; aliases of
+        parameter buffers are cached, they are declared at the kernel's top level)."""
         if dt(buf) == dtype:
             return buf
         key = (buf.name, dtype)
-        if key not in self.aliases:
-            alias = TB.decl_buffer((buf.shape[0],), dtype, data=buf.data)
-            self.aliases[key] = self.name(f"{buf.name}_{dtype}", alias)
-        return self.aliases[key]
+        cache = any(b.same_as(buf) for b in self.param_buffers.values())
+        if cache and key in self.aliases:
+            return self.aliases[key]
+        n = buf.shape[0]
+        eb, ab = tirx_dtype_bytes(dt(buf)), tirx_dtype_bytes(dtype)
+        if eb != ab:
+            n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
+                else tirx.const(-(-int(n) * eb // ab), "int32")
+        alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
+        alias = self.name(f"{buf.name}_{dtype}", alias)
+        if cache:
+            self.aliases[key] = alias
+        return alias
 
 
 def tirx_dtype_bytes(d: str) -> int:

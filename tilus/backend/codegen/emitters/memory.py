@@ -22,7 +22,7 @@ from tilus.backend.codegen.emitters.access import (global_read, global_write, in
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, tirx
+from tilus.backend.tvm_shim import T, TB, dt, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
@@ -169,7 +169,7 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
                         tirx.floormod(off, vec) == 0)
         with TB.If(cond):
             with TB.Then():
-                TB.buffer_store(out.buf, g.buf[tirx.Ramp(off, 1, vec)], [tirx.Ramp(tirx.const(s0, "int32"), 1, vec)])
+                vector_copy(lw, out.buf, s0, g.buf, off, vec, g.dtype.nbits // 8)
             with TB.Else():
                 for s in range(s0, s0 + vec):
                     scalar_load(s)
@@ -213,14 +213,44 @@ def store_global(lw, inst: I.StoreGlobalInst) -> None:
                 with TB.If(guard(tidx, tirx.const(True, "bool"))) if replicated else _null():
                     if replicated:
                         with TB.Then():
-                            TB.buffer_store(g.buf, src.buf[tirx.Ramp(tirx.const(s0, "int32"), 1, vec)],
-                                            [tirx.Ramp(off, 1, vec)])
+                            vector_copy(lw, g.buf, off, src.buf, s0, vec, g.dtype.nbits // 8)
                     else:
-                        TB.buffer_store(g.buf, src.buf[tirx.Ramp(tirx.const(s0, "int32"), 1, vec)],
-                                        [tirx.Ramp(off, 1, vec)])
+                        vector_copy(lw, g.buf, off, src.buf, s0, vec, g.dtype.nbits // 8)
             with TB.Else():
                 for s in range(s0, s0 + vec):
                     scalar_store(s)
+
+
+def vector_copy(lw, dst, dst_off, src, src_off, vec: int, elem_bytes: int) -> None:
+    """dst[dst_off : +vec] = src[src_off : +vec] as one access of vec*elem_bytes bytes, through
+    uint32 views of both buffers (offsets are element offsets, multiples of vec)."""
+    words = vec * elem_bytes // 4
+    per = 4 // elem_bytes if elem_bytes < 4 else None
+
+    def word_index(off):
+        off = off if not isinstance(off, int) else tirx.const(off, "int32")
+        if elem_bytes == 4:
+            return off
+        if elem_bytes < 4:
+            return tirx.floordiv(off, per)
+        return off * (elem_bytes // 4)
+    if dt(dst) == "uint32" and dt(src) == "uint32" or elem_bytes == 4 and dt(dst) == dt(src):
+        dw, sw = dst, src
+    else:
+        dw = _word_view(lw, dst)
+        sw = _word_view(lw, src)
+    if words == 1:
+        TB.buffer_store(dw, sw[word_index(src_off)], [word_index(dst_off)])
+    else:
+        TB.buffer_store(dw, sw[tirx.Ramp(word_index(src_off), 1, words)],
+                        [tirx.Ramp(word_index(dst_off), 1, words)])
+
+
+def _word_view(lw, buf):
+    scope = buf.scope() if callable(getattr(buf, "scope", None)) else "global"
+    if scope == "local":
+        return lw.alias_local(buf, "uint32")
+    return lw.alias(buf, "uint32")
 
 
 class _null:
@@ -364,8 +394,7 @@ def load_shared(lw, inst: I.LoadSharedInst) -> None:
         idx = layout.index_exprs(THREAD, s0)
         if vec > 1:
             off = lw.expr(E.as_expr(st.offset(tuple(idx))))
-            TB.buffer_store(out.buf, st.buf[tirx.Ramp(off, 1, vec)],
-                            [tirx.Ramp(tirx.const(s0, "int32"), 1, vec)])
+            vector_copy(lw, out.buf, s0, st.buf, off, vec, inst.src.dtype.nbits // 8)
         else:
             lw.store(out.buf, shared_read(lw, st, idx), [s0])
 
@@ -385,7 +414,6 @@ def store_shared(lw, inst: I.StoreSharedInst) -> None:
             with TB.Then() if guard else _null():
                 if vec > 1:
                     off = lw.expr(E.as_expr(st.offset(tuple(idx))))
-                    TB.buffer_store(st.buf, src.buf[tirx.Ramp(tirx.const(s0, "int32"), 1, vec)],
-                                    [tirx.Ramp(off, 1, vec)])
+                    vector_copy(lw, st.buf, off, src.buf, s0, vec, inst.dst.dtype.nbits // 8)
                 else:
                     shared_write(lw, st, idx, src.buf[s0])

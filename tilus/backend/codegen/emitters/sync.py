@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tilus.backend.codegen.emitters.access import global_read  # noqa: F401
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import TB, tirx
+from tilus.backend.tvm_shim import TB, dt, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 
@@ -31,7 +31,7 @@ def _sema_address(lw, inst):
 def lock_semaphore(lw, inst: I.LockSemaphoreInst) -> None:
     buf, off = _sema_address(lw, inst)
     value = lw.expr(E.as_expr(inst.value))
-    value = value if value.dtype == "int32" else tirx.Cast("int32", value)
+    value = value if dt(value) == "int32" else tirx.Cast("int32", value)
     lw.sync()
     with TB.If(lw.tx == 0):
         with TB.Then():
@@ -48,7 +48,7 @@ def lock_semaphore(lw, inst: I.LockSemaphoreInst) -> None:
 def release_semaphore(lw, inst: I.ReleaseSemaphoreInst) -> None:
     buf, off = _sema_address(lw, inst)
     value = lw.expr(E.as_expr(inst.value))
-    value = value if value.dtype == "int32" else tirx.Cast("int32", value)
+    value = value if dt(value) == "int32" else tirx.Cast("int32", value)
     lw.sync()
     with TB.If(lw.tx == 0):
         with TB.Then():
