@@ -94,3 +94,30 @@ def dt(x) -> str:
     if isinstance(ty, tvm.ir.PrimType):
         return str(ty.dtype)
     return str(x.dtype)
+
+
+def stmt_kinds(func) -> tuple[set, set]:
+    """(statement node type names, names of the ops called by Evaluate statements) of a PrimFunc's
+    body, for checking which TIR constructs the lowering emits."""
+    kinds: set = set()
+    calls: set = set()
+    stack = [func.body]
+    while stack:
+        s = stack.pop()
+        if s is None:
+            continue
+        kinds.add(type(s).__name__)
+        if isinstance(s, tirx.SeqStmt):
+            stack.extend(s.seq)
+        for attr in ("body", "then_case", "else_case"):
+            child = getattr(s, attr, None)
+            if isinstance(child, tirx.Stmt):
+                stack.append(child)
+        if isinstance(s, tirx.Evaluate):
+            op = getattr(s.value, "op", None)
+            if op is not None:
+                name = getattr(op, "name", None) or str(op)
+                if name in ("tirx.call_extern", "tirx.call_pure_extern"):
+                    name = f"extern:{s.value.args[0].value}"
+                calls.add(name)
+    return kinds, calls
