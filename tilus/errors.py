@@ -85,3 +85,8 @@ class KernelNotFoundError(TilusError, LookupError):
 
 class RuntimeLibraryError(TilusError, OSError):
     """A shared library the runtime needs (TVM's runtime, the CUDA driver or runtime) cannot be loaded."""
+
+
+class LayoutInferenceError(LayoutError):
+    """Layout inference found no layout for a tensor, or two rules (or annotations) that require
+    different layouts of one tensor; the message names the instruction and both layouts."""

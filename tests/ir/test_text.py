@@ -124,7 +124,8 @@ class DummyLayout:
 
 
 @pytest.mark.parametrize("text", ["local(2, 1) * spatial(8, 4) * local(1, 2)",
-                                  "swizzle(strided([8, 1]), (3, {a: 1}), \"x]\")", "row_major"])
+                                  "swizzle(strided([8, 1]), (3, {a: 1}), \"x]\")", "row_major",
+                                  "spatial(128)*local(2)", "f([8])", "g({1})", "local((2))"])
 def test_layouts_round_trip_through_the_layout_parser(text):
     b = ProgramBuilder("lay")
     b.register_tensor(D.float32, [16, 8], init=0.0, layout=DummyLayout(text))

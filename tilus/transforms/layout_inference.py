@@ -1,0 +1,614 @@
+"""Layout inference: gives every register tensor a register layout and every shared tensor a
+shared layout, for ``program.warps * 32`` threads.
+
+How it works
+------------
+Layouts are solved per tensor *name* (a tensor written several times, e.g. an accumulator updated
+in a loop, has one layout). Three sources fill them in, in this order:
+
+1. **Annotations win.** A layout already in a tensor's type (``annotate_layout`` in the DSL, or
+   written in the IR text) is fixed from the start; it must cover the tensor's shape and use
+   exactly ``warps * 32`` threads.
+2. **Rules propagate** to a fixed point over the whole program (loops and branches included:
+   the program is a flat set of constraints, re-visited whenever one of an instruction's tensors
+   gets a layout). One rule per instruction class (``@layout_rule(CastInst)``), see the table
+   below. A rule that requires a layout different from the one a tensor already has raises
+   ``LayoutInferenceError`` naming the instruction (its text line) and both layouts.
+3. **Defaults**, when propagation stalls with tensors still unknown; one default is applied, then
+   propagation runs again, until every tensor has a layout. The order (the priority):
+
+   a. ``dot`` instructions first, in program order: mma.sync fragments tiled over the warps
+      (so the operands' loads, ``load_shared`` or ``load_global``, get the fragment layouts
+      directly), or the SIMT layout when mma does not fit;
+   b. then the largest unknown register tensor (ties: tensors read or written by global memory
+      instructions, then by shared memory instructions, then the others; then program order) gets
+      ``default_layout``: 16-byte contiguous runs per thread along the last dimension.
+      Largest-first makes broadcast operands (``[1, n]`` scales, reduction results) derive their
+      layout from the full tile they combine with, instead of conflicting with it.
+
+Rules (what an instruction requires of its operands' and output's layouts)
+---------------------------------------------------------------------------
+- ``cast``, unary ops, ``assign``: output and operand have the same layout (both directions).
+- binary ops, ``where``: an operand of the output's shape has the output's layout (both
+  directions); a broadcast operand (a size-1 or missing dimension) has the output's layout
+  reduced over those dimensions (``L.reduce(d)``: the threads that held the dimension replicate).
+- ``reduce``: output = ``input.reduce(dim, keepdim)`` (forward only: many inputs reduce alike).
+- ``dot``: see ``dot_layouts``: A/B/C fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
+  accumulator) or mma.m16n8k32 (s8/u8 operands, s32 accumulator) tiled as
+  ``replicate(r) * local(tiles) * warps * fragment`` (warps the outer thread digits, lanes the
+  inner ones); the warp grid wm x wn is picked to cover the tile (A is replicated over wn, B over
+  wm). Otherwise (shapes not multiples of the instruction, other dtypes, or a C layout that is not
+  an mma tiling) the SIMT layout: C any, A = C.reduce(n) * local(1, k), B = local(k, 1) * C.reduce(m).
+- ``transpose``: permuted layout (both directions); ``squeeze``/``unsqueeze``: the reshaped layout.
+- ``broadcast``: x = output reduced over the broadcast dimensions (backward, required); forward,
+  an unknown output gets x's layout with the new elements held locally (``local(f) * x``).
+- ``repeat``: output = ``local(repeats) * x`` when one side is unknown (a suggestion both ways,
+  never a conflict: repeating moves data anyway).
+- ``view``: a *bit-compatible* layout: each thread keeps exactly the bits it holds. Computed with
+  the algebra as ``(x.reshape([N]) * local(bits_x)) / local(bits_out)`` reshaped to the output's
+  shape, and the same way back; e.g. uint8 ``local(1, 4)`` <-> uint4 ``local(1, 8)``: the last
+  dimension's per-thread run scales by the bit ratio. When one side is known and no
+  bit-compatible layout exists (a thread would hold part of a byte), or both sides were fixed
+  otherwise, the view is a *redistributing* view: the backend moves the bits between threads
+  (cheapest here, where the data are packed). Such views are listed in
+  ``LayoutInference.redistributing_views`` after a run; a view never raises a conflict.
+- ``load_global``/``store_global``/``load_shared``/``store_shared``/``register_tensor``: any
+  layout (memory instructions adapt; the defaults favour them).
+
+Shared tensors: an annotation wins; ``shared_tensor`` gets ``row_major`` (``swizzle_128b`` of it
+for 2-D 16-bit tiles with 128-byte rows that are never sliced); ``slice_shared`` gets the
+source's strides.
+
+Output: the same program with every register and shared tensor's type carrying its layout; the
+text form prints and re-parses it exactly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Callable, Iterable, Optional, Sequence
+
+from tilus import dtypes
+from tilus.dtypes import DataType
+from tilus.errors import LayoutError, LayoutInferenceError
+from tilus.ir import inst as I
+from tilus.ir.functor import IRRewriter, instructions
+from tilus.ir.layout import (RegisterLayout, SharedLayout, StridedShared, divide, local,
+                             mma_fragments, replicate, row_major, spatial, strided, swizzle_128b)
+from tilus.ir.printer import format_stmt_head
+from tilus.ir.program import Program
+from tilus.ir.types import REGISTER, SHARED, Tensor
+from tilus.transforms.base import Pass
+
+logger = logging.getLogger("tilus")
+
+__all__ = ["LayoutInference", "infer_layouts", "layout_rule", "default_layout", "dot_layouts",
+           "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
+           "check_layouts"]
+
+Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple[Tensor, RegisterLayout]]]
+_RULES: dict[type, Rule] = {}
+
+
+def layout_rule(*classes: type) -> Callable[[Rule], Rule]:
+    """Registers ``fn(inst, solver) -> [(tensor, layout), ...]`` as the rule of instruction
+    classes: given the layouts known so far (``solver.layout(t)``), the layouts the instruction
+    requires of its register tensors. Returning a layout for a known tensor that differs from its
+    layout is a conflict; a rule that only suggests returns layouts for unknown tensors only."""
+    def register(fn: Rule) -> Rule:
+        for cls in classes:
+            _RULES[cls] = fn
+        return fn
+    return register
+
+
+def _rule_for(cls: type) -> Optional[Rule]:
+    for base in cls.__mro__:
+        if base in _RULES:
+            return _RULES[base]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# layouts the rules and defaults build
+# ----------------------------------------------------------------------------------------------
+
+def default_layout(shape: Sequence[int], dtype: DataType, threads: int) -> RegisterLayout:
+    """The layout favouring 16-byte accesses: ``local(rest) * replicate(r) * spatial(s) *
+    local(1, .., vec)``: each thread holds runs of ``vec`` consecutive elements of the last
+    dimension, threads spread from the last dimension outwards, and threads beyond what the tile
+    needs replicate it. ``vec`` is a power of two dividing the last dimension, at most 16 bytes,
+    chosen to need the fewest accesses per thread (``local_size / vec``), then the largest."""
+    shape = [int(s) for s in shape]
+    if not shape:
+        return replicate(threads)
+    max_vec = max(1, 128 // dtype.nbits)
+    vecs = [1]
+    while shape[-1] % (vecs[-1] * 2) == 0 and vecs[-1] * 2 <= max_vec:
+        vecs.append(vecs[-1] * 2)
+    best = None
+    for vec in vecs:
+        rest = list(shape)
+        rest[-1] //= vec
+        sizes = [1] * len(shape)
+        left = threads
+        for d in reversed(range(len(shape))):
+            s = math.gcd(left, rest[d])
+            sizes[d], rest[d], left = s, rest[d] // s, left // s
+        accesses = math.prod(rest)
+        key = (accesses, -vec)
+        if best is None or key < best[0]:
+            best = (key, vec, rest, sizes, left)
+    _, vec, rest, sizes, left = best
+    outer = local(*rest)
+    if left > 1:
+        outer = outer * replicate(left)
+    return outer * spatial(*sizes) * local(*([1] * (len(shape) - 1) + [vec]))
+
+
+_MMA_CONFIGS = {
+    # (operand dtype, accumulator dtype) -> (instruction shape, fragments key)
+    "f16": ((16, 8, 16), ("m16n8k16", "f16")),
+    "bf16": ((16, 8, 16), ("m16n8k16", "bf16")),
+    "s8": ((16, 8, 32), ("m16n8k32", "s8")),
+    "u8": ((16, 8, 32), ("m16n8k32", "u8")),
+}
+
+
+def _mma_kind(ab: DataType, c: DataType) -> Optional[str]:
+    if ab is dtypes.float16 and c in (dtypes.float32, dtypes.float16):
+        return "f16"
+    if ab is dtypes.bfloat16 and c is dtypes.float32:
+        return "bf16"
+    if ab in (dtypes.int8, dtypes.uint8) and c is dtypes.int32:
+        return "s8" if ab is dtypes.int8 else "u8"
+    return None
+
+
+def mma_dot_layouts(m: int, n: int, k: int, ab: DataType, c: DataType,
+                    threads: int) -> list[tuple[RegisterLayout, RegisterLayout, RegisterLayout]]:
+    """Every (A, B, C) mma tiling of an [m, k] x [k, n] + [m, n] dot for ``threads`` threads, the
+    preferred first; empty when mma does not apply (dtypes, shapes, threads not whole warps).
+
+    With the warp grid wm x wn (warp w = wi * wn + wj) and r replicas of it (r * wm * wn warps):
+    C = replicate(r) * local(m/(16 wm), n/(8 wn)) * spatial(wm, wn) * C_frag,
+    A = replicate(r) * local(m/(16 wm), k/K) * (spatial(wm, 1) * replicate(wn)) * A_frag,
+    B = replicate(r) * local(k/K, n/(8 wn)) * (replicate(wm) * spatial(1, wn)) * B_frag.
+    Preference: all warps used (r = 1), then the squarest warp tile, then more warps along m."""
+    kind = _mma_kind(ab, c)
+    if kind is None or threads % 32:
+        return []
+    (im, in_, ik), (shape, ptx) = _MMA_CONFIGS[kind]
+    if m % im or n % in_ or k % ik:
+        return []
+    fa, fb, fc = mma_fragments(shape, ptx)
+    warps = threads // 32
+    options = []
+    for r in range(1, warps + 1):
+        if warps % r:
+            continue
+        for wm in range(1, warps // r + 1):
+            if (warps // r) % wm:
+                continue
+            wn = warps // r // wm
+            if m % (im * wm) or n % (in_ * wn):
+                continue
+            tile_m, tile_n = m // wm, n // wn
+            options.append(((r, abs(math.log2(tile_m / tile_n)), -wm), (r, wm, wn)))
+    out = []
+    for _, (r, wm, wn) in sorted(options):
+        rm, rn, rk = m // (im * wm), n // (in_ * wn), k // ik
+        rep = replicate(r)
+        cl = rep * local(rm, rn) * spatial(wm, wn) * fc
+        al = rep * local(rm, rk) * (spatial(wm, 1) * replicate(wn)) * fa
+        bl = rep * local(rk, rn) * (replicate(wm) * spatial(1, wn)) * fb
+        out.append((al, bl, cl))
+    return out
+
+
+def simt_dot_layouts(c_layout: RegisterLayout, k: int) -> tuple[RegisterLayout, RegisterLayout]:
+    """(A, B) for a SIMT dot whose C has ``c_layout``: the thread holding C[i, j] holds row i of A
+    and column j of B whole (replicated over the threads sharing them)."""
+    a = c_layout.reduce(1, keepdim=True) * local(1, k)
+    b = local(k, 1) * c_layout.reduce(0, keepdim=True)
+    return a, b
+
+
+def dot_layouts(inst: I.DotInst, threads: int) -> tuple[RegisterLayout, RegisterLayout, RegisterLayout]:
+    """The default (A, B, C) of a dot: the preferred mma tiling, else SIMT around the default C."""
+    (m, k), n = inst.a.shape, inst.b.shape[1]
+    mma = mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, threads)
+    if mma:
+        return mma[0]
+    c = default_layout((m, n), inst.c.dtype, threads)
+    return (*simt_dot_layouts(c, k), c)
+
+
+def broadcast_operand_layout(out: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
+    """The layout of an operand of ``shape`` broadcast (numpy rules) to ``out``'s tile: ``out``
+    reduced over the dimensions the operand lacks or has of size 1."""
+    rank, shape = out.rank, tuple(shape)
+    pad = rank - len(shape)
+    layout = out
+    for d in range(rank):
+        if (d < pad or shape[d - pad] == 1) and out.shape[d] != 1:
+            layout = layout.reduce(d, keepdim=True)
+    return layout.reshape(shape) if tuple(layout.shape) != shape else layout
+
+
+def _expand(x: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
+    """``x`` broadcast to ``shape``, the new elements held by the same threads in new slots."""
+    shape = tuple(shape)
+    padded = (1,) * (len(shape) - x.rank) + tuple(x.shape)
+    if padded != tuple(x.shape):
+        x = x.reshape(padded)
+    factors = [o // i for o, i in zip(shape, padded)]
+    return local(*factors) * x if any(f != 1 for f in factors) else x
+
+
+def view_layout(x: RegisterLayout, x_dtype: DataType, shape: Sequence[int],
+                dtype: DataType) -> Optional[RegisterLayout]:
+    """The bit-compatible layout of the view of a tile with layout ``x`` as ``dtype[shape]``:
+    every (thread, slot range) keeps the same bits. None when no such layout exists."""
+    try:
+        flat = x.reshape([x.size]) if x.rank != 1 else x
+        bits = flat * local(x_dtype.nbits)
+        out = divide(bits, local(dtype.nbits))
+        return out.reshape(list(shape)) if tuple(shape) != tuple(out.shape) else out
+    except LayoutError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# rules
+# ----------------------------------------------------------------------------------------------
+
+def _register_tensors(values: Iterable) -> list[Tensor]:
+    return [v for v in values if isinstance(v, Tensor) and v.scope == REGISTER]
+
+
+@layout_rule(I.CastInst, I.UnaryInst, I.AssignInst)
+def _same_layout(inst, s: "_Solver"):
+    """Output and operand: one layout."""
+    for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
+        layout = s.layout(a)
+        if layout is not None:
+            return [(b, layout)]
+    return []
+
+
+@layout_rule(I.BinaryInst, I.WhereInst)
+def _elementwise(inst, s: "_Solver"):
+    out = inst.output
+    full = [x for x in _register_tensors(inst.operands()) if tuple(x.shape) == tuple(out.shape)]
+    layout = s.layout(out)
+    if layout is None:
+        layout = next((s.layout(x) for x in full if s.layout(x) is not None), None)
+        if layout is None:
+            return []
+    implied = [(out, layout)]
+    for x in _register_tensors(inst.operands()):
+        if tuple(x.shape) == tuple(out.shape):
+            implied.append((x, layout))
+        else:
+            implied.append((x, broadcast_operand_layout(layout, x.shape)))
+    return implied
+
+
+@layout_rule(I.ReduceInst)
+def _reduce(inst: I.ReduceInst, s: "_Solver"):
+    x = s.layout(inst.x)
+    return [] if x is None else [(inst.output, x.reduce(inst.dim, keepdim=inst.keepdim))]
+
+
+@layout_rule(I.TransposeInst)
+def _transpose(inst: I.TransposeInst, s: "_Solver"):
+    for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
+        layout = s.layout(a)
+        if layout is not None:
+            return [(b, layout.permute([1, 0]))]
+    return []
+
+
+@layout_rule(I.SqueezeInst, I.UnsqueezeInst)
+def _reshape(inst, s: "_Solver"):
+    for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
+        layout = s.layout(a)
+        if layout is not None:
+            return [(b, layout.reshape(list(b.shape)))]
+    return []
+
+
+@layout_rule(I.BroadcastInst)
+def _broadcast(inst: I.BroadcastInst, s: "_Solver"):
+    out, x = s.layout(inst.output), s.layout(inst.x)
+    if out is not None:
+        return [(inst.x, broadcast_operand_layout(out, inst.x.shape))]
+    if x is not None:
+        return [(inst.output, _expand(x, inst.output.shape))]
+    return []
+
+
+@layout_rule(I.RepeatInst)
+def _repeat(inst: I.RepeatInst, s: "_Solver"):
+    out, x = s.layout(inst.output), s.layout(inst.x)
+    if x is not None and out is None:
+        return [(inst.output, local(*inst.repeats) * x)]
+    if out is not None and x is None:
+        try:
+            cand = out.slice([0] * out.rank, list(inst.x.shape))
+        except LayoutError:
+            return []
+        if local(*inst.repeats) * cand == out:
+            return [(inst.x, cand)]
+    return []
+
+
+@layout_rule(I.ViewInst)
+def _view(inst: I.ViewInst, s: "_Solver"):
+    out, x = s.layout(inst.output), s.layout(inst.x)
+    if x is not None and out is None:
+        mapped = view_layout(x, inst.x.dtype, inst.output.shape, inst.output.dtype)
+        return [] if mapped is None else [(inst.output, mapped)]
+    if out is not None and x is None:
+        mapped = view_layout(out, inst.output.dtype, inst.x.shape, inst.x.dtype)
+        return [] if mapped is None else [(inst.x, mapped)]
+    return []
+
+
+@layout_rule(I.DotInst)
+def _dot(inst: I.DotInst, s: "_Solver"):
+    roles = [(inst.a, "a"), (inst.b, "b"), (inst.c, "c"), (inst.output, "c")]
+    known = [(t, role, s.layout(t)) for t, role in roles if s.layout(t) is not None]
+    if not known:
+        return []
+    (m, k), n = inst.a.shape, inst.b.shape[1]
+    for al, bl, cl in mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, s.threads):
+        want = {"a": al, "b": bl, "c": cl}
+        if all(want[role] == layout for _, role, layout in known):
+            return [(t, want[role]) for t, role in roles]
+    c = s.layout(inst.c) or s.layout(inst.output)
+    if c is None:
+        a, b = s.layout(inst.a), s.layout(inst.b)
+        if a is not None:
+            c = a.reduce(1, keepdim=True) * local(1, n)
+        else:
+            c = local(m, 1) * b.reduce(0, keepdim=True)
+    al, bl = simt_dot_layouts(c, k)
+    return [(inst.a, al), (inst.b, bl), (inst.c, c), (inst.output, c)]
+
+
+# ----------------------------------------------------------------------------------------------
+# the solver
+# ----------------------------------------------------------------------------------------------
+
+_GLOBAL_MEMORY = (I.LoadGlobalInst, I.StoreGlobalInst)
+_SHARED_MEMORY = (I.LoadSharedInst, I.StoreSharedInst)
+
+
+def _inst_tensors(inst: I.Instruction) -> list[Tensor]:
+    out = []
+    if inst.HAS_OUTPUT and isinstance(getattr(inst, "output", None), Tensor):
+        out.append(inst.output)
+    out += [x for x in inst.operands() if isinstance(x, Tensor)]
+    return out
+
+
+class _Solver:
+    def __init__(self, program: Program, threads: int):
+        self.program = program
+        self.threads = threads
+        self.insts = list(instructions(program))
+        self.tensors: dict[str, Tensor] = {}
+        self.first: dict[str, int] = {}
+        self.kind: dict[str, int] = {}
+        self.users: dict[str, list[int]] = {}
+        self.known: dict[str, RegisterLayout] = {}
+        self.origin: dict[str, str] = {}
+        self.names = {t.name for inst in self.insts for t in _inst_tensors(inst)}
+        for i, inst in enumerate(self.insts):
+            kind = 0 if isinstance(inst, _GLOBAL_MEMORY) else 1 if isinstance(inst, _SHARED_MEMORY) else 2
+            for t in _inst_tensors(inst):
+                if t.scope != REGISTER:
+                    continue
+                if t.name not in self.tensors:
+                    self.tensors[t.name], self.first[t.name] = t, i
+                    self.users[t.name] = []
+                    self.kind[t.name] = kind
+                    if t.layout is not None:
+                        self._check_annotation(t, inst)
+                        self.known[t.name] = t.layout
+                        self.origin[t.name] = "annotated"
+                self.kind[t.name] = min(self.kind[t.name], kind)
+                if i not in self.users[t.name]:
+                    self.users[t.name].append(i)
+
+    # -- what rules see
+    def layout(self, t: Tensor) -> Optional[RegisterLayout]:
+        return self.known.get(t.name)
+
+    def text(self, inst: I.Instruction) -> str:
+        return format_stmt_head(inst, self.names)
+
+    def _check_annotation(self, t: Tensor, inst: I.Instruction) -> None:
+        layout = t.layout
+        if not isinstance(layout, RegisterLayout):
+            raise LayoutInferenceError(f"register tensor %{t.name} is annotated with {layout!r}, "
+                                       f"which is not a register layout (at `{self.text(inst)}`)")
+        self._check_fit(t, layout, "annotated with")
+
+    def _check_fit(self, t: Tensor, layout: RegisterLayout, how: str) -> None:
+        if tuple(layout.shape) != tuple(t.shape):
+            raise LayoutInferenceError(f"%{t.name} of shape {list(t.shape)} is {how} {layout} of "
+                                       f"shape {list(layout.shape)}")
+        if layout.num_threads != self.threads:
+            raise LayoutInferenceError(
+                f"%{t.name} is {how} {layout}, which uses {layout.num_threads} threads, but the "
+                f"kernel has {self.threads} ({self.program.warps} warps)")
+
+    # -- solving
+    def assign(self, t: Tensor, layout: RegisterLayout, inst: I.Instruction, why: str) -> bool:
+        old = self.known.get(t.name)
+        if old is not None:
+            if old != layout:
+                known = [f"%{x.name}: {self.known[x.name]} ({self.origin[x.name]})"
+                         for x in dict.fromkeys(_inst_tensors(inst))
+                         if x.scope == REGISTER and x.name in self.known and x.name != t.name]
+                context = "".join(f"\n    {line}" for line in known)
+                raise LayoutInferenceError(
+                    f"layout conflict at `{self.text(inst)}`: %{t.name} has layout {old} "
+                    f"({self.origin[t.name]}), but this instruction requires {layout}"
+                    + (f"\n  the instruction's other tensors:{context}" if context else ""))
+            return False
+        self._check_fit(t, layout, f"given (by `{self.text(inst)}`)")
+        self.known[t.name] = layout
+        self.origin[t.name] = f"{why} `{self.text(inst)}`"
+        return True
+
+    def propagate(self, pending: Iterable[int]) -> None:
+        queue = deque(pending)
+        queued = set(queue)
+        while queue:
+            i = queue.popleft()
+            queued.discard(i)
+            inst = self.insts[i]
+            rule = _rule_for(type(inst))
+            if rule is None:
+                continue
+            try:
+                implied = list(rule(inst, self))
+            except LayoutInferenceError:
+                raise
+            except LayoutError as e:
+                raise LayoutInferenceError(f"no layout satisfies `{self.text(inst)}`: {e}") from None
+            for t, layout in implied:
+                if self.assign(t, layout, inst, "required by"):
+                    for j in self.users[t.name]:
+                        if j not in queued:
+                            queue.append(j)
+                            queued.add(j)
+
+    def default_step(self) -> bool:
+        """Apply one default (see the module docstring for the order); False when none is left."""
+        for i, inst in enumerate(self.insts):
+            if isinstance(inst, I.DotInst) and any(self.layout(t) is None for t in _inst_tensors(inst)):
+                al, bl, cl = dot_layouts(inst, self.threads)
+                changed = []
+                for t, layout in ((inst.a, al), (inst.b, bl), (inst.c, cl), (inst.output, cl)):
+                    if self.layout(t) is None and self.assign(t, layout, inst, "the dot default of"):
+                        changed.append(t)
+                self.propagate([i] + [j for t in changed for j in self.users[t.name]])
+                return True
+        unknown = [n for n in self.tensors if n not in self.known]
+        if not unknown:
+            return False
+        name = min(unknown, key=lambda n: (-self.tensors[n].type.size, self.kind[n], self.first[n]))
+        t = self.tensors[name]
+        inst = self.insts[self.first[name]]
+        self.assign(t, default_layout(t.shape, t.dtype, self.threads), inst, "the default at")
+        self.propagate(self.users[name])
+        return True
+
+    def solve(self) -> dict[str, RegisterLayout]:
+        self.propagate(range(len(self.insts)))
+        while self.default_step():
+            pass
+        return self.known
+
+    # -- shared tensors
+    def shared_layouts(self) -> dict[str, SharedLayout]:
+        out: dict[str, SharedLayout] = {}
+        sliced = {inst.src.name for inst in self.insts if isinstance(inst, I.SliceSharedInst)}
+        for inst in self.insts:
+            for t in _inst_tensors(inst):
+                if t.scope == SHARED and t.layout is not None and t.name not in out:
+                    if not isinstance(t.layout, SharedLayout) or tuple(t.layout.shape) != tuple(t.shape):
+                        raise LayoutInferenceError(
+                            f"shared tensor %{t.name} of shape {list(t.shape)} is annotated with "
+                            f"{t.layout}, which is not a shared layout of that shape")
+                    out[t.name] = t.layout
+            if isinstance(inst, I.AllocateSharedInst) and inst.output.name not in out:
+                t = inst.output
+                out[t.name] = _default_shared(t, swizzle_ok=t.name not in sliced)
+            elif isinstance(inst, I.SliceSharedInst) and inst.output.name not in out:
+                src = out.get(inst.src.name, inst.src.layout)
+                if src is None:
+                    src = _default_shared(inst.src, swizzle_ok=False)
+                    out[inst.src.name] = src
+                if not isinstance(src, StridedShared):
+                    raise LayoutInferenceError(
+                        f"cannot infer the layout of the slice at `{self.text(inst)}`: the source "
+                        f"%{inst.src.name} has layout {src}, which is not strided; annotate the slice")
+                dims = I.tile_dims(inst.src.type.rank, inst.output.type.rank, inst.dims)
+                out[inst.output.name] = strided(inst.output.shape, [src.strides[d] for d in dims])
+        return out
+
+
+def _default_shared(t: Tensor, swizzle_ok: bool) -> SharedLayout:
+    base = row_major(*t.shape)
+    if swizzle_ok and t.type.rank == 2 and t.dtype.nbits == 16 \
+            and (t.shape[1] * t.dtype.nbits) % 1024 == 0 and t.shape[0] % 8 == 0:
+        return swizzle_128b(base, t.dtype)
+    return base
+
+
+class _ApplyLayouts(IRRewriter):
+    def __init__(self, layouts: dict[str, object]):
+        self.layouts = layouts
+
+    def rewrite_tensor(self, t: Tensor) -> Tensor:
+        layout = self.layouts.get(t.name) if t.scope in (REGISTER, SHARED) else None
+        if layout is None or t.layout == layout:
+            return t
+        return Tensor(t.name, t.type.with_layout(layout))
+
+
+def _bit_compatible(inst: I.ViewInst, x: RegisterLayout, out: RegisterLayout) -> bool:
+    return view_layout(x, inst.x.dtype, inst.output.shape, inst.output.dtype) == out
+
+
+class LayoutInference(Pass):
+    """The pass: see the module docstring. After ``run``, ``redistributing_views`` lists the text
+    of the views whose two sides are not bit-compatible (the backend moves bits between threads)."""
+
+    name = "layout_inference"
+
+    def __init__(self):
+        self.redistributing_views: list[str] = []
+
+    def run(self, program: Program) -> Program:
+        solver = _Solver(program, program.num_threads)
+        layouts: dict[str, object] = dict(solver.solve())
+        layouts.update(solver.shared_layouts())
+        self.redistributing_views = [
+            solver.text(inst) for inst in solver.insts if isinstance(inst, I.ViewInst)
+            and not _bit_compatible(inst, solver.known[inst.x.name], solver.known[inst.output.name])]
+        for text in self.redistributing_views:
+            logger.debug("layout inference: redistributing view `%s`", text)
+        result = _ApplyLayouts(layouts)(program)
+        check_layouts(result)
+        return result
+
+
+def infer_layouts(program: Program) -> Program:
+    """``program`` with every register and shared tensor's layout filled in."""
+    return LayoutInference().run(program)
+
+
+def check_layouts(program: Program) -> None:
+    """Raise LayoutInferenceError unless every register tensor has a register layout of its shape
+    over ``warps * 32`` threads and every shared tensor a shared layout of its shape."""
+    for inst in instructions(program):
+        for t in _inst_tensors(inst):
+            if t.scope == REGISTER:
+                ok = isinstance(t.layout, RegisterLayout) and tuple(t.layout.shape) == tuple(t.shape) \
+                    and t.layout.num_threads == program.num_threads
+            elif t.scope == SHARED:
+                ok = isinstance(t.layout, SharedLayout) and tuple(t.layout.shape) == tuple(t.shape)
+            else:
+                continue
+            if not ok:
+                raise LayoutInferenceError(
+                    f"%{t.name} ({t.type}) has no valid layout for {program.num_threads} threads "
+                    f"at `{format_stmt_head(inst)}`")
