@@ -147,7 +147,7 @@ def test_two_threads_write_one_word():
             S = T.alloc_buffer((32,), "float32", scope="shared")
             S[tx // 2] = A[tx]
 
-    with pytest.raises(RaceError, match="write the same byte"):
+    with pytest.raises(RaceError, match="write different values to the same byte"):
         run_prim_func(k, arrays())
 
 

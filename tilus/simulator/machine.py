@@ -223,8 +223,10 @@ class Machine:
         if not self.races:
             return
         tids = self._tids_like(idx)
-        w = mem.writer[idx]
-        raw = actb & (mem.wepoch[idx] == self.epoch) & (w >= 0) & (w != tids)
+        w, wmax = mem.writer[idx], mem.wmax[idx]
+        # a value several threads wrote (identically) counts as written by each of them: the range
+        # [writer, wmax] stands for that set (an approximation when the writers are not contiguous)
+        raw = actb & (mem.wepoch[idx] == self.epoch) & (w >= 0) & ((tids < w) | (tids > wmax))
         if raw.any():
             i = np.argwhere(raw)[0]
             raise self._err(RaceError, f"read of a value written by thread {int(w[tuple(i)])} with no "
@@ -250,48 +252,58 @@ class Machine:
         raw = values.view(np.uint8).reshape(idx.shape)
         tids = self._tids_like(idx)
         if mem.scope == "shared" and not atomic:
-            self._check_shared_write(mem, idx, actb, tids)
+            self._check_shared_write(mem, idx, actb, tids, raw)
         sel_idx, sel_raw, sel_t = idx[actb], raw[actb], tids[actb]
         if mem.scope == "local":
             mem.data[sel_t, sel_idx] = sel_raw
             mem.init[sel_t, sel_idx] = True
             return
-        mem.data[sel_idx] = sel_raw
         if mem.scope == "shared":
+            same = mem.init[sel_idx] & (mem.data[sel_idx] == sel_raw) & (mem.wepoch[sel_idx] == self.epoch)
+            fresh = sel_idx[~same]
+            mem.writer[fresh] = np.iinfo(np.int32).max
+            mem.wmax[fresh] = -1
+            np.minimum.at(mem.writer, sel_idx, sel_t.astype(np.int32))
+            np.maximum.at(mem.wmax, sel_idx, sel_t.astype(np.int32))
             mem.init[sel_idx] = True
-            mem.writer[sel_idx] = sel_t
             mem.wepoch[sel_idx] = self.epoch
+        mem.data[sel_idx] = sel_raw
 
-    def _check_shared_write(self, mem, idx, actb, tids):
+    def _check_shared_write(self, mem, idx, actb, tids, raw):
+        """Write-after-write and write-after-read hazards with other threads in this barrier epoch.
+        Storing the value a byte already holds is benign (replicated threads write identical data)."""
         pend = actb & (mem.pending[idx] >= 0)
         if pend.any():
             raise self._err(RaceError, "write to a cp.async destination whose copy has not landed",
                             self._threads_of(pend), mem.name, int(idx[pend].flat[0]))
         if not self.races:
             return
-        w = mem.writer[idx]
-        waw = actb & (mem.wepoch[idx] == self.epoch) & (w >= 0) & (w != tids)
+        changes = mem.data[idx] != raw
+        w, wmax = mem.writer[idx], mem.wmax[idx]
+        waw = actb & changes & (mem.wepoch[idx] == self.epoch) & (w >= 0) & ((w != tids) | (wmax != tids))
         if waw.any():
             i = tuple(np.argwhere(waw)[0])
-            raise self._err(RaceError, f"write over a value written by thread {int(w[i])} with no "
+            other = int(w[i]) if int(w[i]) != int(tids[i]) else int(wmax[i])
+            raise self._err(RaceError, f"write over a value written by thread {other} with no "
                             f"barrier in between", self._threads_of(waw), mem.name, int(idx[i]))
         rmin, rmax = mem.rmin[idx], mem.rmax[idx]
-        war = actb & (mem.repoch[idx] == self.epoch) & (rmax >= 0) & ((rmin != tids) | (rmax != tids))
+        war = actb & changes & (mem.repoch[idx] == self.epoch) & (rmax >= 0) & ((rmin != tids) | (rmax != tids))
         if war.any():
             i = tuple(np.argwhere(war)[0])
             other = int(rmin[i]) if int(rmin[i]) != int(tids[i]) else int(rmax[i])
             raise self._err(RaceError, f"write over a value read by thread {other} with no barrier "
                             f"in between", self._threads_of(war), mem.name, int(idx[i]))
-        # two threads writing one byte in the same statement
-        flat_i, flat_t = idx[actb], tids[actb]
+        # two threads writing different values to one byte in the same statement
+        flat_i, flat_t, flat_r = idx[actb], tids[actb], raw[actb]
         if flat_i.size > 1:
             order = np.argsort(flat_i, kind="stable")
-            si, st = flat_i[order], flat_t[order]
-            dup = (si[1:] == si[:-1]) & (st[1:] != st[:-1])
+            si, st, sr = flat_i[order], flat_t[order], flat_r[order]
+            dup = (si[1:] == si[:-1]) & (st[1:] != st[:-1]) & (sr[1:] != sr[:-1])
             if dup.any():
                 j = int(np.nonzero(dup)[0][0])
-                raise self._err(RaceError, f"threads {int(st[j])} and {int(st[j + 1])} write the same "
-                                f"byte in one statement", [st[j], st[j + 1]], mem.name, int(si[j]))
+                raise self._err(RaceError, f"threads {int(st[j])} and {int(st[j + 1])} write different "
+                                f"values to the same byte in one statement", [st[j], st[j + 1]],
+                                mem.name, int(si[j]))
 
     # ------------------------------------------------------------------ buffers
 
@@ -772,9 +784,17 @@ class Machine:
                 npdt, _ = np_dtype(ty.dtype)
                 self.param_values.append((p, np.asarray(a).astype(npdt).reshape(())))
         self.buffer_params = []
+        bound = {p for p, _ in self.param_values}
         for p, a in buffers:
             raw = _as_bytes(a, p.name)
             self.buffer_params.append((p, Memory(p.name, "global", raw.size, data=raw)))
+            # a shape variable no parameter defines (``a_len`` of a match_buffer) is the array's length
+            shape = list(p.shape)
+            if len(shape) == 1 and isinstance(shape[0], ir.Var) and shape[0] not in bound:
+                npdt, lanes = np_dtype(p.dtype)
+                vnp = _var_np(shape[0])
+                self.param_values.append((shape[0], np.asarray(raw.size // (npdt.itemsize * lanes)).astype(vnp)))
+                bound.add(shape[0])
 
     def reset_block(self):
         self.env = {}
@@ -1241,20 +1261,18 @@ def run_prim_func(func, args, grid=None, uninit="error", races=True) -> Simulati
 
 
 def as_prim_func(kernel, arch="sm_80"):
-    """The PrimFunc to simulate for ``kernel`` (PrimFunc, CompiledKernel-like, Program or Script)."""
+    """The PrimFunc to simulate for ``kernel``: a PrimFunc as is; anything with a ``.prim_func``
+    (the CompiledKernel ``tilus.build`` returns); a Program or Script goes through the same steps
+    as ``tilus.build`` (passes, then the lowering to tirx) without running nvcc."""
     if isinstance(kernel, tirx.PrimFunc):
         return kernel
     pf = getattr(kernel, "prim_func", None)
     if pf is not None:
         return pf
-    import tilus
-
-    build = getattr(tilus, "build", None)
-    if build is None:
+    try:
+        from tilus.backend.build_program import as_program, prepare
+        from tilus.backend.codegen import lower_program
+    except ImportError:
         raise UnsupportedError("tilus.build (the IR -> tirx lowering) is not available in this tree; "
-                               "pass a tvm.tirx PrimFunc")
-    built = build(kernel, arch=arch)
-    pf = getattr(built, "prim_func", None)
-    if pf is None:
-        raise UnsupportedError("tilus.build returned no .prim_func to simulate")
-    return pf
+                               "pass a tvm.tirx PrimFunc") from None
+    return lower_program(prepare(as_program(kernel))).prim_func

@@ -1,8 +1,9 @@
 """Memories of the simulated GPU: global (the caller's bytes), shared (one per block) and local
 (one row per thread), all byte-addressed, plus the bookkeeping the checks need.
 
-Shared memory keeps, per byte: ``init`` (ever written), ``writer``/``wepoch`` (last writing thread
-and the barrier epoch of that write), ``rmin``/``rmax``/``repoch`` (smallest and largest reading
+Shared memory keeps, per byte: ``init`` (ever written), ``writer``/``wmax``/``wepoch`` (smallest
+and largest thread that wrote it in the barrier epoch ``wepoch``: several threads storing one value
+in one statement is how replicated layouts write), ``rmin``/``rmax``/``repoch`` (smallest and largest reading
 thread in the epoch ``repoch``) and ``pending`` (the thread whose cp.async to this byte has not
 landed yet, or -1). Local memory keeps ``init`` per thread and byte.
 """
@@ -25,6 +26,7 @@ class Memory:
             self.data = np.zeros(n, np.uint8)
             self.init = np.zeros(n, bool)
             self.writer = np.full(n, -1, np.int32)
+            self.wmax = np.full(n, -1, np.int32)
             self.wepoch = np.full(n, -1, np.int64)
             self.rmin = np.full(n, -1, np.int32)
             self.rmax = np.full(n, -1, np.int32)
