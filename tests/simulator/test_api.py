@@ -25,16 +25,6 @@ def test_simulate_prim_func_and_compiled_like_objects():
     np.testing.assert_array_equal(c, a + b)
 
 
-def test_simulate_program_needs_the_build():
-    from tests.examples.test_examples import load
-
-    kernel = load("vector_add").VecAdd(block=128)   # a DSL kernel
-    if hasattr(tilus, "build"):
-        pytest.skip("tilus.build is available: the examples test covers Programs")
-    with pytest.raises(UnsupportedError, match="tilus.build"):
-        tilus.simulate(kernel, np.zeros(4, np.float32))
-
-
 def test_grid_override_runs_fewer_blocks():
     n = 1024
     a, b, c = np.ones(n, np.float32), np.ones(n, np.float32), np.zeros(n, np.float32)
