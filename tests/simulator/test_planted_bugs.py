@@ -60,3 +60,39 @@ def test_swapped_mma_operands_give_a_wrong_result():
     A2 = A.copy()
     A2[8:, :8], A2[:8, 8:] = A[:8, 8:], A[8:, :8]
     np.testing.assert_allclose(got, A2 @ b.reshape(8, 16).astype(np.float32).T, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the codegen's own kernels
+
+def lowered_matmul():
+    from tests.examples.test_examples import load
+    from tilus.simulator.machine import as_prim_func
+
+    return as_prim_func(load("matmul_fp16").MatmulFp16())
+
+
+def matmul_args(m=40, n=40, k=40):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((k, n)).astype(np.float16)
+    return [m, n, k, a, b, np.zeros((m, n), np.float16)]
+
+
+def test_codegen_matmul_without_barriers_races():
+    func = lowered_matmul()
+    args = matmul_args()
+    run_prim_func(func, args)
+    np.testing.assert_allclose(args[5].astype(np.float32),
+                               args[3].astype(np.float32) @ args[4].astype(np.float32), rtol=2e-2, atol=2e-2)
+    with pytest.raises(RaceError):
+        run_prim_func(drop_calls(func, "tirx.tvm_storage_sync"), matmul_args())
+
+
+def test_codegen_matmul_swapped_mma_operands_are_wrong():
+    def swap(args):
+        args[4], args[7] = args[7], args[4]          # a0 <-> a3
+        return args
+    args = matmul_args()
+    run_prim_func(map_call_args(lowered_matmul(), "tirx.ptx.mma", swap), args)
+    assert not np.allclose(args[5].astype(np.float32), args[3].astype(np.float32) @ args[4].astype(np.float32),
+                           rtol=2e-2, atol=2e-2)

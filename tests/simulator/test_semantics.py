@@ -300,3 +300,19 @@ def test_unsupported_intrinsic_is_named():
 
     with pytest.raises(UnsupportedError, match="clock64"):
         run_prim_func(k, [np.zeros(32, np.int64)])
+
+
+def test_endless_spin_wait_is_reported():
+    @T.prim_func
+    def k(s: T.handle):
+        S = T.match_buffer(s, (1,), "int32")
+        for bx in T.thread_binding(2, thread="blockIdx.x"):
+            for tx in T.thread_binding(32, thread="threadIdx.x"):
+                if tx == 0:
+                    while T.call_extern("int32", "atomicCAS", T.address_of(S[0]), 1 - bx, 1 - bx) != 1 - bx:
+                        T.evaluate(T.call_extern("void", "__nanosleep", 100))
+
+    with pytest.raises(SimulationError, match="spin-wait") as ei:
+        run_prim_func(k, [np.zeros(1, np.int32)], max_while_iterations=50)
+    assert ei.value.block == (0, 0, 0) and ei.value.threads == [0]
+    run_prim_func(k, [np.ones(1, np.int32)], grid=1)   # block 0 waits for S == 1: already set

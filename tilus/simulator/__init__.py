@@ -20,17 +20,21 @@ from tilus.simulator.errors import (  # noqa: F401
 )
 
 
-def run_prim_func(func, args, grid=None, uninit: str = "error", races: bool = True):
+def run_prim_func(func, args, grid=None, uninit: str = "error", races: bool = True,
+                  max_while_iterations: int = 100_000):
     """Run a tvm.tirx PrimFunc on CPU arrays (numpy / torch CPU tensors), in place, like a launch.
 
     ``args`` follow ``func.params`` (buffers take arrays, scalars take Python numbers). ``grid``
     overrides the number of blocks (an int or (x, y, z)); by default it comes from the blockIdx
     bindings. ``uninit``: "error" (default), "warn" or "ignore" for reads of uninitialised
-    local/shared memory. Returns a ``SimulationReport`` (blocks, threads, statements executed).
+    local/shared memory. ``races=False`` turns the shared-memory race checks off. A ``while`` loop
+    running more than ``max_while_iterations`` times is reported (a spin-wait that cannot end,
+    since blocks run one after another). Returns a ``SimulationReport`` (blocks, threads, statements executed).
     """
     from tilus.simulator.machine import run_prim_func as _run
 
-    return _run(func, args, grid=grid, uninit=uninit, races=races)
+    return _run(func, args, grid=grid, uninit=uninit, races=races,
+                max_while_iterations=max_while_iterations)
 
 
 def simulate(kernel, *args, arch: str = "sm_80", grid=None, uninit: str = "error", races: bool = True):

@@ -93,10 +93,11 @@ class _Loop:
 
 
 class Machine:
-    def __init__(self, func, uninit: str = "error", races: bool = True):
+    def __init__(self, func, uninit: str = "error", races: bool = True, max_while_iterations: int = 100_000):
         if uninit not in ("error", "warn", "ignore"):
             raise ValueError("uninit must be 'error', 'warn' or 'ignore'")
         self.func, self.uninit, self.races = func, uninit, races
+        self.max_while_iterations = int(max_while_iterations)
         self.env: dict = {}
         self.views: dict = {}
         self.stmt = None
@@ -640,8 +641,16 @@ class Machine:
         loop = _Loop(self.T)
         self.loops.append(loop)
         running = saved.copy()
+        iterations = 0
         try:
             while True:
+                iterations += 1
+                if iterations > self.max_while_iterations:
+                    self.stmt = s
+                    raise self._err(SimulationError, f"while loop still running after "
+                                    f"{self.max_while_iterations} iterations (blocks run one after "
+                                    f"another: a spin-wait on a value no earlier block sets never ends)",
+                                    self._threads_of(running))
                 running = running & ~loop.broken & self.alive
                 self.mask = running
                 if not running.any():
@@ -1174,6 +1183,14 @@ def _atomic(kind):
                     new = vals[0][t].astype(npdt)
                 elif kind == "cas":
                     new = vals[1][t].astype(npdt) if cur == vals[0][t].astype(npdt) else cur
+                elif kind == "sub":
+                    new = npdt.type(cur - vals[0][t].astype(npdt))
+                elif kind == "and":
+                    new = npdt.type(cur & vals[0][t].astype(npdt))
+                elif kind == "or":
+                    new = npdt.type(cur | vals[0][t].astype(npdt))
+                elif kind == "xor":
+                    new = npdt.type(cur ^ vals[0][t].astype(npdt))
                 elif kind == "max":
                     new = max(cur, vals[0][t].astype(npdt))
                 elif kind == "min":
@@ -1241,7 +1258,9 @@ _CALLS = {
 
 _EXTERNS = {
     "atomicAdd": _atomic("add"), "atomicCAS": _atomic("cas"), "atomicExch": _atomic("exch"),
-    "atomicMax": _atomic("max"), "atomicMin": _atomic("min"),
+    "atomicMax": _atomic("max"), "atomicMin": _atomic("min"), "atomicSub": _atomic("sub"),
+    "atomicAnd": _atomic("and"), "atomicOr": _atomic("or"), "atomicXor": _atomic("xor"),
+    "__nanosleep": _c_noop,
     "__shfl_sync": _shfl_call("idx"), "__shfl_xor_sync": _shfl_call("bfly"),
     "__shfl_up_sync": _shfl_call("up"), "__shfl_down_sync": _shfl_call("down"),
     "__syncthreads": _c_cta_sync, "__threadfence": _c_noop, "__threadfence_block": _c_noop,
@@ -1254,10 +1273,12 @@ _EXTERNS = {
 
 # ---------------------------------------------------------------------- entry points
 
-def run_prim_func(func, args, grid=None, uninit="error", races=True) -> SimulationReport:
+def run_prim_func(func, args, grid=None, uninit="error", races=True,
+                  max_while_iterations=100_000) -> SimulationReport:
     if not isinstance(func, tirx.PrimFunc):
         raise SimulationError(f"expected a tvm.tirx PrimFunc, got {type(func).__name__}")
-    return Machine(func, uninit=uninit, races=races).run(list(args), grid=grid)
+    return Machine(func, uninit=uninit, races=races,
+                   max_while_iterations=max_while_iterations).run(list(args), grid=grid)
 
 
 def as_prim_func(kernel, arch="sm_80"):
