@@ -147,7 +147,7 @@ def test_two_threads_write_one_word():
             S = T.alloc_buffer((32,), "float32", scope="shared")
             S[tx // 2] = A[tx]
 
-    with pytest.raises(RaceError, match="write different values to the same byte"):
+    with pytest.raises(RaceError, match="write different values to the same shared byte"):
         run_prim_func(k, arrays())
 
 
@@ -275,3 +275,17 @@ def test_partial_warp_mma_is_reported():
     with pytest.raises(DivergentBarrierError, match="part of warp 0") as ei:
         run_prim_func(k, [np.zeros(32, np.float32)])
     assert ei.value.threads == [31]
+
+
+def test_global_store_of_different_values_to_one_address_in_one_statement():
+    @T.prim_func
+    def k(a: T.handle, b: T.handle):
+        A = T.match_buffer(a, (32,), "float32")
+        B = T.match_buffer(b, (32,), "float32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            B[tx % 16] = A[tx]                    # threads t and t + 16 store different values
+            B[16 + tx % 16] = A[tx % 16]          # identical values: benign
+
+    with pytest.raises(RaceError, match="threads 0 and 16 write different values to the same global byte") as ei:
+        run_prim_func(k, arrays())
+    assert ei.value.buffer == "B" and 0 <= ei.value.address < 4

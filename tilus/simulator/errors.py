@@ -33,7 +33,7 @@ class OutOfBoundsError(SimulationError):
 
 
 class RaceError(SimulationError):
-    kind = "shared-memory race"
+    kind = "race"
 
 
 class UninitializedReadError(SimulationError):

@@ -254,6 +254,8 @@ class Machine:
         tids = self._tids_like(idx)
         if mem.scope == "shared" and not atomic:
             self._check_shared_write(mem, idx, actb, tids, raw)
+        elif mem.scope == "global" and not atomic and self.races:
+            self._check_same_statement(mem, idx, actb, tids, raw)
         sel_idx, sel_raw, sel_t = idx[actb], raw[actb], tids[actb]
         if mem.scope == "local":
             mem.data[sel_t, sel_idx] = sel_raw
@@ -294,7 +296,10 @@ class Machine:
             other = int(rmin[i]) if int(rmin[i]) != int(tids[i]) else int(rmax[i])
             raise self._err(RaceError, f"write over a value read by thread {other} with no barrier "
                             f"in between", self._threads_of(war), mem.name, int(idx[i]))
-        # two threads writing different values to one byte in the same statement
+        self._check_same_statement(mem, idx, actb, tids, raw)
+
+    def _check_same_statement(self, mem, idx, actb, tids, raw):
+        """Two threads writing different values to one byte in the same statement."""
         flat_i, flat_t, flat_r = idx[actb], tids[actb], raw[actb]
         if flat_i.size > 1:
             order = np.argsort(flat_i, kind="stable")
@@ -303,7 +308,7 @@ class Machine:
             if dup.any():
                 j = int(np.nonzero(dup)[0][0])
                 raise self._err(RaceError, f"threads {int(st[j])} and {int(st[j + 1])} write different "
-                                f"values to the same byte in one statement", [st[j], st[j + 1]],
+                                f"values to the same {mem.scope} byte in one statement", [st[j], st[j + 1]],
                                 mem.name, int(si[j]))
 
     # ------------------------------------------------------------------ buffers
