@@ -1030,6 +1030,8 @@ def _c_sync(m, e, args):
     if scope == "warp":
         m.require_full_warps("__syncwarp")
         return None
+    if not scope.startswith("shared"):
+        raise m._err(UnsupportedError, f"tvm_storage_sync({scope!r}) (only block barriers are modelled)")
     m.barrier()
     return None
 
