@@ -238,3 +238,37 @@ def test_mma_two_warps_are_independent():
     d = ptx.mma("m16n8k16", "f32", "f16", "f16", "f32", a, b, c)
     for w in range(2):
         np.testing.assert_array_equal(unpack_c(d[32 * w: 32 * w + 32]), outs[w])
+
+
+def test_mma_m16n8k8_tf32_truncates_low_mantissa_bits():
+    rng = np.random.default_rng(7)
+    A = rng.integers(-8, 9, (16, 8)).astype(np.float32)
+    B = rng.integers(-8, 9, (8, 8)).astype(np.float32)
+    A[0, 0] = 1.0 + 2.0 ** -20          # below tf32's 10 mantissa bits: read as 1.0
+    a_regs = np.zeros((32, 4), np.float32)
+    b_regs = np.zeros((32, 2), np.float32)
+    for lane in range(32):
+        g, t = lane >> 2, lane % 4
+        # PTX ISA m16n8k8 .tf32: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4); b0 (t, g), b1 (t+4, g)
+        a_regs[lane] = [A[g, t], A[g + 8, t], A[g, t + 4], A[g + 8, t + 4]]
+        b_regs[lane] = [B[t, g], B[t + 4, g]]
+    d = ptx.mma("m16n8k8", "f32", "tf32", "tf32", "f32", a_regs, b_regs, np.zeros((32, 4), np.float32))
+    At = A.copy()
+    At[0, 0] = 1.0
+    np.testing.assert_array_equal(unpack_c(d), At @ B)
+
+
+def test_mma_m16n8k8_f16():
+    rng = np.random.default_rng(8)
+    A = rng.integers(-8, 9, (16, 8)).astype(np.float16)
+    B = rng.integers(-8, 9, (8, 8)).astype(np.float16)
+    a = np.zeros((32, 4), np.float16)
+    b = np.zeros((32, 2), np.float16)
+    for lane in range(32):
+        g, t = lane >> 2, lane % 4
+        # PTX ISA m16n8k8 .f16: a0,a1 (g, 2t+{0,1}), a2,a3 (g+8, 2t+{0,1}); b0,b1 (2t+{0,1}, g)
+        a[lane] = [A[g, 2 * t], A[g, 2 * t + 1], A[g + 8, 2 * t], A[g + 8, 2 * t + 1]]
+        b[lane] = [B[2 * t, g], B[2 * t + 1, g]]
+    d = ptx.mma("m16n8k8", "f32", "f16", "f16", "f32", a.view(np.uint32), b.view(np.uint32),
+                np.zeros((32, 4), np.float32))
+    np.testing.assert_array_equal(unpack_c(d), A.astype(np.float32) @ B.astype(np.float32))

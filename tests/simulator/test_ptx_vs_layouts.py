@@ -36,3 +36,9 @@ def test_ldmatrix_maps_agree(num, trans):
                 # (non-trans), and the byte offset within it is 2 * col
                 lane_of_row = [l for l in range(addrs.num_threads) if tuple(addrs.index(l, 0)) == (j, row)]
                 assert src[t, j, h] in lane_of_row and off[t, j, h] == 2 * col
+
+
+@pytest.mark.parametrize("which,layout", [("a", L.mma_m16n8k8_tf32_a()), ("b", L.mma_m16n8k8_tf32_b()),
+                                          ("c", L.mma_m16n8k8_tf32_c())])
+def test_tf32_fragments_agree(which, layout):
+    test_mma_fragments_agree("m16n8k8", "f32" if which == "c" else "tf32", which, layout)

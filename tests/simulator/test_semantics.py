@@ -316,3 +316,44 @@ def test_endless_spin_wait_is_reported():
         run_prim_func(k, [np.zeros(1, np.int32)], max_while_iterations=50)
     assert ei.value.block == (0, 0, 0) and ei.value.threads == [0]
     run_prim_func(k, [np.ones(1, np.int32)], grid=1)   # block 0 waits for S == 1: already set
+
+
+def test_extern_spellings_of_shuffles_and_atomics():
+    @T.prim_func
+    def k(a: T.handle, o: T.handle, s: T.handle):
+        A = T.match_buffer(a, (32,), "int32")
+        O = T.match_buffer(o, (2, 32), "int32")
+        S = T.match_buffer(s, (2,), "int32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            O[0, tx] = T.call_extern("int32", "__shfl_xor_sync", T.uint32(0xFFFFFFFF), A[tx], 4, 32)
+            O[1, tx] = T.call_extern("int32", "atomicExch", T.address_of(S[0]), tx)
+            T.evaluate(T.call_extern("int32", "atomicOr", T.address_of(S[1]), T.shift_left(1, tx)))
+            T.evaluate(T.call_extern("void", "__threadfence"))
+
+    a = np.arange(32, dtype=np.int32) * 3
+    o, s = np.zeros((2, 32), np.int32), np.zeros(2, np.int32)
+    run_prim_func(k, [a, o, s])
+    np.testing.assert_array_equal(o[0], a[np.arange(32) ^ 4])
+    assert s[0] == 31 and o[1].tolist() == [0] + list(range(31))      # threads in order
+    assert s[1] == -1                                                  # all 32 bits set
+
+
+def test_decl_buffer_views_bytes_with_another_type():
+    @T.prim_func
+    def k(a: T.handle, o: T.handle):
+        A = T.match_buffer(a, (64,), "float16")
+        O = T.match_buffer(o, (32,), "uint32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            A32 = T.decl_buffer((32,), "uint32", data=A.data)
+            r = T.alloc_buffer((2,), "float16", scope="local")
+            r32 = T.decl_buffer((1,), "uint32", data=r.data, scope="local")
+            r[0] = A[2 * tx + 1]
+            r[1] = A[2 * tx]
+            O[tx] = A32[tx] ^ r32[0]
+
+    a = np.arange(64).astype(np.float16)
+    o = np.zeros(32, np.uint32)
+    run_prim_func(k, [a, o])
+    w = a.view(np.uint32)
+    swapped = (w >> np.uint32(16)) | (w << np.uint32(16))
+    np.testing.assert_array_equal(o, w ^ swapped)

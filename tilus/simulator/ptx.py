@@ -14,7 +14,7 @@ References (PTX ISA 8.x):
 - ldmatrix (9.7.9.26): m8n8 b16 matrices; lane 8*j + r gives the address of row r of matrix j; the
   thread t receives, in destination register j, row t // 4, columns 2*(t % 4) + {0, 1} of matrix j
   (with .trans: row 2*(t % 4) + {0, 1}, column t // 4, i.e. the transposed matrix).
-- mma.sync.aligned.m16n8k{8,16,32} (9.7.16.5.x): fragments with groupID = lane >> 2,
+- mma.sync.aligned.m16n8k{8,16,32} (9.7.16.5.x; k8 f16/bf16/tf32, k16 f16/bf16, k32 s8/u8): groupID = lane >> 2,
   threadID_in_group = lane % 4 (see ``mma_fragment``).
 """
 from __future__ import annotations
@@ -187,7 +187,13 @@ def _gather(regs, which, shape, ty):
     """Registers of all threads -> per-warp matrices [W, rows, cols] as float64 / int64."""
     m, n, k = MMA_SHAPES[shape]
     dims = {"a": (m, k), "b": (k, n), "c": (m, n)}[which]
-    el = _unpack(regs, ty) if ty not in ("f32", "s32") else np.ascontiguousarray(regs).view(_NP[ty])[:, :, None]
+    if ty == "tf32":  # a 32-bit register whose low 13 mantissa bits the tensor core ignores
+        bits = np.ascontiguousarray(regs).view(np.uint32) & np.uint32(0xFFFFE000)
+        el = bits.view(np.float32)[:, :, None]
+    elif ty in ("f32", "s32"):
+        el = np.ascontiguousarray(regs).view(_NP[ty])[:, :, None]
+    else:
+        el = _unpack(regs, ty)
     T = el.shape[0]
     W = T // WARP
     rows, cols = mma_fragment(which, shape, ty)
