@@ -289,3 +289,28 @@ def test_global_store_of_different_values_to_one_address_in_one_statement():
     with pytest.raises(RaceError, match="threads 0 and 16 write different values to the same global byte") as ei:
         run_prim_func(k, arrays())
     assert ei.value.buffer == "B" and 0 <= ei.value.address < 4
+
+
+def syncwarp_kernel(sync: bool, partner_xor: int):
+    @T.prim_func
+    def k(a: T.handle, b: T.handle):
+        A = T.match_buffer(a, (64,), "float32")
+        B = T.match_buffer(b, (64,), "float32")
+        for tx in T.thread_binding(64, thread="threadIdx.x"):
+            S = T.alloc_buffer((64,), "float32", scope="shared")
+            S[tx] = A[tx]
+            if sync:
+                T.evaluate(T.call_extern("void", "__syncwarp"))
+            B[tx] = S[T.bitwise_xor(tx, partner_xor)]
+
+    return k
+
+
+def test_syncwarp_orders_shared_memory_within_a_warp():
+    a, b = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    run_prim_func(syncwarp_kernel(True, 1), [a, b])
+    np.testing.assert_array_equal(b, a[np.arange(64) ^ 1])
+    with pytest.raises(RaceError):
+        run_prim_func(syncwarp_kernel(False, 1), [a, b])       # no __syncwarp
+    with pytest.raises(RaceError, match="written by thread 32"):
+        run_prim_func(syncwarp_kernel(True, 32), [a, b])       # other warp: needs __syncthreads

@@ -6,6 +6,7 @@ Divergent ``if``s run both sides under complementary masks, loops whose trip cou
 thread run until every thread is done, ``break``/``continue``/``return`` drop threads from the mask.
 ``tvm_storage_sync("shared")`` is where execution lines up: every live thread of the block must
 reach it together, else ``DivergentBarrierError``; it starts a new barrier epoch for the race checks.
+``__syncwarp`` (tvm_storage_sync("warp")) orders shared-memory accesses among one warp's lanes.
 
 TIR subset: For (serial, unrolled, vectorized, parallel, thread_binding to blockIdx/threadIdx),
 While, IfThenElse, SeqStmt, Bind (LetStmt), AttrStmt (thread_extent binds a thread axis; others are
@@ -229,6 +230,8 @@ class Machine:
         # [writer, wmax] stands for that set (an approximation when the writers are not contiguous)
         raw = actb & (mem.wepoch[idx] == self.epoch) & (w >= 0) & ((tids < w) | (tids > wmax))
         if raw.any():
+            raw &= ~self._warp_ordered(w, wmax, tids, mem.wws[idx])
+        if raw.any():
             i = np.argwhere(raw)[0]
             raise self._err(RaceError, f"read of a value written by thread {int(w[tuple(i)])} with no "
                             f"barrier in between", self._threads_of(raw), mem.name, int(idx[tuple(i)]))
@@ -240,6 +243,7 @@ class Machine:
         np.minimum.at(mem.rmin, sel, t.astype(np.int32))
         np.maximum.at(mem.rmax, sel, t.astype(np.int32))
         mem.repoch[sel] = self.epoch
+        mem.rws[sel] = self.wsync[t // ptx.WARP]
 
     def mem_write(self, mem, off, values, mask=None, atomic=False):
         mask = self.mask if mask is None else mask
@@ -266,11 +270,23 @@ class Machine:
             fresh = sel_idx[~same]
             mem.writer[fresh] = np.iinfo(np.int32).max
             mem.wmax[fresh] = -1
+            mem.wws[sel_idx] = self.wsync[sel_t // ptx.WARP]
             np.minimum.at(mem.writer, sel_idx, sel_t.astype(np.int32))
             np.maximum.at(mem.wmax, sel_idx, sel_t.astype(np.int32))
             mem.init[sel_idx] = True
             mem.wepoch[sel_idx] = self.epoch
         mem.data[sel_idx] = sel_raw
+
+    def _warp_ordered(self, lo, hi, tids, count_at_access):
+        """True where the earlier access (by threads lo..hi) and this one (by ``tids``) are in one
+        warp that has executed __syncwarp since the earlier access."""
+        warp = tids // ptx.WARP
+        return ((lo // ptx.WARP) == warp) & ((hi // ptx.WARP) == warp) & (self.wsync[warp] > count_at_access)
+
+    def syncwarp(self):
+        self.require_full_warps("__syncwarp")
+        warps = self.mask.reshape(-1, ptx.WARP).any(1) if self.T % ptx.WARP == 0 else np.zeros(0, bool)
+        self.wsync[: len(warps)][warps] += 1
 
     def _check_shared_write(self, mem, idx, actb, tids, raw):
         """Write-after-write and write-after-read hazards with other threads in this barrier epoch.
@@ -285,12 +301,16 @@ class Machine:
         w, wmax = mem.writer[idx], mem.wmax[idx]
         waw = actb & changes & (mem.wepoch[idx] == self.epoch) & (w >= 0) & ((w != tids) | (wmax != tids))
         if waw.any():
+            waw &= ~self._warp_ordered(w, wmax, tids, mem.wws[idx])
+        if waw.any():
             i = tuple(np.argwhere(waw)[0])
             other = int(w[i]) if int(w[i]) != int(tids[i]) else int(wmax[i])
             raise self._err(RaceError, f"write over a value written by thread {other} with no "
                             f"barrier in between", self._threads_of(waw), mem.name, int(idx[i]))
         rmin, rmax = mem.rmin[idx], mem.rmax[idx]
         war = actb & changes & (mem.repoch[idx] == self.epoch) & (rmax >= 0) & ((rmin != tids) | (rmax != tids))
+        if war.any():
+            war &= ~self._warp_ordered(rmin, rmax, tids, mem.rws[idx])
         if war.any():
             i = tuple(np.argwhere(war)[0])
             other = int(rmin[i]) if int(rmin[i]) != int(tids[i]) else int(rmax[i])
@@ -826,6 +846,7 @@ class Machine:
         self.epoch = 0
         self.async_recs = []
         self.commit_count = np.zeros(self.T, np.int64)
+        self.wsync = np.zeros(self.T // ptx.WARP + 1, np.int64)
 
     def run(self, args, grid=None) -> SimulationReport:
         t0 = time.perf_counter()
@@ -1028,7 +1049,7 @@ def _c_passthrough(m, e, args):
 def _c_sync(m, e, args):
     scope = args[0].value if args and isinstance(args[0], ir.StringImm) else "shared"
     if scope == "warp":
-        m.require_full_warps("__syncwarp")
+        m.syncwarp()
         return None
     if not scope.startswith("shared"):
         raise m._err(UnsupportedError, f"tvm_storage_sync({scope!r}) (only block barriers are modelled)")
@@ -1240,7 +1261,7 @@ _CALLS = {
     "break_loop": lambda m, e, a: m._s_break(None), "continue_loop": lambda m, e, a: m._s_continue(None),
     "likely": _c_passthrough, "assume": lambda m, e, a: None,
     "tvm_storage_sync": _c_sync, "cuda.cta_sync": _c_cta_sync, "ptx.bar_sync": _c_cta_sync,
-    "ptx.barrier_sync": _c_cta_sync, "cuda.warp_sync": lambda m, e, a: m.require_full_warps("__syncwarp"),
+    "ptx.barrier_sync": _c_cta_sync, "cuda.warp_sync": lambda m, e, a: m.syncwarp(),
     "ptx.fence": _c_noop, "cuda.thread_fence": _c_noop, "ptx.fence_proxy": _c_noop,
     "ptx.cp_async_cg": _c_cp_async, "ptx.cp_async_ca": _c_cp_async,
     "ptx.cp_async_cg_src_size": _c_cp_async, "ptx.cp_async_ca_src_size": _c_cp_async,
@@ -1271,7 +1292,7 @@ _EXTERNS = {
     "__shfl_sync": _shfl_call("idx"), "__shfl_xor_sync": _shfl_call("bfly"),
     "__shfl_up_sync": _shfl_call("up"), "__shfl_down_sync": _shfl_call("down"),
     "__syncthreads": _c_cta_sync, "__threadfence": _c_noop, "__threadfence_block": _c_noop,
-    "__syncwarp": lambda m, e, a: m.require_full_warps("__syncwarp"),
+    "__syncwarp": lambda m, e, a: m.syncwarp(),
     "expf": _math(np.exp), "exp2f": _math(np.exp2), "logf": _math(np.log), "sqrtf": _math(np.sqrt),
     "rsqrtf": _math(lambda x: 1.0 / np.sqrt(x)), "fabsf": _math(np.abs), "tanhf": _math(np.tanh),
     "__expf": _math(np.exp), "fmaxf": _math(np.fmax), "fminf": _math(np.fmin),
