@@ -357,3 +357,17 @@ def test_decl_buffer_views_bytes_with_another_type():
     w = a.view(np.uint32)
     swapped = (w >> np.uint32(16)) | (w << np.uint32(16))
     np.testing.assert_array_equal(o, w ^ swapped)
+
+
+def test_raw_handle_parameters_viewed_by_decl_buffer():
+    @T.prim_func
+    def k(a: T.handle("float32"), o: T.handle("float32"), n: T.int32):
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            A = T.decl_buffer((n,), "float32", data=a)
+            O = T.decl_buffer((n,), "float32", data=o)
+            if tx < n:
+                O[tx] = A[tx] * T.float32(2)
+
+    a, o = np.arange(20, dtype=np.float32), np.zeros(20, np.float32)
+    run_prim_func(k, [a, o, 20])
+    np.testing.assert_array_equal(o, 2 * a)
