@@ -371,3 +371,25 @@ def test_raw_handle_parameters_viewed_by_decl_buffer():
     a, o = np.arange(20, dtype=np.float32), np.zeros(20, np.float32)
     run_prim_func(k, [a, o, 20])
     np.testing.assert_array_equal(o, 2 * a)
+
+
+def test_ptx_shfl_sync_raw_form():
+    @T.prim_func
+    def k(a: T.handle, o: T.handle):
+        A = T.match_buffer(a, (32,), "uint32")
+        O = T.match_buffer(o, (2, 32), "uint32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            r = T.alloc_buffer((2,), "uint32", scope="local")
+            r[0] = A[tx]
+            # c = 0x1f: whole warp; c = (32 - 8) << 8 | 0x1f: segments of 8 lanes
+            T.ptx["shfl_sync.down.b32"](r[1], r[0], T.uint32(3), T.uint32(0x1F), T.uint32(0xFFFFFFFF))
+            O[0, tx] = r[1]
+            T.ptx["shfl_sync.idx.b32"](r[1], r[0], T.uint32(5), T.uint32(0x181F), T.uint32(0xFFFFFFFF))
+            O[1, tx] = r[1]
+
+    a = np.arange(32, dtype=np.uint32) + 100
+    o = np.zeros((2, 32), np.uint32)
+    run_prim_func(k, [a, o])
+    lane = np.arange(32)
+    np.testing.assert_array_equal(o[0], 100 + np.where(lane + 3 <= 31, lane + 3, lane))
+    np.testing.assert_array_equal(o[1], 100 + (lane // 8) * 8 + 5)

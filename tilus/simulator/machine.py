@@ -1181,6 +1181,30 @@ def _shuffle(mode, m, membermask, value, b, width):
     return value[src]
 
 
+def _c_ptx_shfl(m, e, args):
+    """T.ptx["shfl.sync.{mode}.b32"](d[, p], a, b, c, membermask): the raw PTX form (c packs the
+    segment mask and clamp); p (shfl_sync_p) receives whether the source lane was in range."""
+    mode = next(x for x in _strings(args) if x in ptx.SHFL_MODES)
+    ops = _operands(args)
+    with_p = len(ops) == 6
+    d, p = ops[0], (ops[1] if with_p else None)
+    a, b, c, membermask = (m.eval(x) for x in ops[2 if with_p else 1:])
+    if m.T % ptx.WARP:
+        raise m._err(UnsupportedError, "shfl.sync in a block that is not whole warps")
+    lane = m.tid % ptx.WARP
+    j, pval = ptx.shfl_source_lane(mode, lane, np.asarray(b).astype(np.int64), np.asarray(c).astype(np.int64))
+    src = (m.tid - lane) + j
+    mm = np.asarray(membermask).astype(np.uint64)
+    in_mask = ((mm >> (src % ptx.WARP).astype(np.uint64)) & np.uint64(1)).astype(bool)
+    bad = m.mask & (~m.mask[src] | ~in_mask)
+    if bad.any():
+        raise m._err(SimulationError, f"shfl.sync.{mode} reads a lane that is inactive or not in the member "
+                     f"mask", m._threads_of(bad))
+    m.store_to(d, np.asarray(a)[src])
+    if p is not None:
+        m.store_to(p, pval)
+
+
 def _shfl_call(mode):
     def fn(m, e, args):
         vals = [m.eval(a) for a in args]
@@ -1270,6 +1294,7 @@ _CALLS = {
     "ptx.cp_async_wait_all": _c_wait_all,
     "ptx.ldmatrix": _c_ldmatrix, "ptx.mma": _c_mma, "ptx.mma_int": _c_mma,
     "ptx.lop3": _c_lop3, "ptx.prmt": _c_prmt,
+    "ptx.shfl_sync": _c_ptx_shfl, "ptx.shfl_sync_p": _c_ptx_shfl,
     "tvm_warp_shuffle": _shfl_call("idx"), "tvm_warp_shuffle_xor": _shfl_call("bfly"),
     "tvm_warp_shuffle_up": _shfl_call("up"), "tvm_warp_shuffle_down": _shfl_call("down"),
     "cuda.__shfl_sync": _shfl_call("idx"), "cuda.__shfl_xor_sync": _shfl_call("bfly"),
