@@ -112,6 +112,7 @@ class Machine:
             tirx.Cast: self._e_cast, tirx.Select: self._e_select, tirx.Let: self._e_let,
             tirx.Ramp: self._e_ramp, tirx.Broadcast: self._e_broadcast, tirx.Shuffle: self._e_shuffle,
             tirx.And: self._e_and, tirx.Or: self._e_or, tirx.Not: self._e_not,
+            tirx.BitwiseNot: self._e_bitnot,
         }
         for cls, fn in _BINARY.items():
             self._exprs[cls] = functools.partial(self._e_binary, fn)
@@ -181,7 +182,7 @@ class Machine:
     def _tids_like(self, idx):
         return np.broadcast_to(self.tid.reshape((-1,) + (1,) * (idx.ndim - 1)), idx.shape)
 
-    def mem_read(self, mem, off, npdt, mask=None):
+    def mem_read(self, mem, off, npdt, mask=None, check_init=True):
         mask = self.mask if mask is None else mask
         off = np.asarray(off, dtype=np.int64)
         k = npdt.itemsize
@@ -195,11 +196,12 @@ class Machine:
         if mem.scope == "local":
             tids = self._tids_like(idx)
             raw = mem.data[tids, idx]
-            self._check_init(mem, mem.init[tids, idx], actb, idx)
+            if check_init:
+                self._check_init(mem, mem.init[tids, idx], actb, idx)
         else:
             raw = mem.data[idx]
             if mem.scope == "shared":
-                self._check_shared_read(mem, idx, actb)
+                self._check_shared_read(mem, idx, actb, check_init)
         return np.ascontiguousarray(raw).view(npdt).reshape(off.shape)
 
     def _check_init(self, mem, init, actb, idx):
@@ -215,13 +217,14 @@ class Machine:
             self.warned.append(str(err))
             warnings.warn(str(err), UninitializedReadWarning, stacklevel=2)
 
-    def _check_shared_read(self, mem, idx, actb):
+    def _check_shared_read(self, mem, idx, actb, check_init=True):
         pend = actb & (mem.pending[idx] >= 0)
         if pend.any():
             raise self._err(RaceError, "read of a cp.async destination before cp.async.wait_group/"
                             "wait_all made it land", self._threads_of(pend), mem.name,
                             int(idx[pend].flat[0]))
-        self._check_init(mem, mem.init[idx], actb, idx)
+        if check_init:
+            self._check_init(mem, mem.init[idx], actb, idx)
         if not self.races:
             return
         tids = self._tids_like(idx)
@@ -461,6 +464,9 @@ class Machine:
         finally:
             self.mask = saved
         return a | b
+
+    def _e_bitnot(self, e):
+        return np.invert(self.eval(e.a))
 
     def _e_not(self, e):
         return ~self.eval(e.a).astype(bool)
@@ -1228,7 +1234,10 @@ def _atomic(kind):
             saved = m.mask
             m.mask = mask
             try:
-                cur = m.mem_read(ptr.mem, np.full(m.T, ptr.off[t]), npdt)[t]
+                # and/or/xor update some bits of a word (sub-byte stores): the other bits may be
+                # unwritten yet, so they are not reported; the others use the old value as a whole
+                cur = m.mem_read(ptr.mem, np.full(m.T, ptr.off[t]), npdt,
+                                 check_init=kind not in ("and", "or", "xor"))[t]
                 if kind == "add":
                     new = npdt.type(cur + vals[0][t].astype(npdt))
                 elif kind == "exch":
