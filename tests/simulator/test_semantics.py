@@ -393,3 +393,29 @@ def test_ptx_shfl_sync_raw_form():
     lane = np.arange(32)
     np.testing.assert_array_equal(o[0], 100 + np.where(lane + 3 <= 31, lane + 3, lane))
     np.testing.assert_array_equal(o[1], 100 + (lane // 8) * 8 + 5)
+
+
+def test_rebinding_a_variable_in_divergent_code_keeps_inactive_threads_values():
+    from tilus.backend.tvm_shim import tirx
+
+    @T.prim_func
+    def k(a: T.handle, b: T.handle):
+        A = T.match_buffer(a, (32,), "int32")
+        B = T.match_buffer(b, (32,), "int32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            B[tx] = A[tx]
+
+    # build: v = A[tx]; if tx < 16: v = v * 2 (the same Var bound again); B[tx] = v
+    loop = k.body
+    store = loop.body
+    v = tirx.Var("v", "int32")
+    body = tirx.SeqStmt([
+        tirx.Bind(v, store.value),
+        tirx.IfThenElse(tirx.LT(loop.loop_var, tirx.IntImm("int32", 16)),
+                        tirx.Bind(v, tirx.Mul(v, tirx.IntImm("int32", 2))), None),
+        tirx.BufferStore(store.buffer, v, store.indices),
+    ])
+    func = k.with_body(tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind, body, loop.thread_binding))
+    a, b = np.arange(32, dtype=np.int32), np.zeros(32, np.int32)
+    run_prim_func(func, [a, b])
+    np.testing.assert_array_equal(b, np.where(a < 16, 2 * a, a))

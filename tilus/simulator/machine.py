@@ -549,7 +549,15 @@ class Machine:
 
     def _s_bind(self, s):
         self.stmt = s
-        self.env[s.var] = self.eval(s.value)
+        value = self.eval(s.value)
+        old = self.env.get(s.var)
+        if isinstance(old, np.ndarray) and isinstance(value, np.ndarray) and old.shape == value.shape \
+                and not self.mask.all():
+            # a variable bound again under a mask (an assignment in divergent code) keeps the
+            # values of the threads that do not execute this statement
+            m = self.mask.reshape((-1,) + (1,) * (value.ndim - 1))
+            value = np.where(m, value, old).astype(value.dtype)
+        self.env[s.var] = value
 
     def _s_alloc(self, s):
         buf = s.buffer
