@@ -419,3 +419,31 @@ def test_rebinding_a_variable_in_divergent_code_keeps_inactive_threads_values():
     a, b = np.arange(32, dtype=np.int32), np.zeros(32, np.int32)
     run_prim_func(func, [a, b])
     np.testing.assert_array_equal(b, np.where(a < 16, 2 * a, a))
+
+
+def test_int8_mma_m16n8k32_in_a_kernel():
+    @T.prim_func
+    def k(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (128,), "uint32")      # A[16, 32] int8, row-major, as words
+        B = T.match_buffer(b, (64,), "uint32")       # B[8, 32] int8 (n, k): the .col operand
+        C = T.match_buffer(c, (128,), "int32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            ra = T.alloc_buffer((4,), "uint32", scope="local")
+            rb = T.alloc_buffer((2,), "uint32", scope="local")
+            d = T.alloc_buffer((4,), "uint32", scope="local")
+            for r in range(4):
+                ra[r] = A[(tx // 4 + 8 * (r % 2)) * 8 + tx % 4 + 4 * (r // 2)]
+                d[r] = T.uint32(0)
+            for r in range(2):
+                rb[r] = B[(tx // 4) * 8 + tx % 4 + 4 * r]
+            T.ptx["mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"](
+                d[0], d[1], d[2], d[3], ra[0], ra[1], ra[2], ra[3], rb[0], rb[1], d[0], d[1], d[2], d[3])
+            for i in range(4):
+                C[(tx // 4 + 8 * (i // 2)) * 8 + 2 * (tx % 4) + i % 2] = T.reinterpret("int32", d[i])
+
+    rng = np.random.default_rng(9)
+    A = rng.integers(-128, 128, (16, 32)).astype(np.int8)
+    B = rng.integers(-128, 128, (8, 32)).astype(np.int8)
+    c = np.zeros(128, np.int32)
+    run_prim_func(k, [A.view(np.uint32).reshape(-1).copy(), B.view(np.uint32).reshape(-1).copy(), c])
+    np.testing.assert_array_equal(c.reshape(16, 8), A.astype(np.int64) @ B.astype(np.int64).T)
