@@ -314,3 +314,24 @@ def test_syncwarp_orders_shared_memory_within_a_warp():
         run_prim_func(syncwarp_kernel(False, 1), [a, b])       # no __syncwarp
     with pytest.raises(RaceError, match="written by thread 32"):
         run_prim_func(syncwarp_kernel(True, 32), [a, b])       # other warp: needs __syncthreads
+
+
+def test_cp_async_landing_after_a_barrier_still_races_with_reads_before_it():
+    """A cp.async may land any time between its issue and its wait: issued before a barrier over
+    data another thread read before that barrier, it races even though the wait comes after."""
+    @T.prim_func
+    def k(a: T.handle, b: T.handle):
+        A = T.match_buffer(a, (32,), "float32", align=16)
+        B = T.match_buffer(b, (32,), "float32", align=16)
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            S = T.alloc_buffer((32,), "float32", scope="shared")
+            S[tx] = T.float32(0)
+            T.tvm_storage_sync("shared")
+            B[tx] = S[(tx + 1) % 32]
+            T.ptx["cp.async.ca.shared.global"](S.ptr_to([tx]), A.ptr_to([tx]), 4)
+            T.ptx["cp.async.commit_group"]()
+            T.tvm_storage_sync("shared")
+            T.ptx["cp.async.wait_group"](0)
+
+    with pytest.raises(RaceError, match="read by thread"):
+        run_prim_func(k, [np.ones(32, np.float32), np.zeros(32, np.float32)])

@@ -248,7 +248,10 @@ class Machine:
         mem.repoch[sel] = self.epoch
         mem.rws[sel] = self.wsync[t // ptx.WARP]
 
-    def mem_write(self, mem, off, values, mask=None, atomic=False):
+    def mem_write(self, mem, off, values, mask=None, atomic=False, since_epoch=None):
+        """Store ``values`` at byte offsets ``off`` for the threads in ``mask``. ``since_epoch``: the
+        write may have happened at any time since that barrier epoch (a cp.async lands somewhere
+        between its issue and its wait), so hazards are checked against accesses since then."""
         mask = self.mask if mask is None else mask
         off = np.asarray(off, dtype=np.int64)
         values = np.ascontiguousarray(values)
@@ -260,7 +263,7 @@ class Machine:
         raw = values.view(np.uint8).reshape(idx.shape)
         tids = self._tids_like(idx)
         if mem.scope == "shared" and not atomic:
-            self._check_shared_write(mem, idx, actb, tids, raw)
+            self._check_shared_write(mem, idx, actb, tids, raw, since_epoch)
         elif mem.scope == "global" and not atomic and self.races:
             self._check_same_statement(mem, idx, actb, tids, raw)
         sel_idx, sel_raw, sel_t = idx[actb], raw[actb], tids[actb]
@@ -291,7 +294,7 @@ class Machine:
         warps = self.mask.reshape(-1, ptx.WARP).any(1) if self.T % ptx.WARP == 0 else np.zeros(0, bool)
         self.wsync[: len(warps)][warps] += 1
 
-    def _check_shared_write(self, mem, idx, actb, tids, raw):
+    def _check_shared_write(self, mem, idx, actb, tids, raw, since_epoch=None):
         """Write-after-write and write-after-read hazards with other threads in this barrier epoch.
         Storing the value a byte already holds is benign (replicated threads write identical data)."""
         pend = actb & (mem.pending[idx] >= 0)
@@ -302,7 +305,8 @@ class Machine:
             return
         changes = mem.data[idx] != raw
         w, wmax = mem.writer[idx], mem.wmax[idx]
-        waw = actb & changes & (mem.wepoch[idx] == self.epoch) & (w >= 0) & ((w != tids) | (wmax != tids))
+        since = self.epoch if since_epoch is None else since_epoch
+        waw = actb & changes & (mem.wepoch[idx] >= since) & (w >= 0) & ((w != tids) | (wmax != tids))
         if waw.any():
             waw &= ~self._warp_ordered(w, wmax, tids, mem.wws[idx])
         if waw.any():
@@ -311,7 +315,7 @@ class Machine:
             raise self._err(RaceError, f"write over a value written by thread {other} with no "
                             f"barrier in between", self._threads_of(waw), mem.name, int(idx[i]))
         rmin, rmax = mem.rmin[idx], mem.rmax[idx]
-        war = actb & changes & (mem.repoch[idx] == self.epoch) & (rmax >= 0) & ((rmin != tids) | (rmax != tids))
+        war = actb & changes & (mem.repoch[idx] >= since) & (rmax >= 0) & ((rmin != tids) | (rmax != tids))
         if war.any():
             war &= ~self._warp_ordered(rmin, rmax, tids, mem.rws[idx])
         if war.any():
@@ -747,7 +751,8 @@ class Machine:
                             self._threads_of(pend), dst.mem.name, int(idx[pend].flat[0]))
         dst.mem.pending[idx[actb]] = np.broadcast_to(self.tid[:, None], idx.shape)[actb]
         self.async_recs.append({"mem": dst.mem, "off": dst_off, "data": data,
-                                "active": self.mask.copy(), "group": np.full(self.T, -1)})
+                                "active": self.mask.copy(), "group": np.full(self.T, -1),
+                                "epoch": self.epoch})
 
     def cp_async_commit(self):
         for rec in self.async_recs:
@@ -765,7 +770,7 @@ class Machine:
                 mem = rec["mem"]
                 offs = rec["off"][sel]
                 mem.pending[offs.reshape(-1)] = -1
-                self.mem_write(mem, rec["off"], rec["data"], mask=sel)
+                self.mem_write(mem, rec["off"], rec["data"], mask=sel, since_epoch=rec["epoch"])
                 rec["active"] = rec["active"] & ~sel
             if rec["active"].any():
                 keep.append(rec)
