@@ -447,3 +447,33 @@ def test_int8_mma_m16n8k32_in_a_kernel():
     c = np.zeros(128, np.int32)
     run_prim_func(k, [A.view(np.uint32).reshape(-1).copy(), B.view(np.uint32).reshape(-1).copy(), c])
     np.testing.assert_array_equal(c.reshape(16, 8), A.astype(np.int64) @ B.astype(np.int64).T)
+
+
+def test_conversions_follow_c_and_ptx():
+    @T.prim_func
+    def k(a: T.handle, i: T.handle, u: T.handle, h: T.handle, bf: T.handle, w: T.handle):
+        A = T.match_buffer(a, (8,), "float32")
+        I = T.match_buffer(i, (8,), "int32")
+        U = T.match_buffer(u, (8,), "uint8")
+        H = T.match_buffer(h, (8,), "float16")
+        BF = T.match_buffer(bf, (8,), "bfloat16")
+        W = T.match_buffer(w, (8,), "int8")
+        for tx in T.thread_binding(8, thread="threadIdx.x"):
+            I[tx] = T.Cast("int32", A[tx])
+            U[tx] = T.Cast("uint8", I[tx])
+            H[tx] = T.Cast("float16", A[tx])
+            BF[tx] = T.Cast("bfloat16", A[tx])
+            W[tx] = T.Cast("int8", T.Cast("bfloat16", A[tx]))
+
+    a = np.array([1.5, -2.7, 3e9, -3e9, np.nan, 65519.0, 1.0 + 2**-9, 257.9], np.float32)
+    i, u, w = np.zeros(8, np.int32), np.zeros(8, np.uint8), np.zeros(8, np.int8)
+    h = np.zeros(8, np.float16)
+    import ml_dtypes
+    bf = np.zeros(8, ml_dtypes.bfloat16)
+    run_prim_func(k, [a, i, u, h, bf, w])
+    assert i.tolist() == [1, -2, 2**31 - 1, -2**31, 0, 65519, 1, 257]          # truncate, saturate, NaN -> 0
+    assert u.tolist() == [1, 254, 255, 0, 0, 239, 1, 1]                            # wrap mod 256
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(h, a.astype(np.float16))                     # RNE; 3e9 -> inf
+    np.testing.assert_array_equal(bf.astype(np.float32), a.astype(ml_dtypes.bfloat16).astype(np.float32))
+    assert w.tolist()[:2] == [1, -2] and w[2] == 127 and w[3] == -128 and w[4] == 0

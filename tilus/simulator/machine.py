@@ -901,22 +901,29 @@ def _var_np(var):
         return np.dtype(np.int32)
 
 
+_ML_FLOATS = (_SCALARS["bfloat16"], _SCALARS["float8_e4m3fn"], _SCALARS["float8_e5m2"])
+
+
+def _is_float(dt) -> bool:
+    return dt.kind == "f" or dt in _ML_FLOATS
+
+
 def _cast(v, npdt):
+    """C / PTX conversion: float -> int truncates toward zero and saturates, NaN -> 0 (cvt.rzi);
+    int -> int wraps (two's complement); -> float rounds to nearest even; -> bool is != 0."""
     v = np.asarray(v)
     if v.dtype == npdt:
         return v
     if npdt == np.bool_:
         return v != 0
-    if npdt.kind in "iu" and v.dtype.kind == "f" or v.dtype in (_SCALARS["bfloat16"], _SCALARS["float16"]) and npdt.kind in "iu":
-        f = v.astype(np.float64)
-        f = np.trunc(np.nan_to_num(f, nan=0.0))
-        info = np.iinfo(npdt)
-        return np.clip(f, info.min, info.max).astype(npdt)
-    if npdt.kind in "iu" and v.dtype.kind in "iub":
-        return v.astype(np.int64).astype(npdt) if v.dtype.kind != "u" else v.astype(npdt)
-    if v.dtype in (_SCALARS["float8_e4m3fn"], _SCALARS["float8_e5m2"], _SCALARS["bfloat16"]) or \
-            npdt in (_SCALARS["float8_e4m3fn"], _SCALARS["float8_e5m2"], _SCALARS["bfloat16"]):
-        return v.astype(np.float32).astype(npdt) if v.dtype.kind in "iub" else v.astype(npdt)
+    if npdt.kind in "iu":
+        if _is_float(v.dtype):
+            f = np.trunc(np.nan_to_num(v.astype(np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf))
+            info = np.iinfo(npdt)
+            return np.clip(f, info.min, info.max).astype(npdt)
+        return v.astype(npdt)
+    if v.dtype.kind in "iub" and npdt in _ML_FLOATS:
+        return v.astype(np.float64).astype(npdt)
     return v.astype(npdt)
 
 
