@@ -272,3 +272,18 @@ def test_mma_m16n8k8_f16():
     d = ptx.mma("m16n8k8", "f32", "f16", "f16", "f32", a.view(np.uint32), b.view(np.uint32),
                 np.zeros((32, 4), np.float32))
     np.testing.assert_array_equal(unpack_c(d), A.astype(np.float32) @ B.astype(np.float32))
+
+
+# bytes of {b, a}: a = 0x33221100 (bytes 0..3 = 00 11 22 33), b = 0x77665544 (bytes 4..7)
+PA, PB = 0x33221100, 0x77665544
+
+
+@pytest.mark.parametrize("mode,c,expect", [
+    ("f4e", 0, 0x33221100), ("f4e", 1, 0x44332211), ("f4e", 3, 0x66554433),
+    ("b4e", 0, 0x55667700), ("b4e", 3, 0x00112233),
+    ("rc8", 2, 0x22222222), ("ecl", 1, 0x33221111), ("ecr", 2, 0x22221100),
+    ("rc16", 1, 0x33223322), ("rc16", 2, 0x11001100), ("ecr", 1, 0x11111100), ("ecl", 3, 0x33333333),
+    ("f4e", 5, 0x44332211),                      # only c[1:0] counts
+])
+def test_prmt_modes(mode, c, expect):
+    assert int(ptx.prmt(PA, PB, c, mode)) == expect

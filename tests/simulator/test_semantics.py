@@ -477,3 +477,19 @@ def test_conversions_follow_c_and_ptx():
         np.testing.assert_array_equal(h, a.astype(np.float16))                     # RNE; 3e9 -> inf
     np.testing.assert_array_equal(bf.astype(np.float32), a.astype(ml_dtypes.bfloat16).astype(np.float32))
     assert w.tolist()[:2] == [1, -2] and w[2] == 127 and w[3] == -128 and w[4] == 0
+
+
+def test_prmt_mode_in_a_kernel():
+    @T.prim_func
+    def k(a: T.handle, o: T.handle):
+        A = T.match_buffer(a, (2,), "uint32")
+        O = T.match_buffer(o, (32,), "uint32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            r = T.alloc_buffer((1,), "uint32", scope="local")
+            T.ptx["prmt.b32.f4e"](r[0], A[0], A[1], T.Cast("uint32", tx))
+            O[tx] = r[0]
+
+    o = np.zeros(32, np.uint32)
+    run_prim_func(k, [np.array([0x33221100, 0x77665544], np.uint32), o])
+    assert [hex(x) for x in o[:4]] == ["0x33221100", "0x44332211", "0x55443322", "0x66554433"]
+    assert o[4] == o[0]

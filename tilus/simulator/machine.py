@@ -1183,11 +1183,11 @@ def _c_lop3(m, e, args):
 
 def _c_prmt(m, e, args):
     ss = [s for s in _strings(args) if s and s != "b32"]
-    if ss:
+    if any(s not in ptx.PRMT_MODES for s in ss) or len(ss) > 1:
         raise m._err(UnsupportedError, f"prmt mode {ss}")
     ops = _operands(args)
     a, b, c = (_as_u32(m.eval(x)) for x in ops[1:4])
-    m.store_to(ops[0], ptx.prmt(a, b, c))
+    m.store_to(ops[0], ptx.prmt(a, b, c, ss[0] if ss else None))
 
 
 def _shuffle(mode, m, membermask, value, b, width):

@@ -41,10 +41,30 @@ def lop3(a, b, c, lut: int):
     return out
 
 
-def prmt(a, b, c):
-    """PTX prmt.b32 default mode: result byte i = byte (c >> 4i) & 7 of the 8-byte value {b, a}
-    (a = bytes 0..3); when bit 3 of that selector nibble is set the byte's sign bit (bit 7) is
-    replicated over all 8 bits."""
+# prmt's other modes (PTX ISA 9.7.8.7, "prmt" mode table): c[1:0] = s picks result byte i =
+# source byte sel(i, s); written here as default-mode selectors (no sign replication in these modes)
+def _mode_selectors(sel):
+    return tuple(sum(sel(i, s) << (4 * i) for i in range(4)) for s in range(4))
+
+
+PRMT_MODES = {
+    "f4e": _mode_selectors(lambda i, s: (s + i) % 8),       # forward 4 extract: 3210 4321 5432 6543
+    "b4e": _mode_selectors(lambda i, s: (s - i) % 8),       # backward 4 extract: 5670 6701 7012 0123
+    "rc8": _mode_selectors(lambda i, s: s),                 # replicate 8: 0000 1111 2222 3333
+    "ecl": _mode_selectors(lambda i, s: max(i, s)),         # edge clamp left: 3210 3211 3222 3333
+    "ecr": _mode_selectors(lambda i, s: min(i, s)),         # edge clamp right: 0000 1110 2210 3210
+    "rc16": _mode_selectors(lambda i, s: 2 * (s % 2) + i % 2),  # replicate 16: 1010 3232 1010 3232
+}
+
+
+def prmt(a, b, c, mode: str | None = None):
+    """PTX prmt.b32: default mode (``mode`` None or ""): result byte i = byte (c >> 4i) & 7 of the
+    8-byte value {b, a} (a = bytes 0..3); when bit 3 of that selector nibble is set the byte's
+    sign bit (bit 7) is replicated over all 8 bits. With ``mode`` (f4e, b4e, rc8, ecl, ecr, rc16)
+    c[1:0] picks one of the mode's four fixed byte selections."""
+    if mode:
+        table = np.array(PRMT_MODES[mode], dtype=np.uint64)
+        c = table[np.asarray(c).astype(np.uint64) & np.uint64(3)]
     a, b, c = (np.asarray(v).astype(np.uint64) & np.uint64(0xFFFFFFFF) for v in (a, b, c))
     src = (b << np.uint64(32)) | a
     out = np.zeros(np.broadcast(a, b, c).shape, dtype=np.uint64)
