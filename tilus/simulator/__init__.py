@@ -6,8 +6,19 @@ branches and loops run under masks; PTX instructions have their ISA semantics
 local/shared values and barriers reached in divergent code are reported as errors
 (``tilus.simulator.errors``).
 
-    tilus.simulator.run_prim_func(func, args, grid=None, uninit="error")
+    tilus.simulator.run_prim_func(func, args, grid=None, uninit="error", races=True,
+                                  max_while_iterations=100_000) -> SimulationReport
     tilus.simulate(kernel_or_program_or_prim_func, *args, arch="sm_80")
+
+Modules: ``ptx`` (instruction semantics, pure numpy: mma.sync m16n8k8/16/32, ldmatrix, shfl.sync,
+lop3, prmt), ``memory`` (byte-addressed global/shared/local memories and their bookkeeping),
+``machine`` (the TIR evaluator, the memory checks, cp.async groups, atomics), ``errors``.
+
+Not modelled: timing; concurrency between blocks (they run one after another, in blockIdx order,
+so a spin-wait on a later block never ends and is reported after ``max_while_iterations``); the
+memory model's reorderings (fences are no-ops, global memory is coherent at once; races are
+checked in shared memory, plus conflicting same-statement stores in global memory); bank
+conflicts; hardware rounding order inside mma (products are summed exactly, rounded once).
 
 This package's ``__init__`` imports nothing heavy: ``tilus.simulator.ptx`` (pure numpy) is used by
 the backend without loading TVM.

@@ -12,7 +12,8 @@ TIR subset: For (serial, unrolled, vectorized, parallel, thread_binding to block
 While, IfThenElse, SeqStmt, Bind (LetStmt), AttrStmt (thread_extent binds a thread axis; others are
 transparent), AssertStmt, Break/Continue/Return, BufferStore, AllocBuffer / DeclBuffer in global,
 shared and local scope, Evaluate; expressions IntImm, FloatImm, StringImm, Var, Cast, Add, Sub, Mul,
-Div/Mod (C: truncating), FloorDiv/FloorMod, Min, Max, shifts, bit ops, comparisons, And/Or/Not
+Div/Mod (C: truncating), FloorDiv/FloorMod, Min, Max, shifts, bit ops (incl. BitwiseNot),
+comparisons, And/Or/Not
 (short-circuit: the right side runs under the left's mask), Select, Let, Ramp, Broadcast, Shuffle,
 BufferLoad (scalar and vector indices, vector-typed buffers), and calls (see ``_CALLS``).
 """
