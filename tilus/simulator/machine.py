@@ -129,6 +129,7 @@ class Machine:
 
     def _set_threads(self, n, dims=(1, 1, 1)):
         self.T = n
+        self._consts = {}
         self.tid = np.arange(n)
         self.dims = dims
         x, y, z = dims
@@ -426,7 +427,13 @@ class Machine:
 
     def _e_imm(self, e):
         npdt, lanes = np_dtype(_expr_dtype(e))
-        return self._full(e.value, npdt)
+        key = (e.value, npdt)
+        arr = self._consts.get(key)
+        if arr is None:           # one read-only array per constant (no statement writes in place)
+            arr = self._full(e.value, npdt)
+            arr.flags.writeable = False
+            self._consts[key] = arr
+        return arr
 
     def _e_var(self, e):
         try:
