@@ -7,7 +7,8 @@ import pytest
 
 from tilus.backend.tvm_shim import T
 from tilus.simulator import (
-    DivergentBarrierError, OutOfBoundsError, RaceError, UninitializedReadError, UninitializedReadWarning,
+    DivergentBarrierError, MisalignedAccessError, OutOfBoundsError, RaceError, UninitializedReadError,
+    UninitializedReadWarning,
     run_prim_func,
 )
 
@@ -335,3 +336,55 @@ def test_cp_async_landing_after_a_barrier_still_races_with_reads_before_it():
 
     with pytest.raises(RaceError, match="read by thread"):
         run_prim_func(k, [np.ones(32, np.float32), np.zeros(32, np.float32)])
+
+
+# ------------------------------------------------------------------ misaligned accesses
+
+def test_misaligned_vector_load():
+    @T.prim_func
+    def k(a: T.handle, b: T.handle):
+        A = T.match_buffer(a, (132,), "float32")
+        B = T.match_buffer(b, (128,), "float32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            B[T.Ramp(tx * 4, 1, 4)] = A[T.Ramp(tx * 4 + 1, 1, 4)]   # a float4 at 4 mod 16 bytes
+
+    with pytest.raises(MisalignedAccessError) as ei:
+        run_prim_func(k, [np.zeros(132, np.float32), np.zeros(128, np.float32)])
+    assert ei.value.address == 4 and ei.value.threads[0] == 0 and "16 byte" in str(ei.value)
+
+
+def test_word_view_of_halves_is_aligned():
+    @T.prim_func
+    def k(a: T.handle, b: T.handle):
+        A = T.match_buffer(a, (64,), "uint16")
+        B = T.match_buffer(b, (32,), "uint32")
+        for tx in T.thread_binding(8, thread="threadIdx.x"):
+            S = T.alloc_buffer((64,), "uint16", scope="shared")
+            S32 = T.decl_buffer((31,), "uint32", data=S.data, elem_offset=0)
+            S[tx] = A[tx]
+            T.tvm_storage_sync("shared")
+            B[tx] = S32[tx]
+
+    run_prim_func(k, [np.zeros(64, np.uint16), np.zeros(32, np.uint32)], uninit="ignore")
+
+
+def test_planted_misaligned_ldmatrix_row():
+    from tilus.backend import testing
+    from tests.simulator.tir_mutate import map_call_args
+    from tilus.backend.tvm_shim import ir, tirx
+
+    def shift(args):   # ldmatrix.x4's address operand: A_s[i] -> A_s[i + 4] (8 bytes off)
+        cvta = args[4]
+        addr = cvta.args[0]
+        load = addr.args[0]
+        moved = tirx.BufferLoad(load.source, [tirx.Add(load.indices[0], tirx.IntImm("int32", 4))])
+        new_addr = ir.Call(addr.op, [moved], addr.attrs, addr.ty_args, addr.span, ret_ty=addr.ty)
+        args[4] = ir.Call(cvta.op, [new_addr], cvta.attrs, cvta.ty_args, cvta.span, ret_ty=cvta.ty)
+        return args
+
+    func = map_call_args(testing.mma_m16n8k16_f16(), "tirx.ptx.ldmatrix",
+                         lambda a: shift(a) if len([x for x in a if not isinstance(x, ir.StringImm)]) == 5 else a)
+    a, b = np.ones(256, np.float16), np.ones(128, np.float16)
+    with pytest.raises(MisalignedAccessError, match="ldmatrix row address") as ei:
+        run_prim_func(func, [a, b, np.zeros(128, np.float32)])
+    assert ei.value.address == 8

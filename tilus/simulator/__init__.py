@@ -26,7 +26,7 @@ the backend without loading TVM.
 from __future__ import annotations
 
 from tilus.simulator.errors import (  # noqa: F401
-    DivergentBarrierError, OutOfBoundsError, RaceError, SimulationError, UninitializedReadError,
+    DivergentBarrierError, MisalignedAccessError, OutOfBoundsError, RaceError, SimulationError, UninitializedReadError,
     UninitializedReadWarning, UnsupportedError,
 )
 

@@ -32,6 +32,13 @@ class OutOfBoundsError(SimulationError):
     kind = "out-of-bounds access"
 
 
+class MisalignedAccessError(SimulationError):
+    """A GPU faults with "misaligned address": scalar accesses need natural alignment, vector
+    accesses (float4, half2, ...) their whole width, ldmatrix rows and cp.async 16 / cp-size bytes."""
+
+    kind = "misaligned access"
+
+
 class RaceError(SimulationError):
     kind = "race"
 

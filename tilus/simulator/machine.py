@@ -31,7 +31,7 @@ import numpy as np
 from tilus.backend.tvm_shim import ir, tirx
 from tilus.simulator import ptx
 from tilus.simulator.errors import (
-    DivergentBarrierError, OutOfBoundsError, RaceError, SimulationError, UninitializedReadError,
+    DivergentBarrierError, MisalignedAccessError, OutOfBoundsError, RaceError, SimulationError, UninitializedReadError,
     UninitializedReadWarning, UnsupportedError,
 )
 from tilus.simulator.memory import Memory, Pointer, View
@@ -395,9 +395,35 @@ class Machine:
             off = (off[..., None] + np.arange(view.lanes) * view.npdt.itemsize).reshape(self.T, -1)
         return off
 
+    def check_alignment(self, mem, off, npdt, what="access", width=None, mask=None):
+        """Natural alignment of scalar accesses, whole-width alignment of contiguous vector accesses
+        (a Ramp with stride 1 over 2/4/8/16 bytes is one vector instruction) in global/shared memory.
+        Offsets count from the start of the allocation, taken as 256-byte aligned (cudaMalloc)."""
+        mask = self.mask if mask is None else mask
+        if mem.scope == "local" or not mask.any():
+            return
+        k = npdt.itemsize
+        if width is None:
+            width = k
+            if off.ndim == 2 and off.shape[1] > 1:
+                total = k * off.shape[1]
+                contiguous = (np.diff(off, axis=1) == k).all(axis=1)
+                if total in (2, 4, 8, 16) and contiguous[mask].all():
+                    width = total
+        first = off if off.ndim == 1 else off[:, 0]
+        bad = mask & (first % width != 0)
+        if off.ndim == 2 and width == k:
+            bad = bad | (mask & (off % k != 0).any(axis=1))
+        if bad.any():
+            t = int(np.nonzero(bad)[0][0])
+            addr = int(first[t])
+            raise self._err(MisalignedAccessError, f"{what} of {width} byte(s) at byte offset {addr}, "
+                            f"not a multiple of {width}", np.nonzero(bad)[0], mem.name, addr)
+
     def load(self, e):
         view = self.view_of(e.source)
         off = self._offsets(view, e.indices)
+        self.check_alignment(view.mem, off, view.npdt, "load")
         return self.mem_read(view.mem, off, view.npdt)
 
     def store_to(self, target, value):
@@ -555,6 +581,7 @@ class Machine:
         view = self.view_of(s.buffer)
         value = np.asarray(self.eval(s.value))
         off = self._offsets(view, s.indices)
+        self.check_alignment(view.mem, off, view.npdt, "store")
         if value.dtype != view.npdt:
             value = value.astype(view.npdt)
         self.mem_write(view.mem, off, np.broadcast_to(value.reshape(self.T, -1), off.reshape(self.T, -1).shape).reshape(off.shape))
@@ -744,6 +771,8 @@ class Machine:
         if dst.mem.scope != "shared":
             raise self._err(SimulationError, f"cp.async destination {dst.mem.name} is not shared memory")
         k = int(cp_size)
+        self.check_alignment(dst.mem, dst.off, np.dtype(np.uint8), "cp.async destination", width=k)
+        self.check_alignment(src.mem, src.off, np.dtype(np.uint8), "cp.async source", width=k)
         src_size = np.broadcast_to(np.asarray(src_size, np.int64), (self.T,))
         lanes = np.arange(k)
         dst_off = dst.off[:, None] + lanes
@@ -1145,6 +1174,9 @@ def _c_ldmatrix(m, e, args):
     inactive_src = m.mask[:, None, None] & ~m.mask[src]
     if inactive_src.any():
         raise m._err(SimulationError, "ldmatrix row address from an inactive lane", m._threads_of(inactive_src))
+    # only lanes 0 .. 8*num-1 give row addresses; each row is 16 bytes, 16-byte aligned
+    m.check_alignment(ptr.mem, ptr.off, np.dtype(np.uint8), "ldmatrix row address", width=16,
+                      mask=m.mask & (m.tid % ptx.WARP < 8 * num))
     addr = ptr.off[src] + boff
     halves = m.mem_read(ptr.mem, addr, np.dtype(np.uint16))
     words = np.ascontiguousarray(halves).view(np.uint32).reshape(m.T, num)
