@@ -4,6 +4,14 @@ from tilus.dtypes import *  # noqa: F401,F403  (tilus.uint3, tilus.float16, ...)
 
 __version__ = "0.1.0"
 from tilus.interpreter import interpret  # noqa: F401,E402
+from tilus.simulator import simulate  # noqa: F401,E402  (imports no TVM until called)
+
+
+def build(kernel_or_program, arch=None, **consts):
+    """Compile a tilus.Script (instantiated with ``consts``) or Program to a CompiledKernel."""
+    from tilus.backend.build_program import build as _build
+
+    return _build(kernel_or_program, arch, **consts)
 
 # ----- tilus.lang: the Python DSL (kept as one block at the end to merge cleanly) -----
 from tilus.ir.expr import cdiv  # noqa: E402,F401

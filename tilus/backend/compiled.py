@@ -37,6 +37,13 @@ class CompiledKernel:
     compiler: str = "nvcc"
     log: str = ""
     _sass: str | None = field(default=None, repr=False)
+    # set by tilus.build: the lowered tirx PrimFunc (before TVM's passes), the Program after the
+    # passes, launch dimensions (grid expressions of the parameters, block threads, shared bytes)
+    # and the assumptions the code makes about its arguments (e.g. 16-byte aligned pointers)
+    prim_func: object = field(default=None, repr=False)
+    program: object = field(default=None, repr=False)
+    launch: dict = field(default_factory=dict)
+    assumptions: list = field(default_factory=list)
 
     @classmethod
     def from_cuda(cls, cuda_source: str, arch: "str | int | None" = None,

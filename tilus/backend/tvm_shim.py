@@ -32,10 +32,13 @@ try:
     import tvm  # noqa: F401
     import tvm.tirx as tirx  # noqa: F401
     from tvm.script import tirx as T  # noqa: F401,N812
+    from tvm.script.ir_builder import IRBuilder  # noqa: F401
+    from tvm.script.ir_builder import tirx as TB  # noqa: F401,N812  (the tirx IR builder)
 except ImportError as exc:  # pragma: no cover - the dependency is pinned
     raise CompilationError(f"the Tilus backend needs apache-tvm 0.27 (import failed: {exc})") from exc
 
 TVM_VERSION = tvm.__version__
+ir = tvm.ir  # Call, Op, StringImm, TensorLoad, Var, PrimType, PointerType (node classes of TIR expressions)
 IRModule = tvm.IRModule
 PrimFunc = tirx.PrimFunc
 
@@ -84,3 +87,38 @@ def export_library(executable, path: str) -> None:
         executable.export_library(str(path))
     except Exception as exc:
         raise CompilationError(f"export_library({path}) failed: {exc}") from exc
+
+
+def dt(x) -> str:
+    """The dtype string of a TIR expression or buffer (0.27 exprs carry ``.ty``, not ``.dtype``)."""
+    ty = getattr(x, "ty", None)
+    if isinstance(ty, tvm.ir.PrimType):
+        return str(ty.dtype)
+    return str(x.dtype)
+
+
+def stmt_kinds(func) -> tuple[set, set]:
+    """(statement node type names, names of the ops called by Evaluate statements) of a PrimFunc's
+    body, for checking which TIR constructs the lowering emits."""
+    kinds: set = set()
+    calls: set = set()
+    stack = [func.body]
+    while stack:
+        s = stack.pop()
+        if s is None:
+            continue
+        kinds.add(type(s).__name__)
+        if isinstance(s, tirx.SeqStmt):
+            stack.extend(s.seq)
+        for attr in ("body", "then_case", "else_case"):
+            child = getattr(s, attr, None)
+            if isinstance(child, tirx.Stmt):
+                stack.append(child)
+        if isinstance(s, tirx.Evaluate):
+            op = getattr(s.value, "op", None)
+            if op is not None:
+                name = getattr(op, "name", None) or str(op)
+                if name in ("tirx.call_extern", "tirx.call_pure_extern"):
+                    name = f"extern:{s.value.args[0].value}"
+                calls.add(name)
+    return kinds, calls

@@ -1,0 +1,50 @@
+"""``tilus.build``: Program (or DSL Script) -> passes -> tirx PrimFunc -> CUDA -> CompiledKernel."""
+from __future__ import annotations
+
+from typing import Any
+
+from tilus.backend.compiled import CompiledKernel
+from tilus.backend.toolchain import normalize_arch
+from tilus.errors import CompilationError
+from tilus.ir.program import Program
+
+
+def as_program(kernel_or_program: Any, **consts) -> Program:
+    if isinstance(kernel_or_program, Program):
+        if consts:
+            raise CompilationError("compile-time constants are given to a Script, not a Program")
+        return kernel_or_program
+    program = getattr(kernel_or_program, "program", None)
+    if callable(program):
+        return program(**consts)
+    raise CompilationError(f"tilus.build needs a tilus.Script or a tilus.ir.Program, got "
+                           f"{type(kernel_or_program).__name__}")
+
+
+def prepare(program: Program) -> Program:
+    """The pass pipeline before lowering: verification and layout inference."""
+    from tilus.transforms import LayoutInference, PassManager
+
+    return PassManager([LayoutInference()]).run(program)
+
+
+def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), **consts) -> CompiledKernel:
+    """Build a kernel for ``arch`` (default: the toolchain's default, sm_90 without a GPU)."""
+    from tilus.backend import build as tir_build
+    from tilus.backend.codegen import lower_program
+
+    arch = normalize_arch(arch)
+    program = prepare(as_program(kernel_or_program, **consts))
+    lowered = lower_program(program)
+    source = tir_build.tir_to_cuda(lowered.prim_func, arch)
+    kernel = CompiledKernel.from_cuda(source, arch, lowered.name + "_kernel", options)
+    kernel.prim_func = lowered.prim_func
+    kernel.program = program
+    kernel.launch = {
+        "grid": [str(g) for g in lowered.grid] + [1] * (3 - len(lowered.grid)),
+        "block": [lowered.threads, 1, 1],
+        "shared_bytes": 0,
+        "static_shared_bytes": lowered.shared_bytes,
+    }
+    kernel.assumptions = list(lowered.assumptions)
+    return kernel

@@ -1,0 +1,235 @@
+"""Computing instructions: cast, assign, unary/binary elementwise, where, reduce.
+
+Every operand is read "as the output's layout sees it" (tilus.backend.codegen.gather): free when
+the layouts line up (the usual case after layout inference), through shared memory otherwise.
+Values are computed in float32/int32 (scalar.load) and rounded/wrapped back (scalar.store), which
+is the interpreter's per-operation rounding.
+"""
+from __future__ import annotations
+
+from tilus import dtypes
+from tilus.backend.codegen import scalar
+from tilus.backend.codegen.dtypes_map import compute, storage
+from tilus.backend.codegen.gather import (broadcast_index, same_index, slot_values, spill_to_shared,
+                                          static_slots, flat_index)
+from tilus.backend.codegen.lower import THREAD
+from tilus.backend.codegen.registry import emitter
+from tilus.backend.tvm_shim import TB, tirx, dt
+from tilus.errors import CompilationError
+from tilus.ir import expr as E
+from tilus.ir import inst as I
+from tilus.ir.types import Tensor
+
+
+def operand_values(lw, x, out: Tensor, dtype) -> list:
+    """Stored values of operand x (tensor or scalar expression, converted to ``dtype``) for every
+    slot of the output's layout."""
+    layout = lw.reg(out).layout
+    n = layout.local_size
+    if isinstance(x, Tensor):
+        fn = same_index(layout) if tuple(x.shape) == tuple(out.shape) else broadcast_index(layout, x.shape)
+        return slot_values(lw, x, n, fn)
+    e = E.as_expr(x)
+    v = scalar.convert(e.dtype, dtype, lw.expr(e)) if e.dtype is not dtype else lw.expr(e)
+    return [v] * n
+
+
+def write(lw, out: Tensor, values) -> None:
+    st = lw.reg(out)
+    for s, v in enumerate(values):
+        lw.store(st.buf, v, [s])
+
+
+def _materialize_if_aliased(lw, out: Tensor, values, operands) -> list:
+    """When an operand is the output itself and values read other slots, copy them first."""
+    if not any(isinstance(x, Tensor) and x.name == out.name for x in operands):
+        return values
+    buf = lw.alloc_local(len(values), dt(lw.reg(out).buf), lw.fresh(out.name + "_tmp"))
+    for s, v in enumerate(values):
+        lw.store(buf, v, [s])
+    return [buf[s] for s in range(len(values))]
+
+
+@emitter(I.CastInst)
+def cast(lw, inst: I.CastInst) -> None:
+    vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
+    src, dst = inst.x.dtype, inst.output.dtype
+    write(lw, inst.output, [scalar.convert(src, dst, v) for v in vals])
+
+
+@emitter(I.AssignInst)
+def assign(lw, inst: I.AssignInst) -> None:
+    vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
+    vals = _materialize_if_aliased(lw, inst.output, vals, [inst.x])
+    write(lw, inst.output, vals)
+
+
+def unary_value(op: str, dtype, v):
+    """Compute-domain ``op(v)``."""
+    is_float = dtype.is_float
+    if op == "neg":
+        return -v if is_float else (tirx.const(0, dt(v)) - v if dt(v) != "bool" else v)
+    if op == "abs":
+        return tirx.abs(v) if dt(v) != "bool" else v
+    if op == "exp":
+        return tirx.exp(v)
+    if op == "log":
+        return tirx.log(v)
+    if op == "sqrt":
+        return tirx.sqrt(v)
+    if op == "rsqrt":
+        return tirx.const(1.0, dt(v)) / tirx.sqrt(v)
+    if op == "not":
+        return tirx.Not(v if dt(v) == "bool" else v != tirx.const(0, dt(v)))
+    if op == "bitnot":
+        return tirx.Not(v) if dt(v) == "bool" else tirx.bitwise_not(v)
+    raise CompilationError(f"unknown unary operation {op}")
+
+
+@emitter(I.UnaryInst)
+def unary(lw, inst: I.UnaryInst) -> None:
+    dtype = inst.x.dtype
+    vals = operand_values(lw, inst.x, inst.output, dtype)
+    out = [scalar.store(inst.output.dtype, _fit(inst.output.dtype,
+                                                unary_value(inst.op, dtype, scalar.load(dtype, v))))
+           for v in vals]
+    write(lw, inst.output, out)
+
+
+def _fit(dtype, v):
+    c = compute(dtype)
+    if dt(v) == c:
+        return v
+    if c == "bool":
+        return v != tirx.const(0, dt(v))
+    return tirx.Cast(c, v)
+
+
+def binary_value(op: str, dtype, a, b):
+    """Compute-domain ``a op b`` (a, b of compute(dtype))."""
+    if dtype.is_bool:
+        table = {"bitand": tirx.And, "bitor": tirx.Or, "maximum": tirx.Or, "minimum": tirx.And,
+                 "and": tirx.And, "or": tirx.Or}
+        if op in table:
+            return table[op](a, b)
+        if op in ("bitxor", "ne"):
+            return a != b
+        if op == "eq":
+            return a == b
+        a, b = tirx.Cast("int32", a), tirx.Cast("int32", b)
+        return binary_value(op, dtypes.int32, a, b) != tirx.const(0, "int32") \
+            if op not in ("lt", "le", "gt", "ge") else binary_value(op, dtypes.int32, a, b)
+    is_float = dtype.is_float
+    if op == "add":
+        return a + b
+    if op == "sub":
+        return a - b
+    if op == "mul":
+        return a * b
+    if op == "div":
+        return tirx.Div(a, b) if is_float else tirx.truncdiv(a, b)
+    if op == "mod":
+        return tirx.fmod(a, b) if is_float else tirx.truncmod(a, b)
+    if op == "maximum":
+        return tirx.max(a, b)
+    if op == "minimum":
+        return tirx.min(a, b)
+    if op in ("lt", "le", "gt", "ge", "eq", "ne"):
+        return {"lt": tirx.LT, "le": tirx.LE, "gt": tirx.GT, "ge": tirx.GE, "eq": tirx.EQ,
+                "ne": tirx.NE}[op](a, b)
+    if op in ("and", "or"):
+        z = tirx.const(0, dt(a))
+        return (tirx.And if op == "and" else tirx.Or)(a != z, b != z)
+    if op == "bitand":
+        return tirx.bitwise_and(a, b)
+    if op == "bitor":
+        return tirx.bitwise_or(a, b)
+    if op == "bitxor":
+        return tirx.bitwise_xor(a, b)
+    if op == "shl":
+        return tirx.shift_left(a, b)
+    if op == "shr":
+        return tirx.shift_right(a, b)
+    raise CompilationError(f"unknown binary operation {op}")
+
+
+@emitter(I.BinaryInst)
+def binary(lw, inst: I.BinaryInst) -> None:
+    dtype = next(x.dtype for x in (inst.a, inst.b) if isinstance(x, Tensor))
+    av = operand_values(lw, inst.a, inst.output, dtype)
+    bv = operand_values(lw, inst.b, inst.output, dtype)
+    out_dtype = inst.output.dtype
+    vals = [scalar.store(out_dtype, _fit(out_dtype, binary_value(inst.op, dtype, scalar.load(dtype, a),
+                                                                   scalar.load(dtype, b))))
+            for a, b in zip(av, bv)]
+    vals = _materialize_if_aliased(lw, inst.output, vals, [inst.a, inst.b])
+    write(lw, inst.output, vals)
+
+
+@emitter(I.WhereInst)
+def where(lw, inst: I.WhereInst) -> None:
+    dtype = inst.output.dtype
+    cv = operand_values(lw, inst.cond, inst.output, dtypes.bool)
+    av = operand_values(lw, inst.a, inst.output, dtype)
+    bv = operand_values(lw, inst.b, inst.output, dtype)
+    vals = [tirx.Select(c if dt(c) == "bool" else c != tirx.const(0, dt(c)), _st(a, dtype), _st(b, dtype))
+            for c, a, b in zip(cv, av, bv)]
+    vals = _materialize_if_aliased(lw, inst.output, vals, [inst.cond, inst.a, inst.b])
+    write(lw, inst.output, vals)
+
+
+def _st(v, dtype):
+    s = storage(dtype)
+    return v if dt(v) == s else tirx.Cast(s, v)
+
+
+# ---------------------------------------------------------------------------------- reduce
+@emitter(I.ReduceInst)
+def reduce(lw, inst: I.ReduceInst) -> None:
+    """Each output slot folds the ``n`` elements of its row along ``dim``, in index order. When
+    every thread holds its rows whole (static slots), in registers; otherwise the tile goes through
+    shared memory once and each thread reads what it needs."""
+    x = inst.x
+    dim, n = inst.dim, x.shape[inst.dim]
+    out_layout = lw.reg(inst.output).layout
+    dtype = x.dtype
+    L = out_layout.local_size
+
+    def src3(t, s, r):
+        o = out_layout._coords(t, s)
+        if inst.keepdim:
+            return tuple(r if d == dim else c for d, c in enumerate(o))
+        o = list(o)
+        o.insert(dim, r)
+        return tuple(o)
+
+    def combine(acc, v):
+        if inst.op == "sum":
+            return tirx.Or(acc, v) if dtype.is_bool else acc + v
+        if inst.op == "max":
+            return tirx.Or(acc, v) if dtype.is_bool else tirx.max(acc, v)
+        return tirx.And(acc, v) if dtype.is_bool else tirx.min(acc, v)
+
+    cdt = compute(dtype)
+    acc = lw.alloc_local(L, cdt, lw.fresh(inst.output.name + "_acc"))
+    xs = lw.reg(x)
+    slots = static_slots(xs.layout, x.shape, L * n, lw.threads,
+                         lambda t, v: src3(t, v // n, v % n))
+    if slots is not None:
+        for s in range(L):
+            lw.store(acc, scalar.load(dtype, xs.buf[slots[s * n]]), [s])
+            for r in range(1, n):
+                lw.store(acc, combine(acc[s], scalar.load(dtype, xs.buf[slots[s * n + r]])), [s])
+    else:
+        scratch = spill_to_shared(lw, x)
+        r_var = E.Var(lw.fresh("r"), dtypes.int32)
+        for s in range(L):
+            first = flat_index(src3(THREAD, s, 0), x.shape)
+            lw.store(acc, scalar.load(dtype, scratch[lw.index(first)]), [s])
+            if n > 1:
+                with TB.serial(1, n) as r:
+                    lw.vars[r_var] = r
+                    idx = flat_index(src3(THREAD, s, r_var), x.shape)
+                    lw.store(acc, combine(acc[s], scalar.load(dtype, scratch[lw.index(idx)])), [s])
+    out = [scalar.store(inst.output.dtype, _fit(inst.output.dtype, acc[s])) for s in range(L)]
+    write(lw, inst.output, out)

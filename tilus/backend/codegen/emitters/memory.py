@@ -1,0 +1,419 @@
+"""Memory instructions: global views, allocations, loads/stores between the three memories.
+
+Fast paths (each falls back to the per-element path at run time when its condition fails):
+- load_global/store_global: when each thread's slots form runs of ``vec`` consecutive elements of
+  the last dimension (vec * bytes in 4..16) and the global view's last stride is 1, a run whose
+  elements are all in bounds and whose element offset is a multiple of vec moves as one vector
+  access (LDG.E.128 for 16 bytes). Assumes 16-byte aligned base pointers (recorded).
+- copy_async: 16-byte (or 8/4-byte) ``cp.async`` chunks when the shared layout keeps chunks
+  contiguous; chunks that are partly out of bounds or misaligned are copied element by element
+  (zero-filled) synchronously.
+- load_shared/store_shared: vector accesses of runs contiguous in shared memory.
+Every element access is predicated by its bounds mask; sub-byte tensors use bitstream reads and
+atomic read-modify-writes (see tilus.backend.codegen.bitstream).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
+from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
+                                                   shared_write, subbyte)
+from tilus.backend.codegen import scalar
+from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
+from tilus.backend.codegen.registry import emitter
+from tilus.backend.tvm_shim import T, TB, dt, tirx
+from tilus.ir import expr as E
+from tilus.ir import inst as I
+from tilus.ir.inst import tile_dims
+from tilus.ir.layout import SharedLayout, StridedShared, SwizzledShared, row_major
+
+
+# ---------------------------------------------------------------------------------- views/allocs
+@emitter(I.GlobalViewInst)
+def global_view(lw, inst: I.GlobalViewInst) -> None:
+    base = lw.param_buffer(inst.ptr)
+    out = inst.output
+    buf = lw.alias(base, pointer_storage(out.dtype))
+    words = lw.alias(base, "uint32") if subbyte(out.dtype) else None
+    lw.tensors[out.name] = GlobalStorage(buf, words, out.dtype, tuple(E.as_expr(s) for s in out.shape),
+                                         tuple(inst.strides))
+
+
+def _shared_words(layout: SharedLayout, dtype) -> tuple[int, str]:
+    if subbyte(dtype):
+        return -(-layout.size * dtype.nbits // 32), "uint32"
+    return layout.size, storage(dtype)
+
+
+@emitter(I.AllocateSharedInst)
+def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
+    out = inst.output
+    layout = out.layout if isinstance(out.layout, SharedLayout) else row_major(*out.shape)
+    n, d = _shared_words(layout, out.dtype)
+    buf = lw.alloc_shared(n, d, out.name)
+    st = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset, layout.nbytes(out.dtype))
+    st.layout = layout
+    st.base_static = True
+    lw.tensors[out.name] = st
+
+
+@emitter(I.FreeSharedInst)
+def free_shared(lw, inst: I.FreeSharedInst) -> None:
+    """Static allocation: every shared tensor keeps its own region, so freeing emits nothing."""
+
+
+@emitter(I.SliceSharedInst)
+def slice_shared(lw, inst: I.SliceSharedInst) -> None:
+    src = lw.shared(inst.src)
+    rank = len(inst.src.shape)
+    dims = tile_dims(rank, len(inst.output.shape), inst.dims)
+    offsets = tuple(inst.offsets)
+    parent = src.offset
+
+    def offset(index, parent=parent):
+        full = [offsets[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
+        return parent(tuple(full))
+    st = SharedStorage(src.buf, src.dtype, tuple(inst.output.shape), offset, 0)
+    st.layout = None
+    st.base_static = all(isinstance(o, E.Const) for o in offsets) and getattr(src, "base_static", False)
+    lw.tensors[inst.output.name] = st
+
+
+@emitter(I.AllocateRegisterInst)
+def register_tensor(lw, inst: I.AllocateRegisterInst) -> None:
+    if inst.init is None:
+        return
+    st = lw.reg(inst.output)
+    value = _scalar_to_storage(lw, inst.init, inst.output.dtype)
+    with TB.unroll(0, st.layout.local_size) as s:
+        lw.store(st.buf, value, [s])
+
+
+def _scalar_to_storage(lw, e, dtype):
+    """A scalar expression converted (cast semantics) to ``dtype``'s stored form."""
+    from tilus.backend.codegen.dtypes_map import is_native as native
+
+    x = lw.expr(E.as_expr(e))
+    src = E.as_expr(e).dtype
+    return scalar.convert(src, dtype, x) if native(src) else x
+
+
+# ---------------------------------------------------------------------------------- vector runs
+def _vector_length(layout, dtype, max_bytes: int = 16) -> int:
+    """vec such that slots g*vec..g*vec+vec-1 of every thread hold consecutive last-dim elements
+    starting at a multiple of vec; 1 when no vector of at least 4 bytes fits."""
+    if not is_native(dtype) or dtype.is_bool or not layout.shape:
+        return 1
+    nbytes = dtype.nbits // 8
+    table = layout.index_table()
+    last = layout.shape[-1]
+    vec = max_bytes // nbytes
+    while vec >= 2 and vec * nbytes >= 4:
+        if layout.local_size % vec == 0 and last % vec == 0:
+            g = table.reshape(table.shape[0], -1, vec)
+            if (np.diff(g, axis=2) == 1).all() and (g[:, :, 0] % last % vec == 0).all():
+                return vec
+        vec //= 2
+    return 1
+
+
+def _global_vec_ok(g: GlobalStorage, dims, rank) -> bool:
+    st = g.strides[-1]
+    return dims[-1] == rank - 1 and isinstance(st, E.Const) and st.value == 1
+
+
+def _global_index(inst, tile_index, rank, dims):
+    return [E.as_expr(inst.offsets[d]) + (tile_index[dims.index(d)] if d in dims else 0)
+            for d in range(rank)]
+
+
+def _is_replicated(layout) -> bool:
+    return any(e < 0 for e in layout.spatial_modes)
+
+
+def _owner_guard(lw, layout, index):
+    """tx == lowest owner of ``index`` (only one replica stores)."""
+    owner, _ = layout.owner_exprs(index)
+    return lw.expr(E.as_expr(owner)) == lw.tx
+
+
+# ---------------------------------------------------------------------------------- global
+@emitter(I.LoadGlobalInst)
+def load_global(lw, inst: I.LoadGlobalInst) -> None:
+    g = lw.glob(inst.src)
+    out = lw.reg(inst.output)
+    layout = out.layout
+    rank = len(g.shape)
+    dims = tile_dims(rank, len(inst.output.shape), inst.dims)
+    other = _scalar_to_storage(lw, inst.other, g.dtype) if inst.other is not None \
+        else tirx.const(0, storage(g.dtype))
+    vec = _vector_length(layout, g.dtype) if _global_vec_ok(g, dims, rank) else 1
+    if vec > 1:
+        lw.assume("global tensors are 16-byte aligned")
+
+    def scalar_load(s):
+        gidx = _global_index(inst, layout.index_exprs(THREAD, s), rank, dims)
+        lw.store(out.buf, tirx.if_then_else(in_bounds(lw, gidx, g.shape), global_read(lw, g, gidx),
+                                            other), [s])
+
+    for s0 in range(0, layout.local_size, vec):
+        if vec == 1:
+            scalar_load(s0)
+            continue
+        gidx = _global_index(inst, layout.index_exprs(THREAD, s0), rank, dims)
+        last = list(gidx)
+        last[-1] = last[-1] + (vec - 1)
+        off = lw.expr(E.as_expr(g.offset(gidx)))
+        cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
+                        tirx.floormod(off, vec) == 0)
+        with TB.If(cond):
+            with TB.Then():
+                vector_copy(lw, out.buf, s0, g.buf, off, vec, g.dtype.nbits // 8)
+            with TB.Else():
+                for s in range(s0, s0 + vec):
+                    scalar_load(s)
+
+
+@emitter(I.StoreGlobalInst)
+def store_global(lw, inst: I.StoreGlobalInst) -> None:
+    g = lw.glob(inst.dst)
+    src = lw.reg(inst.src)
+    layout = src.layout
+    rank = len(g.shape)
+    dims = tile_dims(rank, len(inst.src.shape), inst.dims)
+    vec = _vector_length(layout, g.dtype) if _global_vec_ok(g, dims, rank) else 1
+    if vec > 1:
+        lw.assume("global tensors are 16-byte aligned")
+    replicated = _is_replicated(layout)
+
+    def guard(tidx, cond):
+        return tirx.And(cond, _owner_guard(lw, layout, tidx)) if replicated else cond
+
+    def scalar_store(s):
+        tidx = layout.index_exprs(THREAD, s)
+        gidx = _global_index(inst, tidx, rank, dims)
+        with TB.If(guard(tidx, in_bounds(lw, gidx, g.shape))):
+            with TB.Then():
+                global_write(lw, g, gidx, src.buf[s])
+
+    for s0 in range(0, layout.local_size, vec):
+        if vec == 1:
+            scalar_store(s0)
+            continue
+        tidx = layout.index_exprs(THREAD, s0)
+        gidx = _global_index(inst, tidx, rank, dims)
+        last = list(gidx)
+        last[-1] = last[-1] + (vec - 1)
+        off = lw.expr(E.as_expr(g.offset(gidx)))
+        cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
+                        tirx.floormod(off, vec) == 0)
+        with TB.If(cond):
+            with TB.Then():
+                with TB.If(guard(tidx, tirx.const(True, "bool"))) if replicated else _null():
+                    if replicated:
+                        with TB.Then():
+                            vector_copy(lw, g.buf, off, src.buf, s0, vec, g.dtype.nbits // 8)
+                    else:
+                        vector_copy(lw, g.buf, off, src.buf, s0, vec, g.dtype.nbits // 8)
+            with TB.Else():
+                for s in range(s0, s0 + vec):
+                    scalar_store(s)
+
+
+def vector_copy(lw, dst, dst_off, src, src_off, vec: int, elem_bytes: int) -> None:
+    """dst[dst_off : +vec] = src[src_off : +vec] as one access of vec*elem_bytes bytes, through
+    uint32 views of both buffers (offsets are element offsets, multiples of vec)."""
+    words = vec * elem_bytes // 4
+    per = 4 // elem_bytes if elem_bytes < 4 else None
+
+    def word_index(off):
+        off = off if not isinstance(off, int) else tirx.const(off, "int32")
+        if elem_bytes == 4:
+            return off
+        if elem_bytes < 4:
+            return tirx.floordiv(off, per)
+        return off * (elem_bytes // 4)
+    if dt(dst) == "uint32" and dt(src) == "uint32" or elem_bytes == 4 and dt(dst) == dt(src):
+        dw, sw = dst, src
+    else:
+        dw = _word_view(lw, dst)
+        sw = _word_view(lw, src)
+    if words == 1:
+        TB.buffer_store(dw, sw[word_index(src_off)], [word_index(dst_off)])
+    else:
+        TB.buffer_store(dw, sw[tirx.Ramp(word_index(src_off), 1, words)],
+                        [tirx.Ramp(word_index(dst_off), 1, words)])
+
+
+def _word_view(lw, buf):
+    scope = buf.scope() if callable(getattr(buf, "scope", None)) else "global"
+    if scope == "local":
+        return lw.alias_local(buf, "uint32")
+    return lw.alias(buf, "uint32")
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---------------------------------------------------------------------------------- copy_async
+def _shared_chunk_ok(st: SharedStorage, vec: int) -> bool:
+    """True when every run of ``vec`` last-dim elements starting at a multiple of vec is contiguous
+    and vec-aligned in shared memory (checked on the whole tile with numpy)."""
+    if not getattr(st, "base_static", False):
+        return False
+    shape = st.shape
+    if shape[-1] % vec:
+        return False
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    try:
+        offs = np.asarray(st.offset(tuple(grids)), dtype=np.int64)
+    except Exception:
+        return False
+    offs = offs.reshape(-1, vec)
+    return bool((np.diff(offs, axis=1) == 1).all() and (offs[:, 0] % vec == 0).all())
+
+
+def _unravel(flat, shape):
+    idx = []
+    stride = 1
+    strides = []
+    for n in reversed(shape):
+        strides.insert(0, stride)
+        stride *= n
+    for n, st in zip(shape, strides):
+        q = flat // st if st != 1 else flat
+        idx.append(q % n if st * n != stride else q)
+    return idx
+
+
+@emitter(I.CopyAsyncInst)
+def copy_async(lw, inst: I.CopyAsyncInst) -> None:
+    g = lw.glob(inst.src)
+    dst = lw.shared(inst.dst)
+    shape = tuple(inst.dst.shape)
+    rank = len(g.shape)
+    dims = tile_dims(rank, len(shape), inst.dims)
+    size = int(np.prod(shape))
+    vec = 1
+    if is_native(g.dtype) and not g.dtype.is_bool and _global_vec_ok(g, dims, rank):
+        nbytes = g.dtype.nbits // 8
+        for v in (16 // nbytes, 8 // nbytes, 4 // nbytes):
+            if v >= 1 and v * nbytes >= 4 and _shared_chunk_ok(dst, v):
+                vec = v
+                break
+    nthreads = lw.threads
+    chunks = size // vec
+    zero = tirx.const(0, storage(g.dtype))
+    for j in range(-(-chunks // nthreads)):
+        cid = THREAD + j * nthreads
+        body_guard = (j + 1) * nthreads > chunks
+        frame = TB.If(lw.expr(cid) < chunks) if body_guard else _null()
+        with frame:
+            ctx = TB.Then() if body_guard else _null()
+            with ctx:
+                tidx = _unravel(cid * vec, shape)
+                gidx = _global_index(inst, tidx, rank, dims)
+                if vec == 1:
+                    cond = in_bounds(lw, gidx, g.shape)
+                    shared_write(lw, dst, tidx, tirx.if_then_else(cond, global_read(lw, g, gidx), zero))
+                    continue
+                lw.assume("global tensors are 16-byte aligned")
+                last = list(gidx)
+                last[-1] = last[-1] + (vec - 1)
+                off = lw.expr(E.as_expr(g.offset(gidx)))
+                soff = lw.expr(E.as_expr(dst.offset(tuple(tidx))))
+                cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
+                                tirx.floormod(off, vec) == 0)
+                nbytes = vec * (g.dtype.nbits // 8)
+                with TB.If(cond):
+                    with TB.Then():
+                        kind = "cg" if nbytes == 16 else "ca"
+                        lw.emit(T.ptx[f"cp.async.{kind}.shared.global"](dst.buf.ptr_to([soff]),
+                                                                        g.buf.ptr_to([off]), nbytes))
+                    with TB.Else():
+                        for e in range(vec):
+                            gi = list(gidx)
+                            gi[-1] = gi[-1] + e
+                            ti = list(tidx)
+                            ti[-1] = ti[-1] + e
+                            c = in_bounds(lw, gi, g.shape)
+                            shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
+
+
+@emitter(I.CopyAsyncCommitGroupInst)
+def commit_group(lw, inst) -> None:
+    lw.emit(T.ptx["cp.async.commit_group"]())
+
+
+@emitter(I.CopyAsyncWaitGroupInst)
+def wait_group(lw, inst: I.CopyAsyncWaitGroupInst) -> None:
+    lw.emit(T.ptx["cp.async.wait_group"](int(inst.n)))
+
+
+# ---------------------------------------------------------------------------------- shared
+def _shared_vec(st: SharedStorage, layout, dtype) -> int:
+    vec = _vector_length(layout, dtype)
+    while vec > 1:
+        if _shared_run_ok(st, layout, vec):
+            return vec
+        vec //= 2
+    return 1
+
+
+def _shared_run_ok(st, layout, vec) -> bool:
+    if not getattr(st, "base_static", False) or vec * (st.dtype.nbits // 8) < 4:
+        return False
+    t = np.arange(layout.num_threads)[:, None]
+    s = np.arange(layout.local_size)[None, :]
+    try:
+        offs = np.asarray(st.offset(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
+                                          for c in layout._coords(t, s))), dtype=np.int64)
+    except Exception:
+        return False
+    g = offs.reshape(offs.shape[0], -1, vec)
+    return bool((np.diff(g, axis=2) == 1).all() and (g[:, :, 0] % vec == 0).all())
+
+
+@emitter(I.LoadSharedInst)
+def load_shared(lw, inst: I.LoadSharedInst) -> None:
+    from tilus.backend.codegen.emitters.ldmatrix import try_ldmatrix
+
+    st = lw.shared(inst.src)
+    out = lw.reg(inst.output)
+    if try_ldmatrix(lw, st, out):
+        return
+    layout = out.layout
+    vec = _shared_vec(st, layout, inst.src.dtype)
+    for s0 in range(0, layout.local_size, vec):
+        idx = layout.index_exprs(THREAD, s0)
+        if vec > 1:
+            off = lw.expr(E.as_expr(st.offset(tuple(idx))))
+            vector_copy(lw, out.buf, s0, st.buf, off, vec, inst.src.dtype.nbits // 8)
+        else:
+            lw.store(out.buf, shared_read(lw, st, idx), [s0])
+
+
+@emitter(I.StoreSharedInst)
+def store_shared(lw, inst: I.StoreSharedInst) -> None:
+    st = lw.shared(inst.dst)
+    src = lw.reg(inst.src)
+    layout = src.layout
+    replicated = _is_replicated(layout)
+    vec = _shared_vec(st, layout, inst.dst.dtype)
+    for s0 in range(0, layout.local_size, vec):
+        idx = layout.index_exprs(THREAD, s0)
+        # replicas write equal values; sub-byte writes are atomic, so only the owner writes them
+        guard = replicated and subbyte(st.dtype)
+        with TB.If(_owner_guard(lw, layout, idx)) if guard else _null():
+            with TB.Then() if guard else _null():
+                if vec > 1:
+                    off = lw.expr(E.as_expr(st.offset(tuple(idx))))
+                    vector_copy(lw, st.buf, off, src.buf, s0, vec, inst.dst.dtype.nbits // 8)
+                else:
+                    shared_write(lw, st, idx, src.buf[s0])

@@ -1,0 +1,460 @@
+"""The lowering driver: a Tilus Program (layouts inferred) -> one ``tvm.tirx`` PrimFunc.
+
+Shape of the result::
+
+    kernel(<params>):                       pointers: flat 1-D buffers, scalars: int32/float...
+      for bx in thread_binding(grid_x, "blockIdx.x"):  (and y, z)
+        for tx in thread_binding(warps*32, "threadIdx.x"):
+          <register tensors: one local buffer of layout.local_size elements each>
+          <shared tensors: one shared buffer each (static allocation, no reuse yet)>
+          <the body: statements lowered one by one, instructions through their emitters>
+
+Statements: For -> For (serial; unrolled when asked), If -> IfThenElse, While -> While,
+Break/Continue -> Break/Continue, Let -> Bind (or a one-element local buffer when the variable is
+assigned later), Assign -> BufferStore into that buffer.
+
+Emitted TIR is limited to: For (serial/unrolled/thread_binding), Bind, BufferStore/BufferLoad,
+IfThenElse, While, Break, Continue, AllocBuffer (local/shared), DeclBuffer (aliases of parameter
+buffers with another element type), Evaluate of calls (tvm_storage_sync, T.ptx mma/ldmatrix/
+cp.async, call_extern of atomicAnd/atomicOr/atomicCAS/atomicExch/__threadfence/__shfl_xor_sync/
+__nanosleep/printf is not used), Select, if_then_else, reinterpret, Cast, nearbyint, exp/log/sqrt/
+rsqrt, arithmetic and bitwise operators.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from tilus import dtypes
+from tilus.backend.codegen import scalar
+from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
+from tilus.backend.codegen.registry import emitter_for
+from tilus.backend.tvm_shim import tirx, dt
+from tilus.backend.tvm_shim import IRBuilder, TB
+from tilus.dtypes import DataType
+from tilus.errors import CompilationError
+from tilus.ir import expr as E
+from tilus.ir import stmt as S
+from tilus.ir.functor import instructions, walk
+from tilus.ir.inst import Instruction
+from tilus.ir.layout import RegisterLayout
+from tilus.ir.program import Program
+from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
+
+THREAD = E.Var("threadIdx.x", dtypes.int32)     # the thread index in layout index expressions
+
+
+@dataclass
+class RegStorage:
+    buf: Any
+    layout: RegisterLayout
+    dtype: DataType
+
+
+@dataclass
+class SharedStorage:
+    """``offset(index)`` (tilus exprs) gives the element offset in ``buf``'s element stream;
+    sub-byte tensors live in a uint32 word buffer as a bit stream."""
+    buf: Any
+    dtype: DataType
+    shape: tuple
+    offset: Callable[[tuple], Any]
+    nbytes: int
+
+
+@dataclass
+class GlobalStorage:
+    buf: Any            # flat buffer over the pointer (uint8 for sub-byte/low-bit types)
+    words: Any          # uint32 alias of the same data (sub-byte stores), or None
+    dtype: DataType
+    shape: tuple        # tilus exprs
+    strides: tuple      # tilus exprs
+
+    def offset(self, index) -> Any:
+        total: Any = 0
+        for i, st in zip(index, self.strides):
+            total = total + i * st
+        return total
+
+
+@dataclass
+class Lowered:
+    prim_func: Any
+    name: str
+    grid: tuple          # tilus exprs
+    threads: int
+    shared_bytes: int
+    assumptions: list = field(default_factory=list)
+
+
+class Lowerer:
+    def __init__(self, program: Program):
+        self.program = program
+        self.threads = program.num_threads
+        self.vars: dict[Any, Any] = {}             # tilus Var/BlockIdx -> TIR expr
+        self.mutable: dict[Any, Any] = {}          # tilus Var -> one-element local buffer
+        self.tensors: dict[str, Any] = {}          # tensor name -> *Storage
+        self.param_buffers: dict[str, Any] = {}    # pointer param name -> flat buffer
+        self.aliases: dict[tuple, Any] = {}
+        self.shared_bytes = 0
+        self.assumptions: list[str] = []
+        self.tx = None
+        self._counter = 0
+        self.assigned = {s.var for s in walk(program.body) if isinstance(s, S.AssignStmt)}
+
+    # ------------------------------------------------------------------ names and helpers
+    def fresh(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}_{self._counter}"
+
+    def name(self, name: str, obj):
+        return IRBuilder.name(_c_name(name), obj)
+
+    def assume(self, text: str) -> None:
+        if text not in self.assumptions:
+            self.assumptions.append(text)
+
+    def emit(self, call) -> None:
+        TB.evaluate(call)
+
+    def store(self, buf, value, indices) -> None:
+        if dt(value) != dt(buf):
+            value = tirx.Cast(dt(buf), value)
+        TB.buffer_store(buf, value, [self.index(i) for i in indices])
+
+    def index(self, i):
+        if isinstance(i, (int, np.integer)):
+            return tirx.const(int(i), "int32")
+        if isinstance(i, E.Expr):
+            return self.expr(i)
+        return i
+
+    def sync(self) -> None:
+        TB.evaluate(TB.tvm_storage_sync("shared"))
+
+    def alloc_local(self, n: int, dtype: str, name: str):
+        buf = TB.alloc_buffer((max(1, n),), dtype, scope="local")
+        return self.name(name, buf)
+
+    def alloc_shared(self, n_bytes_or_elems: int, dtype: str, name: str, elems: bool = True):
+        n = n_bytes_or_elems
+        buf = TB.alloc_buffer((max(1, n),), dtype, scope="shared")
+        self.shared_bytes += max(1, n) * tirx_dtype_bytes(dtype)
+        return self.name(name, buf)
+
+    def alloc_scratch(self, n: int, dtype: str, name: str = "scratch"):
+        """A shared scratch buffer of its own (layout conversions, reductions)."""
+        return self.alloc_shared(n, dtype, self.fresh(name))
+
+    # ------------------------------------------------------------------ expressions
+    def expr(self, e) -> Any:
+        if not isinstance(e, E.Expr):
+            return tirx_const(e)
+        if isinstance(e, E.Const):
+            return tirx.const(e.value, _scalar_dtype(e.dtype))
+        if isinstance(e, (E.Var, E.BlockIdx)):
+            if e in self.mutable:
+                return self.mutable[e][0]
+            if e not in self.vars:
+                raise CompilationError(f"the variable {e} is not defined where it is used")
+            return self.vars[e]
+        if isinstance(e, E.BinaryOp):
+            return self._binary(e)
+        if isinstance(e, E.UnaryOp):
+            a = self.expr(e.a)
+            if e.op == "neg":
+                return tirx.const(0, dt(a)) - a if not dt(a).startswith("float") else -a
+            if e.op == "not":
+                return tirx.Not(_as_bool(a))
+            return tirx.bitwise_not(a)
+        if isinstance(e, E.Cast):
+            a = self.expr(e.a)
+            d = _scalar_dtype(e.dtype)
+            if d == "bool":
+                return a != tirx.const(0, dt(a)) if dt(a) != "bool" else a
+            return a if dt(a) == d else tirx.Cast(d, a)
+        if isinstance(e, E.Select):
+            d = _scalar_dtype(e.dtype)
+            return tirx.Select(_as_bool(self.expr(e.cond)), _to(self.expr(e.a), d), _to(self.expr(e.b), d))
+        raise CompilationError(f"cannot lower the expression {e}")
+
+    def _binary(self, e: E.BinaryOp):
+        op = e.op
+        a, b = self.expr(e.a), self.expr(e.b)
+        if op in ("and", "or"):
+            return (tirx.And if op == "and" else tirx.Or)(_as_bool(a), _as_bool(b))
+        operand = _scalar_dtype(E.promote(e.a.dtype, e.b.dtype)) if op in E.COMPARISONS \
+            else _scalar_dtype(e.dtype)
+        if op in ("shl", "shr"):
+            a = _to(a, operand)
+            b = _to(b, operand)
+        else:
+            a, b = _to(a, operand), _to(b, operand)
+        is_float = operand.startswith("float") or operand == "bfloat16"
+        if op == "add":
+            return a + b
+        if op == "sub":
+            return a - b
+        if op == "mul":
+            return a * b
+        if op == "div":
+            return tirx.Div(a, b) if is_float else tirx.truncdiv(a, b)
+        if op == "floordiv":
+            return tirx.floor(a / b) if is_float else tirx.floordiv(a, b)
+        if op == "mod":
+            return tirx.fmod(a, b) if is_float else tirx.floormod(a, b)
+        if op == "cdiv":
+            return tirx.floordiv(a + b - tirx.const(1, operand), b)
+        if op == "min":
+            return tirx.min(a, b)
+        if op == "max":
+            return tirx.max(a, b)
+        if op in E.COMPARISONS:
+            return {"lt": tirx.LT, "le": tirx.LE, "gt": tirx.GT, "ge": tirx.GE, "eq": tirx.EQ,
+                    "ne": tirx.NE}[op](a, b)
+        if op == "bitand":
+            return tirx.bitwise_and(a, b)
+        if op == "bitor":
+            return tirx.bitwise_or(a, b)
+        if op == "bitxor":
+            return tirx.bitwise_xor(a, b)
+        if op == "shl":
+            return tirx.shift_left(a, b)
+        if op == "shr":
+            return tirx.shift_right(a, b)
+        raise CompilationError(f"cannot lower the operator {op}")
+
+    # ------------------------------------------------------------------ tensors
+    def reg(self, t: Tensor) -> RegStorage:
+        st = self.tensors.get(t.name)
+        if not isinstance(st, RegStorage):
+            raise CompilationError(f"register tensor {t} used before it is defined")
+        return st
+
+    def shared(self, t: Tensor) -> SharedStorage:
+        st = self.tensors.get(t.name)
+        if not isinstance(st, SharedStorage):
+            raise CompilationError(f"shared tensor {t} used before it is allocated")
+        return st
+
+    def glob(self, t: Tensor) -> GlobalStorage:
+        st = self.tensors.get(t.name)
+        if not isinstance(st, GlobalStorage):
+            raise CompilationError(f"global tensor {t} used before its global_view")
+        return st
+
+    def define_register(self, t: Tensor) -> RegStorage:
+        """The storage of a register tensor (allocated at the kernel's start)."""
+        st = self.tensors.get(t.name)
+        if st is None:
+            raise CompilationError(f"register tensor {t} has no storage")
+        return st
+
+    def _allocate_registers(self) -> None:
+        seen = set()
+        for inst in instructions(self.program.body):
+            out = getattr(inst, "output", None)
+            if isinstance(out, Tensor) and out.scope == REGISTER and out.name not in seen:
+                seen.add(out.name)
+                if not isinstance(out.layout, RegisterLayout):
+                    raise CompilationError(f"register tensor {out} has no layout (run layout inference)")
+                if out.layout.num_threads != self.threads:
+                    raise CompilationError(f"register tensor {out}: layout {out.layout} is for "
+                                           f"{out.layout.num_threads} threads, the block has {self.threads}")
+                buf = self.alloc_local(out.layout.local_size, storage(out.dtype), out.name)
+                self.tensors[out.name] = RegStorage(buf, out.layout, out.dtype)
+
+    # ------------------------------------------------------------------ statements
+    def lower_stmt(self, s: S.Stmt) -> None:
+        if isinstance(s, Instruction):
+            emitter_for(type(s))(self, s)
+        elif isinstance(s, S.SeqStmt):
+            for x in s.stmts:
+                self.lower_stmt(x)
+        elif isinstance(s, S.ForStmt):
+            self._for(s)
+        elif isinstance(s, S.IfStmt):
+            with TB.If(_as_bool(self.expr(s.cond))):
+                with TB.Then():
+                    self.lower_stmt(s.then_body)
+                if s.else_body is not None:
+                    with TB.Else():
+                        self.lower_stmt(s.else_body)
+        elif isinstance(s, S.WhileStmt):
+            with TB.While(_as_bool(self.expr(s.cond))):
+                self.lower_stmt(s.body)
+        elif isinstance(s, S.BreakStmt):
+            TB.Break()
+        elif isinstance(s, S.ContinueStmt):
+            TB.Continue()
+        elif isinstance(s, S.LetStmt):
+            value = self.expr(s.value)
+            d = _scalar_dtype(s.var.dtype)
+            value = _to(value, d)
+            if s.var in self.assigned:
+                buf = self.alloc_local(1, d, s.var.name)
+                TB.buffer_store(buf, value, [tirx.const(0, "int32")])
+                self.mutable[s.var] = (buf[0], buf)
+            else:
+                v = tirx.Var(_c_name(s.var.name), d)
+                TB.Bind(value, var=v)
+                self.vars[s.var] = v
+        elif isinstance(s, S.AssignStmt):
+            if s.var not in self.mutable:
+                raise CompilationError(f"assignment to {s.var}, which no let declares before it")
+            buf = self.mutable[s.var][1]
+            TB.buffer_store(buf, _to(self.expr(s.value), dt(buf)), [tirx.const(0, "int32")])
+        else:
+            raise CompilationError(f"cannot lower the statement {type(s).__name__}")
+
+    def _for(self, s: S.ForStmt) -> None:
+        start, stop, step = self.expr(s.start), self.expr(s.stop), self.expr(s.step)
+        d = _scalar_dtype(s.var.dtype)
+        start, stop, step = _to(start, d), _to(stop, d), _to(step, d)
+        one = isinstance(s.step, E.Const) and s.step.value == 1
+        extent = stop - start if one else tirx.floordiv(stop - start + step - tirx.const(1, d), step)
+        extent = tirx.max(extent, tirx.const(0, d)) if not isinstance(extent, tirx.IntImm) else extent
+        if s.unroll is True:
+            frame = TB.unroll(0, extent, dtype=d) if isinstance(extent, tirx.IntImm) \
+                else TB.serial(0, extent, annotations={"pragma_unroll_explicit": 1}, dtype=d)
+        elif isinstance(s.unroll, int) and s.unroll > 1:
+            frame = TB.serial(0, extent, annotations={"pragma_unroll_explicit": s.unroll}, dtype=d)
+        else:
+            frame = TB.serial(0, extent, dtype=d)
+        with frame as i:
+            i = self.name(s.var.name + "_i", i) if not one else i
+            if one and isinstance(s.start, E.Const) and s.start.value == 0:
+                self.vars[s.var] = i
+            else:
+                v = tirx.Var(_c_name(s.var.name), d)
+                TB.Bind(start + i * step if not one else start + i, var=v)
+                self.vars[s.var] = v
+            self.lower_stmt(s.body)
+
+    # ------------------------------------------------------------------ the function
+    def build(self) -> Lowered:
+        p = self.program
+        with IRBuilder() as ib:
+            with TB.prim_func():
+                TB.func_name(_c_name(p.name))
+                lengths = []
+                for param in p.params:
+                    if isinstance(param.dtype, PointerType):
+                        h = TB.arg(param.name, TB.handle())
+                        n = tirx.Var(_c_name(param.name) + "_len", "int32")
+                        lengths.append(n)
+                        buf = TB.match_buffer(h, (n,), pointer_storage(param.dtype.dtype))
+                        self.name(param.name, buf)
+                        self.param_buffers[param.name] = buf
+                        self.vars[param] = buf.data
+                    else:
+                        v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
+                        self.vars[param] = v
+                grid = list(p.blocks)
+                frames = []
+                for axis, g in enumerate(grid):
+                    frames.append((axis, g))
+                self._open_grid(frames)
+        func = ib.get()
+        return Lowered(func, _c_name(p.name), tuple(p.blocks), self.threads, self.shared_bytes,
+                       self.assumptions)
+
+    def _open_grid(self, frames) -> None:
+        if frames:
+            axis, g = frames[0]
+            ext = _to(self.expr(g), "int32")
+            with TB.thread_binding(0, ext, thread=f"blockIdx.{'xyz'[axis]}") as b:
+                self.vars[E.BlockIdx(axis)] = b
+                self._open_grid(frames[1:])
+            return
+        for axis in range(3):
+            if E.BlockIdx(axis) not in self.vars:
+                self.vars[E.BlockIdx(axis)] = tirx.const(0, "int32")
+        with TB.thread_binding(0, self.threads, thread="threadIdx.x") as tx:
+            self.tx = tx
+            self.vars[THREAD] = tx
+            self._allocate_registers()
+            self.lower_stmt(self.program.body)
+
+    # ------------------------------------------------------------------ parameter buffers
+    def param_buffer(self, ptr: E.Expr):
+        if not isinstance(ptr, E.Var) or ptr.name not in self.param_buffers:
+            raise CompilationError(f"global_view over {ptr}: only pointer parameters can be viewed")
+        return self.param_buffers[ptr.name]
+
+    def alias_local(self, buf, dtype: str):
+        """A ``dtype`` view of a local buffer's registers (declared where used)."""
+        nbytes = int(buf.shape[0]) * tirx_dtype_bytes(dt(buf))
+        alias = TB.decl_buffer((nbytes // tirx_dtype_bytes(dtype),), dtype, data=buf.data, scope="local")
+        return self.name(f"{buf.name}_{dtype}", alias)
+
+    def alias(self, buf, dtype: str):
+        """A buffer of ``dtype`` over ``buf``'s data (a DeclBuffer where first needed; aliases of
+        parameter buffers are cached, they are declared at the kernel's top level)."""
+        if dt(buf) == dtype:
+            return buf
+        key = (buf.name, dtype)
+        cache = any(b.same_as(buf) for b in self.param_buffers.values())
+        if cache and key in self.aliases:
+            return self.aliases[key]
+        n = buf.shape[0]
+        eb, ab = tirx_dtype_bytes(dt(buf)), tirx_dtype_bytes(dtype)
+        if eb != ab:
+            n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
+                else tirx.const(-(-int(n) * eb // ab), "int32")
+        alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
+        alias = self.name(f"{buf.name}_{dtype}", alias)
+        if cache:
+            self.aliases[key] = alias
+        return alias
+
+
+def tirx_dtype_bytes(d: str) -> int:
+    if d == "bool":
+        return 1
+    bits = int("".join(ch for ch in d if ch.isdigit()) or 8)
+    return max(1, bits // 8)
+
+
+def _c_name(name: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return out if out and not out[0].isdigit() else "v_" + out
+
+
+def _scalar_dtype(dtype) -> str:
+    if isinstance(dtype, PointerType):
+        return "handle"
+    if not is_native(dtype):
+        raise CompilationError(f"scalar expressions of the low-bit type {dtype} are not supported "
+                               f"by the CUDA backend (use tiles and cast)")
+    return dtype.name
+
+
+def tirx_const(value):
+    if isinstance(value, bool):
+        return tirx.const(value, "bool")
+    if isinstance(value, (int, np.integer)):
+        return tirx.const(int(value), "int32")
+    return tirx.const(float(value), "float32")
+
+
+def _to(x, dtype: str):
+    if dt(x) == dtype:
+        return x
+    if dtype == "bool":
+        return x != tirx.const(0, dt(x))
+    return tirx.Cast(dtype, x)
+
+
+def _as_bool(x):
+    return x if dt(x) == "bool" else x != tirx.const(0, dt(x))
+
+
+def lower_program(program: Program) -> Lowered:
+    """Lower a Program whose tensors all have layouts (see tilus.transforms) to a PrimFunc."""
+    from tilus.backend.codegen import emitters  # noqa: F401  (registers the emitters)
+
+    return Lowerer(program).build()
