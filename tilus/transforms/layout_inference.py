@@ -19,12 +19,23 @@ in a loop, has one layout). Three sources fill them in, in this order:
 
    a. ``dot`` instructions first, in program order: mma.sync fragments tiled over the warps
       (so the operands' loads, ``load_shared`` or ``load_global``, get the fragment layouts
-      directly), or the SIMT layout when mma does not fit;
-   b. then the largest unknown register tensor (ties: tensors read or written by global memory
+      directly), or the SIMT layout when mma does not fit (``dot_candidates``: every mma warp
+      grid, preferred first, then SIMT choices);
+   b. then *suggestions*: layouts that rules propose for an unknown tensor without requiring them
+      (through a view, a broadcast, a repeat, from a reduction's result back to its input, from
+      a broadcast operand to a new tile), oldest first;
+   c. then the largest unknown register tensor (ties: tensors read or written by global memory
       instructions, then by shared memory instructions, then the others; then program order) gets
       ``default_layout``: 16-byte contiguous runs per thread along the last dimension.
       Largest-first makes broadcast operands (``[1, n]`` scales, reduction results) derive their
       layout from the full tile they combine with, instead of conflicting with it.
+
+   Reduction results never take b or c while their input is unknown (their layout follows from
+   the input). Every choice in a-c is a *trial*: if propagating it leads to a conflict it is
+   undone and the next candidate is tried (the next dot candidate, suggestion or tensor); only
+   when none fits is the first conflict reported. Conflicts between annotations, and conflicts
+   that no choice avoids (a dot's fixed fragments meeting each other through elementwise
+   instructions in ways no tiling allows), are errors: the IR has no layout conversion yet.
 
 Rules (what an instruction requires of its operands' and output's layouts)
 ---------------------------------------------------------------------------
@@ -32,8 +43,11 @@ Rules (what an instruction requires of its operands' and output's layouts)
 - binary ops, ``where``: an operand of the output's shape has the output's layout (both
   directions); a broadcast operand (a size-1 or missing dimension) has the output's layout
   reduced over those dimensions (``L.reduce(d)``: the threads that held the dimension replicate).
-- ``reduce``: output = ``input.reduce(dim, keepdim)`` (forward only: many inputs reduce alike).
-- ``dot``: see ``dot_layouts``: A/B/C fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
+  When only broadcast operands are known, the output is suggested ``local(f) * operand``.
+- ``reduce``: output = ``input.reduce(dim, keepdim)`` (required forward; backward only a
+  suggestion, ``local(f) * output``: the reduced dimension held by the threads holding the result).
+- ``dot``: once any of A, B, C is known, the first of ``mma_dot_layouts`` that agrees with the
+  known ones, else SIMT around the known C (or A, or B). ``dot_candidates`` (the defaults): A/B/C fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
   accumulator) or mma.m16n8k32 (s8/u8 operands, s32 accumulator) tiled as
   ``replicate(r) * local(tiles) * warps * fragment`` (warps the outer thread digits, lanes the
   inner ones); the warp grid wm x wn is picked to cover the tile (A is replicated over wn, B over
@@ -41,13 +55,14 @@ Rules (what an instruction requires of its operands' and output's layouts)
   an mma tiling) the SIMT layout: C any, A = C.reduce(n) * local(1, k), B = local(k, 1) * C.reduce(m).
 - ``transpose``: permuted layout (both directions); ``squeeze``/``unsqueeze``: the reshaped layout.
 - ``broadcast``: x = output reduced over the broadcast dimensions (backward, required); forward,
-  an unknown output gets x's layout with the new elements held locally (``local(f) * x``).
+  an unknown output is suggested x's layout with the new elements held locally (``local(f) * x``).
 - ``repeat``: output = ``local(repeats) * x`` when one side is unknown (a suggestion both ways,
   never a conflict: repeating moves data anyway).
 - ``view``: a *bit-compatible* layout: each thread keeps exactly the bits it holds. Computed with
   the algebra as ``(x.reshape([N]) * local(bits_x)) / local(bits_out)`` reshaped to the output's
   shape, and the same way back; e.g. uint8 ``local(1, 4)`` <-> uint4 ``local(1, 8)``: the last
-  dimension's per-thread run scales by the bit ratio. When one side is known and no
+  dimension's per-thread run scales by the bit ratio. This is a suggestion for the unknown side
+  (taken unless it leads to a conflict). When one side is known and no
   bit-compatible layout exists (a thread would hold part of a byte), or both sides were fixed
   otherwise, the view is a *redistributing* view: the backend moves the bits between threads
   (cheapest here, where the data are packed). Such views are listed in
@@ -84,18 +99,23 @@ from tilus.transforms.base import Pass
 logger = logging.getLogger("tilus")
 
 __all__ = ["LayoutInference", "infer_layouts", "layout_rule", "default_layout", "dot_layouts",
-           "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
+           "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
            "check_layouts"]
 
-Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple[Tensor, RegisterLayout]]]
+Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple]]
 _RULES: dict[type, Rule] = {}
+
+#: third item of a rule's ``(tensor, layout, SOFT)``: a suggestion, not a requirement
+SOFT = False
 
 
 def layout_rule(*classes: type) -> Callable[[Rule], Rule]:
     """Registers ``fn(inst, solver) -> [(tensor, layout), ...]`` as the rule of instruction
     classes: given the layouts known so far (``solver.layout(t)``), the layouts the instruction
     requires of its register tensors. Returning a layout for a known tensor that differs from its
-    layout is a conflict; a rule that only suggests returns layouts for unknown tensors only."""
+    layout is a conflict. An item ``(tensor, layout, SOFT)`` is only a suggestion for an unknown
+    tensor: it is taken when propagation stalls, before the generic defaults, and dropped when
+    it would lead to a conflict."""
     def register(fn: Rule) -> Rule:
         for cls in classes:
             _RULES[cls] = fn
@@ -215,14 +235,26 @@ def simt_dot_layouts(c_layout: RegisterLayout, k: int) -> tuple[RegisterLayout, 
     return a, b
 
 
+def dot_candidates(inst: I.DotInst, threads: int) -> list[tuple[RegisterLayout, RegisterLayout,
+                                                                   RegisterLayout]]:
+    """(A, B, C) choices for a dot nothing constrains yet, the preferred first: every mma tiling
+    (``mma_dot_layouts``), then SIMT around the default C, then SIMT with whole rows of C per
+    thread (then C's layout equals A's when k == n: C and A can meet elementwise), then whole
+    columns (likewise C and B when k == m), and last every thread computing the whole dot (all
+    three whole in every thread, so any two of the same shape agree)."""
+    (m, k), n = inst.a.shape, inst.b.shape[1]
+    out = list(mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, threads))
+    for c in (default_layout((m, n), inst.c.dtype, threads),
+              default_layout((m, 1), inst.c.dtype, threads) * local(1, n),
+              local(m, 1) * default_layout((1, n), inst.c.dtype, threads),
+              local(m, n) * replicate(threads)):
+        out.append((*simt_dot_layouts(c, k), c))
+    return out
+
+
 def dot_layouts(inst: I.DotInst, threads: int) -> tuple[RegisterLayout, RegisterLayout, RegisterLayout]:
     """The default (A, B, C) of a dot: the preferred mma tiling, else SIMT around the default C."""
-    (m, k), n = inst.a.shape, inst.b.shape[1]
-    mma = mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, threads)
-    if mma:
-        return mma[0]
-    c = default_layout((m, n), inst.c.dtype, threads)
-    return (*simt_dot_layouts(c, k), c)
+    return dot_candidates(inst, threads)[0]
 
 
 def broadcast_operand_layout(out: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
@@ -286,7 +318,11 @@ def _elementwise(inst, s: "_Solver"):
     if layout is None:
         layout = next((s.layout(x) for x in full if s.layout(x) is not None), None)
         if layout is None:
-            return []
+            known = [x for x in _register_tensors(inst.operands()) if s.layout(x) is not None]
+            if not known:
+                return []
+            x = max(known, key=lambda x: x.type.size)
+            return [(out, _expand(s.layout(x), out.shape), SOFT)]
     implied = [(out, layout)]
     for x in _register_tensors(inst.operands()):
         if tuple(x.shape) == tuple(out.shape):
@@ -298,8 +334,14 @@ def _elementwise(inst, s: "_Solver"):
 
 @layout_rule(I.ReduceInst)
 def _reduce(inst: I.ReduceInst, s: "_Solver"):
-    x = s.layout(inst.x)
-    return [] if x is None else [(inst.output, x.reduce(inst.dim, keepdim=inst.keepdim))]
+    x, out = s.layout(inst.x), s.layout(inst.output)
+    if x is not None:
+        return [(inst.output, x.reduce(inst.dim, keepdim=inst.keepdim))]
+    if out is not None:   # suggest: the reduced dimension held by the threads that hold the result
+        if not inst.keepdim:
+            out = out.reshape([1 if d == inst.dim else n for d, n in enumerate(inst.x.shape)])
+        return [(inst.x, _expand(out, inst.x.shape), SOFT)]
+    return []
 
 
 @layout_rule(I.TransposeInst)
@@ -326,7 +368,7 @@ def _broadcast(inst: I.BroadcastInst, s: "_Solver"):
     if out is not None:
         return [(inst.x, broadcast_operand_layout(out, inst.x.shape))]
     if x is not None:
-        return [(inst.output, _expand(x, inst.output.shape))]
+        return [(inst.output, _expand(x, inst.output.shape), SOFT)]
     return []
 
 
@@ -334,14 +376,14 @@ def _broadcast(inst: I.BroadcastInst, s: "_Solver"):
 def _repeat(inst: I.RepeatInst, s: "_Solver"):
     out, x = s.layout(inst.output), s.layout(inst.x)
     if x is not None and out is None:
-        return [(inst.output, local(*inst.repeats) * x)]
+        return [(inst.output, local(*inst.repeats) * x, SOFT)]
     if out is not None and x is None:
         try:
             cand = out.slice([0] * out.rank, list(inst.x.shape))
         except LayoutError:
             return []
         if local(*inst.repeats) * cand == out:
-            return [(inst.x, cand)]
+            return [(inst.x, cand, SOFT)]
     return []
 
 
@@ -350,10 +392,10 @@ def _view(inst: I.ViewInst, s: "_Solver"):
     out, x = s.layout(inst.output), s.layout(inst.x)
     if x is not None and out is None:
         mapped = view_layout(x, inst.x.dtype, inst.output.shape, inst.output.dtype)
-        return [] if mapped is None else [(inst.output, mapped)]
+        return [] if mapped is None else [(inst.output, mapped, SOFT)]
     if out is not None and x is None:
         mapped = view_layout(out, inst.output.dtype, inst.x.shape, inst.x.dtype)
-        return [] if mapped is None else [(inst.x, mapped)]
+        return [] if mapped is None else [(inst.x, mapped, SOFT)]
     return []
 
 
@@ -406,6 +448,10 @@ class _Solver:
         self.users: dict[str, list[int]] = {}
         self.known: dict[str, RegisterLayout] = {}
         self.origin: dict[str, str] = {}
+        self.suggestions: list[tuple[Tensor, RegisterLayout, I.Instruction]] = []
+        # outputs of reductions: their layout follows from their input, so they are never the
+        # ones to take a suggestion or a default while the input is unknown
+        self.reduced = {x.output.name for x in self.insts if isinstance(x, I.ReduceInst)}
         self.names = {t.name for inst in self.insts for t in _inst_tensors(inst)}
         for i, inst in enumerate(self.insts):
             kind = 0 if isinstance(inst, _GLOBAL_MEMORY) else 1 if isinstance(inst, _SHARED_MEMORY) else 2
@@ -482,33 +528,68 @@ class _Solver:
                 raise
             except LayoutError as e:
                 raise LayoutInferenceError(f"no layout satisfies `{self.text(inst)}`: {e}") from None
-            for t, layout in implied:
+            for t, layout, *soft in implied:
+                if soft and soft[0] is SOFT:
+                    if t.name not in self.known:
+                        self.suggestions.append((t, layout, inst))
+                    continue
                 if self.assign(t, layout, inst, "required by"):
                     for j in self.users[t.name]:
                         if j not in queued:
                             queue.append(j)
                             queued.add(j)
 
+    def _trial(self, t: Tensor, layout: RegisterLayout, inst: I.Instruction,
+               why: str) -> Optional[LayoutInferenceError]:
+        """Give ``t`` a layout and propagate; on a conflict undo everything and return the error."""
+        return self._trial_all([(t, layout)], inst, why)
+
+    def _trial_all(self, items: list[tuple[Tensor, RegisterLayout]], inst: I.Instruction,
+                   why: str) -> Optional[LayoutInferenceError]:
+        """Give the unknown tensors of ``items`` their layouts and propagate; on a conflict undo
+        everything and return the error."""
+        saved = dict(self.known), dict(self.origin), list(self.suggestions)
+        try:
+            changed = [t for t, layout in items
+                       if self.layout(t) is None and self.assign(t, layout, inst, why)]
+            self.propagate([j for t in changed for j in self.users[t.name]])
+            return None
+        except LayoutInferenceError as e:
+            self.known, self.origin, self.suggestions = saved
+            return e
+
     def default_step(self) -> bool:
         """Apply one default (see the module docstring for the order); False when none is left."""
-        for i, inst in enumerate(self.insts):
+        for inst in self.insts:
             if isinstance(inst, I.DotInst) and any(self.layout(t) is None for t in _inst_tensors(inst)):
-                al, bl, cl = dot_layouts(inst, self.threads)
-                changed = []
-                for t, layout in ((inst.a, al), (inst.b, bl), (inst.c, cl), (inst.output, cl)):
-                    if self.layout(t) is None and self.assign(t, layout, inst, "the dot default of"):
-                        changed.append(t)
-                self.propagate([i] + [j for t in changed for j in self.users[t.name]])
+                first_error = None
+                for al, bl, cl in dot_candidates(inst, self.threads):
+                    error = self._trial_all([(inst.a, al), (inst.b, bl), (inst.c, cl),
+                                             (inst.output, cl)], inst, "the dot default of")
+                    if error is None:
+                        return True
+                    first_error = first_error or error
+                raise first_error
+        while self.suggestions:
+            t, layout, inst = self.suggestions.pop(0)
+            if t.name in self.known or t.name in self.reduced:
+                continue
+            if self._trial(t, layout, inst, "suggested by") is None:
                 return True
         unknown = [n for n in self.tensors if n not in self.known]
         if not unknown:
             return False
-        name = min(unknown, key=lambda n: (-self.tensors[n].type.size, self.kind[n], self.first[n]))
-        t = self.tensors[name]
-        inst = self.insts[self.first[name]]
-        self.assign(t, default_layout(t.shape, t.dtype, self.threads), inst, "the default at")
-        self.propagate(self.users[name])
-        return True
+        unknown.sort(key=lambda n: (n in self.reduced, -self.tensors[n].type.size, self.kind[n],
+                                    self.first[n]))
+        first_error = None
+        for name in unknown:
+            t = self.tensors[name]
+            layout = default_layout(t.shape, t.dtype, self.threads)
+            error = self._trial(t, layout, self.insts[self.first[name]], "the default at")
+            if error is None:
+                return True
+            first_error = first_error or error
+        raise first_error
 
     def solve(self) -> dict[str, RegisterLayout]:
         self.propagate(range(len(self.insts)))
