@@ -413,10 +413,12 @@ class Lowerer:
 
 
 def tirx_dtype_bytes(d: str) -> int:
+    """Bytes of one element of a TIR dtype (``uint32x4``: 16)."""
     if d == "bool":
         return 1
-    bits = int("".join(ch for ch in d if ch.isdigit()) or 8)
-    return max(1, bits // 8)
+    base, _, lanes = d.partition("x")
+    bits = int("".join(ch for ch in base if ch.isdigit()) or 8)
+    return max(1, bits // 8) * (int(lanes) if lanes else 1)
 
 
 def _c_name(name: str) -> str:
