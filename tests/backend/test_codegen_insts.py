@@ -252,8 +252,39 @@ def test_relayout_goes_through_shared_memory(need_nvcc):
     lowered = lower_program(Relayout().program())
     k = build_tir(lowered.prim_func, "sm_90")
     assert not k.resources.spills
-    assert k.resources.shared_memory_bytes >= 32 * 32 * 4
+    assert lowered.shared_bytes >= 32 * 32 * 4
+    assert "extern __shared__" in k.cuda_source
     assert "__syncthreads" in k.cuda_source
+
+
+def test_free_shared_reuses_memory_behind_a_barrier(need_nvcc):
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.build_program import prepare
+
+    lowered = lower_program(prepare(Reuse().program()))
+    assert lowered.shared_bytes == 32 * 64 * 4       # the second tensor reuses the first's region
+    k = tilus.build(Reuse(), arch="sm_90")
+    assert k.launch["shared_bytes"] == 32 * 64 * 4
+    assert not k.resources.spills
+
+
+class Reuse(tilus.Script):
+    def __call__(self, x: ~tilus.float32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 4
+        gx = self.global_view(x, dtype=tilus.float32, shape=[32, 64])
+        s1 = self.shared_tensor(dtype=tilus.float32, shape=[32, 64])
+        self.copy_async(src=gx, dst=s1, offsets=[0, 0])
+        self.copy_async_commit_group()
+        self.copy_async_wait_group(0)
+        self.sync()
+        a = self.load_shared(s1)
+        self.free_shared(s1)
+        s2 = self.shared_tensor(dtype=tilus.float32, shape=[32, 64])
+        self.store_shared(s2, a + 1.0)
+        self.sync()
+        self.store_global(gx, self.load_shared(s2), offsets=[0, 0])
+        self.free_shared(s2)
 
 
 def test_control_flow(built):

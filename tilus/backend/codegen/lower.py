@@ -91,8 +91,13 @@ class Lowered:
 
 
 class Lowerer:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, pool_bytes: Optional[int] = None):
+        from tilus.backend.codegen.smem import SmemPlanner
+
         self.program = program
+        self.pool_bytes = pool_bytes
+        self.pool = None
+        self.smem = SmemPlanner()
         self.threads = program.num_threads
         self.vars: dict[Any, Any] = {}             # tilus Var/BlockIdx -> TIR expr
         self.mutable: dict[Any, Any] = {}          # tilus Var -> one-element local buffer
@@ -100,6 +105,7 @@ class Lowerer:
         self.param_buffers: dict[str, Any] = {}    # pointer param name -> flat buffer
         self.aliases: dict[tuple, Any] = {}
         self.shared_bytes = 0
+        self.smem_offsets: dict[str, int] = {}
         self.assumptions: list[str] = []
         self.tx = None
         self._counter = 0
@@ -139,11 +145,27 @@ class Lowerer:
         buf = TB.alloc_buffer((max(1, n),), dtype, scope="local")
         return self.name(name, buf)
 
-    def alloc_shared(self, n_bytes_or_elems: int, dtype: str, name: str, elems: bool = True):
-        n = n_bytes_or_elems
-        buf = TB.alloc_buffer((max(1, n),), dtype, scope="shared")
-        self.shared_bytes += max(1, n) * tirx_dtype_bytes(dtype)
-        return self.name(name, buf)
+    def alloc_shared(self, n: int, dtype: str, name: str):
+        """A view of ``n`` elements of ``dtype`` in the dynamic shared memory pool (see smem.py);
+        returns the buffer (its byte offset is ``buf.tilus_offset``)."""
+        eb = tirx_dtype_bytes(dtype)
+        offset, reused = self.smem.alloc(max(1, n) * eb)
+        self.shared_bytes = self.smem.peak
+        if reused:
+            self.sync()
+        pool = self.pool if self.pool is not None else self._pool()
+        buf = TB.decl_buffer((max(1, n),), dtype, data=pool.data, elem_offset=offset // eb,
+                             scope="shared.dyn")
+        buf = self.name(name, buf)
+        self.smem_offsets[name] = offset
+        return buf
+
+    def free_shared(self, name: str) -> None:
+        if name in self.smem_offsets:
+            self.smem.free(self.smem_offsets.pop(name))
+
+    def _pool(self):
+        raise CompilationError("internal: shared memory used before the pool exists")
 
     def alloc_scratch(self, n: int, dtype: str, name: str = "scratch"):
         """A shared scratch buffer of its own (layout conversions, reductions)."""
@@ -376,6 +398,10 @@ class Lowerer:
         with TB.thread_binding(0, self.threads, thread="threadIdx.x") as tx:
             self.tx = tx
             self.vars[THREAD] = tx
+            # the dynamic shared memory pool (sized by a first lowering pass)
+            if self.pool_bytes != 0:
+                size = 16 if self.pool_bytes is None else self.pool_bytes
+                self.pool = self.name("smem", TB.alloc_buffer((size,), "uint8", scope="shared.dyn"))
             self._allocate_registers()
             self.lower_stmt(self.program.body)
 
@@ -459,4 +485,5 @@ def lower_program(program: Program) -> Lowered:
     """Lower a Program whose tensors all have layouts (see tilus.transforms) to a PrimFunc."""
     from tilus.backend.codegen import emitters  # noqa: F401  (registers the emitters)
 
-    return Lowerer(program).build()
+    first = Lowerer(program).build()           # measures the shared memory pool
+    return Lowerer(program, pool_bytes=first.shared_bytes).build()

@@ -60,7 +60,8 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
 
 @emitter(I.FreeSharedInst)
 def free_shared(lw, inst: I.FreeSharedInst) -> None:
-    """Static allocation: every shared tensor keeps its own region, so freeing emits nothing."""
+    """Returns the tensor's region to the planner (a later allocation there starts with a barrier)."""
+    lw.free_shared(inst.tensor.name)
 
 
 @emitter(I.SliceSharedInst)
