@@ -2,6 +2,7 @@
 
     tilus cache list|info|clear        inspect or empty the kernel cache
     tilus build FILE.py:Kernel --arch sm_90 [--param k=v ...] --emit ir|cuda|ptx|sass|resources
+    tilus bundle --arch sm_90 --out DIR [--python 3.12] TARGET...   prebuild for a GPU machine
     tilus bench                        (needs the CUDA backend)
 
 Exit status: 0 success, 1 error, 2 usage error or feature not available yet.
@@ -129,22 +130,82 @@ def _load_kernel_class(target: str):
     return cls
 
 
+def _check_arch(arch: str) -> None:
+    if not re.fullmatch(r"sm_\d+a?", arch) or int(re.sub(r"\D", "", arch)) < 80:
+        raise CLIError(f"--arch {arch}: expected sm_80 or newer, e.g. sm_90", 2)
+
+
 def cmd_build(args) -> int:
-    if not re.fullmatch(r"sm_\d+a?", args.arch) or int(re.sub(r"\D", "", args.arch)) < 80:
-        raise CLIError(f"--arch {args.arch}: expected sm_80 or newer, e.g. sm_90", 2)
-    if args.emit != "ir":
-        raise CLIError(f"--emit {args.emit} {NEEDS_BACKEND}; --emit ir works now", 2)
+    _check_arch(args.arch)
     cls = _load_kernel_class(args.kernel)
     params = dict(parse_param(p) for p in args.param)
+    from tilus.bundle import split_consts
+
+    init, consts = split_consts(cls, params)
     try:
-        kernel = cls(**params)
+        kernel = cls(**init)
     except TypeError as e:
         raise CLIError(f"{args.kernel}: cannot instantiate with {params}: {e}", 2) from None
     program = getattr(kernel, "program", None)
     if not callable(program):
         raise CLIError(f"{args.kernel} is not a tilus.Script (it has no program() method)", 2)
-    text = str(program())
+    prog = program(**consts)
+    if args.emit == "ir":
+        text = str(prog)
+    else:
+        from tilus.ir.program import Program
+
+        if not isinstance(prog, Program):
+            raise CLIError(f"{args.kernel}: program() returned {type(prog).__name__}, not a "
+                           f"tilus.ir.Program: --emit {args.emit} needs a tilus.Script", 2)
+        import tilus
+
+        compiled = tilus.build(prog, arch=args.arch)
+        if args.emit == "cuda":
+            text = compiled.cuda_source
+        elif args.emit == "ptx":
+            text = compiled.ptx
+        elif args.emit == "sass":
+            text = compiled.sass
+        else:
+            import dataclasses
+
+            r = dataclasses.asdict(compiled.resources)
+            r.pop("constant_banks", None)
+            text = json.dumps({"kernel": compiled.kernel_name, "arch": compiled.arch,
+                               **r, "launch": compiled.launch,
+                               "assumptions": list(compiled.assumptions)}, indent=2)
     print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_bundle(args) -> int:
+    _check_arch(args.arch)
+    from tilus.bundle import BundleError, bundle, wheel_download_command
+
+    if not args.targets and not args.allow_empty:
+        raise CLIError("give at least one TARGET (FILE.py:Kernel, FILE.py or a module with "
+                       "bundle_specs()), or --allow-empty for the runtime pieces alone", 2)
+    if args.print_wheel_command:
+        if not args.python:
+            raise CLIError("--print-wheel-command needs --python X.Y", 2)
+        try:
+            print(" ".join(wheel_download_command(args.python, Path(args.out) / "wheels")))
+        except BundleError as e:
+            raise CLIError(str(e), 2) from None
+        return 0
+    params = dict(parse_param(p) for p in args.param)
+    print(f"tilus bundle: building {len(args.targets)} target(s) for {args.arch} into {args.out}")
+    try:
+        manifest = bundle(args.out, args.targets, params, arch=args.arch, python=args.python,
+                          wheel=args.wheel, include_sources=not args.no_sources,
+                          include_runtime=not args.no_runtime)
+    except BundleError as e:
+        raise CLIError(str(e)) from None
+    for name, n in manifest["bytes"].items():
+        print(f"  {name + '/':14} {_human(n):>10}")
+    print(f"  {'total':14} {_human(manifest['total_bytes']):>10} ({manifest['total_bytes']} bytes)")
+    print(f"run there: {Path(args.out) / 'run_on_gpu.sh'} [pytest arguments]")
     return 0
 
 
@@ -184,9 +245,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile-time parameter for the class's __init__ (repeatable); VALUE is a "
                         "Python literal or a dtype name")
     b.add_argument("--emit", choices=EMITS, default="ir",
-                   help="what to print: ir (works now); cuda, ptx, sass, resources "
-                        "(need the CUDA backend)")
+                   help="what to print: ir (the program before the passes), cuda (TVM's CUDA "
+                        "source), ptx, sass (needs cuobjdump or nvdisasm), resources (JSON: "
+                        "registers, spills, shared memory, launch)")
     b.set_defaults(func=cmd_build)
+
+    bu = sub.add_parser("bundle", help="prebuild kernels into a folder that a GPU machine without "
+                                       "TVM runs them from",
+                        description="Build kernels here (TVM + nvcc, no GPU) into DIR/cache, and "
+                                    "copy TVM's runtime libraries, the tilus sources and (with "
+                                    "--python) the apache-tvm-ffi wheel, plus run_on_gpu.sh.")
+    bu.add_argument("targets", nargs="*", metavar="TARGET",
+                    help="FILE.py:Kernel (with --param), or FILE.py / a module exposing "
+                         "bundle_specs() -> [(kernel, {consts})]")
+    bu.add_argument("--arch", default="sm_90", help="target GPU architecture (default: sm_90)")
+    bu.add_argument("--out", required=True, metavar="DIR", help="the bundle folder")
+    bu.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="compile-time parameter for every FILE.py:Kernel target (repeatable)")
+    bu.add_argument("--python", metavar="X.Y", default=None,
+                    help="also download the apache-tvm-ffi wheel for this CPython (e.g. 3.12)")
+    bu.add_argument("--wheel", metavar="FILE", default=None,
+                    help="an apache-tvm-ffi wheel to copy into the bundle instead of downloading")
+    bu.add_argument("--print-wheel-command", action="store_true",
+                    help="print the pip command that --python runs, and stop")
+    bu.add_argument("--no-sources", action="store_true", help="do not copy the tilus sources")
+    bu.add_argument("--no-runtime", action="store_true",
+                    help="do not copy TVM's runtime libraries")
+    bu.add_argument("--allow-empty", action="store_true", help="allow no targets")
+    bu.set_defaults(func=cmd_bundle)
 
     bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
                            description=f"Run the benchmarks: {NEEDS_BACKEND}.")

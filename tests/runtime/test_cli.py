@@ -56,7 +56,7 @@ def test_unwritable_cache_is_reported(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [["--help"], ["cache", "--help"], ["cache", "list", "--help"],
                                   ["cache", "info", "--help"], ["cache", "clear", "--help"],
-                                  ["build", "--help"], ["bench", "--help"]])
+                                  ["build", "--help"], ["bench", "--help"], ["bundle", "--help"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -90,11 +90,11 @@ def test_build_emit_ir(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("emit", ["cuda", "ptx", "sass", "resources"])
-def test_build_other_emits_need_the_backend(tmp_path, capsys, emit):
+def test_build_other_emits_need_a_real_script(tmp_path, capsys, emit):
     f = tmp_path / "k.py"
     f.write_text(KERNEL_FILE)
     assert main(["build", f"{f}:Fake", "--emit", emit]) == 2
-    assert "needs the CUDA backend (not built yet)" in capsys.readouterr().err
+    assert f"--emit {emit} needs a tilus.Script" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
