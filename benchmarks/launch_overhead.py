@@ -7,6 +7,7 @@ launch is the wall time over N (the kernels are tiny, so this is the host-side c
 - ``tilus kernel(...)``   a Script call: instantiate, cache lookup, argument checks, launch
 - ``tilus LoadedKernel``  the loaded kernel called directly (argument checks + launch)
 - ``tilus raw``           the library's function with prepared 1-D views (TVM's checks + launch)
+- ``tilus driver``        the same entry through the CUDA driver launcher (TILUS_LAUNCHER=driver)
 - ``triton vector add``   the same vector add in Triton (when triton is installed)
 
 Usage: python benchmarks/launch_overhead.py [--n 1000] [--iters 2000] [--out DIR]
@@ -89,6 +90,16 @@ def main(argv=None) -> dict:
         "tilus LoadedKernel": timeit(lambda: loaded(n, a, b, c), args.iters, torch),
         "tilus raw": timeit(lambda: raw(n, fa, fb, fc), args.iters, torch),
     }
+    from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
+
+    entry = default_cache().lookup(cache_key(str(kernel.program()), jit.device_arch(a),
+                                             key_versions()))
+    driver = LoadedKernel.load(entry, launcher="driver")
+    c.zero_()
+    driver(n, a, b, c)
+    torch.cuda.synchronize()
+    assert torch.equal(c, a + b)
+    rows["tilus driver"] = timeit(lambda: driver(n, a, b, c), args.iters, torch)
     tri = triton_vector_add()
     if tri is not None:
         tri(n, a, b, c)

@@ -52,6 +52,56 @@ def test_compiled_equals_interpreter(torch, name):
                 (name, i, (got.float() - want.float()).abs().max().item())
 
 
+def _driver_kernel(kernel, example_tensor):
+    """The same cache entry loaded with the driver launcher (TILUS_LAUNCHER=driver)."""
+    from tilus import jit
+    from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
+
+    arch = jit.device_arch(example_tensor)
+    jit.compiled_kernel(kernel, arch=arch)           # cached (built or bundled)
+    entry = default_cache().lookup(cache_key(str(kernel.program()), arch, key_versions()))
+    return LoadedKernel.load(entry, launcher="driver")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_driver_launcher_equals_interpreter(torch, name):
+    factory, inputs, exact = CASES[name]
+    kernel = factory()
+    cpu_args, outs = inputs(torch, "cpu")
+    gpu_args, _ = inputs(torch, "cuda")
+    tensor = next(a for a in gpu_args if hasattr(a, "is_cuda"))
+    _driver_kernel(kernel, tensor)(*gpu_args)
+    kernel(*cpu_args)
+    torch.cuda.synchronize()
+    for i in outs:
+        got, want = gpu_args[i].cpu(), cpu_args[i]
+        if exact or not got.is_floating_point():
+            assert torch.equal(got, want), (name, i)
+        else:
+            atol, rtol = TOLERANCE.get(name, (3e-2, 1e-2))
+            assert torch.allclose(got.float(), want.float(), atol=atol, rtol=rtol), name
+
+
+def test_driver_launcher_uses_the_current_stream(torch):
+    n = 1 << 20
+    a = torch.zeros(n, device="cuda")
+    b = torch.ones(n, device="cuda")
+    c = torch.zeros(n, device="cuda")
+    k = _driver_kernel(vector_add(), a)
+    big = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        for _ in range(8):
+            big = big @ big
+            big = big / big.norm()
+        a.fill_(2.0)
+        k(n, a, b, c)
+        total = c.sum()
+    s.synchronize()
+    assert total.item() == 3.0 * n
+
+
 def test_repeated_launches_reuse_the_loaded_kernel(torch):
     from tilus import jit
 

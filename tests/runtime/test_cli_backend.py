@@ -91,10 +91,49 @@ def test_bundle_contents_and_size(tmp_path, capsys, compiled):
     from tilus.runtime import cache_key, key_versions
 
     assert key == cache_key(str(vector_add.VecAdd(128).program()), "sm_90", key_versions())
+    _run_script_here(out)
     # a second bundle run finds it cached
     assert main(["bundle", "--arch", "sm_90", "--out", str(out), VECADD, "--param", "block=128",
                  "--no-sources", "--no-runtime"]) == 0
     assert "cached" in capsys.readouterr().out
+
+
+def _run_script_here(out: Path) -> None:
+    """run_on_gpu.sh on this machine, TVM and lark blocked: the bundle's own sources, cache and
+    TVM runtime libraries are used, the kernel is a cache hit and loading stops at the driver."""
+    import ctypes
+    import os
+    import sys
+
+    from tests.runtime.test_load import BLOCK
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        pytest.skip("a CUDA driver is installed here")
+    except OSError:
+        pass
+    code = BLOCK + """
+import tilus, sys
+from tilus import jit
+from tilus.errors import RuntimeLibraryError
+print("TILUS_FROM", tilus.__file__)
+sys.path.insert(0, "examples")
+import vector_add
+try:
+    jit.compiled_kernel(vector_add.VecAdd(128))
+except RuntimeLibraryError as e:
+    print("DRIVER", e)
+"""
+    env = dict(os.environ, PYTHON=sys.executable, TILUS_LOG="debug")
+    env.pop("TILUS_CACHE_DIR", None)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", str(out / "run_on_gpu.sh"), "python", "-c", code],
+                          capture_output=True, text=True, env=env, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert f"TILUS_FROM {out / 'src' / 'tilus' / '__init__.py'}" in log, log
+    assert "cache hit" in log and "cache miss" not in log, log
+    assert f"loaded {out / 'tvm_runtime' / 'libtvm_runtime.so'}" in log, log
+    assert "DRIVER" in log and "libcuda.so.1" in log, log
 
 
 def test_bundle_specs_module(tmp_path, capsys, compiled):

@@ -235,3 +235,52 @@ def test_flat_view_reshapes_and_reinterprets():
 def test_build_timings_reported(built):
     assert set(built.timings) >= {"build", "export"}
     print({k: round(v * 1e3, 1) for k, v in built.timings.items()})
+
+
+# ---- the driver launcher (TILUS_LAUNCHER=driver) --------------------------------------------------
+LOWBIT_SIG = ('extern "C" __global__ void __launch_bounds__(128) MatmulLowBit_kernel(half* '
+              '__restrict__ a_ptr, half* __restrict__ c_ptr, half* __restrict__ scales_ptr, uchar* '
+              '__restrict__ w_ptr, int a_len, int c_len, int k, int m, int n, int w_len) {\n}')
+
+
+def _lowbit_params():
+    from tilus.runtime import Param
+
+    return [Param("m", "scalar", "int32"), Param("n", "scalar", "int32"),
+            Param("k", "scalar", "int32"), Param("a", "pointer", "float16"),
+            Param("w", "pointer", "uint8"), Param("scales", "pointer", "float16"),
+            Param("c", "pointer", "float16")]
+
+
+def test_device_params_map_the_signature():
+    from tilus.runtime.driver import device_params
+
+    sig = device_params(LOWBIT_SIG, "MatmulLowBit_kernel", _lowbit_params())
+    assert [(d["role"], d["param"], d["ctype"]) for d in sig] == [
+        ("ptr", "a", "void*"), ("ptr", "c", "void*"), ("ptr", "scales", "void*"),
+        ("ptr", "w", "void*"), ("len", "a", "int"), ("len", "c", "int"), ("scalar", "k", "int"),
+        ("scalar", "m", "int"), ("scalar", "n", "int"), ("len", "w", "int")]
+    assert device_params(LOWBIT_SIG.replace("int k,", "int kk,"), "MatmulLowBit_kernel",
+                         _lowbit_params()) is None
+    assert device_params(LOWBIT_SIG, "Other_kernel", _lowbit_params()) is None
+
+
+def test_driver_launcher_packs_arguments_in_device_order(built, cache_root):
+    import ctypes
+
+    import torch
+
+    from tilus.runtime import LoadedKernel
+
+    entry = KernelCache(cache_root).lookup(built.key)
+    assert [d["name"] for d in entry.metadata.extra["device_params"]] == [
+        "a_ptr", "b_ptr", "c_ptr", "a_len", "b_len", "c_len", "n"]
+    kernel = LoadedKernel.load(entry, launcher="driver")     # no TVM library is loaded
+    assert kernel.driver is not None and kernel.module is None
+    a, b, c = torch.zeros(10), torch.zeros(12), torch.zeros(14)
+    packed = kernel.driver.pack((7, a, b, c))
+    assert [p.value for p in packed] == [a.data_ptr(), b.data_ptr(), c.data_ptr(), 10, 12, 14, 7]
+    assert [type(p) for p in packed[3:]] == [ctypes.c_int32] * 4
+    if not _have_driver():
+        with pytest.raises(RuntimeLibraryError, match=r"libcuda\.so\.1"):
+            kernel.driver.function(0)

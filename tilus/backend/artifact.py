@@ -116,6 +116,8 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
             p = dataclasses.replace(p, align=align)
             storage[p.name] = st
         params.append(p)
+    from tilus.runtime.driver import device_params
+
     r = kernel.resources
     meta = KernelMetadata(
         name=program.name, entry=entry, target="cuda", arch=arch, library=LIBRARY,
@@ -123,6 +125,7 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
         extra={"cuda_source_sha256": cubins.source_digest(source),
                "cubin": CUBIN, "kernel_name": kernel.kernel_name,
                "pointer_storage": storage, "assumptions": list(kernel.assumptions),
+               "device_params": device_params(source, kernel.kernel_name, params),
                "threads": kernel.launch["block"][0],
                "resources": {"registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
                              "spill_load_bytes": r.spill_load_bytes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -44,6 +45,7 @@ class LoadedKernel:
         self.module = module
         self.entry = entry
         self.launches = 0
+        self.driver = None      # a tilus.runtime.driver.DriverFunction with TILUS_LAUNCHER=driver
         storage = metadata.extra.get("pointer_storage") if metadata.is_cuda else None
         # CUDA libraries take every pointer as a 1-D tensor of its storage dtype (TVM checks ndim
         # and dtype): (position, storage dtype) of each pointer parameter
@@ -51,8 +53,20 @@ class LoadedKernel:
                          if p.is_pointer and p.name in storage] if storage else []
 
     @classmethod
-    def load(cls, entry: CacheEntry) -> "LoadedKernel":
+    def load(cls, entry: CacheEntry, launcher: Optional[str] = None) -> "LoadedKernel":
+        """``launcher``: ``tvm`` (TVM's host library, the default) or ``driver`` (the cubin through
+        the CUDA driver API, see tilus.runtime.driver); default ``$TILUS_LAUNCHER`` or tvm."""
         meta = entry.metadata
+        launcher = launcher or os.environ.get("TILUS_LAUNCHER", "tvm")
+        if launcher not in ("tvm", "driver"):
+            raise ArgumentError(f"TILUS_LAUNCHER={launcher!r}: expected 'tvm' or 'driver'")
+        if meta.is_cuda and launcher == "driver":
+            from tilus.runtime.driver import DriverFunction
+
+            driver = DriverFunction(meta, entry.file(meta.extra["cubin"]).read_bytes())
+            kernel = cls(meta, driver, None, entry)
+            kernel.driver = driver
+            return kernel
         if meta.is_cuda and meta.extra.get("cubin"):
             register_cubin(entry)
         module = load_module(entry.library_path, cuda=meta.is_cuda)
@@ -91,6 +105,12 @@ class LoadedKernel:
             values = list(values)
             for i, storage in self._flatten:
                 values[i] = flat_view(values[i], storage)
+        if self.driver is not None:
+            device = bound.device_id or 0
+            stream = current_stream(values, device) if bound.device_type == "cuda" else None
+            self.driver.launch(values, dims["grid"], stream or 0, device)
+            self.launches += 1
+            return None
         with self._stream_context(bound):
             result = self.function(*values)
         self.launches += 1
