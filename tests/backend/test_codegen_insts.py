@@ -140,6 +140,25 @@ class DotInt8(tilus.Script):
         self.store_global(gc, acc, offsets=[0, 0])
 
 
+class DotBf16(tilus.Script):
+    def __call__(self, m: tilus.int32, a: ~tilus.bfloat16, b: ~tilus.bfloat16, c: ~tilus.float32):
+        self.attrs.blocks = [tilus.cdiv(m, 64)]
+        self.attrs.warps = 4
+        ga = self.global_view(a, dtype=tilus.bfloat16, shape=[m, 32])
+        gb = self.global_view(b, dtype=tilus.bfloat16, shape=[32, 64])
+        gc = self.global_view(c, dtype=tilus.float32, shape=[m, 64])
+        sa = self.shared_tensor(dtype=tilus.bfloat16, shape=[64, 32])
+        sb = self.shared_tensor(dtype=tilus.bfloat16, shape=[32, 64])
+        self.copy_async(src=ga, dst=sa, offsets=[self.blockIdx.x * 64, 0])
+        self.copy_async(src=gb, dst=sb, offsets=[0, 0])
+        self.copy_async_commit_group()
+        self.copy_async_wait_group(0)
+        self.sync()
+        acc = self.register_tensor(dtype=tilus.float32, shape=[64, 64], init=0.0)
+        self.dot(self.load_shared(sa), self.load_shared(sb), acc, out=acc)
+        self.store_global(gc, acc, offsets=[self.blockIdx.x * 64, 0])
+
+
 class Relayout(tilus.Script):
     """An annotated layout that does not line up with the operand: conversion through shared memory."""
 
@@ -187,6 +206,7 @@ PROGRAMS = {
     "subbyte_memory": lambda: SubByteMemory(),
     "dot_simt": lambda: DotSimt(),
     "dot_int8": lambda: DotInt8(),
+    "dot_bf16": lambda: DotBf16(),
     "control": lambda: Control(),
 }
 
@@ -223,6 +243,18 @@ def test_float_division_compiles(need_nvcc):
     """IEEE division calls CUDA's slow-path subroutine (a small stack frame at the call)."""
     k = tilus.build(Division(), arch="sm_90")
     assert "CALL" in k.sass or "MUFU.RCP" in k.sass
+
+
+def test_int8_dot_uses_imma(built, need_disassembler):
+    k = built("dot_int8")
+    assert "IMMA.16832.S8.S8" in k.sass
+    assert "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32" in k.cuda_source
+
+
+def test_bf16_dot_uses_hmma_ldmatrix_cp_async(built, need_disassembler):
+    sass = built("dot_bf16").sass
+    assert "HMMA.16816.F32.BF16" in sass
+    assert "LDSM" in sass and "LDGSTS" in sass
 
 
 def test_masks_for_non_dividing_shapes(built):
