@@ -418,24 +418,17 @@ class Lowerer:
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
-        """A buffer of ``dtype`` over ``buf``'s data (a DeclBuffer where first needed; aliases of
-        parameter buffers are cached, they are declared at the kernel's top level)."""
+        """A buffer of ``dtype`` over ``buf``'s data: a DeclBuffer in the current scope (declared
+        at each use site; a cached one could be out of scope)."""
         if dt(buf) == dtype:
             return buf
-        key = (buf.name, dtype)
-        cache = any(b.same_as(buf) for b in self.param_buffers.values())
-        if cache and key in self.aliases:
-            return self.aliases[key]
         n = buf.shape[0]
         eb, ab = tirx_dtype_bytes(dt(buf)), tirx_dtype_bytes(dtype)
         if eb != ab:
             n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
                 else tirx.const(-(-int(n) * eb // ab), "int32")
         alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
-        alias = self.name(f"{buf.name}_{dtype}", alias)
-        if cache:
-            self.aliases[key] = alias
-        return alias
+        return self.name(f"{buf.name}_{dtype}", alias)
 
 
 def tirx_dtype_bytes(d: str) -> int:
