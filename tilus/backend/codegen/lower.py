@@ -191,7 +191,9 @@ class Lowerer:
                 return tirx.const(0, dt(a)) - a if not dt(a).startswith("float") else -a
             if e.op == "not":
                 return tirx.Not(_as_bool(a))
-            return tirx.bitwise_not(a)
+            bits = int("".join(ch for ch in dt(a) if ch.isdigit()))
+            ones = tirx.const(-1 if dt(a).startswith("int") else (1 << bits) - 1, dt(a))
+            return tirx.bitwise_xor(a, ones)            # ~a
         if isinstance(e, E.Cast):
             a = self.expr(e.a)
             d = _scalar_dtype(e.dtype)
