@@ -98,6 +98,24 @@ class LowBit(tilus.Script):
         self.store_global(gw, self.view(back, dtype=tilus.uint8, shape=[16, 8 * nb]), offsets=[0, 0])
 
 
+class LowBitHalf(tilus.Script):
+    """uint8 bytes -> view as a low-bit type -> cast to float16: the packed cast program."""
+
+    def __init__(self, wtype):
+        super().__init__()
+        self.wtype = tilus.dtypes.get(wtype)
+
+    def __call__(self, n: tilus.int32, w: ~tilus.uint8, y: ~tilus.float16):
+        self.attrs.blocks = [tilus.cdiv(n, 32)]
+        self.attrs.warps = 4
+        nb = self.wtype.nbits
+        gw = self.global_view(w, dtype=tilus.uint8, shape=[n, 16 * nb])
+        gy = self.global_view(y, dtype=tilus.float16, shape=[n, 128])
+        raw = self.load_global(gw, offsets=[self.blockIdx.x * 32, 0], shape=[32, 16 * nb])
+        codes = self.view(raw, dtype=self.wtype, shape=[32, 128])
+        self.store_global(gy, self.cast(codes, dtype=tilus.float16), offsets=[self.blockIdx.x * 32, 0])
+
+
 class SubByteMemory(tilus.Script):
     def __call__(self, n: tilus.int32, w: ~tilus.uint3, y: ~tilus.uint3):
         self.attrs.blocks = [tilus.cdiv(n, 32)]
@@ -204,6 +222,10 @@ PROGRAMS = {
     "lowbit_float6_e3m2": lambda: LowBit("float6_e3m2"),
     "lowbit_float8_e4m3": lambda: LowBit("float8_e4m3"),
     "subbyte_memory": lambda: SubByteMemory(),
+    "lowbit_half_int4": lambda: LowBitHalf("int4"),
+    "lowbit_half_uint3": lambda: LowBitHalf("uint3"),
+    "lowbit_half_float6_e3m2": lambda: LowBitHalf("float6_e3m2"),
+    "lowbit_half_float8_e4m3": lambda: LowBitHalf("float8_e4m3"),
     "dot_simt": lambda: DotSimt(),
     "dot_int8": lambda: DotInt8(),
     "dot_bf16": lambda: DotBf16(),
@@ -255,6 +277,23 @@ def test_bf16_dot_uses_hmma_ldmatrix_cp_async(built, need_disassembler):
     sass = built("dot_bf16").sass
     assert "HMMA.16816.F32.BF16" in sass
     assert "LDSM" in sass and "LDGSTS" in sass
+
+
+@pytest.mark.parametrize("wtype", ["int4", "float8_e4m3"])
+def test_view_cast_to_half_fuses_into_the_packed_cast_program(built, need_disassembler, wtype):
+    """view(uint8 -> low-bit) + cast(-> float16) with a bit-compatible layout: the words come
+    straight from the loaded bytes and go through lop3/prmt and half2 arithmetic."""
+    import tilus.backend.codegen.emitters  # noqa: F401
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen.lower import Lowerer
+
+    lw = Lowerer(prepare(PROGRAMS[f"lowbit_half_{wtype}"]().program()))
+    lw.build()
+    assert lw.fused_casts == [("c", True)]
+    sass = built(f"lowbit_half_{wtype}").sass
+    assert "LOP3" in sass or "PRMT" in sass
+    assert "HADD2" in sass or "HFMA2" in sass or "HMUL2" in sass
+    assert "I2F" not in sass and "F2F" not in sass       # no per-element conversions
 
 
 def test_masks_for_non_dividing_shapes(built):

@@ -95,3 +95,11 @@ def test_control_flow():
 
 def test_free_shared_reuse():
     _check(K.Reuse(), [torch.randn(32, 64)], [0])
+
+
+@pytest.mark.parametrize("wtype", ["int4", "uint3", "float6_e3m2", "float8_e4m3", "uint1", "int2",
+                                   "float4_e2m1", "uint6"])
+def test_lowbit_view_cast_to_half(wtype):
+    t, n = dtypes.get(wtype), 70
+    w = torch.randint(0, 256, (n, 16 * t.nbits), dtype=torch.uint8)
+    _check(K.LowBitHalf(wtype), [n, w, torch.zeros(n, 128).half()], [2])

@@ -39,7 +39,7 @@ from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
-from tilus.ir.inst import Instruction
+from tilus.ir.inst import Instruction, ViewInst
 from tilus.ir.layout import RegisterLayout
 from tilus.ir.program import Program
 from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
@@ -106,6 +106,9 @@ class Lowerer:
         self.aliases: dict[tuple, Any] = {}
         self.shared_bytes = 0
         self.smem_offsets: dict[str, int] = {}
+        self.versions: dict[str, int] = {}        # tensor name -> number of writes lowered so far
+        self.views: dict[str, tuple] = {}          # view output -> (source tensor, its version)
+        self.fused_casts: list[tuple[str, bool]] = []
         self.assumptions: list[str] = []
         self.tx = None
         self._counter = 0
@@ -295,6 +298,12 @@ class Lowerer:
     def lower_stmt(self, s: S.Stmt) -> None:
         if isinstance(s, Instruction):
             emitter_for(type(s))(self, s)
+            out = getattr(s, "output", None)
+            if isinstance(out, Tensor):
+                self.versions[out.name] = self.versions.get(out.name, 0) + 1
+                self.views.pop(out.name, None)
+                if isinstance(s, ViewInst) and s.x.dtype is dtypes.uint8:
+                    self.views[out.name] = (s.x, self.versions.get(s.x.name, 0))
         elif isinstance(s, S.SeqStmt):
             for x in s.stmts:
                 self.lower_stmt(x)
@@ -357,6 +366,13 @@ class Lowerer:
                 TB.Bind(start + i * step if not one else start + i, var=v)
                 self.vars[s.var] = v
             self.lower_stmt(s.body)
+
+    def view_source(self, t: Tensor):
+        """The uint8 tile ``t`` was last ``view``-ed from, when neither changed since."""
+        entry = self.views.get(t.name)
+        if entry is None or self.versions.get(entry[0].name, 0) != entry[1]:
+            return None
+        return entry[0]
 
     # ------------------------------------------------------------------ the function
     def build(self) -> Lowered:

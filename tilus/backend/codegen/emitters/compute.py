@@ -52,6 +52,10 @@ def _materialize_if_aliased(lw, out: Tensor, values, operands) -> list:
 
 @emitter(I.CastInst)
 def cast(lw, inst: I.CastInst) -> None:
+    from tilus.backend.codegen.emitters.lowbit import try_packed_cast
+
+    if try_packed_cast(lw, inst):
+        return
     vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
     src, dst = inst.x.dtype, inst.output.dtype
     write(lw, inst.output, [scalar.convert(src, dst, v) for v in vals])
