@@ -132,8 +132,6 @@ def _load_kernel_class(target: str):
 def cmd_build(args) -> int:
     if not re.fullmatch(r"sm_\d+a?", args.arch) or int(re.sub(r"\D", "", args.arch)) < 80:
         raise CLIError(f"--arch {args.arch}: expected sm_80 or newer, e.g. sm_90", 2)
-    if args.emit != "ir":
-        raise CLIError(f"--emit {args.emit} {NEEDS_BACKEND}; --emit ir works now", 2)
     cls = _load_kernel_class(args.kernel)
     params = dict(parse_param(p) for p in args.param)
     try:
@@ -143,9 +141,33 @@ def cmd_build(args) -> int:
     program = getattr(kernel, "program", None)
     if not callable(program):
         raise CLIError(f"{args.kernel} is not a tilus.Script (it has no program() method)", 2)
-    text = str(program())
+    if args.emit == "ir":
+        text = str(program())
+    else:
+        text = _emit_compiled(kernel, args.arch, args.emit)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0
+
+
+def _emit_compiled(kernel, arch: str, emit: str) -> str:
+    """The CUDA source, PTX, SASS or resource report of ``tilus.build(kernel, arch)``."""
+    try:
+        from tilus.backend.build_program import build
+    except ImportError as e:                      # a runtime-only install (no TVM)
+        raise CLIError(f"--emit {emit} {NEEDS_BACKEND}: {e}", 2) from None
+    compiled = build(kernel, arch)
+    if emit == "cuda":
+        return compiled.cuda_source
+    if emit == "ptx":
+        return compiled.ptx
+    if emit == "sass":
+        return compiled.sass
+    r = compiled.resources
+    return json.dumps({"kernel": compiled.kernel_name, "arch": compiled.arch,
+                       "registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
+                       "spill_load_bytes": r.spill_load_bytes, "stack_frame_bytes": r.stack_frame_bytes,
+                       "static_shared_bytes": r.shared_memory_bytes, "launch": compiled.launch,
+                       "assumptions": compiled.assumptions}, indent=2)
 
 
 def cmd_bench(args) -> int:
@@ -184,8 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile-time parameter for the class's __init__ (repeatable); VALUE is a "
                         "Python literal or a dtype name")
     b.add_argument("--emit", choices=EMITS, default="ir",
-                   help="what to print: ir (works now); cuda, ptx, sass, resources "
-                        "(need the CUDA backend)")
+                   help="what to print: ir, cuda, ptx, sass or resources (JSON)")
     b.set_defaults(func=cmd_build)
 
     bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
