@@ -101,19 +101,22 @@ class LowBit(tilus.Script):
 class LowBitHalf(tilus.Script):
     """uint8 bytes -> view as a low-bit type -> cast to float16: the packed cast program."""
 
-    def __init__(self, wtype):
+    def __init__(self, wtype, half="float16"):
         super().__init__()
         self.wtype = tilus.dtypes.get(wtype)
+        self.half = tilus.dtypes.get(half)
 
-    def __call__(self, n: tilus.int32, w: ~tilus.uint8, y: ~tilus.float16):
+    def __call__(self, n: tilus.int32, w: ~tilus.uint8, y: ~tilus.int16):
         self.attrs.blocks = [tilus.cdiv(n, 32)]
         self.attrs.warps = 4
         nb = self.wtype.nbits
         gw = self.global_view(w, dtype=tilus.uint8, shape=[n, 16 * nb])
-        gy = self.global_view(y, dtype=tilus.float16, shape=[n, 128])
+        gy = self.global_view(y, dtype=tilus.int16, shape=[n, 128])
         raw = self.load_global(gw, offsets=[self.blockIdx.x * 32, 0], shape=[32, 16 * nb])
         codes = self.view(raw, dtype=self.wtype, shape=[32, 128])
-        self.store_global(gy, self.cast(codes, dtype=tilus.float16), offsets=[self.blockIdx.x * 32, 0])
+        h = self.cast(codes, dtype=self.half)
+        self.store_global(gy, self.view(h, dtype=tilus.int16, shape=[32, 128]),
+                          offsets=[self.blockIdx.x * 32, 0])
 
 
 class SubByteMemory(tilus.Script):
@@ -226,6 +229,8 @@ PROGRAMS = {
     "lowbit_half_uint3": lambda: LowBitHalf("uint3"),
     "lowbit_half_float6_e3m2": lambda: LowBitHalf("float6_e3m2"),
     "lowbit_half_float8_e4m3": lambda: LowBitHalf("float8_e4m3"),
+    "lowbit_bf16_int4": lambda: LowBitHalf("int4", "bfloat16"),
+    "lowbit_bf16_float6_e5m0": lambda: LowBitHalf("float6_e5m0", "bfloat16"),
     "dot_simt": lambda: DotSimt(),
     "dot_int8": lambda: DotInt8(),
     "dot_bf16": lambda: DotBf16(),
@@ -279,7 +284,7 @@ def test_bf16_dot_uses_hmma_ldmatrix_cp_async(built, need_disassembler):
     assert "LDSM" in sass and "LDGSTS" in sass
 
 
-@pytest.mark.parametrize("wtype", ["int4", "float8_e4m3"])
+@pytest.mark.parametrize("wtype", ["half_int4", "half_float8_e4m3", "bf16_int4"])
 def test_view_cast_to_half_fuses_into_the_packed_cast_program(built, need_disassembler, wtype):
     """view(uint8 -> low-bit) + cast(-> float16) with a bit-compatible layout: the words come
     straight from the loaded bytes and go through lop3/prmt and half2 arithmetic."""
@@ -287,10 +292,10 @@ def test_view_cast_to_half_fuses_into_the_packed_cast_program(built, need_disass
     from tilus.backend.build_program import prepare
     from tilus.backend.codegen.lower import Lowerer
 
-    lw = Lowerer(prepare(PROGRAMS[f"lowbit_half_{wtype}"]().program()))
+    lw = Lowerer(prepare(PROGRAMS[f"lowbit_{wtype}"]().program()))
     lw.build()
-    assert lw.fused_casts == [("c", True)]
-    sass = built(f"lowbit_half_{wtype}").sass
+    assert [fused for _, fused in lw.fused_casts] == [True]
+    sass = built(f"lowbit_{wtype}").sass
     assert "LOP3" in sass or "PRMT" in sass
     assert "HADD2" in sass or "HFMA2" in sass or "HMUL2" in sass
     assert "I2F" not in sass and "F2F" not in sass       # no per-element conversions

@@ -1,4 +1,4 @@
-"""Packed low-bit casts: ``cast`` of a low-bit tile to float16 through the cast programs of
+"""Packed low-bit casts: ``cast`` of a low-bit tile to float16 or bfloat16 through the cast programs of
 tilus.backend.lowbit_cast (lop3 / prmt / shifts + half2 ops on 32-bit words).
 
 Applies when every group of N output slots (N = the program's elements per block) holds N
@@ -24,9 +24,9 @@ from tilus.ir import inst as I
 def _program(src, dst):
     from tilus.backend.lowbit_cast import cast_program, supported_targets
 
-    if dst is not dtypes.float16 or "float16" not in supported_targets(src):
+    if dst not in (dtypes.float16, dtypes.bfloat16) or dst.name not in supported_targets(src):
         return None
-    return cast_program(src, "float16")
+    return cast_program(src, dst.name)
 
 
 def _groups_ok(layout, shape, n: int) -> bool:
@@ -90,6 +90,8 @@ def _words_from_codes(lw, inst, prog, layout):
 
 
 def _run(lw, prog, words, regs):
+    """(The half ops are written as float16x2/bfloat16x2 arithmetic; a program's fma is exact
+    with one rounding or two: its product is a power-of-two scaling, see lowbit_cast.)"""
     """Emit the program's ops on ``words`` into the local uint32 buffer ``regs``."""
     from tilus.backend.lowbit_cast import Reg
 
@@ -100,8 +102,10 @@ def _run(lw, prog, words, regs):
             return words[a.index] if a.index < prog.num_words else regs[index[a.index]]
         return tirx.const(int(a), "uint32")
 
+    lanes = "float16x2" if prog.dst == "float16" else "bfloat16x2"
+
     def h2(x):
-        return tirx.reinterpret("float16x2", x)
+        return tirx.reinterpret(lanes, x)
 
     for op in prog.ops:
         slot = len(index)
@@ -167,8 +171,9 @@ def try_packed_cast(lw, inst: I.CastInst) -> bool:
             if s1 == s0 + 1 and s0 % 2 == 0:
                 lw.store(out_words, v, [s0 // 2])
             else:
-                lo = tirx.reinterpret("float16", tirx.Cast("uint16", tirx.bitwise_and(v, tirx.const(0xFFFF, "uint32"))))
-                hi = tirx.reinterpret("float16", tirx.Cast("uint16", tirx.shift_right(v, tirx.const(16, "uint32"))))
+                half = prog.dst
+                lo = tirx.reinterpret(half, tirx.Cast("uint16", tirx.bitwise_and(v, tirx.const(0xFFFF, "uint32"))))
+                hi = tirx.reinterpret(half, tirx.Cast("uint16", tirx.shift_right(v, tirx.const(16, "uint32"))))
                 lw.store(out.buf, lo, [s0])
                 lw.store(out.buf, hi, [s1])
     lw.fused_casts.append((inst.output.name, fused))
