@@ -158,25 +158,30 @@ def cmd_build(args) -> int:
         if not isinstance(prog, Program):
             raise CLIError(f"{args.kernel}: program() returned {type(prog).__name__}, not a "
                            f"tilus.ir.Program: --emit {args.emit} needs a tilus.Script", 2)
-        import tilus
-
-        compiled = tilus.build(prog, arch=args.arch)
-        if args.emit == "cuda":
-            text = compiled.cuda_source
-        elif args.emit == "ptx":
-            text = compiled.ptx
-        elif args.emit == "sass":
-            text = compiled.sass
-        else:
-            import dataclasses
-
-            r = dataclasses.asdict(compiled.resources)
-            r.pop("constant_banks", None)
-            text = json.dumps({"kernel": compiled.kernel_name, "arch": compiled.arch,
-                               **r, "launch": compiled.launch,
-                               "assumptions": list(compiled.assumptions)}, indent=2)
+        text = _emit_compiled(prog, args.arch, args.emit)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0
+
+
+def _emit_compiled(kernel, arch: str, emit: str) -> str:
+    """The CUDA source, PTX, SASS or resource report of ``tilus.build(kernel, arch)``."""
+    try:
+        from tilus.backend.build_program import build
+    except ImportError as e:                      # a runtime-only install (no TVM)
+        raise CLIError(f"--emit {emit} {NEEDS_BACKEND}: {e}", 2) from None
+    compiled = build(kernel, arch)
+    if emit == "cuda":
+        return compiled.cuda_source
+    if emit == "ptx":
+        return compiled.ptx
+    if emit == "sass":
+        return compiled.sass
+    r = compiled.resources
+    return json.dumps({"kernel": compiled.kernel_name, "arch": compiled.arch,
+                       "registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
+                       "spill_load_bytes": r.spill_load_bytes, "stack_frame_bytes": r.stack_frame_bytes,
+                       "static_shared_bytes": r.shared_memory_bytes, "launch": compiled.launch,
+                       "assumptions": compiled.assumptions}, indent=2)
 
 
 def cmd_bundle(args) -> int:

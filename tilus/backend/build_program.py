@@ -45,5 +45,6 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), *
         "block": [lowered.threads, 1, 1],
         "shared_bytes": lowered.shared_bytes,     # dynamic shared memory (one pool)
     }
-    kernel.assumptions = list(lowered.assumptions)
+    kernel.assumptions = ["pointer arguments are passed as flat 1-D tensors (sub-byte: uint8 bytes)"] \
+        + list(lowered.assumptions)
     return kernel

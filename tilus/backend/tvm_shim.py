@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - the dependency is pinned
     raise CompilationError(f"the Tilus backend needs apache-tvm 0.27 (import failed: {exc})") from exc
 
 TVM_VERSION = tvm.__version__
+ir = tvm.ir  # Call, Op, StringImm, TensorLoad, Var, PrimType, PointerType (node classes of TIR expressions)
 IRModule = tvm.IRModule
 PrimFunc = tirx.PrimFunc
 

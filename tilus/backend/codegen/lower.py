@@ -39,7 +39,7 @@ from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
-from tilus.ir.inst import Instruction
+from tilus.ir.inst import Instruction, ViewInst
 from tilus.ir.layout import RegisterLayout
 from tilus.ir.program import Program
 from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
@@ -106,6 +106,9 @@ class Lowerer:
         self.aliases: dict[tuple, Any] = {}
         self.shared_bytes = 0
         self.smem_offsets: dict[str, int] = {}
+        self.versions: dict[str, int] = {}        # tensor name -> number of writes lowered so far
+        self.views: dict[str, tuple] = {}          # view output -> (source tensor, its version)
+        self.fused_casts: list[tuple[str, bool]] = []
         self.assumptions: list[str] = []
         self.tx = None
         self._counter = 0
@@ -191,7 +194,9 @@ class Lowerer:
                 return tirx.const(0, dt(a)) - a if not dt(a).startswith("float") else -a
             if e.op == "not":
                 return tirx.Not(_as_bool(a))
-            return tirx.bitwise_not(a)
+            bits = int("".join(ch for ch in dt(a) if ch.isdigit()))
+            ones = tirx.const(-1 if dt(a).startswith("int") else (1 << bits) - 1, dt(a))
+            return tirx.bitwise_xor(a, ones)            # ~a
         if isinstance(e, E.Cast):
             a = self.expr(e.a)
             d = _scalar_dtype(e.dtype)
@@ -293,6 +298,12 @@ class Lowerer:
     def lower_stmt(self, s: S.Stmt) -> None:
         if isinstance(s, Instruction):
             emitter_for(type(s))(self, s)
+            out = getattr(s, "output", None)
+            if isinstance(out, Tensor):
+                self.versions[out.name] = self.versions.get(out.name, 0) + 1
+                self.views.pop(out.name, None)
+                if isinstance(s, ViewInst) and s.x.dtype is dtypes.uint8:
+                    self.views[out.name] = (s.x, self.versions.get(s.x.name, 0))
         elif isinstance(s, S.SeqStmt):
             for x in s.stmts:
                 self.lower_stmt(x)
@@ -356,6 +367,13 @@ class Lowerer:
                 self.vars[s.var] = v
             self.lower_stmt(s.body)
 
+    def view_source(self, t: Tensor):
+        """The uint8 tile ``t`` was last ``view``-ed from, when neither changed since."""
+        entry = self.views.get(t.name)
+        if entry is None or self.versions.get(entry[0].name, 0) != entry[1]:
+            return None
+        return entry[0]
+
     # ------------------------------------------------------------------ the function
     def build(self) -> Lowered:
         p = self.program
@@ -418,24 +436,17 @@ class Lowerer:
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
-        """A buffer of ``dtype`` over ``buf``'s data (a DeclBuffer where first needed; aliases of
-        parameter buffers are cached, they are declared at the kernel's top level)."""
+        """A buffer of ``dtype`` over ``buf``'s data: a DeclBuffer in the current scope (declared
+        at each use site; a cached one could be out of scope)."""
         if dt(buf) == dtype:
             return buf
-        key = (buf.name, dtype)
-        cache = any(b.same_as(buf) for b in self.param_buffers.values())
-        if cache and key in self.aliases:
-            return self.aliases[key]
         n = buf.shape[0]
         eb, ab = tirx_dtype_bytes(dt(buf)), tirx_dtype_bytes(dtype)
         if eb != ab:
             n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
                 else tirx.const(-(-int(n) * eb // ab), "int32")
         alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
-        alias = self.name(f"{buf.name}_{dtype}", alias)
-        if cache:
-            self.aliases[key] = alias
-        return alias
+        return self.name(f"{buf.name}_{dtype}", alias)
 
 
 def tirx_dtype_bytes(d: str) -> int:

@@ -55,7 +55,10 @@ def decode_float(dtype: DataType, code):
     elif dtype.name == "float8_e5m2":
         mag = tirx.Select(e == 31, tirx.Select(m == 0, const(float("inf"), "float32"),
                                                const(float("nan"), "float32")), mag)
-    return tirx.Select(sign == 1, -mag, mag)
+    # the sign goes in as a bit (a NaN keeps its sign; 0 - x would not)
+    bits = tirx.bitwise_or(tirx.reinterpret("uint32", mag),
+                           tirx.shift_left(tirx.Cast("uint32", sign), const(31, "uint32")))
+    return tirx.reinterpret("float32", bits)
 
 
 def encode_float(dtype: DataType, v):

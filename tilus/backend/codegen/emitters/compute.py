@@ -52,6 +52,10 @@ def _materialize_if_aliased(lw, out: Tensor, values, operands) -> list:
 
 @emitter(I.CastInst)
 def cast(lw, inst: I.CastInst) -> None:
+    from tilus.backend.codegen.emitters.lowbit import try_packed_cast
+
+    if try_packed_cast(lw, inst):
+        return
     vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
     src, dst = inst.x.dtype, inst.output.dtype
     write(lw, inst.output, [scalar.convert(src, dst, v) for v in vals])
@@ -82,7 +86,7 @@ def unary_value(op: str, dtype, v):
     if op == "not":
         return tirx.Not(v if dt(v) == "bool" else v != tirx.const(0, dt(v)))
     if op == "bitnot":
-        return tirx.Not(v) if dt(v) == "bool" else tirx.bitwise_not(v)
+        return tirx.Not(v) if dt(v) == "bool" else tirx.bitwise_xor(v, _all_ones(dt(v)))
     raise CompilationError(f"unknown unary operation {op}")
 
 
@@ -94,6 +98,11 @@ def unary(lw, inst: I.UnaryInst) -> None:
                                                 unary_value(inst.op, dtype, scalar.load(dtype, v))))
            for v in vals]
     write(lw, inst.output, out)
+
+
+def _all_ones(d: str):
+    bits = int("".join(ch for ch in d if ch.isdigit()))
+    return tirx.const(-1 if d.startswith("int") else (1 << bits) - 1, d)
 
 
 def _fit(dtype, v):
