@@ -156,6 +156,8 @@ def test_argument_errors_before_launch(torch):
         kernel(100, a, torch.zeros(100, device="cuda", dtype=torch.float16), a)
     with pytest.raises(ArgumentError, match="aligned"):
         kernel(10, a[1:], a[1:], a[1:])
+    with pytest.raises(ArgumentError, match="too small"):
+        kernel(200, a, a, a)
 
 
 def test_second_process_runs_from_the_cache(torch, tmp_path):

@@ -56,7 +56,8 @@ def test_artefact_files_and_metadata(built, cache_root):
     assert [(p.name, p.kind, p.dtype) for p in meta.params] == [
         ("n", "scalar", "int32"), ("a", "pointer", "float32"), ("b", "pointer", "float32"),
         ("c", "pointer", "float32")]
-    assert all(p.align == 16 and p.contiguous for p in meta.params if p.is_pointer)
+    assert all(p.align == 16 and p.contiguous and p.min_count == "n"
+               for p in meta.params if p.is_pointer)
     assert meta.launch["grid"] == ["cdiv(n, 256)", 1, 1] and meta.launch["block"] == [128, 1, 1]
     assert meta.launch["shared_bytes"] == 0
     assert {"tvm", "tvm_ffi", "nvcc"} <= set(meta.versions)
@@ -284,3 +285,15 @@ def test_driver_launcher_packs_arguments_in_device_order(built, cache_root):
     if not _have_driver():
         with pytest.raises(RuntimeLibraryError, match=r"libcuda\.so\.1"):
             kernel.driver.function(0)
+
+
+def test_size_requirements_of_the_examples():
+    from tests.gpu.kernels import CASES
+    from tilus.backend.artifact import size_requirements
+
+    assert size_requirements(CASES["matmul_fp16"][0]().program()) == {
+        "a": ("min_count", "m * k"), "b": ("min_count", "k * n"), "c": ("min_count", "m * n")}
+    lowbit = size_requirements(CASES["matmul_lowbit_uint3"][0]().program())
+    assert lowbit["w"] == ("min_count", "k * (n * 3 // 8)")
+    # the split-K semaphores are viewed through a let-bound count: no requirement is invented
+    assert "sema" not in size_requirements(CASES["matmul_splitk"][0]().program())

@@ -75,6 +75,59 @@ def _params(program) -> list:
     return out
 
 
+def size_requirements(program) -> dict:
+    """{pointer parameter: ("min_count" | "min_bytes", expression text)} from the program's
+    ``global_view``s of its pointer parameters: the extent each view reaches, in elements of the
+    pointer's type (``min_bytes`` when a view reinterprets it as another type). Views whose extent
+    names anything but scalar parameters (a let-bound variable, say) are left out."""
+    from tilus.ir.expr import Var
+    from tilus.ir.functor import instructions
+    from tilus.ir.inst import GlobalViewInst
+    from tilus.ir.types import PointerType
+    from tilus.runtime import expr as rexpr
+
+    pointers = {p.name: p for p in program.params if isinstance(p.dtype, PointerType)}
+    scalars = {p.name for p in program.params if not isinstance(p.dtype, PointerType)}
+    found: dict = {}
+    for inst in instructions(program.body):
+        if not isinstance(inst, GlobalViewInst) or not isinstance(inst.ptr, Var) \
+                or inst.ptr.name not in pointers:
+            continue
+        ttype = inst.output.type
+        dims = [str(e) for e in ttype.shape]
+        steps = [str(e) for e in inst.strides]
+        if not dims:
+            continue
+
+        def par(t):
+            return t if t.replace("_", "").isalnum() else f"({t})"
+
+        row_major = all(st == (" * ".join(dims[i + 1:]) or "1") for i, st in enumerate(steps))
+        if row_major:
+            text = " * ".join(par(d) for d in dims)
+        else:
+            # 1 + sum((d_i - 1) * stride_i) elements, none when a dimension is empty
+            reach = " + ".join(f"({par(d)} - 1) * {par(st)}" for d, st in zip(dims, steps))
+            text = f"min({' * '.join(par(d) for d in dims)}, 1) * (1 + {reach})"
+        ptr_t = pointers[inst.ptr.name].dtype.dtype
+        kind = "min_count"
+        if ttype.dtype != ptr_t:
+            text = f"cdiv(({text}) * {ttype.dtype.nbits}, 8)"
+            kind = "min_bytes"
+        try:
+            rexpr.validate(text)
+            if not set(rexpr.names(text)) <= scalars:
+                continue
+        except Exception:
+            continue
+        prev = found.get(inst.ptr.name)
+        if prev is None:
+            found[inst.ptr.name] = (kind, text)
+        elif prev[0] == kind:
+            found[inst.ptr.name] = (kind, f"max({prev[1]}, {text})")
+    return found
+
+
 def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **consts) -> BuiltArtifact:
     """Build a kernel for ``arch`` and package it as a cache artefact (needs TVM, nvcc and g++)."""
     import dataclasses
@@ -111,9 +164,13 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
     align = 16 if any("16-byte aligned" in a for a in kernel.assumptions) else (
         4 if any("4-byte aligned" in a for a in kernel.assumptions) else 1)
     params, storage = [], {}
+    sizes = size_requirements(program)
     for p, st in _params(program):
         if p.is_pointer:
             p = dataclasses.replace(p, align=align)
+            if p.name in sizes:
+                kind, text = sizes[p.name]
+                p = dataclasses.replace(p, **{kind: text})
             storage[p.name] = st
         params.append(p)
     from tilus.runtime.driver import device_params
