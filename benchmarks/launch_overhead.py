@@ -112,7 +112,8 @@ def main(argv=None) -> dict:
     for k, v in rows.items():
         print(f"{k:22} {v:10.2f}")
     result = {"device": device, "n": n, "iters": args.iters, "first_call_ms": first_ms,
-              "us_per_launch": rows, "torch": torch.__version__}
+              "us_per_launch": rows, "torch": torch.__version__,
+              "torch_c_dlpack": hasattr(torch.Tensor, "__dlpack_c_exchange_api__")}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
