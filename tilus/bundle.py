@@ -182,7 +182,18 @@ if ! "$PY" -c "import tvm_ffi" 2>/dev/null; then
 fi
 export PYTHONPATH="$HERE/src${{PYTHONPATH:+:$PYTHONPATH}}"
 cd "$HERE/src"
-"$PY" -c "import tilus, tvm_ffi, torch; print('tilus', tilus.__version__, 'tvm_ffi', tvm_ffi.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
+"$PY" - <<'PYEOF' || true
+import importlib
+for name in ("tilus", "tvm_ffi", "torch"):
+    try:
+        m = importlib.import_module(name)
+        extra = ""
+        if name == "torch" and m.cuda.is_available():
+            extra = " on " + m.cuda.get_device_name()
+        print(name, getattr(m, "__version__", "?"), extra, flush=True)
+    except Exception as e:
+        print(name, "unavailable:", e, flush=True)
+PYEOF
 if [ "${{1:-}}" = "python" ]; then shift; exec "$PY" "$@"; fi
 if [ "$#" -eq 0 ]; then set -- {default}; fi
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"
