@@ -14,6 +14,7 @@ The CUDA path, per call::
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import sys
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loaded: dict = {}          # (id(program), arch, cache root) -> (program, LoadedKernel)
+_arch_of_device: dict = {}  # torch device index -> "sm_XY"
 
 
 def _on_cuda(x: Any) -> bool:
@@ -74,8 +76,13 @@ def device_arch(x: Any = None) -> str:
                 index = x.device.index
             elif x is not None and hasattr(x, "device") and hasattr(x.device, "id"):
                 index = x.device.id
-            major, minor = torch.cuda.get_device_capability(index)
-            return _normalize(f"sm_{major}{minor}")
+            if index is None:
+                index = torch.cuda.current_device()
+            arch = _arch_of_device.get(index)
+            if arch is None:
+                major, minor = torch.cuda.get_device_capability(index)
+                arch = _arch_of_device[index] = _normalize(f"sm_{major}{minor}")
+            return arch
     except TilusError:
         raise
     except Exception:  # pragma: no cover - broken driver
@@ -83,6 +90,7 @@ def device_arch(x: Any = None) -> str:
     return "sm_80"
 
 
+@functools.lru_cache(maxsize=64)
 def _normalize(arch: str) -> str:
     from tilus.backend.toolchain import normalize_arch  # no TVM
 
