@@ -149,6 +149,8 @@ def copy_runtime_libs(dest: Path) -> list[Path]:
 
 def copy_sources(dest: Path) -> None:
     root = repo_root()
+    if dest.exists():
+        shutil.rmtree(dest)          # no stale files from an earlier bundle
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.so", "*.cubin")
     for d in SOURCE_DIRS:
         if (root / d).is_dir():
