@@ -17,7 +17,7 @@ import numpy as np
 
 from tilus import dtypes
 from tilus.backend.codegen.gather import flat_index, same_index, slot_values, static_slots
-from tilus.backend.tvm_shim import T, TB, tirx
+from tilus.backend.tvm_shim import T, tirx
 from tilus.ir import inst as I
 
 
