@@ -3,7 +3,7 @@ compiles, no spills, no stack frame, and the emitted code has the structure it n
 import pytest
 
 import tilus
-from tilus.ir.layout import local, spatial
+from tilus.ir.layout import column_local, local, spatial
 
 ARCHES = ("sm_80", "sm_90")
 
@@ -119,6 +119,22 @@ class LowBitHalf(tilus.Script):
                           offsets=[self.blockIdx.x * 32, 0])
 
 
+class LowBitPermuted(tilus.Script):
+    """The cast's layout holds whole 8-element int4 blocks per thread in column-major slot order:
+    the packed cast writes each element to the slot that holds it."""
+
+    def __call__(self, w: ~tilus.uint8, y: ~tilus.float16):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 4
+        gw = self.global_view(w, dtype=tilus.uint8, shape=[32, 32])
+        gy = self.global_view(y, dtype=tilus.float16, shape=[32, 64])
+        raw = self.load_global(gw, offsets=[0, 0], shape=[32, 32])
+        codes = self.view(raw, dtype=tilus.int4, shape=[32, 64])
+        h = self.cast(codes, dtype=tilus.float16)
+        self.annotate_layout(h, spatial(16, 8) * column_local(2, 8))
+        self.store_global(gy, h, offsets=[0, 0])
+
+
 class SubByteMemory(tilus.Script):
     def __call__(self, n: tilus.int32, w: ~tilus.uint3, y: ~tilus.uint3):
         self.attrs.blocks = [tilus.cdiv(n, 32)]
@@ -230,6 +246,7 @@ PROGRAMS = {
     "lowbit_half_float6_e3m2": lambda: LowBitHalf("float6_e3m2"),
     "lowbit_half_float8_e4m3": lambda: LowBitHalf("float8_e4m3"),
     "lowbit_bf16_int4": lambda: LowBitHalf("int4", "bfloat16"),
+    "lowbit_permuted": lambda: LowBitPermuted(),
     "lowbit_bf16_float6_e5m0": lambda: LowBitHalf("float6_e5m0", "bfloat16"),
     "dot_simt": lambda: DotSimt(),
     "dot_int8": lambda: DotInt8(),
@@ -299,6 +316,16 @@ def test_view_cast_to_half_fuses_into_the_packed_cast_program(built, need_disass
     assert "LOP3" in sass or "PRMT" in sass
     assert "HADD2" in sass or "HFMA2" in sass or "HMUL2" in sass
     assert "I2F" not in sass and "F2F" not in sass       # no per-element conversions
+
+
+def test_packed_cast_with_permuted_slots():
+    import tilus.backend.codegen.emitters  # noqa: F401
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen.lower import Lowerer
+
+    lw = Lowerer(prepare(LowBitPermuted().program()))
+    lw.build()
+    assert [name for name, _ in lw.fused_casts] == ["h"]
 
 
 def test_masks_for_non_dividing_shapes(built):

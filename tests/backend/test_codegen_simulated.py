@@ -114,3 +114,8 @@ def test_lowbit_view_cast_to_half(wtype, half):
     tdt = torch.float16 if half == "float16" else torch.bfloat16
     # NaN payloads are not kept (the interpreter re-encodes NaN canonically): compare values
     assert torch.equal(y.view(tdt).float().nan_to_num(7.5), ref.view(tdt).float().nan_to_num(7.5))
+
+
+def test_packed_cast_with_permuted_slots():
+    w = torch.randint(0, 256, (32, 32), dtype=torch.uint8)
+    _check(K.LowBitPermuted(), [w, torch.zeros(32, 64).half()], [1])

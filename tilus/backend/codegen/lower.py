@@ -5,31 +5,25 @@ Shape of the result::
     kernel(<params>):                       pointers: flat 1-D buffers, scalars: int32/float...
       for bx in thread_binding(grid_x, "blockIdx.x"):  (and y, z)
         for tx in thread_binding(warps*32, "threadIdx.x"):
+          <the dynamic shared memory pool (smem.py), when shared memory is used>
           <register tensors: one local buffer of layout.local_size elements each>
-          <shared tensors: one shared buffer each (static allocation, no reuse yet)>
           <the body: statements lowered one by one, instructions through their emitters>
 
 Statements: For -> For (serial; unrolled when asked), If -> IfThenElse, While -> While,
 Break/Continue -> Break/Continue, Let -> Bind (or a one-element local buffer when the variable is
 assigned later), Assign -> BufferStore into that buffer.
 
-Emitted TIR is limited to: For (serial/unrolled/thread_binding), Bind, BufferStore/BufferLoad,
-IfThenElse, While, Break, Continue, AllocBuffer (local/shared), DeclBuffer (aliases of parameter
-buffers with another element type), Evaluate of calls (tvm_storage_sync, T.ptx mma/ldmatrix/
-cp.async, call_extern of atomicAnd/atomicOr/atomicCAS/atomicExch/__threadfence/__shfl_xor_sync/
-__nanosleep/printf is not used), Select, if_then_else, reinterpret, Cast, nearbyint, exp/log/sqrt/
-rsqrt, arithmetic and bitwise operators.
+The TIR constructs emitted (what tilus.simulator must model) are listed in docs/codegen.md.
+``lower_program`` lowers twice: the first pass measures the shared memory pool.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from tilus import dtypes
-from tilus.backend.codegen import scalar
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.registry import emitter_for
 from tilus.backend.tvm_shim import tirx, dt
@@ -42,7 +36,7 @@ from tilus.ir.functor import instructions, walk
 from tilus.ir.inst import Instruction, ViewInst
 from tilus.ir.layout import RegisterLayout
 from tilus.ir.program import Program
-from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
+from tilus.ir.types import REGISTER, PointerType, Tensor
 
 THREAD = E.Var("threadIdx.x", dtypes.int32)     # the thread index in layout index expressions
 
@@ -273,13 +267,6 @@ class Lowerer:
             raise CompilationError(f"global tensor {t} used before its global_view")
         return st
 
-    def define_register(self, t: Tensor) -> RegStorage:
-        """The storage of a register tensor (allocated at the kernel's start)."""
-        st = self.tensors.get(t.name)
-        if st is None:
-            raise CompilationError(f"register tensor {t} has no storage")
-        return st
-
     def _allocate_registers(self) -> None:
         seen = set()
         for inst in instructions(self.program.body):
@@ -380,12 +367,10 @@ class Lowerer:
         with IRBuilder() as ib:
             with TB.prim_func():
                 TB.func_name(_c_name(p.name))
-                lengths = []
                 for param in p.params:
                     if isinstance(param.dtype, PointerType):
                         h = TB.arg(param.name, TB.handle())
                         n = tirx.Var(_c_name(param.name) + "_len", "int32")
-                        lengths.append(n)
                         buf = TB.match_buffer(h, (n,), pointer_storage(param.dtype.dtype))
                         self.name(param.name, buf)
                         self.param_buffers[param.name] = buf
@@ -393,11 +378,7 @@ class Lowerer:
                     else:
                         v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
                         self.vars[param] = v
-                grid = list(p.blocks)
-                frames = []
-                for axis, g in enumerate(grid):
-                    frames.append((axis, g))
-                self._open_grid(frames)
+                self._open_grid(list(enumerate(p.blocks)))
         func = ib.get()
         return Lowered(func, _c_name(p.name), tuple(p.blocks), self.threads, self.shared_bytes,
                        self.assumptions)

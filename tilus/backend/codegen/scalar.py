@@ -17,7 +17,6 @@ from __future__ import annotations
 from tilus.backend.codegen.dtypes_map import compute, is_native, storage
 from tilus.backend.tvm_shim import tirx, dt
 from tilus.dtypes import DataType
-from tilus.errors import CompilationError
 
 
 def const(value, dtype: str):
@@ -152,8 +151,3 @@ def convert(src: DataType, dst: DataType, x):
     if dt(iv) != c:
         iv = tirx.Cast(c, iv)
     return store(dst, iv)
-
-
-def require_supported(dtype: DataType, what: str) -> None:
-    if dtype.nbits > 64:
-        raise CompilationError(f"{what}: {dtype} is not supported by the CUDA backend")

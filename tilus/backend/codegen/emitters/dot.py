@@ -10,13 +10,12 @@
 """
 from __future__ import annotations
 
-from tilus import dtypes
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.dtypes_map import compute
 from tilus.backend.codegen.emitters.compute import operand_values, write
 from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, tirx, dt
+from tilus.backend.tvm_shim import T, tirx, dt
 from tilus.ir import inst as I
 
 

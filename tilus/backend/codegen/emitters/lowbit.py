@@ -1,8 +1,9 @@
 """Packed low-bit casts: ``cast`` of a low-bit tile to float16 or bfloat16 through the cast programs of
 tilus.backend.lowbit_cast (lop3 / prmt / shifts + half2 ops on 32-bit words).
 
-Applies when every group of N output slots (N = the program's elements per block) holds N
-consecutive elements of the row-major bit stream, starting at a multiple of N, in every thread.
+Applies when each thread holds whole N-element blocks of the row-major bit stream (N = the
+program's elements per block; block b = elements [b*N, (b+1)*N)), in slots that are the same in
+every thread (any slot order: output element e of a block goes to whichever slot holds it).
 The W input words of a group come
 - straight from the registers of the uint8 tile the codes were ``view``-ed from, when that tile
   holds the group's 4W bytes in 4 consecutive, 4-aligned slots per word (view + cast fused: no
@@ -17,7 +18,7 @@ import numpy as np
 
 from tilus import dtypes
 from tilus.backend.codegen.gather import flat_index, same_index, slot_values, static_slots
-from tilus.backend.tvm_shim import T, TB, tirx
+from tilus.backend.tvm_shim import T, tirx
 from tilus.ir import inst as I
 
 
@@ -29,15 +30,32 @@ def _program(src, dst):
     return cast_program(src, dst.name)
 
 
-def _groups_ok(layout, shape, n: int) -> bool:
-    if layout.local_size % n:
-        return False
-    table = layout.index_table()
-    g = table.reshape(table.shape[0], -1, n)
-    return bool((np.diff(g, axis=2) == 1).all() and (g[:, :, 0] % n == 0).all())
+def _groups(layout, n: int):
+    """Per block (in slot order of its first element): the slots of its elements 0..N-1, the same
+    in every thread; None when a thread holds part of a block or threads differ."""
+    table = layout.index_table()                     # [threads, slots] flat index
+    if table.shape[1] % n:
+        return None
+    ref = None
+    for row in table:
+        order = {}
+        groups = []
+        for slot, flat in enumerate(row.tolist()):
+            b, e = divmod(flat, n)
+            if b not in order:
+                order[b] = len(groups)
+                groups.append([None] * n)
+            groups[order[b]][e] = slot
+        if any(x is None for g in groups for x in g):
+            return None
+        if ref is None:
+            ref = groups
+        elif groups != ref:
+            return None
+    return ref
 
 
-def _words_from_view(lw, inst, prog, layout):
+def _words_from_view(lw, inst, prog, layout, groups):
     """uint32 words of each group read straight from the viewed uint8 tile, or None."""
     source = lw.view_source(inst.x)
     if source is None:
@@ -45,33 +63,34 @@ def _words_from_view(lw, inst, prog, layout):
     raw = source
     rs = lw.reg(raw)
     k, n, w = prog.src.nbits, prog.num_elements, prog.num_words
-    groups = layout.local_size // n
+    first = np.asarray([g[0] for g in groups])
     nbytes = 4 * w
 
     def fn(t, v):
         g, i = v // nbytes, v % nbytes
-        f0 = flat_index(layout._coords(t, g * n), inst.output.shape)
+        slot = first[g] if isinstance(g, np.ndarray) else int(first[g])
+        f0 = flat_index(layout._coords(t, slot), inst.output.shape)
         byte = f0 * k // 8 + i
         idx, rest = [], byte
         for size in reversed(raw.shape):
             idx.insert(0, rest % size)
             rest = rest // size
         return tuple(idx)
-    slots = static_slots(rs.layout, raw.shape, groups * nbytes, lw.threads, fn)
+    slots = static_slots(rs.layout, raw.shape, len(groups) * nbytes, lw.threads, fn)
     if slots is None:
         return None
-    s = np.asarray(slots).reshape(groups, w, 4)
+    s = np.asarray(slots).reshape(len(groups), w, 4)
     if not ((np.diff(s, axis=2) == 1).all() and (s[:, :, 0] % 4 == 0).all()):
         return None
     view = lw.alias_local(rs.buf, "uint32")
-    return [[view[int(s[g, j, 0]) // 4] for j in range(w)] for g in range(groups)]
+    return [[view[int(s[g, j, 0]) // 4] for j in range(w)] for g in range(len(groups))]
 
 
-def _words_from_codes(lw, inst, prog, layout):
+def _words_from_codes(lw, inst, prog, layout, groups):
     k, n, w = prog.src.nbits, prog.num_elements, prog.num_words
     codes = slot_values(lw, inst.x, layout.local_size, same_index(layout))
     out = []
-    for g in range(layout.local_size // n):
+    for slots in groups:
         words = []
         for j in range(w):
             acc = None
@@ -79,7 +98,7 @@ def _words_from_codes(lw, inst, prog, layout):
                 lo, hi = e * k, e * k + k
                 if hi <= 32 * j or lo >= 32 * (j + 1):
                     continue
-                c = tirx.Cast("uint32", codes[g * n + e])
+                c = tirx.Cast("uint32", codes[slots[e]])
                 sh = lo - 32 * j
                 part = tirx.shift_left(c, tirx.const(sh, "uint32")) if sh >= 0 \
                     else tirx.shift_right(c, tirx.const(-sh, "uint32"))
@@ -153,12 +172,13 @@ def try_packed_cast(lw, inst: I.CastInst) -> bool:
     out = lw.reg(inst.output)
     layout = out.layout
     n = prog.num_elements
-    if lw.reg(inst.x).layout != layout or not _groups_ok(layout, inst.output.shape, n):
+    groups = _groups(layout, n) if lw.reg(inst.x).layout == layout else None
+    if groups is None:
         return False
-    words = _words_from_view(lw, inst, prog, layout)
+    words = _words_from_view(lw, inst, prog, layout, groups)
     fused = words is not None
     if words is None:
-        words = _words_from_codes(lw, inst, prog, layout)
+        words = _words_from_codes(lw, inst, prog, layout, groups)
     out_words = lw.alias_local(out.buf, "uint32")
     for g, group in enumerate(words):
         regs = lw.alloc_local(len(prog.ops), "uint32", lw.fresh("cvt"))
@@ -167,7 +187,7 @@ def try_packed_cast(lw, inst: I.CastInst) -> bool:
             return False
         for reg, (e0, e1) in prog.outputs:
             v = regs[index[reg.index]] if reg.index >= prog.num_words else group[reg.index]
-            s0, s1 = g * n + e0, g * n + e1
+            s0, s1 = groups[g][e0], groups[g][e1]
             if s1 == s0 + 1 and s0 % 2 == 0:
                 lw.store(out_words, v, [s0 // 2])
             else:

@@ -22,11 +22,11 @@ from tilus.backend.codegen.emitters.access import (global_read, global_write, in
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, dt, tirx
+from tilus.backend.tvm_shim import T, TB, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
-from tilus.ir.layout import SharedLayout, StridedShared, SwizzledShared, row_major
+from tilus.ir.layout import SharedLayout, row_major
 
 
 # ---------------------------------------------------------------------------------- views/allocs
