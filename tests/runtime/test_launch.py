@@ -60,7 +60,7 @@ def test_artefact_files_and_metadata(built, cache_root):
                for p in meta.params if p.is_pointer)
     assert meta.launch["grid"] == ["cdiv(n, 256)", 1, 1] and meta.launch["block"] == [128, 1, 1]
     assert meta.launch["shared_bytes"] == 0
-    assert {"tvm", "tvm_ffi", "nvcc"} <= set(meta.versions)
+    assert {"tilus", "tvm", "tvm_ffi", "nvcc"} <= set(meta.versions)
     ex = meta.extra
     src = entry.file("kernel.cu").read_bytes()
     assert ex["cuda_source_sha256"] == cubins.source_digest(src)

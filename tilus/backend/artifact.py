@@ -42,7 +42,9 @@ class BuiltArtifact:
 def _versions() -> dict:
     from tilus.backend import toolchain, tvm_shim
 
-    v = {"tvm": tvm_shim.TVM_VERSION}
+    import tilus
+
+    v = {"tilus": tilus.__version__, "tvm": tvm_shim.TVM_VERSION}
     try:
         import tvm_ffi
 
