@@ -297,3 +297,26 @@ def test_size_requirements_of_the_examples():
     assert lowbit["w"] == ("min_count", "k * (n * 3 // 8)")
     # the split-K semaphores are viewed through a let-bound count: no requirement is invented
     assert "sema" not in size_requirements(CASES["matmul_splitk"][0]().program())
+
+
+def test_key_includes_the_compiler_fingerprint(tmp_path, monkeypatch):
+    from tilus.runtime import cache as cache_mod
+
+    v = cache_mod.key_versions()
+    assert v["tvm"] == "0.27.0.post1" and len(v["compiler"]) == 16
+    out = run_python("from tilus.runtime import key_versions; print(key_versions()['compiler'])")
+    assert out.stdout.strip() == v["compiler"]          # same in another process
+    # a copy of the package with one backend file changed gets another fingerprint
+    import shutil
+
+    copy = tmp_path / "tilus"
+    shutil.copytree(REPO / "tilus", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "backend" / "artifact.py").write_text((copy / "backend" / "artifact.py").read_text()
+                                                  + "\n# changed\n")
+    code = "from tilus.runtime import key_versions; print(key_versions()['compiler'])"
+    import subprocess
+
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                           cwd=str(tmp_path)).stdout.strip()
+    assert other and other != v["compiler"]

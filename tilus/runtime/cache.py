@@ -66,15 +66,38 @@ PINNED_TVM_VERSION = "0.27.0.post1"
 CUDA_ENTRY_FORMAT = "cubin-callback-1"
 
 
+# The parts of tilus whose source decides what a Program compiles to.
+COMPILER_SOURCES = ("backend", "transforms", "ir", "dtypes")
+_fingerprint: Optional[str] = None
+
+
+def compiler_fingerprint() -> str:
+    """sha256 of the source files of the compiler's packages (:data:`COMPILER_SOURCES`), so that
+    a change to the backend never reuses kernels built by the old one. A bundle ships the sources
+    it was built with, so the GPU machine computes the same value without TVM."""
+    global _fingerprint
+    if _fingerprint is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for sub in COMPILER_SOURCES:
+            for f in sorted((root / sub).rglob("*")):
+                if f.suffix in (".py", ".lark") and f.is_file():
+                    h.update(f.relative_to(root).as_posix().encode() + b"\0")
+                    h.update(f.read_bytes() + b"\0")
+        _fingerprint = h.hexdigest()
+    return _fingerprint
+
+
 def key_versions() -> dict:
-    """The tool versions that go into a kernel's cache key (see :data:`PINNED_TVM_VERSION`)."""
+    """The tool versions that go into a kernel's cache key: the apache-tvm version (see
+    :data:`PINNED_TVM_VERSION`), the entry format and the compiler's source fingerprint."""
     from importlib import metadata
 
     try:
         tvm = metadata.version("apache-tvm")
     except metadata.PackageNotFoundError:
         tvm = PINNED_TVM_VERSION
-    return {"tvm": tvm, "entry": CUDA_ENTRY_FORMAT}
+    return {"tvm": tvm, "entry": CUDA_ENTRY_FORMAT, "compiler": compiler_fingerprint()[:16]}
 
 
 def default_root() -> Path:
