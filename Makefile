@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tilus-installed
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH := $(if $(HAVE_GPU),torch,torch==2.13.0)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean gpu-bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# Prebuild every kernel the GPU tests and benchmarks launch (sm_90) into .bundle/ (ignored), with
+# TVM's runtime libraries and the tvm_ffi wheel for the GPU machine's Python: see docs/runtime.md.
+gpu-bundle: $(STAMP)
+	$(BIN)/python -m tilus bundle --arch sm_90 --out .bundle --python 3.12 tests/gpu/kernels.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,7 +2,8 @@
 
     tilus cache list|info|clear        inspect or empty the kernel cache
     tilus build FILE.py:Kernel --arch sm_90 [--param k=v ...] --emit ir|cuda|ptx|sass|resources
-    tilus bench                        (needs the CUDA backend)
+    tilus bundle --arch sm_90 --out DIR [--python 3.12] TARGET...   prebuild for a GPU machine
+    tilus bench matmul [options]       the low-bit matmul benchmark (GPU; --dry-run anywhere)
     tilus tune matmul --n N --k K [--m M ...] [--dry-run]   autotune a ready op (tilus.autotune.cli)
 
 Exit status: 0 success, 1 error, 2 usage error or feature not available yet.
@@ -130,22 +131,87 @@ def _load_kernel_class(target: str):
     return cls
 
 
+def _check_arch(arch: str) -> None:
+    if not re.fullmatch(r"sm_\d+a?", arch) or int(re.sub(r"\D", "", arch)) < 80:
+        raise CLIError(f"--arch {arch}: expected sm_80 or newer, e.g. sm_90", 2)
+
+
 def cmd_build(args) -> int:
-    if not re.fullmatch(r"sm_\d+a?", args.arch) or int(re.sub(r"\D", "", args.arch)) < 80:
-        raise CLIError(f"--arch {args.arch}: expected sm_80 or newer, e.g. sm_90", 2)
-    if args.emit != "ir":
-        raise CLIError(f"--emit {args.emit} {NEEDS_BACKEND}; --emit ir works now", 2)
+    _check_arch(args.arch)
     cls = _load_kernel_class(args.kernel)
     params = dict(parse_param(p) for p in args.param)
+    from tilus.bundle import split_consts
+
+    init, consts = split_consts(cls, params)
     try:
-        kernel = cls(**params)
+        kernel = cls(**init)
     except TypeError as e:
         raise CLIError(f"{args.kernel}: cannot instantiate with {params}: {e}", 2) from None
     program = getattr(kernel, "program", None)
     if not callable(program):
         raise CLIError(f"{args.kernel} is not a tilus.Script (it has no program() method)", 2)
-    text = str(program())
+    prog = program(**consts)
+    if args.emit == "ir":
+        text = str(prog)
+    else:
+        from tilus.ir.program import Program
+
+        if not isinstance(prog, Program):
+            raise CLIError(f"{args.kernel}: program() returned {type(prog).__name__}, not a "
+                           f"tilus.ir.Program: --emit {args.emit} needs a tilus.Script", 2)
+        text = _emit_compiled(prog, args.arch, args.emit)
     print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _emit_compiled(kernel, arch: str, emit: str) -> str:
+    """The CUDA source, PTX, SASS or resource report of ``tilus.build(kernel, arch)``."""
+    try:
+        from tilus.backend.build_program import build
+    except ImportError as e:                      # a runtime-only install (no TVM)
+        raise CLIError(f"--emit {emit} {NEEDS_BACKEND}: {e}", 2) from None
+    compiled = build(kernel, arch)
+    if emit == "cuda":
+        return compiled.cuda_source
+    if emit == "ptx":
+        return compiled.ptx
+    if emit == "sass":
+        return compiled.sass
+    r = compiled.resources
+    return json.dumps({"kernel": compiled.kernel_name, "arch": compiled.arch,
+                       "registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
+                       "spill_load_bytes": r.spill_load_bytes, "stack_frame_bytes": r.stack_frame_bytes,
+                       "static_shared_bytes": r.shared_memory_bytes, "launch": compiled.launch,
+                       "assumptions": compiled.assumptions}, indent=2)
+
+
+def cmd_bundle(args) -> int:
+    _check_arch(args.arch)
+    from tilus.bundle import BundleError, bundle, wheel_download_command
+
+    if not args.targets and not args.allow_empty:
+        raise CLIError("give at least one TARGET (FILE.py:Kernel, FILE.py or a module with "
+                       "bundle_specs()), or --allow-empty for the runtime pieces alone", 2)
+    if args.print_wheel_command:
+        if not args.python:
+            raise CLIError("--print-wheel-command needs --python X.Y", 2)
+        try:
+            print(" ".join(wheel_download_command(args.python, Path(args.out) / "wheels")))
+        except BundleError as e:
+            raise CLIError(str(e), 2) from None
+        return 0
+    params = dict(parse_param(p) for p in args.param)
+    print(f"tilus bundle: building {len(args.targets)} target(s) for {args.arch} into {args.out}")
+    try:
+        manifest = bundle(args.out, args.targets, params, arch=args.arch, python=args.python,
+                          wheel=args.wheel, include_sources=not args.no_sources,
+                          include_runtime=not args.no_runtime)
+    except BundleError as e:
+        raise CLIError(str(e)) from None
+    for name, n in manifest["bytes"].items():
+        print(f"  {name + '/':14} {_human(n):>10}")
+    print(f"  {'total':14} {_human(manifest['total_bytes']):>10} ({manifest['total_bytes']} bytes)")
+    print(f"run there: {Path(args.out) / 'run_on_gpu.sh'} [pytest arguments]")
     return 0
 
 
@@ -208,12 +274,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile-time parameter for the class's __init__ (repeatable); VALUE is a "
                         "Python literal or a dtype name")
     b.add_argument("--emit", choices=EMITS, default="ir",
-                   help="what to print: ir (works now); cuda, ptx, sass, resources "
-                        "(need the CUDA backend)")
+                   help="what to print: ir (the program before the passes), cuda (TVM's CUDA "
+                        "source), ptx, sass (needs cuobjdump or nvdisasm), resources (JSON: "
+                        "registers, spills, shared memory, launch)")
     b.set_defaults(func=cmd_build)
 
-    bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
-                           description=f"Run the benchmarks: {NEEDS_BACKEND}.")
+    bu = sub.add_parser("bundle", help="prebuild kernels into a folder that a GPU machine without "
+                                       "TVM runs them from",
+                        description="Build kernels here (TVM + nvcc, no GPU) into DIR/cache, and "
+                                    "copy TVM's runtime libraries, the tilus sources and (with "
+                                    "--python) the apache-tvm-ffi wheel, plus run_on_gpu.sh.")
+    bu.add_argument("targets", nargs="*", metavar="TARGET",
+                    help="FILE.py:Kernel (with --param), or FILE.py / a module exposing "
+                         "bundle_specs() -> [(kernel, {consts})]")
+    bu.add_argument("--arch", default="sm_90", help="target GPU architecture (default: sm_90)")
+    bu.add_argument("--out", required=True, metavar="DIR", help="the bundle folder")
+    bu.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="compile-time parameter for every FILE.py:Kernel target (repeatable)")
+    bu.add_argument("--python", metavar="X.Y", default=None,
+                    help="also download the apache-tvm-ffi wheel for this CPython (e.g. 3.12)")
+    bu.add_argument("--wheel", metavar="FILE", default=None,
+                    help="an apache-tvm-ffi wheel to copy into the bundle instead of downloading")
+    bu.add_argument("--print-wheel-command", action="store_true",
+                    help="print the pip command that --python runs, and stop")
+    bu.add_argument("--no-sources", action="store_true", help="do not copy the tilus sources")
+    bu.add_argument("--no-runtime", action="store_true",
+                    help="do not copy TVM's runtime libraries")
+    bu.add_argument("--allow-empty", action="store_true", help="allow no targets")
+    bu.set_defaults(func=cmd_bundle)
+
+    bench = sub.add_parser("bench", help="run a benchmark (a GPU; --dry-run anywhere)",
+                           description="Run a benchmark script of benchmarks/ with its own options.")
     bench.add_argument("what", nargs="?", choices=sorted(BENCHMARKS), help="which benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)

@@ -1,10 +1,34 @@
-"""What calling a kernel does: interpret it on CPU data, or (later) build and launch it on CUDA
-tensors. The one place that joins the front end, the interpreter, the backend and the runtime."""
+"""What calling a kernel does: interpret it on CPU data, or build (cached) and launch it on CUDA
+tensors. The one place that joins the front end, the interpreter, the backend and the runtime.
+
+The CUDA path, per call::
+
+    Program (memoized per Script instance and compile-time values)
+      -> arch: the tensors' GPU (torch.cuda.get_device_capability), else TILUS_ARCH / sm_80
+      -> key = cache_key(IR text of the Program, arch, key_versions())   (no TVM needed)
+      -> in-process table -> KernelCache (memory, then disk: "cache hit")
+         -> on a miss ("cache miss"): tilus.backend.artifact.build_artifact, stored atomically;
+            without TVM: KernelNotFoundError naming the kernel and `tilus bundle`
+      -> LoadedKernel (registers the prebuilt cubin, loads the library through tvm_ffi)
+      -> argument checks -> launch on the current torch (or cupy) stream
+"""
 from __future__ import annotations
 
-from typing import Any
+import functools
+import importlib.util
+import logging
+import sys
+import threading
+import time
+from typing import Any, Optional
 
-from tilus.errors import TilusError
+from tilus.errors import KernelNotFoundError, TilusError
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_loaded: dict = {}          # (id(program), arch, cache root) -> (program, LoadedKernel)
+_arch_of_device: dict = {}  # torch device index -> "sm_XY"
 
 
 def _on_cuda(x: Any) -> bool:
@@ -17,7 +41,7 @@ def launch(kernel: Any, args: tuple, kwargs: dict | None = None) -> Any:
     """Runs ``kernel`` (a tilus.Script or a tilus.ir.Program) on ``args``.
 
     CPU torch tensors and numpy arrays: the CPU interpreter (``tilus.interpret``).
-    CUDA tensors: the compiled path, not built yet (raises TilusError).
+    CUDA tensors (torch or cupy): the compiled kernel, built once and cached (see module doc).
     """
     from tilus.ir.program import Program
 
@@ -28,12 +52,101 @@ def launch(kernel: Any, args: tuple, kwargs: dict | None = None) -> Any:
         program, runtime_args = kernel, list(args)
     else:
         program, runtime_args = kernel.instantiate(*args, **kwargs)
-    if any(_on_cuda(a) for a in runtime_args):
-        raise TilusError(f"{program.name}: compiled launch on CUDA tensors is not available yet "
-                         f"(the Tilus backend is not built); pass CPU tensors or numpy arrays to "
-                         f"run it in the interpreter")
+    cuda_args = [a for a in runtime_args if _on_cuda(a)]
+    if cuda_args:
+        compiled = compiled_kernel(program, arch=device_arch(cuda_args[0]))
+        return compiled(*runtime_args)
     interpret = _interpreter()
     return interpret(program, *runtime_args)
+
+
+def device_arch(x: Any = None) -> str:
+    """The compute capability of the GPU holding ``x`` (torch: its device; otherwise the current
+    device), as ``sm_XY``; without torch/CUDA, the toolchain's default (``TILUS_ARCH`` or sm_80)."""
+    import os
+
+    env = os.environ.get("TILUS_ARCH")
+    if env:
+        return _normalize(env)
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            index = None
+            if isinstance(x, torch.Tensor) and x.is_cuda:
+                index = x.device.index
+            elif x is not None and hasattr(x, "device") and hasattr(x.device, "id"):
+                index = x.device.id
+            if index is None:
+                index = torch.cuda.current_device()
+            arch = _arch_of_device.get(index)
+            if arch is None:
+                major, minor = torch.cuda.get_device_capability(index)
+                arch = _arch_of_device[index] = _normalize(f"sm_{major}{minor}")
+            return arch
+    except TilusError:
+        raise
+    except Exception:  # pragma: no cover - broken driver
+        pass
+    return "sm_80"
+
+
+@functools.lru_cache(maxsize=64)
+def _normalize(arch: str) -> str:
+    from tilus.backend.toolchain import normalize_arch  # no TVM
+
+    return normalize_arch(arch)
+
+
+def have_compiler() -> bool:
+    """True when this machine can build kernels (TVM importable)."""
+    return importlib.util.find_spec("tvm") is not None
+
+
+def compiled_kernel(kernel_or_program: Any, arch: Optional[str] = None, cache=None, **consts):
+    """The LoadedKernel of a Script (with ``consts``) or Program for ``arch``: from this process's
+    table, the kernel cache, or built now (and stored)."""
+    from tilus.backend.build_program import as_program
+    from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
+
+    program = as_program(kernel_or_program, **consts)
+    arch = _normalize(arch) if arch else device_arch()
+    cache = cache if cache is not None else default_cache()
+    slot = (id(program), arch, str(cache.root))
+    hit = _loaded.get(slot)
+    if hit is not None and hit[0] is program:
+        return hit[1]
+    with _lock:
+        hit = _loaded.get(slot)
+        if hit is not None and hit[0] is program:
+            return hit[1]
+        t0 = time.perf_counter()
+        key = cache_key(str(program), arch, key_versions())
+        entry = cache.lookup(key)
+        if entry is not None:
+            logger.debug("cache hit %s: %s for %s", key[:12], program.name, arch)
+        else:
+            logger.debug("cache miss %s: %s for %s", key[:12], program.name, arch)
+            if not have_compiler():
+                raise KernelNotFoundError(
+                    f"kernel {program.name} for {arch} is not in the kernel cache {cache.root} "
+                    f"(key {key[:16]}) and this machine cannot build it (TVM is not installed). "
+                    f"Prebuild it on a machine with TVM and nvcc: `tilus bundle --arch {arch} "
+                    f"--out DIR FILE.py:Kernel --param ...`, then set TILUS_CACHE_DIR=DIR/cache "
+                    f"here (DIR/run_on_gpu.sh does)")
+            from tilus.backend.artifact import build_artifact
+
+            built = build_artifact(program, arch)
+            t1 = time.perf_counter()
+            entry = cache.get_or_build(key, lambda: built.artifact)
+            logger.debug("built %s for %s in %.0f ms (tilus.build %.0f ms, export %.0f ms), "
+                         "stored in %.1f ms", program.name, arch, (t1 - t0) * 1e3,
+                         built.timings["build"] * 1e3, built.timings["export"] * 1e3,
+                         (time.perf_counter() - t1) * 1e3)
+        t2 = time.perf_counter()
+        loaded = LoadedKernel.load(entry)
+        logger.debug("loaded %s in %.1f ms", program.name, (time.perf_counter() - t2) * 1e3)
+        _loaded[slot] = (program, loaded)
+        return loaded
 
 
 def _interpreter():

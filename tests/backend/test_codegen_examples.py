@@ -79,11 +79,20 @@ def test_vector_add_sass_and_masks(built, need_disassembler):
     assert "global tensors are 16-byte aligned" in k.assumptions
 
 
+def test_softmax_reduces_with_warp_shuffles(built, need_disassembler):
+    k = built("softmax", "sm_90")
+    assert "SHFL.BFLY" in k.sass
+    assert "LDG.E.128" in k.sass and "STG.E.128" in k.sass
+    assert k.resources.shared_memory_bytes == 0      # no trip through shared memory
+    assert "-CUDART_INF_F" in k.cuda_source          # other=-inf for the masked columns
+
+
 def test_matmul_fp16_uses_mma_and_cp_async(built, need_disassembler):
     k = built("matmul_fp16", "sm_90")
     sass = k.sass
     assert "HMMA.16816.F32" in sass
     assert "LDGSTS" in sass
+    assert "LDSM.16.M88.4" in sass and "LDSM.16.MT88.2" in sass     # A and B fragments by ldmatrix
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in k.cuda_source
     assert "cp.async" in k.cuda_source and "__syncthreads" in k.cuda_source
     # K = 90 does not divide 16: the copies are masked

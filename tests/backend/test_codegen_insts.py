@@ -3,7 +3,7 @@ compiles, no spills, no stack frame, and the emitted code has the structure it n
 import pytest
 
 import tilus
-from tilus.ir.layout import local, spatial
+from tilus.ir.layout import column_local, local, spatial
 
 ARCHES = ("sm_80", "sm_90")
 
@@ -98,6 +98,43 @@ class LowBit(tilus.Script):
         self.store_global(gw, self.view(back, dtype=tilus.uint8, shape=[16, 8 * nb]), offsets=[0, 0])
 
 
+class LowBitHalf(tilus.Script):
+    """uint8 bytes -> view as a low-bit type -> cast to float16: the packed cast program."""
+
+    def __init__(self, wtype, half="float16"):
+        super().__init__()
+        self.wtype = tilus.dtypes.get(wtype)
+        self.half = tilus.dtypes.get(half)
+
+    def __call__(self, n: tilus.int32, w: ~tilus.uint8, y: ~tilus.int16):
+        self.attrs.blocks = [tilus.cdiv(n, 32)]
+        self.attrs.warps = 4
+        nb = self.wtype.nbits
+        gw = self.global_view(w, dtype=tilus.uint8, shape=[n, 16 * nb])
+        gy = self.global_view(y, dtype=tilus.int16, shape=[n, 128])
+        raw = self.load_global(gw, offsets=[self.blockIdx.x * 32, 0], shape=[32, 16 * nb])
+        codes = self.view(raw, dtype=self.wtype, shape=[32, 128])
+        h = self.cast(codes, dtype=self.half)
+        self.store_global(gy, self.view(h, dtype=tilus.int16, shape=[32, 128]),
+                          offsets=[self.blockIdx.x * 32, 0])
+
+
+class LowBitPermuted(tilus.Script):
+    """The cast's layout holds whole 8-element int4 blocks per thread in column-major slot order:
+    the packed cast writes each element to the slot that holds it."""
+
+    def __call__(self, w: ~tilus.uint8, y: ~tilus.float16):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 4
+        gw = self.global_view(w, dtype=tilus.uint8, shape=[32, 32])
+        gy = self.global_view(y, dtype=tilus.float16, shape=[32, 64])
+        raw = self.load_global(gw, offsets=[0, 0], shape=[32, 32])
+        codes = self.view(raw, dtype=tilus.int4, shape=[32, 64])
+        h = self.cast(codes, dtype=tilus.float16)
+        self.annotate_layout(h, spatial(16, 8) * column_local(2, 8))
+        self.store_global(gy, h, offsets=[0, 0])
+
+
 class SubByteMemory(tilus.Script):
     def __call__(self, n: tilus.int32, w: ~tilus.uint3, y: ~tilus.uint3):
         self.attrs.blocks = [tilus.cdiv(n, 32)]
@@ -138,6 +175,25 @@ class DotInt8(tilus.Script):
         y = self.load_global(gb, offsets=[0, 0], shape=[32, 32])
         self.dot(x, y, acc, out=acc)
         self.store_global(gc, acc, offsets=[0, 0])
+
+
+class DotBf16(tilus.Script):
+    def __call__(self, m: tilus.int32, a: ~tilus.bfloat16, b: ~tilus.bfloat16, c: ~tilus.float32):
+        self.attrs.blocks = [tilus.cdiv(m, 64)]
+        self.attrs.warps = 4
+        ga = self.global_view(a, dtype=tilus.bfloat16, shape=[m, 32])
+        gb = self.global_view(b, dtype=tilus.bfloat16, shape=[32, 64])
+        gc = self.global_view(c, dtype=tilus.float32, shape=[m, 64])
+        sa = self.shared_tensor(dtype=tilus.bfloat16, shape=[64, 32])
+        sb = self.shared_tensor(dtype=tilus.bfloat16, shape=[32, 64])
+        self.copy_async(src=ga, dst=sa, offsets=[self.blockIdx.x * 64, 0])
+        self.copy_async(src=gb, dst=sb, offsets=[0, 0])
+        self.copy_async_commit_group()
+        self.copy_async_wait_group(0)
+        self.sync()
+        acc = self.register_tensor(dtype=tilus.float32, shape=[64, 64], init=0.0)
+        self.dot(self.load_shared(sa), self.load_shared(sb), acc, out=acc)
+        self.store_global(gc, acc, offsets=[self.blockIdx.x * 64, 0])
 
 
 class Relayout(tilus.Script):
@@ -185,8 +241,16 @@ PROGRAMS = {
     "lowbit_float6_e3m2": lambda: LowBit("float6_e3m2"),
     "lowbit_float8_e4m3": lambda: LowBit("float8_e4m3"),
     "subbyte_memory": lambda: SubByteMemory(),
+    "lowbit_half_int4": lambda: LowBitHalf("int4"),
+    "lowbit_half_uint3": lambda: LowBitHalf("uint3"),
+    "lowbit_half_float6_e3m2": lambda: LowBitHalf("float6_e3m2"),
+    "lowbit_half_float8_e4m3": lambda: LowBitHalf("float8_e4m3"),
+    "lowbit_bf16_int4": lambda: LowBitHalf("int4", "bfloat16"),
+    "lowbit_permuted": lambda: LowBitPermuted(),
+    "lowbit_bf16_float6_e5m0": lambda: LowBitHalf("float6_e5m0", "bfloat16"),
     "dot_simt": lambda: DotSimt(),
     "dot_int8": lambda: DotInt8(),
+    "dot_bf16": lambda: DotBf16(),
     "control": lambda: Control(),
 }
 
@@ -225,6 +289,45 @@ def test_float_division_compiles(need_nvcc):
     assert "CALL" in k.sass or "MUFU.RCP" in k.sass
 
 
+def test_int8_dot_uses_imma(built, need_disassembler):
+    k = built("dot_int8")
+    assert "IMMA.16832.S8.S8" in k.sass
+    assert "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32" in k.cuda_source
+
+
+def test_bf16_dot_uses_hmma_ldmatrix_cp_async(built, need_disassembler):
+    sass = built("dot_bf16").sass
+    assert "HMMA.16816.F32.BF16" in sass
+    assert "LDSM" in sass and "LDGSTS" in sass
+
+
+@pytest.mark.parametrize("wtype", ["half_int4", "half_float8_e4m3", "bf16_int4"])
+def test_view_cast_to_half_fuses_into_the_packed_cast_program(built, need_disassembler, wtype):
+    """view(uint8 -> low-bit) + cast(-> float16) with a bit-compatible layout: the words come
+    straight from the loaded bytes and go through lop3/prmt and half2 arithmetic."""
+    import tilus.backend.codegen.emitters  # noqa: F401
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen.lower import Lowerer
+
+    lw = Lowerer(prepare(PROGRAMS[f"lowbit_{wtype}"]().program()))
+    lw.build()
+    assert [fused for _, fused in lw.fused_casts] == [True]
+    sass = built(f"lowbit_{wtype}").sass
+    assert "LOP3" in sass or "PRMT" in sass
+    assert "HADD2" in sass or "HFMA2" in sass or "HMUL2" in sass
+    assert "I2F" not in sass and "F2F" not in sass       # no per-element conversions
+
+
+def test_packed_cast_with_permuted_slots():
+    import tilus.backend.codegen.emitters  # noqa: F401
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen.lower import Lowerer
+
+    lw = Lowerer(prepare(LowBitPermuted().program()))
+    lw.build()
+    assert [name for name, _ in lw.fused_casts] == ["h"]
+
+
 def test_masks_for_non_dividing_shapes(built):
     src = built("reduce").cuda_source
     assert "< m" in src and "< 25" in src      # (tx & 31) * 4 < 100, simplified by TVM
@@ -252,8 +355,39 @@ def test_relayout_goes_through_shared_memory(need_nvcc):
     lowered = lower_program(Relayout().program())
     k = build_tir(lowered.prim_func, "sm_90")
     assert not k.resources.spills
-    assert k.resources.shared_memory_bytes >= 32 * 32 * 4
+    assert lowered.shared_bytes >= 32 * 32 * 4
+    assert "extern __shared__" in k.cuda_source
     assert "__syncthreads" in k.cuda_source
+
+
+def test_free_shared_reuses_memory_behind_a_barrier(need_nvcc):
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.build_program import prepare
+
+    lowered = lower_program(prepare(Reuse().program()))
+    assert lowered.shared_bytes == 32 * 64 * 4       # the second tensor reuses the first's region
+    k = tilus.build(Reuse(), arch="sm_90")
+    assert k.launch["shared_bytes"] == 32 * 64 * 4
+    assert not k.resources.spills
+
+
+class Reuse(tilus.Script):
+    def __call__(self, x: ~tilus.float32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 4
+        gx = self.global_view(x, dtype=tilus.float32, shape=[32, 64])
+        s1 = self.shared_tensor(dtype=tilus.float32, shape=[32, 64])
+        self.copy_async(src=gx, dst=s1, offsets=[0, 0])
+        self.copy_async_commit_group()
+        self.copy_async_wait_group(0)
+        self.sync()
+        a = self.load_shared(s1)
+        self.free_shared(s1)
+        s2 = self.shared_tensor(dtype=tilus.float32, shape=[32, 64])
+        self.store_shared(s2, a + 1.0)
+        self.sync()
+        self.store_global(gx, self.load_shared(s2), offsets=[0, 0])
+        self.free_shared(s2)
 
 
 def test_control_flow(built):

@@ -118,12 +118,22 @@ def test_reductions_and_shapes():
     assert torch.allclose(y[2], x.min(1).values.abs() * 2 - 1)
 
 
-def test_cuda_tensors_are_refused_until_the_backend_exists():
+def test_cuda_tensors_take_the_compiled_path(monkeypatch):
+    from tilus import jit
+
     class FakeCuda:
         is_cuda = True
 
-    with pytest.raises(TilusError, match="not available yet"):
-        Branches()(3, FakeCuda())
+    seen = []
+
+    def fake_compiled_kernel(program, arch=None, **kw):
+        seen.append(program.name)
+        return lambda *args: ("launched", len(args))
+
+    monkeypatch.setattr(jit, "compiled_kernel", fake_compiled_kernel)
+    monkeypatch.setenv("TILUS_ARCH", "sm_90")
+    assert Branches()(3, FakeCuda()) == ("launched", 2)
+    assert seen == ["Branches"]
 
 
 def test_kernel_params_are_classified():

@@ -56,7 +56,7 @@ def test_unwritable_cache_is_reported(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [["--help"], ["cache", "--help"], ["cache", "list", "--help"],
                                   ["cache", "info", "--help"], ["cache", "clear", "--help"],
-                                  ["build", "--help"], ["bench", "--help"]])
+                                  ["build", "--help"], ["bench", "--help"], ["bundle", "--help"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -90,11 +90,47 @@ def test_build_emit_ir(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("emit", ["cuda", "ptx", "sass", "resources"])
-def test_build_other_emits_need_the_backend(tmp_path, capsys, emit):
+def test_build_other_emits_need_a_real_script(tmp_path, capsys, emit):
     f = tmp_path / "k.py"
     f.write_text(KERNEL_FILE)
     assert main(["build", f"{f}:Fake", "--emit", emit]) == 2
-    assert "needs the CUDA backend (not built yet)" in capsys.readouterr().err
+    assert f"--emit {emit} needs a tilus.Script" in capsys.readouterr().err
+
+
+VECADD_FILE = '''
+import tilus
+
+
+class VecAdd(tilus.Script):
+    def __init__(self, block: int = 256):
+        super().__init__()
+        self.block = block
+
+    def __call__(self, n: tilus.int32, a: ~tilus.float32, b: ~tilus.float32, c: ~tilus.float32):
+        self.attrs.blocks = tilus.cdiv(n, self.block)
+        self.attrs.warps = 4
+        ga = self.global_view(a, dtype=tilus.float32, shape=[n])
+        gb = self.global_view(b, dtype=tilus.float32, shape=[n])
+        gc = self.global_view(c, dtype=tilus.float32, shape=[n])
+        x = self.load_global(ga, offsets=[self.blockIdx.x * self.block], shape=[self.block])
+        y = self.load_global(gb, offsets=[self.blockIdx.x * self.block], shape=[self.block])
+        self.store_global(gc, x + y, offsets=[self.blockIdx.x * self.block])
+'''
+
+
+@pytest.mark.parametrize("emit, expect", [("cuda", "__global__"), ("ptx", ".entry"),
+                                          ("sass", "LDG.E.128"), ("resources", '"registers"')])
+def test_build_emits_compiled_code(tmp_path, capsys, emit, expect):
+    from tilus.backend import toolchain
+
+    if not toolchain.have_compiler() or (emit == "sass" and toolchain.find_tool("cuobjdump") is None
+                                         and toolchain.find_tool("nvdisasm") is None):
+        pytest.skip("needs nvcc (and a disassembler for sass)")
+    f = tmp_path / "vadd.py"
+    f.write_text(VECADD_FILE)
+    assert main(["build", f"{f}:VecAdd", "--param", "block=512", "--arch", "sm_80",
+                 "--emit", emit]) == 0
+    assert expect in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -43,8 +43,8 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), *
     kernel.launch = {
         "grid": [str(g) for g in lowered.grid] + [1] * (3 - len(lowered.grid)),
         "block": [lowered.threads, 1, 1],
-        "shared_bytes": 0,
-        "static_shared_bytes": lowered.shared_bytes,
+        "shared_bytes": lowered.shared_bytes,     # dynamic shared memory (one pool)
     }
-    kernel.assumptions = list(lowered.assumptions)
+    kernel.assumptions = ["pointer arguments are passed as flat 1-D tensors (sub-byte: uint8 bytes)"] \
+        + list(lowered.assumptions)
     return kernel

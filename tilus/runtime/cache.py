@@ -58,6 +58,48 @@ def cache_key(ir_text: str, arch: str, versions: Mapping[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# The apache-tvm version this tilus is pinned to (pyproject.toml). A machine without TVM (it only
+# runs prebuilt kernels) computes cache keys with it; a machine with TVM uses the installed version,
+# so kernels built by another TVM are never picked up.
+PINNED_TVM_VERSION = "0.27.0.post1"
+# Bumped when the layout of a CUDA cache entry changes.
+CUDA_ENTRY_FORMAT = "cubin-callback-1"
+
+
+# The parts of tilus whose source decides what a Program compiles to.
+COMPILER_SOURCES = ("backend", "transforms", "ir", "dtypes")
+_fingerprint: Optional[str] = None
+
+
+def compiler_fingerprint() -> str:
+    """sha256 of the source files of the compiler's packages (:data:`COMPILER_SOURCES`), so that
+    a change to the backend never reuses kernels built by the old one. A bundle ships the sources
+    it was built with, so the GPU machine computes the same value without TVM."""
+    global _fingerprint
+    if _fingerprint is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for sub in COMPILER_SOURCES:
+            for f in sorted((root / sub).rglob("*")):
+                if f.suffix in (".py", ".lark") and f.is_file():
+                    h.update(f.relative_to(root).as_posix().encode() + b"\0")
+                    h.update(f.read_bytes() + b"\0")
+        _fingerprint = h.hexdigest()
+    return _fingerprint
+
+
+def key_versions() -> dict:
+    """The tool versions that go into a kernel's cache key: the apache-tvm version (see
+    :data:`PINNED_TVM_VERSION`), the entry format and the compiler's source fingerprint."""
+    from importlib import metadata
+
+    try:
+        tvm = metadata.version("apache-tvm")
+    except metadata.PackageNotFoundError:
+        tvm = PINNED_TVM_VERSION
+    return {"tvm": tvm, "entry": CUDA_ENTRY_FORMAT, "compiler": compiler_fingerprint()[:16]}
+
+
 def default_root() -> Path:
     env = os.environ.get("TILUS_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "tilus"
@@ -86,6 +128,9 @@ def required_files(meta: KernelMetadata) -> list[str]:
     names = [IR_FILE, meta.library]
     if meta.is_cuda:
         names.append(CUDA_FILE)
+        cubin = meta.extra.get("cubin")
+        if isinstance(cubin, str) and cubin:
+            names.append(cubin)
     return names
 
 
@@ -252,7 +297,7 @@ class KernelCache:
         except OSError as e:  # e.g. root is not a directory
             logger.debug("cannot read cache entry %s: %s", path, e)
             return None
-        logger.debug("cache hit %s (%s)", key[:12], entry.metadata.name)
+        logger.debug("cache hit %s (%s) at %s", key[:12], entry.metadata.name, path)
         self._memory[key] = entry
         return entry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -44,10 +45,30 @@ class LoadedKernel:
         self.module = module
         self.entry = entry
         self.launches = 0
+        self.driver = None      # a tilus.runtime.driver.DriverFunction with TILUS_LAUNCHER=driver
+        storage = metadata.extra.get("pointer_storage") if metadata.is_cuda else None
+        # CUDA libraries take every pointer as a 1-D tensor of its storage dtype (TVM checks ndim
+        # and dtype): (position, storage dtype) of each pointer parameter
+        self._flatten = [(i, storage[p.name]) for i, p in enumerate(metadata.params)
+                         if p.is_pointer and p.name in storage] if storage else []
 
     @classmethod
-    def load(cls, entry: CacheEntry) -> "LoadedKernel":
+    def load(cls, entry: CacheEntry, launcher: Optional[str] = None) -> "LoadedKernel":
+        """``launcher``: ``tvm`` (TVM's host library, the default) or ``driver`` (the cubin through
+        the CUDA driver API, see tilus.runtime.driver); default ``$TILUS_LAUNCHER`` or tvm."""
         meta = entry.metadata
+        launcher = launcher or os.environ.get("TILUS_LAUNCHER", "tvm")
+        if launcher not in ("tvm", "driver"):
+            raise ArgumentError(f"TILUS_LAUNCHER={launcher!r}: expected 'tvm' or 'driver'")
+        if meta.is_cuda and launcher == "driver":
+            from tilus.runtime.driver import DriverFunction
+
+            driver = DriverFunction(meta, entry.file(meta.extra["cubin"]).read_bytes())
+            kernel = cls(meta, driver, None, entry)
+            kernel.driver = driver
+            return kernel
+        if meta.is_cuda and meta.extra.get("cubin"):
+            register_cubin(entry)
         module = load_module(entry.library_path, cuda=meta.is_cuda)
         try:
             function = module[meta.entry]
@@ -79,8 +100,19 @@ class LoadedKernel:
             if 0 in grid:
                 logger.debug("%s: empty grid %s, nothing to launch", self.metadata.name, grid)
                 return None
+        values = bound.values
+        if self._flatten:
+            values = list(values)
+            for i, storage in self._flatten:
+                values[i] = flat_view(values[i], storage)
+        if self.driver is not None:
+            device = bound.device_id or 0
+            stream = current_stream(values, device) if bound.device_type == "cuda" else None
+            self.driver.launch(values, dims["grid"], stream or 0, device)
+            self.launches += 1
+            return None
         with self._stream_context(bound):
-            result = self.function(*bound.values)
+            result = self.function(*values)
         self.launches += 1
         return result
 
@@ -109,6 +141,48 @@ def current_stream(values, device_id: int) -> Optional[int]:
         with cupy.cuda.Device(device_id):
             return cupy.cuda.get_current_stream().ptr
     return None
+
+
+def register_cubin(entry: CacheEntry) -> None:
+    """File the entry's prebuilt cubin as the answer to TVM's CUDA compile callback for the entry's
+    CUDA source (see tilus.runtime.cubins), checking that the two belong together."""
+    from tilus.runtime import cubins
+
+    meta = entry.metadata
+    digest = meta.extra.get("cuda_source_sha256")
+    if not isinstance(digest, str):
+        raise KernelNotFoundError(f"{entry.path}: metadata of {meta.name} has no "
+                                  f"cuda_source_sha256; rebuild the entry")
+    cubin = entry.file(meta.extra["cubin"]).read_bytes()
+    cubins.register(digest, cubin)
+
+
+_TORCH_DTYPES: dict = {}
+_TORCH_NAMES = {"float8_e4m3": "float8_e4m3fn"}
+
+
+def flat_view(x, storage: str):
+    """``x`` (contiguous, checked) as a 1-D tensor/array of dtype ``storage`` (no copy)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        dt = _TORCH_DTYPES.get(storage)
+        if dt is None:
+            dt = _TORCH_DTYPES[storage] = getattr(torch, _TORCH_NAMES.get(storage, storage))
+        if x.dim() != 1:
+            x = x.reshape(-1)
+        return x if x.dtype == dt else x.view(dt)
+    # numpy / cupy (and anything with their API)
+    if getattr(x, "ndim", 1) != 1:
+        x = x.reshape(-1)
+    if str(x.dtype) != storage:
+        x = x.view(storage if storage != "bfloat16" else _np_bfloat16())
+    return x
+
+
+def _np_bfloat16():
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
 
 
 def load_kernel(entry: CacheEntry) -> LoadedKernel:

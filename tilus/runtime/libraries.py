@@ -110,7 +110,31 @@ def load_cuda_runtime() -> ctypes.CDLL:
     except OSError as e:
         raise RuntimeLibraryError(f"cannot run CUDA kernels: {DRIVER_LIB} is not found "
                                   f"({_HINTS['libcuda.so']}) [{e}]") from None
+    _preload_cudart()
     return _load_global(path)
+
+
+CUDART = "libcudart.so.13"
+
+
+def _preload_cudart() -> None:
+    """Load ``libcudart.so.13`` (which libtvm_runtime_cuda.so needs) from the nvidia-cuda-runtime
+    wheel (torch cu13x brings it) when the dynamic linker would not find it by itself."""
+    try:
+        ctypes.CDLL(CUDART, mode=ctypes.RTLD_GLOBAL)
+        return
+    except OSError:
+        pass
+    import sys
+
+    for root in sys.path:
+        for cand in sorted(Path(root or ".").glob(f"nvidia/*/lib/{CUDART}")):
+            try:
+                ctypes.CDLL(str(cand), mode=ctypes.RTLD_GLOBAL)
+                logger.debug("loaded %s", cand)
+                return
+            except OSError:
+                continue
 
 
 def load_module(path: "str | os.PathLike", cuda: bool):

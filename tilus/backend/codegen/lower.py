@@ -5,31 +5,25 @@ Shape of the result::
     kernel(<params>):                       pointers: flat 1-D buffers, scalars: int32/float...
       for bx in thread_binding(grid_x, "blockIdx.x"):  (and y, z)
         for tx in thread_binding(warps*32, "threadIdx.x"):
+          <the dynamic shared memory pool (smem.py), when shared memory is used>
           <register tensors: one local buffer of layout.local_size elements each>
-          <shared tensors: one shared buffer each (static allocation, no reuse yet)>
           <the body: statements lowered one by one, instructions through their emitters>
 
 Statements: For -> For (serial; unrolled when asked), If -> IfThenElse, While -> While,
 Break/Continue -> Break/Continue, Let -> Bind (or a one-element local buffer when the variable is
 assigned later), Assign -> BufferStore into that buffer.
 
-Emitted TIR is limited to: For (serial/unrolled/thread_binding), Bind, BufferStore/BufferLoad,
-IfThenElse, While, Break, Continue, AllocBuffer (local/shared), DeclBuffer (aliases of parameter
-buffers with another element type), Evaluate of calls (tvm_storage_sync, T.ptx mma/ldmatrix/
-cp.async, call_extern of atomicAnd/atomicOr/atomicCAS/atomicExch/__threadfence/__shfl_xor_sync/
-__nanosleep/printf is not used), Select, if_then_else, reinterpret, Cast, nearbyint, exp/log/sqrt/
-rsqrt, arithmetic and bitwise operators.
+The TIR constructs emitted (what tilus.simulator must model) are listed in docs/codegen.md.
+``lower_program`` lowers twice: the first pass measures the shared memory pool.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from tilus import dtypes
-from tilus.backend.codegen import scalar
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.registry import emitter_for
 from tilus.backend.tvm_shim import tirx, dt
@@ -39,10 +33,10 @@ from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
-from tilus.ir.inst import Instruction
+from tilus.ir.inst import Instruction, ViewInst
 from tilus.ir.layout import RegisterLayout
 from tilus.ir.program import Program
-from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
+from tilus.ir.types import REGISTER, PointerType, Tensor
 
 THREAD = E.Var("threadIdx.x", dtypes.int32)     # the thread index in layout index expressions
 
@@ -91,8 +85,13 @@ class Lowered:
 
 
 class Lowerer:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, pool_bytes: Optional[int] = None):
+        from tilus.backend.codegen.smem import SmemPlanner
+
         self.program = program
+        self.pool_bytes = pool_bytes
+        self.pool = None
+        self.smem = SmemPlanner()
         self.threads = program.num_threads
         self.vars: dict[Any, Any] = {}             # tilus Var/BlockIdx -> TIR expr
         self.mutable: dict[Any, Any] = {}          # tilus Var -> one-element local buffer
@@ -100,6 +99,10 @@ class Lowerer:
         self.param_buffers: dict[str, Any] = {}    # pointer param name -> flat buffer
         self.aliases: dict[tuple, Any] = {}
         self.shared_bytes = 0
+        self.smem_offsets: dict[str, int] = {}
+        self.versions: dict[str, int] = {}        # tensor name -> number of writes lowered so far
+        self.views: dict[str, tuple] = {}          # view output -> (source tensor, its version)
+        self.fused_casts: list[tuple[str, bool]] = []
         self.assumptions: list[str] = []
         self.tx = None
         self._counter = 0
@@ -139,11 +142,27 @@ class Lowerer:
         buf = TB.alloc_buffer((max(1, n),), dtype, scope="local")
         return self.name(name, buf)
 
-    def alloc_shared(self, n_bytes_or_elems: int, dtype: str, name: str, elems: bool = True):
-        n = n_bytes_or_elems
-        buf = TB.alloc_buffer((max(1, n),), dtype, scope="shared")
-        self.shared_bytes += max(1, n) * tirx_dtype_bytes(dtype)
-        return self.name(name, buf)
+    def alloc_shared(self, n: int, dtype: str, name: str):
+        """A view of ``n`` elements of ``dtype`` in the dynamic shared memory pool (see smem.py);
+        returns the buffer (its byte offset is ``buf.tilus_offset``)."""
+        eb = tirx_dtype_bytes(dtype)
+        offset, reused = self.smem.alloc(max(1, n) * eb)
+        self.shared_bytes = self.smem.peak
+        if reused:
+            self.sync()
+        pool = self.pool if self.pool is not None else self._pool()
+        buf = TB.decl_buffer((max(1, n),), dtype, data=pool.data, elem_offset=offset // eb,
+                             scope="shared.dyn")
+        buf = self.name(name, buf)
+        self.smem_offsets[name] = offset
+        return buf
+
+    def free_shared(self, name: str) -> None:
+        if name in self.smem_offsets:
+            self.smem.free(self.smem_offsets.pop(name))
+
+    def _pool(self):
+        raise CompilationError("internal: shared memory used before the pool exists")
 
     def alloc_scratch(self, n: int, dtype: str, name: str = "scratch"):
         """A shared scratch buffer of its own (layout conversions, reductions)."""
@@ -169,7 +188,9 @@ class Lowerer:
                 return tirx.const(0, dt(a)) - a if not dt(a).startswith("float") else -a
             if e.op == "not":
                 return tirx.Not(_as_bool(a))
-            return tirx.bitwise_not(a)
+            bits = int("".join(ch for ch in dt(a) if ch.isdigit()))
+            ones = tirx.const(-1 if dt(a).startswith("int") else (1 << bits) - 1, dt(a))
+            return tirx.bitwise_xor(a, ones)            # ~a
         if isinstance(e, E.Cast):
             a = self.expr(e.a)
             d = _scalar_dtype(e.dtype)
@@ -246,13 +267,6 @@ class Lowerer:
             raise CompilationError(f"global tensor {t} used before its global_view")
         return st
 
-    def define_register(self, t: Tensor) -> RegStorage:
-        """The storage of a register tensor (allocated at the kernel's start)."""
-        st = self.tensors.get(t.name)
-        if st is None:
-            raise CompilationError(f"register tensor {t} has no storage")
-        return st
-
     def _allocate_registers(self) -> None:
         seen = set()
         for inst in instructions(self.program.body):
@@ -271,6 +285,12 @@ class Lowerer:
     def lower_stmt(self, s: S.Stmt) -> None:
         if isinstance(s, Instruction):
             emitter_for(type(s))(self, s)
+            out = getattr(s, "output", None)
+            if isinstance(out, Tensor):
+                self.versions[out.name] = self.versions.get(out.name, 0) + 1
+                self.views.pop(out.name, None)
+                if isinstance(s, ViewInst) and s.x.dtype is dtypes.uint8:
+                    self.views[out.name] = (s.x, self.versions.get(s.x.name, 0))
         elif isinstance(s, S.SeqStmt):
             for x in s.stmts:
                 self.lower_stmt(x)
@@ -334,18 +354,23 @@ class Lowerer:
                 self.vars[s.var] = v
             self.lower_stmt(s.body)
 
+    def view_source(self, t: Tensor):
+        """The uint8 tile ``t`` was last ``view``-ed from, when neither changed since."""
+        entry = self.views.get(t.name)
+        if entry is None or self.versions.get(entry[0].name, 0) != entry[1]:
+            return None
+        return entry[0]
+
     # ------------------------------------------------------------------ the function
     def build(self) -> Lowered:
         p = self.program
         with IRBuilder() as ib:
             with TB.prim_func():
                 TB.func_name(_c_name(p.name))
-                lengths = []
                 for param in p.params:
                     if isinstance(param.dtype, PointerType):
                         h = TB.arg(param.name, TB.handle())
                         n = tirx.Var(_c_name(param.name) + "_len", "int32")
-                        lengths.append(n)
                         buf = TB.match_buffer(h, (n,), pointer_storage(param.dtype.dtype))
                         self.name(param.name, buf)
                         self.param_buffers[param.name] = buf
@@ -353,11 +378,7 @@ class Lowerer:
                     else:
                         v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
                         self.vars[param] = v
-                grid = list(p.blocks)
-                frames = []
-                for axis, g in enumerate(grid):
-                    frames.append((axis, g))
-                self._open_grid(frames)
+                self._open_grid(list(enumerate(p.blocks)))
         func = ib.get()
         return Lowered(func, _c_name(p.name), tuple(p.blocks), self.threads, self.shared_bytes,
                        self.assumptions)
@@ -376,6 +397,10 @@ class Lowerer:
         with TB.thread_binding(0, self.threads, thread="threadIdx.x") as tx:
             self.tx = tx
             self.vars[THREAD] = tx
+            # the dynamic shared memory pool (sized by a first lowering pass)
+            if self.pool_bytes != 0:
+                size = 16 if self.pool_bytes is None else self.pool_bytes
+                self.pool = self.name("smem", TB.alloc_buffer((size,), "uint8", scope="shared.dyn"))
             self._allocate_registers()
             self.lower_stmt(self.program.body)
 
@@ -392,31 +417,26 @@ class Lowerer:
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
-        """A buffer of ``dtype`` over ``buf``'s data (a DeclBuffer where first needed; aliases of
-        parameter buffers are cached, they are declared at the kernel's top level)."""
+        """A buffer of ``dtype`` over ``buf``'s data: a DeclBuffer in the current scope (declared
+        at each use site; a cached one could be out of scope)."""
         if dt(buf) == dtype:
             return buf
-        key = (buf.name, dtype)
-        cache = any(b.same_as(buf) for b in self.param_buffers.values())
-        if cache and key in self.aliases:
-            return self.aliases[key]
         n = buf.shape[0]
         eb, ab = tirx_dtype_bytes(dt(buf)), tirx_dtype_bytes(dtype)
         if eb != ab:
             n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
                 else tirx.const(-(-int(n) * eb // ab), "int32")
         alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
-        alias = self.name(f"{buf.name}_{dtype}", alias)
-        if cache:
-            self.aliases[key] = alias
-        return alias
+        return self.name(f"{buf.name}_{dtype}", alias)
 
 
 def tirx_dtype_bytes(d: str) -> int:
+    """Bytes of one element of a TIR dtype (``uint32x4``: 16)."""
     if d == "bool":
         return 1
-    bits = int("".join(ch for ch in d if ch.isdigit()) or 8)
-    return max(1, bits // 8)
+    base, _, lanes = d.partition("x")
+    bits = int("".join(ch for ch in base if ch.isdigit()) or 8)
+    return max(1, bits // 8) * (int(lanes) if lanes else 1)
 
 
 def _c_name(name: str) -> str:
@@ -457,4 +477,5 @@ def lower_program(program: Program) -> Lowered:
     """Lower a Program whose tensors all have layouts (see tilus.transforms) to a PrimFunc."""
     from tilus.backend.codegen import emitters  # noqa: F401  (registers the emitters)
 
-    return Lowerer(program).build()
+    first = Lowerer(program).build()           # measures the shared memory pool
+    return Lowerer(program, pool_bytes=first.shared_bytes).build()

@@ -17,7 +17,6 @@ from __future__ import annotations
 from tilus.backend.codegen.dtypes_map import compute, is_native, storage
 from tilus.backend.tvm_shim import tirx, dt
 from tilus.dtypes import DataType
-from tilus.errors import CompilationError
 
 
 def const(value, dtype: str):
@@ -55,7 +54,10 @@ def decode_float(dtype: DataType, code):
     elif dtype.name == "float8_e5m2":
         mag = tirx.Select(e == 31, tirx.Select(m == 0, const(float("inf"), "float32"),
                                                const(float("nan"), "float32")), mag)
-    return tirx.Select(sign == 1, -mag, mag)
+    # the sign goes in as a bit (a NaN keeps its sign; 0 - x would not)
+    bits = tirx.bitwise_or(tirx.reinterpret("uint32", mag),
+                           tirx.shift_left(tirx.Cast("uint32", sign), const(31, "uint32")))
+    return tirx.reinterpret("float32", bits)
 
 
 def encode_float(dtype: DataType, v):
@@ -149,8 +151,3 @@ def convert(src: DataType, dst: DataType, x):
     if dt(iv) != c:
         iv = tirx.Cast(c, iv)
     return store(dst, iv)
-
-
-def require_supported(dtype: DataType, what: str) -> None:
-    if dtype.nbits > 64:
-        raise CompilationError(f"{what}: {dtype} is not supported by the CUDA backend")

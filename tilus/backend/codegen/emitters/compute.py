@@ -52,6 +52,10 @@ def _materialize_if_aliased(lw, out: Tensor, values, operands) -> list:
 
 @emitter(I.CastInst)
 def cast(lw, inst: I.CastInst) -> None:
+    from tilus.backend.codegen.emitters.lowbit import try_packed_cast
+
+    if try_packed_cast(lw, inst):
+        return
     vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
     src, dst = inst.x.dtype, inst.output.dtype
     write(lw, inst.output, [scalar.convert(src, dst, v) for v in vals])
@@ -82,7 +86,7 @@ def unary_value(op: str, dtype, v):
     if op == "not":
         return tirx.Not(v if dt(v) == "bool" else v != tirx.const(0, dt(v)))
     if op == "bitnot":
-        return tirx.Not(v) if dt(v) == "bool" else tirx.bitwise_not(v)
+        return tirx.Not(v) if dt(v) == "bool" else tirx.bitwise_xor(v, _all_ones(dt(v)))
     raise CompilationError(f"unknown unary operation {op}")
 
 
@@ -94,6 +98,11 @@ def unary(lw, inst: I.UnaryInst) -> None:
                                                 unary_value(inst.op, dtype, scalar.load(dtype, v))))
            for v in vals]
     write(lw, inst.output, out)
+
+
+def _all_ones(d: str):
+    bits = int("".join(ch for ch in d if ch.isdigit()))
+    return tirx.const(-1 if d.startswith("int") else (1 << bits) - 1, d)
 
 
 def _fit(dtype, v):
@@ -215,7 +224,18 @@ def reduce(lw, inst: I.ReduceInst) -> None:
     xs = lw.reg(x)
     slots = static_slots(xs.layout, x.shape, L * n, lw.threads,
                          lambda t, v: src3(t, v // n, v % n))
-    if slots is not None:
+    plan = None if slots is not None else _shuffle_plan(xs.layout, out_layout, dim, inst.keepdim, lw.threads)
+    if plan is not None and cdt in ("float32", "int32", "uint32", "float64"):
+        parts, bits = plan
+        for s in range(L):
+            lw.store(acc, scalar.load(dtype, xs.buf[parts[s][0]]), [s])
+            for slot in parts[s][1:]:
+                lw.store(acc, combine(acc[s], scalar.load(dtype, xs.buf[slot])), [s])
+            for b in bits:
+                other = tirx.call_extern(cdt, "__shfl_xor_sync", tirx.const(0xFFFFFFFF, "uint32"), acc[s],
+                                         tirx.const(1 << b, "int32"), tirx.const(32, "int32"))
+                lw.store(acc, combine(acc[s], other), [s])
+    elif slots is not None:
         for s in range(L):
             lw.store(acc, scalar.load(dtype, xs.buf[slots[s * n]]), [s])
             for r in range(1, n):
@@ -233,3 +253,65 @@ def reduce(lw, inst: I.ReduceInst) -> None:
                     lw.store(acc, combine(acc[s], scalar.load(dtype, scratch[lw.index(idx)])), [s])
     out = [scalar.store(inst.output.dtype, _fit(inst.output.dtype, acc[s])) for s in range(L)]
     write(lw, inst.output, out)
+
+
+def _shuffle_plan(lx, lo, dim: int, keepdim: bool, threads: int):
+    """(per-output-slot lists of x slots, lane bits) when each thread's partial of an output row
+    combines with its XOR partners over ``bits`` (lanes of one warp) into the whole row: the
+    partners hold the same output element in the same slot and disjoint parts of the row, and
+    together all of it. None otherwise."""
+    import numpy as np
+
+    n = lx.shape[dim]
+    t = np.arange(threads)[:, None]
+    xs = np.arange(lx.local_size)[None, :]
+    xc = [np.broadcast_to(np.asarray(c), (threads, lx.local_size)) for c in lx._coords(t, xs)]
+    rest = [c for d, c in enumerate(xc) if d != dim]
+    rshape = [m for d, m in enumerate(lx.shape) if d != dim]
+    xkey = np.zeros((threads, lx.local_size), dtype=np.int64)
+    for c, m in zip(rest, rshape):
+        xkey = xkey * m + c
+    os_ = np.arange(lo.local_size)[None, :]
+    oc = [np.broadcast_to(np.asarray(c), (threads, lo.local_size)) for c in lo._coords(t, os_)]
+    if keepdim:
+        oc = [c for d, c in enumerate(oc) if d != dim]
+    okey = np.zeros((threads, lo.local_size), dtype=np.int64)
+    for c, m in zip(oc, rshape):
+        okey = okey * m + c
+    xflat = np.zeros((threads, lx.local_size), dtype=np.int64)
+    for c, m in zip(xc, lx.shape):
+        xflat = xflat * m + c
+    parts = []
+    for s in range(lo.local_size):
+        sel = [np.nonzero(xkey[th] == okey[th, s])[0].tolist() for th in range(threads)]
+        if any(x != sel[0] for x in sel) or not sel[0]:
+            return None
+        parts.append(sel[0])
+    p = len(parts[0])
+    bits = []
+    for b in range(5):
+        partner = t[:, 0] ^ (1 << b)
+        if (partner >= threads).any():
+            continue
+        if not (okey[partner] == okey).all():
+            continue
+        ok = True
+        for s in range(lo.local_size):
+            mine = xflat[:, parts[s]]
+            theirs = xflat[partner][:, parts[s]]
+            if (np.sort(mine, axis=1)[:, :, None] == np.sort(theirs, axis=1)[:, None, :]).any():
+                ok = False
+                break
+        if ok:
+            bits.append(b)
+    if not bits or p * (1 << len(bits)) != n:
+        return None
+    # the XOR group of every thread must cover its row exactly (no element twice)
+    for s in range(lo.local_size):
+        for th in range(min(threads, 32)):
+            group = {th ^ sum(1 << b for i, b in enumerate(bits) if mask >> i & 1)
+                     for mask in range(1 << len(bits))}
+            elems = np.concatenate([xflat[g, parts[s]] for g in group])
+            if len(set(elems.tolist())) != n:
+                return None
+    return parts, bits

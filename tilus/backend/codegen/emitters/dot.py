@@ -1,75 +1,76 @@
 """dot: ``output = a @ b + c``.
 
-- **mma.sync** (fast): f16/bf16 operands with a float32 accumulator whose layouts are one of the
-  mma tilings of tilus.transforms (``mma_dot_layouts``): one ``mma.sync.aligned.m16n8k16.row.col``
-  per (m-tile, n-tile, k-tile) of each warp, operands taken straight from the register tiles
-  (pairs of 16-bit elements as 32-bit registers through a uint32 alias of the local buffer).
+- **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
+  int32 (m16n8k32), whose layouts are one of the mma tilings of tilus.transforms
+  (``mma_dot_layouts``): one ``mma.sync.aligned`` per (m-tile, n-tile, k-tile) of each warp, operands taken straight from the register tiles
+  (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
 - **SIMT** (any layouts): every output slot accumulates its k products in the accumulator's
   compute type (float32 for floats, int32 for integers); the A row and B column a thread needs are
   read through tilus.backend.codegen.gather (free with the SIMT layouts layout inference picks).
 """
 from __future__ import annotations
 
-from tilus import dtypes
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.dtypes_map import compute
 from tilus.backend.codegen.emitters.compute import operand_values, write
 from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, tirx, dt
+from tilus.backend.tvm_shim import T, tirx, dt
 from tilus.ir import inst as I
 
 
+_MMA = {
+    # (a/b dtype, c dtype) -> (k of the instruction, PTX name)
+    ("float16", "float32"): (16, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+    ("bfloat16", "float32"): (16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
+    ("int8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"),
+    ("uint8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32"),
+}
+
+
 def _mma_config(lw, inst: I.DotInst):
+    """(rm, rn, rk, ik, ptx name) when a, b, c (and the output) have an mma tiling layout."""
     from tilus.transforms.layout_inference import mma_dot_layouts
 
     a, b, c = inst.a, inst.b, inst.c
-    if a.dtype not in (dtypes.float16, dtypes.bfloat16) or c.dtype is not dtypes.float32:
+    entry = _MMA.get((a.dtype.name, c.dtype.name))
+    if entry is None:
         return None
+    ik, name = entry
     (m, k), n = a.shape, b.shape[1]
     la, lb, lc = lw.reg(a).layout, lw.reg(b).layout, lw.reg(c).layout
     if lw.reg(inst.output).layout != lc:
         return None
+    a_slots, b_slots = 16 * ik // 32, 8 * ik // 32        # per thread per tile
     for al, bl, cl in mma_dot_layouts(m, n, k, a.dtype, c.dtype, lw.threads):
-        if (al, bl, cl) == (la, lb, lc):
-            warps = lw.threads // 32
-            # recover the warp grid from the C layout's tile counts
-            for wm in range(1, warps + 1):
-                if warps % wm:
-                    continue
-                for r in range(1, warps + 1):
-                    if (warps // r) % wm or warps % r:
-                        continue
-                    wn = warps // r // wm
-                    if wn < 1 or m % (16 * wm) or n % (8 * wn):
-                        continue
-                    rm, rn, rk = m // (16 * wm), n // (8 * wn), k // 16
-                    if rm * rn * 4 == lc.local_size and rm * rk * 8 == la.local_size \
-                            and rk * rn * 4 == lb.local_size:
-                        return rm, rn, rk
+        if (al, bl, cl) != (la, lb, lc):
+            continue
+        rk = k // ik
+        for rm in range(1, m // 16 + 1):
+            for rn in range(1, n // 8 + 1):
+                if rm * rn * 4 == lc.local_size and rm * rk * a_slots == la.local_size \
+                        and rk * rn * b_slots == lb.local_size:
+                    return rm, rn, rk, ik, name
     return None
 
 
-def _words(lw, buf):
-    return lw.alias_local(buf, "uint32")
-
-
 def _emit_mma(lw, inst: I.DotInst, cfg) -> None:
-    rm, rn, rk = cfg
+    """One mma per (m-tile, n-tile, k-tile); slot groups of the tiling are
+    (ti*rk+tk) for A, (tk*rn+tj) for B, (ti*rn+tj) for C (local(rm, rk) etc. outside the fragment)."""
+    rm, rn, rk, ik, name = cfg
     a, b, c, out = lw.reg(inst.a), lw.reg(inst.b), lw.reg(inst.c), lw.reg(inst.output)
-    if out.buf.same_as(c.buf) is False and inst.output.name != inst.c.name:
+    if inst.output.name != inst.c.name:
         for s in range(c.layout.local_size):
             lw.store(out.buf, c.buf[s], [s])
-    aw, bw = _words(lw, a.buf), _words(lw, b.buf)
-    ab = "f16" if inst.a.dtype is dtypes.float16 else "bf16"
-    op = T.ptx[f"mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32"]
-    d = out.buf
+    aw, bw = lw.alias_local(a.buf, "uint32"), lw.alias_local(b.buf, "uint32")
+    op = T.ptx[name]
+    d = out.buf if inst.c.dtype.is_float else lw.alias_local(out.buf, "uint32")   # s32 as .u32 registers
     for ti in range(rm):
         for tj in range(rn):
             cb = (ti * rn + tj) * 4
             for tk in range(rk):
-                ab_ = (ti * rk + tk) * 4      # in 32-bit words
-                bb = (tk * rn + tj) * 2
+                ab_ = (ti * rk + tk) * 4      # A: 4 registers per tile
+                bb = (tk * rn + tj) * 2       # B: 2 registers per tile
                 lw.emit(op(d[cb], d[cb + 1], d[cb + 2], d[cb + 3],
                            aw[ab_], aw[ab_ + 1], aw[ab_ + 2], aw[ab_ + 3], bw[bb], bw[bb + 1],
                            d[cb], d[cb + 1], d[cb + 2], d[cb + 3]))

@@ -22,11 +22,11 @@ from tilus.backend.codegen.emitters.access import (global_read, global_write, in
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, dt, tirx
+from tilus.backend.tvm_shim import T, TB, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
-from tilus.ir.layout import SharedLayout, StridedShared, SwizzledShared, row_major
+from tilus.ir.layout import SharedLayout, row_major
 
 
 # ---------------------------------------------------------------------------------- views/allocs
@@ -60,7 +60,8 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
 
 @emitter(I.FreeSharedInst)
 def free_shared(lw, inst: I.FreeSharedInst) -> None:
-    """Static allocation: every shared tensor keeps its own region, so freeing emits nothing."""
+    """Returns the tensor's region to the planner (a later allocation there starts with a barrier)."""
+    lw.free_shared(inst.tensor.name)
 
 
 @emitter(I.SliceSharedInst)
@@ -222,35 +223,26 @@ def store_global(lw, inst: I.StoreGlobalInst) -> None:
 
 
 def vector_copy(lw, dst, dst_off, src, src_off, vec: int, elem_bytes: int) -> None:
-    """dst[dst_off : +vec] = src[src_off : +vec] as one access of vec*elem_bytes bytes, through
-    uint32 views of both buffers (offsets are element offsets, multiples of vec)."""
+    """dst[dst_off : +vec] = src[src_off : +vec] as one access of vec*elem_bytes (4, 8 or 16)
+    bytes, through views of both buffers whose element is the whole vector (uint32, uint32x2 or
+    uint32x4), indexed by offset // vec (offsets are element offsets, multiples of vec)."""
     words = vec * elem_bytes // 4
-    per = 4 // elem_bytes if elem_bytes < 4 else None
+    vdt = "uint32" if words == 1 else f"uint32x{words}"
 
-    def word_index(off):
-        off = off if not isinstance(off, int) else tirx.const(off, "int32")
-        if elem_bytes == 4:
-            return off
-        if elem_bytes < 4:
-            return tirx.floordiv(off, per)
-        return off * (elem_bytes // 4)
-    if dt(dst) == "uint32" and dt(src) == "uint32" or elem_bytes == 4 and dt(dst) == dt(src):
-        dw, sw = dst, src
-    else:
-        dw = _word_view(lw, dst)
-        sw = _word_view(lw, src)
-    if words == 1:
-        TB.buffer_store(dw, sw[word_index(src_off)], [word_index(dst_off)])
-    else:
-        TB.buffer_store(dw, sw[tirx.Ramp(word_index(src_off), 1, words)],
-                        [tirx.Ramp(word_index(dst_off), 1, words)])
+    def index(off):
+        if isinstance(off, int):
+            return tirx.const(off // vec, "int32")
+        return tirx.floordiv(off, vec) if vec > 1 else off
+    dv = _vector_view(lw, dst, vdt)
+    sv = _vector_view(lw, src, vdt)
+    TB.buffer_store(dv, sv[index(src_off)], [index(dst_off)])
 
 
-def _word_view(lw, buf):
+def _vector_view(lw, buf, vdt: str):
     scope = buf.scope() if callable(getattr(buf, "scope", None)) else "global"
     if scope == "local":
-        return lw.alias_local(buf, "uint32")
-    return lw.alias(buf, "uint32")
+        return lw.alias_local(buf, vdt)
+    return lw.alias(buf, vdt)
 
 
 class _null:

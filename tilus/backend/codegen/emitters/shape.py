@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tilus.backend.codegen.dtypes_map import is_native, storage
+from tilus.backend.codegen.dtypes_map import is_native
 from tilus.backend.codegen.gather import flat_index, slot_values
 from tilus.backend.codegen.lower import THREAD
 from tilus.backend.codegen.registry import emitter

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-from tilus.backend.codegen.emitters.access import global_read  # noqa: F401
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import TB, dt, tirx
 from tilus.ir import expr as E

@@ -1,0 +1,27 @@
+"""Test-suite-wide set-up: tests marked ``gpu`` are skipped where no CUDA GPU is visible."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_gpu_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    try:
+        return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_gpu_visible():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (none visible here)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)

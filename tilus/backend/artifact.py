@@ -1,0 +1,205 @@
+"""A compiled kernel as a cache artefact: what ``tilus.jit`` and ``tilus bundle`` store.
+
+Files of a CUDA entry (see tilus.runtime.cache):
+
+- ``ir.tilus``     the Program after the passes (text form)
+- ``kernel.cu``    the CUDA source TVM generated (exactly the bytes embedded in the library)
+- ``kernel.cubin`` nvcc's cubin of that source for ``arch`` (what actually runs)
+- ``kernel.so``    TVM's exported host library: the argument-checking launcher (LLVM host code)
+                   plus the device module, embedded as CUDA source (format "cuda")
+- ``metadata.json`` params, launch expressions, arch, versions, entry, assumptions, and
+                   ``extra["cuda_source_sha256"]``: loading registers ``kernel.cubin`` as TVM's
+                   answer for that source (tilus.runtime.cubins), so no compiler runs at load.
+
+The cache key is :func:`kernel_key` of the *input* program's IR text (before the passes: that is
+what a caller can compute without the compiler), the arch and :func:`key_versions`.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tilus.errors import CompilationError
+
+logger = logging.getLogger(__name__)
+
+LIBRARY = "kernel.so"
+CUBIN = "kernel.cubin"
+
+
+@dataclass
+class BuiltArtifact:
+    key: str
+    artifact: Any            # tilus.runtime.Artifact
+    kernel: Any              # CompiledKernel
+    timings: dict            # seconds per step
+
+
+def _versions() -> dict:
+    from tilus.backend import toolchain, tvm_shim
+
+    import tilus
+
+    v = {"tilus": tilus.__version__, "tvm": tvm_shim.TVM_VERSION}
+    try:
+        import tvm_ffi
+
+        v["tvm_ffi"] = tvm_ffi.__version__
+    except Exception:  # pragma: no cover
+        pass
+    nvcc = toolchain.find_tool("nvcc")
+    if nvcc is not None:
+        import subprocess
+
+        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
+        line = [ln for ln in out.splitlines() if "release" in ln]
+        v["nvcc"] = line[-1].strip() if line else "unknown"
+    return v
+
+
+def _params(program) -> list:
+    from tilus.backend.codegen.dtypes_map import pointer_storage
+    from tilus.ir.types import PointerType
+    from tilus.runtime.metadata import Param
+
+    out = []
+    for p in program.params:
+        if isinstance(p.dtype, PointerType):
+            t = p.dtype.dtype
+            out.append((Param(p.name, "pointer", t.name, contiguous=True, align=1),
+                        pointer_storage(t)))
+        else:
+            out.append((Param(p.name, "scalar", p.dtype.name), None))
+    return out
+
+
+def size_requirements(program) -> dict:
+    """{pointer parameter: ("min_count" | "min_bytes", expression text)} from the program's
+    ``global_view``s of its pointer parameters: the extent each view reaches, in elements of the
+    pointer's type (``min_bytes`` when a view reinterprets it as another type). Views whose extent
+    names anything but scalar parameters (a let-bound variable, say) are left out."""
+    from tilus.ir.expr import Var
+    from tilus.ir.functor import instructions
+    from tilus.ir.inst import GlobalViewInst
+    from tilus.ir.types import PointerType
+    from tilus.runtime import expr as rexpr
+
+    pointers = {p.name: p for p in program.params if isinstance(p.dtype, PointerType)}
+    scalars = {p.name for p in program.params if not isinstance(p.dtype, PointerType)}
+    found: dict = {}
+    for inst in instructions(program.body):
+        if not isinstance(inst, GlobalViewInst) or not isinstance(inst.ptr, Var) \
+                or inst.ptr.name not in pointers:
+            continue
+        ttype = inst.output.type
+        dims = [str(e) for e in ttype.shape]
+        steps = [str(e) for e in inst.strides]
+        if not dims:
+            continue
+
+        def par(t):
+            return t if t.replace("_", "").isalnum() else f"({t})"
+
+        row_major = all(st == (" * ".join(dims[i + 1:]) or "1") for i, st in enumerate(steps))
+        if row_major:
+            text = " * ".join(par(d) for d in dims)
+        else:
+            # 1 + sum((d_i - 1) * stride_i) elements, none when a dimension is empty
+            reach = " + ".join(f"({par(d)} - 1) * {par(st)}" for d, st in zip(dims, steps))
+            text = f"min({' * '.join(par(d) for d in dims)}, 1) * (1 + {reach})"
+        ptr_t = pointers[inst.ptr.name].dtype.dtype
+        kind = "min_count"
+        if ttype.dtype != ptr_t:
+            text = f"cdiv(({text}) * {ttype.dtype.nbits}, 8)"
+            kind = "min_bytes"
+        try:
+            rexpr.validate(text)
+            if not set(rexpr.names(text)) <= scalars:
+                continue
+        except Exception:
+            continue
+        prev = found.get(inst.ptr.name)
+        if prev is None:
+            found[inst.ptr.name] = (kind, text)
+        elif prev[0] == kind:
+            found[inst.ptr.name] = (kind, f"max({prev[1]}, {text})")
+    return found
+
+
+def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **consts) -> BuiltArtifact:
+    """Build a kernel for ``arch`` and package it as a cache artefact (needs TVM, nvcc and g++)."""
+    import dataclasses
+
+    import tilus
+    from tilus.backend import tvm_shim
+    from tilus.backend.build_program import as_program, build
+    from tilus.backend.toolchain import normalize_arch
+    from tilus.runtime import Artifact, KernelMetadata, cubins
+    from tilus.runtime.cache import CUDA_FILE, IR_FILE
+
+    arch = normalize_arch(arch)
+    timings = {}
+    t0 = time.perf_counter()
+    program = as_program(kernel_or_program, **consts)
+    key = kernel_key(program, arch)
+    kernel = build(program, arch)
+    t1 = time.perf_counter()
+    timings["build"] = t1 - t0
+    executable = tvm_shim.compile_module(kernel.prim_func, arch)
+    source = tvm_shim.cuda_source(executable)
+    if source != kernel.cuda_source:
+        raise CompilationError(f"{program.name}: TVM generated different CUDA source on a second "
+                               f"compile; the prebuilt cubin would not match the library")
+    with tempfile.TemporaryDirectory(prefix="tilus-export-") as tmp:
+        lib = Path(tmp) / LIBRARY
+        tvm_shim.export_library(executable, str(lib))
+        library = lib.read_bytes()
+    t2 = time.perf_counter()
+    timings["export"] = t2 - t1
+
+    entry = str(kernel.prim_func.attrs["global_symbol"]) if kernel.prim_func.attrs is not None \
+        and "global_symbol" in kernel.prim_func.attrs else kernel.kernel_name.removesuffix("_kernel")
+    align = 16 if any("16-byte aligned" in a for a in kernel.assumptions) else (
+        4 if any("4-byte aligned" in a for a in kernel.assumptions) else 1)
+    params, storage = [], {}
+    sizes = size_requirements(program)
+    for p, st in _params(program):
+        if p.is_pointer:
+            p = dataclasses.replace(p, align=align)
+            if p.name in sizes:
+                kind, text = sizes[p.name]
+                p = dataclasses.replace(p, **{kind: text})
+            storage[p.name] = st
+        params.append(p)
+    from tilus.runtime.driver import device_params
+
+    r = kernel.resources
+    meta = KernelMetadata(
+        name=program.name, entry=entry, target="cuda", arch=arch, library=LIBRARY,
+        params=tuple(params), launch=dict(kernel.launch), versions=_versions(),
+        extra={"cuda_source_sha256": cubins.source_digest(source),
+               "cubin": CUBIN, "kernel_name": kernel.kernel_name,
+               "pointer_storage": storage, "assumptions": list(kernel.assumptions),
+               "device_params": device_params(source, kernel.kernel_name, params),
+               "threads": kernel.launch["block"][0],
+               "resources": {"registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
+                             "spill_load_bytes": r.spill_load_bytes,
+                             "static_shared_bytes": r.shared_memory_bytes},
+               "tilus_version": tilus.__version__, "compiler": kernel.compiler})
+    files = {IR_FILE: str(kernel.program).encode(), CUDA_FILE: source.encode(),
+             CUBIN: kernel.cubin, LIBRARY: library}
+    timings["package"] = time.perf_counter() - t2
+    logger.debug("built %s for %s: compile %.0f ms, export %.0f ms", program.name, arch,
+                 timings["build"] * 1e3, timings["export"] * 1e3)
+    return BuiltArtifact(key, Artifact(meta, files), kernel, timings)
+
+
+def kernel_key(program, arch: str) -> str:
+    """The cache key of a Program (before the passes) for ``arch``: computable without TVM."""
+    from tilus.runtime.cache import cache_key, key_versions
+
+    return cache_key(str(program), arch, key_versions())
