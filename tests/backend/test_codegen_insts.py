@@ -3,6 +3,7 @@ compiles, no spills, no stack frame, and the emitted code has the structure it n
 import pytest
 
 import tilus
+import tilus.ir.layout
 from tilus.ir.layout import column_local, local, spatial
 
 ARCHES = ("sm_80", "sm_90")
@@ -194,6 +195,23 @@ class DotBf16(tilus.Script):
         acc = self.register_tensor(dtype=tilus.float32, shape=[64, 64], init=0.0)
         self.dot(self.load_shared(sa), self.load_shared(sb), acc, out=acc)
         self.store_global(gc, acc, offsets=[self.blockIdx.x * 64, 0])
+
+
+class WarpTranspose(tilus.Script):
+    """A transpose into a layout of one's choosing (lowered without inference, which would make
+    it the permuted layout): the elements stay in one warp at a fixed slot, so warp shuffles
+    move them, no shared memory."""
+
+    def __call__(self, x: ~tilus.float16, y: ~tilus.float16):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 2
+        gx = self.global_view(x, dtype=tilus.float16, shape=[8, 8])
+        gy = self.global_view(y, dtype=tilus.float16, shape=[8, 8])
+        a = self.load_global(gx, offsets=[0, 0], shape=[8, 8])
+        self.annotate_layout(a, tilus.ir.layout.replicate(2) * local(1, 2) * spatial(8, 4))
+        t = self.transpose(a)
+        self.annotate_layout(t, tilus.ir.layout.replicate(2) * local(2, 1) * spatial(4, 8))
+        self.store_global(gy, t, offsets=[0, 0])
 
 
 class Relayout(tilus.Script):
@@ -388,6 +406,17 @@ class Reuse(tilus.Script):
         self.sync()
         self.store_global(gx, self.load_shared(s2), offsets=[0, 0])
         self.free_shared(s2)
+
+
+def test_warp_local_transpose_uses_shuffles(need_nvcc):
+    from tilus.backend.codegen import lower_program
+
+    from tilus.backend.build import build_tir
+
+    lowered = lower_program(WarpTranspose().program())
+    assert lowered.shared_bytes == 0
+    k = build_tir(lowered.prim_func, "sm_90")
+    assert "__shfl_sync" in k.cuda_source and not k.resources.spills
 
 
 def test_control_flow(built):

@@ -119,3 +119,8 @@ def test_lowbit_view_cast_to_half(wtype, half):
 def test_packed_cast_with_permuted_slots():
     w = torch.randint(0, 256, (32, 32), dtype=torch.uint8)
     _check(K.LowBitPermuted(), [w, torch.zeros(32, 64).half()], [1])
+
+
+def test_warp_shuffle_transpose():
+    _check(None, [torch.randn(8, 8).half(), torch.zeros(8, 8).half()], [1],
+           program=K.WarpTranspose().program())
