@@ -124,3 +124,18 @@ def test_packed_cast_with_permuted_slots():
 def test_warp_shuffle_transpose():
     _check(None, [torch.randn(8, 8).half(), torch.zeros(8, 8).half()], [1],
            program=K.WarpTranspose().program())
+
+
+@pytest.mark.parametrize("mnk", [(70, 50, 88), (70, 56, 90), (64, 64, 40)])
+def test_matmul_fp16_tails(mnk):
+    """K = 88: aligned rows, the last k-tile partly past the end (cp.async src-size); K = 90:
+    misaligned rows (element-wise copies)."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "examples"))
+    import matmul_fp16
+
+    m, n, k = mnk
+    a, b = torch.randn(m, k).half(), torch.randn(k, n).half()
+    _check(matmul_fp16.MatmulFp16(), [m, n, k, a, b, torch.zeros(m, n).half()], [5])

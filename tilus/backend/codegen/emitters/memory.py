@@ -6,8 +6,9 @@ Fast paths (each falls back to the per-element path at run time when its conditi
   elements are all in bounds and whose element offset is a multiple of vec moves as one vector
   access (LDG.E.128 for 16 bytes). Assumes 16-byte aligned base pointers (recorded).
 - copy_async: 16-byte (or 8/4-byte) ``cp.async`` chunks when the shared layout keeps chunks
-  contiguous; chunks that are partly out of bounds or misaligned are copied element by element
-  (zero-filled) synchronously.
+  contiguous; an aligned chunk that runs past the end of the last dimension uses cp.async's
+  src-size (the rest zero-filled); misaligned chunks (or rows out of bounds) are copied element by
+  element (zero-filled) synchronously.
 - load_shared/store_shared: vector accesses of runs contiguous in shared memory.
 Every element access is predicated by its bounds mask; sub-byte tensors use bitstream reads and
 atomic read-modify-writes (see tilus.backend.codegen.bitstream).
@@ -323,19 +324,32 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
                 cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
                                 tirx.floormod(off, vec) == 0)
                 nbytes = vec * (g.dtype.nbits // 8)
+                kind = "cg" if nbytes == 16 else "ca"
+                op = T.ptx[f"cp.async.{kind}.shared.global"]
+                # the tail: rows in bounds, chunk aligned, part (or none) of it past the end of
+                # the last dimension -> cp.async with src-size = the valid bytes (zero-filled)
+                rows_ok = tirx.And(in_bounds(lw, gidx[:-1], g.shape[:-1]),
+                                   lw.expr(E.as_expr(gidx[-1])) >= 0)
+                aligned = tirx.floormod(off, vec) == 0
+                left = lw.expr(E.as_expr(g.shape[-1])) - lw.expr(E.as_expr(gidx[-1]))
+                valid = tirx.max(tirx.min(left, vec), 0)
                 with TB.If(cond):
                     with TB.Then():
-                        kind = "cg" if nbytes == 16 else "ca"
-                        lw.emit(T.ptx[f"cp.async.{kind}.shared.global"](dst.buf.ptr_to([soff]),
-                                                                        g.buf.ptr_to([off]), nbytes))
+                        lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([off]), nbytes))
                     with TB.Else():
-                        for e in range(vec):
-                            gi = list(gidx)
-                            gi[-1] = gi[-1] + e
-                            ti = list(tidx)
-                            ti[-1] = ti[-1] + e
-                            c = in_bounds(lw, gi, g.shape)
-                            shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
+                        with TB.If(tirx.And(rows_ok, aligned)):
+                            with TB.Then():
+                                src = tirx.Select(valid > 0, off, tirx.const(0, "int32"))
+                                size = tirx.Cast("uint32", valid * (g.dtype.nbits // 8))
+                                lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
+                            with TB.Else():
+                                for e in range(vec):
+                                    gi = list(gidx)
+                                    gi[-1] = gi[-1] + e
+                                    ti = list(tidx)
+                                    ti[-1] = ti[-1] + e
+                                    c = in_bounds(lw, gi, g.shape)
+                                    shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
 
 
 @emitter(I.CopyAsyncCommitGroupInst)
