@@ -28,6 +28,13 @@ def prepare(program: Program) -> Program:
     return PassManager([LayoutInference()]).run(program)
 
 
+def _launch_expr(e):
+    """A grid dimension for the runtime's metadata: an int when constant, else the IR text."""
+    from tilus.ir.expr import Const
+
+    return int(e.value) if isinstance(e, Const) else str(e)
+
+
 def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), **consts) -> CompiledKernel:
     """Build a kernel for ``arch`` (default: the toolchain's default, sm_90 without a GPU)."""
     from tilus.backend import build as tir_build
@@ -41,7 +48,7 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), *
     kernel.prim_func = lowered.prim_func
     kernel.program = program
     kernel.launch = {
-        "grid": [str(g) for g in lowered.grid] + [1] * (3 - len(lowered.grid)),
+        "grid": [_launch_expr(g) for g in lowered.grid] + [1] * (3 - len(lowered.grid)),
         "block": [lowered.threads, 1, 1],
         "shared_bytes": lowered.shared_bytes,     # dynamic shared memory (one pool)
     }
