@@ -4,6 +4,7 @@ from tilus.dtypes import *  # noqa: F401,F403  (tilus.uint3, tilus.float16, ...)
 
 __version__ = "0.1.0"
 from tilus.interpreter import interpret  # noqa: F401,E402
+from tilus.simulator import simulate  # noqa: F401,E402  (imports no TVM until called)
 
 
 def build(kernel_or_program, arch=None, **consts):
@@ -20,3 +21,12 @@ from tilus import jit  # noqa: E402,F401
 from tilus.logging_config import configure_logging as _configure_logging  # noqa: E402
 
 _configure_logging()
+
+
+# ----- tilus.ops / tilus.nn / tilus.autotune: imported on first use (they import torch) -----
+def __getattr__(name):
+    if name in ("ops", "nn", "autotune"):
+        import importlib
+
+        return importlib.import_module(f"tilus.{name}")
+    raise AttributeError(f"module 'tilus' has no attribute {name!r}")

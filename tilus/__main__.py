@@ -3,6 +3,7 @@
     tilus cache list|info|clear        inspect or empty the kernel cache
     tilus build FILE.py:Kernel --arch sm_90 [--param k=v ...] --emit ir|cuda|ptx|sass|resources
     tilus bench                        (needs the CUDA backend)
+    tilus tune matmul --n N --k K [--m M ...] [--dry-run]   autotune a ready op (tilus.autotune.cli)
 
 Exit status: 0 success, 1 error, 2 usage error or feature not available yet.
 """
@@ -170,8 +171,31 @@ def _emit_compiled(kernel, arch: str, emit: str) -> str:
                        "assumptions": compiled.assumptions}, indent=2)
 
 
+BENCHMARKS = {"matmul": "bench_matmul.py"}
+
+
 def cmd_bench(args) -> int:
-    raise CLIError(f"not available yet: {NEEDS_BACKEND}", 2)
+    """Hand over to a benchmark script of the checkout's benchmarks/ folder."""
+    if args.what is None:
+        raise CLIError(f"name a benchmark: {', '.join(BENCHMARKS)} (e.g. tilus bench matmul --dry-run)", 2)
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / BENCHMARKS[args.what]
+    if not path.is_file():
+        raise CLIError(f"{path} not found: the benchmarks ship with the source checkout, not the wheel", 2)
+    spec = importlib.util.spec_from_file_location(f"tilus_bench_{args.what}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args.rest)
+
+
+def cmd_tune(args) -> int:
+    from tilus.autotune.cli import TuneCLIError, cmd_tune as run
+
+    try:
+        return run(args)
+    except TuneCLIError as e:
+        raise CLIError(str(e), e.code) from None
 
 
 # ---- parser -------------------------------------------------------------------------------------
@@ -211,7 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run the benchmarks (needs the CUDA backend)",
                            description=f"Run the benchmarks: {NEEDS_BACKEND}.")
+    bench.add_argument("what", nargs="?", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
+
+    from tilus.autotune.cli import add_parser as add_tune_parser
+
+    add_tune_parser(sub).set_defaults(func=cmd_tune)
     return p
 
 

@@ -90,3 +90,18 @@ class RuntimeLibraryError(TilusError, OSError):
 class LayoutInferenceError(LayoutError):
     """Layout inference found no layout for a tensor, or two rules (or annotations) that require
     different layouts of one tensor; the message names the instruction and both layouts."""
+
+
+# ----- tilus.ops, tilus.nn, tilus.autotune (kept at the end to merge cleanly) -----
+class QuantizationError(TilusError, ValueError):
+    """A weight cannot be quantized as asked: NaN/inf in it, a group size that does not divide K,
+    an unsupported weight type or scale type, or a malformed/unknown packed-weight format."""
+
+
+class DeviceMismatchError(ArgumentError):
+    """The operands of an op live on different devices (e.g. CPU activations, a CUDA weight)."""
+
+
+class AutotuneError(TilusError):
+    """Autotuning failed: an empty or fully pruned search space, every build failed, or the tuning
+    database could not be read or written."""

@@ -60,3 +60,12 @@ def test_free_vars_and_substitute():
     assert free_vars(e) == {i, j}
     assert substitute(e, {i: 2}) == j + 8 or substitute(e, {i: 2}) == 8 + j
     assert evaluate(substitute(e, {i: 2, j: 1})) == 9
+
+
+@given(st.integers(-100, 100), st.integers(1, 9), st.integers(1, 5))
+def test_products_divided_by_their_factor_fold(x, c, k):
+    e = (i * (c * k)) // c
+    assert e == i * k or e == i
+    assert (i * (c * k)) % c == const(0)
+    assert evaluate(e, {i: x}) == (x * c * k) // c
+    assert str((i * 32) // 32) == "i"

@@ -132,7 +132,7 @@ def test_build_emits_compiled_code(tmp_path, capsys, emit, expect):
     (["build", "{f}:Fake", "--param", "nonsense"], "expected NAME=VALUE"),
     (["build", "{f}:Fake", "--param", "zz=1"], "cannot instantiate"),
     (["build", "{f}:Fake", "--arch", "sm_70"], "sm_80 or newer"),
-    (["bench"], "not available yet: needs the CUDA backend"),
+    (["bench"], "name a benchmark: matmul"),
 ])
 def test_build_errors(tmp_path, capsys, argv, message):
     f = tmp_path / "k.py"
@@ -200,3 +200,9 @@ def test_configure_logging_levels():
             logger.removeHandler(h)
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
+
+
+def test_bench_matmul_dry_run_hands_over_to_the_script(tmp_path, capsys):
+    assert main(["bench", "matmul", "--dry-run", "--out", str(tmp_path), "--models", "llama3-8b",
+                 "--m", "1", "--types", "u4", "--no-plot"]) == 0
+    assert list(tmp_path.glob("*.json"))

@@ -55,6 +55,7 @@ import numpy as np
 from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError
+from tilus.simulator.ptx import lop3, prmt  # noqa: F401  (re-exported)
 
 MASK32 = 0xFFFFFFFF
 TARGETS = ("float16", "bfloat16")
@@ -104,33 +105,7 @@ class Op:
         return f"{name}.{self.ty} {self.dst}, {', '.join(ops)};"
 
 
-def lop3(a, b, c, lut: int):
-    """PTX lop3.b32: for every bit, result = LUT[(a << 2) | (b << 1) | c] (ta=0xF0, tb=0xCC, tc=0xAA)."""
-    a, b, c = (np.asarray(v, dtype=np.uint32) for v in (a, b, c))
-    out = np.zeros(np.broadcast(a, b, c).shape, dtype=np.uint32)
-    for idx in range(8):
-        if (lut >> idx) & 1:
-            ta = a if idx & 4 else ~a
-            tb = b if idx & 2 else ~b
-            tc = c if idx & 1 else ~c
-            out |= ta & tb & tc
-    return out
-
-
-def prmt(a, b, c):
-    """PTX prmt.b32 default mode: result byte i = byte (c >> 4i) & 7 of the 8-byte value {b, a}
-    (a = bytes 0..3); when bit 3 of that selector nibble is set the byte's sign bit (bit 7) is
-    replicated over all 8 bits."""
-    a, b, c = (np.asarray(v, dtype=np.uint64) for v in (a, b, c))
-    src = (b << np.uint64(32)) | a
-    out = np.zeros(np.broadcast(a, b, c).shape, dtype=np.uint64)
-    for i in range(4):
-        sel = (c >> np.uint64(4 * i)) & np.uint64(0xF)
-        byte = (src >> ((sel & np.uint64(7)) * np.uint64(8))) & np.uint64(0xFF)
-        sign = np.where((byte >> np.uint64(7)) & np.uint64(1), np.uint64(0xFF), np.uint64(0))
-        byte = np.where(sel & np.uint64(8), sign, byte)
-        out |= byte << np.uint64(8 * i)
-    return out.astype(np.uint32)
+# lop3 / prmt semantics live in tilus.simulator.ptx (one definition, shared with the simulator).
 
 
 _FORMATS = {  # stored mantissa bits, minimum normal exponent, largest finite value

@@ -228,6 +228,18 @@ def _is_const(e: Expr, value: Any) -> bool:
     return isinstance(e, Const) and not e.dtype.is_bool and e.value == value
 
 
+def _is_multiple_of(a: Expr, b: Expr) -> bool:
+    return (isinstance(b, Const) and b.dtype.is_integer and b.value > 0 and isinstance(a, BinaryOp)
+            and a.op == "mul" and any(isinstance(x, Const) and x.dtype.is_integer
+                                      and x.value % b.value == 0 for x in (a.a, a.b)))
+
+
+def _quotient(a: BinaryOp, c: int) -> Expr:
+    """``a // c`` for a product ``a`` with a constant factor that ``c`` divides."""
+    factor, other = (a.a, a.b) if isinstance(a.a, Const) and a.a.value % c == 0 else (a.b, a.a)
+    return binary("mul", other, factor.value // c)
+
+
 def binary(op: str, a: ExprLike, b: ExprLike) -> Expr:
     """Build ``a op b``, folding constants and the identities x+0, x*1, x*0, x//1, x%1."""
     if op not in BINARY_OPS:
@@ -259,6 +271,9 @@ def binary(op: str, a: ExprLike, b: ExprLike) -> Expr:
             return _retype(a, dtype)
         elif op == "mod" and _is_const(b, 1):
             return const(0, dtype)
+        elif op in ("floordiv", "cdiv", "mod") and _is_multiple_of(a, b):
+            # (x * c) // c == x and (x * c) % c == 0 for every integer x when c > 0
+            return const(0, dtype) if op == "mod" else _retype(_quotient(a, b.value), dtype)
     return BinaryOp(op, a, b, dtype)
 
 

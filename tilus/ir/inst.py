@@ -153,13 +153,21 @@ class AllocateRegisterInst(Instruction):
 
 @dataclass(frozen=True, repr=False)
 class AllocateSharedInst(Instruction):
-    """A shared-memory tile of the output's type (contents undefined until written)."""
+    """A shared-memory tile of the output's type (contents undefined until written).
+
+    ``offset`` is the tile's byte offset in the kernel's dynamic shared-memory arena, which the
+    shared-memory planner (``tilus.transforms.PlanSharedMemory``) records; None until planned."""
 
     NAME = "shared_tensor"
+    ATTRS = ("offset",)
     output: Tensor
+    offset: Optional[int] = None
 
     def check(self) -> None:
         self._output_is(SHARED)
+        off = self.offset
+        if off is not None and (isinstance(off, bool) or not isinstance(off, int) or off < 0):
+            _fail(self, f"offset must be a non-negative byte offset, got {self.offset}")
 
 
 @dataclass(frozen=True, repr=False)

@@ -1,0 +1,197 @@
+"""tilus.autotune on the CPU: the decorator's space, pruning, parallel builds in 2 worker processes
+(injectable builder), a FakeTimer (only here), the persisted choice, a second tuner (and a second
+process) that starts tuned without building or timing."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tilus
+from tilus.autotune import Autotuner, FakeTimer, TuningDatabase, configs_of, space_of
+from tilus.errors import AutotuneError
+
+
+@tilus.autotune("block", [32, 64, 128, 256])
+@tilus.autotune("warps", [2, 4])
+class ToyAdd(tilus.Script):
+    def __init__(self, scale: float = 1.0, block: int = 64, warps: int = 4):
+        super().__init__()
+        self.scale, self.block, self.warps = scale, block, warps
+
+    @staticmethod
+    def prune_config(config, fixed):
+        return "too many warps for a small block" if config["block"] == 32 and \
+            config["warps"] == 4 else None
+
+    def __call__(self, n: tilus.int32, a: ~tilus.float32, c: ~tilus.float32):
+        self.attrs.blocks = tilus.cdiv(n, self.block)
+        self.attrs.warps = self.warps
+        ga = self.global_view(a, dtype=tilus.float32, shape=[n])
+        gc = self.global_view(c, dtype=tilus.float32, shape=[n])
+        x = self.load_global(ga, offsets=[self.blockIdx.x * self.block], shape=[self.block])
+        self.store_global(gc, x * self.scale, offsets=[self.blockIdx.x * self.block])
+
+
+def slow_builder(kernel):
+    """Builds (constructs the Program) slowly enough that both workers get work; records its pid."""
+    time.sleep(0.15)
+    if kernel.block == 256 and kernel.warps == 2:
+        raise RuntimeError("pretend ptxas ran out of registers")
+    return {"pid": os.getpid(), "ir_lines": len(str(kernel.program()).splitlines())}
+
+
+def quick_builder(kernel):
+    return "ok"
+
+
+def failing_builder(kernel):
+    raise AssertionError("a tuned second instance must not build")
+
+
+def cost(config):      # fake milliseconds: block 128 with 4 warps is the fastest
+    return abs(config["block"] - 128) / 64 + (0 if config["warps"] == 4 else 0.5) + 1.0
+
+
+def test_space_and_decorator_errors():
+    assert space_of(ToyAdd) == [("block", [32, 64, 128, 256]), ("warps", [2, 4])]
+    assert len(configs_of(space_of(ToyAdd))) == 8
+    assert callable(tilus.autotune) and tilus.autotune.autotune is not None
+    with pytest.raises(AutotuneError, match="no parameter 'nope'"):
+        tilus.autotune("nope", [1])(ToyAdd)
+    with pytest.raises(AutotuneError, match="given twice"):
+        tilus.autotune("block", [1])(ToyAdd)
+    with pytest.raises(AutotuneError, match="at least one value"):
+        tilus.autotune("block", [])
+
+
+def test_tune_parallel_prune_persist_and_reload(tmp_path):
+    db = TuningDatabase(tmp_path / "cache" / "tuning.json")
+    timer = FakeTimer(cost)
+    extra_prune = lambda c: c["block"] == 64 and c["warps"] == 2     # noqa: E731
+    tuner = Autotuner(ToyAdd, fixed={"scale": 2.0}, prune=extra_prune, builder=slow_builder,
+                      timer=timer, jobs=2, database=db, progress=False)
+    keep, pruned = tuner.candidates()
+    assert len(keep) == 6 and len(pruned) == 2
+    assert ({"block": 32, "warps": 4}, "too many warps for a small block") in pruned
+    ran = []
+    res = tuner.tune("n1024", run=lambda k: ran.append(k), device="cpu")
+    assert res.config == {"block": 128, "warps": 4} and not res.from_database
+    assert res.time_ms == pytest.approx(1.0)
+    pids = {b.pid for b in res.builds}
+    assert len(pids) == 2 and os.getpid() not in pids           # two worker processes built
+    assert [b.config for b in res.failed] == [{"block": 256, "warps": 2}]
+    assert len(timer.calls) == 5 and not ran                     # FakeTimer never runs kernels
+    assert all(b.summary["ir_lines"] > 3 for b in res.builds if b.ok)
+    data = json.loads(db.path.read_text())
+    entry = data["entries"][tuner.name]["cpu"]["n1024"]
+    assert entry["config"] == {"block": 128, "warps": 4} and entry["candidates"] == 5
+    assert not list(db.path.parent.glob(".tuning-*"))            # no temporaries left
+
+    # a second tuner (same kernel, new objects) starts tuned: no builds, no timing
+    timer2 = FakeTimer(cost)
+    again = Autotuner(ToyAdd, fixed={"scale": 2.0}, builder=failing_builder, timer=timer2,
+                      jobs=2, database=TuningDatabase(db.path))
+    res2 = again.tune("n1024", run=lambda k: None, device="cpu")
+    assert res2.from_database and res2.config == {"block": 128, "warps": 4}
+    assert timer2.calls == [] and res2.builds == []
+    kern = again.best_kernel("n1024", run=lambda k: None, device="cpu")
+    assert isinstance(kern, ToyAdd) and kern.block == 128 and kern.scale == 2.0
+    # another bucket / other fixed parameters are separate entries
+    other = Autotuner(ToyAdd, fixed={"scale": 3.0}, builder=slow_builder, timer=FakeTimer(cost),
+                      jobs=1, database=db)
+    assert other.name != tuner.name and other.lookup("n1024", "cpu") is None
+
+
+def test_second_process_starts_tuned(tmp_path):
+    db = TuningDatabase(tmp_path / "tuning.json")
+    Autotuner(ToyAdd, builder=quick_builder, timer=FakeTimer(cost), jobs=1,
+              database=db).tune("b", run=lambda k: None, device="cpu")
+    code = (
+        "import sys; from tilus.autotune import Autotuner, TuningDatabase\n"
+        "from tests.ops.test_autotune import ToyAdd, failing_builder\n"
+        "def no_timer(fn, config): raise AssertionError('timed')\n"
+        f"t = Autotuner(ToyAdd, builder=failing_builder, timer=no_timer, "
+        f"database=TuningDatabase({str(db.path)!r}))\n"
+        "r = t.tune('b', run=None, device='cpu'); print(r.from_database, r.config)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True {'block': 128, 'warps': 4}"
+
+
+def test_default_builder_and_env_jobs(tmp_path, monkeypatch):
+    from tilus.autotune import build_jobs, default_builder
+
+    text = default_builder(ToyAdd(block=64))
+    assert "kernel ToyAdd" in text or hasattr(tilus, "build")
+    monkeypatch.setenv("TILUS_BUILD_JOBS", "3")
+    assert build_jobs() == 3
+    monkeypatch.setenv("TILUS_BUILD_JOBS", "x")
+    with pytest.raises(AutotuneError, match="TILUS_BUILD_JOBS"):
+        build_jobs()
+
+
+def test_everything_pruned_or_failed(tmp_path):
+    db = TuningDatabase(tmp_path / "t.json")
+    with pytest.raises(AutotuneError, match="pruned"):
+        Autotuner(ToyAdd, prune=lambda c: True, timer=FakeTimer(cost), database=db,
+                  jobs=1).tune("x", run=None)
+    with pytest.raises(AutotuneError, match="all 7 builds failed"):
+        Autotuner(ToyAdd, builder=failing_builder, timer=FakeTimer(cost), database=db,
+                  jobs=1).tune("x", run=None)
+
+
+def test_malformed_database_is_ignored_and_rewritten(tmp_path):
+    db = TuningDatabase(tmp_path / "tuning.json")
+    db.path.write_text("{not json")
+    assert db.lookup("k", "b", "cpu") is None
+    db.record("k", "b", "cpu", {"block": 1}, 0.5)
+    assert db.lookup("k", "b", "cpu")["config"] == {"block": 1}
+    assert TuningDatabase(db.path).entries()["k"]["cpu"]["b"]["time_ms"] == 0.5
+
+
+def test_matmul_tuning_space_prune_and_database(tmp_path):
+    import torch
+
+    from tilus.ops import quantize
+    from tilus.ops.matmul import matmul_bucket
+    from tilus.ops.tuning import matmul_tuner, prune_matmul, tune_matmul
+
+    qw = quantize(torch.randn(24, 64), "uint4", group_size=32)
+    db = TuningDatabase(tmp_path / "tuning.json")
+    tuner = matmul_tuner(1, qw, database=db)
+    keep, pruned = tuner.candidates()
+    assert keep and all(c["block_k"] == 32 and c["block_m"] == 16 and c["split_k"] == 1
+                        for c in keep)
+    reasons = " ".join(r for _, r in pruned)
+    assert "does not divide group_size" in reasons and "block_m" in reasons
+    big = {"block_m": 128, "block_n": 256, "block_k": 32, "split_k": 1, "warps": 4}
+    assert "accumulator registers" in prune_matmul(big, tuner.fixed, 4096, 4096, 4096)
+    res = tune_matmul(1, qw, timer=FakeTimer(lambda c: c["block_n"] / 64 + c["warps"]), jobs=2,
+                      database=db, progress=False)
+    assert res.config["block_n"] == 64 and res.config["warps"] == 4
+    entry = db.lookup(tuner.name, matmul_bucket(1, 24, 64), "cpu")
+    assert entry["config"] == res.config
+    # the tuned schedule runs the real kernel (interpreter) correctly
+    from tilus.ops import matmul
+
+    a = torch.randn(1, 64).half()
+    torch.testing.assert_close(matmul(a, qw, engine="interpreter", schedule=res.config),
+                               matmul(a, qw), rtol=4e-3, atol=2e-3)
+
+
+def test_tune_cli(tmp_path, capsys):
+    from tilus.__main__ import main
+
+    assert main(["tune", "matmul", "--n", "64", "--k", "64", "--m", "1", "--group-size", "32",
+                 "--dry-run", "--jobs", "1"]) == 0
+    assert "pruned" in capsys.readouterr().out
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["tune", "matmul", "--n", "64", "--k", "64"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err

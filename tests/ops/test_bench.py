@@ -1,0 +1,69 @@
+"""benchmarks/bench_matmul.py --dry-run on the CPU: table, JSON and plot from fake timings, written
+to a temporary directory (never into benchmarks/results)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_matmul as bench
+
+RESULTS = Path(bench.__file__).parent / "results"
+
+
+def _listing():
+    return sorted(p.name for p in RESULTS.iterdir()) if RESULTS.exists() else []
+
+
+def test_dry_run_writes_table_json_and_plot(tmp_path, capsys):
+    before = _listing()
+    assert bench.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "DRY RUN" in out and "tilus/fp16" in out and "f6e3m2" in out
+    assert _listing() == before                                   # results/ untouched
+    (js,) = tmp_path.glob("dry-run-*.json")
+    (png,) = tmp_path.glob("dry-run-*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    data = json.loads(js.read_text())
+    rows = data["rows"]
+    assert len(rows) == 6 * len(bench.TYPES) * len(bench.MS) * len(bench.METHODS)
+    assert {(r["k"], r["n"]) for r in rows} == {s for v in bench.SHAPES.values() for s in v}
+    assert data["copy_bandwidth_gbs"] > 0 and data["dry_run"] is True
+    fp16 = [r for r in rows if r["method"] == "fp16"]
+    assert all(r["speedup_vs_fp16"] == pytest.approx(1.0) for r in fp16)
+    tilus_m1 = [r for r in rows if r["method"] == "tilus" and r["m"] == 1 and r["type"] == "u4"]
+    assert all(r["speedup_vs_fp16"] > 1 and 0 < r["bandwidth_fraction"] < 1 for r in tilus_m1)
+
+
+def test_subset_and_no_plot(tmp_path):
+    assert bench.main(["--dry-run", "--out", str(tmp_path), "--models", "llama3-8b", "--m", "1",
+                       "16", "--types", "u3", "i8", "--methods", "tilus", "fp16",
+                       "--no-plot"]) == 0
+    assert not list(tmp_path.glob("*.png"))
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert len(data["rows"]) == 3 * 2 * 2 * 2
+
+
+def test_traffic_and_paths():
+    k, n = 4096, 4096
+    assert bench.traffic_bytes("fp16", 1, k, n, 4) == 2 * k + 2 * n + 2 * k * n
+    packed = bench.traffic_bytes("tilus", 1, k, n, 4)
+    assert packed < bench.traffic_bytes("fp16", 1, k, n, 4) / 3
+    assert bench.traffic_bytes("dequant", 1, k, n, 4) > packed
+    j, p = bench.output_paths(Path("/x"), "NVIDIA H100 80GB HBM3", "2026-01-02")
+    assert j.name == "nvidia-h100-80gb-hbm3-2026-01-02.json" and p.suffix == ".png"
+
+
+def test_triton_baseline_imports_lazily():
+    import importlib.util
+
+    from benchmarks.baselines import triton_quant_matmul as tq
+
+    assert tq.default_blocks(1, 128) == (16, 128, 64)
+    if importlib.util.find_spec("triton") is None:
+        import torch
+
+        from tilus.ops import quantize
+
+        qw = quantize(torch.randn(16, 32), "uint4", group_size=32)
+        with pytest.raises(ImportError, match="triton"):
+            tq.triton_quant_matmul(torch.randn(1, 32).half(), qw)

@@ -1,0 +1,128 @@
+"""tilus.nn: QuantLinear, quantize_model, state dicts, torch.compile(fullgraph=True)."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import tilus
+from tilus.errors import QuantizationError
+from tilus.nn import QuantLinear, quantize_model
+from tilus.ops import matmul, quantize
+
+
+class Tiny(nn.Module):
+    def __init__(self, d=64, h=96, out=40):
+        super().__init__()
+        self.up = nn.Linear(d, h)
+        self.act = nn.SiLU()
+        self.down = nn.Linear(h, d, bias=False)
+        self.block = nn.Sequential(nn.Linear(d, d), nn.ReLU())
+        self.lm_head = nn.Linear(d, out)
+
+    def forward(self, x):
+        x = x + self.down(self.act(self.up(x)))
+        return self.lm_head(self.block(x))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return Tiny().eval()
+
+
+def test_from_linear_matches_ops_matmul():
+    torch.manual_seed(1)
+    lin = nn.Linear(64, 40)
+    q = QuantLinear.from_linear(lin, dtype="int4", group_size=32)
+    assert "dtype=int4" in repr(q) and q.zeros is None
+    x = torch.randn(2, 3, 64).half()
+    out = q(x)
+    assert out.shape == (2, 3, 40) and out.dtype == torch.float16
+    qw = quantize(lin.weight, "int4", group_size=32)
+    ref = matmul(x, qw, lin.bias.detach().half())
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    ref_i = matmul(x, qw, lin.bias.detach().half(), engine="interpreter")
+    torch.testing.assert_close(out, ref_i, rtol=4e-3, atol=2e-3)
+    # float32 input: computed in the scale dtype, returned in float32, close to the float layer
+    y = q(x.float())
+    assert y.dtype == torch.float32
+    assert (y - lin(x.float())).abs().max() < 0.25
+
+
+def test_quantize_model_skip_and_accuracy():
+    m = _model()
+    x = torch.randn(5, 64)
+    ref = m(x)
+    quantize_model(m, dtype="uint8", group_size=32, skip=["lm_head"])
+    assert sorted(m.tilus_quantized) == ["block.0", "down", "up"]
+    assert isinstance(m.up, QuantLinear) and isinstance(m.block[0], QuantLinear)
+    assert type(m.lm_head) is nn.Linear
+    out = m(x)
+    assert (out - ref).abs().max() < 2e-2 * ref.abs().max()
+    m2 = quantize_model(_model(), dtype="float4_e2m1", group_size=32, skip=["block.*", "*head"])
+    assert sorted(m2.tilus_quantized) == ["down", "up"]
+    with pytest.raises(QuantizationError, match="up: group_size 48 does not divide"):
+        quantize_model(_model(), dtype="uint4", group_size=48)
+
+
+@pytest.mark.parametrize("dtype", ["uint4", "int3", "float6_e3m2"])
+def test_state_dict_round_trip(dtype):
+    m = quantize_model(_model(), dtype=dtype, group_size=32)
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    sd = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    assert "up.qweight" in sd and "up.scales" in sd and sd["up.qweight"].dtype == torch.uint8
+    fresh = Tiny()
+    for name in ("up", "down", "lm_head"):
+        lin = getattr(fresh, name)
+        setattr(fresh, name, QuantLinear(lin.in_features, lin.out_features, lin.bias is not None,
+                                         dtype=dtype, group_size=32))
+    fresh.block[0] = QuantLinear(64, 64, True, dtype=dtype, group_size=32)
+    fresh.load_state_dict(sd)
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+    wrong = QuantLinear(64, 96, True, dtype="uint2", group_size=32)
+    with pytest.raises((QuantizationError, RuntimeError)):
+        wrong.load_state_dict({k[3:]: v for k, v in sd.items() if k.startswith("up.")})
+
+
+def test_torch_compile_fullgraph_aot_eager():
+    m = quantize_model(_model(), dtype="uint4", group_size=32).half()
+    x = torch.randn(3, 64).half()
+    eager = m(x)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, eager, rtol=0, atol=0)
+    # the custom op appears as one node in the traced graph
+    gm = torch.fx.symbolic_trace(lambda a, q, s, z: torch.ops.tilus.quant_matmul(
+        a, q, s, z, None, "uint4", 96, 64, 32, 0.0))
+    assert any("quant_matmul" in str(n.target) for n in gm.graph.nodes)
+
+
+def test_custom_op_fake_and_opcheck():
+    qw = quantize(torch.randn(24, 32), "uint4", group_size=16)
+    a = torch.randn(5, 32).half()
+    args = (a, qw.data, qw.scales, qw.zeros, None, "uint4", 24, 32, 16, 0.0)
+    torch.library.opcheck(torch.ops.tilus.quant_matmul.default, args)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fa = mode.from_tensor(a)
+        fake = torch.ops.tilus.quant_matmul(fa, *[mode.from_tensor(t) if isinstance(t, torch.Tensor)
+                                                  else t for t in args[1:]])
+        assert fake.shape == (5, 24) and fake.dtype == torch.float16
+
+
+def test_public_names():
+    assert tilus.nn.QuantLinear is QuantLinear and tilus.ops.quantize is quantize
+
+
+def test_module_conversions_keep_scale_dtype():
+    q = QuantLinear.from_linear(nn.Linear(32, 16), dtype="uint4", group_size=16)
+    q.float()
+    assert q.scales.dtype == torch.float16 and q.zeros.dtype == torch.float16
+    assert q.qweight.dtype == torch.uint8 and q.bias.dtype == torch.float32
+    x = torch.randn(2, 32)
+    assert q(x).dtype == torch.float32
+    q.bfloat16()
+    assert q.scales.dtype == torch.bfloat16 and q(x.bfloat16()).dtype == torch.bfloat16

@@ -1,0 +1,328 @@
+"""The autotuner: a schedule space on a Script class, pruning, parallel builds, timing, and the
+persisted choice.
+
+    @tilus.autotune("block_n", [64, 128, 256])      # stacked: the cartesian product
+    @tilus.autotune("block_k", [32, 64])
+    class MyKernel(tilus.Script):
+        def __init__(self, wtype, block_n=128, block_k=32): ...
+
+    tuner = Autotuner(MyKernel, fixed={"wtype": "uint4"}, prune=fits_in_smem)
+    best = tuner.tune(bucket="m16-n4096-k4096", run=lambda kernel: kernel(*args))
+    kernel = tuner.best_kernel(bucket, run)          # MyKernel(wtype="uint4", **best)
+
+Steps of ``tune``: (1) the database (``TuningDatabase``) is asked for (kernel name, bucket,
+device): a hit returns at once, with nothing built or timed; (2) the space is pruned (``prune``
+hook(s): return a reason string / True to drop a config; the kernel class may define a
+``prune_config(config, fixed)`` static method that is applied too); (3) the survivors are built
+in parallel worker processes (``jobs``, default ``$TILUS_BUILD_JOBS`` or the number of cores;
+the builder is injectable and defaults to ``tilus.build`` when that exists, else to constructing
+the Program): builds warm the kernel cache, they return only small summaries; failed builds are
+logged and dropped; (4) each built config is timed in this process with ``timer`` (default
+``CudaEventTimer``: L2 flush, warm-up, median); (5) the fastest is recorded in the database.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import inspect
+import itertools
+import logging
+import os
+import pickle
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from tilus.autotune.database import TuningDatabase, default_database, device_name
+from tilus.errors import AutotuneError
+
+logger = logging.getLogger("tilus.autotune")
+SPACE_ATTR = "_tilus_autotune_space"
+
+
+# ---- the decorator and the space ----------------------------------------------------------------
+def autotune(name: str, values: Iterable[Any]):
+    """Class decorator: the tuning space of a Script class gets the parameter ``name`` with
+    ``values`` (stack several for their cartesian product). The class is returned unchanged
+    apart from that record; instances are built as usual."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise AutotuneError(f"autotune: the parameter name must be an identifier, got {name!r}")
+    values = list(values)
+    if not values:
+        raise AutotuneError(f"autotune({name!r}, []): give at least one value")
+
+    def decorate(cls):
+        if not isinstance(cls, type):
+            raise AutotuneError(f"@tilus.autotune decorates a Script class, got {cls!r}")
+        sig = inspect.signature(cls.__init__)
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        if name not in sig.parameters and not takes_kwargs:
+            raise AutotuneError(f"@tilus.autotune({name!r}): {cls.__name__}.__init__ has no "
+                                f"parameter {name!r}")
+        own = list(cls.__dict__.get(SPACE_ATTR, ()))
+        if any(n == name for n, _ in own):
+            raise AutotuneError(f"@tilus.autotune({name!r}) given twice on {cls.__name__}")
+        # decorators apply bottom-up; keep the order as written (top first)
+        setattr(cls, SPACE_ATTR, [(name, values)] + own)
+        return cls
+
+    return decorate
+
+
+def space_of(cls) -> list[tuple[str, list]]:
+    for klass in cls.__mro__:
+        if SPACE_ATTR in klass.__dict__:
+            return list(klass.__dict__[SPACE_ATTR])
+    return []
+
+
+def configs_of(space: list[tuple[str, list]]) -> list[dict]:
+    """The cartesian product of a space, as a list of dicts (first parameter slowest)."""
+    if not space:
+        return [{}]
+    names = [n for n, _ in space]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in space))]
+
+
+# ---- building -----------------------------------------------------------------------------------
+def default_builder(kernel) -> Any:
+    """``tilus.build(kernel)`` when the backend provides it; otherwise the Program's construction
+    (``kernel.program()``), returning its IR text."""
+    import tilus
+
+    build = getattr(tilus, "build", None)
+    if build is not None:
+        built = build(kernel)
+        res = getattr(built, "resources", None)
+        return {"built": type(built).__name__, "resources": res if _plain(res) else repr(res)}
+    return str(kernel.program())
+
+
+def _plain(x: Any) -> bool:
+    try:
+        pickle.dumps(x)
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class BuildResult:
+    config: dict
+    ok: bool
+    summary: Any = None
+    error: str = ""
+    pid: int = 0
+    seconds: float = 0.0
+
+
+def _build_one(cls, fixed: dict, config: dict, builder: Callable) -> BuildResult:
+    """Runs in a worker process: instantiate and build one config."""
+    t0 = time.perf_counter()
+    try:
+        kernel = cls(**fixed, **config)
+        summary = builder(kernel)
+        if not _plain(summary):
+            summary = repr(summary)
+        return BuildResult(config, True, summary, "", os.getpid(), time.perf_counter() - t0)
+    except Exception as e:   # a failed build drops the config; the parent logs why
+        return BuildResult(config, False, None, f"{type(e).__name__}: {e}", os.getpid(),
+                           time.perf_counter() - t0)
+
+
+def build_jobs(jobs: Optional[int] = None) -> int:
+    if jobs is not None:
+        return max(1, int(jobs))
+    env = os.environ.get("TILUS_BUILD_JOBS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise AutotuneError(f"TILUS_BUILD_JOBS={env!r} is not an integer") from None
+    return os.cpu_count() or 1
+
+
+def _progress(total: int, enabled: Optional[bool], desc: str):
+    """A tqdm bar when tqdm is installed (and enabled, or stderr is a terminal); else None."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def build_parallel(cls, fixed: dict, configs: list[dict], builder: Callable,
+                   jobs: Optional[int] = None,
+                   progress: Optional[bool] = None) -> list[BuildResult]:
+    """Builds every config, in ``jobs`` worker processes (one job: in this process)."""
+    jobs = min(build_jobs(jobs), max(1, len(configs)))
+    bar = _progress(len(configs), progress, f"building {cls.__name__}")
+    results: list[BuildResult] = []
+    try:
+        if jobs == 1:
+            for c in configs:
+                results.append(_build_one(cls, fixed, c, builder))
+                if bar is not None:
+                    bar.update(1)
+            return results
+        for what, obj in (("the kernel class", cls), ("the builder", builder),
+                          ("the fixed parameters", fixed)):
+            try:
+                pickle.dumps(obj)
+            except Exception as e:
+                raise AutotuneError(f"parallel builds need {what} to be picklable (defined at "
+                                    f"module level): {e}; or pass jobs=1") from None
+        with cf.ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_build_one, cls, fixed, c, builder): i
+                       for i, c in enumerate(configs)}
+            out: dict[int, BuildResult] = {}
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                try:
+                    out[i] = fut.result()
+                except Exception as e:     # the worker died (e.g. killed): drop the config
+                    out[i] = BuildResult(configs[i], False, None,
+                                         f"worker failed: {type(e).__name__}: {e}")
+                if bar is not None:
+                    bar.update(1)
+            results = [out[i] for i in range(len(configs))]
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+# ---- the tuner ----------------------------------------------------------------------------------
+def kernel_name(cls, fixed: dict) -> str:
+    """``ClassName`` plus a short hash of the fixed parameters (the database's kernel key)."""
+    if not fixed:
+        return cls.__name__
+    text = repr(sorted((k, str(v)) for k, v in fixed.items()))
+    return f"{cls.__name__}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class TuneResult:
+    config: dict
+    time_ms: Optional[float]
+    from_database: bool
+    timings: list = field(default_factory=list)      # (config, ms) for every timed config
+    pruned: list = field(default_factory=list)       # (config, reason)
+    failed: list = field(default_factory=list)       # BuildResult of failed builds
+    builds: list = field(default_factory=list)       # every BuildResult
+
+
+class Autotuner:
+    """Tunes the schedule of one Script class for fixed non-schedule parameters (see module doc)."""
+
+    def __init__(self, kernel_cls, fixed: Optional[dict] = None,
+                 space: Optional[list[tuple[str, list]]] = None,
+                 prune: Optional[Callable[[dict], Any]] = None,
+                 builder: Optional[Callable] = None, timer: Optional[Callable] = None,
+                 jobs: Optional[int] = None, database: Optional[TuningDatabase] = None,
+                 progress: Optional[bool] = None, name: Optional[str] = None):
+        self.cls = kernel_cls
+        self.fixed = dict(fixed or {})
+        self.space = space if space is not None else space_of(kernel_cls)
+        if not self.space:
+            raise AutotuneError(f"{kernel_cls.__name__} has no tuning space: decorate it with "
+                                f"@tilus.autotune(name, values) or pass space=")
+        self.prune = prune
+        self.builder = builder or default_builder
+        self.timer = timer
+        self.jobs = jobs
+        self.database = database
+        self.progress = progress
+        self.name = name or kernel_name(kernel_cls, self.fixed)
+
+    def _db(self) -> TuningDatabase:
+        return self.database if self.database is not None else default_database()
+
+    def candidates(self) -> tuple[list[dict], list[tuple[dict, str]]]:
+        """(kept configs, [(pruned config, reason)])."""
+        keep, pruned = [], []
+        hooks = [h for h in (getattr(self.cls, "prune_config", None), self.prune) if h is not None]
+        for c in configs_of(self.space):
+            reason = None
+            for hook in hooks:
+                r = hook(c, self.fixed) if hook is not self.prune else _call_prune(hook, c,
+                                                                                   self.fixed)
+                if r:
+                    reason = r if isinstance(r, str) else "pruned"
+                    break
+            if reason is None:
+                keep.append(c)
+            else:
+                pruned.append((c, reason))
+        return keep, pruned
+
+    def lookup(self, bucket: str, device: Any = None) -> Optional[dict]:
+        entry = self._db().lookup(self.name, bucket, device_name(device))
+        return None if entry is None else dict(entry["config"])
+
+    def tune(self, bucket: str, run: Callable[[Any], Any], device: Any = None,
+             force: bool = False) -> TuneResult:
+        """The best config for ``bucket`` on ``device``: from the database, or by building and
+        timing every surviving config (``run(kernel)`` performs one launch)."""
+        dev = device_name(device)
+        db = self._db()
+        if not force:
+            entry = db.lookup(self.name, bucket, dev)
+            if entry is not None:
+                return TuneResult(dict(entry["config"]), entry.get("time_ms"), True)
+        keep, pruned = self.candidates()
+        if not keep:
+            raise AutotuneError(f"{self.name}: every one of the {len(pruned)} configs was pruned "
+                                f"(e.g. {pruned[0][0]}: {pruned[0][1]})" if pruned else
+                                f"{self.name}: the tuning space is empty")
+        builds = build_parallel(self.cls, self.fixed, keep, self.builder, self.jobs,
+                                self.progress)
+        failed = [b for b in builds if not b.ok]
+        for b in failed:
+            logger.info("%s: config %s failed to build: %s", self.name, b.config, b.error)
+        ok = [b for b in builds if b.ok]
+        if not ok:
+            raise AutotuneError(f"{self.name}: all {len(builds)} builds failed; first: "
+                                f"{failed[0].config}: {failed[0].error}")
+        timer = self.timer
+        if timer is None:
+            from tilus.autotune.timers import CudaEventTimer
+
+            timer = CudaEventTimer()
+        timings = []
+        for b in ok:
+            kernel = self.cls(**self.fixed, **b.config)
+            try:
+                ms = timer(lambda: run(kernel), b.config)
+            except Exception as e:
+                logger.info("%s: config %s failed to run: %s", self.name, b.config, e)
+                failed.append(BuildResult(b.config, False, None, f"run: {type(e).__name__}: {e}"))
+                continue
+            timings.append((b.config, ms))
+        if not timings:
+            raise AutotuneError(f"{self.name}: no config ran; first error: {failed[-1].error}")
+        best, best_ms = min(timings, key=lambda x: x[1])
+        db.record(self.name, bucket, dev, best, best_ms, candidates=len(timings))
+        return TuneResult(dict(best), best_ms, False, timings, pruned, failed, builds)
+
+    def best_config(self, bucket: str, run: Callable[[Any], Any], device: Any = None) -> dict:
+        return self.tune(bucket, run, device).config
+
+    def best_kernel(self, bucket: str, run: Callable[[Any], Any], device: Any = None):
+        return self.cls(**self.fixed, **self.best_config(bucket, run, device))
+
+
+def _call_prune(hook: Callable, config: dict, fixed: dict) -> Any:
+    try:
+        n = len(inspect.signature(hook).parameters)
+    except (TypeError, ValueError):
+        n = 2
+    return hook(config, fixed) if n >= 2 else hook(config)
+
+
+def format_traceback() -> str:  # pragma: no cover - debugging aid
+    return traceback.format_exc()

@@ -1,0 +1,8 @@
+"""Modules over quantized weights: ``QuantLinear`` and ``quantize_model``.
+
+    model = tilus.nn.quantize_model(model, dtype="uint4", group_size=128, skip=["lm_head"])
+    layer = tilus.nn.QuantLinear.from_linear(linear, dtype="int4", group_size=64)
+"""
+from tilus.nn.linear import QuantLinear, quantize_model  # noqa: F401
+
+__all__ = ["QuantLinear", "quantize_model"]

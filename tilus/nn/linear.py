@@ -1,0 +1,178 @@
+"""``QuantLinear``: an ``nn.Linear`` whose weight is quantized by ``tilus.ops.quantize``.
+
+Its state is registered buffers, so ``state_dict()``/``load_state_dict()`` and ``.to(device)``
+work as for any module: ``qweight`` (uint8, the packed format of ``tilus.ops.quantize``),
+``scales``, ``zeros`` (only for schemes with per-group zero points) and ``bias`` (optional), plus
+a small ``_extra_state`` (weight type, group size, format version) checked on load. A fresh
+``QuantLinear(in_features, out_features, bias, dtype=..., group_size=..., symmetric=...)`` has
+buffers of the right shapes, ready for ``load_state_dict``.
+
+``forward(x)``: ``x [..., in_features]`` -> ``[..., out_features]`` through the custom op
+``tilus::quant_matmul`` (so ``torch.compile(fullgraph=True)`` sees one node): the Tilus kernel on
+CUDA, dequantize + matmul on the CPU. fp16/bf16 inputs are used as they are; other float inputs
+are cast to the scale dtype and the result is cast back.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+from tilus.errors import QuantizationError
+from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype, padded_n,
+                                quantize, weight_type)
+
+
+def _scheme(dtype: str, symmetric: Optional[bool]) -> tuple[bool, bool, float]:
+    """(symmetric, has_zeros, zero_point) of quantize's scheme for ``dtype``/``symmetric``."""
+    t = weight_type(dtype)
+    if t.is_float:
+        return True, False, 0.0
+    sym = (t.is_signed and t.nbits > 1) if symmetric is None else bool(symmetric)
+    if not sym:
+        return False, True, 0.0
+    return True, False, 0.0 if t.is_signed else float(2 ** (t.nbits - 1))
+
+
+class QuantLinear(nn.Module):
+    """A linear layer ``y = x @ W.T + b`` with W quantized group-wise along in_features."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype="uint4", group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
+                 scale_dtype=torch.float16, device=None):
+        super().__init__()
+        t = weight_type(dtype)
+        if group_size is None or group_size == -1:
+            group_size = in_features
+        if in_features % group_size:
+            raise QuantizationError(f"group_size {group_size} does not divide in_features "
+                                    f"{in_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.dtype_name = t.name
+        self.group_size = int(group_size)
+        self.symmetric, has_zeros, self.zero_point = _scheme(t.name, symmetric)
+        sdt = _scale_dtype(scale_dtype, torch.empty(0))
+        g = in_features // self.group_size
+        self.register_buffer("qweight", torch.zeros(
+            in_features, padded_n(out_features) * t.nbits // 8, dtype=torch.uint8, device=device))
+        self.register_buffer("scales", torch.ones(g, out_features, dtype=sdt, device=device))
+        self.register_buffer("zeros", torch.zeros(g, out_features, dtype=sdt, device=device)
+                             if has_zeros else None)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=sdt, device=device)
+                             if bias else None)
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_quantized(cls, qw: QuantizedWeight, bias: Optional[torch.Tensor] = None):
+        n, k = qw.shape
+        layer = cls(k, n, bias is not None, qw.dtype, qw.group_size, qw.symmetric,
+                    qw.scales.dtype, device=qw.device)
+        if (qw.zeros is None) != (layer.zeros is None) or qw.zero_point != layer.zero_point:
+            raise QuantizationError("the quantized weight's zero-point scheme does not match "
+                                    f"{qw.dtype} symmetric={qw.symmetric}")
+        layer.qweight.copy_(qw.data)
+        layer.scales.copy_(qw.scales)
+        if qw.zeros is not None:
+            layer.zeros.copy_(qw.zeros)
+        if bias is not None:
+            layer.bias.copy_(bias.detach().to(layer.bias.dtype))
+        return layer
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype="uint4", group_size: Optional[int] = 128,
+                    symmetric: Optional[bool] = None, scale_dtype=None) -> "QuantLinear":
+        """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features."""
+        if not isinstance(linear, nn.Linear):
+            raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
+        qw = quantize(linear.weight, dtype, group_size, symmetric, scale_dtype)
+        return cls.from_quantized(qw, linear.bias)
+
+    # ---- the weight -------------------------------------------------------------------------
+    @property
+    def qweight_object(self) -> QuantizedWeight:
+        """The buffers as a QuantizedWeight (shares memory)."""
+        return QuantizedWeight(self.qweight, self.scales, self.zeros, self.dtype_name,
+                               (self.out_features, self.in_features), self.group_size,
+                               self.symmetric, self.zero_point)
+
+    def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return self.qweight_object.dequantize(dtype)
+
+    # ---- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        orig = x.dtype
+        if orig not in (torch.float16, torch.bfloat16):
+            x = x.to(self.scales.dtype)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        bias = self.bias
+        if bias is not None and bias.dtype != x2.dtype:
+            bias = bias.to(x2.dtype)
+        out = torch.ops.tilus.quant_matmul(x2, self.qweight, self.scales, self.zeros, bias,
+                                           self.dtype_name, self.out_features, self.in_features,
+                                           self.group_size, float(self.zero_point))
+        out = out.reshape(*lead, self.out_features)
+        return out if out.dtype == orig else out.to(orig)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales
+        and zeros stay float16/bfloat16 (a float32 conversion keeps their previous dtype)."""
+        keep = self.scales.dtype
+        super()._apply(fn, *args, **kwargs)
+        for name in ("scales", "zeros"):
+            t = self._buffers.get(name)
+            if t is not None and t.dtype not in (torch.float16, torch.bfloat16):
+                self._buffers[name] = t.to(keep)
+        return self
+
+    # ---- state dict -------------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,
+                "group_size": self.group_size, "symmetric": self.symmetric,
+                "zero_point": self.zero_point}
+
+    def set_extra_state(self, state: dict) -> None:
+        mine = self.get_extra_state()
+        if state != mine:
+            diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+            raise QuantizationError(f"QuantLinear state does not match this layer: "
+                                    f"(saved, this) = {diff}; build the layer with the saved "
+                                    f"dtype/group_size/symmetric")
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, dtype={self.dtype_name}, "
+                f"group_size={self.group_size}, symmetric={self.symmetric}")
+
+
+def _skipped(name: str, skip: Iterable[str]) -> bool:
+    for pat in skip:
+        if fnmatch.fnmatchcase(name, pat) or name == pat or name.endswith("." + pat) \
+                or name.startswith(pat + "."):
+            return True
+    return False
+
+
+def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 128,
+                   skip: Iterable[str] = (), symmetric: Optional[bool] = None,
+                   scale_dtype=None) -> nn.Module:
+    """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
+    qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
+    ``"layers.0.*"``; a plain name also matches as a suffix or prefix component). Returns the
+    model; ``model.tilus_quantized`` lists the replaced names."""
+    skip = [skip] if isinstance(skip, str) else list(skip)
+    replaced = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if type(child) is nn.Linear and not _skipped(full, skip):
+                try:
+                    q = QuantLinear.from_linear(child, dtype, group_size, symmetric, scale_dtype)
+                except QuantizationError as e:
+                    raise QuantizationError(f"{full}: {e}") from None
+                setattr(module, child_name, q)
+                replaced.append(full)
+    model.tilus_quantized = replaced
+    return model

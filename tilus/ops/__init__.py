@@ -1,0 +1,16 @@
+"""Ready ops: group-wise quantization of weights to every 1-8-bit type, and the quantized matmul.
+
+    qw = tilus.ops.quantize(linear.weight, dtype="uint4", group_size=128)   # [N, K] as nn.Linear
+    y = tilus.ops.matmul(x, qw, bias)                                     # x [..., K] fp16/bf16
+
+``quantize`` and the packed format: ``tilus.ops.quantize``; the kernel (Tilus DSL):
+``tilus.ops.kernels``; dispatch, schedules and the ``tilus::quant_matmul`` custom op:
+``tilus.ops.matmul``; autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
+"""
+from tilus.ops.quantize import (  # noqa: F401
+    FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
+)
+from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
+
+__all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
+           "FORMAT_VERSION", "LAYOUT"]

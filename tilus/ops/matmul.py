@@ -1,0 +1,249 @@
+"""``tilus.ops.matmul(a, qweight, bias=None)``: activations times a quantized weight.
+
+``a`` is ``[..., K]`` float16 or bfloat16 (any M, K, N); the result is ``[..., N]`` in a's dtype:
+``a @ qweight.dequantize(a.dtype).T + bias``, accumulated in float32.
+
+Engines (``engine=``):
+
+* ``"auto"`` (default): through the ``torch.library`` custom op ``tilus::quant_matmul`` (so
+  ``torch.compile(fullgraph=True)`` traces it as one node); its implementation dispatches on the
+  device: **CUDA** tensors run the compiled Tilus kernel (``QuantMatmul`` built and launched by
+  ``tilus.jit``; the schedule comes from the tuning database or the heuristic ``default_schedule``),
+  **CPU** tensors run the fallback: dequantize (torch ops) + ``torch.matmul`` in float32.
+* ``"interpreter"``: the real DSL kernel run by the Tilus CPU interpreter (slow: small sizes only;
+  the tests use it to check the kernel against the reference).
+* ``"fallback"``: the CPU reference path on any device.
+* ``"compiled"``: the compiled kernel (CUDA tensors only).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+
+from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
+from tilus.ops.quantize import QuantizedWeight, dequantize_packed, padded_n
+
+ENGINES = ("auto", "interpreter", "fallback", "compiled")
+_ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+# ---- schedules ----------------------------------------------------------------------------------
+def _block_k_for(group_size: int, k: int, candidates=(128, 64, 32, 16)) -> int:
+    if group_size == k:                       # single group: any block_k works (masked tail)
+        return next((c for c in candidates if c <= max(16, k)), candidates[-1])
+    for c in candidates:
+        if group_size % c == 0:
+            return c
+    for c in range(min(group_size, candidates[0]), 0, -1):
+        if group_size % c == 0:
+            return c
+    return 1
+
+
+def bucket_m(m: int) -> int:
+    """The M bucket of the tuning database: the next power of two (1, 2, 4, ..., 1024, 2048+)."""
+    b = 1
+    while b < m and b < 2048:
+        b *= 2
+    return b
+
+
+def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
+                     num_sms: int = 132) -> dict:
+    """A heuristic schedule: decode (M <= 16: block_m 16, split-k to fill the SMs, a 4-deep
+    copy_async pipeline) or large-M (block_m 64/128, no split, 3 stages). The interpreter gets
+    small tiles and no pipeline (numpy per tile)."""
+    if engine == "interpreter":
+        bk = _block_k_for(group_size, k, (32, 16, 8))
+        return {"block_m": 16, "block_n": 32, "block_k": bk, "split_k": 1, "warps": 4,
+                "stages": 1}
+    bk = _block_k_for(group_size, k, (64, 32, 16))
+    if m <= 16:
+        bn = 128 if n >= 4096 else 64
+        tiles = math.ceil(n / bn)
+        k_tiles = math.ceil(k / bk)
+        split = 1
+        while split < 16 and tiles * split * 2 <= 2 * num_sms and k_tiles // (split * 2) >= 4:
+            split *= 2
+        stages = max(1, min(4, k_tiles // split))
+        return {"block_m": 16, "block_n": bn, "block_k": bk, "split_k": split, "warps": 4,
+                "stages": stages}
+    bm = 64 if m <= 128 else 128
+    bk = min(bk, 32) if group_size % 32 == 0 else bk
+    return {"block_m": bm, "block_n": 128, "block_k": bk, "split_k": 1,
+            "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / bk)))}
+
+
+def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
+    """The QuantMatmul Script for a weight (its metadata), activations, bias and schedule."""
+    from tilus.ops.kernels import QuantMatmul
+
+    key = (tuple(sorted(qw_meta.items())), act, has_bias, tuple(sorted(schedule.items())))
+    kern = _KERNELS.get(key)
+    if kern is None:
+        zero_mode = "tensor" if qw_meta["has_zeros"] else ("const" if qw_meta["zero_point"]
+                                                           else "none")
+        kern = QuantMatmul(qw_meta["dtype"], qw_meta["group_size"], act=act,
+                           scale=qw_meta["scale"], zero_mode=zero_mode,
+                           zero_point=qw_meta["zero_point"], has_bias=has_bias,
+                           single_group=qw_meta["group_size"] == qw_meta["k"], **schedule)
+        _KERNELS[key] = kern
+    return kern
+
+
+_KERNELS: dict = {}
+
+
+def _meta(dtype: str, group_size: int, k: int, zero_point: float, has_zeros: bool,
+          scale: torch.dtype) -> dict:
+    return {"dtype": dtype, "group_size": int(group_size), "k": int(k),
+            "zero_point": float(zero_point), "has_zeros": bool(has_zeros), "scale": _ACT[scale]}
+
+
+# ---- checks -------------------------------------------------------------------------------------
+def _check(a: Any, qw: Any, bias: Any) -> None:
+    if not isinstance(qw, QuantizedWeight):
+        raise ArgumentError(f"matmul: qweight must be a tilus.ops.QuantizedWeight (from "
+                            f"tilus.ops.quantize), got {type(qw).__name__}")
+    if not isinstance(a, torch.Tensor):
+        raise ArgumentError(f"matmul: a must be a torch tensor [M, K], got {type(a).__name__}")
+    if a.dtype not in _ACT:
+        raise ArgumentError(f"matmul: a must be float16 or bfloat16, got {a.dtype} "
+                            f"(cast it with a.half() or a.bfloat16())")
+    if a.dim() < 1 or a.shape[-1] != qw.k:
+        raise ArgumentError(f"matmul: a has shape {list(a.shape)} but the weight is [N, K] = "
+                            f"{list(qw.shape)}: a's last dimension must be K = {qw.k}")
+    if a.device != qw.device:
+        raise DeviceMismatchError(f"matmul: a is on {a.device} but the quantized weight is on "
+                                  f"{qw.device}; move one of them (qweight.to(device))")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (qw.n,):
+            raise ArgumentError(f"matmul: bias must be a tensor of shape [{qw.n}], got "
+                                f"{getattr(bias, 'shape', type(bias).__name__)}")
+        if bias.device != a.device:
+            raise DeviceMismatchError(f"matmul: bias is on {bias.device}, a on {a.device}")
+
+
+# ---- the engines --------------------------------------------------------------------------------
+def fallback_matmul(a2, data, scales, zeros, bias, dtype: str, n: int, k: int, group_size: int,
+                    zero_point: float) -> torch.Tensor:
+    """Dequantize (torch ops, on a2's device) + matmul in float32, rounded to a2's dtype."""
+    w = dequantize_packed(data, scales, zeros, dtype, n, k, group_size, zero_point, a2.dtype)
+    out = a2.float() @ w.float()
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(a2.dtype)
+
+
+def _launch(a2, data, scales, zeros, bias, dtype, n, k, group_size, zero_point, engine,
+            schedule=None) -> torch.Tensor:
+    m = a2.shape[0]
+    act = _ACT[a2.dtype]
+    meta = _meta(dtype, group_size, k, zero_point, zeros is not None, scales.dtype)
+    if schedule is None:
+        schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
+    kern = kernel_for(meta, act, bias is not None, schedule)
+    dev = a2.device
+    c = torch.empty(m, n, dtype=a2.dtype, device=dev)
+    if m == 0 or n == 0:
+        return c
+    if k == 0:
+        return c.zero_() if bias is None else c.copy_(bias.expand(m, n))
+    split = schedule.get("split_k", 1)
+    if split > 1:
+        ws = torch.empty(m, n, dtype=torch.float32, device=dev)
+        sema = torch.zeros(math.ceil(m / kern.block_m) * math.ceil(n / kern.block_n),
+                           dtype=torch.int32, device=dev)
+    else:
+        ws = torch.zeros(1, dtype=torch.float32, device=dev)
+        sema = torch.zeros(1, dtype=torch.int32, device=dev)
+    args = (m, n, k, a2.contiguous(), data.contiguous(), scales.contiguous(),
+            torch.zeros(1, dtype=scales.dtype, device=dev) if zeros is None else zeros.contiguous(),
+            torch.zeros(1, dtype=a2.dtype, device=dev) if bias is None
+            else bias.to(a2.dtype).contiguous(), c, ws, sema)
+    if engine == "compiled" and not (dev.type == "cuda"):
+        raise TilusError(f"matmul(engine='compiled') needs CUDA tensors, got {dev}")
+    try:
+        kern(*args)      # CPU: tilus.jit -> interpreter; CUDA: tilus.jit -> build + launch
+    except TilusError as e:
+        if dev.type == "cuda":
+            raise TilusError(f"tilus.ops.matmul: the compiled Tilus kernel is not available: {e}. "
+                             f"Use engine='fallback' (dequantize + torch.matmul) meanwhile") \
+                from None
+        raise
+    return c
+
+
+def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
+    """The tuned schedule for this shape bucket on this device, else ``default_schedule``."""
+    if engine == "interpreter" or device.type != "cuda":
+        return default_schedule(m, n, k, meta["group_size"], "interpreter")
+    try:
+        from tilus.autotune.database import default_database, device_name
+
+        entry = default_database().lookup(matmul_kernel_name(meta, act),
+                                          matmul_bucket(m, n, k), device_name(device))
+        if entry is not None:
+            return dict(entry["config"])
+    except Exception:                               # a broken database must not break matmul
+        pass
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return default_schedule(m, n, k, meta["group_size"], "compiled", sms)
+
+
+def matmul_kernel_name(meta: dict, act: str) -> str:
+    z = "z" if meta["has_zeros"] else ("c" if meta["zero_point"] else "s")
+    return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}-{meta['scale']}-{act}"
+
+
+def matmul_bucket(m: int, n: int, k: int) -> str:
+    return f"m{bucket_m(m)}-n{n}-k{k}"
+
+
+# ---- the custom op ------------------------------------------------------------------------------
+@torch.library.custom_op("tilus::quant_matmul", mutates_args=())
+def quant_matmul(a: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                 zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str, n: int,
+                 k: int, group_size: int, zero_point: float) -> torch.Tensor:
+    """``a [M, K] @ dequant(qweight).T + bias`` -> [M, N]; CUDA: Tilus kernel, else fallback."""
+    if a.device.type == "cuda":
+        return _launch(a, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point,
+                       "compiled")
+    return fallback_matmul(a, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point)
+
+
+@quant_matmul.register_fake
+def _quant_matmul_fake(a, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point):
+    return a.new_empty((a.shape[0], n))
+
+
+def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tensor] = None, *,
+           engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
+    """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
+
+    See the module docstring for ``engine``; ``schedule`` (block_m/block_n/block_k/split_k/warps)
+    overrides the tuned/heuristic one for the interpreter and compiled engines."""
+    if engine not in ENGINES:
+        raise ArgumentError(f"matmul: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    _check(a, qweight, bias)
+    lead = a.shape[:-1]
+    a2 = a.reshape(-1, qweight.k)
+    args = (qweight.data, qweight.scales, qweight.zeros, bias, qweight.dtype, qweight.n,
+            qweight.k, qweight.group_size, float(qweight.zero_point))
+    if engine == "auto" and (schedule is None or a.device.type != "cuda"):
+        out = torch.ops.tilus.quant_matmul(a2, *args)
+    elif engine == "fallback":
+        out = fallback_matmul(a2, *args)
+    else:
+        if engine == "interpreter" and a.device.type != "cpu":
+            raise DeviceMismatchError(f"matmul(engine='interpreter') runs on the CPU; got "
+                                      f"tensors on {a.device}")
+        eng = "interpreter" if engine == "interpreter" else "compiled"
+        out = _launch(a2, *args, engine=eng, schedule=schedule)
+    return out.reshape(*lead, qweight.n)
+
+
+__all__ = ["matmul", "default_schedule", "fallback_matmul", "quant_matmul", "bucket_m",
+           "matmul_kernel_name", "matmul_bucket", "padded_n"]

@@ -1,0 +1,422 @@
+"""Group-wise weight quantization to every 1-8-bit Tilus type, and the packed-weight format.
+
+``quantize(weight, dtype="uint4", group_size=128, symmetric=None)`` takes a weight **as
+``nn.Linear`` stores it: ``[N, K] = [out_features, in_features]``** (``y = x @ W.T``) and returns a
+:class:`QuantizedWeight`. Groups run along K (the reduction dimension): every ``group_size``
+consecutive k of one output column n share a scale (and a zero point).
+
+Quantization schemes (``w`` one weight, ``s``/``z`` its group's scale/zero point, ``q`` its code):
+
+=====================  ==========================================================================
+uintB, asymmetric      ``s = (max - min) / (2^B - 1)`` (rounded *up* to the scale type),
+(default for uint)     ``z = clamp(round(-min / s), 0, 2^B - 1)``, ``q = clamp(round(w / s) + z)``;
+                       ``w' = (q - z) * s``. Zero points are stored per group.
+intB, asymmetric       the same on the signed grid [-2^(B-1), 2^(B-1) - 1], z on that grid.
+intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``z = 0``, ``q = clamp(round(w / s))``
+(default for int)      (B >= 2: int1 has no symmetric grid).
+uintB, symmetric       as intB symmetric, with the fixed zero point ``z = 2^(B-1)`` (none stored).
+floatK_eXmY            scale only (symmetric): ``s = absmax / (max_value * 2^-e)``,
+                       ``q = encode(w / (s * 2^-e))`` (nearest, ties to even, saturating),
+                       ``w' = decode(q) * 2^-e * s``, where ``2^e`` is the largest power of two
+                       <= the type's max_value (``value_exponent``): it keeps scales in the
+                       normal range of fp16 even for wide types such as float8_e5m2/float8_e7m0.
+=====================  ==========================================================================
+
+Every quantization error is at most half a step of the type's grid (times the scale) plus the
+rounding of the dequantized value to fp16/bf16. Scales (and zero points, which are small integers
+and exact) are stored in ``scale_dtype``: float16 (default) or bfloat16 (the default when the
+weight is bfloat16).
+
+Packed-weight format (``format_version`` 1, ``layout`` ``"kn-rowmajor-pad128"``):
+
+* ``data``: ``torch.uint8`` tensor of shape ``[K, N_pad * B / 8]`` with ``N_pad = ceil(N/128)*128``:
+  the row-major **[K, N_pad]** matrix of codes (the transpose of the nn.Linear weight) as one
+  Tilus bit stream (element i at bits [i*B, (i+1)*B), little-endian; ``tilus.dtypes.pack``).
+  Padding codes are 0. So every k-row starts on a 16-byte boundary for every B (128 * B bits =
+  16 * B bytes), a [block_k, block_n] tile is ``block_k`` runs of ``block_n * B / 8`` contiguous
+  bytes at a 16-byte-aligned row stride (what cp.async/ldmatrix read fastest), and the columns of
+  a tile never straddle a byte as long as block_n is a multiple of 8.
+* ``scales``: ``[K / group_size, N]`` in scale_dtype (row g = group g).
+* ``zeros``: ``[K / group_size, N]`` in scale_dtype (integer values), or None when the zero
+  point is a constant (``zero_point``: 0 or 2^(B-1)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from tilus import dtypes
+from tilus.dtypes import DataType
+from tilus.errors import DataTypeError, QuantizationError
+
+FORMAT_VERSION = 1
+LAYOUT = "kn-rowmajor-pad128"
+N_ALIGN = 128
+
+_SCALE_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+_TORCH_SCALE = {v: k for k, v in _SCALE_DTYPES.items()}
+
+
+def supported_weight_types() -> list[str]:
+    """Every type ``quantize`` accepts: intB/uintB for B = 1..8 and every float of 3-8 bits."""
+    return [t.name for t in dtypes.lowbit_types()]
+
+
+def weight_type(dtype: Any) -> DataType:
+    """The DataType for ``dtype`` if it is a supported weight type, else QuantizationError."""
+    try:
+        t = dtypes.get(dtype)
+    except DataTypeError as e:
+        raise QuantizationError(f"unsupported weight type {dtype!r}: {e}") from None
+    if t.is_bool or t.nbits > 8 or (t.is_float and t.nbits < 3):
+        raise QuantizationError(f"unsupported weight type {t.name}: quantize supports int1..int8, "
+                                f"uint1..uint8 and the float types of 3 to 8 bits "
+                                f"(e.g. 'uint4', 'int8', 'float4_e2m1', 'float8_e4m3')")
+    return t
+
+
+def value_exponent(t: DataType) -> int:
+    """e such that 2^e is the largest power of two <= max_value for float types; 0 for integers."""
+    if not t.is_float:
+        return 0
+    return int(math.floor(math.log2(float(t.max_value))))
+
+
+def _scale_dtype(scale_dtype: Any, weight: torch.Tensor) -> torch.dtype:
+    if scale_dtype is None:
+        return torch.bfloat16 if weight.dtype == torch.bfloat16 else torch.float16
+    if isinstance(scale_dtype, str) or isinstance(scale_dtype, DataType):
+        name = str(scale_dtype)
+        if name in _TORCH_SCALE:
+            return _TORCH_SCALE[name]
+    elif scale_dtype in _SCALE_DTYPES:
+        return scale_dtype
+    raise QuantizationError(f"scale_dtype must be float16 or bfloat16, got {scale_dtype!r}")
+
+
+def _round_up_to(s: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    """Smallest value of ``dt`` >= s (s float32, >= 0): so that w/s never leaves the grid."""
+    r = s.to(dt)
+    low = r.float() < s
+    if bool(low.any()):
+        r = torch.where(low, torch.nextafter(r, torch.full_like(r, float("inf"))), r)
+    if not bool(torch.isfinite(r).all()):
+        raise QuantizationError(f"a group's scale {float(s.max()):.4g} overflows {dt}; the weight "
+                                f"is too large for {dt} scales (use scale_dtype=torch.bfloat16)")
+    return r
+
+
+@dataclass(eq=False)
+class QuantizedWeight:
+    """A weight quantized group-wise along K and packed for the Tilus kernels (see module doc).
+
+    ``shape`` is the original weight's ``(N, K)`` (nn.Linear's ``(out_features, in_features)``).
+    """
+
+    data: torch.Tensor                 # uint8 [K, N_pad * nbits / 8]
+    scales: torch.Tensor               # [K / group_size, N], fp16/bf16
+    zeros: Optional[torch.Tensor]      # [K / group_size, N] like scales, or None
+    dtype: str                         # weight type name, e.g. "uint4"
+    shape: tuple                       # (N, K)
+    group_size: int
+    symmetric: bool
+    zero_point: float = 0.0            # the constant zero point when zeros is None
+    format_version: int = FORMAT_VERSION
+    layout: str = LAYOUT
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def wtype(self) -> DataType:
+        return dtypes.get(self.dtype)
+
+    @property
+    def nbits(self) -> int:
+        return self.wtype.nbits
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def n(self) -> int:
+        return self.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.shape[1]
+
+    @property
+    def n_padded(self) -> int:
+        return padded_n(self.n)
+
+    @property
+    def num_groups(self) -> int:
+        return self.k // self.group_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def scale_dtype(self) -> torch.dtype:
+        return self.scales.dtype
+
+    @property
+    def value_exponent(self) -> int:
+        return value_exponent(self.wtype)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.data, self.scales, self.zeros)
+                   if t is not None)
+
+    def to(self, device) -> "QuantizedWeight":
+        return QuantizedWeight(self.data.to(device), self.scales.to(device),
+                               None if self.zeros is None else self.zeros.to(device), self.dtype,
+                               tuple(self.shape), self.group_size, self.symmetric,
+                               self.zero_point, self.format_version, self.layout)
+
+    # ---- reference -------------------------------------------------------------------------
+    def codes(self) -> torch.Tensor:
+        """The [K, N] codes (uint8, unpacked, on the weight's device)."""
+        return unpack_codes(self.data, self.dtype, self.n, self.k)
+
+    def values(self) -> torch.Tensor:
+        """decode(code) * 2^-e as float32 [K, N] (the grid value before zero point and scale)."""
+        return value_table(self.dtype, self.device)[self.codes().long()]
+
+    def dequantize(self, dtype: Optional[torch.dtype] = None,
+                   transpose: bool = True) -> torch.Tensor:
+        """The weight the kernels compute with: ``round_dtype((value - z) * s)``, exact in float32
+        before that one rounding. ``[N, K]`` like the original (``transpose=False``: ``[K, N]``).
+        ``dtype`` defaults to the scale dtype; the result is on the weight's device."""
+        w = dequantize_packed(self.data, self.scales, self.zeros, self.dtype, self.n, self.k,
+                              self.group_size, self.zero_point, dtype or self.scales.dtype)
+        return w.t().contiguous() if transpose else w
+
+    # ---- state dicts -----------------------------------------------------------------------
+    def metadata(self) -> dict:
+        return {"format_version": self.format_version, "layout": self.layout,
+                "dtype": self.dtype, "shape": [int(x) for x in self.shape],
+                "group_size": int(self.group_size), "symmetric": bool(self.symmetric),
+                "zero_point": float(self.zero_point)}
+
+    def to_state_dict(self) -> dict:
+        """Plain tensors plus a small JSON-able ``"meta"`` dict (torch.save/safetensors-friendly
+        apart from "meta", which a loader may keep as JSON)."""
+        sd = {"qweight": self.data, "scales": self.scales, "meta": self.metadata()}
+        if self.zeros is not None:
+            sd["zeros"] = self.zeros
+        return sd
+
+    @classmethod
+    def from_state_dict(cls, sd: dict) -> "QuantizedWeight":
+        try:
+            meta = dict(sd["meta"])
+            data, scales = sd["qweight"], sd["scales"]
+        except KeyError as e:
+            raise QuantizationError(f"not a QuantizedWeight state dict: no {e} entry") from None
+        if meta.get("format_version") != FORMAT_VERSION or meta.get("layout") != LAYOUT:
+            raise QuantizationError(f"unsupported packed-weight format "
+                                    f"{meta.get('format_version')}/{meta.get('layout')}; this "
+                                    f"Tilus reads format {FORMAT_VERSION}/{LAYOUT}")
+        qw = cls(data, scales, sd.get("zeros"), meta["dtype"], tuple(meta["shape"]),
+                 meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0))
+        qw.validate()
+        return qw
+
+    def validate(self) -> None:
+        """Checks tensor shapes/dtypes against the metadata (QuantizationError)."""
+        t = weight_type(self.dtype)
+        n, k = self.shape
+        exp_data = (k, padded_n(n) * t.nbits // 8)
+        if self.data.dtype != torch.uint8 or tuple(self.data.shape) != exp_data:
+            raise QuantizationError(f"packed data must be uint8 {list(exp_data)}, got "
+                                    f"{self.data.dtype} {list(self.data.shape)}")
+        if k % self.group_size:
+            raise QuantizationError(f"group_size {self.group_size} does not divide K={k}")
+        g = (k // self.group_size, n)
+        for name, x in (("scales", self.scales), ("zeros", self.zeros)):
+            if x is None:
+                continue
+            if x.dtype not in _SCALE_DTYPES or tuple(x.shape) != g:
+                raise QuantizationError(f"{name} must be float16/bfloat16 {list(g)}, got "
+                                        f"{x.dtype} {list(x.shape)}")
+
+
+def padded_n(n: int) -> int:
+    return -(-n // N_ALIGN) * N_ALIGN
+
+
+_TABLES: dict = {}
+
+
+def value_table(dtype: str, device) -> torch.Tensor:
+    """float32 [2^B]: decode(code) * 2^-e for every code of the weight type (NaN codes -> 0)."""
+    key = (dtype, str(device))
+    if key not in _TABLES:
+        t = dtypes.get(dtype)
+        v = t.decode(np.arange(2 ** t.nbits, dtype=np.uint8)).astype(np.float64)
+        v = np.nan_to_num(v * 2.0 ** -value_exponent(t), nan=0.0, posinf=0.0, neginf=0.0)
+        v = v.astype(np.float32)
+        _TABLES[key] = torch.from_numpy(v).to(device)
+    return _TABLES[key]
+
+
+def unpack_codes(data: torch.Tensor, dtype: str, n: int, k: int) -> torch.Tensor:
+    """[K, N] uint8 codes from the packed ``data`` (torch ops on data's device)."""
+    t = dtypes.get(dtype)
+    npad = padded_n(n)
+    if t.nbits == 8:
+        return data.reshape(k, npad)[:, :n]
+    flat = dtypes.unpack(data.reshape(-1), t, k * npad)
+    return flat.reshape(k, npad)[:, :n]
+
+
+def dequantize_packed(data, scales, zeros, dtype: str, n: int, k: int, group_size: int,
+                      zero_point: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """[K, N] in out_dtype: round((value - z) * s) from the packed tensors (any device; the CPU
+    fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``)."""
+    v = value_table(dtype, data.device)[unpack_codes(data, dtype, n, k).long()]
+    if zeros is not None:
+        v = v - zeros.float().repeat_interleave(group_size, dim=0)
+    elif zero_point:
+        v = v - zero_point
+    return (v * scales.float().repeat_interleave(group_size, dim=0)).to(out_dtype)
+
+
+_GRIDS: dict = {}
+
+
+def _float_grid(t: DataType, device) -> tuple:
+    """(positive finite values ascending, their codes, midpoints) of a float type, on device."""
+    key = (t.name, str(device))
+    if key not in _GRIDS:
+        sign = 1 << (t.nbits - 1)
+        codes = np.arange(sign, dtype=np.uint8)                 # sign bit clear
+        vals = t.decode(codes).astype(np.float64)
+        keep = np.isfinite(vals)
+        vals, codes = vals[keep], codes[keep]
+        order = np.argsort(vals, kind="stable")
+        vals, codes = vals[order], codes[order]
+        mids = (vals[:-1] + vals[1:]) / 2                       # exact in float32 (<= 8 bits)
+        _GRIDS[key] = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in
+                            (vals.astype(np.float32), codes.astype(np.int64),
+                             mids.astype(np.float32)))
+    return _GRIDS[key]
+
+
+def encode_float(x: torch.Tensor, t: DataType) -> torch.Tensor:
+    """``t.encode`` for a float type in torch ops on x's device (round to nearest, ties to the even
+    code, saturating; the sign kept, -0.0 included): uint8 codes like x's shape. x is finite."""
+    vals, codes, mids = _float_grid(t, x.device)
+    mag = x.abs().float().contiguous()
+    idx = torch.bucketize(mag, mids)                            # mids[idx-1] < mag <= mids[idx]
+    tie = (idx < mids.numel()) & (mag == mids[idx.clamp(max=mids.numel() - 1)])
+    idx = torch.where(tie & (codes[idx] % 2 == 1), idx + 1, idx)
+    out = codes[idx] | torch.where(torch.signbit(x), 1 << (t.nbits - 1), 0)
+    return out.to(torch.uint8)
+
+
+def _check_weight(weight: Any) -> torch.Tensor:
+    if isinstance(weight, np.ndarray):
+        weight = torch.from_numpy(weight)
+    if not isinstance(weight, torch.Tensor):
+        raise QuantizationError(f"weight must be a torch tensor [N, K], got "
+                                f"{type(weight).__name__}")
+    if weight.dim() != 2:
+        raise QuantizationError(f"weight must be 2-D [N, K] (nn.Linear's [out_features, "
+                                f"in_features]), got shape {list(weight.shape)}")
+    if not weight.is_floating_point():
+        raise QuantizationError(f"weight must be a floating-point tensor, got {weight.dtype}")
+    if weight.numel() == 0:
+        raise QuantizationError(f"weight is empty (shape {list(weight.shape)})")
+    w = weight.detach().float()
+    bad = ~torch.isfinite(w)
+    if bool(bad.any()):
+        idx = [int(i) for i in bad.nonzero()[0]]
+        raise QuantizationError(f"weight has {int(bad.sum())} NaN/inf value(s), e.g. at {idx} "
+                                f"({w[idx[0], idx[1]].item()}); quantization needs finite weights")
+    return w
+
+
+def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[int] = 128,
+             symmetric: Optional[bool] = None, scale_dtype: Any = None) -> QuantizedWeight:
+    """Quantizes ``weight`` ``[N, K]`` (nn.Linear layout) group-wise along K.
+
+    ``dtype``: any intB/uintB (B = 1..8) or floatK_eXmY (K = 3..8) name or DataType.
+    ``group_size``: k's per group; None or -1 = one group over all of K (per-channel).
+    ``symmetric``: None = the type's natural scheme (uint: asymmetric with zero points; int and
+    float: symmetric). Floats are always symmetric (``symmetric=False`` is an error).
+    ``scale_dtype``: torch.float16 / torch.bfloat16 (default: bf16 for a bf16 weight, else fp16).
+    """
+    t = weight_type(dtype)
+    w = _check_weight(weight)
+    n, k = w.shape
+    if group_size is None or group_size == -1:
+        group_size = k
+    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) \
+            or group_size <= 0:
+        raise QuantizationError(f"group_size must be a positive int (or None/-1 for one group), "
+                                f"got {group_size!r}")
+    group_size = int(group_size)
+    if k % group_size:
+        raise QuantizationError(f"group_size {group_size} does not divide K = {k} (the weight's "
+                                f"in_features, dim 1 of [N, K]); pick a divisor of K or "
+                                f"group_size=None for one group per column")
+    if t.is_float:
+        if symmetric is False:
+            raise QuantizationError(f"{t.name}: float weight types are scale-only (symmetric); "
+                                    f"symmetric=False is not supported")
+        symmetric = True
+    elif symmetric is None:
+        symmetric = t.is_signed and t.nbits > 1
+    if symmetric and t.is_integer and t.nbits == 1:
+        raise QuantizationError(f"{t.name} has no symmetric grid (1 bit); use symmetric=False")
+    sdt = _scale_dtype(scale_dtype, weight)
+    g = k // group_size
+    wk = w.t().reshape(g, group_size, n)           # [G, gs, N], groups along K
+    zeros = None
+    zero_point = 0.0
+    if t.is_float:
+        norm = 2.0 ** -value_exponent(t)
+        absmax = wk.abs().amax(dim=1)               # [G, N]
+        s = _round_up_to(absmax / (float(t.max_value) * norm), sdt)
+        s = torch.where(s.float() > 0, s, torch.ones_like(s))
+        x = (wk / (s.float() * norm).unsqueeze(1)).reshape(k, n)
+        codes = encode_float(x, t)
+    else:
+        qmin, qmax = int(t.min_value), int(t.max_value)
+        if symmetric:
+            half = 2 ** (t.nbits - 1) - 1
+            absmax = wk.abs().amax(dim=1)
+            s = _round_up_to(absmax / half, sdt)
+            s = torch.where(s.float() > 0, s, torch.ones_like(s))
+            zero_point = 0.0 if t.is_signed else float(2 ** (t.nbits - 1))
+            zf = torch.full_like(s, zero_point, dtype=torch.float32)
+        else:
+            lo, hi = wk.amin(dim=1), wk.amax(dim=1)
+            rng = hi - lo
+            s = rng / (qmax - qmin)
+            s = torch.where(rng > 0, s, torch.maximum(lo.abs(), hi.abs()) / (qmax - qmin))
+            s = _round_up_to(s, sdt)
+            s = torch.where(s.float() > 0, s, torch.ones_like(s))
+            zf = torch.clamp(torch.round(qmin - lo / s.float()), qmin, qmax)
+            zeros = zf.to(sdt)
+        q = torch.round(wk / s.float().unsqueeze(1)) + zf.unsqueeze(1)
+        q = torch.clamp(q, qmin, qmax).to(torch.int64).reshape(k, n)
+        codes = (q & ((1 << t.nbits) - 1)).to(torch.uint8)
+    npad = padded_n(n)
+    full = torch.zeros(k, npad, dtype=torch.uint8, device=codes.device)
+    full[:, :n] = codes
+    data = dtypes.pack(full.reshape(-1), t).reshape(k, npad * t.nbits // 8)
+    return QuantizedWeight(data.to(weight.device), s.contiguous(),
+                           None if zeros is None else zeros.contiguous(), t.name, (n, k),
+                           group_size, bool(symmetric), zero_point)
