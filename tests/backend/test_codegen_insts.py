@@ -419,6 +419,21 @@ def test_warp_local_transpose_uses_shuffles(need_nvcc):
     assert "__shfl_sync" in k.cuda_source and not k.resources.spills
 
 
+def test_shared_tensors_live_where_the_plan_put_them(need_nvcc):
+    """tilus.build runs PlanSharedMemory: shared tensors sit at their planned offsets of the pool,
+    whose size is the plan's arena when the lowering needs no scratch of its own."""
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.ir import inst as I
+    from tilus.ir.functor import instructions
+    from tilus.transforms import shared_memory_bytes
+
+    program = prepare(DotBf16().program())
+    offsets = [i.offset for i in instructions(program) if isinstance(i, I.AllocateSharedInst)]
+    assert offsets and all(o is not None for o in offsets)
+    assert lower_program(program).shared_bytes == shared_memory_bytes(program)
+
+
 def test_control_flow(built):
     src = built("control").cuda_source
     assert "while" in src and "break;" in src

@@ -52,7 +52,10 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
     out = inst.output
     layout = out.layout if isinstance(out.layout, SharedLayout) else row_major(*out.shape)
     n, d = _shared_words(layout, out.dtype)
-    buf = lw.alloc_shared(n, d, out.name)
+    if inst.offset is not None:          # placed by the PlanSharedMemory pass
+        buf = lw.shared_at(inst.offset, n, d, out.name)
+    else:
+        buf = lw.alloc_shared(n, d, out.name)
     st = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset, layout.nbytes(out.dtype))
     st.layout = layout
     st.base_static = True
