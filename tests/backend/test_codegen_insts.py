@@ -434,6 +434,15 @@ def test_shared_tensors_live_where_the_plan_put_them(need_nvcc):
     assert lower_program(program).shared_bytes == shared_memory_bytes(program)
 
 
+def test_pipelined_quant_matmul_uses_cp_async_and_ldmatrix_on_stage_slices(need_disassembler):
+    """tilus.ops' QuantMatmul with stages > 1 copies into (dynamically indexed) stage slices."""
+    from tilus.ops.kernels import QuantMatmul
+
+    k = tilus.build(QuantMatmul("uint4", 128, block_m=16, block_n=128, block_k=64, stages=2), arch="sm_90")
+    assert "LDGSTS" in k.sass and "LDSM" in k.sass and "HMMA" in k.sass
+    assert not k.resources.spills and k.resources.stack_frame_bytes == 0
+
+
 def test_control_flow(built):
     src = built("control").cuda_source
     assert "while" in src and "break;" in src

@@ -59,6 +59,10 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
     st = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset, layout.nbytes(out.dtype))
     st.layout = layout
     st.base_static = True
+    st.check_offset = layout.offset
+    inner = getattr(layout, "inner", layout)
+    st.root_strides = getattr(inner, "strides", None)
+    st.root_period = (1 << (layout.shift + layout.base + layout.bits)) if hasattr(layout, "shift") else 1
     lw.tensors[out.name] = st
 
 
@@ -70,18 +74,38 @@ def free_shared(lw, inst: I.FreeSharedInst) -> None:
 
 @emitter(I.SliceSharedInst)
 def slice_shared(lw, inst: I.SliceSharedInst) -> None:
+    """A slice is an offset function into its source. For the compile-time checks of the fast
+    paths (contiguous, aligned chunks) it also gets ``check_offset``: the offsets with the slice's
+    run-time offsets taken as 0, representative when every run-time offset moves the root by a
+    multiple of 16 elements (and of the swizzle's period), which keeps chunks where they were."""
     src = lw.shared(inst.src)
     rank = len(inst.src.shape)
     dims = tile_dims(rank, len(inst.output.shape), inst.dims)
-    offsets = tuple(inst.offsets)
-    parent = src.offset
+    offsets = tuple(E.as_expr(o) for o in inst.offsets)
+    parent, parent_check = src.offset, getattr(src, "check_offset", None)
 
     def offset(index, parent=parent):
         full = [offsets[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
         return parent(tuple(full))
     st = SharedStorage(src.buf, src.dtype, tuple(inst.output.shape), offset, 0)
     st.layout = None
-    st.base_static = all(isinstance(o, E.Const) for o in offsets) and getattr(src, "base_static", False)
+    const = [o.value if isinstance(o, E.Const) else 0 for o in offsets]
+    dynamic = [d for d, o in enumerate(offsets) if not isinstance(o, E.Const)]
+
+    def check_offset(index, parent_check=parent_check):
+        full = [const[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
+        return parent_check(tuple(full))
+    st.check_offset = check_offset if parent_check is not None else None
+    st.root_strides = getattr(src, "root_strides", None)
+    st.root_period = getattr(src, "root_period", 1)
+    if st.root_strides is not None and src.layout is None:
+        st.root_strides = None             # slices of slices: no stride bookkeeping
+    ok = getattr(src, "base_static", False) and st.check_offset is not None
+    if dynamic:
+        strides = st.root_strides
+        ok = ok and strides is not None and all(
+            strides[d] % 16 == 0 and strides[d] % st.root_period == 0 for d in dynamic)
+    st.base_static = ok
     lw.tensors[inst.output.name] = st
 
 
@@ -268,7 +292,7 @@ def _shared_chunk_ok(st: SharedStorage, vec: int) -> bool:
         return False
     grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     try:
-        offs = np.asarray(st.offset(tuple(grids)), dtype=np.int64)
+        offs = np.asarray(st.check_offset(tuple(grids)), dtype=np.int64)
     except Exception:
         return False
     offs = offs.reshape(-1, vec)
@@ -381,7 +405,7 @@ def _shared_run_ok(st, layout, vec) -> bool:
     t = np.arange(layout.num_threads)[:, None]
     s = np.arange(layout.local_size)[None, :]
     try:
-        offs = np.asarray(st.offset(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
+        offs = np.asarray(st.check_offset(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
                                           for c in layout._coords(t, s))), dtype=np.int64)
     except Exception:
         return False
