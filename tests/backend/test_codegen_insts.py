@@ -3,6 +3,7 @@ compiles, no spills, no stack frame, and the emitted code has the structure it n
 import pytest
 
 import tilus
+import tilus.ir.layout
 from tilus.ir.layout import column_local, local, spatial
 
 ARCHES = ("sm_80", "sm_90")
@@ -194,6 +195,23 @@ class DotBf16(tilus.Script):
         acc = self.register_tensor(dtype=tilus.float32, shape=[64, 64], init=0.0)
         self.dot(self.load_shared(sa), self.load_shared(sb), acc, out=acc)
         self.store_global(gc, acc, offsets=[self.blockIdx.x * 64, 0])
+
+
+class WarpTranspose(tilus.Script):
+    """A transpose into a layout of one's choosing (lowered without inference, which would make
+    it the permuted layout): the elements stay in one warp at a fixed slot, so warp shuffles
+    move them, no shared memory."""
+
+    def __call__(self, x: ~tilus.float16, y: ~tilus.float16):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 2
+        gx = self.global_view(x, dtype=tilus.float16, shape=[8, 8])
+        gy = self.global_view(y, dtype=tilus.float16, shape=[8, 8])
+        a = self.load_global(gx, offsets=[0, 0], shape=[8, 8])
+        self.annotate_layout(a, tilus.ir.layout.replicate(2) * local(1, 2) * spatial(8, 4))
+        t = self.transpose(a)
+        self.annotate_layout(t, tilus.ir.layout.replicate(2) * local(2, 1) * spatial(4, 8))
+        self.store_global(gy, t, offsets=[0, 0])
 
 
 class Relayout(tilus.Script):
@@ -388,6 +406,41 @@ class Reuse(tilus.Script):
         self.sync()
         self.store_global(gx, self.load_shared(s2), offsets=[0, 0])
         self.free_shared(s2)
+
+
+def test_warp_local_transpose_uses_shuffles(need_nvcc):
+    from tilus.backend.codegen import lower_program
+
+    from tilus.backend.build import build_tir
+
+    lowered = lower_program(WarpTranspose().program())
+    assert lowered.shared_bytes == 0
+    k = build_tir(lowered.prim_func, "sm_90")
+    assert "__shfl_sync" in k.cuda_source and not k.resources.spills
+
+
+def test_shared_tensors_live_where_the_plan_put_them(need_nvcc):
+    """tilus.build runs PlanSharedMemory: shared tensors sit at their planned offsets of the pool,
+    whose size is the plan's arena when the lowering needs no scratch of its own."""
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.ir import inst as I
+    from tilus.ir.functor import instructions
+    from tilus.transforms import shared_memory_bytes
+
+    program = prepare(DotBf16().program())
+    offsets = [i.offset for i in instructions(program) if isinstance(i, I.AllocateSharedInst)]
+    assert offsets and all(o is not None for o in offsets)
+    assert lower_program(program).shared_bytes == shared_memory_bytes(program)
+
+
+def test_pipelined_quant_matmul_uses_cp_async_and_ldmatrix_on_stage_slices(need_disassembler):
+    """tilus.ops' QuantMatmul with stages > 1 copies into (dynamically indexed) stage slices."""
+    from tilus.ops.kernels import QuantMatmul
+
+    k = tilus.build(QuantMatmul("uint4", 128, block_m=16, block_n=128, block_k=64, stages=2), arch="sm_90")
+    assert "LDGSTS" in k.sass and "LDSM" in k.sass and "HMMA" in k.sass
+    assert not k.resources.spills and k.resources.stack_frame_bytes == 0
 
 
 def test_control_flow(built):

@@ -628,3 +628,22 @@ def test_dot_whose_operand_meets_its_result_elementwise_takes_a_fitting_candidat
     assert dot.c.layout == replicate(4) * local(1, 2) * mma_m16n8k16_f16_c()
     assert dot.a.layout == replicate(4) * mma_m16n8k16_f16_a()
     assert mma_dot_layouts(16, 16, 16, D.float16, D.float32, 128)[0][2] != dot.c.layout
+
+
+def test_a_tile_added_to_its_own_transpose_infers_and_simulates():
+    """Transpose only suggests a layout: the backend converts, so this is no conflict."""
+    b = ProgramBuilder("k")
+    n = b.param("n", D.int32)
+    p = b.param("p", ~D.float32)
+    g = b.global_view(p, D.float32, [n, n])
+    x = b.load_global(g, [0, 0], [8, 8])
+    b.store_global(g, b.binary("add", b.transpose(x), x), [0, 0])
+    b.warps = 1
+    program = b.finish()
+    inferred = infer_layouts(program)
+    assert parse(str(inferred)) == inferred
+    data = np.arange(64, dtype=np.float32).reshape(8, 8)
+    expected = data + data.T
+    got = data.copy()
+    tilus.simulate(program, 8, got)
+    np.testing.assert_array_equal(got, expected)

@@ -21,11 +21,19 @@ def as_program(kernel_or_program: Any, **consts) -> Program:
                            f"{type(kernel_or_program).__name__}")
 
 
-def prepare(program: Program) -> Program:
-    """The pass pipeline before lowering: verification and layout inference."""
-    from tilus.transforms import LayoutInference, PassManager
+def prepare(program: Program, arch: str = "sm_90") -> Program:
+    """The pass pipeline before lowering (``tilus.transforms.default_passes``: layout inference,
+    shared-memory planning, barrier insertion), each followed by verification."""
+    from tilus.transforms import PassManager, default_passes
 
-    return PassManager([LayoutInference()]).run(program)
+    return PassManager(default_passes(arch)).run(program)
+
+
+def _launch_expr(e):
+    """A grid dimension for the runtime's metadata: an int when constant, else the IR text."""
+    from tilus.ir.expr import Const
+
+    return int(e.value) if isinstance(e, Const) else str(e)
 
 
 def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), **consts) -> CompiledKernel:
@@ -34,14 +42,14 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), *
     from tilus.backend.codegen import lower_program
 
     arch = normalize_arch(arch)
-    program = prepare(as_program(kernel_or_program, **consts))
+    program = prepare(as_program(kernel_or_program, **consts), arch)
     lowered = lower_program(program)
     source = tir_build.tir_to_cuda(lowered.prim_func, arch)
     kernel = CompiledKernel.from_cuda(source, arch, lowered.name + "_kernel", options)
     kernel.prim_func = lowered.prim_func
     kernel.program = program
     kernel.launch = {
-        "grid": [str(g) for g in lowered.grid] + [1] * (3 - len(lowered.grid)),
+        "grid": [_launch_expr(g) for g in lowered.grid] + [1] * (3 - len(lowered.grid)),
         "block": [lowered.threads, 1, 1],
         "shared_bytes": lowered.shared_bytes,     # dynamic shared memory (one pool)
     }

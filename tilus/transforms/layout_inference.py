@@ -54,6 +54,8 @@ Rules (what an instruction requires of its operands' and output's layouts)
   wm). Otherwise (shapes not multiples of the instruction, other dtypes, or a C layout that is not
   an mma tiling) the SIMT layout: C any, A = C.reduce(n) * local(1, k), B = local(k, 1) * C.reduce(m).
 - ``transpose``: permuted layout (both directions); ``squeeze``/``unsqueeze``: the reshaped layout.
+  Suggestions only: the backend converts layouts that don't line up (through shared memory), so
+  ``add(transpose(r), r)`` infers instead of conflicting.
 - ``broadcast``: x = output reduced over the broadcast dimensions (backward, required); forward,
   an unknown output is suggested x's layout with the new elements held locally (``local(f) * x``).
 - ``repeat``: output = ``local(repeats) * x`` when one side is unknown (a suggestion both ways,
@@ -349,7 +351,7 @@ def _transpose(inst: I.TransposeInst, s: "_Solver"):
     for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
         layout = s.layout(a)
         if layout is not None:
-            return [(b, layout.permute([1, 0]))]
+            return [(b, layout.permute([1, 0]), SOFT)]
     return []
 
 
@@ -358,7 +360,7 @@ def _reshape(inst, s: "_Solver"):
     for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
         layout = s.layout(a)
         if layout is not None:
-            return [(b, layout.reshape(list(b.shape)))]
+            return [(b, layout.reshape(list(b.shape)), SOFT)]
     return []
 
 

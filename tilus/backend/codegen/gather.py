@@ -7,6 +7,9 @@ needed element?) and on IR expressions (the index in code).
 
 - **Static path (free):** when every thread holds what it needs, in the same slot for every
   thread, the values are direct reads of x's local buffer at constant slots (registers).
+- **Warp shuffles:** when each needed element is held, at a slot that is the same for every
+  thread, by a lane of the same warp (replicated layouts: the replica in the reader's replica
+  group), one ``__shfl_sync`` per virtual slot.
 - **Through shared memory (general):** otherwise x is written to a scratch shared buffer at its
   row-major index (every owner writes; replicas write equal values), a barrier, then each thread
   reads the elements it needs into a local buffer. A barrier before the writes protects the scratch
@@ -19,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tilus.backend.codegen.dtypes_map import storage
+from tilus.ir import expr as E
 from tilus.ir.types import Tensor
 
 
@@ -68,6 +72,59 @@ def spill_to_shared(lw, x: Tensor):
     return scratch
 
 
+def _owner(layout, index, thread):
+    """(thread, slot) holding ``index`` (ints, numpy arrays or IR exprs); replicated thread
+    digits are taken from ``thread`` (the owner in the reader's replica group)."""
+    digits = layout._index_digits(index)
+    sizes = [layout._entry_size(e) for e in layout.spatial_modes]
+    owner: Any = 0
+    stride = 1
+    strides = []
+    for size in reversed(sizes):
+        strides.insert(0, stride)
+        stride *= size
+    for e, size, st in zip(layout.spatial_modes, sizes, strides):
+        d = digits[e] if e >= 0 else (thread // st) % size
+        owner = owner * size + d
+    slot: Any = 0
+    for e in layout.local_modes:
+        slot = slot * layout.mode_shape[e] + digits[e]
+    return owner, slot
+
+
+def shuffle_slots(layout, shape, n: int, threads: int, fn: Callable):
+    """The source slot per virtual slot when the shuffle path applies, else None."""
+    if n == 0 or threads % 32:
+        return None
+    t = np.arange(threads, dtype=np.int64)[:, None]
+    v = np.arange(n, dtype=np.int64)[None, :]
+    idx = [np.broadcast_to(np.asarray(c, dtype=np.int64), (threads, n)) for c in fn(t, v)]
+    owner, slot = _owner(layout, idx, np.broadcast_to(t, (threads, n)))
+    owner = np.broadcast_to(np.asarray(owner), (threads, n))
+    slot = np.broadcast_to(np.asarray(slot), (threads, n))
+    if not (slot == slot[0:1]).all() or not (owner // 32 == t // 32).all():
+        return None
+    return [int(s) for s in slot[0]]
+
+
+def _shuffle(lw, value, lane):
+    """__shfl_sync of a stored element (32-bit lanes; narrower types widened, 16-bit floats by bits)."""
+    from tilus.backend.tvm_shim import dt, tirx
+
+    d = dt(value)
+    full = tirx.const(0xFFFFFFFF, "uint32")
+    width = tirx.const(32, "int32")
+    if d in ("float32", "int32", "uint32", "float64", "int64", "uint64"):
+        return tirx.call_extern(d, "__shfl_sync", full, value, lane, width)
+    if d in ("float16", "bfloat16"):
+        bits = tirx.Cast("uint32", tirx.reinterpret("uint16", value))
+        got = tirx.call_extern("uint32", "__shfl_sync", full, bits, lane, width)
+        return tirx.reinterpret(d, tirx.Cast("uint16", got))
+    wide = tirx.Cast("int32", value)
+    got = tirx.call_extern("int32", "__shfl_sync", full, wide, lane, width)
+    return got != tirx.const(0, "int32") if d == "bool" else tirx.Cast(d, got)
+
+
 def slot_values(lw, x: Tensor, n: int, fn: Callable) -> list:
     """Stored elements of x at ``fn(thread, v)`` for v in range(n) (see the module docstring)."""
     from tilus.backend.codegen.lower import THREAD
@@ -76,6 +133,14 @@ def slot_values(lw, x: Tensor, n: int, fn: Callable) -> list:
     slots = static_slots(st.layout, x.shape, n, lw.threads, fn)
     if slots is not None:
         return [st.buf[s] for s in slots]
+    src = shuffle_slots(st.layout, x.shape, n, lw.threads, fn)
+    if src is not None:
+        out = lw.alloc_local(n, storage(x.dtype), lw.fresh(f"{x.name}_s"))
+        for v in range(n):
+            owner, _ = _owner(st.layout, fn(THREAD, v), THREAD)
+            lane = lw.expr(E.as_expr(owner % 32))
+            lw.store(out, _shuffle(lw, st.buf[src[v]], lane), [v])
+        return [out[v] for v in range(n)]
     scratch = spill_to_shared(lw, x)
     out = lw.alloc_local(n, storage(x.dtype), lw.fresh(f"{x.name}_g"))
     for v in range(n):

@@ -91,7 +91,7 @@ class Lowerer:
         self.program = program
         self.pool_bytes = pool_bytes
         self.pool = None
-        self.smem = SmemPlanner()
+        self.smem = SmemPlanner(reserved=_planned_bytes(program))
         self.threads = program.num_threads
         self.vars: dict[Any, Any] = {}             # tilus Var/BlockIdx -> TIR expr
         self.mutable: dict[Any, Any] = {}          # tilus Var -> one-element local buffer
@@ -156,6 +156,17 @@ class Lowerer:
         buf = self.name(name, buf)
         self.smem_offsets[name] = offset
         return buf
+
+    def shared_at(self, offset: int, n: int, dtype: str, name: str):
+        """A view of ``n`` elements of ``dtype`` at byte ``offset`` of the pool (where the
+        PlanSharedMemory pass placed the tensor)."""
+        eb = tirx_dtype_bytes(dtype)
+        self.smem.reserve(offset, max(1, n) * eb)
+        self.shared_bytes = self.smem.peak
+        pool = self.pool if self.pool is not None else self._pool()
+        buf = TB.decl_buffer((max(1, n),), dtype, data=pool.data, elem_offset=offset // eb,
+                             scope="shared.dyn")
+        return self.name(name, buf)
 
     def free_shared(self, name: str) -> None:
         if name in self.smem_offsets:
@@ -428,6 +439,20 @@ class Lowerer:
                 else tirx.const(-(-int(n) * eb // ab), "int32")
         alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
         return self.name(f"{buf.name}_{dtype}", alias)
+
+
+def _planned_bytes(program: Program) -> int:
+    """Bytes of the arena PlanSharedMemory laid out (0 when the program was not planned)."""
+    from tilus.ir.inst import AllocateSharedInst
+
+    total = 0
+    for inst in instructions(program.body):
+        if isinstance(inst, AllocateSharedInst) and inst.offset is not None:
+            layout = inst.output.layout
+            nbytes = layout.nbytes(inst.output.dtype) if layout is not None \
+                else -(-inst.output.type.size * inst.output.dtype.nbits // 8)
+            total = max(total, inst.offset + (-(-nbytes // 4) * 4))
+    return total
 
 
 def tirx_dtype_bytes(d: str) -> int:

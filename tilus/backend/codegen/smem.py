@@ -1,5 +1,10 @@
 """Shared-memory planning: one dynamic shared memory pool per kernel, regions handed out first-fit.
 
+Shared tensors placed by the ``PlanSharedMemory`` pass (``AllocateSharedInst.offset``, what
+``tilus.build`` runs) live at their offsets, in a reserved region at the start of the pool; the
+planner below then places only what the pass did not see (scratch buffers of the lowering, and
+shared tensors of unplanned programs).
+
 Every shared tensor (``shared_tensor``) and every scratch buffer of the lowering (layout
 conversions, reductions through shared memory) is a typed view (DeclBuffer) at a byte offset of
 one ``shared.dyn`` uint8 pool, 128-byte aligned. ``free_shared`` returns a tensor's region; a
@@ -17,10 +22,21 @@ ALIGN = 128
 
 
 class SmemPlanner:
-    def __init__(self):
+    """``reserved`` bytes at the start belong to the shared tensors PlanSharedMemory placed
+    (``AllocateSharedInst.offset``); the lowering's own regions go above them."""
+
+    def __init__(self, reserved: int = 0):
         self.live: list[tuple[int, int]] = []      # (offset, size) in bytes
         self.freed: list[tuple[int, int]] = []     # regions released by free_shared
         self.peak = 0
+        if reserved:
+            size = -(-reserved // ALIGN) * ALIGN
+            self.live.append((0, size))
+            self.peak = size
+
+    def reserve(self, offset: int, nbytes: int) -> None:
+        """A planned tensor's bytes (inside the reserved region; extends the peak if needed)."""
+        self.peak = max(self.peak, offset + nbytes)
 
     def alloc(self, nbytes: int) -> tuple[int, bool]:
         """(offset, reuses_freed_memory)."""

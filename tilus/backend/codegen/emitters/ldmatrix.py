@@ -57,7 +57,7 @@ def _rows_contiguous(st, shape) -> bool:
         return False
     rr, cc = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     try:
-        offs = np.asarray(st.offset((rr, cc)), dtype=np.int64).reshape(shape[0], shape[1] // 8, 8)
+        offs = np.asarray(st.check_offset((rr, cc)), dtype=np.int64).reshape(shape[0], shape[1] // 8, 8)
     except Exception:
         return False
     return bool((np.diff(offs, axis=2) == 1).all() and (offs[:, :, 0] % 8 == 0).all())

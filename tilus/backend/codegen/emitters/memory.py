@@ -6,8 +6,9 @@ Fast paths (each falls back to the per-element path at run time when its conditi
   elements are all in bounds and whose element offset is a multiple of vec moves as one vector
   access (LDG.E.128 for 16 bytes). Assumes 16-byte aligned base pointers (recorded).
 - copy_async: 16-byte (or 8/4-byte) ``cp.async`` chunks when the shared layout keeps chunks
-  contiguous; chunks that are partly out of bounds or misaligned are copied element by element
-  (zero-filled) synchronously.
+  contiguous; an aligned chunk that runs past the end of the last dimension uses cp.async's
+  src-size (the rest zero-filled); misaligned chunks (or rows out of bounds) are copied element by
+  element (zero-filled) synchronously.
 - load_shared/store_shared: vector accesses of runs contiguous in shared memory.
 Every element access is predicated by its bounds mask; sub-byte tensors use bitstream reads and
 atomic read-modify-writes (see tilus.backend.codegen.bitstream).
@@ -51,10 +52,17 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
     out = inst.output
     layout = out.layout if isinstance(out.layout, SharedLayout) else row_major(*out.shape)
     n, d = _shared_words(layout, out.dtype)
-    buf = lw.alloc_shared(n, d, out.name)
+    if inst.offset is not None:          # placed by the PlanSharedMemory pass
+        buf = lw.shared_at(inst.offset, n, d, out.name)
+    else:
+        buf = lw.alloc_shared(n, d, out.name)
     st = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset, layout.nbytes(out.dtype))
     st.layout = layout
     st.base_static = True
+    st.check_offset = layout.offset
+    inner = getattr(layout, "inner", layout)
+    st.root_strides = getattr(inner, "strides", None)
+    st.root_period = (1 << (layout.shift + layout.base + layout.bits)) if hasattr(layout, "shift") else 1
     lw.tensors[out.name] = st
 
 
@@ -66,18 +74,38 @@ def free_shared(lw, inst: I.FreeSharedInst) -> None:
 
 @emitter(I.SliceSharedInst)
 def slice_shared(lw, inst: I.SliceSharedInst) -> None:
+    """A slice is an offset function into its source. For the compile-time checks of the fast
+    paths (contiguous, aligned chunks) it also gets ``check_offset``: the offsets with the slice's
+    run-time offsets taken as 0, representative when every run-time offset moves the root by a
+    multiple of 16 elements (and of the swizzle's period), which keeps chunks where they were."""
     src = lw.shared(inst.src)
     rank = len(inst.src.shape)
     dims = tile_dims(rank, len(inst.output.shape), inst.dims)
-    offsets = tuple(inst.offsets)
-    parent = src.offset
+    offsets = tuple(E.as_expr(o) for o in inst.offsets)
+    parent, parent_check = src.offset, getattr(src, "check_offset", None)
 
     def offset(index, parent=parent):
         full = [offsets[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
         return parent(tuple(full))
     st = SharedStorage(src.buf, src.dtype, tuple(inst.output.shape), offset, 0)
     st.layout = None
-    st.base_static = all(isinstance(o, E.Const) for o in offsets) and getattr(src, "base_static", False)
+    const = [o.value if isinstance(o, E.Const) else 0 for o in offsets]
+    dynamic = [d for d, o in enumerate(offsets) if not isinstance(o, E.Const)]
+
+    def check_offset(index, parent_check=parent_check):
+        full = [const[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
+        return parent_check(tuple(full))
+    st.check_offset = check_offset if parent_check is not None else None
+    st.root_strides = getattr(src, "root_strides", None)
+    st.root_period = getattr(src, "root_period", 1)
+    if st.root_strides is not None and src.layout is None:
+        st.root_strides = None             # slices of slices: no stride bookkeeping
+    ok = getattr(src, "base_static", False) and st.check_offset is not None
+    if dynamic:
+        strides = st.root_strides
+        ok = ok and strides is not None and all(
+            strides[d] % 16 == 0 and strides[d] % st.root_period == 0 for d in dynamic)
+    st.base_static = ok
     lw.tensors[inst.output.name] = st
 
 
@@ -264,7 +292,7 @@ def _shared_chunk_ok(st: SharedStorage, vec: int) -> bool:
         return False
     grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     try:
-        offs = np.asarray(st.offset(tuple(grids)), dtype=np.int64)
+        offs = np.asarray(st.check_offset(tuple(grids)), dtype=np.int64)
     except Exception:
         return False
     offs = offs.reshape(-1, vec)
@@ -323,19 +351,32 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
                 cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
                                 tirx.floormod(off, vec) == 0)
                 nbytes = vec * (g.dtype.nbits // 8)
+                kind = "cg" if nbytes == 16 else "ca"
+                op = T.ptx[f"cp.async.{kind}.shared.global"]
+                # the tail: rows in bounds, chunk aligned, part (or none) of it past the end of
+                # the last dimension -> cp.async with src-size = the valid bytes (zero-filled)
+                rows_ok = tirx.And(in_bounds(lw, gidx[:-1], g.shape[:-1]),
+                                   lw.expr(E.as_expr(gidx[-1])) >= 0)
+                aligned = tirx.floormod(off, vec) == 0
+                left = lw.expr(E.as_expr(g.shape[-1])) - lw.expr(E.as_expr(gidx[-1]))
+                valid = tirx.max(tirx.min(left, vec), 0)
                 with TB.If(cond):
                     with TB.Then():
-                        kind = "cg" if nbytes == 16 else "ca"
-                        lw.emit(T.ptx[f"cp.async.{kind}.shared.global"](dst.buf.ptr_to([soff]),
-                                                                        g.buf.ptr_to([off]), nbytes))
+                        lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([off]), nbytes))
                     with TB.Else():
-                        for e in range(vec):
-                            gi = list(gidx)
-                            gi[-1] = gi[-1] + e
-                            ti = list(tidx)
-                            ti[-1] = ti[-1] + e
-                            c = in_bounds(lw, gi, g.shape)
-                            shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
+                        with TB.If(tirx.And(rows_ok, aligned)):
+                            with TB.Then():
+                                src = tirx.Select(valid > 0, off, tirx.const(0, "int32"))
+                                size = tirx.Cast("uint32", valid * (g.dtype.nbits // 8))
+                                lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
+                            with TB.Else():
+                                for e in range(vec):
+                                    gi = list(gidx)
+                                    gi[-1] = gi[-1] + e
+                                    ti = list(tidx)
+                                    ti[-1] = ti[-1] + e
+                                    c = in_bounds(lw, gi, g.shape)
+                                    shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
 
 
 @emitter(I.CopyAsyncCommitGroupInst)
@@ -364,7 +405,7 @@ def _shared_run_ok(st, layout, vec) -> bool:
     t = np.arange(layout.num_threads)[:, None]
     s = np.arange(layout.local_size)[None, :]
     try:
-        offs = np.asarray(st.offset(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
+        offs = np.asarray(st.check_offset(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
                                           for c in layout._coords(t, s))), dtype=np.int64)
     except Exception:
         return False
