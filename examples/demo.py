@@ -63,12 +63,45 @@ def show_lowbit_matmul() -> None:
         print(f"  {wtype:12s} A[20, 80] fp16 @ W[80, 40] (group 32): max |C - torch| = {err:.3g}")
 
 
+def show_compiled_lowbit_matmul() -> None:
+    """The same kernel compiled for an H100 (sm_90) on this machine, and its CUDA simulated here."""
+    import torch
+
+    import matmul_lowbit
+
+    kernel = matmul_lowbit.MatmulLowBit("uint3", group_size=32)
+    compiled = tilus.build(kernel, arch="sm_90")
+    lines = compiled.cuda_source.splitlines()
+    start = next(i for i, line in enumerate(lines) if "__global__" in line)
+    print(f"\nCompiled for sm_90 without a GPU (tilus.build): {len(lines)} lines of CUDA; the start:")
+    print("\n".join("  " + line for line in lines[start:start + 12]))
+    r = compiled.resources
+    sass = compiled.sass
+    counts = ", ".join(f"{op} x{sass.count(op)}" for op in ("HMMA", "LDSM", "LOP3", "PRMT") if op in sass)
+    print(f"  {r.registers} registers, {r.spill_store_bytes} spill bytes, "
+          f"{compiled.launch['shared_bytes']} bytes of shared memory; SASS: {counts}")
+    if torch.cuda.is_available():
+        engine, device = "the GPU", "cuda"
+    else:
+        engine, device = "the CPU simulator of the compiled kernel (tilus.simulate)", "cpu"
+    a, w, scales, ref = matmul_lowbit.make_inputs("uint3", 20, 40, 80, 32)
+    c = torch.empty(20, 40, dtype=torch.float16)
+    args = [t.to(device) for t in (a, w, scales, c)]
+    if device == "cuda":
+        kernel(20, 40, 80, *args)
+        c = args[-1].cpu()
+    else:
+        tilus.simulate(compiled, 20, 40, 80, a, w, scales, c)
+    print(f"  ran on {engine}: max |C - torch| = {(c.float() - ref).abs().max().item():.3g}")
+
+
 def main() -> None:
     show_types()
     show_value_tables()
     show_packing()
     print()
     show_lowbit_matmul()
+    show_compiled_lowbit_matmul()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ def test_demo_prints_value_tables_and_packing():
     assert "%codes: register[uint3, (32, 32)] = view(%raw)" in out
     for wtype in ("uint3", "int4", "uint6", "float6_e3m2", "float4_e2m1"):
         assert f"  {wtype:12s} A[20, 80] fp16 @ W[80, 40]" in out
+    assert "Compiled for sm_90 without a GPU" in out and "0 spill bytes" in out
+    assert "HMMA" in out and "ran on the CPU simulator of the compiled kernel" in out
+    simulated_error = float(out.rsplit("max |C - torch| = ", 1)[1].split()[0])
+    assert simulated_error < 3e-2
 
 
 def test_layout_pictures_draws_the_c_fragment(tmp_path):
