@@ -14,7 +14,6 @@ The CUDA path, per call::
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import sys
@@ -28,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loaded: dict = {}          # (id(program), arch, cache root) -> (program, LoadedKernel)
-_arch_of_device: dict = {}  # torch device index -> "sm_XY"
 
 
 def _on_cuda(x: Any) -> bool:
@@ -61,40 +59,17 @@ def launch(kernel: Any, args: tuple, kwargs: dict | None = None) -> Any:
 
 
 def device_arch(x: Any = None) -> str:
-    """The compute capability of the GPU holding ``x`` (torch: its device; otherwise the current
-    device), as ``sm_XY``; without torch/CUDA, the toolchain's default (``TILUS_ARCH`` or sm_80)."""
-    import os
+    """The architecture (``sm_XY``) of the GPU holding ``x`` (a torch tensor, or a cupy array via
+    its ``device.id``), else of the current device; ``TILUS_ARCH`` overrides it."""
+    from tilus.backend.toolchain import default_arch  # no TVM
 
-    env = os.environ.get("TILUS_ARCH")
-    if env:
-        return _normalize(env)
+    index = None
     torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available():
-            index = None
-            if isinstance(x, torch.Tensor) and x.is_cuda:
-                index = x.device.index
-            elif x is not None and hasattr(x, "device") and hasattr(x.device, "id"):
-                index = x.device.id
-            if index is None:
-                index = torch.cuda.current_device()
-            arch = _arch_of_device.get(index)
-            if arch is None:
-                major, minor = torch.cuda.get_device_capability(index)
-                arch = _arch_of_device[index] = _normalize(f"sm_{major}{minor}")
-            return arch
-    except TilusError:
-        raise
-    except Exception:  # pragma: no cover - broken driver
-        pass
-    return "sm_80"
-
-
-@functools.lru_cache(maxsize=64)
-def _normalize(arch: str) -> str:
-    from tilus.backend.toolchain import normalize_arch  # no TVM
-
-    return normalize_arch(arch)
+    if torch is not None and isinstance(x, torch.Tensor) and x.is_cuda:
+        index = x.device.index
+    elif x is not None and hasattr(x, "device") and hasattr(x.device, "id"):
+        index = x.device.id
+    return default_arch(index)
 
 
 def have_compiler() -> bool:
@@ -106,10 +81,11 @@ def compiled_kernel(kernel_or_program: Any, arch: Optional[str] = None, cache=No
     """The LoadedKernel of a Script (with ``consts``) or Program for ``arch``: from this process's
     table, the kernel cache, or built now (and stored)."""
     from tilus.backend.build_program import as_program
+    from tilus.backend.toolchain import normalize_arch
     from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
 
     program = as_program(kernel_or_program, **consts)
-    arch = _normalize(arch) if arch else device_arch()
+    arch = normalize_arch(arch) if arch else device_arch()
     cache = cache if cache is not None else default_cache()
     slot = (id(program), arch, str(cache.root))
     hit = _loaded.get(slot)

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tilus.errors import CompilationError, ToolNotFoundError
+from tilus.errors import CompilationError, TilusError, ToolNotFoundError
 
 SUPPORTED_ARCHES = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
 DEFAULT_ARCH = "sm_80"
@@ -55,21 +55,28 @@ def normalize_arch(arch: "str | int | None" = None) -> str:
     return name
 
 
-def default_arch() -> str:
-    """The visible GPU's architecture when torch already sees one, else ``sm_80``."""
+_ARCH_OF_DEVICE: dict[int, str] = {}
+
+
+def default_arch(device_index: "int | None" = None) -> str:
+    """``TILUS_ARCH`` if set, else the architecture of the GPU torch sees (``device_index``, or
+    the current one), else ``sm_80``. A visible GPU older than sm_80 is an error, not a guess."""
     env = os.environ.get("TILUS_ARCH")
     if env:
         return normalize_arch(env)
     torch = sys.modules.get("torch")
     try:
-        if torch is not None and torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability()
-            name = f"sm_{major}{minor}"
-            if name in SUPPORTED_ARCHES:
-                return name
+        if torch is None or not torch.cuda.is_available():
+            return DEFAULT_ARCH
+        index = torch.cuda.current_device() if device_index is None else device_index
+        if index not in _ARCH_OF_DEVICE:
+            major, minor = torch.cuda.get_device_capability(index)
+            _ARCH_OF_DEVICE[index] = normalize_arch(f"sm_{major}{minor}")
+        return _ARCH_OF_DEVICE[index]
+    except TilusError:
+        raise
     except Exception:  # pragma: no cover - a broken driver is not our concern here
-        pass
-    return DEFAULT_ARCH
+        return DEFAULT_ARCH
 
 
 # ----------------------------------------------------------------------------------------------
