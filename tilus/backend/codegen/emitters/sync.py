@@ -20,17 +20,17 @@ def sync(lw, inst) -> None:
     lw.sync()
 
 
-def _sema_address(lw, inst):
+def _sema_operands(lw, inst):
+    """The semaphore's buffer, element offset and the int32 value of a lock/release."""
     g = lw.glob(inst.sema)
     off = lw.expr(E.as_expr(g.offset(inst.index)))
-    return g.buf, off
+    value = lw.expr(E.as_expr(inst.value))
+    return g.buf, off, value if dt(value) == "int32" else tirx.Cast("int32", value)
 
 
 @emitter(I.LockSemaphoreInst)
 def lock_semaphore(lw, inst: I.LockSemaphoreInst) -> None:
-    buf, off = _sema_address(lw, inst)
-    value = lw.expr(E.as_expr(inst.value))
-    value = value if dt(value) == "int32" else tirx.Cast("int32", value)
+    buf, off, value = _sema_operands(lw, inst)
     lw.sync()
     with TB.If(lw.tx == 0):
         with TB.Then():
@@ -45,9 +45,7 @@ def lock_semaphore(lw, inst: I.LockSemaphoreInst) -> None:
 
 @emitter(I.ReleaseSemaphoreInst)
 def release_semaphore(lw, inst: I.ReleaseSemaphoreInst) -> None:
-    buf, off = _sema_address(lw, inst)
-    value = lw.expr(E.as_expr(inst.value))
-    value = value if dt(value) == "int32" else tirx.Cast("int32", value)
+    buf, off, value = _sema_operands(lw, inst)
     lw.sync()
     with TB.If(lw.tx == 0):
         with TB.Then():
