@@ -324,6 +324,29 @@ def test_conflicting_annotations_name_the_instruction_and_both_layouts():
     assert "(annotated)" in msg
 
 
+def test_a_conflict_in_a_dsl_kernel_names_the_users_file_and_line():
+    class Conflicting(tilus.Script):
+        def __call__(self, n: tilus.int32, a: ~tilus.float32, c: ~tilus.float32):
+            self.attrs.blocks = 1
+            self.attrs.warps = 4
+            ga = self.global_view(a, dtype=tilus.float32, shape=[n])
+            x = self.load_global(ga, offsets=[0], shape=[256])
+            y = self.load_global(ga, offsets=[256], shape=[256])
+            self.annotate_layout(x, local(2) * spatial(128))
+            self.annotate_layout(y, spatial(128) * local(2))
+            t = x + y
+            self.store_global(self.global_view(c, dtype=tilus.float32, shape=[n]), t, offsets=[0])
+
+    with pytest.raises(LayoutInferenceError) as e:
+        infer_layouts(Conflicting().program())
+    msg = str(e.value)
+    assert str(local(2) * spatial(128)) in msg and str(spatial(128) * local(2)) in msg
+    assert f"{__file__}:" in msg and "t = x + y" in msg
+    written_at = int(msg.split(f"{__file__}:")[1].split(":")[0])
+    source = Path(__file__).read_text().splitlines()[written_at - 1]
+    assert source.strip() == "t = x + y", source
+
+
 def test_annotation_with_the_wrong_thread_count_is_rejected():
     with pytest.raises(LayoutInferenceError, match="64 threads.*128"):
         infer_layouts(add_program(la=spatial(64) * local(4)))

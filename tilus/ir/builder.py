@@ -64,6 +64,9 @@ class ProgramBuilder:
         self.consts: list[tuple[str, Any]] = []
         self._bodies: list[list[Stmt]] = [[]]
         self._names: dict[str, int] = {}
+        # set by a front end to where the statement being built is ("file:line: source")
+        self.location: Optional[str] = None
+        self._sources: dict[str, str] = {}
 
     # ----- names, parameters, statements ---------------------------------------------------
     def fresh_name(self, hint: str) -> str:
@@ -88,6 +91,9 @@ class ProgramBuilder:
     def emit(self, stmt: Stmt) -> None:
         if isinstance(stmt, I.Instruction):
             stmt.check()
+            out = getattr(stmt, "output", None)
+            if self.location is not None and out is not None:
+                self._sources.setdefault(out.name, self.location)
         self._bodies[-1].append(stmt)
 
     @contextlib.contextmanager
@@ -149,7 +155,7 @@ class ProgramBuilder:
         if len(self._bodies) != 1:
             raise IRError("finish() inside an unfinished loop or branch")
         return Program(self.name, tuple(self.params), self.blocks, self.warps, seq(self._bodies[0]),
-                       tuple(self.consts))
+                       tuple(self.consts), tuple(self._sources.items()))
 
     # ----- instructions ---------------------------------------------------------------------
     def _out(self, name: str, dtype: DataType, shape: Sequence[Any], scope: str, layout=None) -> Tensor:

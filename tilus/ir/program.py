@@ -21,6 +21,13 @@ class Program:
     warps: int
     body: Stmt
     consts: tuple[tuple[str, Any], ...] = field(default=())
+    # tensor name -> "file:line: source" of the front-end statement that defined it (for errors
+    # found after building, e.g. by layout inference); not part of the text form or of equality
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def source_of(self, tensor_name: str) -> str | None:
+        """Where the front end defined a tensor, when it said so."""
+        return dict(self.sources).get(tensor_name)
 
     @property
     def num_threads(self) -> int:

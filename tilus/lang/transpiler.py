@@ -122,6 +122,8 @@ class Frame(ExpressionEvaluator):
         method = getattr(self, "stmt_" + type(node).__name__, None)
         if self.ctx is not None:
             self.ctx.location = self.src.location(node)
+            filename, lineno, line = self.ctx.location
+            self.ctx.builder.location = f"{filename}:{lineno}: {line.strip()}"
         try:
             if method is None:
                 raise self.unsupported(node)

@@ -504,9 +504,12 @@ class _Solver:
                          for x in dict.fromkeys(_inst_tensors(inst))
                          if x.scope == REGISTER and x.name in self.known and x.name != t.name]
                 context = "".join(f"\n    {line}" for line in known)
+                out = getattr(inst, "output", None)
+                where = self.program.source_of(out.name) if out is not None else None
                 raise LayoutInferenceError(
                     f"layout conflict at `{self.text(inst)}`: %{t.name} has layout {old} "
                     f"({self.origin[t.name]}), but this instruction requires {layout}"
+                    + (f"\n  written at {where}" if where else "")
                     + (f"\n  the instruction's other tensors:{context}" if context else ""))
             return False
         self._check_fit(t, layout, f"given (by `{self.text(inst)}`)")
