@@ -141,14 +141,21 @@ def test_matmul_fp16_tails(mnk):
     _check(matmul_fp16.MatmulFp16(), [m, n, k, a, b, torch.zeros(m, n).half()], [5])
 
 
-@pytest.mark.parametrize("wtype, sched", [
+SMALL = dict(block_m=16, block_n=64, block_k=32, stages=1, split_k=1, warps=4)
+PIPELINED = [
     ("uint4", dict(block_m=16, block_n=64, block_k=32, stages=2, split_k=1, warps=4)),
     ("int4", dict(block_m=32, block_n=64, block_k=32, stages=3, split_k=1, warps=4)),
     ("float6_e3m2", dict(block_m=16, block_n=64, block_k=32, stages=2, split_k=2, warps=4)),
-])
-def test_ops_quant_matmul_pipelined(wtype, sched, monkeypatch):
-    """tilus.ops' QuantMatmul with a copy_async pipeline over stage slices (cp.async into dynamic
-    slices, ldmatrix from them), lowered and simulated against the interpreter."""
+]
+EVERY_TYPE = [(t.name, SMALL) for t in tilus.dtypes.lowbit_types()]
+
+
+@pytest.mark.parametrize("wtype, sched", PIPELINED + EVERY_TYPE,
+                         ids=[f"{t}-s{s['stages']}k{s['split_k']}" for t, s in PIPELINED + EVERY_TYPE])
+def test_ops_quant_matmul_simulated(wtype, sched, monkeypatch):
+    """tilus.ops' QuantMatmul, lowered and simulated against the interpreter: every weight type
+    the op supports with a plain schedule, and copy_async pipelines over stage slices (cp.async
+    into dynamic slices, ldmatrix from them) and split-k for a few."""
     import importlib
 
     mm = importlib.import_module("tilus.ops.matmul")
