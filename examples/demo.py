@@ -95,6 +95,14 @@ def show_compiled_lowbit_matmul() -> None:
     print(f"  ran on {engine}: max |C - torch| = {(c.float() - ref).abs().max().item():.3g}")
 
 
+def show_quantized_model() -> None:
+    """The end use: a small Llama-style decoder with its linear layers quantized by tilus.nn."""
+    import llm_decode
+
+    print("\nA tiny Llama-style decoder quantized with tilus.nn.quantize_model, against its float self:")
+    llm_decode.run(types=("uint4", "float4_e2m1"), steps=6)
+
+
 def main() -> None:
     show_types()
     show_value_tables()
@@ -102,6 +110,7 @@ def main() -> None:
     print()
     show_lowbit_matmul()
     show_compiled_lowbit_matmul()
+    show_quantized_model()
 
 
 if __name__ == "__main__":

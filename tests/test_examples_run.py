@@ -24,6 +24,7 @@ def test_demo_prints_value_tables_and_packing():
     assert "HMMA" in out and "ran on the CPU simulator of the compiled kernel" in out
     simulated_error = float(out.rsplit("max |C - torch| = ", 1)[1].split()[0])
     assert simulated_error < 3e-2
+    assert "uint4        14 layers quantized" in out and "float4_e2m1  14 layers quantized" in out
 
 
 def test_layout_pictures_draws_the_c_fragment(tmp_path):
