@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from tilus import dtypes
+from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.registry import emitter_for
 from tilus.backend.tvm_shim import tirx, dt
@@ -226,14 +227,6 @@ class Lowerer:
         else:
             a, b = _to(a, operand), _to(b, operand)
         is_float = operand.startswith("float") or operand == "bfloat16"
-        if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
-        if op == "div":
-            return tirx.Div(a, b) if is_float else tirx.truncdiv(a, b)
         if op == "floordiv":
             return tirx.floor(a / b) if is_float else tirx.floordiv(a, b)
         if op == "mod":
@@ -244,19 +237,9 @@ class Lowerer:
             return tirx.min(a, b)
         if op == "max":
             return tirx.max(a, b)
-        if op in E.COMPARISONS:
-            return {"lt": tirx.LT, "le": tirx.LE, "gt": tirx.GT, "ge": tirx.GE, "eq": tirx.EQ,
-                    "ne": tirx.NE}[op](a, b)
-        if op == "bitand":
-            return tirx.bitwise_and(a, b)
-        if op == "bitor":
-            return tirx.bitwise_or(a, b)
-        if op == "bitxor":
-            return tirx.bitwise_xor(a, b)
-        if op == "shl":
-            return tirx.shift_left(a, b)
-        if op == "shr":
-            return tirx.shift_right(a, b)
+        out = common_binary(op, a, b, is_float)
+        if out is not None:
+            return out
         raise CompilationError(f"cannot lower the operator {op}")
 
     # ------------------------------------------------------------------ tensors

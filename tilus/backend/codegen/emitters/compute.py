@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tilus import dtypes
 from tilus.backend.codegen import scalar
+from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import compute, storage
 from tilus.backend.codegen.gather import (broadcast_index, same_index, slot_values, spill_to_shared,
                                           static_slots, flat_index)
@@ -129,36 +130,18 @@ def binary_value(op: str, dtype, a, b):
         return binary_value(op, dtypes.int32, a, b) != tirx.const(0, "int32") \
             if op not in ("lt", "le", "gt", "ge") else binary_value(op, dtypes.int32, a, b)
     is_float = dtype.is_float
-    if op == "add":
-        return a + b
-    if op == "sub":
-        return a - b
-    if op == "mul":
-        return a * b
-    if op == "div":
-        return tirx.Div(a, b) if is_float else tirx.truncdiv(a, b)
     if op == "mod":
         return tirx.fmod(a, b) if is_float else tirx.truncmod(a, b)
     if op == "maximum":
         return tirx.max(a, b)
     if op == "minimum":
         return tirx.min(a, b)
-    if op in ("lt", "le", "gt", "ge", "eq", "ne"):
-        return {"lt": tirx.LT, "le": tirx.LE, "gt": tirx.GT, "ge": tirx.GE, "eq": tirx.EQ,
-                "ne": tirx.NE}[op](a, b)
     if op in ("and", "or"):
         z = tirx.const(0, dt(a))
         return (tirx.And if op == "and" else tirx.Or)(a != z, b != z)
-    if op == "bitand":
-        return tirx.bitwise_and(a, b)
-    if op == "bitor":
-        return tirx.bitwise_or(a, b)
-    if op == "bitxor":
-        return tirx.bitwise_xor(a, b)
-    if op == "shl":
-        return tirx.shift_left(a, b)
-    if op == "shr":
-        return tirx.shift_right(a, b)
+    out = common_binary(op, a, b, is_float)
+    if out is not None:
+        return out
     raise CompilationError(f"unknown binary operation {op}")
 
 
