@@ -983,14 +983,19 @@ def _as_bytes(a, name):
     raise SimulationError(f"argument {name}: expected a numpy array or torch CPU tensor, got {type(a).__name__}")
 
 
-def _int_div(m, a, b, npdt):
-    if npdt.kind == "f":
-        return (a / b).astype(npdt)
+def _safe_divisor(m, b, what: str):
+    """``b`` with zeros replaced by 1, after reporting a zero divisor in an active thread."""
     zero = (b == 0)
     bad = m.mask.reshape((-1,) + (1,) * (np.ndim(b) - 1)) & zero
     if np.any(bad):
-        raise m._err(SimulationError, "integer division by zero", m._threads_of(bad))
-    b = np.where(zero, 1, b)
+        raise m._err(SimulationError, f"integer {what} by zero", m._threads_of(bad))
+    return np.where(zero, 1, b)
+
+
+def _int_div(m, a, b, npdt):
+    if npdt.kind == "f":
+        return (a / b).astype(npdt)
+    b = _safe_divisor(m, b, "division")
     r = np.fmod(a, b)
     return ((a - r) // b).astype(npdt)
 
@@ -998,31 +1003,19 @@ def _int_div(m, a, b, npdt):
 def _int_mod(m, a, b, npdt):
     if npdt.kind == "f":
         return np.fmod(a, b).astype(npdt)
-    zero = (b == 0)
-    bad = m.mask.reshape((-1,) + (1,) * (np.ndim(b) - 1)) & zero
-    if np.any(bad):
-        raise m._err(SimulationError, "integer modulo by zero", m._threads_of(bad))
-    return np.fmod(a, np.where(zero, 1, b)).astype(npdt)
+    return np.fmod(a, _safe_divisor(m, b, "modulo")).astype(npdt)
 
 
 def _floordiv(m, a, b, npdt):
     if npdt.kind == "f":
         return np.floor(a / b).astype(npdt)
-    zero = (b == 0)
-    bad = m.mask.reshape((-1,) + (1,) * (np.ndim(b) - 1)) & zero
-    if np.any(bad):
-        raise m._err(SimulationError, "integer division by zero", m._threads_of(bad))
-    return np.floor_divide(a, np.where(zero, 1, b)).astype(npdt)
+    return np.floor_divide(a, _safe_divisor(m, b, "division")).astype(npdt)
 
 
 def _floormod(m, a, b, npdt):
     if npdt.kind == "f":
         return (a - np.floor(a / b) * b).astype(npdt)
-    zero = (b == 0)
-    bad = m.mask.reshape((-1,) + (1,) * (np.ndim(b) - 1)) & zero
-    if np.any(bad):
-        raise m._err(SimulationError, "integer modulo by zero", m._threads_of(bad))
-    return np.mod(a, np.where(zero, 1, b)).astype(npdt)
+    return np.mod(a, _safe_divisor(m, b, "modulo")).astype(npdt)
 
 
 def _shift(left):

@@ -34,6 +34,20 @@ def flat_index(index, shape) -> Any:
     return flat
 
 
+def unravel(flat, shape) -> tuple:
+    """The row-major index of the flat index ``flat`` in ``shape`` (inverse of ``flat_index``);
+    the outermost coordinate skips the modulo, which is exact for in-range indices."""
+    strides, stride = [], 1
+    for n in reversed(shape):
+        strides.insert(0, stride)
+        stride *= n
+    idx = []
+    for n, st in zip(shape, strides):
+        q = flat // st if st != 1 else flat
+        idx.append(q % n if st * n != stride else q)
+    return tuple(idx)
+
+
 def slot_table(layout, shape, n: int, threads: int, fn: Callable) -> np.ndarray:
     """[threads, n] slots of ``layout`` holding ``fn(t, v)`` in thread t, -1 where t holds none."""
     size = int(np.prod(shape)) if len(shape) else 1

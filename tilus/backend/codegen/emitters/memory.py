@@ -21,6 +21,7 @@ from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
                                                    shared_write, subbyte)
 from tilus.backend.codegen import scalar
+from tilus.backend.codegen.gather import unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import T, TB, tirx
@@ -299,19 +300,6 @@ def _shared_chunk_ok(st: SharedStorage, vec: int) -> bool:
     return bool((np.diff(offs, axis=1) == 1).all() and (offs[:, 0] % vec == 0).all())
 
 
-def _unravel(flat, shape):
-    idx = []
-    stride = 1
-    strides = []
-    for n in reversed(shape):
-        strides.insert(0, stride)
-        stride *= n
-    for n, st in zip(shape, strides):
-        q = flat // st if st != 1 else flat
-        idx.append(q % n if st * n != stride else q)
-    return idx
-
-
 @emitter(I.CopyAsyncInst)
 def copy_async(lw, inst: I.CopyAsyncInst) -> None:
     g = lw.glob(inst.src)
@@ -337,7 +325,7 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
         with frame:
             ctx = TB.Then() if body_guard else _null()
             with ctx:
-                tidx = _unravel(cid * vec, shape)
+                tidx = unravel(cid * vec, shape)
                 gidx = _global_index(inst, tidx, rank, dims)
                 if vec == 1:
                     cond = in_bounds(lw, gidx, g.shape)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tilus.backend.codegen.dtypes_map import is_native
-from tilus.backend.codegen.gather import flat_index, slot_values
+from tilus.backend.codegen.gather import flat_index, slot_values, unravel
 from tilus.backend.codegen.lower import THREAD
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.emitters.compute import write
@@ -109,7 +109,7 @@ def view(lw, inst: I.ViewInst) -> None:
     def fn(t, v):
         s, c = v // count, v % count
         j = _min(out_flat(t, s) * ko // ks + c, last)
-        return _unravel(j, x.shape)
+        return unravel(j, x.shape)
 
     vals = slot_values(lw, x, L * count, fn)
     # the bit shift of each slot: a constant when it is the same in every thread
@@ -133,16 +133,3 @@ def view(lw, inst: I.ViewInst) -> None:
         code = tirx.bitwise_and(tirx.shift_right(acc, sh), mask)
         result.append(_from_code(out.dtype, code))
     write(lw, out, result)
-
-
-def _unravel(flat, shape):
-    idx = []
-    stride = 1
-    strides = []
-    for n in reversed(shape):
-        strides.insert(0, stride)
-        stride *= n
-    for n, st in zip(shape, strides):
-        q = flat // st if st != 1 else flat
-        idx.append(q % n if st * n != stride else q)
-    return tuple(idx)
