@@ -169,6 +169,17 @@ def _owner_guard(lw, layout, index):
 
 
 # ---------------------------------------------------------------------------------- global
+def _vector_access(lw, g, gidx, vec: int):
+    """The element offset of a ``vec``-wide access at ``gidx`` and the run-time condition under
+    which it may be one vector access: both ends in bounds and the offset a multiple of ``vec``."""
+    last = list(gidx)
+    last[-1] = last[-1] + (vec - 1)
+    off = lw.expr(E.as_expr(g.offset(gidx)))
+    cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
+                    tirx.floormod(off, vec) == 0)
+    return off, cond
+
+
 @emitter(I.LoadGlobalInst)
 def load_global(lw, inst: I.LoadGlobalInst) -> None:
     g = lw.glob(inst.src)
@@ -192,11 +203,7 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
             scalar_load(s0)
             continue
         gidx = _global_index(inst, layout.index_exprs(THREAD, s0), rank, dims)
-        last = list(gidx)
-        last[-1] = last[-1] + (vec - 1)
-        off = lw.expr(E.as_expr(g.offset(gidx)))
-        cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
-                        tirx.floormod(off, vec) == 0)
+        off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
             with TB.Then():
                 vector_copy(lw, out.buf, s0, g.buf, off, vec, g.dtype.nbits // 8)
@@ -233,11 +240,7 @@ def store_global(lw, inst: I.StoreGlobalInst) -> None:
             continue
         tidx = layout.index_exprs(THREAD, s0)
         gidx = _global_index(inst, tidx, rank, dims)
-        last = list(gidx)
-        last[-1] = last[-1] + (vec - 1)
-        off = lw.expr(E.as_expr(g.offset(gidx)))
-        cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
-                        tirx.floormod(off, vec) == 0)
+        off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
             with TB.Then():
                 with TB.If(guard(tidx, tirx.const(True, "bool"))) if replicated else _null():
