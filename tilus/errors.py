@@ -59,6 +59,11 @@ class InterpreterError(TilusError):
     """A program did something at run time in the CPU interpreter that has no meaning."""
 
 
+class UninitializedMemoryError(InterpreterError):
+    """The interpreter read shared memory that nothing wrote (on a GPU: whatever was there before);
+    the message names the tensor and the first such index."""
+
+
 class ArgumentError(TilusError, TypeError):
     """A kernel was called with an argument of the wrong count, dtype, shape, device or strides."""
 

@@ -21,6 +21,8 @@ Semantics in brief (the details are in each handler's docstring and in ``values`
   nearest even. Integer ``div`` truncates toward zero, ``mod`` is C's remainder.
 * Scalars (parameters, loop variables, lets) are Python numbers, evaluated with
   ``tilus.ir.expr.evaluate``; int32 wrap-around of scalars is not modelled.
+* Shared memory starts undefined: ``load_shared`` of an element that no ``store_shared`` or
+  ``copy_async`` wrote is an UninitializedMemoryError (naming the tensor and the index).
 
 Modules, one job each:
 

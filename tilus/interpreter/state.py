@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from tilus.dtypes import DataType
-from tilus.errors import InterpreterError
+from tilus.errors import InterpreterError, UninitializedMemoryError
 from tilus.interpreter import values as V
 from tilus.interpreter.memory import GlobalTensor
 from tilus.ir.expr import BlockIdx, Expr, evaluate
@@ -19,6 +19,8 @@ class BlockState:
 
     Register arrays are never mutated in place (handlers build new arrays and rebind), so views
     between them are safe; shared arrays are mutated in place, so slices of them are views.
+    ``written`` maps each shared tensor to a bool array of its shape (views for slices): which
+    elements something has written; reading any other is an UninitializedMemoryError.
     """
 
     def __init__(self, scalars: dict, block: tuple[int, int, int]):
@@ -27,6 +29,7 @@ class BlockState:
             self.scalars[BlockIdx(axis)] = b
         self.block = block
         self.tensors: dict[Tensor, Any] = {}
+        self.written: dict[Tensor, np.ndarray] = {}
 
     # ----- scalars
     def eval(self, e: Expr) -> Any:
@@ -62,6 +65,35 @@ class BlockState:
             return self.get(x)
         v = self.eval(x)
         return V.from_python(dtype if dtype is not None else x.dtype, v)
+
+    def allocate_shared(self, t: Tensor, values: np.ndarray, written: np.ndarray) -> None:
+        """Bind shared tensor ``t`` (or a slice) to ``values`` and its written-mask ``written``."""
+        self.tensors[t] = values
+        self.written[t] = written
+
+    def free_shared(self, t: Tensor) -> None:
+        """Forget shared tensor ``t``: using it afterwards is an InterpreterError."""
+        self.get(t)
+        del self.tensors[t]
+        del self.written[t]
+
+    def write_shared(self, t: Tensor, values: np.ndarray) -> None:
+        """Store ``values`` (broadcast) into every element of shared tensor ``t``."""
+        self.get(t)[...] = values
+        self.written[t][...] = True
+
+    def read_shared(self, t: Tensor) -> np.ndarray:
+        """A copy of shared tensor ``t``; UninitializedMemoryError if an element is unwritten."""
+        values = self.get(t)
+        unwritten = ~self.written[t]
+        if unwritten.any():
+            first = [int(i) for i in np.argwhere(unwritten)[0]]
+            raise UninitializedMemoryError(
+                f"read of shared tensor {t} ({t.dtype}{list(t.shape)}) at index {first}, which "
+                f"nothing has written ({int(unwritten.sum())} of {unwritten.size} elements "
+                f"unwritten): shared memory starts undefined; fill it with store_shared or "
+                f"copy_async first")
+        return np.array(values, copy=True)
 
     def set(self, t: Tensor, value: np.ndarray) -> None:
         """Bind a register tensor to a new array of its dtype's representation and shape."""

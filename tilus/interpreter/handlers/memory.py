@@ -51,24 +51,25 @@ def register_tensor(state: BlockState, inst: I.AllocateRegisterInst) -> None:
 
 @register(I.AllocateSharedInst)
 def shared_tensor(state: BlockState, inst: I.AllocateSharedInst) -> None:
-    """A new shared tile (undefined contents; the interpreter gives zeros). Shared tiles are the
-    only tensors updated in place, so slices of them are views that share their elements."""
+    """A new shared tile with undefined contents: reading an element before something writes it
+    (store_shared, copy_async) is an UninitializedMemoryError. Shared tiles are the only tensors
+    updated in place, so slices of them are views that share their elements."""
     out = inst.output
-    state.tensors[out] = V.zeros(out.dtype, out.shape)
+    state.allocate_shared(out, V.zeros(out.dtype, out.shape), np.zeros(tuple(out.shape), bool))
 
 
 @register(I.FreeSharedInst)
 def free_shared(state: BlockState, inst: I.FreeSharedInst) -> None:
     """Ends the tensor's lifetime: using it afterwards is an InterpreterError."""
-    state.get(inst.tensor)
-    del state.tensors[inst.tensor]
+    state.free_shared(inst.tensor)
 
 
 @register(I.SliceSharedInst)
 def slice_shared(state: BlockState, inst: I.SliceSharedInst) -> None:
     """A view of ``src``: tile dimension j runs along src dimension dims[j] (the last dimensions
     when dims is None) from offsets[dims[j]]; the other dimensions are fixed at their offset.
-    Writes through the view reach ``src``. A slice that leaves ``src`` is an InterpreterError."""
+    Writes through the view reach ``src`` (and mark its elements written). A slice that leaves
+    ``src`` is an InterpreterError."""
     src = state.get(inst.src)
     out_shape = tuple(inst.output.shape)
     rank = len(inst.src.shape)
@@ -81,11 +82,11 @@ def slice_shared(state: BlockState, inst: I.SliceSharedInst) -> None:
             raise InterpreterError(f"slice_shared {inst.output}: offset {offsets[d]} + size {n} "
                                    f"leaves dimension {d} of {inst.src} (size {src.shape[d]})")
         key.append(slice(offsets[d], offsets[d] + n) if d in dims else offsets[d])
-    view = src[tuple(key)]
     # the remaining axes are the spanned dims in increasing order; reorder them as ``dims`` says
     order = sorted(dims)
-    view = np.transpose(view, [order.index(d) for d in dims])
-    state.tensors[inst.output] = view
+    axes = [order.index(d) for d in dims]
+    state.allocate_shared(inst.output, np.transpose(src[tuple(key)], axes),
+                          np.transpose(state.written[inst.src][tuple(key)], axes))
 
 
 def _other(state: BlockState, inst) -> object:
@@ -119,13 +120,15 @@ def store_global(state: BlockState, inst: I.StoreGlobalInst) -> None:
 @register(I.CopyAsyncInst)
 def copy_async(state: BlockState, inst: I.CopyAsyncInst) -> None:
     """dst (shared, whole) = the tile of src at offsets, out-of-bounds elements 0 (as load_global
-    with other=0). The interpreter copies at once: blocks run one after another with all threads
-    in lock-step, so the copy is complete before anything can observe it; commit/wait are no-ops.
+    with other=0); every element of dst counts as written, the zero fill included. The
+    interpreter copies at once: blocks run one after another with all threads in lock-step, so
+    the copy is complete before anything can observe it; commit/wait are no-ops.
     (Reading ``dst`` before the matching wait is a race on a GPU; the interpreter cannot see it.)"""
     g = state.global_tensor(inst.src)
     dst = state.get(inst.dst)
     dims = tile_dims(len(g.shape), dst.ndim, inst.dims)
-    dst[...] = load_tile(g, state.ints(inst.offsets), dst.shape, dims, V.zeros(g.dtype, ()))
+    state.write_shared(inst.dst, load_tile(g, state.ints(inst.offsets), dst.shape, dims,
+                                           V.zeros(g.dtype, ())))
 
 
 @register(I.CopyAsyncCommitGroupInst, I.CopyAsyncWaitGroupInst)
@@ -135,11 +138,12 @@ def copy_async_group(state: BlockState, inst) -> None:
 
 @register(I.LoadSharedInst)
 def load_shared(state: BlockState, inst: I.LoadSharedInst) -> None:
-    """A register tile holding a copy of the whole shared tensor."""
-    state.set(inst.output, np.array(state.get(inst.src), copy=True))
+    """A register tile holding a copy of the whole shared tensor; an element nothing has written
+    (store_shared, copy_async, including its zero fill) is an UninitializedMemoryError."""
+    state.set(inst.output, state.read_shared(inst.src))
 
 
 @register(I.StoreSharedInst)
 def store_shared(state: BlockState, inst: I.StoreSharedInst) -> None:
     """Overwrites the whole shared tensor (or slice) with the register tile."""
-    state.get(inst.dst)[...] = state.get(inst.src)
+    state.write_shared(inst.dst, state.get(inst.src))
