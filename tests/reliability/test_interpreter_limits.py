@@ -1,6 +1,8 @@
 """The interpreter rejects what has no meaning instead of inventing a value or exhausting memory
 (issue 14, items 4, 12 and 16): reads of shared memory nothing wrote, tensors larger than any
 thread block holds, and scalar division by zero."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 import tilus
 from tilus import dtypes
 from tilus.errors import InterpreterError, UninitializedMemoryError
+from tilus.interpreter.state import DEFAULT_MAX_ELEMENTS, MAX_ELEMENTS_ENV
 from tilus.ir.builder import ProgramBuilder
 from tilus.ir.expr import BlockIdx, eq
 
@@ -92,3 +95,49 @@ def test_each_block_starts_with_unwritten_shared_memory():
     b.store_global(b.global_view(out, dtypes.float32, [2, 8]), b.load_shared(s), [BlockIdx(0), 0])
     with pytest.raises(UninitializedMemoryError, match=r"block \(1, 0, 0\)"):
         tilus.interpret(b.finish(), np.zeros(16, np.float32))
+
+
+# ---- item 12: tensors larger than a thread block holds ---------------------------------------
+def test_a_register_tile_of_2_to_the_31_elements_is_refused_before_allocation():
+    b = ProgramBuilder("huge")
+    b.register_tensor(dtypes.float32, [1 << 31])
+    start = time.perf_counter()
+    with pytest.raises(InterpreterError, match=r"register tensor .* \(float32\[2147483648\]\) has "
+                                               r"2,147,483,648 elements, more than the interpreter's "
+                                               r"limit of 16,777,216"):
+        tilus.interpret(b.finish())
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("make", [
+    lambda b, p: b.shared_tensor(dtypes.int8, [1 << 13, 1 << 12]),
+    lambda b, p: b.repeat(b.register_tensor(dtypes.int32, [1024], init=1), [1 << 15]),
+    lambda b, p: b.broadcast(b.register_tensor(dtypes.int32, [1, 8], init=1), [1 << 22, 8]),
+    lambda b, p: b.load_global(b.global_view(p, dtypes.float32, [16]), [0], [1 << 25]),
+], ids=["shared", "repeat", "broadcast", "load_global"])
+def test_every_instruction_output_is_capped(make):
+    b = ProgramBuilder("big")
+    p = b.param("p", ~dtypes.float32)
+    make(b, p)
+    with pytest.raises(InterpreterError, match=f"limit of {DEFAULT_MAX_ELEMENTS:,} per tensor"):
+        tilus.interpret(b.finish(), np.zeros(16, np.float32))
+
+
+def test_the_limit_is_configurable(monkeypatch):
+    def program(n):
+        b = ProgramBuilder("sized")
+        out = b.param("out", ~dtypes.int32)
+        b.store_global(b.global_view(out, dtypes.int32, [n]),
+                       b.register_tensor(dtypes.int32, [n], init=2), [0])
+        return b.finish()
+
+    monkeypatch.setenv(MAX_ELEMENTS_ENV, "64")
+    out = np.zeros(65, np.int32)
+    tilus.interpret(program(64), out[:64])
+    assert (out[:64] == 2).all()
+    with pytest.raises(InterpreterError, match=f"65 elements, more than the interpreter's limit of "
+                                               f"64 per tensor .*{MAX_ELEMENTS_ENV}"):
+        tilus.interpret(program(65), out)
+    monkeypatch.setenv(MAX_ELEMENTS_ENV, "lots")
+    with pytest.raises(InterpreterError, match=f"{MAX_ELEMENTS_ENV}='lots': must be a positive"):
+        tilus.interpret(program(8), out[:8])

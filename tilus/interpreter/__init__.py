@@ -23,6 +23,8 @@ Semantics in brief (the details are in each handler's docstring and in ``values`
   ``tilus.ir.expr.evaluate``; int32 wrap-around of scalars is not modelled.
 * Shared memory starts undefined: ``load_shared`` of an element that no ``store_shared`` or
   ``copy_async`` wrote is an UninitializedMemoryError (naming the tensor and the index).
+* A register or shared tensor may have at most ``state.DEFAULT_MAX_ELEMENTS`` (2^24) elements, or
+  ``$TILUS_INTERPRETER_MAX_ELEMENTS``; a larger one is an InterpreterError before any allocation.
 
 Modules, one job each:
 

@@ -8,7 +8,7 @@ from tilus.errors import InterpreterError, TilusError
 from tilus.interpreter import handlers  # noqa: F401  (registers the instruction handlers)
 from tilus.interpreter.arguments import bind_arguments
 from tilus.interpreter.registry import handler_for
-from tilus.interpreter.state import BlockState
+from tilus.interpreter.state import BlockState, max_elements
 from tilus.ir.expr import evaluate
 from tilus.ir.inst import Instruction
 from tilus.ir.program import Program
@@ -46,6 +46,9 @@ def run_stmt(state: BlockState, s: Stmt) -> None:
     entry; ``while`` re-evaluates its condition before every iteration."""
     if isinstance(s, Instruction):
         try:
+            out = getattr(s, "output", None)
+            if out is not None:
+                state.check_size(out)
             handler_for(s)(state, s)
         except TilusError as e:
             if not getattr(e, "_tilus_located", False):
@@ -134,5 +137,6 @@ def interpret(kernel: Any, *args: Any) -> None:
     """
     program, args = as_program(kernel, args)
     scalars = bind_arguments(program, args)
+    limit = max_elements()
     for block in grid(program, scalars):
-        run_stmt(BlockState(scalars, block), program.body)
+        run_stmt(BlockState(scalars, block, limit), program.body)

@@ -1,6 +1,7 @@
 """The state of one running thread block: scalar environment and tensor values."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,28 @@ from tilus.errors import InterpreterError, UninitializedMemoryError
 from tilus.interpreter import values as V
 from tilus.interpreter.memory import GlobalTensor
 from tilus.ir.expr import BlockIdx, Expr, evaluate
-from tilus.ir.types import Tensor
+from tilus.ir.types import REGISTER, SHARED, Tensor
+
+#: The environment variable that overrides ``DEFAULT_MAX_ELEMENTS``.
+MAX_ELEMENTS_ENV = "TILUS_INTERPRETER_MAX_ELEMENTS"
+#: The most elements one register or shared tensor may have in the interpreter. No thread block
+#: holds more: 255 registers x 1024 threads x 32 one-bit elements is 8,355,840.
+DEFAULT_MAX_ELEMENTS = 1 << 24
+
+
+def max_elements() -> int:
+    """The per-tensor element limit: ``$TILUS_INTERPRETER_MAX_ELEMENTS`` or the default."""
+    text = os.environ.get(MAX_ELEMENTS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_ELEMENTS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise InterpreterError(f"{MAX_ELEMENTS_ENV}={text!r}: must be a positive integer "
+                               f"(the default is {DEFAULT_MAX_ELEMENTS})")
+    return limit
 
 
 class BlockState:
@@ -21,13 +43,16 @@ class BlockState:
     between them are safe; shared arrays are mutated in place, so slices of them are views.
     ``written`` maps each shared tensor to a bool array of its shape (views for slices): which
     elements something has written; reading any other is an UninitializedMemoryError.
+    ``limit`` is the most elements a register or shared tensor may have.
     """
 
-    def __init__(self, scalars: dict, block: tuple[int, int, int]):
+    def __init__(self, scalars: dict, block: tuple[int, int, int],
+                 limit: int = DEFAULT_MAX_ELEMENTS):
         self.scalars: dict[Any, Any] = dict(scalars)
         for axis, b in enumerate(block):
             self.scalars[BlockIdx(axis)] = b
         self.block = block
+        self.limit = limit
         self.tensors: dict[Tensor, Any] = {}
         self.written: dict[Tensor, np.ndarray] = {}
 
@@ -65,6 +90,15 @@ class BlockState:
             return self.get(x)
         v = self.eval(x)
         return V.from_python(dtype if dtype is not None else x.dtype, v)
+
+    def check_size(self, t: Tensor) -> None:
+        """InterpreterError when register/shared tensor ``t`` has more elements than ``limit``."""
+        if t.scope not in (REGISTER, SHARED) or t.type.size <= self.limit:
+            return
+        raise InterpreterError(
+            f"{t.scope} tensor {t} ({t.dtype}{list(t.shape)}) has {t.type.size:,} elements, more "
+            f"than the interpreter's limit of {self.limit:,} per tensor (no thread block holds "
+            f"that many); use smaller tiles, or raise the limit with {MAX_ELEMENTS_ENV}")
 
     def allocate_shared(self, t: Tensor, values: np.ndarray, written: np.ndarray) -> None:
         """Bind shared tensor ``t`` (or a slice) to ``values`` and its written-mask ``written``."""

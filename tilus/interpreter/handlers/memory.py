@@ -41,7 +41,8 @@ def global_view(state: BlockState, inst: I.GlobalViewInst) -> None:
 @register(I.AllocateRegisterInst)
 def register_tensor(state: BlockState, inst: I.AllocateRegisterInst) -> None:
     """A new register tile, every element ``init`` (converted to the tile's dtype). Without
-    ``init`` the contents are undefined; the interpreter gives zeros (do not rely on it)."""
+    ``init`` the contents are undefined; the interpreter gives zeros (do not rely on it). Like
+    every register or shared tensor, it may have at most ``state.limit`` elements."""
     out = inst.output
     arr = V.zeros(out.dtype, out.shape)
     if inst.init is not None:
