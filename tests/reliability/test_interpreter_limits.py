@@ -141,3 +141,47 @@ def test_the_limit_is_configurable(monkeypatch):
     monkeypatch.setenv(MAX_ELEMENTS_ENV, "lots")
     with pytest.raises(InterpreterError, match=f"{MAX_ELEMENTS_ENV}='lots': must be a positive"):
         tilus.interpret(program(8), out[:8])
+
+
+# ---- item 16: scalar division by zero -----------------------------------------------------------
+def _store_scalar(b, out, value):
+    b.store_global(b.global_view(out, dtypes.int32, [1]),
+                   b.register_tensor(dtypes.int32, [1], init=value), [0])
+
+
+@pytest.mark.parametrize("op", ["floordiv", "mod"])
+def test_scalar_division_by_zero_names_the_expression(op):
+    b = ProgramBuilder("div0")
+    n = b.param("n", dtypes.int32)
+    out = b.param("out", ~dtypes.int32)
+    q = b.let("q", 5 // (n - n) if op == "floordiv" else 5 % (n - n))
+    _store_scalar(b, out, q)
+    sym = "//" if op == "floordiv" else "%"
+    with pytest.raises(InterpreterError, match=rf"division by zero in the scalar expression "
+                                               rf"5 {sym} \(n - n\) \(with n = 3\)"):
+        tilus.interpret(b.finish(), 3, np.zeros(1, np.int32))
+
+
+def test_division_by_zero_in_a_loop_bound_and_in_the_grid():
+    b = ProgramBuilder("bounds")
+    n = b.param("n", dtypes.int32)
+    out = b.param("out", ~dtypes.int32)
+    with b.for_range(0, 10 // n) as i:
+        _store_scalar(b, out, i)
+    with pytest.raises(InterpreterError, match=r"division by zero .*10 // n \(with n = 0\)"):
+        tilus.interpret(b.finish(), 0, np.zeros(1, np.int32))
+    g = ProgramBuilder("grid")
+    m = g.param("m", dtypes.int32)
+    g.blocks = (4 // m,)
+    with pytest.raises(InterpreterError, match=r"division by zero .*4 // m \(with m = 0\)"):
+        tilus.interpret(g.finish(), 0)
+
+
+def test_nonzero_divisors_still_divide():
+    b = ProgramBuilder("div")
+    n = b.param("n", dtypes.int32)
+    out = b.param("out", ~dtypes.int32)
+    _store_scalar(b, out, 17 // n)
+    res = np.zeros(1, np.int32)
+    tilus.interpret(b.finish(), 5, res)
+    assert res[0] == 3

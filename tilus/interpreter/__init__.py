@@ -20,7 +20,8 @@ Semantics in brief (the details are in each handler's docstring and in ``values`
 * Casts: float->int truncates then saturates (NaN -> 0), int->int wraps (C), ->float rounds to
   nearest even. Integer ``div`` truncates toward zero, ``mod`` is C's remainder.
 * Scalars (parameters, loop variables, lets) are Python numbers, evaluated with
-  ``tilus.ir.expr.evaluate``; int32 wrap-around of scalars is not modelled.
+  ``tilus.ir.expr.evaluate``; int32 wrap-around of scalars is not modelled. A division or
+  remainder by zero in a scalar expression is an InterpreterError naming the expression.
 * Shared memory starts undefined: ``load_shared`` of an element that no ``store_shared`` or
   ``copy_async`` wrote is an UninitializedMemoryError (naming the tensor and the index).
 * A register or shared tensor may have at most ``state.DEFAULT_MAX_ELEMENTS`` (2^24) elements, or

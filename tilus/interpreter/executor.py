@@ -8,8 +8,7 @@ from tilus.errors import InterpreterError, TilusError
 from tilus.interpreter import handlers  # noqa: F401  (registers the instruction handlers)
 from tilus.interpreter.arguments import bind_arguments
 from tilus.interpreter.registry import handler_for
-from tilus.interpreter.state import BlockState, max_elements
-from tilus.ir.expr import evaluate
+from tilus.interpreter.state import BlockState, evaluate_scalar, max_elements
 from tilus.ir.inst import Instruction
 from tilus.ir.program import Program
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt,
@@ -96,7 +95,7 @@ def grid(program: Program, scalars: dict) -> list[tuple[int, int, int]]:
     fastest, then y, then z (a GPU's order is unspecified)."""
     sizes = []
     for e in program.blocks:
-        n = int(evaluate(e, scalars))
+        n = int(evaluate_scalar(e, scalars))
         if n < 0:
             raise InterpreterError(f"kernel '{program.name}': the grid size {e} evaluated to {n}")
         sizes.append(n)

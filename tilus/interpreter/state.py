@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from tilus.dtypes import DataType
 from tilus.errors import InterpreterError, UninitializedMemoryError
 from tilus.interpreter import values as V
 from tilus.interpreter.memory import GlobalTensor
-from tilus.ir.expr import BlockIdx, Expr, evaluate
+from tilus.ir.expr import BlockIdx, Expr, evaluate, free_vars
 from tilus.ir.types import REGISTER, SHARED, Tensor
 
 #: The environment variable that overrides ``DEFAULT_MAX_ELEMENTS``.
@@ -33,6 +33,17 @@ def max_elements() -> int:
         raise InterpreterError(f"{MAX_ELEMENTS_ENV}={text!r}: must be a positive integer "
                                f"(the default is {DEFAULT_MAX_ELEMENTS})")
     return limit
+
+
+def evaluate_scalar(e: Expr, env: Mapping[Any, Any]) -> Any:
+    """``evaluate(e, env)``; a division or remainder by zero is an InterpreterError naming ``e``."""
+    try:
+        return evaluate(e, env)
+    except ZeroDivisionError:
+        values = ", ".join(f"{v} = {env[v]}" for v in sorted(free_vars(e), key=str) if v in env)
+        raise InterpreterError(f"division by zero in the scalar expression {e}"
+                               + (f" (with {values})" if values else "")
+                               + " (undefined on a GPU)") from None
 
 
 class BlockState:
@@ -58,7 +69,7 @@ class BlockState:
 
     # ----- scalars
     def eval(self, e: Expr) -> Any:
-        return evaluate(e, self.scalars)
+        return evaluate_scalar(e, self.scalars)
 
     def eval_int(self, e: Expr, what: str = "an index") -> int:
         v = self.eval(e)
