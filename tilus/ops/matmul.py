@@ -24,6 +24,7 @@ import torch
 
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
 from tilus.ops.quantize import QuantizedWeight, dequantize_packed, padded_n
+from tilus.ops.validation import check_schedule
 
 ENGINES = ("auto", "interpreter", "fallback", "compiled")
 _ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -223,10 +224,16 @@ def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tenso
            engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
     """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
 
-    See the module docstring for ``engine``; ``schedule`` (block_m/block_n/block_k/split_k/warps)
-    overrides the tuned/heuristic one for the interpreter and compiled engines."""
+    See the module docstring for ``engine``; ``schedule`` (a dict of some of
+    ``QuantMatmul.schedule_names()``: block_m/block_n/block_k/split_k/warps/stages, integers >= 1;
+    anything else is an ArgumentError) overrides the tuned/heuristic one for the interpreter and
+    compiled engines."""
     if engine not in ENGINES:
         raise ArgumentError(f"matmul: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if schedule is not None:
+        from tilus.ops.kernels import QuantMatmul
+
+        schedule = check_schedule(schedule, QuantMatmul.schedule_names(), "matmul")
     _check(a, qweight, bias)
     lead = a.shape[:-1]
     a2 = a.reshape(-1, qweight.k)
