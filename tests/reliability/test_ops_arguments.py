@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import tilus
-from tilus.errors import ArgumentError
+from tilus.errors import ArgumentError, QuantizationError
+from tilus.nn import QuantLinear
 
 
 # ---- item 14: matmul's schedule ------------------------------------------------------------------
@@ -29,3 +30,28 @@ def test_matmul_accepts_a_partial_schedule():
     out = tilus.ops.matmul(a, qw, engine="interpreter", schedule={"block_n": 8, "stages": 2})
     torch.testing.assert_close(out, tilus.ops.matmul(a, qw, engine="fallback"), rtol=2e-3,
                                atol=2e-3)
+
+
+# ---- item 14: QuantLinear's constructor ----------------------------------------------------------
+@pytest.mark.parametrize("kwargs,error,words", [
+    (dict(in_features=256, out_features=8, group_size=0), QuantizationError, "group_size"),
+    (dict(in_features=256, out_features=8, group_size=-8), QuantizationError, "group_size"),
+    (dict(in_features=256, out_features=8, group_size="64"), QuantizationError, "group_size"),
+    (dict(in_features=256, out_features=8, group_size=96), QuantizationError,
+     "group_size 96 does not divide in_features 256"),
+    (dict(in_features=256, out_features=-1), ArgumentError, "out_features must be an integer >= 1"),
+    (dict(in_features=0, out_features=8, group_size=None), ArgumentError,
+     "in_features must be an integer >= 1"),
+    (dict(in_features=256.0, out_features=8), ArgumentError, "in_features"),
+    (dict(in_features=256, out_features=8, symmetric="no"), QuantizationError,
+     "symmetric must be None, True or False"),
+])
+def test_quant_linear_constructor_errors(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        QuantLinear(**kwargs)
+
+
+def test_group_size_error_says_what_is_allowed():
+    with pytest.raises(QuantizationError, match="a positive integer that divides in_features = 256, "
+                                                "or None / -1 for one group"):
+        QuantLinear(256, 8, group_size=0)

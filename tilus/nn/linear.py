@@ -23,6 +23,7 @@ from torch import nn
 from tilus.errors import QuantizationError
 from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype, padded_n,
                                 quantize, weight_type)
+from tilus.ops.validation import check_group_size, check_int, check_optional_bool
 
 
 def _scheme(dtype: str, symmetric: Optional[bool]) -> tuple[bool, bool, float]:
@@ -43,15 +44,14 @@ class QuantLinear(nn.Module):
                  dtype="uint4", group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
                  scale_dtype=torch.float16, device=None):
         super().__init__()
+        in_features = check_int(in_features, "in_features", "QuantLinear")
+        out_features = check_int(out_features, "out_features", "QuantLinear")
         t = weight_type(dtype)
-        if group_size is None or group_size == -1:
-            group_size = in_features
-        if in_features % group_size:
-            raise QuantizationError(f"group_size {group_size} does not divide in_features "
-                                    f"{in_features}")
+        group_size = check_group_size(group_size, in_features, "QuantLinear")
+        symmetric = check_optional_bool(symmetric, "symmetric", "QuantLinear", QuantizationError)
         self.in_features, self.out_features = in_features, out_features
         self.dtype_name = t.name
-        self.group_size = int(group_size)
+        self.group_size = group_size
         self.symmetric, has_zeros, self.zero_point = _scheme(t.name, symmetric)
         sdt = _scale_dtype(scale_dtype, torch.empty(0))
         g = in_features // self.group_size

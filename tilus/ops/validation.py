@@ -3,9 +3,9 @@ accepts or raises a ``tilus.errors`` error that names the argument and what is a
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from tilus.errors import ArgumentError, TilusError
+from tilus.errors import ArgumentError, QuantizationError, TilusError
 
 
 def _is_int(value: Any) -> bool:
@@ -19,6 +19,30 @@ def check_int(value: Any, name: str, where: str, minimum: int = 1,
         raise error(f"{where}: {name} must be an integer >= {minimum}, got "
                     f"{type(value).__name__} {value!r}")
     return int(value)
+
+
+def check_group_size(group_size: Any, k: int, where: str) -> int:
+    """The group size along K = ``k``: None or -1 mean one group (``k``); otherwise a positive
+    integer that divides ``k`` (QuantizationError if not)."""
+    if group_size is None or (_is_int(group_size) and group_size == -1):
+        return k
+    allowed = f"a positive integer that divides in_features = {k}, or None / -1 for one group"
+    if not _is_int(group_size) or group_size < 1:
+        raise QuantizationError(f"{where}: group_size must be {allowed}; got "
+                                f"{type(group_size).__name__} {group_size!r}")
+    if k % group_size:
+        raise QuantizationError(f"{where}: group_size {group_size} does not divide in_features "
+                                f"{k}; group_size must be {allowed}")
+    return int(group_size)
+
+
+def check_optional_bool(value: Any, name: str, where: str,
+                        error: type[TilusError]) -> Optional[bool]:
+    """``value`` when it is None, True or False, else ``error``."""
+    if value is not None and not isinstance(value, bool):
+        raise error(f"{where}: {name} must be None, True or False, got "
+                    f"{type(value).__name__} {value!r}")
+    return value
 
 
 def check_schedule(schedule: Any, allowed: Sequence[str], where: str) -> dict:
