@@ -43,7 +43,7 @@ def test_from_linear_matches_ops_matmul():
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     ref_i = matmul(x, qw, lin.bias.detach().half(), engine="interpreter")
     torch.testing.assert_close(out, ref_i, rtol=4e-3, atol=2e-3)
-    # float32 input: computed in the scale dtype, returned in float32, close to the float layer
+    # float32 input: computed in float32 (as nn.Linear), close to the float layer
     y = q(x.float())
     assert y.dtype == torch.float32
     assert (y - lin(x.float())).abs().max() < 0.25

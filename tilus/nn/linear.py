@@ -7,10 +7,13 @@ a small ``_extra_state`` (weight type, group size, format version) checked on lo
 ``QuantLinear(in_features, out_features, bias, dtype=..., group_size=..., symmetric=...)`` has
 buffers of the right shapes, ready for ``load_state_dict``.
 
-``forward(x)``: ``x [..., in_features]`` -> ``[..., out_features]`` through the custom op
-``tilus::quant_matmul`` (so ``torch.compile(fullgraph=True)`` sees one node): the Tilus kernel on
-CUDA, dequantize + matmul on the CPU. fp16/bf16 inputs are used as they are; other float inputs
-are cast to the scale dtype and the result is cast back.
+``forward(x)``: ``x [..., in_features]`` -> ``[..., out_features]`` in x's dtype, through one
+custom op (so ``torch.compile(fullgraph=True)`` sees one node). float16/bfloat16 inputs:
+``tilus::quant_matmul``, the Tilus kernel on CUDA, dequantize + matmul on the CPU. float32/float64
+inputs: ``tilus::dequant_linear``, computed as ``nn.Linear`` would, in their own dtype (no float16
+overflow): the weight dequantized to x's dtype and multiplied on x's device. Other dtypes
+(integers, bool, float8, complex) raise ArgumentError, a wrong last dimension ArgumentError,
+another device DeviceMismatchError.
 """
 from __future__ import annotations
 
@@ -21,9 +24,29 @@ import torch
 from torch import nn
 
 from tilus.errors import QuantizationError
-from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype, padded_n,
-                                quantize, weight_type)
-from tilus.ops.validation import check_group_size, check_int, check_optional_bool
+from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype,
+                                dequantize_packed, padded_n, quantize, weight_type)
+from tilus.ops.validation import (check_activations, check_group_size, check_int,
+                                  check_optional_bool)
+
+#: Input dtypes that go through the quantized-matmul kernel as they are.
+KERNEL_DTYPES = (torch.float16, torch.bfloat16)
+#: Input dtypes computed in their own precision from the dequantized weight.
+WIDE_DTYPES = (torch.float32, torch.float64)
+
+
+@torch.library.custom_op("tilus::dequant_linear", mutates_args=())
+def dequant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                   zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str, n: int,
+                   k: int, group_size: int, zero_point: float) -> torch.Tensor:
+    """``x [M, K] @ dequant(qweight).T + bias`` -> [M, N], computed in x's dtype on x's device."""
+    w = dequantize_packed(qweight, scales, zeros, dtype, n, k, group_size, zero_point, x.dtype)
+    return nn.functional.linear(x, w.t(), None if bias is None else bias.to(x.dtype))
+
+
+@dequant_linear.register_fake
+def _dequant_linear_fake(x, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point):
+    return x.new_empty((x.shape[0], n))
 
 
 def _scheme(dtype: str, symmetric: Optional[bool]) -> tuple[bool, bool, float]:
@@ -102,19 +125,18 @@ class QuantLinear(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        orig = x.dtype
-        if orig not in (torch.float16, torch.bfloat16):
-            x = x.to(self.scales.dtype)
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        """``x [..., in_features]`` -> ``[..., out_features]`` in x's dtype (see the module doc)."""
+        check_activations(x, self.in_features, self.qweight.device, KERNEL_DTYPES + WIDE_DTYPES,
+                          "QuantLinear")
         bias = self.bias
-        if bias is not None and bias.dtype != x2.dtype:
-            bias = bias.to(x2.dtype)
-        out = torch.ops.tilus.quant_matmul(x2, self.qweight, self.scales, self.zeros, bias,
-                                           self.dtype_name, self.out_features, self.in_features,
-                                           self.group_size, float(self.zero_point))
-        out = out.reshape(*lead, self.out_features)
-        return out if out.dtype == orig else out.to(orig)
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        wide = x.dtype in WIDE_DTYPES
+        op = torch.ops.tilus.dequant_linear if wide else torch.ops.tilus.quant_matmul
+        out = op(x.reshape(-1, self.in_features), self.qweight, self.scales, self.zeros, bias,
+                 self.dtype_name, self.out_features, self.in_features, self.group_size,
+                 float(self.zero_point))
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def _apply(self, fn, *args, **kwargs):
         """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales

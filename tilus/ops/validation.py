@@ -5,7 +5,9 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any, Mapping, Optional, Sequence
 
-from tilus.errors import ArgumentError, QuantizationError, TilusError
+import torch
+
+from tilus.errors import ArgumentError, DeviceMismatchError, QuantizationError, TilusError
 
 
 def _is_int(value: Any) -> bool:
@@ -60,3 +62,20 @@ def check_schedule(schedule: Any, allowed: Sequence[str], where: str) -> dict:
         out[key] = check_int(value, f"schedule[{key!r}]", where)
     return out
 
+
+def check_activations(x: Any, k: int, device: torch.device, allowed: Sequence[torch.dtype],
+                      where: str) -> None:
+    """``x`` must be a tensor ``[..., k]`` of a dtype in ``allowed`` on ``device``."""
+    if not isinstance(x, torch.Tensor):
+        raise ArgumentError(f"{where}: the input must be a torch tensor [..., {k}], got "
+                            f"{type(x).__name__}")
+    if x.dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        raise ArgumentError(f"{where}: the input has dtype {str(x.dtype).replace('torch.', '')}; "
+                            f"allowed: {names} (convert it, e.g. x.float())")
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ArgumentError(f"{where}: the input has shape {list(x.shape)}; its last dimension "
+                            f"must be in_features = {k}")
+    if x.device != device:
+        raise DeviceMismatchError(f"{where}: the input is on {x.device} but the weight is on "
+                                  f"{device}; move one of them (.to(device))")
