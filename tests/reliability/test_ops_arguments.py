@@ -1,5 +1,7 @@
 """The public ops reject bad arguments with tilus errors that name them, and compute the rest
-right (issue 14, items 2 and 14)."""
+right (issue 14, items 2 and 14): the reproducers, then the fuzz harness of ``fuzz_ops``."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,8 @@ from torch import nn
 import tilus
 from tilus.errors import ArgumentError, DeviceMismatchError, QuantizationError
 from tilus.nn import QuantLinear
+
+from tests.reliability.fuzz_ops import CATEGORIES, outcomes
 
 
 # ---- item 14: matmul's schedule ------------------------------------------------------------------
@@ -126,3 +130,19 @@ def test_input_on_another_device_is_a_device_mismatch(layer):
 def test_not_a_tensor_is_rejected(layer):
     with pytest.raises(ArgumentError, match="torch tensor"):
         layer(np.zeros((2, 256), np.float32))
+
+
+# ---- the fuzz harness ----------------------------------------------------------------------------
+@pytest.mark.parametrize("category", list(CATEGORIES))
+def test_fuzz_ops_arguments(category):
+    start = time.perf_counter()
+    results = outcomes(category)
+    failures = [f"{case.label}: {why}" for case, why in results if why is not None]
+    assert len(results) >= 150
+    assert not failures, f"{len(failures)} of {len(results)} cases failed:\n" + "\n".join(failures[:20])
+    assert time.perf_counter() - start < 20
+
+
+def test_fuzz_cases_are_deterministic():
+    for make in CATEGORIES.values():
+        assert [c.label for c in make()] == [c.label for c in make()]
