@@ -6,6 +6,7 @@ from tilus import dtypes as D
 from tilus.ir import inst as I
 from tilus.ir.builder import ProgramBuilder
 from tilus.ir.expr import BlockIdx, cdiv, const
+from tilus.ir.layout import local, replicate, spatial
 
 
 def matmul_program():
@@ -90,6 +91,9 @@ def every_instruction_program():
                 b.binary(op, 2.0, f, out=r)
     cond = b.binary("ge", f, scale)
     b.where(cond, f, 0.0)
+    b.fma(f, 2.0, r)
+    packed = b.register_tensor(D.uint8, [1, 64], init=0, layout=spatial(1, 64) * replicate(2))
+    b.reinterpret(packed, D.uint4, [2, 64], local(2, 1) * spatial(1, 64) * replicate(2))
     for op in I.REDUCE_OPS:
         b.reduce(op, f, 1, keepdim=(op == "sum"))
     h = b.register_tensor(D.float16, [16, 16], init=0.5)

@@ -37,7 +37,17 @@ try:
 except ImportError as exc:  # pragma: no cover - the dependency is pinned
     raise CompilationError(f"the Tilus backend needs apache-tvm 0.27 (import failed: {exc})") from exc
 
+from tvm_ffi import structural_equal  # noqa: E402,F401  (tirx expressions equal by structure)
+
 TVM_VERSION = tvm.__version__
+
+
+def provably_true(cond) -> bool:
+    """Whether TVM's arithmetic analyzer proves the tirx condition for every value of its vars."""
+    import tvm.sym
+
+    return bool(tvm.sym.Analyzer().can_prove(cond))
+
 ir = tvm.ir  # Call, Op, StringImm, TensorLoad, Var, PrimType, PointerType (node classes of TIR expressions)
 IRModule = tvm.IRModule
 PrimFunc = tirx.PrimFunc

@@ -236,6 +236,18 @@ class ProgramBuilder:
             shape = (*x.shape[:-1], bits // dtype.nbits)
         return self._emit_out(I.ViewInst(self._out(name, dtype, _ints(shape, "shape"), REGISTER), x))
 
+    def reinterpret(self, x: Tensor, dtype: DataType | str, shape: Sequence[int], layout,
+                    name: str = "v") -> Tensor:
+        """Thread-wise reinterpretation of ``x`` (which must carry its layout) as ``dtype[shape]``
+        in ``layout``."""
+        out = self._out(name, dtypes.get(dtype), _ints(shape, "shape"), REGISTER, layout)
+        return self._emit_out(I.ReinterpretInst(out, x))
+
+    def fma(self, a: Tensor, b: Tensor | ExprLike, c: Tensor | ExprLike, name: str = "f") -> Tensor:
+        a, b, c = self._elementwise_operands(a, b, c)
+        shape = _broadcast("fma", *(I.operand_shape(x) for x in (a, b, c)))
+        return self._emit_out(I.FmaInst(self._out(name, a.dtype, shape, REGISTER), a, b, c))
+
     def cast(self, x: Tensor, dtype: DataType | str, name: str = "c") -> Tensor:
         return self._emit_out(I.CastInst(self._out(name, dtype, x.shape, REGISTER), x))
 

@@ -340,6 +340,65 @@ class ViewInst(Instruction):
 
 
 @dataclass(frozen=True, repr=False)
+class ReinterpretInst(Instruction):
+    """Reinterprets each thread's registers: thread t's slots of ``x`` (in ``x``'s layout), read
+    as one bit stream (slot i at bits [i*K, (i+1)*K)), are its slots of the output in the
+    output's layout and dtype. Both layouts are part of the instruction (the tensors' types), so
+    its meaning is a fixed permutation of bits that the interpreter computes and the GPU gets
+    for free (NVIDIA Tilus's ``view(x, layout=)``)."""
+
+    NAME = "reinterpret"
+    OPERANDS = ("x",)
+    output: Tensor
+    x: Tensor
+
+    def check(self) -> None:
+        self._need("x", self.x, REGISTER)
+        self._output_is(REGISTER)
+        src, dst = self.x.layout, self.output.layout
+        if src is None or dst is None:
+            _fail(self, f"both {self.x} and the output need a layout (annotate_layout / layout=)")
+        if src.num_threads != dst.num_threads:
+            _fail(self, f"{self.x}'s layout spans {src.num_threads} threads, the output's "
+                        f"{dst.num_threads}")
+        a = src.local_size * self.x.dtype.nbits
+        b = dst.local_size * self.output.dtype.nbits
+        if a != b:
+            _fail(self, f"each thread holds {a} bits of {self.x} ({src.local_size} x "
+                        f"{self.x.dtype}) but {b} of the output ({dst.local_size} x "
+                        f"{self.output.dtype})")
+
+
+@dataclass(frozen=True, repr=False)
+class FmaInst(Instruction):
+    """``a * b + c`` elementwise with broadcasting, rounded once to the output dtype (a fused
+    multiply-add: ``fma.rn``); operands share one dtype (float16, bfloat16 or float32), ``b``/``c``
+    may be scalars."""
+
+    NAME = "fma"
+    OPERANDS = ("a", "b", "c")
+    output: Tensor
+    a: Operand
+    b: Operand
+    c: Operand
+
+    def check(self) -> None:
+        if not isinstance(self.a, Tensor):
+            _fail(self, f"a must be a tensor, got {self.a}")
+        dtype = self.a.dtype
+        if dtype.name not in ("float16", "bfloat16", "float32"):
+            _fail(self, f"fma takes float16, bfloat16 or float32 tiles, {self.a} is {dtype}")
+        for x in (self.b, self.c):
+            if isinstance(x, Tensor) and x.dtype is not dtype:
+                _fail(self, f"{x} has dtype {x.dtype}, {self.a} has {dtype}")
+        try:
+            shape = broadcast_shapes(*(operand_shape(x) for x in (self.a, self.b, self.c)))
+        except IRError as e:
+            _fail(self, str(e))
+        self._output_is(REGISTER, dtype, shape)
+
+
+@dataclass(frozen=True, repr=False)
 class CastInst(Instruction):
     """Converts every element to the output's dtype (floats round to nearest even and saturate to
     finite-only low-bit types; float-to-int truncates toward zero then saturates)."""

@@ -224,13 +224,32 @@ class InstructionMethods:
                                 name=ctx.take_hint("c"))
 
     @instruction
-    def view(self, x, dtype=None, shape=None) -> Tensor:
-        """Reinterprets the bits of ``x`` (row-major bit stream) as ``dtype`` and ``shape``."""
+    def view(self, x, dtype=None, shape=None, layout=None) -> Tensor:
+        """Reinterprets the bits of ``x`` (row-major bit stream) as ``dtype`` and ``shape``. With
+        ``layout=``, reinterprets each thread's registers instead (x must have an annotated
+        layout): the output, in ``layout``, holds in thread t the bits x holds in thread t."""
         ctx = current("view")
         _tensor(x, "view's operand", REGISTER)
-        return ctx.builder.view(x, None if dtype is None else _dtype(dtype),
-                                None if shape is None else _ints(shape, "shape"),
-                                name=ctx.take_hint("v"))
+        if layout is None:
+            return ctx.builder.view(x, None if dtype is None else _dtype(dtype),
+                                    None if shape is None else _ints(shape, "shape"),
+                                    name=ctx.take_hint("v"))
+        known = ctx.layouts.get(x.name)
+        if known is None:
+            raise TilusError(f"view(..., layout=): {x} has no layout; annotate_layout it first")
+        x = Tensor(x.name, x.type.with_layout(known[0]))
+        shape = tuple(layout.shape) if shape is None else _ints(shape, "shape")
+        out = ctx.builder.reinterpret(x, x.dtype if dtype is None else _dtype(dtype), shape,
+                                      layout, name=ctx.take_hint("v"))
+        ctx.layouts[out.name] = (layout, ctx.location)
+        return out
+
+    @instruction
+    def fma(self, a, b, c) -> Tensor:
+        """``a * b + c`` elementwise (broadcasting) with one rounding, as ``fma.rn``."""
+        ctx = current("fma")
+        _tensor(a, "fma's first operand", REGISTER)
+        return ctx.builder.fma(a, b, c, name=ctx.take_hint("f"))
 
     def _reduce(self, op, x, dim, keepdim):
         ctx = current(op)

@@ -1214,6 +1214,22 @@ def _c_lop3(m, e, args):
     m.store_to(ops[0], ptx.lop3(a, b, c, lut))
 
 
+_HALF_LANES = {"f16x2": np.float16, "bf16x2": ml_dtypes.bfloat16}
+
+
+def _c_fma_half(m, e, args):
+    """fma.rn.{f16,bf16}x2 d, a, b, c on 32-bit registers of two halves (ptx.fma_rn per lane)."""
+    ss = [s for s in _strings(args) if s]
+    ty = next((s for s in ss if s in _HALF_LANES), None)
+    if ty is None or "rn" not in ss or any(s in ("ftz", "sat", "relu", "oob") for s in ss):
+        raise m._err(UnsupportedError, f"fma {ss}")
+    ops = _operands(args)
+    npdt = _HALF_LANES[ty]
+    a, b, c = (_as_u32(m.eval(x)).astype(np.uint32).view(npdt).reshape(-1, 2) for x in ops[1:4])
+    d = ptx.fma_rn(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64), npdt)
+    m.store_to(ops[0], np.ascontiguousarray(d.astype(npdt)).view(np.uint32).reshape(-1))
+
+
 def _c_prmt(m, e, args):
     ss = [s for s in _strings(args) if s and s != "b32"]
     if any(s not in ptx.PRMT_MODES for s in ss) or len(ss) > 1:
@@ -1329,6 +1345,13 @@ def _math(f):
     return fn
 
 
+def _fma(m, e, args):
+    """fmaf / __hfma: one rounding (ptx.fma_rn)."""
+    npdt, _ = np_dtype(_expr_dtype(e))
+    a, b, c = (np.asarray(m.eval(x)) for x in args)
+    return ptx.fma_rn(a, b, c, npdt)
+
+
 def _popcount(x):
     x = np.asarray(x).astype(np.uint64)
     c = np.zeros(x.shape, np.int64)
@@ -1355,7 +1378,7 @@ _CALLS = {
     "ptx.cp_async_commit_group": _c_commit, "ptx.cp_async_wait_group": _c_wait_group,
     "ptx.cp_async_wait_all": _c_wait_all,
     "ptx.ldmatrix": _c_ldmatrix, "ptx.mma": _c_mma, "ptx.mma_int": _c_mma,
-    "ptx.lop3": _c_lop3, "ptx.prmt": _c_prmt,
+    "ptx.lop3": _c_lop3, "ptx.prmt": _c_prmt, "ptx.fma_half": _c_fma_half,
     "ptx.shfl_sync": _c_ptx_shfl, "ptx.shfl_sync_p": _c_ptx_shfl,
     "tvm_warp_shuffle": _shfl_call("idx"), "tvm_warp_shuffle_xor": _shfl_call("bfly"),
     "tvm_warp_shuffle_up": _shfl_call("up"), "tvm_warp_shuffle_down": _shfl_call("down"),
@@ -1383,6 +1406,7 @@ _EXTERNS = {
     "expf": _math(np.exp), "exp2f": _math(np.exp2), "logf": _math(np.log), "sqrtf": _math(np.sqrt),
     "rsqrtf": _math(lambda x: 1.0 / np.sqrt(x)), "fabsf": _math(np.abs), "tanhf": _math(np.tanh),
     "__expf": _math(np.exp), "fmaxf": _math(np.fmax), "fminf": _math(np.fmin),
+    "fmaf": _fma, "__hfma": _fma,
 }
 
 

@@ -14,6 +14,8 @@ References (PTX ISA 8.x):
 - ldmatrix (9.7.9.26): m8n8 b16 matrices; lane 8*j + r gives the address of row r of matrix j; the
   thread t receives, in destination register j, row t // 4, columns 2*(t % 4) + {0, 1} of matrix j
   (with .trans: row 2*(t % 4) + {0, 1}, column t // 4, i.e. the transposed matrix).
+- fma.rn.{f16,bf16,f32}[x2] (9.7.4.5, 9.7.3.6): a*b + c computed exactly, rounded once to nearest
+  even (``fma_rn``: round to odd in float64, then round to the type).
 - mma.sync.aligned.m16n8k{8,16,32} (9.7.16.5.x; k8 f16/bf16/tf32, k16 f16/bf16, k32 s8/u8): groupID = lane >> 2,
   threadID_in_group = lane % 4 (see ``mma_fragment``).
 """
@@ -23,6 +25,38 @@ import ml_dtypes
 import numpy as np
 
 WARP = 32
+
+
+# ------------------------------------------------------------------ floating point
+
+def fma_rn(a, b, c, npdt) -> np.ndarray:
+    """fma.rn of float16/bfloat16/float32 operands: the exact a*b + c rounded once to ``npdt``.
+
+    a*b is exact in float64 (<= 48 significand bits); s = a*b + c rounded to odd in float64 (from
+    the TwoSum error) keeps the sticky bit, so the final rounding to <= 24 bits is correct; a
+    float32 step rounded to odd as well keeps it correct for bfloat16."""
+    p = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    s = p + c
+    bp = s - c
+    e = (p - (s - bp)) + (c - bp)
+    s = _round_to_odd(s, e)
+    if np.dtype(npdt) == np.float32 or np.dtype(npdt) == np.float16:
+        return s.astype(npdt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = s.astype(np.float32)
+    return _round_to_odd(f, s - f.astype(np.float64)).astype(npdt)
+
+
+def _round_to_odd(s: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """s (the value rounded to nearest) moved to the odd neighbour when ``err`` (exact - s) is
+    not 0: truncation toward zero with a sticky last bit."""
+    s = np.array(s)
+    width = np.uint64 if s.dtype == np.float64 else np.uint32
+    inexact = (np.asarray(err) != 0) & np.isfinite(s)
+    toward_zero = inexact & (np.signbit(err) != np.signbit(s))
+    bits = s.view(width) - toward_zero.astype(width)
+    return (bits | inexact.astype(width)).view(s.dtype)
 
 
 # ------------------------------------------------------------------ integer / bit instructions

@@ -92,7 +92,8 @@ from tilus.errors import LayoutError, LayoutInferenceError
 from tilus.ir import inst as I
 from tilus.ir.functor import IRRewriter, instructions
 from tilus.ir.layout import (RegisterLayout, SharedLayout, StridedShared, divide, local,
-                             mma_fragments, replicate, row_major, spatial, strided, swizzle_128b)
+                             mma_fragments, replicate, row_major, same_owners, spatial, strided,
+                             swizzle_128b)
 from tilus.ir.printer import format_stmt_head
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, SHARED, Tensor
@@ -304,7 +305,11 @@ def _register_tensors(values: Iterable) -> list[Tensor]:
 
 @layout_rule(I.CastInst, I.UnaryInst, I.AssignInst)
 def _same_layout(inst, s: "_Solver"):
-    """Output and operand: one layout."""
+    """Output and operand: one layout (a cast may also reorder each thread's slots: both given,
+    with the same elements per thread, stand)."""
+    x, out = s.layout(inst.x), s.layout(inst.output)
+    if isinstance(inst, I.CastInst) and x is not None and out is not None and same_owners(x, out):
+        return []
     for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
         layout = s.layout(a)
         if layout is not None:
@@ -312,7 +317,7 @@ def _same_layout(inst, s: "_Solver"):
     return []
 
 
-@layout_rule(I.BinaryInst, I.WhereInst)
+@layout_rule(I.BinaryInst, I.WhereInst, I.FmaInst)
 def _elementwise(inst, s: "_Solver"):
     out = inst.output
     full = [x for x in _register_tensors(inst.operands()) if tuple(x.shape) == tuple(out.shape)]

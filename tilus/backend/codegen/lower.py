@@ -34,7 +34,7 @@ from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
-from tilus.ir.inst import Instruction, ViewInst
+from tilus.ir.inst import Instruction, ReinterpretInst, ViewInst
 from tilus.ir.layout import RegisterLayout
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, PointerType, Tensor
@@ -102,7 +102,7 @@ class Lowerer:
         self.shared_bytes = 0
         self.smem_offsets: dict[str, int] = {}
         self.versions: dict[str, int] = {}        # tensor name -> number of writes lowered so far
-        self.views: dict[str, tuple] = {}          # view output -> (source tensor, its version)
+        self.views: dict[str, tuple] = {}          # view output -> (source, its version, reinterpret?)
         self.fused_casts: list[tuple[str, bool]] = []
         self.assumptions: list[str] = []
         self.tx = None
@@ -283,8 +283,9 @@ class Lowerer:
             if isinstance(out, Tensor):
                 self.versions[out.name] = self.versions.get(out.name, 0) + 1
                 self.views.pop(out.name, None)
-                if isinstance(s, ViewInst) and s.x.dtype is dtypes.uint8:
-                    self.views[out.name] = (s.x, self.versions.get(s.x.name, 0))
+                if isinstance(s, (ViewInst, ReinterpretInst)) and s.x.dtype is dtypes.uint8:
+                    self.views[out.name] = (s.x, self.versions.get(s.x.name, 0),
+                                            isinstance(s, ReinterpretInst))
         elif isinstance(s, S.SeqStmt):
             for x in s.stmts:
                 self.lower_stmt(x)
@@ -348,10 +349,12 @@ class Lowerer:
                 self.vars[s.var] = v
             self.lower_stmt(s.body)
 
-    def view_source(self, t: Tensor):
-        """The uint8 tile ``t`` was last ``view``-ed from, when neither changed since."""
+    def view_source(self, t: Tensor, reinterpreted: bool = False):
+        """The uint8 tile ``t`` was last ``view``-ed (``reinterpret``-ed) from, when neither changed
+        since."""
         entry = self.views.get(t.name)
-        if entry is None or self.versions.get(entry[0].name, 0) != entry[1]:
+        if entry is None or self.versions.get(entry[0].name, 0) != entry[1] \
+                or entry[2] != reinterpreted:
             return None
         return entry[0]
 

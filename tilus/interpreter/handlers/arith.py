@@ -150,6 +150,33 @@ def where(state: BlockState, inst: I.WhereInst) -> None:
     state.set(inst.output, np.where(cond, state.value(inst.a, dtype), state.value(inst.b, dtype)))
 
 
+def _fma_round_to_odd(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a*b + c in float64 rounded to odd (a*b is exact for operands of <= 26 significand bits;
+    the sum's error comes from TwoSum), so one more rounding to a type of <= 51 bits is the
+    correctly rounded fma."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c = c.astype(np.float64)
+    s = p + c
+    bp = s - c
+    e = (p - (s - bp)) + (c - bp)
+    inexact = (e != 0) & np.isfinite(s)
+    toward_zero = inexact & (np.signbit(e) != np.signbit(s))
+    bits = s.view(np.uint64) - toward_zero.astype(np.uint64)
+    return (bits | inexact.astype(np.uint64)).view(np.float64)
+
+
+@register(I.FmaInst)
+def fma(state: BlockState, inst: I.FmaInst) -> None:
+    """``a * b + c`` with one rounding to the tile's float type (``fma.rn``)."""
+    dtype = inst.output.dtype
+    if dtype.nbits > 32:
+        raise InterpreterError(f"fma on {dtype.name}: only float types of up to 32 bits")
+    a, b, c = (np.asarray(state.value(x, dtype), dtype=np.float64) for x in (inst.a, inst.b, inst.c))
+    a, b, c = np.broadcast_arrays(a, b, c)
+    with np.errstate(all="ignore"):
+        state.set(inst.output, V.round_float(dtype, _fma_round_to_odd(a, b, c)))
+
+
 @register(I.ReduceInst)
 def reduce(state: BlockState, inst: I.ReduceInst) -> None:
     """sum/max/min of x along ``dim`` (kept with size 1 when keepdim). Float sums accumulate in

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tilus import dtypes
+from tilus.errors import InterpreterError
 from tilus.interpreter import values as V
 from tilus.interpreter.registry import register
 from tilus.interpreter.state import BlockState
@@ -25,6 +26,27 @@ def view(state: BlockState, inst: I.ViewInst) -> None:
         stream = dtypes.pack(codes, src_t.nbits)
         out_codes = dtypes.unpack(stream, dst_t.nbits, inst.output.type.size)
     state.set(inst.output, V.from_codes(dst_t, out_codes.reshape(inst.output.shape)))
+
+
+@register(I.ReinterpretInst)
+def reinterpret(state: BlockState, inst: I.ReinterpretInst) -> None:
+    """Thread t's slots of x (x's layout), as one bit stream, become its slots of the output (the
+    output's layout and dtype). Every output element must be written, and replicas must agree."""
+    src_t, dst_t = inst.x.dtype, inst.output.dtype
+    src, dst = inst.x.layout, inst.output.layout
+    codes = V.to_codes(src_t, state.get(inst.x)).reshape(-1)
+    per_thread = codes[src.index_table().reshape(-1)]
+    stream = dtypes.pack(per_thread, src_t.nbits)
+    out_codes = dtypes.unpack(stream, dst_t.nbits, dst.num_threads * dst.local_size)
+    where = dst.index_table().reshape(-1)
+    out = np.zeros(inst.output.type.size, dtype=out_codes.dtype)
+    out[where] = out_codes
+    written = np.zeros(inst.output.type.size, dtype=bool)
+    written[where] = True
+    if not written.all() or not np.array_equal(out[where], out_codes):
+        raise InterpreterError(f"{inst.display_name()} of {inst.x} as {inst.output}: the output "
+                               f"layout leaves elements unwritten or gives one element two values")
+    state.set(inst.output, V.from_codes(dst_t, out.reshape(inst.output.shape)))
 
 
 @register(I.TransposeInst)

@@ -1,6 +1,7 @@
 """Register, shared and global layouts and their algebra (see DESIGN.md, "Layouts")."""
 from tilus.ir.layout.algebra import (  # noqa: F401
-    concat, contiguous_runs, divide, permute, product, reduce, reshape, slice_tile, vector_length,
+    concat, contiguous_runs, divide, permute, product, reduce, reshape, same_owners, slice_tile,
+    vector_length,
 )
 from tilus.ir.layout.banks import bank_conflicts, wavefronts  # noqa: F401
 from tilus.ir.layout.global_layout import GlobalLayout, global_strided  # noqa: F401

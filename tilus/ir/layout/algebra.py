@@ -223,3 +223,14 @@ def contiguous_runs(layout: RegisterLayout, thread: int = 0) -> list[tuple[int, 
     """(first slot, first index, length) of each aligned run ``thread`` holds along the last dim."""
     n = vector_length(layout)
     return [(s, layout.index(thread, s), n) for s in range(0, layout.local_size, n)]
+
+
+def same_owners(a: RegisterLayout, b: RegisterLayout) -> bool:
+    """Whether every thread holds the same elements under ``a`` and ``b`` (in any slot order):
+    converting between them moves nothing between threads."""
+    if tuple(a.shape) != tuple(b.shape) or a.num_threads != b.num_threads \
+            or a.local_size != b.local_size:
+        return False
+    import numpy as np
+
+    return bool(np.array_equal(np.sort(a.index_table(), axis=1), np.sort(b.index_table(), axis=1)))

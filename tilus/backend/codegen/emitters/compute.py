@@ -15,7 +15,7 @@ from tilus.backend.codegen.gather import (broadcast_index, same_index, slot_valu
                                           static_slots, flat_index)
 from tilus.backend.codegen.lower import THREAD
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import TB, tirx, dt
+from tilus.backend.tvm_shim import TB, T, dt, ir, structural_equal, tirx
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import inst as I
@@ -151,11 +151,82 @@ def binary(lw, inst: I.BinaryInst) -> None:
     av = operand_values(lw, inst.a, inst.output, dtype)
     bv = operand_values(lw, inst.b, inst.output, dtype)
     out_dtype = inst.output.dtype
+    if inst.op in _HALF2_OPS and out_dtype.name in _LANES and \
+            _paired(lw, inst, [av, bv], _half2_binary(lw, inst.op, _LANES[out_dtype.name])):
+        return
     vals = [scalar.store(out_dtype, _fit(out_dtype, binary_value(inst.op, dtype, scalar.load(dtype, a),
                                                                    scalar.load(dtype, b))))
             for a, b in zip(av, bv)]
     vals = _materialize_if_aliased(lw, inst.output, vals, [inst.a, inst.b])
     write(lw, inst.output, vals)
+
+
+# ---- half2 arithmetic: add/sub/mul/fma of float16/bfloat16 tiles two slots at a time ----------
+# One IEEE operation on two halves rounds like the interpreter's float32-then-round (float32 has
+# 2p+2 bits for p = 11 and 8), so HADD2/HMUL2 compute exactly the IR's values; fma is fma.rn.
+_LANES = {"float16": "float16x2", "bfloat16": "bfloat16x2"}
+_PTX_FMA = {"float16": "fma.rn.f16x2", "bfloat16": "fma.rn.bf16x2"}
+_HALF2_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b}
+
+
+def _pair_word(lw, v0, v1):
+    """A uint32 holding the halves (v0, v1): one register when they are the aligned slot pair
+    (2j, 2j + 1) of one local buffer, a broadcast when they are the same value; else None."""
+    if structural_equal(v0, v1):
+        return tirx.reinterpret("uint32", tirx.Broadcast(v0, 2))
+    loads = [v for v in (v0, v1) if isinstance(v, ir.TensorLoad) and len(v.indices) == 1
+             and isinstance(v.indices[0], tirx.IntImm)]
+    if len(loads) != 2 or not loads[0].source.same_as(loads[1].source):
+        return None
+    i0, i1 = int(loads[0].indices[0]), int(loads[1].indices[0])
+    buf = loads[0].source                       # the local buffer (a TensorLoad's source)
+    if i0 % 2 or i1 != i0 + 1 or str(buf.scope()) != "local":
+        return None
+    return lw.alias_local(buf, "uint32")[i0 // 2]
+
+
+def _paired(lw, inst, operand_vals: list, emit_pair) -> bool:
+    """``emit_pair(out_words, i, operand words)`` for each slot pair of the output; False (nothing
+    emitted) when the tile is not float16/bfloat16, an operand is the output, or some pair's
+    operands are not register pairs or broadcasts."""
+    out = inst.output
+    n = lw.reg(out).layout.local_size
+    if out.dtype.name not in _LANES or n % 2 or any(
+            isinstance(x, Tensor) and x.name == out.name for x in inst.operands()):
+        return False
+    pairs = []
+    for i in range(0, n, 2):
+        words = [_pair_word(lw, vals[i], vals[i + 1]) for vals in operand_vals]
+        if any(w is None for w in words):
+            return False
+        pairs.append(words)
+    out_words = lw.alias_local(lw.reg(out).buf, "uint32")
+    for i, words in enumerate(pairs):
+        emit_pair(out_words, i, words)
+    return True
+
+
+def _half2_binary(lw, op: str, lanes: str):
+    def emit_pair(out_words, i, words):
+        a, b = (tirx.reinterpret(lanes, w) for w in words)
+        lw.store(out_words, tirx.reinterpret("uint32", _HALF2_OPS[op](a, b)), [i])
+    return emit_pair
+
+
+@emitter(I.FmaInst)
+def fma(lw, inst: I.FmaInst) -> None:
+    """``a * b + c`` rounded once: fma.rn.{f16,bf16}x2 on slot pairs, else ``__hfma`` / ``fmaf``
+    per slot."""
+    dtype = inst.output.dtype
+    vals = [operand_values(lw, x, inst.output, dtype) for x in (inst.a, inst.b, inst.c)]
+    if dtype.name in _PTX_FMA:
+        op = T.ptx[_PTX_FMA[dtype.name]]
+        if _paired(lw, inst, vals, lambda out, i, w: lw.emit(op(out[i], *w))):
+            return
+    fn = "fmaf" if dtype.name == "float32" else "__hfma"
+    out = [tirx.call_pure_extern(storage(dtype), fn, a, b, c) for a, b, c in zip(*vals)]
+    out = _materialize_if_aliased(lw, inst.output, out, [inst.a, inst.b, inst.c])
+    write(lw, inst.output, out)
 
 
 @emitter(I.WhereInst)

@@ -3,7 +3,10 @@ tilus.backend.lowbit_cast (lop3 / prmt / shifts + half2 ops on 32-bit words).
 
 Applies when each thread holds whole N-element blocks of the row-major bit stream (N = the
 program's elements per block; block b = elements [b*N, (b+1)*N)), in slots that are the same in
-every thread (any slot order: output element e of a block goes to whichever slot holds it).
+every thread (any slot order: output element e of a block goes to whichever slot holds it), or
+when the codes were ``reinterpret``-ed from a uint8 tile: then block g is the thread's own words
+[g*W, (g+1)*W) and the output may order the thread's elements differently from the codes (the
+packed weights of format v2: the casts write whole mma registers).
 The W input words of a group come
 - straight from the registers of the uint8 tile the codes were ``view``-ed from, when that tile
   holds the group's 4W bytes in 4 consecutive, 4-aligned slots per word (view + cast fused: no
@@ -165,20 +168,66 @@ def _run(lw, prog, words, regs):
     return index
 
 
+def slot_map(src, dst):
+    """For each slot of layout ``src``, the slot of ``dst`` that holds the same element in the same
+    thread, when that is the same in every thread; else None."""
+    st, dt2 = src.index_table(), dst.index_table()
+    if st.shape != dt2.shape:
+        return None
+    ref = None
+    for a, b in zip(st.tolist(), dt2.tolist()):
+        where = {f: i for i, f in enumerate(b)}
+        m = [where.get(f) for f in a]
+        if None in m or (ref is not None and m != ref):
+            return None
+        ref = m
+    return ref
+
+
+def _reinterpreted_groups(lw, inst, prog):
+    """(words, output slots) per block when the codes were ``reinterpret``-ed from a uint8 tile:
+    block g is the thread's words [g*W, (g+1)*W), its element e the codes' slot g*N + e."""
+    source = lw.view_source(inst.x, reinterpreted=True)
+    if source is None:
+        return None
+    codes = lw.reg(inst.x).layout
+    smap = slot_map(codes, lw.reg(inst.output).layout)
+    n, w = prog.num_elements, prog.num_words
+    if smap is None or codes.local_size % n:
+        return None
+    words = lw.alias_local(lw.reg(source).buf, "uint32")
+    blocks = range(codes.local_size // n)
+    return ([[words[g * w + j] for j in range(w)] for g in blocks],
+            [[smap[g * n + e] for e in range(n)] for g in blocks])
+
+
 def try_packed_cast(lw, inst: I.CastInst) -> bool:
     prog = _program(inst.x.dtype, inst.output.dtype)
     if prog is None:
         return False
     out = lw.reg(inst.output)
     layout = out.layout
-    n = prog.num_elements
-    groups = _groups(layout, n) if lw.reg(inst.x).layout == layout else None
-    if groups is None:
+    found = _reinterpreted_groups(lw, inst, prog)
+    if found is not None:
+        words, groups = found
+        fused = True
+    else:
+        groups = _groups(layout, prog.num_elements) if lw.reg(inst.x).layout == layout else None
+        if groups is None:
+            return False
+        words = _words_from_view(lw, inst, prog, layout, groups)
+        fused = words is not None
+        if words is None:
+            words = _words_from_codes(lw, inst, prog, layout, groups)
+    if not _emit_blocks(lw, prog, words, groups, out):
         return False
-    words = _words_from_view(lw, inst, prog, layout, groups)
-    fused = words is not None
-    if words is None:
-        words = _words_from_codes(lw, inst, prog, layout, groups)
+    lw.fused_casts.append((inst.output.name, fused))
+    return True
+
+
+def _emit_blocks(lw, prog, words, groups, out) -> bool:
+    """Run the program on each block's words; output element pairs in adjacent aligned slots are
+    stored as one 32-bit word, others as two halves."""
     out_words = lw.alias_local(out.buf, "uint32")
     for g, group in enumerate(words):
         regs = lw.alloc_local(len(prog.ops), "uint32", lw.fresh("cvt"))
@@ -196,5 +245,4 @@ def try_packed_cast(lw, inst: I.CastInst) -> bool:
                 hi = tirx.reinterpret(half, tirx.Cast("uint16", tirx.shift_right(v, tirx.const(16, "uint32"))))
                 lw.store(out.buf, lo, [s0])
                 lw.store(out.buf, hi, [s1])
-    lw.fused_casts.append((inst.output.name, fused))
     return True

@@ -4,6 +4,8 @@ Each reads its operand at the index the output's slot needs (tilus.backend.codeg
 when the layouts line up, through shared memory otherwise. ``view`` gathers the source codes that
 cover each output element's bits and shifts them together (the shift is a compile-time constant
 per slot when it is the same in every thread, as it is for bit-compatible layouts).
+``reinterpret`` never moves data between threads: each output slot is cut from the thread's own
+registers with constant shifts.
 """
 from __future__ import annotations
 
@@ -132,4 +134,29 @@ def view(lw, inst: I.ViewInst) -> None:
             sh = tirx.Cast("uint64", lw.expr(E.as_expr(out_flat(THREAD, slot) * ko % ks)))
         code = tirx.bitwise_and(tirx.shift_right(acc, sh), mask)
         result.append(_from_code(out.dtype, code))
+    write(lw, out, result)
+
+
+@emitter(I.ReinterpretInst)
+def reinterpret(lw, inst: I.ReinterpretInst) -> None:
+    x, out = inst.x, inst.output
+    ks, ko = x.dtype.nbits, out.dtype.nbits
+    src = lw.reg(x)
+    if src.layout != x.layout:
+        raise CompilationError(f"reinterpret of {x}: its registers have the layout {src.layout}, "
+                               f"the instruction was written for {x.layout}")
+    mask = tirx.const((1 << ko) - 1 if ko < 64 else (1 << 64) - 1, "uint64")
+    result = []
+    for slot in range(lw.reg(out).layout.local_size):
+        lo = slot * ko
+        acc = None
+        for i in range(lo // ks, (lo + ko - 1) // ks + 1):
+            part = _code(x.dtype, src.buf[i])
+            shift = i * ks - lo
+            if shift > 0:
+                part = tirx.shift_left(part, tirx.const(shift, "uint64"))
+            elif shift < 0:
+                part = tirx.shift_right(part, tirx.const(-shift, "uint64"))
+            acc = part if acc is None else tirx.bitwise_or(acc, part)
+        result.append(_from_code(out.dtype, tirx.bitwise_and(acc, mask)))
     write(lw, out, result)
