@@ -24,7 +24,7 @@ from tilus.backend.codegen import scalar
 from tilus.backend.codegen.gather import unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, tirx
+from tilus.backend.tvm_shim import T, TB, provably_true, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
@@ -193,11 +193,27 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
     if vec > 1:
         lw.assume("global tensors are 16-byte aligned")
 
-    def scalar_load(s):
+    def scalar_load(s, checked=True):
         gidx = _global_index(inst, layout.index_exprs(THREAD, s), rank, dims)
-        lw.store(out.buf, tirx.if_then_else(in_bounds(lw, gidx, g.shape), global_read(lw, g, gidx),
-                                            other), [s])
+        value = global_read(lw, g, gidx)
+        if checked:
+            value = tirx.if_then_else(in_bounds(lw, gidx, g.shape), value, other)
+        lw.store(out.buf, value, [s])
 
+    if vec == 1 and layout.local_size > 1:
+        # one uniform check for the whole tile (a box): in bounds -> no check per element
+        shape = inst.output.shape
+        whole = tirx.And(in_bounds(lw, _global_index(inst, (0,) * len(shape), rank, dims), g.shape),
+                         in_bounds(lw, _global_index(inst, tuple(n - 1 for n in shape), rank, dims),
+                                   g.shape))
+        with TB.If(whole):
+            with TB.Then():
+                for s in range(layout.local_size):
+                    scalar_load(s, checked=False)
+            with TB.Else():
+                for s in range(layout.local_size):
+                    scalar_load(s)
+        return
     for s0 in range(0, layout.local_size, vec):
         if vec == 1:
             scalar_load(s0)
@@ -305,12 +321,15 @@ def _shared_chunk_ok(st: SharedStorage, vec: int) -> bool:
 
 @emitter(I.CopyAsyncInst)
 def copy_async(lw, inst: I.CopyAsyncInst) -> None:
+    """cp.async in 16/8/4-byte chunks. When the tile's last dimension is in bounds and its chunks
+    are aligned (one uniform check per instruction), each chunk is one cp.async whose src-size is
+    0 for rows out of bounds (zero fill, nothing read); otherwise each chunk is guarded: cp.async
+    with src-size = the valid bytes when aligned, element by element when not."""
     g = lw.glob(inst.src)
     dst = lw.shared(inst.dst)
     shape = tuple(inst.dst.shape)
     rank = len(g.shape)
     dims = tile_dims(rank, len(shape), inst.dims)
-    size = int(np.prod(shape))
     vec = 1
     if is_native(g.dtype) and not g.dtype.is_bool and _global_vec_ok(g, dims, rank):
         nbytes = g.dtype.nbits // 8
@@ -318,9 +337,38 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
             if v >= 1 and v * nbytes >= 4 and _shared_chunk_ok(dst, v):
                 vec = v
                 break
+    if vec == 1:
+        _copy_chunks(lw, inst, g, dst, shape, dims, 1, _guarded_chunk)
+        return
+    lw.assume("global tensors are 16-byte aligned")
+    columns = _columns_fit(lw, inst, g, shape, dims, vec)
+    if provably_true(columns):
+        _copy_chunks(lw, inst, g, dst, shape, dims, vec, _row_guarded_chunk)
+        return
+    with TB.If(columns):
+        with TB.Then():
+            _copy_chunks(lw, inst, g, dst, shape, dims, vec, _row_guarded_chunk)
+        with TB.Else():
+            _copy_chunks(lw, inst, g, dst, shape, dims, vec, _guarded_chunk)
+
+
+def _columns_fit(lw, inst, g, shape, dims, vec):
+    """The tile's span of the last dimension is in bounds and every chunk's global offset is a
+    multiple of vec (the first chunk's, and the row strides)."""
+    rank = len(g.shape)
+    first = _global_index(inst, (0,) * len(shape), rank, dims)
+    last = _global_index(inst, tuple(n - 1 for n in shape), rank, dims)
+    cond = tirx.And(in_bounds(lw, first[-1:], g.shape[-1:]), in_bounds(lw, last[-1:], g.shape[-1:]))
+    aligned = tirx.floormod(lw.expr(E.as_expr(g.offset(first))), vec) == 0
+    for d in dims[:-1]:
+        aligned = tirx.And(aligned, tirx.floormod(lw.expr(E.as_expr(g.strides[d])), vec) == 0)
+    return tirx.And(cond, aligned)
+
+
+def _copy_chunks(lw, inst, g, dst, shape, dims, vec, chunk) -> None:
+    size = int(np.prod(shape))
     nthreads = lw.threads
     chunks = size // vec
-    zero = tirx.const(0, storage(g.dtype))
     for j in range(-(-chunks // nthreads)):
         cid = THREAD + j * nthreads
         body_guard = (j + 1) * nthreads > chunks
@@ -329,45 +377,57 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
             ctx = TB.Then() if body_guard else _null()
             with ctx:
                 tidx = unravel(cid * vec, shape)
-                gidx = _global_index(inst, tidx, rank, dims)
-                if vec == 1:
-                    cond = in_bounds(lw, gidx, g.shape)
-                    shared_write(lw, dst, tidx, tirx.if_then_else(cond, global_read(lw, g, gidx), zero))
-                    continue
-                lw.assume("global tensors are 16-byte aligned")
-                last = list(gidx)
-                last[-1] = last[-1] + (vec - 1)
-                off = lw.expr(E.as_expr(g.offset(gidx)))
-                soff = lw.expr(E.as_expr(dst.offset(tuple(tidx))))
-                cond = tirx.And(tirx.And(in_bounds(lw, gidx, g.shape), in_bounds(lw, last, g.shape)),
-                                tirx.floormod(off, vec) == 0)
-                nbytes = vec * (g.dtype.nbits // 8)
-                kind = "cg" if nbytes == 16 else "ca"
-                op = T.ptx[f"cp.async.{kind}.shared.global"]
-                # the tail: rows in bounds, chunk aligned, part (or none) of it past the end of
-                # the last dimension -> cp.async with src-size = the valid bytes (zero-filled)
-                rows_ok = tirx.And(in_bounds(lw, gidx[:-1], g.shape[:-1]),
-                                   lw.expr(E.as_expr(gidx[-1])) >= 0)
-                aligned = tirx.floormod(off, vec) == 0
-                left = lw.expr(E.as_expr(g.shape[-1])) - lw.expr(E.as_expr(gidx[-1]))
-                valid = tirx.max(tirx.min(left, vec), 0)
-                with TB.If(cond):
-                    with TB.Then():
-                        lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([off]), nbytes))
-                    with TB.Else():
-                        with TB.If(tirx.And(rows_ok, aligned)):
-                            with TB.Then():
-                                src = tirx.Select(valid > 0, off, tirx.const(0, "int32"))
-                                size = tirx.Cast("uint32", valid * (g.dtype.nbits // 8))
-                                lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
-                            with TB.Else():
-                                for e in range(vec):
-                                    gi = list(gidx)
-                                    gi[-1] = gi[-1] + e
-                                    ti = list(tidx)
-                                    ti[-1] = ti[-1] + e
-                                    c = in_bounds(lw, gi, g.shape)
-                                    shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
+                chunk(lw, g, dst, tidx, _global_index(inst, tidx, len(g.shape), dims), vec)
+
+
+def _chunk_op(g, vec):
+    nbytes = vec * (g.dtype.nbits // 8)
+    return T.ptx[f"cp.async.{'cg' if nbytes == 16 else 'ca'}.shared.global"], nbytes
+
+
+def _row_guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
+    """A chunk whose columns are in bounds: all of it, or (row out of bounds) zero fill."""
+    op, nbytes = _chunk_op(g, vec)
+    off = lw.expr(E.as_expr(g.offset(gidx)))
+    soff = lw.expr(E.as_expr(dst.offset(tuple(tidx))))
+    rows_ok = in_bounds(lw, gidx[:-1], g.shape[:-1])
+    if provably_true(rows_ok):
+        lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([off]), nbytes))
+        return
+    src = tirx.Select(rows_ok, off, tirx.const(0, "int32"))
+    size = tirx.Select(rows_ok, tirx.const(nbytes, "uint32"), tirx.const(0, "uint32"))
+    lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
+
+
+def _guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
+    zero = tirx.const(0, storage(g.dtype))
+    if vec == 1:
+        cond = in_bounds(lw, gidx, g.shape)
+        shared_write(lw, dst, tidx, tirx.if_then_else(cond, global_read(lw, g, gidx), zero))
+        return
+    op, nbytes = _chunk_op(g, vec)
+    off = lw.expr(E.as_expr(g.offset(gidx)))
+    soff = lw.expr(E.as_expr(dst.offset(tuple(tidx))))
+    rows_ok = tirx.And(in_bounds(lw, gidx[:-1], g.shape[:-1]), lw.expr(E.as_expr(gidx[-1])) >= 0)
+    left = lw.expr(E.as_expr(g.shape[-1])) - lw.expr(E.as_expr(gidx[-1]))
+    valid = tirx.Select(rows_ok, tirx.max(tirx.min(left, vec), 0), tirx.const(0, "int32"))
+    src = tirx.Select(valid > 0, off, tirx.const(0, "int32"))
+    size = tirx.Cast("uint32", valid * (g.dtype.nbits // 8))
+    aligned = tirx.floormod(off, vec) == 0
+    if provably_true(aligned):
+        lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
+        return
+    with TB.If(aligned):
+        with TB.Then():
+            lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
+        with TB.Else():
+            for e in range(vec):
+                gi = list(gidx)
+                gi[-1] = gi[-1] + e
+                ti = list(tidx)
+                ti[-1] = ti[-1] + e
+                c = in_bounds(lw, gi, g.shape)
+                shared_write(lw, dst, ti, tirx.if_then_else(c, global_read(lw, g, gi), zero))
 
 
 @emitter(I.CopyAsyncCommitGroupInst)
