@@ -17,7 +17,7 @@ flushed, warm-up) of:
 
 Output: a table on stdout; JSON at ``<out>/<device>-<date>.json`` (``--out``, default
 ``benchmarks/results``) with every timing, the speed-up over fp16 and the fraction of the copy
-bandwidth reached (bytes of packed weights + scales/zeros + a + c, over time, over bandwidth); a PNG
+bandwidth reached (bytes of packed weights + scales/offsets + a + c, over time, over bandwidth); a PNG
 next to it: speed-up over fp16 by type and M, and fraction of copy bandwidth by type at M = 1.
 """
 from __future__ import annotations
@@ -92,19 +92,19 @@ def random_qweight(n: int, k: int, dtype: str, group: int = GROUP, device="cuda"
     import torch
 
     from tilus import dtypes
-    from tilus.ops.quantize import QuantizedWeight, padded_n
+    from tilus.ops import packing
+    from tilus.ops.quantize import QuantizedWeight
 
     t = dtypes.get(dtype)
-    data = torch.randint(0, 256, (k, padded_n(n) * t.nbits // 8), dtype=torch.uint8,
+    data = torch.randint(0, 256, packing.data_shape(k, n, t.nbits), dtype=torch.uint8,
                          device=device)
     if dtype == "float8_e4m3":
         data &= 0x77 | 0x80          # keep clear of the NaN codes 0x7f/0xff
     scales = (torch.rand(k // group, n, device=device) * 0.01 + 1e-3).half()
-    zeros = None
-    zp = 0.0
+    offsets = None
     if t.is_integer and not t.is_signed:
-        zeros = torch.full((k // group, n), float(2 ** (t.nbits - 1)), device=device).half()
-    return QuantizedWeight(data, scales, zeros, t.name, (n, k), group, zeros is None, zp)
+        offsets = (-float(2 ** (t.nbits - 1)) * scales).half()
+    return QuantizedWeight(data, scales, offsets, t.name, (n, k), group, offsets is None, 0.0)
 
 
 def measure(args) -> dict:

@@ -438,7 +438,7 @@ def test_pipelined_quant_matmul_uses_cp_async_and_ldmatrix_on_stage_slices(need_
     """tilus.ops' QuantMatmul with stages > 1 copies into (dynamically indexed) stage slices."""
     from tilus.ops.kernels import QuantMatmul
 
-    k = tilus.build(QuantMatmul("uint4", 128, block_m=16, block_n=128, block_k=64, stages=2), arch="sm_90")
+    k = tilus.build(QuantMatmul("uint4", 128, block_m=16, block_n=128, block_k=128, stages=2), arch="sm_90")
     assert "LDGSTS" in k.sass and "LDSM" in k.sass and "HMMA" in k.sass
     assert not k.resources.spills and k.resources.stack_frame_bytes == 0
 

@@ -141,21 +141,25 @@ def test_matmul_fp16_tails(mnk):
     _check(matmul_fp16.MatmulFp16(), [m, n, k, a, b, torch.zeros(m, n).half()], [5])
 
 
-SMALL = dict(block_m=16, block_n=64, block_k=32, stages=1, split_k=1, warps=4)
-PIPELINED = [
-    ("uint4", dict(block_m=16, block_n=64, block_k=32, stages=2, split_k=1, warps=4)),
-    ("int4", dict(block_m=32, block_n=64, block_k=32, stages=3, split_k=1, warps=4)),
-    ("float6_e3m2", dict(block_m=16, block_n=64, block_k=32, stages=2, split_k=2, warps=4)),
+SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
+PIPELINED = [  # (type, schedule, M): k-tiles of one and two groups, split-k, 8 warps
+    ("uint4", dict(block_m=16, block_n=128, block_k=128, stages=2, split_k=1, warps=4), 1),
+    ("int4", dict(block_m=32, block_n=128, block_k=64, stages=3, split_k=1, warps=8), 33),
+    ("float6_e3m2", dict(block_m=16, block_n=128, block_k=64, stages=2, split_k=2, warps=4), 5),
+    ("uint3", dict(block_m=16, block_n=128, block_k=128, stages=4, split_k=1, warps=4), 16),
+    ("float4_e2m1", dict(block_m=16, block_n=128, block_k=64, stages=3, split_k=1, warps=4), 1),
 ]
-EVERY_TYPE = [(t.name, SMALL) for t in tilus.dtypes.lowbit_types()]
+EVERY_TYPE = [(t.name, SMALL, 5) for t in tilus.dtypes.lowbit_types()]
 
 
-@pytest.mark.parametrize("wtype, sched", PIPELINED + EVERY_TYPE,
-                         ids=[f"{t}-s{s['stages']}k{s['split_k']}" for t, s in PIPELINED + EVERY_TYPE])
-def test_ops_quant_matmul_simulated(wtype, sched, monkeypatch):
-    """tilus.ops' QuantMatmul, lowered and simulated against the interpreter: every weight type
-    the op supports with a plain schedule, and copy_async pipelines over stage slices (cp.async
-    into dynamic slices, ldmatrix from them) and split-k for a few."""
+@pytest.mark.parametrize("wtype, sched, m", PIPELINED + EVERY_TYPE,
+                         ids=[f"{t}-k{s['block_k']}s{s['stages']}x{s['split_k']}-m{m}"
+                              for t, s, m in PIPELINED + EVERY_TYPE])
+def test_ops_quant_matmul_simulated(wtype, sched, m, monkeypatch):
+    """tilus.ops' QuantMatmul (packed format 2), lowered and simulated against the interpreter and
+    against dequantize() + torch: every weight type the op supports with a plain schedule, and
+    copy_async pipelines (cp.async into stage slices, ldmatrix from them), k-tiles spanning two
+    groups, 8 warps and split-k for a few; N = 136 and K = 192 do not divide the tiles."""
     import importlib
 
     mm = importlib.import_module("tilus.ops.matmul")
@@ -183,5 +187,8 @@ def test_ops_quant_matmul_simulated(wtype, sched, monkeypatch):
     monkeypatch.setattr(mm, "kernel_for", lambda *a, **kw: Simulated(original(*a, **kw)))
     torch.manual_seed(0)
     qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64)
-    tilus.ops.matmul(torch.randn(20, 192).half(), qw, engine="interpreter", schedule=sched)
+    a = torch.randn(m, 192).half()
+    out = tilus.ops.matmul(a, qw, engine="interpreter", schedule=sched)
+    ref = (a.float() @ qw.dequantize(torch.float16).float().t()).half()
+    torch.testing.assert_close(out, ref, rtol=4e-3, atol=4e-3)
     assert seen == [True]

@@ -165,15 +165,17 @@ def test_matmul_tuning_space_prune_and_database(tmp_path):
     db = TuningDatabase(tmp_path / "tuning.json")
     tuner = matmul_tuner(1, qw, database=db)
     keep, pruned = tuner.candidates()
-    assert keep and all(c["block_k"] == 32 and c["block_m"] == 16 and c["split_k"] == 1
+    assert keep and all(c["block_k"] in (32, 64) and c["block_m"] == 16 and c["split_k"] == 1
                         for c in keep)
     reasons = " ".join(r for _, r in pruned)
-    assert "does not divide group_size" in reasons and "block_m" in reasons
-    big = {"block_m": 128, "block_n": 256, "block_k": 32, "split_k": 1, "warps": 4}
-    assert "accumulator registers" in prune_matmul(big, tuner.fixed, 4096, 4096, 4096)
-    res = tune_matmul(1, qw, timer=FakeTimer(lambda c: c["block_n"] / 64 + c["warps"]), jobs=2,
+    assert "neither divides nor is twice group_size" in reasons and "block_m" in reasons
+    big = {"block_m": 128, "block_n": 128, "block_k": 64, "split_k": 1, "warps": 8,
+           "stages": 4}
+    assert "M bucket" in prune_matmul(big, tuner.fixed, 1, 4096, 4096)
+    assert prune_matmul(big, tuner.fixed, 4096, 4096, 4096) is None
+    res = tune_matmul(1, qw, timer=FakeTimer(lambda c: c["block_k"] / 64 + c["stages"]), jobs=2,
                       database=db, progress=False)
-    assert res.config["block_n"] == 64 and res.config["warps"] == 4
+    assert res.config["block_k"] == 32 and res.config["stages"] == 1
     entry = db.lookup(tuner.name, matmul_bucket(1, 24, 64), "cpu")
     assert entry["config"] == res.config
     # the tuned schedule runs the real kernel (interpreter) correctly

@@ -42,9 +42,9 @@ def test_every_type_interpreter_matches_reference(dtype):
 
 SHAPES = [  # (m, n, k, group): odd M, N not a multiple of 8/tiles, K not a multiple of block_k
     (1, 13, 40, None),
-    (17, 37, 48, 16),
+    (17, 37, 64, 32),
     (3, 130, 96, 32),
-    (17, 8, 24, 24),
+    (33, 8, 24, None),
 ]
 FEW = ["uint4", "int4", "uint3", "int8", "float4_e2m1", "float6_e3m2", "float8_e4m3",
        "float8_e5m2", "uint1"]
@@ -59,14 +59,21 @@ def test_odd_shapes(m, n, k, group, act):
         torch.testing.assert_close(out, _reference(a, qw, b), **TOL[act])
 
 
-@pytest.mark.parametrize("split_k,stages", [(2, 1), (3, 1), (1, 2), (1, 3), (2, 4)])
-def test_split_k_pipeline_and_schedules(split_k, stages):
-    a, qw, b = _case("uint4", 17, 40, 96, 16, bias=True)
+@pytest.mark.parametrize("split_k,stages,block_k", [(2, 1, 32), (3, 1, 32), (1, 2, 64),
+                                                   (1, 3, 32), (2, 4, 64), (2, 2, 128)])
+def test_split_k_pipeline_and_schedules(split_k, stages, block_k):
+    """block_k 64 spans two groups of 32, 128 is rejected (four groups)."""
+    a, qw, b = _case("uint4", 17, 40, 192, 32, bias=True)
     ref = _reference(a, qw, b)
-    sched = dict(block_m=16, block_n=16, block_k=16, split_k=split_k, warps=4, stages=stages)
+    sched = dict(block_m=16, block_n=128, block_k=block_k, split_k=split_k, warps=4,
+                 stages=stages)
+    if block_k == 128:
+        with pytest.raises(TilusError, match="one or two scale groups"):
+            matmul(a, qw, b, engine="interpreter", schedule=sched)
+        return
     torch.testing.assert_close(matmul(a, qw, b, engine="interpreter", schedule=sched), ref,
                                **TOL[torch.float16])
-    big = dict(block_m=32, block_n=64, block_k=16, split_k=1, warps=8)
+    big = dict(block_m=32, block_n=128, block_k=32, split_k=1, warps=8)
     torch.testing.assert_close(matmul(a, qw, b, engine="interpreter", schedule=big), ref,
                                **TOL[torch.float16])
 
@@ -75,15 +82,15 @@ def test_symmetric_uint_asymmetric_int_and_mixed_scale_dtype():
     for kw in (dict(dtype="uint4", symmetric=True), dict(dtype="int3", symmetric=False),
                dict(dtype="int4", scale_dtype=torch.bfloat16)):
         dtype = kw.pop("dtype")
-        a, qw, b = _case(dtype, 5, 24, 32, 16, **kw)
+        a, qw, b = _case(dtype, 5, 24, 64, 32, **kw)
         torch.testing.assert_close(matmul(a, qw, b, engine="interpreter"), _reference(a, qw, b),
                                    **TOL[torch.float16])
-    kern = QuantMatmul("int4", 16, act="float16", scale="bfloat16", block_k=16)
+    kern = QuantMatmul("int4", 32, act="float16", scale="bfloat16", block_k=32)
     assert not kern.fast            # mixed dtypes dequantize in float32
 
 
 def test_batched_leading_dims_and_empty():
-    a, qw, b = _case("uint4", 6, 24, 32, 16)
+    a, qw, b = _case("uint4", 6, 24, 32, 32)
     a3 = a.reshape(2, 3, 32)
     out = matmul(a3, qw, engine="interpreter")
     assert out.shape == (2, 3, 24)
@@ -94,11 +101,12 @@ def test_batched_leading_dims_and_empty():
 
 def test_default_schedules():
     d = default_schedule(1, 4096, 4096, 128)
-    assert d["block_m"] == 16 and d["split_k"] > 1 and 128 % d["block_k"] == 0
+    assert d["block_m"] == 16 and d["split_k"] > 1 and d["block_k"] in (128, 256)
     assert d["stages"] > 1
     big = default_schedule(1024, 4096, 4096, 128)
     assert big["block_m"] == 128 and big["split_k"] == 1
-    assert default_schedule(3, 24, 40, 40, "interpreter")["block_k"] in (8, 16, 32)
+    assert default_schedule(3, 24, 40, 40, "interpreter")["block_k"] == 32
+    assert d["block_n"] == big["block_n"] == 128
 
 
 def test_program_prints_and_reparses():
@@ -134,10 +142,14 @@ def test_bad_inputs():
 
 
 def test_kernel_parameter_checks():
-    with pytest.raises(TilusError, match="multiple of 8"):
-        QuantMatmul("uint4", 32, block_n=12)
-    with pytest.raises(TilusError, match="must divide group_size"):
-        QuantMatmul("uint4", 32, block_k=64)
+    with pytest.raises(TilusError, match="block_n must be 128"):
+        QuantMatmul("uint4", 32, block_n=64)
+    with pytest.raises(TilusError, match="one or two scale groups"):
+        QuantMatmul("uint4", 32, block_k=128)
+    with pytest.raises(TilusError, match="multiple of 32"):
+        QuantMatmul("uint4", 64, block_k=48)
+    with pytest.raises(TilusError, match="warps"):
+        QuantMatmul("uint4", 32, block_m=16, warps=8)
     with pytest.raises(TilusError, match="float16 or bfloat16"):
         QuantMatmul("uint4", 32, act="float32")
     with pytest.raises(TilusError, match="stages"):
@@ -149,29 +161,28 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
-@given(m=st.integers(1, 20), n=st.integers(1, 70), groups=st.integers(1, 3),
-       group=st.sampled_from([8, 16, 24, 32]), dtype=st.sampled_from(ALL),
+@given(m=st.integers(1, 20), n=st.integers(1, 150), groups=st.integers(1, 3),
+       group=st.sampled_from([32, 64]), dtype=st.sampled_from(ALL),
        act=st.sampled_from([torch.float16, torch.bfloat16]), bias=st.booleans(),
        split=st.sampled_from([1, 2]), stages=st.sampled_from([1, 2, 3]))
 def test_property_random_shapes(m, n, groups, group, dtype, act, bias, split, stages):
     k = groups * group
     a, qw, b = _case(dtype, m, n, k, group, act=act, bias=bias)
-    bk = 8 if group % 16 else 16
-    sched = dict(block_m=16, block_n=16 if n < 40 else 32, block_k=bk, split_k=split, warps=4,
-                 stages=stages)
+    sched = dict(block_m=16, block_n=128, block_k=32 if stages == 1 else group, split_k=split,
+                 warps=4, stages=stages)
     out = matmul(a, qw, b, engine="interpreter", schedule=sched)
     torch.testing.assert_close(out, _reference(a, qw, b), **TOL[act])
 
 
 VARIANTS = [
     dict(wtype="uint4", act="float16", scale="float16", zero_mode="tensor", has_bias=True,
-         block_m=16, block_n=128, block_k=64, split_k=4, warps=4, stages=4),
+         block_m=16, block_n=128, block_k=256, split_k=4, warps=4, stages=4),
     dict(wtype="float6_e3m2", act="bfloat16", scale="bfloat16", block_m=128, block_n=128,
          block_k=32, warps=8, stages=3),
-    dict(wtype="float8_e5m2", act="bfloat16", scale="float16", block_m=64, block_n=64,
+    dict(wtype="float8_e5m2", act="bfloat16", scale="float16", block_m=64, block_n=128,
          block_k=32),
     dict(wtype="uint3", act="float16", scale="bfloat16", zero_mode="const", zero_point=4.0,
-         block_m=16, block_n=64, block_k=32, split_k=2),
+         block_m=16, block_n=128, block_k=32, split_k=2),
 ]
 
 

@@ -34,7 +34,7 @@ def test_from_linear_matches_ops_matmul():
     torch.manual_seed(1)
     lin = nn.Linear(64, 40)
     q = QuantLinear.from_linear(lin, dtype="int4", group_size=32)
-    assert "dtype=int4" in repr(q) and q.zeros is None
+    assert "dtype=int4" in repr(q) and q.offsets is None
     x = torch.randn(2, 3, 64).half()
     out = q(x)
     assert out.shape == (2, 3, 40) and out.dtype == torch.float16
@@ -100,9 +100,9 @@ def test_torch_compile_fullgraph_aot_eager():
 
 
 def test_custom_op_fake_and_opcheck():
-    qw = quantize(torch.randn(24, 32), "uint4", group_size=16)
+    qw = quantize(torch.randn(24, 32), "uint4", group_size=32)
     a = torch.randn(5, 32).half()
-    args = (a, qw.data, qw.scales, qw.zeros, None, "uint4", 24, 32, 16, 0.0)
+    args = (a, qw.data, qw.scales, qw.offsets, None, "uint4", 24, 32, 32, 0.0, 0)
     torch.library.opcheck(torch.ops.tilus.quant_matmul.default, args)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -118,9 +118,9 @@ def test_public_names():
 
 
 def test_module_conversions_keep_scale_dtype():
-    q = QuantLinear.from_linear(nn.Linear(32, 16), dtype="uint4", group_size=16)
+    q = QuantLinear.from_linear(nn.Linear(32, 16), dtype="uint4", group_size=32)
     q.float()
-    assert q.scales.dtype == torch.float16 and q.zeros.dtype == torch.float16
+    assert q.scales.dtype == torch.float16 and q.offsets.dtype == torch.float16
     assert q.qweight.dtype == torch.uint8 and q.bias.dtype == torch.float32
     x = torch.randn(2, 32)
     assert q(x).dtype == torch.float32

@@ -2,8 +2,9 @@
 
 Its state is registered buffers, so ``state_dict()``/``load_state_dict()`` and ``.to(device)``
 work as for any module: ``qweight`` (uint8, the packed format of ``tilus.ops.quantize``),
-``scales``, ``zeros`` (only for schemes with per-group zero points) and ``bias`` (optional), plus
-a small ``_extra_state`` (weight type, group size, format version) checked on load. A fresh
+``scales``, ``offsets`` (only for schemes with per-group offsets) and ``bias`` (optional), plus
+a small ``_extra_state`` (weight type, group size, format version, the scales' power of two)
+checked on load. A fresh
 ``QuantLinear(in_features, out_features, bias, dtype=..., group_size=..., symmetric=...)`` has
 buffers of the right shapes, ready for ``load_state_dict``.
 
@@ -24,8 +25,9 @@ import torch
 from torch import nn
 
 from tilus.errors import QuantizationError
+from tilus.ops import packing
 from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype,
-                                dequantize_packed, padded_n, quantize, weight_type)
+                                dequantize_packed, quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
                                   check_optional_bool)
 
@@ -37,20 +39,23 @@ WIDE_DTYPES = (torch.float32, torch.float64)
 
 @torch.library.custom_op("tilus::dequant_linear", mutates_args=())
 def dequant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
-                   zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str, n: int,
-                   k: int, group_size: int, zero_point: float) -> torch.Tensor:
+                   offsets: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str,
+                   n: int, k: int, group_size: int, zero_point: float,
+                   exponent: int = 0) -> torch.Tensor:
     """``x [M, K] @ dequant(qweight).T + bias`` -> [M, N], computed in x's dtype on x's device."""
-    w = dequantize_packed(qweight, scales, zeros, dtype, n, k, group_size, zero_point, x.dtype)
+    w = dequantize_packed(qweight, scales, offsets, dtype, n, k, group_size, zero_point, x.dtype,
+                          exponent)
     return nn.functional.linear(x, w.t(), None if bias is None else bias.to(x.dtype))
 
 
 @dequant_linear.register_fake
-def _dequant_linear_fake(x, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point):
+def _dequant_linear_fake(x, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
+                         exponent=0):
     return x.new_empty((x.shape[0], n))
 
 
 def _scheme(dtype: str, symmetric: Optional[bool]) -> tuple[bool, bool, float]:
-    """(symmetric, has_zeros, zero_point) of quantize's scheme for ``dtype``/``symmetric``."""
+    """(symmetric, has_offsets, zero_point) of quantize's scheme for ``dtype``/``symmetric``."""
     t = weight_type(dtype)
     if t.is_float:
         return True, False, 0.0
@@ -75,14 +80,16 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.dtype_name = t.name
         self.group_size = group_size
-        self.symmetric, has_zeros, self.zero_point = _scheme(t.name, symmetric)
+        self.symmetric, has_offsets, self.zero_point = _scheme(t.name, symmetric)
+        self.exponent = 0
         sdt = _scale_dtype(scale_dtype, torch.empty(0))
         g = in_features // self.group_size
         self.register_buffer("qweight", torch.zeros(
-            in_features, padded_n(out_features) * t.nbits // 8, dtype=torch.uint8, device=device))
+            packing.data_shape(in_features, out_features, t.nbits), dtype=torch.uint8,
+            device=device))
         self.register_buffer("scales", torch.ones(g, out_features, dtype=sdt, device=device))
-        self.register_buffer("zeros", torch.zeros(g, out_features, dtype=sdt, device=device)
-                             if has_zeros else None)
+        self.register_buffer("offsets", torch.zeros(g, out_features, dtype=sdt, device=device)
+                             if has_offsets else None)
         self.register_buffer("bias", torch.zeros(out_features, dtype=sdt, device=device)
                              if bias else None)
 
@@ -92,13 +99,14 @@ class QuantLinear(nn.Module):
         n, k = qw.shape
         layer = cls(k, n, bias is not None, qw.dtype, qw.group_size, qw.symmetric,
                     qw.scales.dtype, device=qw.device)
-        if (qw.zeros is None) != (layer.zeros is None) or qw.zero_point != layer.zero_point:
-            raise QuantizationError("the quantized weight's zero-point scheme does not match "
+        if (qw.offsets is None) != (layer.offsets is None) or qw.zero_point != layer.zero_point:
+            raise QuantizationError("the quantized weight's offset scheme does not match "
                                     f"{qw.dtype} symmetric={qw.symmetric}")
         layer.qweight.copy_(qw.data)
         layer.scales.copy_(qw.scales)
-        if qw.zeros is not None:
-            layer.zeros.copy_(qw.zeros)
+        layer.exponent = int(qw.exponent)
+        if qw.offsets is not None:
+            layer.offsets.copy_(qw.offsets)
         if bias is not None:
             layer.bias.copy_(bias.detach().to(layer.bias.dtype))
         return layer
@@ -116,9 +124,9 @@ class QuantLinear(nn.Module):
     @property
     def qweight_object(self) -> QuantizedWeight:
         """The buffers as a QuantizedWeight (shares memory)."""
-        return QuantizedWeight(self.qweight, self.scales, self.zeros, self.dtype_name,
+        return QuantizedWeight(self.qweight, self.scales, self.offsets, self.dtype_name,
                                (self.out_features, self.in_features), self.group_size,
-                               self.symmetric, self.zero_point)
+                               self.symmetric, self.zero_point, self.exponent)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         return self.qweight_object.dequantize(dtype)
@@ -133,17 +141,17 @@ class QuantLinear(nn.Module):
             bias = bias.to(x.dtype)
         wide = x.dtype in WIDE_DTYPES
         op = torch.ops.tilus.dequant_linear if wide else torch.ops.tilus.quant_matmul
-        out = op(x.reshape(-1, self.in_features), self.qweight, self.scales, self.zeros, bias,
+        out = op(x.reshape(-1, self.in_features), self.qweight, self.scales, self.offsets, bias,
                  self.dtype_name, self.out_features, self.in_features, self.group_size,
-                 float(self.zero_point))
+                 float(self.zero_point), int(self.exponent))
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def _apply(self, fn, *args, **kwargs):
         """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales
-        and zeros stay float16/bfloat16 (a float32 conversion keeps their previous dtype)."""
+        and offsets stay float16/bfloat16 (a float32 conversion keeps their previous dtype)."""
         keep = self.scales.dtype
         super()._apply(fn, *args, **kwargs)
-        for name in ("scales", "zeros"):
+        for name in ("scales", "offsets"):
             t = self._buffers.get(name)
             if t is not None and t.dtype not in (torch.float16, torch.bfloat16):
                 self._buffers[name] = t.to(keep)
@@ -153,15 +161,23 @@ class QuantLinear(nn.Module):
     def get_extra_state(self) -> dict:
         return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,
                 "group_size": self.group_size, "symmetric": self.symmetric,
-                "zero_point": self.zero_point}
+                "zero_point": self.zero_point, "exponent": self.exponent}
 
     def set_extra_state(self, state: dict) -> None:
+        """Checks the saved scheme against this layer's; takes the saved scales' exponent."""
         mine = self.get_extra_state()
+        state = dict(state)
+        exponent = state.get("exponent", 0)
+        if not isinstance(exponent, int) or isinstance(exponent, bool) or not 0 <= exponent < 64:
+            raise QuantizationError(f"QuantLinear state: exponent must be an int in [0, 64), got "
+                                    f"{exponent!r}")
+        mine["exponent"] = state["exponent"] = exponent
         if state != mine:
             diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
             raise QuantizationError(f"QuantLinear state does not match this layer: "
                                     f"(saved, this) = {diff}; build the layer with the saved "
                                     f"dtype/group_size/symmetric")
+        self.exponent = exponent
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

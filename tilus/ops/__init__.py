@@ -11,6 +11,7 @@ from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
 )
 from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
+from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
-           "FORMAT_VERSION", "LAYOUT"]
+           "compile_matmul", "MatmulBuild", "FORMAT_VERSION", "LAYOUT"]

@@ -1,29 +1,33 @@
 """The quantized matmul kernel in the Tilus DSL: ``C[M, N] = A[M, K] @ dequant(W)[K, N] (+ bias)``.
 
 One Script serves every weight type of 1-8 bits, fp16 and bf16 activations, fp16 and bf16 scales,
-per-group zero points or a constant one, an optional bias, and split-k. The weight is read in the
-packed format of ``tilus.ops.quantize`` (``[K, N_pad]`` row-major bit stream, rows of
-``N_pad * B / 8`` bytes, ``N_pad`` a multiple of 128).
+per-group offsets (or the constant zero point's ``-zp * s``), an optional bias, and split-k. The
+weight is read in packed format 2 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
+``4 * B`` bytes of a unit holding exactly the codes of its mma B fragments.
 
-Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``zeros`` by the
-scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for its
-(act, scale) pair (``QuantMatmul_float16_float16``, ...; four in all), whose ``__call__`` has
+Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``offsets`` by
+the scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for
+its (act, scale) pair (``QuantMatmul_float16_float16``, ...; four in all), whose ``__call__`` has
 those annotations and inlines the shared body ``QuantMatmul.kernel``.
 
-Dequantization of a [block_k, block_n] tile (exactly ``QuantizedWeight.dequantize``):
-``w = round_act((decode(q) * 2^-e - z) * s)`` where the product is exact in float32. When every
-value ``decode(q) * 2^-e`` is exact in the activation dtype and the scales have that dtype, the
-tile is computed in the activation dtype (cast, subtract, multiply: one rounding, at the
-multiply); otherwise in float32 and cast once (the wide float types, mixed scale dtypes).
+Per unit (the dequantization is ``QuantizedWeight.dequantize``, ``v * s + b`` rounded once):
+the unit's bytes are loaded with the layout ``unit_bytes_layout`` (one vector load per thread),
+``view(..., layout=weight_stream_layout)`` reinterprets each thread's bytes as its codes (free),
+``cast`` to the activation dtype runs the packed lop3/prmt program on whole words and writes
+whole mma registers (the output is annotated ``weight_fragment_layout``: the cast reorders the
+thread's slots for free), and one ``fma`` (HFMA2 per two weights) applies scale and offset. When
+a type's values are not exact in the activation dtype, or scales have another dtype, the tile
+is computed in float32 instead (cast, fma, one rounding to the activation dtype).
 
-Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A k-tile
-lies inside one scale group (``group_size % block_k == 0``), or there is a single group (per-
-channel scales), in which case K need not be a multiple of block_k.
+Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A
+k-tile lies inside one scale group (``group_size % block_k == 0``), or there is a single group.
+``block_n`` is the unit's 128; ``warps`` 4 (one warp per 32 columns) or 8 (two warp rows).
 
-Pipelining (``stages`` >= 2): the [block_m, block_k] activation tile and the packed weight bytes go
-through a ``stages``-deep ring of shared-memory buffers filled with ``copy_async`` (cp.async on the
-GPU), so loads of later k-tiles overlap the dequantization and dot of the current one;
-``stages=1`` loads straight from global memory into registers.
+Pipelining (``stages`` >= 2): the [block_m, block_k] activation tile and the k-tile's packed
+units go through a ``stages``-deep ring of shared-memory buffers filled with ``copy_async``
+(cp.async), so loads of later k-tiles overlap the current one's work; the scale (and offset) row
+of the next k-tile is loaded into registers one iteration ahead (4 values per thread, consumed
+after a whole iteration of work). ``stages=1`` loads straight from global memory into registers.
 
 Split-k (grid z): block z sums k-tiles [z*per, (z+1)*per); the partial sums of one output tile are
 added in split order through a float32 workspace, serialized by one int32 semaphore per tile
@@ -36,7 +40,8 @@ import tilus
 from tilus import dtypes
 from tilus.autotune import autotune
 from tilus.errors import TilusError
-from tilus.ops.quantize import N_ALIGN, value_exponent
+from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layout,
+                                    weight_fragment_layout, weight_stream_layout)
 
 ACT_DTYPES = ("float16", "bfloat16")
 
@@ -60,15 +65,16 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
 
 
 @autotune("block_m", [16, 32, 64, 128])
-@autotune("block_n", [64, 128, 256])
-@autotune("block_k", [32, 64, 128])
+@autotune("block_n", [UNIT_N])
+@autotune("block_k", [32, 64, 128, 256])
 @autotune("split_k", [1, 2, 4, 8])
 @autotune("warps", [4, 8])
 @autotune("stages", [1, 2, 3, 4])
 class QuantMatmul(tilus.Script):
     """C = A @ dequant(W) (+ bias); see the module docstring. Schedule parameters: ``block_m``,
-    ``block_n`` (multiple of 8), ``block_k``, ``split_k``, ``warps``, ``stages`` (the autotuner's
-    space; its shape-dependent pruning is ``tilus.ops.tuning.prune_matmul``).
+    ``block_n`` (128, the packed unit), ``block_k`` (a multiple of 32), ``split_k``, ``warps``
+    (4 or 8), ``stages`` (the autotuner's space; its shape-dependent pruning is
+    ``tilus.ops.tuning.prune_matmul``).
 
     ``QuantMatmul(wtype, group_size, act=, scale=, ...)`` returns the instance of the variant class
     for (act, scale), e.g. ``QuantMatmul_bfloat16_float16``."""
@@ -85,7 +91,8 @@ class QuantMatmul(tilus.Script):
 
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
                  zero_mode: str = "none", zero_point: float = 0.0, has_bias: bool = False,
-                 single_group: bool = False, block_m: int = 16, block_n: int = 64,
+                 single_group: bool = False, exponent: int = 0, block_m: int = 16,
+                 block_n: int = UNIT_N,
                  block_k: int = 32, split_k: int = 1, warps: int = 4, stages: int = 1):
         super().__init__()
         self.wtype = dtypes.get(wtype)
@@ -97,12 +104,17 @@ class QuantMatmul(tilus.Script):
         if zero_mode not in ("none", "const", "tensor"):
             raise TilusError(f"QuantMatmul: zero_mode must be none, const or tensor, "
                              f"got {zero_mode!r}")
-        if block_n % 8:
-            raise TilusError(f"QuantMatmul: block_n={block_n} must be a multiple of 8 (a tile's "
-                             f"columns must start on a byte of the packed rows)")
-        if not single_group and group_size % block_k:
+        if block_n != UNIT_N:
+            raise TilusError(f"QuantMatmul: block_n must be {UNIT_N} (the packed format's unit), "
+                             f"got {block_n}")
+        if block_k % UNIT_K:
+            raise TilusError(f"QuantMatmul: block_k={block_k} must be a multiple of {UNIT_K}")
+        if not single_group and group_size % block_k and block_k != 2 * group_size:
             raise TilusError(f"QuantMatmul: block_k={block_k} must divide group_size={group_size}"
-                             f" (a k-tile lies in one scale group)")
+                             f" or be twice it (a k-tile spans one or two scale groups)")
+        if warps not in (4, 8) or block_m % (16 * (warps // 4)):
+            raise TilusError(f"QuantMatmul: warps must be 4 or 8 with block_m a multiple of "
+                             f"{16 * (warps // 4)}, got warps={warps}, block_m={block_m}")
         if split_k < 1:
             raise TilusError(f"QuantMatmul: split_k must be >= 1, got {split_k}")
         if stages < 1:
@@ -114,10 +126,18 @@ class QuantMatmul(tilus.Script):
         self.single_group = bool(single_group)
         self.block_m, self.block_n, self.block_k = block_m, block_n, block_k
         self.split_k, self.warps, self.stages = split_k, warps, stages
-        self.exponent = value_exponent(self.wtype)
+        self.warps_m = warps // 4
+        self.units = block_k // UNIT_K
+        self.two_groups = not single_group and block_k == 2 * group_size
+        self.unit_bytes = UNIT_K * UNIT_N * self.wtype.nbits // 8
+        self.exponent = int(exponent)
         self.norm = 2.0 ** -self.exponent
         self.fast = (self.scale.name == self.act.name
                      and values_exact_in(self.wtype, self.act.name, self.exponent))
+        self.stream = weight_stream_layout(pair_stride(self.wtype.name, self.scale.name),
+                                           self.warps_m)
+        self.fragment = weight_fragment_layout(self.warps_m)
+        self.bytes_layout = unit_bytes_layout(self.wtype.nbits, self.warps_m)
 
     @staticmethod
     def _nbits(wtype) -> int:
@@ -127,65 +147,62 @@ class QuantMatmul(tilus.Script):
     def schedule_names() -> tuple:
         return ("block_m", "block_n", "block_k", "split_k", "warps", "stages")
 
-    def dequant_tile(self, codes, gs, gz, g, n0):
-        """The [block_k, block_n] tile of dequantized weights (activation dtype) of group g."""
-        bn = self.block_n
-        s = self.load_global(gs, offsets=[g, n0], shape=[1, bn])
+    def unit_weights(self, raw, s, b):
+        """The [32, 128] dequantized weights (activation dtype, mma B layout) of one unit."""
+        self.annotate_layout(raw, self.bytes_layout)
+        codes = self.view(raw, dtype=self.wtype, layout=self.stream)
         if self.fast:
             wf = self.cast(codes, dtype=self.act)
+            self.annotate_layout(wf, self.fragment)
             if self.norm != 1.0:
                 wf = wf * self.norm
-            if self.zero_mode == "const":
-                wf = wf - self.zero_point
-            if self.zero_mode == "tensor":
-                z = self.load_global(gz, offsets=[g, n0], shape=[1, bn])
-                wf = wf - z
-            wf = wf * s
-        else:
-            wf = self.cast(codes, dtype=tilus.float32)
-            if self.norm != 1.0:
-                wf = wf * self.norm
-            if self.zero_mode == "const":
-                wf = wf - self.zero_point
-            if self.zero_mode == "tensor":
-                z = self.load_global(gz, offsets=[g, n0], shape=[1, bn])
-                wf = wf - self.cast(z, dtype=tilus.float32)
-            wf = self.cast(wf * self.cast(s, dtype=tilus.float32), dtype=self.act)
+            return self.fma(wf, s, b) if b is not None else wf * s
+        v = self.cast(codes, dtype=tilus.float32)
+        if self.norm != 1.0:
+            v = v * self.norm
+        s32 = self.cast(s, dtype=tilus.float32)
+        w32 = self.fma(v, s32, self.cast(b, dtype=tilus.float32)) if b is not None else v * s32
+        wf = self.cast(w32, dtype=self.act)
+        self.annotate_layout(wf, self.fragment)
         return wf
 
-    def kernel(self, m, n, k, a, w, scales, zeros, bias, c, workspace, sema):
-        bm, bn, bk = self.block_m, self.block_n, self.block_k
-        nbits = self.wtype.nbits
-        tiles_n = tilus.cdiv(n, bn)
+    def offsets_of(self, s, offsets):
+        """The group's offset row: the stored one, ``-zp * s`` (exact), or None (no offset)."""
+        if self.zero_mode == "tensor":
+            return offsets
+        if self.zero_mode == "const":
+            return s * (-self.zero_point)
+        return None
+
+    def kernel(self, m, n, k, a, w, scales, offsets, bias, c, workspace, sema):
+        bm = self.block_m
+        tiles_n = tilus.cdiv(n, UNIT_N)
         self.attrs.blocks = [tilus.cdiv(m, bm), tiles_n, self.split_k]
         self.attrs.warps = self.warps
         ga = self.global_view(a, dtype=self.act, shape=[m, k])
         gw = self.global_view(w, dtype=tilus.uint8,
-                              shape=[k, tilus.cdiv(n, N_ALIGN) * (N_ALIGN * nbits // 8)])
+                              shape=[tiles_n, tilus.cdiv(k, UNIT_K) * self.unit_bytes])
         num_groups = 1
         if not self.single_group:
             num_groups = k // self.group_size
         gs = self.global_view(scales, dtype=self.scale, shape=[num_groups, n])
         gz = gs
         if self.zero_mode == "tensor":
-            gz = self.global_view(zeros, dtype=self.scale, shape=[num_groups, n])
+            gz = self.global_view(offsets, dtype=self.scale, shape=[num_groups, n])
         gc = self.global_view(c, dtype=self.act, shape=[m, n])
         m0 = self.blockIdx.x * bm
-        n0 = self.blockIdx.y * bn
+        n0 = self.blockIdx.y * UNIT_N
         split = self.blockIdx.z
-        k_tiles = tilus.cdiv(k, bk)
+        k_tiles = tilus.cdiv(k, self.block_k)
         per_split = tilus.cdiv(k_tiles, self.split_k)
         first = split * per_split
         last = min(first + per_split, k_tiles)
-        acc = self.register_tensor(dtype=tilus.float32, shape=[bm, bn], init=0.0)
+        acc = self.register_tensor(dtype=tilus.float32, shape=[bm, UNIT_N], init=0.0)
         if self.stages == 1:
             for kt in self.range(first, last):
-                ta = self.load_global(ga, offsets=[m0, kt * bk], shape=[bm, bk])
-                raw = self.load_global(gw, offsets=[kt * bk, n0 * nbits // 8],
-                                       shape=[bk, bn * nbits // 8])
-                self.mma_tile(ta, raw, kt, gs, gz, n0, acc)
+                self.direct_tile(ga, gw, gs, gz, m0, kt, acc)
         else:
-            self.pipelined_loop(ga, gw, gs, gz, m0, n0, first, last, acc)
+            self.pipelined_loop(ga, gw, gs, gz, m0, first, last, acc)
         if self.split_k == 1:
             self.epilogue(acc, bias, gc, m0, n0, n)
         else:
@@ -194,53 +211,100 @@ class QuantMatmul(tilus.Script):
             tile = self.blockIdx.x * tiles_n + self.blockIdx.y
             self.lock_semaphore(gsema, index=[tile], value=split)
             if split > 0:
-                acc += self.load_global(gws, offsets=[m0, n0], shape=[bm, bn])
+                acc += self.load_global(gws, offsets=[m0, n0], shape=[bm, UNIT_N])
             if split == self.split_k - 1:
                 self.epilogue(acc, bias, gc, m0, n0, n)
             else:
                 self.store_global(gws, acc, offsets=[m0, n0])
             self.release_semaphore(gsema, index=[tile], value=(split + 1) % self.split_k)
 
-    def mma_tile(self, ta, raw, kt, gs, gz, n0, acc):
-        """acc += ta @ dequant(raw): one k-tile (raw: the [block_k, block_n * B / 8] bytes)."""
-        codes = self.view(raw, dtype=self.wtype, shape=[self.block_k, self.block_n])
-        g = 0
-        if not self.single_group:
-            g = kt * self.block_k // self.group_size
-        wf = self.dequant_tile(codes, gs, gz, g, n0)
-        self.dot(ta, wf, acc, out=acc)
+    def group_of(self, kt):
+        """The (first) scale group of k-tile kt."""
+        if self.single_group:
+            return 0
+        return kt * self.block_k // self.group_size
 
-    def issue_stage(self, ga, gw, sa, sw, slot, kt, m0, n0):
-        """copy_async of k-tile kt (activations and packed weight bytes) into ring slot ``slot``."""
+    def unit_params(self, params, u):
+        """(scale row, offset) for unit u of a k-tile from ``group_params``' rows."""
+        s0, z0, s1, z1 = params
+        if self.two_groups and u * UNIT_K >= self.group_size:
+            return s1, self.offsets_of(s1, z1)
+        return s0, self.offsets_of(s0, z0)
+
+    def direct_tile(self, ga, gw, gs, gz, m0, kt, acc):
+        """acc += A[:, k-tile kt] @ dequant(W[k-tile kt]), loading straight from global memory."""
+        params = self.group_params(gs, gz, kt)
+        for u in range(self.units):
+            raw = self.load_global(gw, offsets=[self.blockIdx.y,
+                                                (kt * self.units + u) * self.unit_bytes],
+                                   shape=[1, self.unit_bytes])
+            ta = self.load_global(ga, offsets=[m0, kt * self.block_k + u * UNIT_K],
+                                  shape=[self.block_m, UNIT_K])
+            s, b = self.unit_params(params, u)
+            self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
+
+    def issue_stage(self, ga, gw, sa, sw, slot, kt, m0):
+        """copy_async of k-tile kt (activations and packed units) into ring slot ``slot``."""
         bm, bk = self.block_m, self.block_k
-        wb = self.block_n * self.wtype.nbits // 8
         self.copy_async(src=ga, dst=self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]),
                         offsets=[m0, kt * bk])
-        self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0], shape=[bk, wb]),
-                        offsets=[kt * bk, n0 * self.wtype.nbits // 8])
+        self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0],
+                                                      shape=[1, self.units * self.unit_bytes]),
+                        offsets=[self.blockIdx.y, kt * self.units * self.unit_bytes])
 
-    def pipelined_loop(self, ga, gw, gs, gz, m0, n0, first, last, acc):
+    def group_params(self, gs, gz, kt):
+        """(s0, z0, s1, z1): the scale and stored-offset rows ([1, 128]) of k-tile kt's first and
+        second group (the second only when a k-tile spans two; else the first again)."""
+        n0 = self.blockIdx.y * UNIT_N
+        g = self.group_of(kt)
+        s0 = self.load_global(gs, offsets=[g, n0], shape=[1, UNIT_N])
+        z0 = s0
+        if self.zero_mode == "tensor":
+            z0 = self.load_global(gz, offsets=[g, n0], shape=[1, UNIT_N])
+        s1 = s0
+        z1 = z0
+        if self.two_groups:
+            s1 = self.load_global(gs, offsets=[g + 1, n0], shape=[1, UNIT_N])
+            if self.zero_mode == "tensor":
+                z1 = self.load_global(gz, offsets=[g + 1, n0], shape=[1, UNIT_N])
+        return s0, z0, s1, z1
+
+    def pipelined_loop(self, ga, gw, gs, gz, m0, first, last, acc):
         """The k loop with a ``stages``-deep ring of shared-memory buffers filled by copy_async:
         tile kt + stages - 1 is in flight while tile kt is computed (one commit group per
-        iteration, waiting until at most stages - 2 groups are pending)."""
+        iteration, waiting until at most stages - 2 groups are pending). The scale/offset rows
+        of tile kt + 1 are loaded into registers during tile kt (one iteration ahead)."""
         st, bm, bk = self.stages, self.block_m, self.block_k
-        wb = self.block_n * self.wtype.nbits // 8
         sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
-        sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, bk, wb])
-        for s in range(st - 1):
-            if first + s < last:
-                self.issue_stage(ga, gw, sa, sw, s, first + s, m0, n0)
+        sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, 1, self.units * self.unit_bytes])
+        for i in range(st - 1):
+            if first + i < last:
+                self.issue_stage(ga, gw, sa, sw, i, first + i, m0)
             self.copy_async_commit_group()
+        s0, z0, s1, z1 = self.group_params(gs, gz, first)
         for kt in self.range(first, last):
             slot = (kt - first) % st
             self.copy_async_wait_group(st - 2)
             self.sync()
-            ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]))
-            raw = self.load_shared(self.slice_shared(sw, offsets=[slot, 0, 0], shape=[bk, wb]))
+            raws = []
+            tas = []
+            for u in range(self.units):
+                raws.append(self.load_shared(self.slice_shared(
+                    sw, offsets=[slot, 0, u * self.unit_bytes], shape=[1, self.unit_bytes])))
+                tas.append(self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
+                                                              shape=[bm, UNIT_K])))
             if kt + st - 1 < last:
-                self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0, n0)
+                self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0)
             self.copy_async_commit_group()
-            self.mma_tile(ta, raw, kt, gs, gz, n0, acc)
+            s0n, z0n, s1n, z1n = self.group_params(gs, gz, kt + 1)
+            for u in range(self.units):
+                s, b = self.unit_params((s0, z0, s1, z1), u)
+                self.dot(tas[u], self.unit_weights(raws[u], s, b), acc, out=acc)
+            s0 = s0n
+            z0 = z0n
+            if self.two_groups:
+                s1 = s1n
+                z1 = z1n
         self.copy_async_wait_group(0)
         self.free_shared(sa)
         self.free_shared(sw)
@@ -249,7 +313,7 @@ class QuantMatmul(tilus.Script):
         out = acc
         if self.has_bias:
             gb = self.global_view(bias, dtype=self.act, shape=[1, n])
-            b = self.load_global(gb, offsets=[0, n0], shape=[1, self.block_n])
+            b = self.load_global(gb, offsets=[0, n0], shape=[1, UNIT_N])
             out = acc + self.cast(b, dtype=tilus.float32)
         self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
 
@@ -262,9 +326,9 @@ def _variant(act: str, scale: str):
 
     class Variant(QuantMatmul):
         def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
-                     w: ~tilus.uint8, scales: ~S, zeros: ~S, bias: ~A, c: ~A,
+                     w: ~tilus.uint8, scales: ~S, offsets: ~S, bias: ~A, c: ~A,
                      workspace: ~tilus.float32, sema: ~tilus.int32):
-            self.kernel(m, n, k, a, w, scales, zeros, bias, c, workspace, sema)
+            self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema)
 
     name = f"QuantMatmul_{act}_{scale}"
     Variant.__name__ = Variant.__qualname__ = name

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
-from tilus.ops.quantize import QuantizedWeight, dequantize_packed, padded_n
+from tilus.ops.quantize import QuantizedWeight, dequantize_packed
 from tilus.ops.validation import check_schedule
 
 ENGINES = ("auto", "interpreter", "fallback", "compiled")
@@ -31,16 +31,12 @@ _ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
 # ---- schedules ----------------------------------------------------------------------------------
-def _block_k_for(group_size: int, k: int, candidates=(128, 64, 32, 16)) -> int:
-    if group_size == k:                       # single group: any block_k works (masked tail)
-        return next((c for c in candidates if c <= max(16, k)), candidates[-1])
-    for c in candidates:
-        if group_size % c == 0:
-            return c
-    for c in range(min(group_size, candidates[0]), 0, -1):
-        if group_size % c == 0:
-            return c
-    return 1
+def _block_k_for(group_size: int, k: int, candidates=(256, 128, 64, 32)) -> int:
+    """The largest candidate (multiples of the packed unit's 32) whose k-tile spans one group or
+    two; any for a single group."""
+    if group_size == k:
+        return next((c for c in candidates if c <= max(32, k)), candidates[-1])
+    return next((c for c in candidates if group_size % c == 0 or c == 2 * group_size), 32)
 
 
 def bucket_m(m: int) -> int:
@@ -51,30 +47,38 @@ def bucket_m(m: int) -> int:
     return b
 
 
+def balanced_split(tiles: int, k_tiles: int, num_sms: int, max_split: int = 16) -> int:
+    """The split-k that fills the SMs most evenly (blocks / (waves * SMs) highest, the smaller
+    split on ties), keeping at least two k-tiles per split."""
+    best, best_eff = 1, 0.0
+    split = 1
+    while split <= max_split and (split == 1 or k_tiles >= 2 * split):
+        blocks = tiles * split
+        eff = blocks / (math.ceil(blocks / num_sms) * num_sms)
+        if eff > best_eff + 1e-9:
+            best, best_eff = split, eff
+        split *= 2
+    return best
+
+
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
                      num_sms: int = 132) -> dict:
-    """A heuristic schedule: decode (M <= 16: block_m 16, split-k to fill the SMs, a 4-deep
-    copy_async pipeline) or large-M (block_m 64/128, no split, 3 stages). The interpreter gets
-    small tiles and no pipeline (numpy per tile)."""
+    """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 128, split-k that fills
+    the SMs evenly, a 4-deep copy_async pipeline) or large-M (block_m 64/128, one unit per
+    k-tile, 3 stages). The interpreter gets one unit per k-tile and no pipeline."""
     if engine == "interpreter":
-        bk = _block_k_for(group_size, k, (32, 16, 8))
-        return {"block_m": 16, "block_n": 32, "block_k": bk, "split_k": 1, "warps": 4,
+        return {"block_m": 16, "block_n": 128, "block_k": 32, "split_k": 1, "warps": 4,
                 "stages": 1}
-    bk = _block_k_for(group_size, k, (64, 32, 16))
     if m <= 16:
-        bn = 128 if n >= 4096 else 64
-        tiles = math.ceil(n / bn)
+        bk = _block_k_for(group_size, k)
         k_tiles = math.ceil(k / bk)
-        split = 1
-        while split < 16 and tiles * split * 2 <= 2 * num_sms and k_tiles // (split * 2) >= 4:
-            split *= 2
-        stages = max(1, min(4, k_tiles // split))
-        return {"block_m": 16, "block_n": bn, "block_k": bk, "split_k": split, "warps": 4,
+        split = balanced_split(math.ceil(n / 128), k_tiles, num_sms)
+        stages = max(1, min(4, math.ceil(k_tiles / split)))
+        return {"block_m": 16, "block_n": 128, "block_k": bk, "split_k": split, "warps": 4,
                 "stages": stages}
     bm = 64 if m <= 128 else 128
-    bk = min(bk, 32) if group_size % 32 == 0 else bk
-    return {"block_m": bm, "block_n": 128, "block_k": bk, "split_k": 1,
-            "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / bk)))}
+    return {"block_m": bm, "block_n": 128, "block_k": 32, "split_k": 1,
+            "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / 32)))}
 
 
 def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
@@ -84,12 +88,13 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
     key = (tuple(sorted(qw_meta.items())), act, has_bias, tuple(sorted(schedule.items())))
     kern = _KERNELS.get(key)
     if kern is None:
-        zero_mode = "tensor" if qw_meta["has_zeros"] else ("const" if qw_meta["zero_point"]
-                                                           else "none")
+        zero_mode = "tensor" if qw_meta["has_offsets"] else ("const" if qw_meta["zero_point"]
+                                                             else "none")
         kern = QuantMatmul(qw_meta["dtype"], qw_meta["group_size"], act=act,
                            scale=qw_meta["scale"], zero_mode=zero_mode,
                            zero_point=qw_meta["zero_point"], has_bias=has_bias,
-                           single_group=qw_meta["group_size"] == qw_meta["k"], **schedule)
+                           single_group=qw_meta["group_size"] == qw_meta["k"],
+                           exponent=qw_meta["exponent"], **schedule)
         _KERNELS[key] = kern
     return kern
 
@@ -97,10 +102,11 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
 _KERNELS: dict = {}
 
 
-def _meta(dtype: str, group_size: int, k: int, zero_point: float, has_zeros: bool,
-          scale: torch.dtype) -> dict:
+def _meta(dtype: str, group_size: int, k: int, zero_point: float, has_offsets: bool,
+          scale: torch.dtype, exponent: int = 0) -> dict:
     return {"dtype": dtype, "group_size": int(group_size), "k": int(k),
-            "zero_point": float(zero_point), "has_zeros": bool(has_zeros), "scale": _ACT[scale]}
+            "zero_point": float(zero_point), "has_offsets": bool(has_offsets),
+            "scale": _ACT[scale], "exponent": int(exponent)}
 
 
 # ---- checks -------------------------------------------------------------------------------------
@@ -128,21 +134,22 @@ def _check(a: Any, qw: Any, bias: Any) -> None:
 
 
 # ---- the engines --------------------------------------------------------------------------------
-def fallback_matmul(a2, data, scales, zeros, bias, dtype: str, n: int, k: int, group_size: int,
-                    zero_point: float) -> torch.Tensor:
+def fallback_matmul(a2, data, scales, offsets, bias, dtype: str, n: int, k: int,
+                    group_size: int, zero_point: float, exponent: int = 0) -> torch.Tensor:
     """Dequantize (torch ops, on a2's device) + matmul in float32, rounded to a2's dtype."""
-    w = dequantize_packed(data, scales, zeros, dtype, n, k, group_size, zero_point, a2.dtype)
+    w = dequantize_packed(data, scales, offsets, dtype, n, k, group_size, zero_point, a2.dtype,
+                          exponent)
     out = a2.float() @ w.float()
     if bias is not None:
         out = out + bias.float()
     return out.to(a2.dtype)
 
 
-def _launch(a2, data, scales, zeros, bias, dtype, n, k, group_size, zero_point, engine,
-            schedule=None) -> torch.Tensor:
+def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point, exponent,
+            engine, schedule=None) -> torch.Tensor:
     m = a2.shape[0]
     act = _ACT[a2.dtype]
-    meta = _meta(dtype, group_size, k, zero_point, zeros is not None, scales.dtype)
+    meta = _meta(dtype, group_size, k, zero_point, offsets is not None, scales.dtype, exponent)
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
     kern = kernel_for(meta, act, bias is not None, schedule)
@@ -161,7 +168,8 @@ def _launch(a2, data, scales, zeros, bias, dtype, n, k, group_size, zero_point, 
         ws = torch.zeros(1, dtype=torch.float32, device=dev)
         sema = torch.zeros(1, dtype=torch.int32, device=dev)
     args = (m, n, k, a2.contiguous(), data.contiguous(), scales.contiguous(),
-            torch.zeros(1, dtype=scales.dtype, device=dev) if zeros is None else zeros.contiguous(),
+            torch.zeros(1, dtype=scales.dtype, device=dev) if offsets is None
+            else offsets.contiguous(),
             torch.zeros(1, dtype=a2.dtype, device=dev) if bias is None
             else bias.to(a2.dtype).contiguous(), c, ws, sema)
     if engine == "compiled" and not (dev.type == "cuda"):
@@ -195,8 +203,9 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:
-    z = "z" if meta["has_zeros"] else ("c" if meta["zero_point"] else "s")
-    return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}-{meta['scale']}-{act}"
+    z = "o" if meta["has_offsets"] else ("c" if meta["zero_point"] else "s")
+    e = f"-e{meta['exponent']}" if meta.get("exponent") else ""
+    return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}{e}-{meta['scale']}-{act}"
 
 
 def matmul_bucket(m: int, n: int, k: int) -> str:
@@ -206,17 +215,20 @@ def matmul_bucket(m: int, n: int, k: int) -> str:
 # ---- the custom op ------------------------------------------------------------------------------
 @torch.library.custom_op("tilus::quant_matmul", mutates_args=())
 def quant_matmul(a: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
-                 zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str, n: int,
-                 k: int, group_size: int, zero_point: float) -> torch.Tensor:
+                 offsets: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str,
+                 n: int, k: int, group_size: int, zero_point: float,
+                 exponent: int = 0) -> torch.Tensor:
     """``a [M, K] @ dequant(qweight).T + bias`` -> [M, N]; CUDA: Tilus kernel, else fallback."""
     if a.device.type == "cuda":
-        return _launch(a, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point,
-                       "compiled")
-    return fallback_matmul(a, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point)
+        return _launch(a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
+                       exponent, "compiled")
+    return fallback_matmul(a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
+                           exponent)
 
 
 @quant_matmul.register_fake
-def _quant_matmul_fake(a, qweight, scales, zeros, bias, dtype, n, k, group_size, zero_point):
+def _quant_matmul_fake(a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
+                       exponent=0):
     return a.new_empty((a.shape[0], n))
 
 
@@ -237,8 +249,8 @@ def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tenso
     _check(a, qweight, bias)
     lead = a.shape[:-1]
     a2 = a.reshape(-1, qweight.k)
-    args = (qweight.data, qweight.scales, qweight.zeros, bias, qweight.dtype, qweight.n,
-            qweight.k, qweight.group_size, float(qweight.zero_point))
+    args = (qweight.data, qweight.scales, qweight.offsets, bias, qweight.dtype, qweight.n,
+            qweight.k, qweight.group_size, float(qweight.zero_point), int(qweight.exponent))
     if engine == "auto" and (schedule is None or a.device.type != "cuda"):
         out = torch.ops.tilus.quant_matmul(a2, *args)
     elif engine == "fallback":
@@ -253,4 +265,4 @@ def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tenso
 
 
 __all__ = ["matmul", "default_schedule", "fallback_matmul", "quant_matmul", "bucket_m",
-           "matmul_kernel_name", "matmul_bucket", "padded_n"]
+           "matmul_kernel_name", "matmul_bucket", "balanced_split"]

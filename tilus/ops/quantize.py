@@ -3,45 +3,54 @@
 ``quantize(weight, dtype="uint4", group_size=128, symmetric=None)`` takes a weight **as
 ``nn.Linear`` stores it: ``[N, K] = [out_features, in_features]``** (``y = x @ W.T``) and returns a
 :class:`QuantizedWeight`. Groups run along K (the reduction dimension): every ``group_size``
-consecutive k of one output column n share a scale (and a zero point).
+consecutive k of one output column n share a scale (and an offset).
 
-Quantization schemes (``w`` one weight, ``s``/``z`` its group's scale/zero point, ``q`` its code):
+Quantization schemes (``w`` one weight, ``s`` its group's scale, ``b`` its group's offset, ``q`` its
+code, ``v = decode(q) * 2^-E`` its grid value, ``E = qw.exponent``):
 
 =====================  ==========================================================================
-uintB, asymmetric      ``s = (max - min) / (2^B - 1)`` (rounded *up* to the scale type),
-(default for uint)     ``z = clamp(round(-min / s), 0, 2^B - 1)``, ``q = clamp(round(w / s) + z)``;
-                       ``w' = (q - z) * s``. Zero points are stored per group.
-intB, asymmetric       the same on the signed grid [-2^(B-1), 2^(B-1) - 1], z on that grid.
-intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``z = 0``, ``q = clamp(round(w / s))``
+uintB / intB,          ``s = (max - min) / (qmax - qmin)`` (rounded *up* to the scale type),
+asymmetric             ``b = min - qmin * s`` (rounded to nearest), ``q = clamp(round((w - b) /
+(default for uint)     s))``; ``w' = v * s + b``. Offsets are stored per group; a group need not
+                       contain 0 (its offset is any value of the scale type).
+intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``b = 0``, ``q = clamp(round(w / s))``
 (default for int)      (B >= 2: int1 has no symmetric grid).
-uintB, symmetric       as intB symmetric, with the fixed zero point ``z = 2^(B-1)`` (none stored).
+uintB, symmetric       as intB symmetric on the grid shifted by the constant zero point
+                       ``zp = 2^(B-1)``: ``w' = (q - zp) * s`` (``b = -zp * s``, none stored).
 floatK_eXmY            scale only (symmetric): ``s = absmax / (max_value * 2^-e)``,
                        ``q = encode(w / (s * 2^-e))`` (nearest, ties to even, saturating),
-                       ``w' = decode(q) * 2^-e * s``, where ``2^e`` is the largest power of two
+                       ``w' = v * s``, where ``2^e`` is the largest power of two
                        <= the type's max_value (``value_exponent``): it keeps scales in the
                        normal range of fp16 even for wide types such as float8_e5m2/float8_e7m0.
+                       The stored scales are ``s * 2^-e`` and ``E = 0`` when all of them are
+                       normal numbers (exact: the kernels then apply no extra power of two),
+                       else ``s`` with ``E = e``. Integer types have ``E = 0``.
 =====================  ==========================================================================
 
-Every quantization error is at most half a step of the type's grid (times the scale) plus the
-rounding of the dequantized value to fp16/bf16. Scales (and zero points, which are small integers
-and exact) are stored in ``scale_dtype``: float16 (default) or bfloat16 (the default when the
-weight is bfloat16).
+``w'`` is ``v * s + b`` computed exactly and rounded once to the output type (what the kernels'
+fused multiply-add computes). Every quantization error is at most half a grid step ``s / 2``,
+plus half a unit in the last place of the offset ``b`` in the scale type (asymmetric only: the
+offset is stored rounded), plus the final rounding of ``w'``. Scales and offsets are stored in
+``scale_dtype``: float16 (default) or bfloat16 (the default when the weight is bfloat16).
 
-Packed-weight format (``format_version`` 1, ``layout`` ``"kn-rowmajor-pad128"``):
+Packed-weight format (``format_version`` 2, ``layout`` ``"mma-b-units-32x128"``):
 
-* ``data``: ``torch.uint8`` tensor of shape ``[K, N_pad * B / 8]`` with ``N_pad = ceil(N/128)*128``:
-  the row-major **[K, N_pad]** matrix of codes (the transpose of the nn.Linear weight) as one
-  Tilus bit stream (element i at bits [i*B, (i+1)*B), little-endian; ``tilus.dtypes.pack``).
-  Padding codes are 0. So every k-row starts on a 16-byte boundary for every B (128 * B bits =
-  16 * B bytes), a [block_k, block_n] tile is ``block_k`` runs of ``block_n * B / 8`` contiguous
-  bytes at a 16-byte-aligned row stride (what cp.async/ldmatrix read fastest), and the columns of
-  a tile never straddle a byte as long as block_n is a multiple of 8.
+* ``data``: ``torch.uint8 [ceil(N/128), ceil(K/32) * 512 * B]``: 32 x 128 (k, n) units of codes,
+  the units of one column tile consecutive along k, each laid out for the mma B operand of the
+  thread that reads it (``tilus.ops.packing``: one thread's 4B-byte load holds exactly the codes
+  of its fragments, in the order the packed casts pair them). Padding codes are 0.
 * ``scales``: ``[K / group_size, N]`` in scale_dtype (row g = group g).
-* ``zeros``: ``[K / group_size, N]`` in scale_dtype (integer values), or None when the zero
-  point is a constant (``zero_point``: 0 or 2^(B-1)).
+* ``offsets``: ``[K / group_size, N]`` in scale_dtype, or None when the offset is ``-zp * s``
+  for the constant zero point ``zero_point`` (0 or 2^(B-1)).
+* Group sizes are multiples of 32 (a unit lies in one group) or the whole K.
+
+Format 1 (``"kn-rowmajor-pad128"``: the row-major [K, N_pad] bit stream with integer zero points
+``w' = (v - z) * s``) still loads: ``QuantizedWeight.from_state_dict`` converts it to format 2
+(repacked codes, offsets ``b = -z * s`` rounded to the scale type) and logs that it did.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -52,10 +61,14 @@ import torch
 from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, QuantizationError
+from tilus.ops import packing
 
-FORMAT_VERSION = 1
-LAYOUT = "kn-rowmajor-pad128"
-N_ALIGN = 128
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+LAYOUT = "mma-b-units-32x128"
+V1_LAYOUT = "kn-rowmajor-pad128"
+GROUP_ALIGN = packing.UNIT_K
 
 _SCALE_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _TORCH_SCALE = {v: k for k, v in _SCALE_DTYPES.items()}
@@ -98,6 +111,22 @@ def _scale_dtype(scale_dtype: Any, weight: torch.Tensor) -> torch.dtype:
     raise QuantizationError(f"scale_dtype must be float16 or bfloat16, got {scale_dtype!r}")
 
 
+def _finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    if not bool(torch.isfinite(x).all()):
+        raise QuantizationError(f"a group's {what} overflows {x.dtype}; the weight is too large "
+                                f"for {x.dtype} (use scale_dtype=torch.bfloat16)")
+    return x
+
+
+def _fold_exponent(s: torch.Tensor, e: int) -> tuple[torch.Tensor, int]:
+    """(s * 2^-e, 0) when every scaled scale is a normal number of the scale type (then exact),
+    else (s, e): the power of two goes into the scales, where the kernels apply it for free."""
+    folded = s * (2.0 ** -e)
+    if bool((folded.float().abs() >= torch.finfo(s.dtype).tiny).all()):
+        return folded, 0
+    return s, e
+
+
 def _round_up_to(s: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
     """Smallest value of ``dt`` >= s (s float32, >= 0): so that w/s never leaves the grid."""
     r = s.to(dt)
@@ -117,14 +146,15 @@ class QuantizedWeight:
     ``shape`` is the original weight's ``(N, K)`` (nn.Linear's ``(out_features, in_features)``).
     """
 
-    data: torch.Tensor                 # uint8 [K, N_pad * nbits / 8]
+    data: torch.Tensor                 # uint8, format 2 (tilus.ops.packing)
     scales: torch.Tensor               # [K / group_size, N], fp16/bf16
-    zeros: Optional[torch.Tensor]      # [K / group_size, N] like scales, or None
+    offsets: Optional[torch.Tensor]    # [K / group_size, N] like scales, or None
     dtype: str                         # weight type name, e.g. "uint4"
     shape: tuple                       # (N, K)
     group_size: int
     symmetric: bool
-    zero_point: float = 0.0            # the constant zero point when zeros is None
+    zero_point: float = 0.0            # the constant zero point when offsets is None
+    exponent: int = 0                  # v = decode(q) * 2^-exponent (see module doc)
     format_version: int = FORMAT_VERSION
     layout: str = LAYOUT
 
@@ -155,7 +185,7 @@ class QuantizedWeight:
 
     @property
     def n_padded(self) -> int:
-        return padded_n(self.n)
+        return packing.padded(self.k, self.n)[1]
 
     @property
     def num_groups(self) -> int:
@@ -169,36 +199,40 @@ class QuantizedWeight:
     def scale_dtype(self) -> torch.dtype:
         return self.scales.dtype
 
+
     @property
-    def value_exponent(self) -> int:
-        return value_exponent(self.wtype)
+    def target(self) -> str:
+        """The half type the codes are ordered for (the scale dtype's name)."""
+        return _SCALE_DTYPES[self.scales.dtype]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.data, self.scales, self.zeros)
+        return sum(t.numel() * t.element_size() for t in (self.data, self.scales, self.offsets)
                    if t is not None)
 
     def to(self, device) -> "QuantizedWeight":
         return QuantizedWeight(self.data.to(device), self.scales.to(device),
-                               None if self.zeros is None else self.zeros.to(device), self.dtype,
-                               tuple(self.shape), self.group_size, self.symmetric,
-                               self.zero_point, self.format_version, self.layout)
+                               None if self.offsets is None else self.offsets.to(device),
+                               self.dtype, tuple(self.shape), self.group_size, self.symmetric,
+                               self.zero_point, self.exponent, self.format_version, self.layout)
 
     # ---- reference -------------------------------------------------------------------------
     def codes(self) -> torch.Tensor:
         """The [K, N] codes (uint8, unpacked, on the weight's device)."""
-        return unpack_codes(self.data, self.dtype, self.n, self.k)
+        return packing.unpack_codes(self.data, self.dtype, self.target, self.n, self.k)
 
     def values(self) -> torch.Tensor:
-        """decode(code) * 2^-e as float32 [K, N] (the grid value before zero point and scale)."""
-        return value_table(self.dtype, self.device)[self.codes().long()]
+        """decode(code) * 2^-exponent as float32 [K, N] (the grid value before scale and
+        offset)."""
+        return value_table(self.dtype, self.device, self.exponent)[self.codes().long()]
 
     def dequantize(self, dtype: Optional[torch.dtype] = None,
                    transpose: bool = True) -> torch.Tensor:
-        """The weight the kernels compute with: ``round_dtype((value - z) * s)``, exact in float32
-        before that one rounding. ``[N, K]`` like the original (``transpose=False``: ``[K, N]``).
-        ``dtype`` defaults to the scale dtype; the result is on the weight's device."""
-        w = dequantize_packed(self.data, self.scales, self.zeros, self.dtype, self.n, self.k,
-                              self.group_size, self.zero_point, dtype or self.scales.dtype)
+        """The weight the kernels compute with: ``v * s + b`` exact, rounded once to ``dtype``.
+        ``[N, K]`` like the original (``transpose=False``: ``[K, N]``). ``dtype`` defaults to the
+        scale dtype; the result is on the weight's device."""
+        w = dequantize_packed(self.data, self.scales, self.offsets, self.dtype, self.n, self.k,
+                              self.group_size, self.zero_point, dtype or self.scales.dtype,
+                              self.exponent)
         return w.t().contiguous() if transpose else w
 
     # ---- state dicts -----------------------------------------------------------------------
@@ -206,29 +240,34 @@ class QuantizedWeight:
         return {"format_version": self.format_version, "layout": self.layout,
                 "dtype": self.dtype, "shape": [int(x) for x in self.shape],
                 "group_size": int(self.group_size), "symmetric": bool(self.symmetric),
-                "zero_point": float(self.zero_point)}
+                "zero_point": float(self.zero_point), "exponent": int(self.exponent)}
 
     def to_state_dict(self) -> dict:
         """Plain tensors plus a small JSON-able ``"meta"`` dict (torch.save/safetensors-friendly
         apart from "meta", which a loader may keep as JSON)."""
         sd = {"qweight": self.data, "scales": self.scales, "meta": self.metadata()}
-        if self.zeros is not None:
-            sd["zeros"] = self.zeros
+        if self.offsets is not None:
+            sd["offsets"] = self.offsets
         return sd
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "QuantizedWeight":
+        """Format 2, or format 1 converted to 2 (logged)."""
         try:
             meta = dict(sd["meta"])
             data, scales = sd["qweight"], sd["scales"]
         except KeyError as e:
             raise QuantizationError(f"not a QuantizedWeight state dict: no {e} entry") from None
-        if meta.get("format_version") != FORMAT_VERSION or meta.get("layout") != LAYOUT:
-            raise QuantizationError(f"unsupported packed-weight format "
-                                    f"{meta.get('format_version')}/{meta.get('layout')}; this "
-                                    f"Tilus reads format {FORMAT_VERSION}/{LAYOUT}")
-        qw = cls(data, scales, sd.get("zeros"), meta["dtype"], tuple(meta["shape"]),
-                 meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0))
+        version, layout = meta.get("format_version"), meta.get("layout")
+        if (version, layout) == (1, V1_LAYOUT):
+            return _from_v1(data, scales, sd.get("zeros"), meta)
+        if (version, layout) != (FORMAT_VERSION, LAYOUT):
+            raise QuantizationError(f"unsupported packed-weight format {version}/{layout}; this "
+                                    f"Tilus reads format {FORMAT_VERSION}/{LAYOUT} and "
+                                    f"1/{V1_LAYOUT}")
+        qw = cls(data, scales, sd.get("offsets"), meta["dtype"], tuple(meta["shape"]),
+                 meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0),
+                 int(meta.get("exponent", 0)))
         qw.validate()
         return qw
 
@@ -236,60 +275,80 @@ class QuantizedWeight:
         """Checks tensor shapes/dtypes against the metadata (QuantizationError)."""
         t = weight_type(self.dtype)
         n, k = self.shape
-        exp_data = (k, padded_n(n) * t.nbits // 8)
+        exp_data = packing.data_shape(k, n, t.nbits)
         if self.data.dtype != torch.uint8 or tuple(self.data.shape) != exp_data:
             raise QuantizationError(f"packed data must be uint8 {list(exp_data)}, got "
                                     f"{self.data.dtype} {list(self.data.shape)}")
-        if k % self.group_size:
-            raise QuantizationError(f"group_size {self.group_size} does not divide K={k}")
+        _check_group_size(self.group_size, k)
         g = (k // self.group_size, n)
-        for name, x in (("scales", self.scales), ("zeros", self.zeros)):
+        for name, x in (("scales", self.scales), ("offsets", self.offsets)):
             if x is None:
                 continue
             if x.dtype not in _SCALE_DTYPES or tuple(x.shape) != g:
                 raise QuantizationError(f"{name} must be float16/bfloat16 {list(g)}, got "
                                         f"{x.dtype} {list(x.shape)}")
+        if self.offsets is not None and self.offsets.dtype != self.scales.dtype:
+            raise QuantizationError(f"offsets ({self.offsets.dtype}) and scales "
+                                    f"({self.scales.dtype}) must share one dtype")
 
 
-def padded_n(n: int) -> int:
-    return -(-n // N_ALIGN) * N_ALIGN
+def _check_group_size(group_size: int, k: int) -> None:
+    if k % group_size:
+        raise QuantizationError(f"group_size {group_size} does not divide K={k}")
+    if group_size != k and group_size % GROUP_ALIGN:
+        raise QuantizationError(f"group_size {group_size} must be a multiple of {GROUP_ALIGN} "
+                                f"(the packed format's k-unit) or the whole K = {k} (None)")
+
+
+def _from_v1(data, scales, zeros, meta: dict) -> QuantizedWeight:
+    """A format-1 state dict as format 2: codes repacked, zero points z turned into offsets
+    b = -z * s (rounded to the scale type)."""
+    n, k = (int(x) for x in meta["shape"])
+    dtype = weight_type(meta["dtype"]).name
+    codes = packing.unpack_v1_codes(data, dtype, n, k)
+    target = _SCALE_DTYPES.get(scales.dtype)
+    if target is None:
+        raise QuantizationError(f"scales must be float16/bfloat16, got {scales.dtype}")
+    offsets = None if zeros is None else (-zeros.float() * scales.float()).to(scales.dtype)
+    logger.info("converting a format-1 quantized weight %s %s to format %d (%s)", dtype,
+                [n, k], FORMAT_VERSION, LAYOUT)
+    qw = QuantizedWeight(packing.pack_codes(codes, dtype, target), scales, offsets, dtype, (n, k),
+                         int(meta["group_size"]), bool(meta["symmetric"]),
+                         float(meta.get("zero_point", 0.0)), value_exponent(weight_type(dtype)))
+    qw.validate()
+    return qw
 
 
 _TABLES: dict = {}
 
 
-def value_table(dtype: str, device) -> torch.Tensor:
-    """float32 [2^B]: decode(code) * 2^-e for every code of the weight type (NaN codes -> 0)."""
-    key = (dtype, str(device))
+def value_table(dtype: str, device, exponent: Optional[int] = None) -> torch.Tensor:
+    """float32 [2^B]: decode(code) * 2^-exponent for every code of the weight type (NaN codes ->
+    0); ``exponent`` defaults to the type's ``value_exponent``."""
+    t = dtypes.get(dtype)
+    e = value_exponent(t) if exponent is None else int(exponent)
+    key = (dtype, str(device), e)
     if key not in _TABLES:
-        t = dtypes.get(dtype)
         v = t.decode(np.arange(2 ** t.nbits, dtype=np.uint8)).astype(np.float64)
-        v = np.nan_to_num(v * 2.0 ** -value_exponent(t), nan=0.0, posinf=0.0, neginf=0.0)
-        v = v.astype(np.float32)
-        _TABLES[key] = torch.from_numpy(v).to(device)
+        v = np.nan_to_num(v * 2.0 ** -e, nan=0.0, posinf=0.0, neginf=0.0)
+        _TABLES[key] = torch.from_numpy(v.astype(np.float32)).to(device)
     return _TABLES[key]
 
 
-def unpack_codes(data: torch.Tensor, dtype: str, n: int, k: int) -> torch.Tensor:
-    """[K, N] uint8 codes from the packed ``data`` (torch ops on data's device)."""
-    t = dtypes.get(dtype)
-    npad = padded_n(n)
-    if t.nbits == 8:
-        return data.reshape(k, npad)[:, :n]
-    flat = dtypes.unpack(data.reshape(-1), t, k * npad)
-    return flat.reshape(k, npad)[:, :n]
-
-
-def dequantize_packed(data, scales, zeros, dtype: str, n: int, k: int, group_size: int,
-                      zero_point: float, out_dtype: torch.dtype) -> torch.Tensor:
-    """[K, N] in out_dtype: round((value - z) * s) from the packed tensors (any device; the CPU
-    fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``)."""
-    v = value_table(dtype, data.device)[unpack_codes(data, dtype, n, k).long()]
-    if zeros is not None:
-        v = v - zeros.float().repeat_interleave(group_size, dim=0)
-    elif zero_point:
-        v = v - zero_point
-    return (v * scales.float().repeat_interleave(group_size, dim=0)).to(out_dtype)
+def dequantize_packed(data, scales, offsets, dtype: str, n: int, k: int, group_size: int,
+                      zero_point: float, out_dtype: torch.dtype,
+                      exponent: int = 0) -> torch.Tensor:
+    """[K, N] in out_dtype: ``v * s + b`` exact (float64), rounded once, from the packed tensors
+    (any device; the CPU fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``)."""
+    target = _SCALE_DTYPES[scales.dtype]
+    codes = packing.unpack_codes(data, dtype, target, n, k)
+    v = value_table(dtype, data.device, exponent)[codes.long()].double()
+    s = scales.double().repeat_interleave(group_size, dim=0)
+    if offsets is not None:
+        b = offsets.double().repeat_interleave(group_size, dim=0)
+    else:
+        b = -zero_point * s
+    return (v * s + b).to(out_dtype)
 
 
 _GRIDS: dict = {}
@@ -353,7 +412,7 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
 
     ``dtype``: any intB/uintB (B = 1..8) or floatK_eXmY (K = 3..8) name or DataType.
     ``group_size``: k's per group; None or -1 = one group over all of K (per-channel).
-    ``symmetric``: None = the type's natural scheme (uint: asymmetric with zero points; int and
+    ``symmetric``: None = the type's natural scheme (uint: asymmetric with offsets; int and
     float: symmetric). Floats are always symmetric (``symmetric=False`` is an error).
     ``scale_dtype``: torch.float16 / torch.bfloat16 (default: bf16 for a bf16 weight, else fp16).
     """
@@ -371,6 +430,7 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
         raise QuantizationError(f"group_size {group_size} does not divide K = {k} (the weight's "
                                 f"in_features, dim 1 of [N, K]); pick a divisor of K or "
                                 f"group_size=None for one group per column")
+    _check_group_size(group_size, k)
     if t.is_float:
         if symmetric is False:
             raise QuantizationError(f"{t.name}: float weight types are scale-only (symmetric); "
@@ -383,8 +443,9 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
     sdt = _scale_dtype(scale_dtype, weight)
     g = k // group_size
     wk = w.t().reshape(g, group_size, n)           # [G, gs, N], groups along K
-    zeros = None
+    offsets = None
     zero_point = 0.0
+    exponent = 0
     if t.is_float:
         norm = 2.0 ** -value_exponent(t)
         absmax = wk.abs().amax(dim=1)               # [G, N]
@@ -392,6 +453,7 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
         s = torch.where(s.float() > 0, s, torch.ones_like(s))
         x = (wk / (s.float() * norm).unsqueeze(1)).reshape(k, n)
         codes = encode_float(x, t)
+        s, exponent = _fold_exponent(s, value_exponent(t))
     else:
         qmin, qmax = int(t.min_value), int(t.max_value)
         if symmetric:
@@ -400,7 +462,7 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
             s = _round_up_to(absmax / half, sdt)
             s = torch.where(s.float() > 0, s, torch.ones_like(s))
             zero_point = 0.0 if t.is_signed else float(2 ** (t.nbits - 1))
-            zf = torch.full_like(s, zero_point, dtype=torch.float32)
+            b = -zero_point * s.double()
         else:
             lo, hi = wk.amin(dim=1), wk.amax(dim=1)
             rng = hi - lo
@@ -408,15 +470,12 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
             s = torch.where(rng > 0, s, torch.maximum(lo.abs(), hi.abs()) / (qmax - qmin))
             s = _round_up_to(s, sdt)
             s = torch.where(s.float() > 0, s, torch.ones_like(s))
-            zf = torch.clamp(torch.round(qmin - lo / s.float()), qmin, qmax)
-            zeros = zf.to(sdt)
-        q = torch.round(wk / s.float().unsqueeze(1)) + zf.unsqueeze(1)
+            offsets = _finite((lo.double() - qmin * s.double()).to(sdt), "offset")
+            b = offsets.double()
+        q = torch.round((wk.double() - b.unsqueeze(1)) / s.double().unsqueeze(1))
         q = torch.clamp(q, qmin, qmax).to(torch.int64).reshape(k, n)
         codes = (q & ((1 << t.nbits) - 1)).to(torch.uint8)
-    npad = padded_n(n)
-    full = torch.zeros(k, npad, dtype=torch.uint8, device=codes.device)
-    full[:, :n] = codes
-    data = dtypes.pack(full.reshape(-1), t).reshape(k, npad * t.nbits // 8)
+    data = packing.pack_codes(codes, t.name, _SCALE_DTYPES[sdt])
     return QuantizedWeight(data.to(weight.device), s.contiguous(),
-                           None if zeros is None else zeros.contiguous(), t.name, (n, k),
-                           group_size, bool(symmetric), zero_point)
+                           None if offsets is None else offsets.contiguous(), t.name, (n, k),
+                           group_size, bool(symmetric), zero_point, exponent)

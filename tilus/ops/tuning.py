@@ -31,8 +31,10 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     split, warps = config["split_k"], config["warps"]
     nbits = QuantMatmul._nbits(fixed["wtype"])
     group = fixed["group_size"]
-    if not fixed.get("single_group") and group % bk:
-        return f"block_k {bk} does not divide group_size {group}"
+    if not fixed.get("single_group") and group % bk and bk != 2 * group:
+        return f"block_k {bk} neither divides nor is twice group_size {group}"
+    if bm % (16 * (warps // 4)):
+        return f"block_m {bm} is not a multiple of {16 * (warps // 4)} for {warps} warps"
     stages = config.get("stages", 1)
     smem = stages * (bm * bk * 2 + bk * bn * nbits // 8)
     if smem > SMEM_LIMIT:
@@ -40,8 +42,8 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     regs = bm * bn // (32 * warps)
     if regs > ACC_REGS_LIMIT:
         return f"{regs} accumulator registers per thread > {ACC_REGS_LIMIT}"
-    if bm * bn < 32 * warps * 4:
-        return f"tile {bm}x{bn} too small for {warps} warps"
+    if bm * bk // (32 * warps) > 128:
+        return f"activation tile {bm}x{bk} needs too many registers per thread"
     mb = bucket_m(m)
     if bm > max(16, mb):
         return f"block_m {bm} > M bucket {mb}"
@@ -62,15 +64,15 @@ def matmul_tuner(m: int, qw: QuantizedWeight, act: torch.dtype = torch.float16, 
                  timer: Optional[Callable] = None, jobs: Optional[int] = None,
                  database: Optional[TuningDatabase] = None, builder: Optional[Callable] = None,
                  progress: Optional[bool] = None, num_sms: int = 132) -> Autotuner:
-    meta = _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.zeros is not None,
-                 qw.scales.dtype)
+    meta = _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
+                 qw.scales.dtype, qw.exponent)
     act_name = _ACT[act]
     fixed = {"wtype": qw.dtype, "group_size": qw.group_size, "act": act_name,
              "scale": meta["scale"],
-             "zero_mode": "tensor" if qw.zeros is not None else
+             "zero_mode": "tensor" if qw.offsets is not None else
              ("const" if qw.zero_point else "none"),
              "zero_point": float(qw.zero_point), "has_bias": False,
-             "single_group": qw.group_size == qw.k}
+             "single_group": qw.group_size == qw.k, "exponent": int(qw.exponent)}
     prune = functools.partial(prune_matmul, m=m, n=qw.n, k=qw.k, num_sms=num_sms)
     return Autotuner(QuantMatmul, fixed=fixed, prune=prune, builder=builder, timer=timer,
                      jobs=jobs, database=database, progress=progress,
@@ -92,11 +94,12 @@ def tune_matmul(m: int, qw: QuantizedWeight, act: torch.dtype = torch.float16, *
     n = qw.n
     c = torch.empty(m, n, dtype=act, device=dev)
     ws = torch.empty(m, n, dtype=torch.float32, device=dev)
-    sema = torch.zeros(math.ceil(m / 16) * math.ceil(n / 64), dtype=torch.int32, device=dev)
-    zeros = qw.zeros if qw.zeros is not None else torch.zeros(1, dtype=qw.scales.dtype, device=dev)
+    sema = torch.zeros(math.ceil(m / 16) * math.ceil(n / 128), dtype=torch.int32, device=dev)
+    offsets = qw.offsets if qw.offsets is not None else torch.zeros(1, dtype=qw.scales.dtype,
+                                                                    device=dev)
     bias = torch.zeros(1, dtype=act, device=dev)
 
     def run(kernel):
-        kernel(m, n, qw.k, a, qw.data, qw.scales, zeros, bias, c, ws, sema)
+        kernel(m, n, qw.k, a, qw.data, qw.scales, offsets, bias, c, ws, sema)
 
     return tuner.tune(matmul_bucket(m, n, qw.k), run, device=dev, force=force)

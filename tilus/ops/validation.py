@@ -25,15 +25,15 @@ def check_int(value: Any, name: str, where: str, minimum: int = 1,
 
 def check_group_size(group_size: Any, k: int, where: str) -> int:
     """The group size along K = ``k``: None or -1 mean one group (``k``); otherwise a positive
-    integer that divides ``k`` (QuantizationError if not)."""
+    multiple of 32 (the packed format's k-unit) that divides ``k`` (QuantizationError if not)."""
     if group_size is None or (_is_int(group_size) and group_size == -1):
         return k
-    allowed = f"a positive integer that divides in_features = {k}, or None / -1 for one group"
+    allowed = (f"a multiple of 32 that divides in_features = {k}, or None / -1 for one group")
     if not _is_int(group_size) or group_size < 1:
         raise QuantizationError(f"{where}: group_size must be {allowed}; got "
                                 f"{type(group_size).__name__} {group_size!r}")
-    if k % group_size:
-        raise QuantizationError(f"{where}: group_size {group_size} does not divide in_features "
+    if k % group_size or (group_size % 32 and group_size != k):
+        raise QuantizationError(f"{where}: group_size {group_size} does not fit in_features "
                                 f"{k}; group_size must be {allowed}")
     return int(group_size)
 

@@ -1,0 +1,71 @@
+"""``tilus.ops.compile_matmul``: the kernel ``tilus.ops.matmul`` would launch, built without a GPU.
+
+    b = tilus.ops.compile_matmul(qw, m=1, arch="sm_90", act=torch.float16)
+    b.schedule, b.sass, b.resources, b.cuda_source        # what runs for M = 1
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tilus.errors import ArgumentError
+from tilus.ops.matmul import _ACT, _meta, default_schedule, kernel_for
+from tilus.ops.quantize import QuantizedWeight
+
+
+@dataclass
+class MatmulBuild:
+    """The QuantMatmul Script, its schedule and its CompiledKernel (attributes of the kernel,
+    such as ``sass``, ``resources``, ``cuda_source``, are read through)."""
+
+    script: Any
+    schedule: dict
+    kernel: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("script", "schedule", "kernel"):
+            raise AttributeError(name)
+        return getattr(self.kernel, name)
+
+    def loop_cost(self) -> dict:
+        """The static cost of one steady-state iteration of the main loop, from the SASS
+        (``tilus.backend.sass_cost``): instructions, per weight element and thread, by class."""
+        from tilus.backend.sass_cost import main_loop_cost
+
+        cost = main_loop_cost(self.kernel.sass)
+        # m16n8k16: one mma covers 4 B elements per thread; warp rows (warps 8) share B
+        elements = cost.mma * 4 / (self.script.warps // 4)
+        return {"instructions": cost.instructions, "weight_elements_per_thread": elements,
+                "instructions_per_weight_element": cost.instructions / elements,
+                "by_class": dict(cost.by_class), "by_opcode": dict(cost.by_opcode)}
+
+    @property
+    def stage_bytes(self) -> int:
+        """Bytes one pipeline stage brings in: the activation tile and the packed weights."""
+        s = self.script
+        return s.block_m * s.block_k * 2 + s.block_k * 128 * s.wtype.nbits // 8
+
+
+def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
+                   act: torch.dtype = torch.float16, bias: bool = False,
+                   num_sms: int = 132) -> MatmulBuild:
+    """Build the kernel ``tilus.ops.matmul`` launches for activations [m, K] x ``qweight`` with the
+    heuristic schedule for ``num_sms`` SMs (a tuned schedule, where one is recorded, replaces it
+    on a GPU)."""
+    import tilus
+
+    if not isinstance(qweight, QuantizedWeight):
+        raise ArgumentError(f"compile_matmul: qweight must be a QuantizedWeight, got "
+                            f"{type(qweight).__name__}")
+    if act not in _ACT:
+        raise ArgumentError(f"compile_matmul: act must be torch.float16 or torch.bfloat16, "
+                            f"got {act}")
+    if not isinstance(m, int) or m < 1:
+        raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
+    meta = _meta(qweight.dtype, qweight.group_size, qweight.k, qweight.zero_point,
+                 qweight.offsets is not None, qweight.scales.dtype, qweight.exponent)
+    schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms)
+    script = kernel_for(meta, _ACT[act], bias, schedule)
+    return MatmulBuild(script, schedule, tilus.build(script, arch=arch))
