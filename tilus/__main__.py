@@ -215,7 +215,30 @@ def cmd_bundle(args) -> int:
     return 0
 
 
-BENCHMARKS = {"matmul": "bench_matmul.py"}
+def cmd_build_op(args) -> int:
+    """Build the kernel a ready op launches for one shape (no GPU) and show it."""
+    import json
+
+    import torch
+
+    from tilus.ops import compile_matmul, quantize
+
+    act = {"float16": torch.float16, "bfloat16": torch.bfloat16}[args.act]
+    weight = torch.linspace(-1, 1, args.n * args.k).reshape(args.n, args.k)
+    qw = quantize(weight, args.dtype, group_size=args.group_size, scale_dtype=act)
+    built = compile_matmul(qw, args.m, arch=args.arch, act=act)
+    if args.emit == "sass":
+        print(built.sass)
+    elif args.emit == "cuda":
+        print(built.cuda_source)
+    elif args.emit == "resources":
+        print(json.dumps({"schedule": built.schedule, **built.resources.__dict__}, indent=1))
+    else:
+        print(json.dumps({"schedule": built.schedule, **built.loop_cost()}, indent=1))
+    return 0
+
+
+BENCHMARKS = {"matmul": "bench_matmul.py", "decode-cost": "bench_decode_cost.py"}
 
 
 def cmd_bench(args) -> int:
@@ -278,6 +301,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "source), ptx, sass (needs cuobjdump or nvdisasm), resources (JSON: "
                         "registers, spills, shared memory, launch)")
     b.set_defaults(func=cmd_build)
+
+    bo = sub.add_parser("build-op", help="build the kernel a ready op launches for a shape and "
+                                         "show its SASS, CUDA, resources or static cost (no GPU)",
+                        description="Quantize a stand-in [N, K] weight and build the kernel that "
+                                    "tilus.ops.matmul launches for M rows (tilus.ops."
+                                    "compile_matmul).")
+    bo.add_argument("op", choices=["matmul"], help="the ready op")
+    bo.add_argument("--dtype", default="uint4", help="weight type (default: uint4)")
+    bo.add_argument("--m", type=int, default=1, help="activation rows (default: 1)")
+    bo.add_argument("--n", type=int, default=4096, help="output features (default: 4096)")
+    bo.add_argument("--k", type=int, default=4096, help="input features (default: 4096)")
+    bo.add_argument("--group-size", type=int, default=128, help="group size (default: 128)")
+    bo.add_argument("--act", choices=["float16", "bfloat16"], default="float16")
+    bo.add_argument("--arch", default="sm_90", help="target GPU architecture (default: sm_90)")
+    bo.add_argument("--emit", choices=["sass", "cuda", "resources", "cost"], default="cost",
+                    help="what to print (default: cost, the main loop's static cost as JSON)")
+    bo.set_defaults(func=cmd_build_op)
 
     bu = sub.add_parser("bundle", help="prebuild kernels into a folder that a GPU machine without "
                                        "TVM runs them from",

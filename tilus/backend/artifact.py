@@ -39,7 +39,8 @@ class BuiltArtifact:
     timings: dict            # seconds per step
 
 
-def _versions() -> dict:
+def tool_versions() -> dict:
+    """Versions of tilus, TVM, tvm_ffi and nvcc (what a cache entry and a benchmark record)."""
     from tilus.backend import toolchain, tvm_shim
 
     import tilus
@@ -180,7 +181,7 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
     r = kernel.resources
     meta = KernelMetadata(
         name=program.name, entry=entry, target="cuda", arch=arch, library=LIBRARY,
-        params=tuple(params), launch=dict(kernel.launch), versions=_versions(),
+        params=tuple(params), launch=dict(kernel.launch), versions=tool_versions(),
         extra={"cuda_source_sha256": cubins.source_digest(source),
                "cubin": CUBIN, "kernel_name": kernel.kernel_name,
                "pointer_storage": storage, "assumptions": list(kernel.assumptions),

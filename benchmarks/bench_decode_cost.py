@@ -1,0 +1,123 @@
+"""Static cost of the decode matmul (M=1) from its SASS, per weight type: no GPU needed.
+
+For each type, the kernel ``tilus.ops.matmul`` launches for M=1, N=K=4096, group 128 (fp16) is
+built for sm_90; one steady-state iteration of its main loop is counted by instruction class
+(``tilus.backend.sass_cost``) and divided by the weight elements each thread handles per
+iteration. Then, with H200 figures (132 SMs x 4 schedulers x 1.98 GHz issue; 4.3 TB/s):
+
+* issue time per weight element = instructions per element per thread / 32 / (132 * 4 * 1.98e9)
+* memory time per weight element = (B/8 + scale/offset bytes per element) / 4.3e12
+* estimated fraction of bandwidth = min(1, memory time / issue time)
+
+plus bytes in flight per SM (the stages in flight of each resident block) and waves. Marlin's int4
+loop (2.76 instructions per element, built with the same nvcc for sm_90) is the reference line.
+These are estimates from the instruction stream, not timings.
+
+    python benchmarks/bench_decode_cost.py [--types uint4,uint3] [--out benchmarks/results]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+
+SMS, SCHEDULERS, CLOCK_HZ, BANDWIDTH = 132, 4, 1.98e9, 4.3e12
+SMEM_PER_SM, REGS_PER_SM, MAX_BLOCKS = 228 * 1024, 65536, 32
+MARLIN_INT4 = 2.76
+TYPES = ("uint1", "uint2", "uint3", "int4", "uint4", "uint5", "uint6", "uint7", "uint8",
+         "float4_e2m1", "float6_e3m2", "float8_e4m3")
+
+
+def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128) -> dict:
+    """Build the M=1 kernel for ``wtype`` and return its static cost (see module doc)."""
+    import torch
+
+    import tilus
+    from tilus.ops.quantize import quantize
+
+    qw = quantize(torch.zeros(n, k).add_(torch.linspace(-1, 1, k)), wtype, group_size=group)
+    kernel = tilus.ops.compile_matmul(qw, 1, arch="sm_90", act=torch.float16)
+    sched = kernel.schedule
+    cost = kernel.loop_cost()
+    threads = sched["warps"] * 32
+    ipe = cost["instructions_per_weight_element"]
+    nbits = tilus.dtypes.get(wtype).nbits
+    param_bytes = 2 * (1 + (qw.offsets is not None)) / group
+    mem_s = (nbits / 8 + param_bytes) / BANDWIDTH
+    issue_s = ipe / 32 / (SMS * SCHEDULERS * CLOCK_HZ)
+    res = kernel.resources
+    stage_bytes = kernel.stage_bytes
+    smem = stage_bytes * sched["stages"]
+    per_sm = min(MAX_BLOCKS, REGS_PER_SM // max(1, res.registers * threads),
+                 SMEM_PER_SM // max(1, smem))
+    blocks = math.ceil(n / sched["block_n"]) * sched["split_k"]
+    return {"type": wtype, "schedule": sched, "instructions_per_iteration": cost["instructions"],
+            "instructions_per_weight_element": round(ipe, 3),
+            "by_class": cost["by_class"], "registers": res.registers,
+            "spill_bytes": res.spill_store_bytes + res.spill_load_bytes,
+            "shared_memory_bytes": smem, "blocks_per_sm": per_sm,
+            "bytes_in_flight_per_sm": stage_bytes * (sched["stages"] - 1) * min(
+                per_sm, math.ceil(blocks / SMS)),
+            "waves": round(blocks / (SMS * per_sm), 3),
+            "memory_over_issue": round(mem_s / issue_s, 3),
+            "estimated_fraction_of_bandwidth": round(min(1.0, mem_s / issue_s), 3)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args(argv)
+    rows = [decode_cost(t) for t in args.types.split(",")]
+    head = f"{'type':<12} {'instr/elem':>10} {'mem/issue':>9} {'est. BW':>7} {'regs':>5} " \
+           f"{'smem':>6} {'inflight/SM':>11} {'waves':>5}"
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        print(f"{r['type']:<12} {r['instructions_per_weight_element']:>10.2f} "
+              f"{r['memory_over_issue']:>9.2f} {r['estimated_fraction_of_bandwidth']:>7.0%} "
+              f"{r['registers']:>5} {r['shared_memory_bytes']:>6} "
+              f"{r['bytes_in_flight_per_sm']:>11} {r['waves']:>5.2f}")
+    print(f"{'Marlin int4':<12} {MARLIN_INT4:>10.2f}   (reference: its decode loop, nvcc 13.0 sm_90)")
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    base = os.path.join(args.out, f"cpu-{stamp}-sm_90-decode-cost")
+    from tilus.backend.artifact import tool_versions
+
+    meta = {"kind": "static estimate from SASS (no GPU)", "date": stamp, "host": platform.node(),
+            "device_model": {"sms": SMS, "schedulers": SCHEDULERS, "clock_hz": CLOCK_HZ,
+                             "bandwidth_bytes_per_s": BANDWIDTH, "name": "H200 (figures)"},
+            "shape": {"m": 1, "n": 4096, "k": 4096, "group_size": 128, "act": "float16"},
+            "marlin_int4_instructions_per_element": MARLIN_INT4, "versions": tool_versions()}
+    with open(base + ".json", "w") as f:
+        json.dump({**meta, "rows": rows}, f, indent=1)
+    _plot(rows, base + ".png")
+    print(f"wrote {base}.json and .png")
+    return 0
+
+
+def _plot(rows, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    names = [r["type"] for r in rows]
+    ax.bar(names, [r["instructions_per_weight_element"] for r in rows], label="Tilus (estimate)")
+    ax.axhline(MARLIN_INT4, color="k", ls="--", lw=1, label="Marlin int4 (2.76)")
+    ax.set_ylabel("SASS instructions / weight / thread")
+    ax.set_title("Decode matmul main loop, M=1 N=K=4096 g128, sm_90 (static)")
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
