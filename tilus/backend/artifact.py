@@ -53,9 +53,9 @@ def _versions() -> dict:
         pass
     nvcc = toolchain.find_tool("nvcc")
     if nvcc is not None:
-        import subprocess
+        from tilus.backend.run_tool import run_tool
 
-        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
+        out = run_tool([nvcc, "--version"]).stdout
         line = [ln for ln in out.splitlines() if "release" in ln]
         v["nvcc"] = line[-1].strip() if line else "unknown"
     return v
