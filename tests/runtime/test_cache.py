@@ -279,3 +279,12 @@ def test_metadata_fields_are_validated_strictly(path, value, match):
     target[path[-1]] = value
     with pytest.raises(CacheError, match=re.escape(match)):
         KernelMetadata.from_json(d)
+
+
+def test_metadata_checksum_file_must_match_exactly(cache, key):
+    entry = cache.store(key, fake_artifact())
+    digest = (entry.path / "metadata.sha256").read_text()
+    for text in (digest.strip(), digest + "\n", digest.upper(), " " + digest):
+        (entry.path / "metadata.sha256").write_text(text)
+        with pytest.raises(CacheError, match="does not match metadata.sha256"):
+            cache_mod.read_entry(key, entry.path)

@@ -168,3 +168,28 @@ def test_build_lock_held_elsewhere_is_waited_for_then_given_up(cache, key, caplo
         assert 0.5 <= time.monotonic() - t0 < 10
     assert entry.persistent and "building it here" in caplog.text
     assert "waiting for another process" in caplog.text
+
+
+def test_entry_removed_while_read_is_not_reported_damaged(cache, key, monkeypatch, caplog):
+    """clear() in another process removes an entry while a reader hashes its files: the reader
+    finds nothing, warns about nothing and removes nothing."""
+    import logging
+    import shutil
+
+    from tilus.runtime import safefile
+
+    cache.store(key, fake_artifact())
+    real = safefile.read_checked
+
+    def cleared_meanwhile(dir_fd, name, *args):
+        trash = cache.root / ".trash-by-clear"
+        if not trash.exists():
+            os.rename(cache.root / key, trash)
+            shutil.rmtree(trash)
+            trash.mkdir()
+        return real(dir_fd, name, *args)
+
+    monkeypatch.setattr(safefile, "read_checked", cleared_meanwhile)
+    with caplog.at_level(logging.WARNING, logger="tilus.runtime.cache"):
+        assert KernelCache(cache.root).lookup(key) is None
+    assert "damaged" not in caplog.text

@@ -159,6 +159,8 @@ def test_metadata_of_another_entry_is_rejected(cache, caplog):
     ("arch", "sm_90; x", "arch"),
     ("extra.pointer_storage", {"x": "Tensor"}, "extra.pointer_storage.x"),
     ("extra.pointer_storage", {"n": "int32"}, "extra.pointer_storage.n"),
+    ("extra.pointer_storage", {}, "storage of every pointer parameter"),
+    ("extra", {}, "cuda_source_sha256 is missing"),
     ("extra.device_params.1.ctype", "float", "extra.device_params[1]"),
     ("extra.device_params.0.role", "len", "extra.device_params[0]"),
     ("extra.kernel_name", "k\u0000", "extra.kernel_name"),

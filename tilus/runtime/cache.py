@@ -290,7 +290,7 @@ def _read_metadata(dir_fd: int, key: str, path: Path) -> KernelMetadata:
     """The entry's metadata, checked against metadata.sha256 and then field by field."""
     text = safefile.read_regular(dir_fd, METADATA, MAX_METADATA_BYTES, path)
     stored = safefile.read_regular(dir_fd, METADATA_SUM, 128, path)
-    if stored.strip() != metadata_digest(key, text).encode():
+    if stored != metadata_digest(key, text).encode() + b"\n":
         raise CacheCorruptionError(f"{path}: {METADATA} does not match {METADATA_SUM} (it was "
                                    f"damaged or edited, or belongs to another entry)")
     return KernelMetadata.loads(text)
@@ -310,9 +310,22 @@ def read_entry(key: str, path: Path) -> CacheEntry:
                 raise CacheCorruptionError(f"{path}: metadata lists no checksum for {name}")
         for name, info in meta.files.items():
             safefile.read_checked(dir_fd, name, info["sha256"], info["bytes"], path)
+    except CacheCorruptionError:
+        if not _still_at(path, dir_fd):   # removed (clear, a rebuild) while we read: not damage
+            raise KernelNotFoundError(f"cache entry {key} at {path} was removed while read") \
+                from None
+        raise
     finally:
         os.close(dir_fd)
     return CacheEntry(key, path, meta)
+
+
+def _still_at(path: Path, dir_fd: int) -> bool:
+    """Whether ``path`` still names the directory open as ``dir_fd``."""
+    try:
+        return os.path.samestat(os.lstat(path), os.fstat(dir_fd))
+    except OSError:
+        return False
 
 
 class KernelCache:

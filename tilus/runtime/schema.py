@@ -34,6 +34,7 @@ TOP_KEYS = {"format", "name", "entry", "target", "arch", "library", "params", "l
             "versions", "files", "extra"}
 PARAM_KEYS = {"name", "kind", "dtype", "contiguous", "align", "min_count", "min_bytes",
               "index_bits"}
+CUDA_EXTRA_KEYS = ("cuda_source_sha256", "cubin", "kernel_name", "pointer_storage")
 EXTRA_KEYS = {"cuda_source_sha256", "cubin", "kernel_name", "pointer_storage", "assumptions",
               "device_params", "threads", "resources", "tilus_version", "compiler"}
 
@@ -123,7 +124,7 @@ def check(d: Any) -> None:
         _obj(info, f"files.{name}", {"sha256", "bytes"}, ("sha256", "bytes"))
         _text(info["sha256"], f"files.{name}.sha256", SHA256)
         _int(info["bytes"], f"files.{name}.bytes", 0, MAX_FILE_BYTES)
-    _extra(d.get("extra", {}), kinds)
+    _extra(d.get("extra", {}), kinds, target == "cuda")
 
 
 def _param(p: Any, where: str) -> None:
@@ -160,8 +161,8 @@ def _launch(launch: Any, cuda: bool) -> None:
         _int(launch["shared_bytes"], "launch.shared_bytes", 0, MAX_SHARED_BYTES)
 
 
-def _extra(extra: Any, kinds: Mapping[str, tuple]) -> None:
-    _obj(extra, "extra", EXTRA_KEYS)
+def _extra(extra: Any, kinds: Mapping[str, tuple], cuda: bool) -> None:
+    _obj(extra, "extra", EXTRA_KEYS, CUDA_EXTRA_KEYS if cuda else ())
     if "cuda_source_sha256" in extra:
         _text(extra["cuda_source_sha256"], "extra.cuda_source_sha256", SHA256)
     if "cubin" in extra:
@@ -180,6 +181,10 @@ def _extra(extra: Any, kinds: Mapping[str, tuple]) -> None:
         if kinds.get(name, ("",))[0] != "pointer" or st not in STORAGE_DTYPES:
             _fail(f"extra.pointer_storage.{name}", f"expected a pointer parameter and one of "
                                                    f"{sorted(STORAGE_DTYPES)}, got {_show(st)}")
+    pointers = {name for name, (kind, _) in kinds.items() if kind == "pointer"}
+    if cuda and set(storage) != pointers:
+        _fail("extra.pointer_storage", f"expected the storage of every pointer parameter "
+                                       f"({sorted(pointers)}), got {sorted(storage)[:8]}")
     resources = extra.get("resources", {})
     for k, v in _obj(resources, "extra.resources", set(resources)).items():
         _text(k, "extra.resources (a key)", IDENT)
