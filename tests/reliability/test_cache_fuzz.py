@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.runtime_helpers import REPO, cuda_artifact, fake_artifact, time_limit
+from tests.runtime.runtime_helpers import REPO, Hung, cuda_artifact, fake_artifact, time_limit
 from tilus.errors import CacheCorruptionError, KernelNotFoundError, TilusError
 from tilus.runtime import KernelCache, cache_key, launch_dims
 from tilus.runtime.cache import read_entry
@@ -54,6 +54,8 @@ def outcome(path: Path) -> str:
             read_entry(KEY, path)
     except CacheCorruptionError:
         return "rejected"
+    except Hung:
+        return "hung"
     except Exception as e:  # noqa: BLE001  (anything else is a finding)
         return f"{type(e).__name__}: {str(e)[:80]}"
     return "accepted"
