@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.runtime.runtime_helpers import VADD_IR, VERSIONS, fake_artifact, vadd_metadata
-from tilus.errors import CacheError, DataTypeError
+from tilus.errors import CacheError, CompilationError, DataTypeError
 from tilus.runtime import Artifact, KernelCache, KernelMetadata, Param, cache, cache_key, expr
 from tilus.runtime.expr import ExpressionError
 from tilus.runtime import cache as cache_mod
@@ -288,3 +288,10 @@ def test_metadata_checksum_file_must_match_exactly(cache, key):
         (entry.path / "metadata.sha256").write_text(text)
         with pytest.raises(CacheError, match="does not match metadata.sha256"):
             cache_mod.read_entry(key, entry.path)
+
+
+def test_metadata_the_reader_would_reject_is_never_written(cache, key):
+    bad = vadd_metadata(launch={"grid": [1, 1, 1], "block": [4096, 1, 1]})
+    with pytest.raises(CompilationError, match=r"launch.block\[0\]"):
+        cache.store(key, Artifact(bad, {"ir.tilus": b"ir", "kernel.so": b"lib"}))
+    assert [p.name for p in cache.root.iterdir()] == []

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Union
 
-from tilus.errors import CacheCorruptionError, CacheError, KernelNotFoundError
+from tilus.errors import (CacheCorruptionError, CacheError, CompilationError,
+                          KernelNotFoundError)
 from tilus.runtime import locks, safefile, schema
 from tilus.runtime.metadata import KernelMetadata
 
@@ -268,7 +269,7 @@ def _is_key(path: Path) -> bool:
 
 def write_entry(directory: Path, key: str, artifact: Artifact) -> KernelMetadata:
     """Write an artefact's files, metadata.json and metadata.sha256 into the empty ``directory``;
-    ValueError if the metadata would not pass the checks a reader makes."""
+    CompilationError if the build's metadata would not pass the checks a reader makes."""
     files = {}
     for name, src in artifact.files.items():
         data = _content(src)
@@ -279,8 +280,8 @@ def write_entry(directory: Path, key: str, artifact: Artifact) -> KernelMetadata
     try:
         schema.check(json.loads(text))
     except ValueError as e:
-        raise ValueError(f"kernel {meta.name}: its metadata would be rejected when read: {e}") \
-            from None
+        raise CompilationError(f"kernel {meta.name}: the build produced metadata that the cache "
+                               f"would reject when read: {e}") from None
     _write_file(directory / METADATA, text)
     _write_file(directory / METADATA_SUM, (metadata_digest(key, text) + "\n").encode())
     return meta
