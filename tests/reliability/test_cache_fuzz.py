@@ -297,7 +297,7 @@ def test_killed_writers_leave_nothing_usable_and_are_cleaned(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER.format(
             tests=str(REPO / "tests" / "runtime"), root=str(root), count=200, w=w))],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        time.sleep(0.8 + rng.random() * 0.8)
+        time.sleep(0.7 + rng.random() * 0.6)
         proc.kill()
         proc.wait()
     for p in root.iterdir():
