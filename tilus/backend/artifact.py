@@ -200,6 +200,6 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
 
 def kernel_key(program, arch: str) -> str:
     """The cache key of a Program (before the passes) for ``arch``: computable without TVM."""
-    from tilus.runtime.cache import cache_key, key_versions
+    from tilus.runtime.keys import cache_key, key_versions
 
     return cache_key(str(program), arch, key_versions())
