@@ -70,6 +70,9 @@ def cmd_cache_info(args) -> int:
         print(f"root:    {info['root']}")
         print(f"entries: {info['count']}")
         print(f"size:    {_human(info['bytes'])} ({info['bytes']} bytes)")
+        if info["temporaries"]:
+            print(f"temporaries: {info['temporaries']} ({_human(info['temporary_bytes'])}: "
+                  f"writers at work, or left by killed ones; removed when their owner is gone)")
     return 0
 
 

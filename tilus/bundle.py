@@ -247,14 +247,14 @@ def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Option
         wheels.mkdir(exist_ok=True)
         shutil.copy2(wheel, wheels / Path(wheel).name)
     if python:
-        import subprocess
+        from tilus.backend.run_tool import run_tool, tail
 
         wheels.mkdir(exist_ok=True)
         cmd = wheel_download_command(python, wheels)
         log("  " + " ".join(cmd[1:]))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = run_tool(cmd)
         if proc.returncode != 0:
-            raise BundleError(f"pip download failed:\n{proc.stdout}{proc.stderr}")
+            raise BundleError(f"pip download failed:\n{tail(proc.stdout + proc.stderr)}")
     script = out / "run_on_gpu.sh"
     script.write_text(RUN_SCRIPT.format(arch=arch, default=DEFAULT_SELECTION))
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

@@ -7,9 +7,11 @@ The CUDA path, per call::
       -> arch: the tensors' GPU (torch.cuda.get_device_capability), else TILUS_ARCH / sm_80
       -> key = cache_key(IR text of the Program, arch, key_versions())   (no TVM needed)
       -> in-process table -> KernelCache (memory, then disk: "cache hit")
-         -> on a miss ("cache miss"): tilus.backend.artifact.build_artifact, stored atomically;
+         -> on a miss ("cache miss"): tilus.backend.artifact.build_artifact under the key's
+            build lock (one process builds, others wait and load), stored atomically;
             without TVM: KernelNotFoundError naming the kernel and `tilus bundle`
-      -> LoadedKernel (registers the prebuilt cubin, loads the library through tvm_ffi)
+      -> LoadedKernel (registers the prebuilt cubin, loads the library through tvm_ffi, both
+         from bytes checked as read; an entry changed since its check is removed and rebuilt)
       -> argument checks -> launch on the current torch (or cupy) stream
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from tilus.errors import KernelNotFoundError, TilusError
+from tilus.errors import CacheCorruptionError, KernelNotFoundError, TilusError
 
 logger = logging.getLogger(__name__)
 
@@ -95,34 +97,48 @@ def compiled_kernel(kernel_or_program: Any, arch: Optional[str] = None, cache=No
         hit = _loaded.get(slot)
         if hit is not None and hit[0] is program:
             return hit[1]
-        t0 = time.perf_counter()
         key = cache_key(str(program), arch, key_versions())
-        entry = cache.lookup(key)
-        if entry is not None:
-            logger.debug("cache hit %s: %s for %s", key[:12], program.name, arch)
-        else:
-            logger.debug("cache miss %s: %s for %s", key[:12], program.name, arch)
-            if not have_compiler():
-                raise KernelNotFoundError(
-                    f"kernel {program.name} for {arch} is not in the kernel cache {cache.root} "
-                    f"(key {key[:16]}) and this machine cannot build it (TVM is not installed). "
-                    f"Prebuild it on a machine with TVM and nvcc: `tilus bundle --arch {arch} "
-                    f"--out DIR FILE.py:Kernel --param ...`, then set TILUS_CACHE_DIR=DIR/cache "
-                    f"here (DIR/run_on_gpu.sh does)")
-            from tilus.backend.artifact import build_artifact
-
-            built = build_artifact(program, arch)
-            t1 = time.perf_counter()
-            entry = cache.get_or_build(key, lambda: built.artifact)
-            logger.debug("built %s for %s in %.0f ms (tilus.build %.0f ms, export %.0f ms), "
-                         "stored in %.1f ms", program.name, arch, (t1 - t0) * 1e3,
-                         built.timings["build"] * 1e3, built.timings["export"] * 1e3,
-                         (time.perf_counter() - t1) * 1e3)
-        t2 = time.perf_counter()
-        loaded = LoadedKernel.load(entry)
+        for attempt in range(2):
+            entry = _entry(cache, key, program, arch)
+            t2 = time.perf_counter()
+            try:
+                loaded = LoadedKernel.load(entry)
+                break
+            except CacheCorruptionError as e:
+                if attempt or not entry.persistent:
+                    raise
+                cache.discard(key, e)   # changed after its check: rebuild it
         logger.debug("loaded %s in %.1f ms", program.name, (time.perf_counter() - t2) * 1e3)
         _loaded[slot] = (program, loaded)
         return loaded
+
+
+def _entry(cache, key: str, program, arch: str):
+    """The cache entry of ``program`` for ``arch``: from the cache, or built now (once across
+    processes, see KernelCache.get_or_build)."""
+    t0 = time.perf_counter()
+    entry = cache.lookup(key)
+    if entry is not None:
+        logger.debug("cache hit %s: %s for %s", key[:12], program.name, arch)
+        return entry
+    logger.debug("cache miss %s: %s for %s", key[:12], program.name, arch)
+    if not have_compiler():
+        raise KernelNotFoundError(
+            f"kernel {program.name} for {arch} is not in the kernel cache {cache.root} "
+            f"(key {key[:16]}) and this machine cannot build it (TVM is not installed). "
+            f"Prebuild it on a machine with TVM and nvcc: `tilus bundle --arch {arch} "
+            f"--out DIR FILE.py:Kernel --param ...`, then set TILUS_CACHE_DIR=DIR/cache "
+            f"here (DIR/run_on_gpu.sh does)")
+    from tilus.backend.artifact import build_artifact
+
+    def build():
+        built = build_artifact(program, arch)
+        logger.debug("built %s for %s in %.0f ms (tilus.build %.0f ms, export %.0f ms)",
+                     program.name, arch, (time.perf_counter() - t0) * 1e3,
+                     built.timings["build"] * 1e3, built.timings["export"] * 1e3)
+        return built.artifact
+
+    return cache.get_or_build(key, build)
 
 
 def _interpreter():

@@ -1,9 +1,13 @@
 """nvcc / ptxas resources / SASS on a machine without a GPU; tool lookup and errors."""
 import os
+import signal
+import threading
+import time
 
 import pytest
 
 from tilus.backend import CompiledKernel, toolchain
+from tilus.backend.run_tool import run_tool, toolchain_timeout
 from tilus.errors import CompilationError, ToolNotFoundError
 
 PTXAS_LOG = """\
@@ -92,3 +96,102 @@ def test_temp_dirs_are_removed(need_nvcc, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", None)
     toolchain.compile_cuda(SAXPY, "sm_86")
     assert os.listdir(tmp_path) == []
+
+
+# ---- time limits and process groups (issue 14, item 11) ---------------------------------------
+HANGING_TOOL = """#!/bin/sh
+# a compiler that starts a child (as nvcc starts cicc and ptxas) and never finishes
+sleep 300 &
+echo $! > "$TILUS_TEST_PIDFILE"
+echo "cicc: still thinking" >&2
+wait
+"""
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of hanging the suite) when the test takes more than 30 s."""
+    def expired(signum, frame):
+        raise TimeoutError("the toolchain call hung")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def hanging_tool(tmp_path, monkeypatch):
+    tool = tmp_path / "nvcc"
+    tool.write_text(HANGING_TOOL)
+    tool.chmod(0o755)
+    monkeypatch.setenv("TILUS_TEST_PIDFILE", str(tmp_path / "child.pid"))
+    yield tool
+    pid = _child_pid(tmp_path)
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _child_pid(tmp_path):
+    f = tmp_path / "child.pid"
+    return int(f.read_text()) if f.is_file() and f.read_text().strip() else None
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it is dead)."""
+    for _ in range(50):
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_hanging_nvcc_is_killed_with_its_children(hanging_tool, tmp_path, monkeypatch, deadline):
+    monkeypatch.setenv("TILUS_NVCC", str(hanging_tool))
+    monkeypatch.setenv("TILUS_TOOLCHAIN_TIMEOUT", "1")
+    t0 = time.monotonic()
+    with pytest.raises(CompilationError) as info:
+        toolchain.compile_cuda(SAXPY, "sm_80", compiler="nvcc")
+    assert time.monotonic() - t0 < 15
+    assert "nvcc did not finish within 1 s" in str(info.value)
+    assert "TILUS_TOOLCHAIN_TIMEOUT" in str(info.value)
+    assert "cicc: still thinking" in str(info.value)        # the tail of its output
+    assert not _alive(_child_pid(tmp_path))
+
+
+def test_interrupted_tool_is_killed_with_its_children(hanging_tool, tmp_path, deadline):
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_tool([hanging_tool], timeout=60)
+    assert not _alive(_child_pid(tmp_path))
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_bad_timeout_setting_is_named(monkeypatch, value):
+    monkeypatch.setenv("TILUS_TOOLCHAIN_TIMEOUT", value)
+    with pytest.raises(CompilationError, match="TILUS_TOOLCHAIN_TIMEOUT"):
+        run_tool(["true"])
+
+
+def test_timeout_setting_and_default(monkeypatch):
+    monkeypatch.delenv("TILUS_TOOLCHAIN_TIMEOUT", raising=False)
+    assert toolchain_timeout() == 600
+    monkeypatch.setenv("TILUS_TOOLCHAIN_TIMEOUT", "2.5")
+    assert toolchain_timeout() == 2.5
+
+
+def test_failing_tool_reports_the_tail_of_its_output(tmp_path, monkeypatch):
+    tool = tmp_path / "cuobjdump"
+    tool.write_text("#!/bin/sh\nfor i in $(seq 1 20000); do echo \"noise line $i\" >&2; done\n"
+                    "echo 'the real error' >&2\nexit 3\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("TILUS_CUOBJDUMP", str(tool))
+    with pytest.raises(CompilationError) as info:
+        toolchain.disassemble(b"\x7fELF", tool="cuobjdump")
+    assert "the real error" in str(info.value) and len(str(info.value)) < 5000
+    assert "noise line 1\n" in info.value.log            # the whole log stays available

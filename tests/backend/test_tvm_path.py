@@ -76,3 +76,19 @@ def test_export_library(tmp_path):
     assert path.stat().st_size > 0 and b"vector_add_kernel" in blob
     # the device code travels as CUDA source (format "cuda"), JIT-compiled by the runtime
     assert b"__global__" in blob
+
+
+def test_export_library_link_is_time_limited(tmp_path, monkeypatch):
+    """The C++ link export_library runs goes through run_tool: a hung linker is killed."""
+    from tilus.backend import testing, tvm_shim
+    from tilus.errors import CompilationError
+    from tests.runtime.runtime_helpers import time_limit
+
+    linker = tmp_path / "hung-c++"
+    linker.write_text("#!/bin/sh\necho 'ld: thinking' >&2\nexec sleep 300\n")
+    linker.chmod(0o755)
+    monkeypatch.setenv("CXX", str(linker))
+    monkeypatch.setenv("TILUS_TOOLCHAIN_TIMEOUT", "1")
+    exe = tvm_shim.compile_module(testing.vector_add_f32x4(), "sm_80")
+    with time_limit(30), pytest.raises(CompilationError, match="did not finish within 1 s"):
+        tvm_shim.export_library(exe, tmp_path / "vadd.so")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 
 import pytest
 
 from tests.runtime.runtime_helpers import VADD_IR, VERSIONS, fake_artifact, vadd_metadata
-from tilus.errors import CacheError, DataTypeError
+from tilus.errors import CacheError, CompilationError, DataTypeError
 from tilus.runtime import Artifact, KernelCache, KernelMetadata, Param, cache, cache_key, expr
 from tilus.runtime.expr import ExpressionError
 from tilus.runtime import cache as cache_mod
@@ -242,3 +243,55 @@ def test_size_expression_unknown_name_and_zero_division():
         expr.evaluate("m", {"n": 1})
     with pytest.raises(ExpressionError, match="zero"):
         expr.evaluate("cdiv(n, 0)", {"n": 1})
+
+
+@pytest.mark.parametrize("text", ["min(n)", "max(n)", "cdiv", "n + min", "-" * 100000 + "n",
+                                  "(" * 250 + "n" + ")" * 250, " + ".join(["n"] * 100), "n\0",
+                                  "n * " * 2000 + "n"])
+def test_size_expressions_beyond_the_grammar_or_limits(text):
+    """Rejected when validated, never a TypeError or RecursionError at call time (issue 14, 9)."""
+    with pytest.raises(ExpressionError):
+        expr.validate(text)
+
+
+@pytest.mark.parametrize("text", ["[" * 100000, '{"a":' * 100000, "-" * 100000, "1" * 5000])
+def test_pathological_metadata_text_is_corruption(text):
+    with pytest.raises(CacheError, match="metadata"):
+        KernelMetadata.loads(text)
+
+
+@pytest.mark.parametrize("path, value, match", [
+    (("launch",), {"grid": ["min(n)", 1, 1], "block": [128, 1, 1]}, "launch.grid"),
+    (("launch",), {"grid": ["a", 1, 1], "block": [128, 1, 1]}, "not scalar parameters"),
+    (("launch",), {"grid": [1, 1, 1], "block": [4096, 1, 1]}, "launch.block"),
+    (("params", 0, "min_count"), True, "params[0].min_count"),
+    (("params", 0, "align"), 2**40, "params[0].align"),
+    (("library",), "../x.so", "library"),
+    (("files",), {"kernel\0.so": {"sha256": "0" * 64, "bytes": 1}}, "files"),
+    (("extra",), {"device_params": [{"name": "n", "ctype": "float", "role": "scalar",
+                                     "param": "n"}]}, "extra.device_params[0]"),
+])
+def test_metadata_fields_are_validated_strictly(path, value, match):
+    d = vadd_metadata().to_json()
+    target = d
+    for p in path[:-1]:
+        target = target[p]
+    target[path[-1]] = value
+    with pytest.raises(CacheError, match=re.escape(match)):
+        KernelMetadata.from_json(d)
+
+
+def test_metadata_checksum_file_must_match_exactly(cache, key):
+    entry = cache.store(key, fake_artifact())
+    digest = (entry.path / "metadata.sha256").read_text()
+    for text in (digest.strip(), digest + "\n", digest.upper(), " " + digest):
+        (entry.path / "metadata.sha256").write_text(text)
+        with pytest.raises(CacheError, match="does not match metadata.sha256"):
+            cache_mod.read_entry(key, entry.path)
+
+
+def test_metadata_the_reader_would_reject_is_never_written(cache, key):
+    bad = vadd_metadata(launch={"grid": [1, 1, 1], "block": [4096, 1, 1]})
+    with pytest.raises(CompilationError, match=r"launch.block\[0\]"):
+        cache.store(key, Artifact(bad, {"ir.tilus": b"ir", "kernel.so": b"lib"}))
+    assert [p.name for p in cache.root.iterdir()] == []

@@ -214,3 +214,14 @@ def test_bench_matmul_dry_run_hands_over_to_the_script(tmp_path, capsys):
     assert main(["bench", "matmul", "--dry-run", "--out", str(tmp_path), "--models", "llama3-8b",
                  "--m", "1", "--types", "u4", "--no-plot"]) == 0
     assert list(tmp_path.glob("*.json"))
+
+
+def test_cache_info_counts_temporaries(filled, capsys):
+    root, _ = filled
+    (root / ".tmp-left-by-a-killed-writer").mkdir()
+    (root / ".tmp-left-by-a-killed-writer" / "kernel.so").write_bytes(b"x" * 3000)
+    assert main(["cache", "info"]) == 0
+    assert "temporaries: 1 (2.9 KiB" in capsys.readouterr().out
+    assert main(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["temporaries"] == 1 and info["temporary_bytes"] == 3000

@@ -71,7 +71,8 @@ def test_bundle_contents_and_size(tmp_path, capsys, compiled):
     key = manifest["kernels"][0]["key"]
     entry = out / "cache" / key
     assert sorted(p.name for p in entry.iterdir()) == ["ir.tilus", "kernel.cu", "kernel.cubin",
-                                                      "kernel.so", "metadata.json"]
+                                                      "kernel.so", "metadata.json",
+                                                      "metadata.sha256"]
     libs = sorted(p.name for p in (out / "tvm_runtime").iterdir())
     assert libs == ["libtvm_runtime.so", "libtvm_runtime_cuda.so"]
     assert (out / "src" / "tilus" / "runtime" / "cubins.py").is_file()

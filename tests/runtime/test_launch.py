@@ -300,9 +300,9 @@ def test_size_requirements_of_the_examples():
 
 
 def test_key_includes_the_compiler_fingerprint(tmp_path, monkeypatch):
-    from tilus.runtime import cache as cache_mod
+    from tilus.runtime import keys
 
-    v = cache_mod.key_versions()
+    v = keys.key_versions()
     assert v["tvm"] == "0.27.0.post1" and len(v["compiler"]) == 16
     out = run_python("from tilus.runtime import key_versions; print(key_versions()['compiler'])")
     assert out.stdout.strip() == v["compiler"]          # same in another process

@@ -54,9 +54,9 @@ def tool_versions() -> dict:
         pass
     nvcc = toolchain.find_tool("nvcc")
     if nvcc is not None:
-        import subprocess
+        from tilus.backend.run_tool import run_tool
 
-        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
+        out = run_tool([nvcc, "--version"]).stdout
         line = [ln for ln in out.splitlines() if "release" in ln]
         v["nvcc"] = line[-1].strip() if line else "unknown"
     return v
@@ -201,6 +201,6 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
 
 def kernel_key(program, arch: str) -> str:
     """The cache key of a Program (before the passes) for ``arch``: computable without TVM."""
-    from tilus.runtime.cache import cache_key, key_versions
+    from tilus.runtime.keys import cache_key, key_versions
 
     return cache_key(str(program), arch, key_versions())

@@ -2,7 +2,9 @@
 
 Everything here works on a machine without a GPU: it compiles CUDA C++ to PTX and a cubin for a
 named architecture, parses what ptxas says about each kernel's resources, and disassembles cubins
-to SASS. Temporary files live in a private directory that is removed afterwards.
+to SASS. Temporary files live in a private directory that is removed afterwards. Every program
+runs through :func:`tilus.backend.run_tool.run_tool`: time-limited (``TILUS_TOOLCHAIN_TIMEOUT``), in
+its own process group, killed with its children on timeout or interrupt.
 
 Lookup order for each tool: the environment variable ``TILUS_<TOOL>`` (a path), ``PATH``,
 ``$CUDA_HOME/bin`` / ``$CUDA_PATH/bin``, ``/usr/local/cuda/bin``; cuobjdump and nvdisasm also come
@@ -15,12 +17,12 @@ import ctypes.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tilus.backend.run_tool import run_tool, tail
 from tilus.errors import CompilationError, TilusError, ToolNotFoundError
 
 SUPPORTED_ARCHES = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
@@ -249,7 +251,7 @@ def compile_cuda(source: str, arch: "str | int | None" = None, options: "list[st
 
 
 def _fail(step: str, log: str) -> CompilationError:
-    err = CompilationError(f"{step} failed:\n{log.strip()}")
+    err = CompilationError(f"{step} failed:\n{tail(log.strip())}")
     err.log = log
     return err
 
@@ -264,7 +266,7 @@ def _compile_nvcc(source: str, arch: str, options: list[str]) -> CudaBuild:
         keep.mkdir()
         cmd = [str(nvcc), "-cubin", f"-arch={arch}", *_NVCC_FLAGS, "-Xptxas", "-v",
                "--keep", f"--keep-dir={keep}", *options, "-o", str(tmp / "kernel.cubin"), str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        proc = run_tool(cmd, cwd=tmp)
         log = proc.stdout + proc.stderr
         if proc.returncode != 0:
             raise _fail(f"nvcc ({' '.join(cmd[:3])} ...) for {arch}", log)
@@ -335,7 +337,7 @@ def disassemble(cubin: bytes, tool: str | None = None) -> str:
         f = Path(tmp) / "kernel.cubin"
         f.write_bytes(cubin)
         cmd = [str(path), "-sass", str(f)] if tool == "cuobjdump" else [str(path), "-c", str(f)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = run_tool(cmd)
     if proc.returncode != 0:
         raise _fail(f"{tool}", proc.stdout + proc.stderr)
     return proc.stdout

@@ -26,7 +26,7 @@ TVM 0.27 (apache-tvm 0.27.0.post1) facts this module relies on:
 """
 from __future__ import annotations
 
-from tilus.errors import CompilationError
+from tilus.errors import CompilationError, TilusError, ToolNotFoundError
 
 try:
     import tvm  # noqa: F401
@@ -34,6 +34,7 @@ try:
     from tvm.script import tirx as T  # noqa: F401,N812
     from tvm.script.ir_builder import IRBuilder  # noqa: F401
     from tvm.script.ir_builder import tirx as TB  # noqa: F401,N812  (the tirx IR builder)
+    from tvm.support import cc as _cc
 except ImportError as exc:  # pragma: no cover - the dependency is pinned
     raise CompilationError(f"the Tilus backend needs apache-tvm 0.27 (import failed: {exc})") from exc
 
@@ -91,10 +92,34 @@ def cuda_source(executable) -> str:
     return "\n".join(sources)
 
 
+def link_shared(output: str, objects, options=None, **_kwargs) -> None:
+    """TVM's ``fcompile`` for export_library: link with the C++ compiler TVM would use (``CXX``,
+    else g++ ...), but time-limited and killed with its children (tilus.backend.run_tool)."""
+    from tilus.backend.run_tool import run_tool, tail
+
+    compiler = _cc.get_cc()
+    if compiler is None:
+        raise ToolNotFoundError("no C++ compiler (g++, clang++, c++) to link the kernel library: "
+                                "install one or set CXX")
+    objects = [objects] if isinstance(objects, str) else list(objects)
+    proc = run_tool([compiler, "-shared", "-fPIC", "-o", output, *(options or []), *objects])
+    if proc.returncode != 0:
+        raise CompilationError(f"linking {output} with {compiler} failed:\n"
+                               f"{tail(proc.stdout + proc.stderr)}")
+
+
+# what export_library asks of an fcompile, as TVM's own create_shared answers it
+link_shared.output_format = _cc.create_shared.output_format          # type: ignore[attr-defined]
+link_shared.get_target_triple = _cc.create_shared.get_target_triple  # type: ignore[attr-defined]
+
+
 def export_library(executable, path: str) -> None:
-    """Write the host launcher + device module as a shared library (needs g++)."""
+    """Write the host launcher + device module as a shared library (needs g++), linking through
+    :func:`link_shared`."""
     try:
-        executable.export_library(str(path))
+        executable.export_library(str(path), fcompile=link_shared)
+    except TilusError:
+        raise
     except Exception as exc:
         raise CompilationError(f"export_library({path}) failed: {exc}") from exc
 

@@ -4,7 +4,8 @@ Launch dimensions (``cdiv(n, 512)``) and buffer-size requirements (``m * k``) ar
 subset of Python syntax that the IR printer uses for integer arithmetic: integer literals, parameter
 names, ``+ - * // %``, unary ``-``, parentheses, and the calls ``cdiv``, ``min``, ``max``. The text is
 parsed with :mod:`ast` and walked by hand: nothing is ``eval``-ed, so metadata read from disk cannot
-run code.
+run code. Texts longer than :data:`MAX_CHARS` or nested deeper than :data:`MAX_DEPTH` are refused,
+so that evaluating one never recurses far.
 """
 from __future__ import annotations
 
@@ -24,39 +25,52 @@ SizeExpr = Union[str, int, Callable[[Mapping[str, int]], int]]
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+MAX_CHARS = 4096
+MAX_DEPTH = 64
 _CALLS = {"cdiv": lambda a, b: -((-a) // b), "min": min, "max": max}
 
 
 @lru_cache(maxsize=1024)
 def _parse(text: str) -> ast.expr:
+    if len(text) > MAX_CHARS:
+        raise ExpressionError(f"expression of {len(text)} characters (at most {MAX_CHARS}): "
+                              f"{text[:40]!r}...")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
-        raise ExpressionError(f"cannot parse expression {text!r}: {e.msg}") from None
-    _check(tree.body, text)
+        raise ExpressionError(f"cannot parse expression {text[:80]!r}: {e.msg}") from None
+    except ValueError as e:  # e.g. a NUL character
+        raise ExpressionError(f"cannot parse expression {text[:80]!r}: {e}") from None
+    except (RecursionError, MemoryError):  # the parser's own limits
+        raise ExpressionError(f"expression {text[:40]!r}... is nested too deeply") from None
+    _check(tree.body, text, 0)
     return tree.body
 
 
-def _check(node: ast.AST, text: str) -> None:
+def _check(node: ast.AST, text: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ExpressionError(f"{text[:40]!r}...: nested deeper than {MAX_DEPTH} levels")
     if isinstance(node, ast.Constant):
         if type(node.value) is not int:
             raise ExpressionError(f"{text!r}: only integer literals are allowed, got {node.value!r}")
     elif isinstance(node, ast.Name):
-        pass
+        if node.id in _CALLS:
+            raise ExpressionError(f"{text!r}: {node.id} is a function, not a parameter")
     elif isinstance(node, ast.BinOp):
         if type(node.op) not in _BINOPS:
             hint = " (use // or cdiv)" if isinstance(node.op, ast.Div) else ""
             raise ExpressionError(f"{text!r}: operator {type(node.op).__name__} not allowed{hint}")
-        _check(node.left, text)
-        _check(node.right, text)
+        _check(node.left, text, depth + 1)
+        _check(node.right, text, depth + 1)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        _check(node.operand, text)
+        _check(node.operand, text, depth + 1)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
             and node.func.id in _CALLS and not node.keywords:
-        if node.func.id == "cdiv" and len(node.args) != 2 or len(node.args) < 1:
-            raise ExpressionError(f"{text!r}: wrong number of arguments to {node.func.id}")
+        if node.func.id == "cdiv" and len(node.args) != 2 or len(node.args) < 2:
+            raise ExpressionError(f"{text!r}: {node.func.id} takes "
+                                  f"{'2' if node.func.id == 'cdiv' else 'at least 2'} arguments")
         for a in node.args:
-            _check(a, text)
+            _check(a, text, depth + 1)
     else:
         raise ExpressionError(f"{text!r}: {type(node).__name__} is not allowed in a size expression "
                               f"(integers, parameter names, + - * // %, cdiv, min, max)")

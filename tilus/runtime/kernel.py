@@ -55,7 +55,8 @@ class LoadedKernel:
     @classmethod
     def load(cls, entry: CacheEntry, launcher: Optional[str] = None) -> "LoadedKernel":
         """``launcher``: ``tvm`` (TVM's host library, the default) or ``driver`` (the cubin through
-        the CUDA driver API, see tilus.runtime.driver); default ``$TILUS_LAUNCHER`` or tvm."""
+        the CUDA driver API, see tilus.runtime.driver); default ``$TILUS_LAUNCHER`` or tvm. Loads
+        only bytes checked against the entry's checksums (CacheCorruptionError if they changed)."""
         meta = entry.metadata
         launcher = launcher or os.environ.get("TILUS_LAUNCHER", "tvm")
         if launcher not in ("tvm", "driver"):
@@ -63,13 +64,14 @@ class LoadedKernel:
         if meta.is_cuda and launcher == "driver":
             from tilus.runtime.driver import DriverFunction
 
-            driver = DriverFunction(meta, entry.file(meta.extra["cubin"]).read_bytes())
+            driver = DriverFunction(meta, entry.read(meta.extra["cubin"]))
             kernel = cls(meta, driver, None, entry)
             kernel.driver = driver
             return kernel
         if meta.is_cuda and meta.extra.get("cubin"):
             register_cubin(entry)
-        module = load_module(entry.library_path, cuda=meta.is_cuda)
+        with entry.private_copy(meta.library) as library:   # the checked bytes, not the path
+            module = load_module(library, cuda=meta.is_cuda)
         try:
             function = module[meta.entry]
         except Exception:
@@ -153,8 +155,7 @@ def register_cubin(entry: CacheEntry) -> None:
     if not isinstance(digest, str):
         raise KernelNotFoundError(f"{entry.path}: metadata of {meta.name} has no "
                                   f"cuda_source_sha256; rebuild the entry")
-    cubin = entry.file(meta.extra["cubin"]).read_bytes()
-    cubins.register(digest, cubin)
+    cubins.register(digest, entry.read(meta.extra["cubin"]))
 
 
 _TORCH_DTYPES: dict = {}

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional
 from tilus import dtypes
 from tilus.errors import CacheCorruptionError, DataTypeError
 from tilus.runtime import expr as _expr
+from tilus.runtime import schema
 from tilus.runtime.expr import SizeExpr
 
 FORMAT_VERSION = 1
@@ -122,6 +123,12 @@ class KernelMetadata:
                     raise ValueError(f"kernel {self.name}: parameter {p.name}: size expression "
                                      f"{e!r} names {sorted(missing)}, which are not scalar "
                                      f"parameters")
+        for key, value in self.launch.items():
+            for e in value if isinstance(value, list) else [value]:
+                missing = set(_expr.names(e)) - scalars
+                if missing:
+                    raise ValueError(f"kernel {self.name}: launch {key} {e!r} names "
+                                     f"{sorted(missing)}, which are not scalar parameters")
 
     @property
     def is_cuda(self) -> bool:
@@ -148,12 +155,14 @@ class KernelMetadata:
 
     @staticmethod
     def from_json(d: Any) -> "KernelMetadata":
-        """Parse and validate; any problem raises CacheCorruptionError saying what is wrong."""
+        """Parse and validate strictly (:mod:`tilus.runtime.schema`); any problem raises
+        CacheCorruptionError saying what is wrong."""
         try:
             if not isinstance(d, dict):
                 raise ValueError("metadata is not a JSON object")
             if d.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
+            schema.check(d)
             return KernelMetadata(
                 name=_str(d, "name"), entry=_str(d, "entry"), target=_str(d, "target"),
                 arch=_str(d, "arch"), library=_str(d, "library"),
@@ -161,15 +170,18 @@ class KernelMetadata:
                 launch=dict(d.get("launch", {})), versions=dict(d.get("versions", {})),
                 files={k: dict(v) for k, v in d.get("files", {}).items()},
                 extra=dict(d.get("extra", {})))
-        except (KeyError, TypeError, ValueError, DataTypeError, AttributeError) as e:
-            raise CacheCorruptionError(f"invalid kernel metadata: {type(e).__name__}: {e}") from None
+        except (KeyError, TypeError, ValueError, DataTypeError, AttributeError, IndexError,
+                RecursionError, MemoryError, OverflowError) as e:
+            raise CacheCorruptionError(f"invalid kernel metadata: {type(e).__name__}: "
+                                       f"{str(e)[:300]}") from None
 
     @staticmethod
-    def loads(text: str) -> "KernelMetadata":
+    def loads(text: "str | bytes") -> "KernelMetadata":
         try:
             data = json.loads(text)
-        except ValueError as e:
-            raise CacheCorruptionError(f"metadata.json is not valid JSON: {e}") from None
+        except (ValueError, RecursionError, MemoryError) as e:
+            what = "nested too deeply" if isinstance(e, (RecursionError, MemoryError)) else str(e)
+            raise CacheCorruptionError(f"metadata.json is not valid JSON: {what[:300]}") from None
         return KernelMetadata.from_json(data)
 
 
