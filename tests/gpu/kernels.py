@@ -89,6 +89,37 @@ CASES = {
 }
 
 
+# tilus.ops.matmul on CUDA: (weight type, M) at N, K, group that do not divide the tiles' grid
+OPS_CASES = [("uint4", 1), ("int4", 5), ("uint3", 16), ("float4_e2m1", 33), ("float8_e4m3", 1),
+             ("uint8", 1), ("uint2", 16)]
+OPS_N, OPS_K, OPS_GROUP, OPS_SMS = 1000, 1536, 128, 132
+
+
+def ops_weight(wtype):
+    """The (deterministic) quantized weight of an OPS_CASES case, on the CPU."""
+    import torch
+
+    from tilus.ops import quantize
+
+    g = torch.Generator().manual_seed(len(wtype))
+    return quantize(torch.randn(OPS_N, OPS_K, generator=g) * 0.05, wtype, group_size=OPS_GROUP)
+
+
+def ops_kernels():
+    """The QuantMatmul kernels tilus.ops.matmul launches for OPS_CASES on a 132-SM GPU."""
+    from tilus.ops.matmul import _meta, default_schedule, kernel_for
+
+    out = []
+    for wtype, m in OPS_CASES:
+        qw = ops_weight(wtype)
+        meta = _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
+                     qw.scales.dtype, qw.exponent)
+        sched = default_schedule(m, OPS_N, OPS_K, OPS_GROUP, "compiled", OPS_SMS)
+        out.append(kernel_for(meta, "float16", False, sched))
+    return out
+
+
 def bundle_specs():
-    """For `tilus bundle`: every kernel above (their compile-time values live in __init__)."""
-    return [factory() for factory, _, _ in CASES.values()]
+    """For `tilus bundle`: every kernel above (their compile-time values live in __init__) and
+    the decode/prefill kernels of tilus.ops.matmul for OPS_CASES."""
+    return [factory() for factory, _, _ in CASES.values()] + ops_kernels()

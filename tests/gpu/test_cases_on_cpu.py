@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.gpu.kernels import CASES, bundle_specs
+from tests.gpu.kernels import CASES, OPS_CASES, bundle_specs
 from tilus.runtime import expr as rexpr
 
 
@@ -39,5 +39,9 @@ def test_case_inputs_fit_and_run_in_the_interpreter(name):
 
 
 def test_bundle_specs_cover_every_case():
-    names = [k.program().name for k in bundle_specs()]
-    assert len(names) == len(CASES)
+    """Every example case, and one tilus.ops.matmul kernel per OPS_CASES entry (distinct
+    schedules and weight schemes, as matmul would pick them on a 132-SM GPU)."""
+    specs = bundle_specs()
+    assert len(specs) == len(CASES) + len(OPS_CASES)
+    ops = specs[len(CASES):]
+    assert len({(k.wtype.name, k.block_m, k.block_k, k.split_k) for k in ops}) == len(OPS_CASES)

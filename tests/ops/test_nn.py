@@ -126,3 +126,29 @@ def test_module_conversions_keep_scale_dtype():
     assert q(x).dtype == torch.float32
     q.bfloat16()
     assert q.scales.dtype == torch.bfloat16 and q(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_format_1_quant_linear_state_loads_as_format_2():
+    """A QuantLinear state saved by format 1 (row-major codes, integer zero points) loads into a
+    format-2 layer: same codes, offsets -z*s, the forward close to (q - z) * s."""
+    import numpy as np
+
+    from tilus.nn import QuantLinear
+
+    k, n, g = 64, 24, 32
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 16, size=(k, n)).astype(np.uint8)
+    full = np.zeros((k, 128), np.uint8)
+    full[:, :n] = codes
+    bits = (full[..., None].astype(np.uint16) >> np.arange(4)) & 1
+    v1 = np.packbits(bits.reshape(k, 128 * 4).astype(np.uint8), axis=1, bitorder="little")
+    scales = (torch.rand(k // g, n) * 0.05 + 0.01).half()
+    zeros = torch.randint(0, 16, (k // g, n)).half()
+    sd = {"qweight": torch.from_numpy(v1), "scales": scales, "zeros": zeros,
+          "_extra_state": {"format_version": 1, "layout": "kn-rowmajor-pad128", "dtype": "uint4",
+                           "group_size": g, "symmetric": False, "zero_point": 0.0}}
+    layer = QuantLinear(k, n, bias=False, dtype="uint4", group_size=g)
+    layer.load_state_dict(sd)
+    w = (torch.from_numpy(codes).float() - zeros.float().repeat_interleave(g, 0)) \
+        * scales.float().repeat_interleave(g, 0)
+    torch.testing.assert_close(layer.dequantize(torch.float32).t(), w, rtol=0, atol=2e-3)

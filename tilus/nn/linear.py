@@ -163,6 +163,13 @@ class QuantLinear(nn.Module):
                 "group_size": self.group_size, "symmetric": self.symmetric,
                 "zero_point": self.zero_point, "exponent": self.exponent}
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A format-1 layer's state (``zeros``, row-major codes) is converted to format 2 first."""
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict) and extra.get("format_version") == 1:
+            _convert_v1(state_dict, prefix, extra, (self.out_features, self.in_features))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def set_extra_state(self, state: dict) -> None:
         """Checks the saved scheme against this layer's; takes the saved scales' exponent."""
         mine = self.get_extra_state()
@@ -183,6 +190,20 @@ class QuantLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.dtype_name}, "
                 f"group_size={self.group_size}, symmetric={self.symmetric}")
+
+
+def _convert_v1(state_dict: dict, prefix: str, extra: dict, shape: tuple) -> None:
+    """Rewrite a format-1 QuantLinear state in place as format 2 (QuantizedWeight's converter)."""
+    meta = {k: extra.get(k) for k in ("format_version", "layout", "dtype", "group_size",
+                                        "symmetric", "zero_point")}
+    qw = QuantizedWeight.from_state_dict({
+        "qweight": state_dict[prefix + "qweight"], "scales": state_dict[prefix + "scales"],
+        "zeros": state_dict.pop(prefix + "zeros", None), "meta": {**meta, "shape": list(shape)}})
+    state_dict[prefix + "qweight"] = qw.data
+    if qw.offsets is not None:
+        state_dict[prefix + "offsets"] = qw.offsets
+    state_dict[prefix + "_extra_state"] = {**extra, "format_version": FORMAT_VERSION,
+                                           "layout": LAYOUT, "exponent": qw.exponent}
 
 
 def _skipped(name: str, skip: Iterable[str]) -> bool:
