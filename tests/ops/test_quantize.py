@@ -272,3 +272,31 @@ def test_torch_float_encoder_matches_codec(dtype):
     x = x.astype(np.float32)
     got = encode_float(torch.from_numpy(x), t).numpy()
     assert np.array_equal(got, t.encode(x))
+
+
+def test_state_dict_fields_are_all_checked():
+    """Issue 14, items 3 and 14: a state dict missing a field the format needs, or with a field
+    of the wrong type or value, is a QuantizationError naming it (never a silent wrong weight)."""
+    sd = quantize(_weight(), "uint4", group_size=G).to_state_dict()
+    no_offsets = {k: v for k, v in sd.items() if k != "offsets"}
+    with pytest.raises(QuantizationError, match="asymmetric uint4 weight has no offsets"):
+        QuantizedWeight.from_state_dict(no_offsets)
+    sym = quantize(_weight(), "int4", group_size=G).to_state_dict()
+    with pytest.raises(QuantizationError, match="takes no offsets"):
+        QuantizedWeight.from_state_dict(dict(sym, offsets=sd["offsets"]))
+    for field, value, words in (("group_size", 0, "group_size must be positive"),
+                                ("group_size", "32", "'group_size' must be int"),
+                                ("shape", [N], r"shape must be \[N, K\]"),
+                                ("shape", None, "'shape' must be"),
+                                ("symmetric", "no", "'symmetric' must be bool"),
+                                ("exponent", 99, "exponent must be in")):
+        meta = dict(sd["meta"], **{field: value})
+        with pytest.raises(QuantizationError, match=words):
+            QuantizedWeight.from_state_dict(dict(sd, meta=meta))
+    with pytest.raises(QuantizationError, match="zero_point 3.0 is not"):
+        QuantizedWeight.from_state_dict(dict(sym, meta=dict(sym["meta"], zero_point=3.0)))
+    with pytest.raises(QuantizationError, match="'dtype' must be str"):
+        QuantizedWeight.from_state_dict(dict(sd, meta={k: v for k, v in sd["meta"].items()
+                                                       if k != "dtype"}))
+    with pytest.raises(QuantizationError, match="meta device"):
+        quantize(torch.empty(8, 32, device="meta"), "uint4", group_size=32)

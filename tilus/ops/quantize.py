@@ -265,9 +265,10 @@ class QuantizedWeight:
             raise QuantizationError(f"unsupported packed-weight format {version}/{layout}; this "
                                     f"Tilus reads format {FORMAT_VERSION}/{LAYOUT} and "
                                     f"1/{V1_LAYOUT}")
+        _check_meta(meta)
         qw = cls(data, scales, sd.get("offsets"), meta["dtype"], tuple(meta["shape"]),
                  meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0),
-                 int(meta.get("exponent", 0)))
+                 meta.get("exponent", 0))
         qw.validate()
         return qw
 
@@ -290,6 +291,49 @@ class QuantizedWeight:
         if self.offsets is not None and self.offsets.dtype != self.scales.dtype:
             raise QuantizationError(f"offsets ({self.offsets.dtype}) and scales "
                                     f"({self.scales.dtype}) must share one dtype")
+        asymmetric = t.is_integer and not self.symmetric
+        if asymmetric != (self.offsets is not None):
+            raise QuantizationError(f"a {'symmetric' if self.symmetric else 'asymmetric'} "
+                                    f"{t.name} weight {'has no' if asymmetric else 'takes no'} "
+                                    f"offsets tensor{'' if asymmetric else ' (offsets given)'}")
+        if self.offsets is None and self.zero_point not in _zero_points(t, self.symmetric):
+            raise QuantizationError(f"zero_point {self.zero_point!r} is not the {t.name} scheme's "
+                                    f"({_zero_points(t, self.symmetric)})")
+
+
+def _zero_points(t: DataType, symmetric: bool) -> tuple:
+    """The constant zero points a scheme without offsets may have."""
+    if t.is_integer and not t.is_signed and symmetric:
+        return (float(2 ** (t.nbits - 1)),)
+    return (0.0,)
+
+
+_META_TYPES = {"dtype": str, "shape": (list, tuple), "group_size": int, "symmetric": bool,
+               "zero_point": (int, float), "exponent": int}
+
+
+def _check_meta(meta: dict) -> None:
+    """Every metadata field a format-2 weight needs, with its type (QuantizationError)."""
+    for name, want in _META_TYPES.items():
+        if name in ("zero_point", "exponent") and name not in meta:
+            continue
+        value = meta.get(name)
+        if value is None or not isinstance(value, want) or \
+                (want is int and isinstance(value, bool)):
+            raise QuantizationError(f"QuantizedWeight metadata: {name!r} must be "
+                                    f"{getattr(want, '__name__', 'a list of 2 ints')}, got "
+                                    f"{type(value).__name__} {value!r}")
+    shape = meta["shape"]
+    if len(shape) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                  for x in shape):
+        raise QuantizationError(f"QuantizedWeight metadata: shape must be [N, K] of positive "
+                                f"ints, got {shape!r}")
+    if meta["group_size"] <= 0:
+        raise QuantizationError(f"QuantizedWeight metadata: group_size must be positive, got "
+                                f"{meta['group_size']}")
+    if not 0 <= meta.get("exponent", 0) < 64:
+        raise QuantizationError(f"QuantizedWeight metadata: exponent must be in [0, 64), got "
+                                f"{meta['exponent']}")
 
 
 def _check_group_size(group_size: int, k: int) -> None:
@@ -397,6 +441,9 @@ def _check_weight(weight: Any) -> torch.Tensor:
         raise QuantizationError(f"weight must be a floating-point tensor, got {weight.dtype}")
     if weight.numel() == 0:
         raise QuantizationError(f"weight is empty (shape {list(weight.shape)})")
+    if weight.device.type == "meta":
+        raise QuantizationError("weight is on the meta device (no values to quantize); "
+                                "materialize it first (e.g. module.to_empty + load_state_dict)")
     w = weight.detach().float()
     bad = ~torch.isfinite(w)
     if bool(bad.any()):
