@@ -24,7 +24,7 @@ from tilus.backend.codegen import scalar
 from tilus.backend.codegen.gather import unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, tirx
+from tilus.backend.tvm_shim import T, TB, dt, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
@@ -150,7 +150,7 @@ def _vector_length(layout, dtype, max_bytes: int = 16) -> int:
 
 def _global_vec_ok(g: GlobalStorage, dims, rank) -> bool:
     st = g.strides[-1]
-    return dims[-1] == rank - 1 and isinstance(st, E.Const) and st.value == 1
+    return bool(dims) and dims[-1] == rank - 1 and isinstance(st, E.Const) and st.value == 1
 
 
 def _global_index(inst, tile_index, rank, dims):
@@ -357,7 +357,7 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
                     with TB.Else():
                         with TB.If(tirx.And(rows_ok, aligned)):
                             with TB.Then():
-                                src = tirx.Select(valid > 0, off, tirx.const(0, "int32"))
+                                src = tirx.Select(valid > 0, off, tirx.const(0, dt(off)))
                                 size = tirx.Cast("uint32", valid * (g.dtype.nbits // 8))
                                 lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
                             with TB.Else():
