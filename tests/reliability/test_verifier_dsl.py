@@ -349,3 +349,24 @@ def test_expressions_nest_at_most_max_depth_levels():
     assert f"{FILE}:{line_of(Deep, '# HERE')}:" in str(info.value)
     assert f"init nests {MAX_DEPTH + 1} levels deep" in str(info.value)
     assert f"programs nest at most {MAX_DEPTH} levels" in str(info.value)
+
+
+def test_the_largest_tile_the_verifier_accepts_gets_a_layout_that_fits():
+    from tilus.backend.build_program import prepare
+    from tilus.ir.functor import instructions
+
+    (x,) = [i.output for i in instructions(prepare(LargestFloat16Tile().program()))]
+    assert x.layout.local_size == 510  # no replicated 16-byte runs: 255 registers a thread
+
+
+def test_layout_inference_offers_no_dot_layout_beyond_the_registers():
+    from tilus.ir.verifier import MAX_REGISTERS, register_bits
+    from tilus.transforms.layout_inference import dot_candidates
+
+    b = tilus.ir.ProgramBuilder("k")
+    a = b.register_tensor(tilus.float16, [16, 16])
+    c = b.register_tensor(tilus.float32, [16, 16])
+    inst = tilus.ir.inst.DotInst(c, a, a, c)
+    for layouts in dot_candidates(inst, 256):
+        for layout, dtype in zip(layouts, (tilus.float16, tilus.float16, tilus.float32)):
+            assert -(-layout.local_size * register_bits(dtype) // 32) <= MAX_REGISTERS
