@@ -341,3 +341,14 @@ def test_programs_nest_at_most_max_depth_levels():
         body = IfStmt(const(True), body)
     verify(prog(body))
     fails(prog(IfStmt(const(True), body)), f"the condition nests {MAX_DEPTH + 1} levels deep")
+
+
+def test_constant_shift_amounts_are_below_the_computed_width():
+    fails(prog(LetStmt(k, BinaryOp("shl", n, const(32), D.int32))),
+          "the shift amount 32 in the value n << 32 is outside 0..31")
+    fails(prog(LetStmt(k, BinaryOp("shr", n, const(-1), D.int32))), "shift amount -1")
+    verify(prog(LetStmt(Var("w", D.int64), BinaryOp("shl", Var("w0", D.int64), const(40), D.int64)),
+                params=(n, Var("w0", D.int64))))
+    x = reg("x", D.int32, (4,))
+    fails(prog(AllocateRegisterInst(x, const(1)), BinaryInst(reg("y", D.int32, (4,)), x, const(-373585), "shl")),
+          "the shift amount -373585 in shl is outside 0..31")

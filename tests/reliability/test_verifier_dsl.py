@@ -359,6 +359,16 @@ def test_the_largest_tile_the_verifier_accepts_gets_a_layout_that_fits():
     assert x.layout.local_size == 510  # no replicated 16-byte runs: 255 registers a thread
 
 
+class ShiftTooFar(tilus.Script):
+    def __call__(self, n: tilus.int32):
+        x = self.register_tensor(dtype=tilus.int32, shape=[32], init=7)
+        y = x << 40  # HERE
+
+
+def test_constant_shifts_beyond_the_width_are_rejected():
+    rejected(ShiftTooFar, "the shift amount 40 in shl is outside 0..31")
+
+
 def test_layout_inference_offers_no_dot_layout_beyond_the_registers():
     from tilus.ir.verifier import MAX_REGISTERS, register_bits
     from tilus.transforms.layout_inference import dot_candidates

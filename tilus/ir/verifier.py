@@ -114,6 +114,11 @@ def is_static_zero(e: Expr) -> bool:
     return e.dtype.is_integer and not _linear(e)
 
 
+def shift_limit(dtype: DataType) -> int:
+    """Shift amounts of ``dtype`` values are below this: the width they are computed in."""
+    return 64 if dtype.nbits == 64 else 32
+
+
 def register_bits(dtype: DataType) -> int:
     """Bits one element of ``dtype`` takes in registers: low-bit elements take a byte each."""
     return max(8, dtype.nbits)
@@ -187,6 +192,14 @@ class _Verifier(NameScopes):
                     and is_static_zero(x.b):
                 self.fail(node, f"division by zero in {what}: the divisor {format_expr(x.b)} of "
                                 f"{format_expr(x)} is always 0")
+            if isinstance(x, BinaryOp) and x.op in ("shl", "shr"):
+                self.check_shift(x.b, x.dtype, node, f"{what} {format_expr(x)}")
+
+    def check_shift(self, amount: Expr, dtype: DataType, node: Any, what: str) -> None:
+        """A constant shift amount is in 0..width-1 of the type the shift is computed in."""
+        limit = shift_limit(dtype)
+        if isinstance(amount, Const) and not 0 <= amount.value < limit:
+            self.fail(node, f"the shift amount {amount.value} in {what} is outside 0..{limit - 1}")
 
     def check_index(self, e: Expr, node: Any, what: str, dtype: DataType = dtypes.int32) -> None:
         """Constants in an expression computed in ``dtype`` on the GPU (indices, loop bounds)."""
@@ -367,6 +380,8 @@ class _Verifier(NameScopes):
         if isinstance(inst, BinaryInst) and inst.op in ("mod", "div") and isinstance(inst.b, Expr) \
                 and is_static_zero(inst.b):
             self.fail(inst, f"division by zero: the divisor {format_expr(inst.b)} is always 0")
+        if isinstance(inst, BinaryInst) and inst.op in ("shl", "shr") and isinstance(inst.b, Expr):
+            self.check_shift(inst.b, inst.a.dtype, inst, inst.op)
         if isinstance(inst, FreeSharedInst):
             self.free_shared(inst)
         if out is None:
