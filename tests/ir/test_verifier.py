@@ -6,11 +6,13 @@ import pytest
 from tilus import dtypes as D
 from tilus.errors import IRError, VerificationError
 from tilus.ir import PointerType, Program, Tensor, TensorType, verify
-from tilus.ir.expr import BlockIdx, Var, cast, const
+from tilus.ir.builder import ProgramBuilder
+from tilus.ir.expr import BinaryOp, BlockIdx, Cast, Const, Var, cast, const
 from tilus.ir.inst import (AllocateRegisterInst, AssignInst, BinaryInst, GlobalViewInst,
                            LoadGlobalInst, StoreGlobalInst)
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, WhileStmt,
                            seq)
+from tilus.ir.verifier import GRID_LIMITS, MAX_DEPTH
 
 n = Var("n", D.int32)
 pa = Var("a", PointerType(D.float32))
@@ -186,12 +188,6 @@ def test_messages_show_writes_without_types():
 
 
 # ----- issue 14: lifetimes, registers, the grid, constants, divisions, layouts, depth ---------------
-from tilus.ir.builder import ProgramBuilder  # noqa: E402
-from tilus.ir.expr import BinaryOp, Cast, Const  # noqa: E402
-from tilus.ir.inst import FreeSharedInst, LoadSharedInst  # noqa: E402
-from tilus.ir.verifier import GRID_LIMITS, MAX_DEPTH  # noqa: E402
-
-
 def shared_program(*after, inside=None):
     """A shared tensor %s (and its row %row), then ``after``; ``inside`` wraps the free in a body."""
     b = ProgramBuilder("k")
