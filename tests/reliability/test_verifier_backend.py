@@ -84,3 +84,26 @@ def test_rank_zero_tiles_are_loaded():
     out = np.arange(8, dtype=np.int32)
     run_prim_func(as_prim_func(RankZero()), [5, out])
     assert out[0] == 6
+
+
+INT64_COPY = """kernel k(n: int32, p0: ~int8)
+    blocks [4] warps 1
+{
+    %g: global[int8, (n, 16)] = global_view(ptr=p0, strides=[16, 1])
+    %s: shared[int8, (4, 8)] = shared_tensor()
+    copy_async(%s, %g, offsets=[cast(blockIdx.x, int64) * int64(4), int64(0)])
+    copy_async_commit_group()
+    copy_async_wait_group(n=0)
+    sync()
+    %x: register[int8, (4, 8)] = load_shared(%s)
+}
+"""
+
+
+def test_copy_async_takes_int64_offsets():
+    from tilus.backend.build import tir_to_cuda
+    from tilus.backend.build_program import prepare
+    from tilus.backend.codegen import lower_program
+
+    program = tilus.ir.parse(INT64_COPY)
+    assert "__global__" in tir_to_cuda(lower_program(prepare(program)).prim_func, "sm_90")
