@@ -55,6 +55,11 @@ class ScriptError(TilusError):
         self.lineno = lineno
 
 
+class ScriptVerificationError(ScriptError, VerificationError):
+    """A DSL kernel that the verifier rejects, reported at the line of the user's script that made
+    the offending statement (or gave the offending layout, grid or warps)."""
+
+
 class InterpreterError(TilusError):
     """A program did something at run time in the CPU interpreter that has no meaning."""
 

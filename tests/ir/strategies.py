@@ -12,8 +12,10 @@ import math
 from hypothesis import strategies as st
 
 from tilus import dtypes
+from tilus.errors import IRError
 from tilus.ir.builder import ProgramBuilder
-from tilus.ir.expr import BlockIdx, Var, cast, cdiv, const, logical_and, logical_not, logical_or
+from tilus.ir.expr import (BlockIdx, Const, Var, cast, cdiv, const, fits, logical_and, logical_not,
+                           logical_or)
 from tilus.ir.expr import maximum, minimum, select
 from tilus.ir.types import PointerType, Tensor
 
@@ -22,6 +24,9 @@ POINTEE = [D.float32, D.float16, D.bfloat16, D.int8, D.uint8, D.int32, D.uint4, 
            D.uint1, D.float6_e3m2, D.float4_e2m1, D.float8_e4m3, D.int16]
 SCALAR_PARAM = [D.int32, D.int64, D.uint8, D.int16, D.float32, D.float16, D.bool]
 TILE = [1, 2, 4, 8, 16]
+INT32 = D.int32
+# repeat and broadcast grow tiles only this small, so that every tile fits one warp's registers
+MAX_GROWN = 256
 
 
 class _Gen:
@@ -53,7 +58,9 @@ class _Gen:
         return t
 
     # ----- expressions -----------------------------------------------------------------------
-    def int_expr(self, depth: int = 2, block_idx: bool = True):
+    def int_expr(self, depth: int = 2, block_idx: bool = True, big: bool = True):
+        """An int32 expression; ``big`` allows constants of any int32 size (not for loop bounds:
+        TVM takes minutes over loops it folds to ~1e9 iterations)."""
         leaves = self.ints()
         choice = self.draw(st.integers(0, 9 if depth > 0 else 3))
         if choice == 0 or (choice == 1 and not leaves):
@@ -64,21 +71,24 @@ class _Gen:
         if choice == 2:
             return BlockIdx(self.draw(st.integers(0, 2))) if block_idx else const(3)
         if choice == 3:
-            return const(self.draw(st.integers(-2**40, 2**40)), D.int64) if self.flag() \
+            wide = (INT32.min_value, INT32.max_value) if big else (-300, 300)
+            return const(self.draw(st.integers(*wide)), D.int64) if self.flag() \
                 else const(self.draw(st.integers(0, 100)))
-        a = self.int_expr(depth - 1, block_idx)
-        b = self.int_expr(depth - 1, block_idx)
+        a = self.int_expr(depth - 1, block_idx, big)
+        b = self.int_expr(depth - 1, block_idx, big)
         op = self.pick(["+", "-", "*", "//", "%", "min", "max", "cdiv", "select", "shl", "&"])
         if op in ("//", "%", "cdiv"):
             b = const(self.draw(st.integers(1, 9)))
         try:
-            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-                    "//": lambda: a // b, "%": lambda: a % b, "min": lambda: minimum(a, b),
-                    "max": lambda: maximum(a, b), "cdiv": lambda: cdiv(a, b),
-                    "select": lambda: select(self.bool_expr(0), a, b),
-                    "shl": lambda: a << 2, "&": lambda: a & b}[op]()
-        except Exception:  # constant folding of e.g. a huge shift: keep it simple
+            e = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                 "//": lambda: a // b, "%": lambda: a % b, "min": lambda: minimum(a, b),
+                 "max": lambda: maximum(a, b), "cdiv": lambda: cdiv(a, b),
+                 "select": lambda: select(self.bool_expr(0), a, b),
+                 "shl": lambda: a << 2, "&": lambda: a & b}[op]()
+        except IRError:  # constant folding that overflows: keep it simple
             return a
+        # indices are int32 on the GPU: keep every constant in int32's range
+        return e if not isinstance(e, Const) or fits(e.value, INT32) else a
 
     def bool_expr(self, depth: int = 1):
         choice = self.draw(st.integers(0, 4 if depth > 0 else 1))
@@ -164,6 +174,8 @@ class _Gen:
         else:
             s = self.scalar_value(x.dtype) if not x.dtype.is_float else self.draw(
                 st.sampled_from([2.0, -1.5, 0.0, 1e-05, float("inf"), 3.0]))
+            if op in ("shl", "shr"):  # a constant amount is below the width shifts compute in
+                s = self.draw(st.integers(0, 31))
             a, b = (x, s) if self.flag() else (s, x)
         # Sometimes write the result back into x (in place), when it has x's type.
         out = x if (op not in ("lt", "ge", "eq", "ne") and a is x and not isinstance(b, Tensor)
@@ -206,9 +218,9 @@ class _Gen:
             u = self.add(self.b.unsqueeze(x, self.draw(st.integers(0, x.type.rank))))
             if self.flag():
                 self.add(self.b.squeeze(u, list(u.shape).index(1)))
-        elif kind == 4 and x.type.rank >= 1:
+        elif kind == 4 and x.type.rank >= 1 and x.type.size <= MAX_GROWN:
             self.add(self.b.repeat(x, [self.draw(st.integers(1, 3)) for _ in x.shape]))
-        elif kind == 5 and x.type.rank >= 1:
+        elif kind == 5 and x.type.rank >= 1 and x.type.size <= MAX_GROWN:
             self.add(self.b.broadcast(x, [2, *x.shape]))
         elif x.type.rank >= 1:
             bits = x.shape[-1] * x.dtype.nbits
@@ -223,8 +235,10 @@ class _Gen:
         m, n, k = self.pick([1, 16]), self.pick([8, 16]), self.pick([4, 16])
         ab = self.pick([D.float16, D.int8, D.float8_e4m3])
         acc_t = D.int32 if ab is D.int8 else D.float32
-        a = self.add(self.b.register_tensor(ab, [m, k], init=1))
-        bb = self.add(self.b.register_tensor(ab, [k, n], init=1))
+        # the operands serve the dot only: elementwise work between A and B fragments needs
+        # convert_layout, which layout inference does not insert yet
+        a = self.b.register_tensor(ab, [m, k], init=1)
+        bb = self.b.register_tensor(ab, [k, n], init=1)
         acc = self.add(self.b.register_tensor(acc_t, [m, n], init=0))
         if self.flag():
             self.b.dot(a, bb, acc, out=acc)
@@ -240,11 +254,15 @@ class _Gen:
         if matching:
             self.b.copy_async(self.pick(matching), s, [self.int_expr(), const(0)])
             self.b.copy_async_commit_group()
-            self.b.copy_async_wait_group(self.draw(st.integers(0, 2)))
+            pending = self.draw(st.integers(0, 2))
+            if pending:  # a wait that may leave this copy in flight, then one that ends it
+                self.b.copy_async_wait_group(pending)
+            self.b.copy_async_wait_group(0)
         self.b.sync()
         x = self.add(self.b.load_shared(s))
         if self.flag():
-            part = self.add(self.b.slice_shared(s, [const(0), self.int_expr(1)], [shape[1]], dims=[1]))
+            row = const(self.draw(st.integers(0, shape[0] - 1)))
+            part = self.add(self.b.slice_shared(s, [row, const(0)], [shape[1]], dims=[1]))
             self.add(self.b.load_shared(part))
         self.b.store_shared(s, x)
         if self.flag():
@@ -283,7 +301,7 @@ class _Gen:
         kind = self.draw(st.integers(0, 2))
         if kind == 0:
             unroll = self.draw(st.sampled_from([None, None, 2, 4, True]))
-            start, stop = self.int_expr(1), self.int_expr(1)
+            start, stop = self.int_expr(1, big=False), self.int_expr(1, big=False)
             with self.b.for_range(start, stop, self.pick([1, 2, const(1)]), unroll=unroll) as i:
                 self.enter(i)
                 self.block(depth - 1)

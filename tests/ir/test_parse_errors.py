@@ -143,3 +143,23 @@ def test_mutated_programs_parse_or_fail_with_parse_errors(start, length, insert)
 def test_bad_grid_is_located_at_blocks():
     e = parse_error(replaced("blocks [cdiv(m, 16), cdiv(n, 8)]", "blocks [cdiv(m, 16), blockIdx.x]"))
     assert e.line == 2 and e.column == 13 and "blockIdx" in str(e)  # the first grid size
+
+
+def _deep_text(levels: int, loops: int = 0) -> str:
+    expr = "n"
+    for j in range(levels - 1):
+        expr = f"({expr} + 1)" if j % 2 else f"({expr} ^ n)"
+    head = "".join(f"for i{j} in range(0, 4, 1) {{\n" for j in range(loops))
+    return (f"kernel k(n: int32)\n    blocks [1] warps 1\n{{\n{head}let k: int32 = {expr}\n"
+            + "}\n" * loops + "}\n")
+
+
+def test_the_parser_enforces_the_verifiers_depth_limit():
+    from tilus.ir.verifier import MAX_DEPTH
+
+    p = parse(_deep_text(MAX_DEPTH))
+    assert parse(str(p)) == p
+    for levels, loops in ((MAX_DEPTH + 1, 0), (MAX_DEPTH, 1), (1000, 0), (5000, 0)):
+        with pytest.raises(TilusParseError, match=f"nests more than {MAX_DEPTH} levels deep") as e:
+            parse(_deep_text(levels, loops))
+        assert e.value.line == 4 + loops

@@ -158,6 +158,7 @@ EXPRS = [
     BinaryOp("or", c, BinaryOp("and", c, c, D.bool), D.bool), BlockIdx(2) * x, f / 2.0 + f,
     UnaryOp("neg", const(-3), D.int32), UnaryOp("bitnot", const(-3), D.int32),
     BinaryOp("max", x, BinaryOp("min", y, x, D.int32), D.int32), const(3, D.uint4), const(0.5, D.float4_e2m1),
+    const(math.nan), const(math.nan, D.float16), f + const(math.nan), const(-0.0, D.bfloat16),
 ]
 
 
@@ -190,3 +191,10 @@ def test_strings_round_trip_as_valid_utf8(message):
     text = roundtrip(p)
     text.encode("utf-8")
     assert text.count("\n") == 6 and len(text.splitlines()) == 6  # one line per statement
+
+
+def test_nan_constants_are_equal_and_hash_alike():
+    a, b = const(math.nan), const(float("nan"))
+    assert a == b and hash(a) == hash(b)
+    assert const(0.0) != const(-0.0) and const(math.inf) != const(-math.inf)
+    assert const(math.nan) != const(math.nan, D.float16)

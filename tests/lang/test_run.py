@@ -140,3 +140,20 @@ def test_kernel_params_are_classified():
     params = {p.name: p for p in LoopCarried.kernel_params()}
     assert params["rows"].is_const and not params["n"].is_const
     assert tilus.Script.__call__ is LoopCarried.__call__  # the body was moved aside
+
+
+def _typed_copy(dtype):
+    """A kernel class made by a factory: each one's closure holds its own dtype."""
+
+    class Copy(tilus.Script):
+        def __call__(self, n: tilus.int32, a: ~tilus.uint8):
+            self.attrs.warps = 1
+            g = self.global_view(a, dtype=dtype, shape=[n])
+            self.store_global(g, self.load_global(g, offsets=[0], shape=[32]), offsets=[0])
+
+    return Copy()
+
+
+def test_kernels_made_by_one_factory_keep_their_own_closures():
+    f16, i4 = _typed_copy(tilus.float16).program(), _typed_copy(tilus.int4).program()
+    assert "global[float16" in str(f16) and "global[int4" in str(i4)

@@ -67,6 +67,10 @@ class ProgramBuilder:
         # set by a front end to where the statement being built is ("file:line: source")
         self.location: Optional[str] = None
         self._sources: dict[str, str] = {}
+        # set by a front end to where the statement being built is, in its own terms; every
+        # emitted statement records it: id(statement) -> (statement, origin)
+        self.origin: Any = None
+        self.origins: dict[int, tuple[Stmt, Any]] = {}
 
     # ----- names, parameters, statements ---------------------------------------------------
     def fresh_name(self, hint: str) -> str:
@@ -88,13 +92,20 @@ class ProgramBuilder:
         self.params.append(v)
         return v
 
-    def emit(self, stmt: Stmt) -> None:
+    def emit(self, stmt: Stmt, origin: Any = None) -> None:
+        """Append ``stmt`` (checking an instruction's rule); ``origin`` overrides ``self.origin``."""
         if isinstance(stmt, I.Instruction):
             stmt.check()
             out = getattr(stmt, "output", None)
             if self.location is not None and out is not None:
                 self._sources.setdefault(out.name, self.location)
+        self.origins[id(stmt)] = (stmt, self.origin if origin is None else origin)
         self._bodies[-1].append(stmt)
+
+    def origin_of(self, stmt: Stmt) -> Any:
+        """The origin recorded when ``stmt`` was emitted (None when it was not emitted here)."""
+        entry = self.origins.get(id(stmt))
+        return entry[1] if entry is not None and entry[0] is stmt else None
 
     @contextlib.contextmanager
     def _body(self) -> Iterator[list[Stmt]]:
@@ -108,15 +119,18 @@ class ProgramBuilder:
     def for_range(self, start: ExprLike, stop: ExprLike, step: ExprLike = 1, name: str = "i",
                   unroll: int | bool | None = None) -> Iterator[Var]:
         var = Var(self.fresh_name(name), dtypes.int32)
+        origin = self.origin
         with self._body() as body:
             yield var
-        self.emit(ForStmt(var, as_expr(start), as_expr(stop), as_expr(step), seq(body), unroll))
+        self.emit(ForStmt(var, as_expr(start), as_expr(stop), as_expr(step), seq(body), unroll),
+                  origin)
 
     @contextlib.contextmanager
     def if_then(self, cond: ExprLike) -> Iterator[None]:
+        origin = self.origin
         with self._body() as body:
             yield
-        self.emit(IfStmt(as_expr(cond), seq(body), None))
+        self.emit(IfStmt(as_expr(cond), seq(body), None), origin)
 
     @contextlib.contextmanager
     def otherwise(self) -> Iterator[None]:
@@ -124,15 +138,18 @@ class ProgramBuilder:
         current = self._bodies[-1]
         if not current or not isinstance(current[-1], IfStmt) or current[-1].else_body is not None:
             raise IRError("'else' without a preceding 'if'")
+        branch = current[-1]
         with self._body() as body:
             yield
-        current[-1] = replace(current[-1], else_body=seq(body))
+        current[-1] = replace(branch, else_body=seq(body))
+        self.origins[id(current[-1])] = (current[-1], self.origin_of(branch))
 
     @contextlib.contextmanager
     def while_loop(self, cond: ExprLike) -> Iterator[None]:
+        origin = self.origin
         with self._body() as body:
             yield
-        self.emit(WhileStmt(as_expr(cond), seq(body)))
+        self.emit(WhileStmt(as_expr(cond), seq(body)), origin)
 
     def break_(self) -> None:
         self.emit(BreakStmt())

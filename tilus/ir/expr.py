@@ -7,6 +7,7 @@ numpy arrays and expressions alike. Integer ``//`` and ``%`` are floor division 
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
@@ -78,8 +79,23 @@ class Expr:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Const(Expr):
+    """A constant; structural equality treats every NaN as equal and tells 0.0 from -0.0, so that a
+    constant equals what its text form reads back as."""
+
     value: Any
     dtype: DataType
+
+    def _key(self) -> tuple:
+        v = self.value
+        if isinstance(v, float):
+            return ("nan",) if math.isnan(v) else (v, math.copysign(1.0, v))
+        return (v,)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Const and self.dtype == other.dtype and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.dtype, self._key()))
 
     def __repr__(self) -> str:
         return f"Const({self.value!r}, {self.dtype.name})"
@@ -171,7 +187,15 @@ def const(value: Any, dtype: DataType | str | None = None) -> Const:
         value = float(value)
     else:
         value = int(value)
+        if not fits(value, dtype):
+            raise IRError(f"the constant {value} does not fit {dtype} "
+                          f"({dtype.min_value}..{dtype.max_value})")
     return Const(value, dtype)
+
+
+def fits(value: int, dtype: DataType) -> bool:
+    """Whether the integer ``value`` is in the range of the integer type ``dtype``."""
+    return dtype.min_value <= value <= dtype.max_value
 
 
 def as_expr(x: ExprLike) -> Expr:
@@ -251,7 +275,11 @@ def binary(op: str, a: ExprLike, b: ExprLike) -> Expr:
             return const(a.value / b.value, dtype)
         if op in ("floordiv", "mod", "cdiv") and b.value == 0:
             raise IRError(f"division by zero in constant expression {a.value} {op} 0")
-        return const(_PY_BINARY[op](a.value, b.value), dtype)
+        value = _PY_BINARY[op](a.value, b.value)
+        if dtype.is_integer and not fits(value, dtype):
+            raise IRError(f"the constant expression {a.value} {INFIX.get(op, op)} {b.value} = "
+                          f"{value} overflows {dtype} ({dtype.min_value}..{dtype.max_value})")
+        return const(value, dtype)
     if dtype.is_integer:
         if op == "add":
             if _is_const(a, 0):
@@ -288,6 +316,8 @@ def unary(op: str, a: ExprLike) -> Expr:
     dtype = dtypes.bool if op == "not" else a.dtype
     if isinstance(a, Const):
         value = {"neg": operator.neg, "not": operator.not_, "bitnot": operator.invert}[op](a.value)
+        if op == "bitnot" and dtype.is_integer and not dtype.is_signed:
+            value &= (1 << dtype.nbits) - 1
         return const(value, dtype)
     return UnaryOp(op, a, dtype)
 
@@ -300,8 +330,11 @@ def cast(a: ExprLike, dtype: DataType | str) -> Expr:
     if isinstance(a, Const) and not dtype.is_lowbit:
         value = a.value
         if dtype.is_integer and isinstance(value, float):
+            if not math.isfinite(value):
+                return Cast(a, dtype)
             value = int(value)
-        return const(value, dtype)
+        if not dtype.is_integer or fits(value, dtype):
+            return const(value, dtype)
     return Cast(a, dtype)
 
 

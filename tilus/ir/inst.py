@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional, Union
 from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import IRError
-from tilus.ir.expr import Expr
+from tilus.ir.expr import Const, Expr
 from tilus.ir.stmt import Stmt
 from tilus.ir.types import GLOBAL, REGISTER, SHARED, Tensor
 
@@ -185,7 +185,8 @@ class FreeSharedInst(Instruction):
 
 @dataclass(frozen=True, repr=False)
 class SliceSharedInst(Instruction):
-    """A view of part of a shared tensor: the output's shape at ``offsets``, spanning ``dims``."""
+    """A view of part of a shared tensor: the output's shape at ``offsets``, spanning ``dims``;
+    constant offsets keep it inside ``src`` (run-time ones are checked when the program runs)."""
 
     NAME = "slice_shared"
     OPERANDS = ("src",)
@@ -199,6 +200,19 @@ class SliceSharedInst(Instruction):
         self._need("src", self.src, SHARED)
         self._output_is(SHARED, self.src.dtype)
         _check_tile_access(self, self.src, self.offsets, self.output.shape, self.dims)
+        dims = tile_dims(self.src.type.rank, self.output.type.rank, self.dims)
+        for d, (size, offset) in enumerate(zip(self.src.shape, self.offsets)):
+            extent = self.output.shape[dims.index(d)] if d in dims else 1
+            start = offset.value if isinstance(offset, Const) else 0
+            if start < 0:
+                _fail(self, f"the slice of {self.src} starts at the negative offset {start} in "
+                            f"dimension {d}")
+            if start + extent > size:
+                at = f"offset {start}" if isinstance(offset, Const) else "offset 0 or more"
+                _fail(self, f"the slice {_shape_str(self.output.shape)} of {self.src} "
+                            f"{_shape_str(self.src.shape)} at offsets {_shape_str(self.offsets)} "
+                            f"reaches past its end: dimension {d} spans {extent} elements from "
+                            f"{at}, of {size}")
 
 
 @dataclass(frozen=True, repr=False)

@@ -32,6 +32,7 @@ from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, Stmt,
                            WhileStmt, seq)
 from tilus.ir.types import GLOBAL, SCOPES, PointerType, Tensor, TensorType
+from tilus.ir.verifier import MAX_DEPTH
 
 __all__ = ["parse", "ParseVerificationError"]
 
@@ -222,6 +223,7 @@ class _Reader(NameScopes):
         self.header_locations: dict[str, tuple[int, int]] = {}  # "blocks", "warps" -> where
         self.table = _instruction_table()
         self.current: Any = None
+        self.depth = 0  # loop and branch bodies plus expression operators around the node read
 
     # -- helpers
     @staticmethod
@@ -290,7 +292,7 @@ class _Reader(NameScopes):
                 key, value = item.children
                 key = json.loads(str(key)) if key.type == "STRING" else str(key)
                 consts.append((key, self.literal(value)))
-        body = self.body(body_node)
+        body = self.body(body_node, nested=False)
         program = Program(str(name), tuple(params), blocks, warps, body, tuple(consts))
         self.locate(program, kernel)
         self.header_locations["blocks"] = self.position(blocks_node)
@@ -298,12 +300,22 @@ class _Reader(NameScopes):
         return program
 
     # -- statements
-    def body(self, node: Tree) -> Stmt:
+    def body(self, node: Tree, nested: bool = True) -> Stmt:
+        """A ``{ ... }`` body; a nested one (of a loop or branch) is one level deeper (and only
+        reached through a loop's bounds or a condition, whose depth is checked)."""
         self.push()
+        self.depth += nested
         try:
             return seq([self.stmt(c) for c in node.children])
         finally:
+            self.depth -= nested
             self.pop()
+
+    def check_depth(self, node) -> None:
+        if self.depth > MAX_DEPTH:
+            raise self.error(node, f"the program nests more than {MAX_DEPTH} levels deep here "
+                                   f"(loop and branch bodies plus expression operators); split "
+                                   f"expressions with let variables")
 
     def stmt(self, node: Tree) -> Stmt:
         self.current = node
@@ -599,6 +611,15 @@ class _Reader(NameScopes):
         return e
 
     def expr(self, node: Tree) -> Expr:
+        """An expression, one level deeper than what contains it."""
+        self.depth += 1
+        try:
+            self.check_depth(node)
+            return self._expr(node)
+        finally:
+            self.depth -= 1
+
+    def _expr(self, node: Tree) -> Expr:
         self.current = node
         data = node.data
         ch = node.children
@@ -626,7 +647,7 @@ class _Reader(NameScopes):
             op = data[2:]
             if op == "neg" and isinstance(ch[0], Tree) and ch[0].data in _LITERALS:
                 # A negative literal is a constant: the printer writes Const(-5) as -5.
-                inner = self.expr(ch[0])
+                inner = self._expr(ch[0])
                 return Const(-inner.value, inner.dtype)
             a = self.scalar(node, self.expr(ch[0]))
             return UnaryOp(op, a, dtypes.bool if op == "not" else a.dtype)

@@ -67,6 +67,8 @@ class BuildContext:
     location: Any = None  # where the statement being transpiled is (for deferred errors)
     # let-variables never reassigned -> their values (to express the grid in the parameters)
     let_values: dict = field(default_factory=dict)
+    # "blocks" / "warps" -> (filename, lineno, source_line) of the statement that set self.attrs.*
+    attr_locations: dict = field(default_factory=dict)
 
     def take_hint(self, default: str) -> str:
         hint, self.hint = self.hint, None

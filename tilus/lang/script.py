@@ -20,12 +20,15 @@ from typing import Any
 import numpy as np
 
 from tilus.dtypes import DataType
-from tilus.errors import ArgumentError, ScriptError, TilusError
+from tilus.errors import (ArgumentError, ScriptError, ScriptVerificationError, TilusError,
+                          VerificationError)
 from tilus.ir.expr import Expr, as_expr
-from tilus.ir.functor import IRRewriter
+from tilus.ir.functor import IRRewriter, walk
 from tilus.ir.program import Program
 from tilus.ir.builder import ProgramBuilder
+from tilus.ir.stmt import Stmt
 from tilus.ir.types import PointerType, Tensor
+from tilus.ir.verifier import verify
 from tilus.lang.context import BlockIndex, BuildContext, current
 from tilus.lang.instructions import InstructionMethods
 from tilus.lang.transpiler import function_source, transpile_kernel
@@ -194,8 +197,30 @@ class Script(InstructionMethods):
         builder.consts = recorded + list(consts.items())
         program = builder.finish()
         if ctx.layouts:
-            program = _ApplyLayouts({k: v[0] for k, v in ctx.layouts.items()})(program)
+            laid_out = _ApplyLayouts({k: v[0] for k, v in ctx.layouts.items()})(program)
+            for old, new in zip(walk(program), walk(laid_out)):
+                builder.origins[id(new)] = (new, builder.origin_of(old))
+            program = laid_out
+        self._verify(program, ctx)
         return program
+
+    def _verify(self, program: Program, ctx: BuildContext) -> None:
+        """Runs the verifier on the finished program; its error is raised at the user's line."""
+        try:
+            verify(program)
+        except VerificationError as e:
+            node = getattr(e, "node", None)
+            where = None
+            if getattr(e, "layout_of", None) in ctx.layouts:
+                where = ctx.layouts[e.layout_of][1]
+            elif isinstance(node, Stmt):
+                where = ctx.builder.origin_of(node)
+            elif isinstance(node, str):
+                where = ctx.attr_locations.get(node)
+            if where is None:
+                src = function_source(type(self)._tilus_kernel)
+                where = src.location(src.tree)
+            raise ScriptVerificationError(str(e), *where) from None
 
     def instantiate(self, *args: Any, **kwargs: Any) -> tuple[Program, list[Any]]:
         """Splits a call's arguments: the Program for its compile-time values, and the run-time

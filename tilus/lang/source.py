@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import textwrap
 from dataclasses import dataclass
@@ -41,4 +42,6 @@ def function_source(func) -> FunctionSource:
         if not isinstance(tree, (ast.FunctionDef, ast.AsyncFunctionDef)):
             raise TilusError(f"{func.__qualname__}: expected a function definition")
         _SOURCES[code] = FunctionSource(func, code.co_filename, first, lines, tree)
-    return _SOURCES[code]
+    src = _SOURCES[code]
+    # functions made by one factory share their code but not their closures and globals
+    return src if src.func is func else dataclasses.replace(src, func=func)

@@ -124,6 +124,7 @@ class Frame(ExpressionEvaluator):
             self.ctx.location = self.src.location(node)
             filename, lineno, line = self.ctx.location
             self.ctx.builder.location = f"{filename}:{lineno}: {line.strip()}"
+            self.ctx.builder.origin = self.ctx.location
         try:
             if method is None:
                 raise self.unsupported(node)
@@ -223,6 +224,8 @@ class Frame(ExpressionEvaluator):
                 items = value if isinstance(value, (list, tuple)) else [value]
                 value = [self.in_parameters(v, "attrs.blocks") for v in items]
             setattr(obj, target.attr, value)
+            if isinstance(obj, Attributes):
+                self.ctx.attr_locations[target.attr] = self.src.location(target)
         elif isinstance(target, ast.Subscript):
             raise self.error(target, "item assignment is not supported; tiles are written with "
                                      "store_global / store_shared")

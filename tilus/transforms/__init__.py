@@ -1,7 +1,7 @@
 """Scheduling passes over Programs (see DESIGN.md, "Scheduling passes and the backend").
 
 - ``Pass`` (``name``, ``run(program) -> program``) and ``PassManager(passes, dump_dir=None,
-  verify=True).run(program)``: runs passes in order, verifies after each, dumps
+  verify=True).run(program)``: verifies the input, runs passes in order, verifies after each, dumps
   ``NN-<pass>.tilus`` files to ``dump_dir`` or ``$TILUS_DUMP_IR``, logs times on the ``tilus`` logger.
 - ``LayoutInference`` / ``infer_layouts(program)``: every register tensor gets a register layout
   and every shared tensor a shared layout (``tilus.transforms.layout_inference`` documents the

@@ -1,7 +1,8 @@
 """Passes over Programs and the manager that runs them in order.
 
 A pass is a small object with one job: ``run(program) -> program`` (a new Program; IR nodes are
-immutable). ``PassManager`` runs a list of them, verifies the IR after each one (``tilus.ir.verify``),
+immutable). ``PassManager`` verifies its input, runs a list of passes and verifies the IR after
+each one (``tilus.ir.verify``: the passes accept every program it accepts),
 logs each pass's time at debug level on the ``tilus`` logger and, when asked (``dump_dir=`` or the
 ``TILUS_DUMP_IR`` environment variable), writes the IR text after every pass to
 ``<dir>/NN-<pass name>.tilus`` (``00-input.tilus`` is the program it was given).
@@ -64,8 +65,12 @@ class PassManager:
             (where / f"{index:02d}-{name}.tilus").write_text(str(program) + "\n")
 
     def run(self, program: Program) -> Program:
+        """Verifies ``program`` (its VerificationError is the caller's mistake, raised as is), then
+        runs the passes."""
         where = self._dump_dir()
         self._dump(where, 0, "input", program)
+        if self.verify:
+            verify(program)
         for index, p in enumerate(self.passes, start=1):
             start = time.perf_counter()
             program = p.run(program)

@@ -97,6 +97,7 @@ from tilus.ir.layout import (RegisterLayout, SharedLayout, StridedShared, divide
 from tilus.ir.printer import format_stmt_head
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, SHARED, Tensor
+from tilus.ir.verifier import MAX_REGISTERS, register_bits
 from tilus.transforms.base import Pass
 
 logger = logging.getLogger("tilus")
@@ -142,7 +143,8 @@ def default_layout(shape: Sequence[int], dtype: DataType, threads: int) -> Regis
     local(1, .., vec)``: each thread holds runs of ``vec`` consecutive elements of the last
     dimension, threads spread from the last dimension outwards, and threads beyond what the tile
     needs replicate it. ``vec`` is a power of two dividing the last dimension, at most 16 bytes,
-    chosen to need the fewest accesses per thread (``local_size / vec``), then the largest."""
+    chosen to fit a thread's registers (``MAX_REGISTERS``) when one does, then to need the fewest
+    accesses per thread (``local_size / vec``), then the largest."""
     shape = [int(s) for s in shape]
     if not shape:
         return replicate(threads)
@@ -160,7 +162,8 @@ def default_layout(shape: Sequence[int], dtype: DataType, threads: int) -> Regis
             s = math.gcd(left, rest[d])
             sizes[d], rest[d], left = s, rest[d] // s, left // s
         accesses = math.prod(rest)
-        key = (accesses, -vec)
+        registers = -(-accesses * vec * register_bits(dtype) // 32)
+        key = (registers > MAX_REGISTERS, accesses, -vec)
         if best is None or key < best[0]:
             best = (key, vec, rest, sizes, left)
     _, vec, rest, sizes, left = best
@@ -244,7 +247,8 @@ def dot_candidates(inst: I.DotInst, threads: int) -> list[tuple[RegisterLayout, 
     (``mma_dot_layouts``), then SIMT around the default C, then SIMT with whole rows of C per
     thread (then C's layout equals A's when k == n: C and A can meet elementwise), then whole
     columns (likewise C and B when k == m), and last every thread computing the whole dot (all
-    three whole in every thread, so any two of the same shape agree)."""
+    three whole in every thread, so any two of the same shape agree). Choices whose tiles need
+    more registers than a thread has (``MAX_REGISTERS``) are left out."""
     (m, k), n = inst.a.shape, inst.b.shape[1]
     out = list(mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, threads))
     for c in (default_layout((m, n), inst.c.dtype, threads),
@@ -252,7 +256,14 @@ def dot_candidates(inst: I.DotInst, threads: int) -> list[tuple[RegisterLayout, 
               local(m, 1) * default_layout((1, n), inst.c.dtype, threads),
               local(m, n) * replicate(threads)):
         out.append((*simt_dot_layouts(c, k), c))
-    return out
+    dtypes_ = (inst.a.dtype, inst.b.dtype, inst.c.dtype)
+    fitting = [c for c in out if all(_fits_registers(l, d) for l, d in zip(c, dtypes_))]
+    return fitting or out[:1]
+
+
+def _fits_registers(layout: RegisterLayout, dtype: DataType) -> bool:
+    """Whether a thread's share of a tile in ``layout`` fits its registers."""
+    return -(-layout.local_size * register_bits(dtype) // 32) <= MAX_REGISTERS
 
 
 def dot_layouts(inst: I.DotInst, threads: int) -> tuple[RegisterLayout, RegisterLayout, RegisterLayout]:

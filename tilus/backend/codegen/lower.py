@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from tilus import dtypes
+from tilus.backend.codegen import scalar
 from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.registry import emitter_for
@@ -185,6 +186,8 @@ class Lowerer:
         if not isinstance(e, E.Expr):
             return tirx_const(e)
         if isinstance(e, E.Const):
+            if not is_native(e.dtype):  # a low-bit scalar is its stored code
+                return tirx.const(int(e.dtype.encode(np.array([e.value]))[0]), storage(e.dtype))
             return tirx.const(e.value, _scalar_dtype(e.dtype))
         if isinstance(e, (E.Var, E.BlockIdx)):
             if e in self.mutable:
@@ -204,7 +207,11 @@ class Lowerer:
             ones = tirx.const(-1 if dt(a).startswith("int") else (1 << bits) - 1, dt(a))
             return tirx.bitwise_xor(a, ones)            # ~a
         if isinstance(e, E.Cast):
+            if isinstance(e.a, E.Const) and e.dtype.is_float and not is_native(e.dtype):
+                return self.expr(E.Const(e.a.value, e.dtype))  # encoded now (inf saturates)
             a = self.expr(e.a)
+            if not (is_native(e.dtype) and is_native(e.a.dtype)):  # low-bit scalars: stored codes
+                return scalar.convert(e.a.dtype, e.dtype, a)
             d = _scalar_dtype(e.dtype)
             if d == "bool":
                 return a != tirx.const(0, dt(a)) if dt(a) != "bool" else a
@@ -325,13 +332,26 @@ class Lowerer:
         else:
             raise CompilationError(f"cannot lower the statement {type(s).__name__}")
 
+    @staticmethod
+    def _trip_count(s: S.ForStmt, start, stop, step, d: str):
+        """Iterations of ``range(start, stop, step)`` (0 when it runs none), for either sign of step."""
+        if all(isinstance(x, E.Const) for x in (s.start, s.stop, s.step)):
+            return tirx.const(len(range(s.start.value, s.stop.value, s.step.value)), d)
+        one = tirx.const(1, d)
+        up = tirx.floordiv(stop - start + step - one, step)
+        down = tirx.floordiv(start - stop - step - one, tirx.const(0, d) - step)
+        if isinstance(s.step, E.Const):
+            extent = up if s.step.value > 0 else down
+        else:
+            extent = tirx.Select(step > tirx.const(0, d), up, down)
+        return tirx.max(extent, tirx.const(0, d))
+
     def _for(self, s: S.ForStmt) -> None:
         start, stop, step = self.expr(s.start), self.expr(s.stop), self.expr(s.step)
         d = _scalar_dtype(s.var.dtype)
         start, stop, step = _to(start, d), _to(stop, d), _to(step, d)
         one = isinstance(s.step, E.Const) and s.step.value == 1
-        extent = stop - start if one else tirx.floordiv(stop - start + step - tirx.const(1, d), step)
-        extent = tirx.max(extent, tirx.const(0, d)) if not isinstance(extent, tirx.IntImm) else extent
+        extent = self._trip_count(s, start, stop, step, d)
         if s.unroll is True:
             frame = TB.unroll(0, extent, dtype=d) if isinstance(extent, tirx.IntImm) \
                 else TB.serial(0, extent, annotations={"pragma_unroll_explicit": 1}, dtype=d)

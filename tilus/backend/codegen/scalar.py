@@ -97,8 +97,9 @@ def load(dtype: DataType, x):
         return decode_float(dtype, x)
     k = dtype.nbits
     c = _i32(x)
-    if dtype.is_signed:
-        return tirx.shift_right(tirx.shift_left(c, const(32 - k, "int32")), const(32 - k, "int32"))
+    if dtype.is_signed:  # sign-extend with (c ^ m) - m: no shift out of int32 for constant codes
+        m = const(1 << (k - 1), "int32")
+        return tirx.bitwise_xor(c, m) - m
     return c
 
 

@@ -24,7 +24,7 @@ from tilus.backend.codegen import scalar
 from tilus.backend.codegen.gather import unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, provably_true, tirx
+from tilus.backend.tvm_shim import T, TB, dt, provably_true, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
@@ -150,7 +150,7 @@ def _vector_length(layout, dtype, max_bytes: int = 16) -> int:
 
 def _global_vec_ok(g: GlobalStorage, dims, rank) -> bool:
     st = g.strides[-1]
-    return dims[-1] == rank - 1 and isinstance(st, E.Const) and st.value == 1
+    return bool(dims) and dims[-1] == rank - 1 and isinstance(st, E.Const) and st.value == 1
 
 
 def _global_index(inst, tile_index, rank, dims):
@@ -394,7 +394,7 @@ def _row_guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
     if provably_true(rows_ok):
         lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([off]), nbytes))
         return
-    src = tirx.Select(rows_ok, off, tirx.const(0, "int32"))
+    src = tirx.Select(rows_ok, off, tirx.const(0, dt(off)))
     size = tirx.Select(rows_ok, tirx.const(nbytes, "uint32"), tirx.const(0, "uint32"))
     lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
 
@@ -410,8 +410,8 @@ def _guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
     soff = lw.expr(E.as_expr(dst.offset(tuple(tidx))))
     rows_ok = tirx.And(in_bounds(lw, gidx[:-1], g.shape[:-1]), lw.expr(E.as_expr(gidx[-1])) >= 0)
     left = lw.expr(E.as_expr(g.shape[-1])) - lw.expr(E.as_expr(gidx[-1]))
-    valid = tirx.Select(rows_ok, tirx.max(tirx.min(left, vec), 0), tirx.const(0, "int32"))
-    src = tirx.Select(valid > 0, off, tirx.const(0, "int32"))
+    valid = tirx.Select(rows_ok, tirx.max(tirx.min(left, vec), 0), tirx.const(0, dt(left)))
+    src = tirx.Select(valid > 0, off, tirx.const(0, dt(off)))
     size = tirx.Cast("uint32", valid * (g.dtype.nbits // 8))
     aligned = tirx.floormod(off, vec) == 0
     if provably_true(aligned):
