@@ -273,8 +273,7 @@ class QuantMatmul(tilus.Script):
         """The k loop with a ``stages``-deep ring of shared-memory buffers filled by copy_async:
         tile kt + stages - 1 is in flight while tile kt is computed (one commit group per
         iteration, waiting until at most stages - 2 groups are pending). The scale/offset rows
-        of tile kt + 1 are loaded into registers at the end of tile kt, into the registers tile
-        kt has just finished with (no copies), a whole pipeline wait before their use."""
+        of tile kt + 1 are loaded into registers during tile kt (one iteration ahead)."""
         st, bm, bk = self.stages, self.block_m, self.block_k
         sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
         sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, 1, self.units * self.unit_bytes])
@@ -297,10 +296,10 @@ class QuantMatmul(tilus.Script):
             if kt + st - 1 < last:
                 self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0)
             self.copy_async_commit_group()
+            s0n, z0n, s1n, z1n = self.group_params(gs, gz, kt + 1)
             for u in range(self.units):
                 s, b = self.unit_params((s0, z0, s1, z1), u)
                 self.dot(tas[u], self.unit_weights(raws[u], s, b), acc, out=acc)
-            s0n, z0n, s1n, z1n = self.group_params(gs, gz, kt + 1)
             s0 = s0n
             z0 = z0n
             if self.two_groups:
