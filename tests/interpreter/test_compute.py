@@ -214,3 +214,24 @@ def test_assign_and_register_init():
         bl.assign(r, y)                  # r = x + 1.5
         return bl.binary("mul", r, 2.0)
     np.testing.assert_array_equal(run_tiles(fn, [a]), (a + np.float32(1.5)) * np.float32(2))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint32", "uint64"])
+def test_shifts_by_the_width_or_more_give_zero_or_the_sign_fill(dtype):
+    """Run-time shift counts of 32/64-bit tiles at and past the width (and negative ones, which
+    are huge unsigned counts): shl gives 0, shr the sign fill, as PTX's clamped shifts do."""
+    bits = np.dtype(dtype).itemsize * 8
+    signed = dtype.startswith("int")
+    a = np.array([5, -7 if signed else 7, 1, 3, 12, -1 if signed else 9], dtype)
+    sh = np.array([bits - 1, bits, bits + 8, 2 * bits - 1, 63, -1 if signed else 70], dtype)
+    in_dtypes = [dtype, dtype]
+    got_l = run_tiles(lambda bl, x, y: bl.binary("shl", x, y), [a, sh], in_dtypes)
+    got_r = run_tiles(lambda bl, x, y: bl.binary("shr", x, y), [a, sh], in_dtypes)
+    for x, s, l, r in zip(a.tolist(), sh.tolist(), got_l.tolist(), got_r.tolist()):
+        if 0 <= s < bits:
+            wrapped = (x << s) & ((1 << bits) - 1)
+            if signed and wrapped >= 1 << (bits - 1):
+                wrapped -= 1 << bits
+            assert l == wrapped and r == x >> s
+        else:
+            assert l == 0 and r == (-1 if x < 0 else 0), (x, s, l, r)

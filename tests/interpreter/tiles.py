@@ -9,7 +9,7 @@ from tilus.ir.builder import ProgramBuilder
 
 NP = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int8": np.int8,
       "uint8": np.uint8, "int16": np.int16, "bool": np.bool_, "float64": np.float64,
-      "int64": np.int64, "uint16": np.uint16, "uint32": np.uint32}
+      "int64": np.int64, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64}
 
 
 def run_tiles(fn, inputs: list[np.ndarray], in_dtypes: list[str] | None = None, scalars=()):

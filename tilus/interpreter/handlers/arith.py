@@ -79,9 +79,9 @@ def _int_div(a: np.ndarray, b: np.ndarray, op: str) -> np.ndarray:
 
 
 def _shift_amount(b: np.ndarray) -> np.ndarray:
-    # shift counts are unsigned: a negative count is a huge one; clamp (shl/shr by >= K give 0 or
-    # the sign fill, as PTX's clamped shifts do)
-    return np.where(b < 0, 63, np.minimum(b, 63)).astype(np.int64)
+    # shift counts are unsigned: a negative count is a huge one; clamp to 64 (shl/shr by >= K
+    # give 0 or the sign fill, as PTX's clamped shifts do)
+    return np.where(b < 0, 64, np.minimum(b, 64)).astype(np.int64)
 
 
 def binary_values(dtype: DataType, op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,10 +118,12 @@ def binary_values(dtype: DataType, op: str, a: np.ndarray, b: np.ndarray) -> np.
         out = np.maximum(x, y)
     elif op == "minimum":
         out = np.minimum(x, y)
-    elif op == "shl":
-        out = np.left_shift(x, _shift_amount(y).astype(x.dtype))
-    elif op == "shr":
-        out = np.right_shift(x, _shift_amount(y).astype(x.dtype))
+    elif op in ("shl", "shr"):
+        amount = _shift_amount(y)
+        inside = np.minimum(amount, dtype.nbits - 1).astype(x.dtype)
+        shifted = np.left_shift(x, inside) if op == "shl" else np.right_shift(x, inside)
+        past = np.zeros_like(x) if op == "shl" or not dtype.is_signed else np.where(x < 0, -1, 0)
+        out = np.where(amount >= dtype.nbits, past, shifted)
     else:
         raise InterpreterError(f"'{op}' is not defined on {dtype} tiles")
     return V.wrap(dtype, out)
