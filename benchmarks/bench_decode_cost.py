@@ -87,7 +87,15 @@ def main(argv=None) -> int:
     base = os.path.join(args.out, f"cpu-{stamp}-sm_90-decode-cost")
     from tilus.backend.artifact import tool_versions
 
+    import subprocess
+
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(__file__)).stdout.strip() or "unknown"
     meta = {"kind": "static estimate from SASS (no GPU)", "date": stamp, "host": platform.node(),
+            "device": "CPU only (sm_90 compiled, not run)", "git_commit": commit,
+            "torch": torch.__version__,
             "device_model": {"sms": SMS, "schedulers": SCHEDULERS, "clock_hz": CLOCK_HZ,
                              "bandwidth_bytes_per_s": BANDWIDTH, "name": "H200 (figures)"},
             "shape": {"m": 1, "n": 4096, "k": 4096, "group_size": 128, "act": "float16"},

@@ -47,3 +47,21 @@ def test_decode_kernel_sm90(need_nvcc, need_disassembler, wtype):
         params = 2 * (1 + (qw.offsets is not None)) / 128           # scale (+ offset) bytes
         memory = (nbits / 8 + params) / BANDWIDTH
         assert memory / (ipe / 32 / ISSUE) >= 1.1, (wtype, ipe)
+
+
+def test_build_op_cli_shows_the_kernel_matmul_launches(need_nvcc, need_disassembler, capsys):
+    """`tilus build-op matmul` builds what tilus.ops.matmul launches and prints its cost."""
+    import json
+
+    from tilus.__main__ import main
+
+    assert main(["build-op", "matmul", "--dtype", "int4", "--m", "1", "--n", "512", "--k", "512",
+                 "--emit", "cost"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["schedule"]["block_m"] == 16 and cost["schedule"]["block_n"] == 128
+    assert cost["by_class"]["mma"] * 4 == cost["weight_elements_per_thread"]
+    assert 1.0 < cost["instructions_per_weight_element"] <= 3.0
+    assert main(["build-op", "matmul", "--dtype", "int4", "--m", "64", "--n", "512", "--k",
+                 "512", "--emit", "resources"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["schedule"]["block_m"] == 64 and res["spill_store_bytes"] == 0
