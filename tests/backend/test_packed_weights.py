@@ -58,7 +58,7 @@ def _pack_unit(codes: np.ndarray, wtype) -> torch.Tensor:
     return torch.from_numpy(np.asarray(dtypes.pack(codes.reshape(-1)[perm], wtype)))
 
 
-@pytest.mark.parametrize("name", ["uint3", "int4", "uint4", "uint6", "uint8", "float4_e2m1",
+@pytest.mark.parametrize("name", ["uint3", "int4", "uint4", "uint6", "uint8", "int8", "float4_e2m1",
                                   "float6_e3m2", "float8_e4m3", "uint1"])
 def test_packed_unit_interpreter_and_simulator(name):
     wtype = dtypes.get(name)
