@@ -27,7 +27,7 @@ def accepted(program: Program) -> bool:
     return True
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW, derandomize=True)
 @given(programs())
 def test_programs_the_verifier_accepts_lower_to_cuda(program):
     if accepted(program):
@@ -35,7 +35,7 @@ def test_programs_the_verifier_accepts_lower_to_cuda(program):
 
 
 @pytest.mark.usefixtures("need_nvcc")
-@settings(max_examples=6, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=6, deadline=None, suppress_health_check=SLOW, derandomize=True)
 @given(programs())
 def test_programs_the_verifier_accepts_build(program):
     if accepted(program):
