@@ -274,15 +274,22 @@ def test_concurrent_writers_readers_and_clear(tmp_path, caplog):
     failures = [err[-300:] for p, (out, err) in zip(procs, outputs)
                 if p.returncode != 0 or "done" not in out]
     failures += [r.getMessage()[:200] for r in caplog.records]
+    failures += _half_entries(root)
+    KernelCache(root).clear()
+    assert list(root.iterdir()) == []
+    report(f"concurrent writers vs clear ({rounds} clear rounds)", 3 * 15 + rounds, failures)
+
+
+def _half_entries(root) -> list:
+    """Entries under ``root`` that do not read back whole."""
+    out = []
     for p in root.iterdir():
         if not p.name.startswith("."):
             try:
                 read_entry(p.name, p)
             except (CacheCorruptionError, KernelNotFoundError) as e:
-                failures.append(f"half entry {p.name[:12]}: {e}")
-    KernelCache(root).clear()
-    assert list(root.iterdir()) == []
-    report(f"concurrent writers vs clear ({rounds} clear rounds)", 3 * 15 + rounds, failures)
+                out.append(f"half entry {p.name[:12]}: {e}")
+    return out
 
 
 def test_killed_writers_leave_nothing_usable_and_are_cleaned(tmp_path):
@@ -300,12 +307,7 @@ def test_killed_writers_leave_nothing_usable_and_are_cleaned(tmp_path):
         time.sleep(0.7 + rng.random() * 0.6)
         proc.kill()
         proc.wait()
-    for p in root.iterdir():
-        if not p.name.startswith("."):
-            try:
-                read_entry(p.name, p)
-            except (CacheCorruptionError, KernelNotFoundError) as e:
-                failures.append(f"half entry {p.name[:12]}: {e}")
+    failures += _half_entries(root)
     KernelCache(root).clear()
     if list(root.iterdir()):
         failures.append(f"left after clear: {os.listdir(root)}")
