@@ -1,13 +1,15 @@
 """A Triton kernel for the same quantized matmul as ``tilus.ops.matmul``: the baseline of
-``benchmarks/bench_matmul.py``. It reads the Tilus packed format directly (``[K, N_pad]``
-row-major bit stream, ``tilus.ops.quantize``), for every weight type of 1-8 bits:
+``benchmarks/bench_matmul.py``. It reads the codes as a ``[K, N_pad]`` row-major bit stream (the
+common layout of GPTQ-style kernels; the wrapper repacks a format-2 weight into it once and keeps
+the copy), for every weight type of 1-8 bits:
 
 * element n of k-row r sits at bits [n*B, (n+1)*B) of the row: two bytes are loaded (the element
   may straddle a byte for B = 3, 5, 6, 7), combined into 16 bits, shifted and masked;
 * the code is decoded with a 2^B-entry float32 lookup table in global memory
-  (``decode(code) * 2^-e``, the same table as ``tilus.ops.quantize.value_table``), so integers
+  (``decode(code) * 2^-E``, the same table as ``tilus.ops.quantize.value_table``), so integers
   and every float format share one kernel;
-* ``w = (value - zero) * scale`` per group, cast to a's dtype, ``tl.dot`` accumulating in fp32.
+* ``w = value * scale + offset`` per group (``(value - zero_point) * scale`` without offsets),
+  cast to a's dtype, ``tl.dot`` accumulating in fp32.
 
 Triton is imported lazily (it exists only on the GPU machine): importing this module without it is
 fine, calling ``triton_quant_matmul`` raises ImportError with a message.
@@ -61,10 +63,9 @@ def _build_kernel():
             s = tl.load(s_ptr + sz_off, mask=wmask, other=0.0).to(tl.float32)
             if HAS_Z:
                 z = tl.load(z_ptr + sz_off, mask=wmask, other=0.0).to(tl.float32)
-                val = val - z
+                w = (val * s + z).to(a.dtype)
             else:
-                val = val - zero_point
-            w = (val * s).to(a.dtype)
+                w = ((val - zero_point) * s).to(a.dtype)
             acc += tl.dot(a, w)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -76,10 +77,27 @@ def _build_kernel():
 
 
 @functools.lru_cache(maxsize=None)
-def _lut(dtype: str, device: str) -> torch.Tensor:
+def _lut(dtype: str, device: str, exponent: int) -> torch.Tensor:
     from tilus.ops.quantize import value_table
 
-    return value_table(dtype, device).contiguous()
+    return value_table(dtype, device, exponent).contiguous()
+
+
+_ROWS: dict = {}
+
+
+def row_major_codes(qw) -> torch.Tensor:
+    """The weight's codes as a ``[K, N_pad * B / 8]`` row-major bit stream (cached per weight)."""
+    key = id(qw.data)
+    if key not in _ROWS:
+        from tilus import dtypes
+
+        codes = qw.codes()
+        npad = -(-qw.n // 128) * 128
+        full = torch.zeros(qw.k, npad, dtype=torch.uint8, device=codes.device)
+        full[:, :qw.n] = codes
+        _ROWS[key] = dtypes.pack(full.reshape(-1), qw.wtype).reshape(qw.k, -1)
+    return _ROWS[key]
 
 
 def default_blocks(m: int, group_size: int) -> tuple[int, int, int]:
@@ -103,12 +121,13 @@ def triton_quant_matmul(a: torch.Tensor, qw, bias=None, block_m=None, block_n=No
     bm, bn, bk = default_blocks(m, qw.group_size)
     bm, bn, bk = block_m or bm, block_n or bn, block_k or bk
     c = torch.empty(m, n, dtype=a.dtype, device=a.device)
-    lut = _lut(qw.dtype, str(a.device))
-    zeros = qw.zeros if qw.zeros is not None else qw.scales
+    lut = _lut(qw.dtype, str(a.device), int(qw.exponent))
+    offsets = qw.offsets if qw.offsets is not None else qw.scales
+    rows = row_major_codes(qw)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-    _KERNEL[grid](a.contiguous(), qw.data, qw.scales, zeros, lut,
-                  bias if bias is not None else c, c, m, n, k, qw.data.shape[1], qw.group_size,
-                  float(qw.zero_point), NBITS=qw.nbits, HAS_Z=qw.zeros is not None,
+    _KERNEL[grid](a.contiguous(), rows, qw.scales, offsets, lut,
+                  bias if bias is not None else c, c, m, n, k, rows.shape[1], qw.group_size,
+                  float(qw.zero_point), NBITS=qw.nbits, HAS_Z=qw.offsets is not None,
                   HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
                   num_warps=num_warps, num_stages=num_stages)
     return c
