@@ -18,6 +18,8 @@ from pathlib import Path
 import tilus
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
 OPCODES = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128", "STG.E.128", "LOP3", "PRMT", "SHFL")
 
 
@@ -76,7 +78,10 @@ def main(argv=None) -> int:
     today = datetime.date.today().isoformat()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"cpu-{today}-{args.arch}-compile.json"
-    path.write_text(json.dumps({"device": f"CPU only ({platform.processor() or platform.machine()}), "
+    from benchmarks.provenance import provenance
+
+    path.write_text(json.dumps({**provenance(),
+                                "device": f"CPU only ({platform.processor() or platform.machine()}), "
                                           f"compiled for {args.arch}, no GPU",
                                 "date": today, "arch": args.arch, "tilus": tilus.__version__,
                                 "rows": rows}, indent=2))

@@ -147,7 +147,10 @@ def measure(args) -> dict:
                                  "nbits": nbits, "method": method, "ms": ms,
                                  "bytes": traffic_bytes(method, m, k, n, nbits)})
     derive(rows, bandwidth)
-    return {"device": device, "date": _dt.date.today().isoformat(), "dry_run": bool(args.dry_run),
+    from benchmarks.provenance import provenance
+
+    return {**provenance(), "device": device, "date": _dt.date.today().isoformat(),
+            "dry_run": bool(args.dry_run),
             "copy_bandwidth_gbs": bandwidth, "group_size": GROUP, "rows": rows,
             "errors": errors}
 

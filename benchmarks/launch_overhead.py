@@ -111,7 +111,10 @@ def main(argv=None) -> dict:
     print(f"{'what':22} {'us/launch':>10}")
     for k, v in rows.items():
         print(f"{k:22} {v:10.2f}")
-    result = {"device": device, "n": n, "iters": args.iters, "first_call_ms": first_ms,
+    from benchmarks.provenance import provenance
+
+    result = {**provenance(), "device": device, "n": n, "iters": args.iters,
+              "first_call_ms": first_ms,
               "us_per_launch": rows, "torch": torch.__version__,
               "torch_c_dlpack": hasattr(torch.Tensor, "__dlpack_c_exchange_api__")}
     if args.out:

@@ -1,0 +1,44 @@
+"""What every benchmark JSON records about where it ran: date, git commit, host, and the versions
+of torch, TVM, tvm-ffi, nvcc and the CUDA driver (those that are there: a GPU machine has no TVM,
+a CPU machine no driver)."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+
+
+def provenance() -> dict:
+    """{"date", "git_commit", "host", "versions": {...}} for the current process."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    versions: dict = {}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            versions["cuda_runtime"] = torch.version.cuda
+            versions["driver"] = _driver_version()
+    except ImportError:
+        pass
+    try:
+        from tilus.backend.artifact import tool_versions
+
+        versions.update(tool_versions())
+    except Exception:                          # no TVM here (a GPU machine running a bundle)
+        try:
+            import tvm_ffi
+
+            versions["tvm_ffi"] = tvm_ffi.__version__
+        except ImportError:
+            pass
+    return {"date": datetime.date.today().isoformat(), "git_commit": commit or "unknown",
+            "host": platform.node(), "versions": versions}
+
+
+def _driver_version() -> str:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else "unknown"
