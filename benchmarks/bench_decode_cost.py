@@ -22,14 +22,24 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
+
+if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SMS, SCHEDULERS, CLOCK_HZ, BANDWIDTH = 132, 4, 1.98e9, 4.3e12
 SMEM_PER_SM, REGS_PER_SM, MAX_BLOCKS = 228 * 1024, 65536, 32
 MARLIN_INT4 = 2.76
 TYPES = ("uint1", "uint2", "uint3", "int4", "uint4", "uint5", "uint6", "uint7", "uint8",
          "float4_e2m1", "float6_e3m2", "float8_e4m3")
+
+
+def memory_over_issue(nbits: int, param_bytes: float, instructions_per_weight: float) -> float:
+    """Time to move one weight (its B bits and its share of scale/offset bytes) over the time to
+    issue its instructions (per thread, 32 threads a warp instruction), on the H200 figures."""
+    memory = (nbits / 8 + param_bytes) / BANDWIDTH
+    issue = instructions_per_weight / 32 / (SMS * SCHEDULERS * CLOCK_HZ)
+    return memory / issue
 
 
 def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128) -> dict:
@@ -46,9 +56,7 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128) -> d
     threads = sched["warps"] * 32
     ipe = cost["instructions_per_weight_element"]
     nbits = tilus.dtypes.get(wtype).nbits
-    param_bytes = 2 * (1 + (qw.offsets is not None)) / group
-    mem_s = (nbits / 8 + param_bytes) / BANDWIDTH
-    issue_s = ipe / 32 / (SMS * SCHEDULERS * CLOCK_HZ)
+    ratio = memory_over_issue(nbits, 2 * (1 + (qw.offsets is not None)) / group, ipe)
     res = kernel.resources
     stage_bytes = kernel.stage_bytes
     smem = stage_bytes * sched["stages"]
@@ -63,8 +71,8 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128) -> d
             "bytes_in_flight_per_sm": stage_bytes * (sched["stages"] - 1) * min(
                 per_sm, math.ceil(blocks / SMS)),
             "waves": round(blocks / (SMS * per_sm), 3),
-            "memory_over_issue": round(mem_s / issue_s, 3),
-            "estimated_fraction_of_bandwidth": round(min(1.0, mem_s / issue_s), 3)}
+            "memory_over_issue": round(ratio, 3),
+            "estimated_fraction_of_bandwidth": round(min(1.0, ratio), 3)}
 
 
 def main(argv=None) -> int:
@@ -85,21 +93,14 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
     base = os.path.join(args.out, f"cpu-{stamp}-sm_90-decode-cost")
-    from tilus.backend.artifact import tool_versions
+    from benchmarks.provenance import provenance
 
-    import subprocess
-
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(__file__)).stdout.strip() or "unknown"
-    meta = {"kind": "static estimate from SASS (no GPU)", "date": stamp, "host": platform.node(),
-            "device": "CPU only (sm_90 compiled, not run)", "git_commit": commit,
-            "torch": torch.__version__,
+    meta = {**provenance(), "kind": "static estimate from SASS (no GPU)",
+            "device": "CPU only (sm_90 compiled, not run)",
             "device_model": {"sms": SMS, "schedulers": SCHEDULERS, "clock_hz": CLOCK_HZ,
                              "bandwidth_bytes_per_s": BANDWIDTH, "name": "H200 (figures)"},
             "shape": {"m": 1, "n": 4096, "k": 4096, "group_size": 128, "act": "float16"},
-            "marlin_int4_instructions_per_element": MARLIN_INT4, "versions": tool_versions()}
+            "marlin_int4_instructions_per_element": MARLIN_INT4}
     with open(base + ".json", "w") as f:
         json.dump({**meta, "rows": rows}, f, indent=1)
     _plot(rows, base + ".png")

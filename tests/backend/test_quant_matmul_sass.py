@@ -7,11 +7,10 @@ import pytest
 import torch
 
 import tilus
+from benchmarks.bench_decode_cost import memory_over_issue
 
 TYPES = ("uint1", "uint2", "uint3", "int4", "uint5", "uint6", "uint7", "int8", "float4_e2m1",
          "float6_e3m2", "float8_e4m3")
-ISSUE = 132 * 4 * 1.98e9          # warp instructions per second (SMs x schedulers x clock)
-BANDWIDTH = 4.3e12                # bytes per second
 
 
 def _build(wtype):
@@ -45,8 +44,7 @@ def test_decode_kernel_sm90(need_nvcc, need_disassembler, wtype):
         assert ipe <= 3.0, ipe
     if nbits >= 3:
         params = 2 * (1 + (qw.offsets is not None)) / 128           # scale (+ offset) bytes
-        memory = (nbits / 8 + params) / BANDWIDTH
-        assert memory / (ipe / 32 / ISSUE) >= 1.1, (wtype, ipe)
+        assert memory_over_issue(nbits, params, ipe) >= 1.1, (wtype, ipe)
 
 
 def test_build_op_cli_shows_the_kernel_matmul_launches(need_nvcc, need_disassembler, capsys):

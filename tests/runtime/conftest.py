@@ -19,10 +19,10 @@ def key() -> str:
     return cache_key(VADD_IR, "x86_64", VERSIONS)
 
 
-@pytest.fixture(scope="session")
-def vadd_library(tmp_path_factory) -> Path:
-    """A real CPU kernel library: vadd(a, b, c, n) built with TVM and exported (tests may import
-    tvm; the runtime may not)."""
+def build_vadd_library(path: Path, subtract: bool = False) -> Path:
+    """A real CPU kernel library exporting vadd(a, b, c, n): c = a + b (or a - b, the same
+    name: a stand-in for a swapped library), built with TVM (tests may import tvm; the runtime
+    may not)."""
     tvm = pytest.importorskip("tvm")
     from tvm.script import tirx as T
 
@@ -33,12 +33,16 @@ def vadd_library(tmp_path_factory) -> Path:
         B = T.match_buffer(b, (n,), "float32")
         C = T.match_buffer(c, (n,), "float32")
         for i in range(n):
-            C[i] = A[i] + B[i]
+            C[i] = A[i] - B[i] if subtract else A[i] + B[i]
 
-    mod = tvm.compile(tvm.IRModule({"vadd": vadd}), target="llvm")
-    path = tmp_path_factory.mktemp("vadd") / "vadd.so"
-    mod.export_library(str(path))
+    tvm.compile(tvm.IRModule({"vadd": vadd}), target="llvm").export_library(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def vadd_library(tmp_path_factory) -> Path:
+    """A real CPU kernel library: vadd(a, b, c, n) = a + b."""
+    return build_vadd_library(tmp_path_factory.mktemp("vadd") / "vadd.so")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
+from tests.runtime.conftest import build_vadd_library
 from tests.runtime.runtime_helpers import cuda_artifact, fake_artifact, time_limit
 from tilus.__main__ import main
 from tilus.errors import CacheCorruptionError
@@ -53,21 +54,7 @@ def assert_rejected(cache, key, caplog, match: str) -> None:
 @pytest.fixture(scope="module")
 def vsub_library(tmp_path_factory):
     """A library whose function is also called vadd, but subtracts."""
-    tvm = pytest.importorskip("tvm")
-    from tvm.script import tirx as T
-
-    @T.prim_func
-    def vadd(a: T.handle, b: T.handle, c: T.handle, n: T.int32):
-        T.func_attr({"global_symbol": "vadd"})
-        A = T.match_buffer(a, (n,), "float32")
-        B = T.match_buffer(b, (n,), "float32")
-        C = T.match_buffer(c, (n,), "float32")
-        for i in range(n):
-            C[i] = A[i] - B[i]
-
-    path = tmp_path_factory.mktemp("vsub") / "vsub.so"
-    tvm.compile(tvm.IRModule({"vadd": vadd}), target="llvm").export_library(str(path))
-    return path
+    return build_vadd_library(tmp_path_factory.mktemp("vsub") / "vsub.so", subtract=True)
 
 
 def test_library_replaced_after_lookup_is_not_loaded(cache, key, vadd_artifact, vsub_library):

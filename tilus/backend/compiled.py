@@ -72,6 +72,13 @@ class CompiledKernel:
             self._sass = toolchain.disassemble(self.cubin)
         return self._sass
 
+    def main_loop_cost(self):
+        """One steady-state iteration of the main (tensor-core) loop counted from the SASS:
+        ``tilus.backend.sass_cost.LoopCost``."""
+        from tilus.backend.sass_cost import main_loop_cost
+
+        return main_loop_cost(self.sass)
+
     def __repr__(self) -> str:
         r = self.all_resources.get(self.kernel_name)
         regs = f", {r.registers} regs, {r.shared_memory_bytes} B smem" if r else ""

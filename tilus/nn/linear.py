@@ -27,7 +27,7 @@ from torch import nn
 from tilus.errors import QuantizationError
 from tilus.ops import packing
 from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype,
-                                dequantize_packed, quantize, weight_type)
+                                check_exponent, dequantize_packed, quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
                                   check_optional_bool)
 
@@ -174,10 +174,7 @@ class QuantLinear(nn.Module):
         """Checks the saved scheme against this layer's; takes the saved scales' exponent."""
         mine = self.get_extra_state()
         state = dict(state)
-        exponent = state.get("exponent", 0)
-        if not isinstance(exponent, int) or isinstance(exponent, bool) or not 0 <= exponent < 64:
-            raise QuantizationError(f"QuantLinear state: exponent must be an int in [0, 64), got "
-                                    f"{exponent!r}")
+        exponent = check_exponent(state.get("exponent", 0), "QuantLinear state")
         mine["exponent"] = state["exponent"] = exponent
         if state != mine:
             diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}

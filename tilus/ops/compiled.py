@@ -31,10 +31,9 @@ class MatmulBuild:
 
     def loop_cost(self) -> dict:
         """The static cost of one steady-state iteration of the main loop, from the SASS
-        (``tilus.backend.sass_cost``): instructions, per weight element and thread, by class."""
-        from tilus.backend.sass_cost import main_loop_cost
-
-        cost = main_loop_cost(self.kernel.sass)
+        (``CompiledKernel.main_loop_cost``): instructions, per weight element and thread, by
+        class."""
+        cost = self.kernel.main_loop_cost()
         # m16n8k16: one mma covers 4 B elements per thread; warp rows (warps 8) share B
         elements = cost.mma * 4 / (self.script.warps // 4)
         return {"instructions": cost.instructions, "weight_elements_per_thread": elements,

@@ -331,9 +331,15 @@ def _check_meta(meta: dict) -> None:
     if meta["group_size"] <= 0:
         raise QuantizationError(f"QuantizedWeight metadata: group_size must be positive, got "
                                 f"{meta['group_size']}")
-    if not 0 <= meta.get("exponent", 0) < 64:
-        raise QuantizationError(f"QuantizedWeight metadata: exponent must be in [0, 64), got "
-                                f"{meta['exponent']}")
+    check_exponent(meta.get("exponent", 0), "QuantizedWeight metadata")
+
+
+def check_exponent(exponent: Any, where: str) -> int:
+    """The stored scales' power of two ``E`` (an int in [0, 64)), else QuantizationError."""
+    if not isinstance(exponent, int) or isinstance(exponent, bool) or not 0 <= exponent < 64:
+        raise QuantizationError(f"{where}: exponent must be in [0, 64) (an int), got "
+                                f"{exponent!r}")
+    return exponent
 
 
 def _check_group_size(group_size: int, k: int) -> None:

@@ -1,6 +1,8 @@
-"""Instructions that rearrange a register tile's elements: view, transpose, squeeze, unsqueeze,
-repeat, broadcast."""
+"""Instructions that rearrange a register tile's elements: view, reinterpret, transpose, squeeze,
+unsqueeze, repeat, broadcast."""
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -28,6 +30,14 @@ def view(state: BlockState, inst: I.ViewInst) -> None:
     state.set(inst.output, V.from_codes(dst_t, out_codes.reshape(inst.output.shape)))
 
 
+@functools.lru_cache(maxsize=64)
+def _flat_table(layout) -> np.ndarray:
+    """layout.index_table() flattened (thread-major), computed once per layout (read-only)."""
+    table = layout.index_table().reshape(-1)
+    table.flags.writeable = False
+    return table
+
+
 @register(I.ReinterpretInst)
 def reinterpret(state: BlockState, inst: I.ReinterpretInst) -> None:
     """Thread t's slots of x (x's layout), as one bit stream, become its slots of the output (the
@@ -35,10 +45,10 @@ def reinterpret(state: BlockState, inst: I.ReinterpretInst) -> None:
     src_t, dst_t = inst.x.dtype, inst.output.dtype
     src, dst = inst.x.layout, inst.output.layout
     codes = V.to_codes(src_t, state.get(inst.x)).reshape(-1)
-    per_thread = codes[src.index_table().reshape(-1)]
+    per_thread = codes[_flat_table(src)]
     stream = dtypes.pack(per_thread, src_t.nbits)
     out_codes = dtypes.unpack(stream, dst_t.nbits, dst.num_threads * dst.local_size)
-    where = dst.index_table().reshape(-1)
+    where = _flat_table(dst)
     out = np.zeros(inst.output.type.size, dtype=out_codes.dtype)
     out[where] = out_codes
     written = np.zeros(inst.output.type.size, dtype=bool)

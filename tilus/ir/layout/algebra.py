@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
+
 from tilus.errors import LayoutError
 from tilus.ir.layout.register import RegisterLayout, _Mode, _Work
 
@@ -231,6 +233,4 @@ def same_owners(a: RegisterLayout, b: RegisterLayout) -> bool:
     if tuple(a.shape) != tuple(b.shape) or a.num_threads != b.num_threads \
             or a.local_size != b.local_size:
         return False
-    import numpy as np
-
     return bool(np.array_equal(np.sort(a.index_table(), axis=1), np.sort(b.index_table(), axis=1)))

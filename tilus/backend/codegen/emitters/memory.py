@@ -158,6 +158,12 @@ def _global_index(inst, tile_index, rank, dims):
             for d in range(rank)]
 
 
+def _tile_corners(inst, shape, rank, dims):
+    """The global indices of a tile's first and last element (the tile is a box)."""
+    return (_global_index(inst, (0,) * len(shape), rank, dims),
+            _global_index(inst, tuple(n - 1 for n in shape), rank, dims))
+
+
 def _is_replicated(layout) -> bool:
     return any(e < 0 for e in layout.spatial_modes)
 
@@ -202,10 +208,8 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
 
     if vec == 1 and layout.local_size > 1:
         # one uniform check for the whole tile (a box): in bounds -> no check per element
-        shape = inst.output.shape
-        whole = tirx.And(in_bounds(lw, _global_index(inst, (0,) * len(shape), rank, dims), g.shape),
-                         in_bounds(lw, _global_index(inst, tuple(n - 1 for n in shape), rank, dims),
-                                   g.shape))
+        first, last = _tile_corners(inst, inst.output.shape, rank, dims)
+        whole = tirx.And(in_bounds(lw, first, g.shape), in_bounds(lw, last, g.shape))
         with TB.If(whole):
             with TB.Then():
                 for s in range(layout.local_size):
@@ -356,8 +360,7 @@ def _columns_fit(lw, inst, g, shape, dims, vec):
     """The tile's span of the last dimension is in bounds and every chunk's global offset is a
     multiple of vec (the first chunk's, and the row strides)."""
     rank = len(g.shape)
-    first = _global_index(inst, (0,) * len(shape), rank, dims)
-    last = _global_index(inst, tuple(n - 1 for n in shape), rank, dims)
+    first, last = _tile_corners(inst, shape, rank, dims)
     cond = tirx.And(in_bounds(lw, first[-1:], g.shape[-1:]), in_bounds(lw, last[-1:], g.shape[-1:]))
     aligned = tirx.floormod(lw.expr(E.as_expr(g.offset(first))), vec) == 0
     for d in dims[:-1]:
