@@ -37,6 +37,11 @@ How each kind of type is converted (``K`` bits, target fp16 has 10 mantissa bits
   once per word: ``((w & 0x7F7F7F7F) + 0x01010101)`` has bit 7 of a byte set exactly for NaN codes.
   float8_e5m2 -> bf16 does the same for the all-ones exponent (inf, NaN).
 
+``cast_program(t, dst, exponent)`` multiplies every result by 2^exponent, exactly, rounded once:
+the constants of the final fma/sub/mul absorb the power of two, and at ``free_exponent(t, dst)``
+a float program has no multiply at all (its bias fix 2^(bias_target - bias_source) is left to the
+caller, who folds it into a scale).
+
 Half arithmetic in the evaluator is IEEE round-to-nearest-even on the exact result (the GPU's
 ``fma.rn.f16x2``/``mul.rn``), done in float64 and rounded once to the 16-bit format (numbers with
 at most 11+11 significand bits are exact in float64). bf16 ``mul``/``sub`` map to ``fma.rn.bf16x2``
@@ -55,6 +60,7 @@ import numpy as np
 from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError
+from tilus.ir.inst import MAX_CAST_EXPONENT
 from tilus.simulator.ptx import lop3, prmt  # noqa: F401  (re-exported)
 
 MASK32 = 0xFFFFFFFF
@@ -198,6 +204,8 @@ class CastProgram:
     num_elements: int
     ops: list[Op] = field(default_factory=list)
     outputs: list[tuple[Reg, tuple[int, int]]] = field(default_factory=list)
+    pair_stride: int = 1           # outputs pair block elements j and j + pair_stride
+    byte_permute: bool = False     # the int8/uint8 prmt program (not the field-extraction one)
 
     @property
     def op_count(self) -> int:
@@ -482,15 +490,24 @@ def _emit_merge(b: _Builder, plan, const_of) -> tuple[Reg, dict]:
 
 
 def _half_bits(values, dst: str) -> int:
-    """Two lane constants -> the uint32 half2/bfloat162 bit pattern."""
+    """Two lane constants -> the uint32 half2/bfloat162 bit pattern (DataTypeError when a constant
+    is not exact in ``dst``: a program's power-of-two ``exponent`` can push one out of range)."""
     ty = "f16x2" if dst == "float16" else "bf16x2"
     out = 0
     for lane, v in enumerate(values):
         bits = int(_round_to_bits(np.array([v], dtype=np.float64), ty)[0])
         if float(_lanes_to_f64(np.array([bits], dtype=np.uint16), ty)[0]) != v:
-            raise AssertionError(f"constant {v} is not exact in {dst}")  # pragma: no cover
+            raise DataTypeError(f"constant {v} of the packed cast is not exact in {dst}")
         out |= bits << (16 * lane)
     return out
+
+
+def _affine(b: "_Builder", acc: Reg, scale: list[float], bias: list[float], dst: str) -> Reg:
+    """``acc * scale + bias`` per lane, rounded once: a ``sub`` when the scale is 1, else an fma."""
+    ty = "f16x2" if dst == "float16" else "bf16x2"
+    if scale == [1.0, 1.0]:
+        return b.emit("sub", [acc, _half_bits([-x for x in bias], dst)], ty=ty, memo=False)
+    return b.emit("fma", [acc, _half_bits(scale, dst), _half_bits(bias, dst)], ty=ty, memo=False)
 
 
 def _mantissa_bits(dst: str) -> int:
@@ -508,7 +525,7 @@ def _block_shape(k: int) -> tuple[int, int]:
 
 # --- integers ------------------------------------------------------------------------------------
 
-def _int_program(t: DataType, dst: str, d: int) -> CastProgram:
+def _int_program(t: DataType, dst: str, d: int, exponent: int = 0) -> CastProgram:
     k = t.nbits
     n, w = _block_shape(k)
     mant = _mantissa_bits(dst)
@@ -516,6 +533,7 @@ def _int_program(t: DataType, dst: str, d: int) -> CastProgram:
     magic_bits = 0x6400 if dst == "float16" else 0x4300
     signed = t.kind == "int"
     b = _Builder(t, dst, w, n)
+    b.prog.pair_stride = d
     qs = tuple(range(0, mant - k + 1))
     for e0, e1 in _pairs(n, d):
         reqs = [_Req("w", 0, e0 * k, k, qs), _Req("w", 1, e1 * k, k, qs)]
@@ -532,14 +550,10 @@ def _int_program(t: DataType, dst: str, d: int) -> CastProgram:
         q0 = q[("w", 0, e0 * k)]
         q1 = q[("w", 1, e1 * k)]
         off = float(1 << (k - 1)) if signed else 0.0
-        ty = "f16x2" if dst == "float16" else "bf16x2"
-        if q0 == 0 and q1 == 0:
-            res = b.emit("sub", [acc, _half_bits([magic_val + off] * 2, dst)], ty=ty, memo=False)
-        else:
-            scale = [2.0 ** -q0, 2.0 ** -q1]
-            bias = [-(magic_val * 2.0 ** -q0 + off), -(magic_val * 2.0 ** -q1 + off)]
-            res = b.emit("fma", [acc, _half_bits(scale, dst), _half_bits(bias, dst)], ty=ty, memo=False)
-        b.prog.outputs.append((res, (e0, e1)))
+        f = 2.0 ** exponent
+        scale = [2.0 ** -q0 * f, 2.0 ** -q1 * f]
+        bias = [-(magic_val * 2.0 ** -q0 + off) * f, -(magic_val * 2.0 ** -q1 + off) * f]
+        b.prog.outputs.append((_affine(b, acc, scale, bias, dst), (e0, e1)))
     return b.prog
 
 
@@ -551,15 +565,18 @@ def _all_q(plan) -> dict:
     return out
 
 
-def _byte_int_fp16_program(t: DataType) -> CastProgram:
-    """int8/uint8 -> fp16: prmt each byte under 0x64 (1024 + code), then one sub."""
+def _byte_int_fp16_program(t: DataType, exponent: int = 0) -> CastProgram:
+    """int8/uint8 -> fp16: prmt each byte under 0x64 (1024 + code), then one sub (an fma when
+    the result is scaled by 2^exponent)."""
     b = _Builder(t, "float16", 1, 4)
+    b.prog.byte_permute = True
     signed = t.kind == "int"
     x = b.emit("xor", [Reg(0), 0x80808080]) if signed else Reg(0)
-    sub = _half_bits([1024.0 + (128.0 if signed else 0.0)] * 2, "float16")
+    f = 2.0 ** exponent
+    bias = -(1024.0 + (128.0 if signed else 0.0)) * f
     for e0, e1, sel in ((0, 1, 0x4140), (2, 3, 0x4342)):
         h = b.emit("prmt", [x, 0x64646464, sel])
-        b.prog.outputs.append((b.emit("sub", [h, sub], ty="f16x2", memo=False), (e0, e1)))
+        b.prog.outputs.append((_affine(b, h, [f, f], [bias, bias], "float16"), (e0, e1)))
     return b.prog
 
 
@@ -584,11 +601,12 @@ def _flag_source(field_mask: int, replicate: bool):
     return make
 
 
-def _float_program(t: DataType, dst: str, d: int) -> CastProgram:
+def _float_program(t: DataType, dst: str, d: int, exponent: int = 0) -> CastProgram:
     k, x, y = t.nbits, t.exponent_bits, t.mantissa_bits
     n, w = _block_shape(k)
     mant = _mantissa_bits(dst)
     b = _Builder(t, dst, w, n)
+    b.prog.pair_stride = d
     ty = "f16x2" if dst == "float16" else "bf16x2"
     special_xor = 0
     flag_field = 0
@@ -602,7 +620,7 @@ def _float_program(t: DataType, dst: str, d: int) -> CastProgram:
         single = special_xor & (special_xor - 1) == 0
         b.source_factories["flag"] = _flag_source(flag_field, replicate=not single)
     bias_t = 15 if dst == "float16" else 127
-    factor = 2.0 ** (bias_t - t.exponent_bias)
+    factor = 2.0 ** (bias_t - t.exponent_bias + exponent)
     for e0, e1 in _pairs(n, d):
         reqs = []
         for lane, e in ((0, e0), (1, e1)):
@@ -648,8 +666,16 @@ def _candidate_ds(n: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=None)
-def _cast_program_cached(name: str, dst: str) -> CastProgram:
+def _cast_program_cached(name: str, dst: str, exponent: int = 0) -> CastProgram:
     t = dtypes.get(name)
+    if exponent:
+        # The pairing is chosen at exponent 0 (it is part of the packed weight format); the
+        # power of two only changes the constants of the final mul/fma/sub.
+        base = _cast_program_cached(name, dst)
+        if base.byte_permute:
+            return _byte_int_fp16_program(t, exponent)
+        make = _int_program if t.kind in ("int", "uint") else _float_program
+        return make(t, dst, base.pair_stride, exponent)
     n, _ = _block_shape(t.nbits)
     best = None
     make = _int_program if t.kind in ("int", "uint") else _float_program
@@ -664,8 +690,20 @@ def _cast_program_cached(name: str, dst: str) -> CastProgram:
     return best
 
 
-def cast_program(t: "DataType | str", dst: str = "float16") -> CastProgram:
-    """The packed conversion of low-bit type ``t`` to ``dst`` ("float16" or "bfloat16")."""
+def free_exponent(t: "DataType | str", dst: str = "float16") -> int:
+    """The ``exponent`` at which the packed cast of a float type to ``dst`` needs no half
+    multiply: its exponent-bias fix, ``-(bias_dst - bias_t)``, is left to the caller (who can fold
+    2^(bias_dst - bias_t) into a scale). Integer types absorb any exponent in their fma: 0."""
+    t = dtypes.get(t)
+    if t.kind != "float":
+        return 0
+    return -((15 if dst == "float16" else 127) - t.exponent_bias)
+
+
+def cast_program(t: "DataType | str", dst: str = "float16", exponent: int = 0) -> CastProgram:
+    """The packed conversion of low-bit type ``t`` to ``dst`` ("float16" or "bfloat16"), each
+    result multiplied by 2^exponent (exactly, then rounded once to ``dst``). DataTypeError when
+    there is none (or the power of two pushes one of its constants out of ``dst``'s range)."""
     t = dtypes.get(t)
     dst = {"f16": "float16", "half": "float16", "bf16": "bfloat16"}.get(dst, dst)
     if dst not in TARGETS:
@@ -678,7 +716,10 @@ def cast_program(t: "DataType | str", dst: str = "float16") -> CastProgram:
                else "bfloat16 has 7 mantissa bits, fewer than the 8 of the type")
         raise DataTypeError(f"{t.name} has no exact packed cast to {dst}: {why}; "
                             f"use {' or '.join(targets)}")
-    return _cast_program_cached(t.name, dst)
+    if not isinstance(exponent, int) or not -MAX_CAST_EXPONENT <= exponent <= MAX_CAST_EXPONENT:
+        raise DataTypeError(f"cast exponent must be an int in [-{MAX_CAST_EXPONENT}, "
+                            f"{MAX_CAST_EXPONENT}], got {exponent!r}")
+    return _cast_program_cached(t.name, dst, exponent)
 
 
 def all_cast_programs() -> dict[tuple[str, str], CastProgram]:

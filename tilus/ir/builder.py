@@ -265,8 +265,8 @@ class ProgramBuilder:
         shape = _broadcast("fma", *(I.operand_shape(x) for x in (a, b, c)))
         return self._emit_out(I.FmaInst(self._out(name, a.dtype, shape, REGISTER), a, b, c))
 
-    def cast(self, x: Tensor, dtype: DataType | str, name: str = "c") -> Tensor:
-        return self._emit_out(I.CastInst(self._out(name, dtype, x.shape, REGISTER), x))
+    def cast(self, x: Tensor, dtype: DataType | str, name: str = "c", exponent: int = 0) -> Tensor:
+        return self._emit_out(I.CastInst(self._out(name, dtype, x.shape, REGISTER), x, exponent))
 
     def assign(self, output: Tensor | Var, x: Tensor | ExprLike) -> None:
         """``output = x``: a register tile copy (AssignInst), or for a scalar declared by ``let``

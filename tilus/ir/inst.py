@@ -26,6 +26,7 @@ COMPARE_ELEMENTWISE = ("lt", "le", "gt", "ge", "eq", "ne", "and", "or")
 INTEGER_ONLY = ("bitand", "bitor", "bitxor", "shl", "shr", "bitnot")
 FLOAT_ONLY = ("exp", "log", "sqrt", "rsqrt")
 REDUCE_OPS = ("sum", "max", "min")
+MAX_CAST_EXPONENT = 128             # |exponent| of a cast's power-of-two scale
 
 
 def _fail(inst: "Instruction", message: str) -> None:
@@ -415,16 +416,31 @@ class FmaInst(Instruction):
 @dataclass(frozen=True, repr=False)
 class CastInst(Instruction):
     """Converts every element to the output's dtype (floats round to nearest even and saturate to
-    finite-only low-bit types; float-to-int truncates toward zero then saturates)."""
+    finite-only low-bit types; float-to-int truncates toward zero then saturates).
+
+    ``exponent`` e != 0 scales by a power of two: each result is ``x * 2^e`` computed exactly and
+    rounded once to the (float) output dtype. The packed low-bit casts fold it into their final
+    constant, so a float type's exponent-bias fix can move into a scale (``free_exponent``)."""
 
     NAME = "cast"
     OPERANDS = ("x",)
+    ATTRS = ("exponent",)
     output: Tensor
     x: Tensor
+    exponent: int = 0
 
     def check(self) -> None:
         self._need("x", self.x, REGISTER)
         self._output_is(REGISTER, shape=self.x.shape)
+        e = self.exponent
+        if not isinstance(e, int) or isinstance(e, bool) \
+                or not -MAX_CAST_EXPONENT <= e <= MAX_CAST_EXPONENT:
+            _fail(self, f"exponent must be an int in [-{MAX_CAST_EXPONENT}, {MAX_CAST_EXPONENT}], "
+                        f"got {e!r}")
+        if e and not (self.output.dtype.is_float and self.x.dtype.nbits <= 16
+                      and self.x.dtype is not dtypes.bfloat16):
+            _fail(self, f"exponent={e} scales casts to a float type from a type of at most 16 bits "
+                        f"(not bfloat16), got {self.x.dtype} -> {self.output.dtype}")
 
 
 @dataclass(frozen=True, repr=False)

@@ -216,12 +216,16 @@ class InstructionMethods:
         return ctx.builder.dot(a, b, acc, out=out, name=ctx.take_hint("acc"))
 
     @instruction
-    def cast(self, x, dtype) -> Tensor:
+    def cast(self, x, dtype, exponent: int = 0) -> Tensor:
+        """``x`` converted to ``dtype``; with ``exponent=e``, ``x * 2^e`` rounded once (a tile of
+        at most 16 bits to a float dtype: the packed low-bit casts do it for free)."""
         ctx = current("cast")
         if not isinstance(x, Tensor):
+            if exponent:
+                raise TilusError("cast(..., exponent=) takes a register tile, not a scalar")
             return E.cast(_scalar(x, "cast's operand"), _dtype(dtype))
         return ctx.builder.cast(_tensor(x, "cast's operand", REGISTER), _dtype(dtype),
-                                name=ctx.take_hint("c"))
+                                name=ctx.take_hint("c"), exponent=exponent)
 
     @instruction
     def view(self, x, dtype=None, shape=None, layout=None) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from tilus.errors import ArgumentError
-from tilus.ops.matmul import _ACT, _meta, default_schedule, kernel_for
+from tilus.ops.matmul import _ACT, default_schedule, kernel_for, weight_meta
 from tilus.ops.quantize import QuantizedWeight
 
 
@@ -63,8 +63,7 @@ def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
                             f"got {act}")
     if not isinstance(m, int) or m < 1:
         raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
-    meta = _meta(qweight.dtype, qweight.group_size, qweight.k, qweight.zero_point,
-                 qweight.offsets is not None, qweight.scales.dtype, qweight.exponent)
+    meta = weight_meta(qweight, act)
     schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms)
     script = kernel_for(meta, _ACT[act], bias, schedule)
     return MatmulBuild(script, schedule, tilus.build(script, arch=arch))

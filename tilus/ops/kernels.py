@@ -19,6 +19,13 @@ thread's slots for free), and one ``fma`` (HFMA2 per two weights) applies scale 
 a type's values are not exact in the activation dtype, or scales have another dtype, the tile
 is computed in float32 instead (cast, fma, one rounding to the activation dtype).
 
+Float weight types (``fold_scale``): the packed cast of ``floatK_eXmY`` ends with a multiply by
+2^(bias_act - bias_type) that fixes the exponent bias. With ``fold_scale`` the cast leaves it out
+(``cast(..., exponent=free_exponent)``, exact) and the scale row is multiplied by that power of
+two (and by ``2^-exponent``) once per group instead of once per two weights. The caller
+(``tilus.ops.matmul``) sets it only when every scale times the power of two is exact and finite
+(``scale_fold_exponent``).
+
 Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A
 k-tile lies inside one scale group (``group_size % block_k == 0``), or there is a single group.
 ``block_n`` is the unit's 128; ``warps`` 4 (one warp per 32 columns) or 8 (two warp rows).
@@ -39,6 +46,7 @@ import numpy as np
 import tilus
 from tilus import dtypes
 from tilus.autotune import autotune
+from tilus.backend.lowbit_cast import free_exponent
 from tilus.errors import TilusError
 from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layout,
                                     weight_fragment_layout, weight_stream_layout)
@@ -62,6 +70,15 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
         if not np.array_equal(x, y):
             return False
     return True
+
+
+def scale_fold_exponent(wtype, act: str, exponent: int) -> int:
+    """j such that, with the scale rows multiplied by 2^j, the weights' cast needs no multiply:
+    ``-free_exponent(wtype, act) - exponent`` for float types; 0 for integer types."""
+    t = dtypes.get(wtype)
+    if not t.is_float:
+        return 0
+    return -free_exponent(t, act) - int(exponent)
 
 
 @autotune("block_m", [16, 32, 64, 128])
@@ -91,7 +108,8 @@ class QuantMatmul(tilus.Script):
 
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
                  zero_mode: str = "none", zero_point: float = 0.0, has_bias: bool = False,
-                 single_group: bool = False, exponent: int = 0, block_m: int = 16,
+                 single_group: bool = False, exponent: int = 0, fold_scale: bool = False,
+                 block_m: int = 16,
                  block_n: int = UNIT_N,
                  block_k: int = 32, split_k: int = 1, warps: int = 4, stages: int = 1):
         super().__init__()
@@ -134,6 +152,13 @@ class QuantMatmul(tilus.Script):
         self.norm = 2.0 ** -self.exponent
         self.fast = (self.scale.name == self.act.name
                      and values_exact_in(self.wtype, self.act.name, self.exponent))
+        self.fold_scale = bool(fold_scale)
+        if self.fold_scale and not (self.fast and self.wtype.is_float
+                                    and self.zero_mode != "const"):
+            raise TilusError(f"QuantMatmul: fold_scale needs a float weight type whose values are "
+                             f"exact in {self.act.name}, scales in {self.act.name} and no constant "
+                             f"zero point, got {self.wtype.name} with {self.scale.name} scales")
+        self.fold = 2.0 ** scale_fold_exponent(self.wtype, self.act.name, self.exponent)
         self.stream = weight_stream_layout(pair_stride(self.wtype.name, self.scale.name),
                                            self.warps_m)
         self.fragment = weight_fragment_layout(self.warps_m)
@@ -151,6 +176,10 @@ class QuantMatmul(tilus.Script):
         """The [32, 128] dequantized weights (activation dtype, mma B layout) of one unit."""
         self.annotate_layout(raw, self.bytes_layout)
         codes = self.view(raw, dtype=self.wtype, layout=self.stream)
+        if self.fold_scale:
+            wf = self.cast(codes, dtype=self.act, exponent=free_exponent(self.wtype, self.act.name))
+            self.annotate_layout(wf, self.fragment)
+            return self.fma(wf, s, b) if b is not None else wf * s
         if self.fast:
             wf = self.cast(codes, dtype=self.act)
             self.annotate_layout(wf, self.fragment)
@@ -165,6 +194,16 @@ class QuantMatmul(tilus.Script):
         wf = self.cast(w32, dtype=self.act)
         self.annotate_layout(wf, self.fragment)
         return wf
+
+    def folded(self, params):
+        """``group_params``' rows with the scale rows multiplied by 2^scale_fold_exponent (with
+        ``fold_scale``; exact, the caller checked). Applied where the rows are used, a whole
+        iteration after their load was issued."""
+        if not self.fold_scale:
+            return params
+        s0, z0, s1, z1 = params
+        s0f = s0 * self.fold
+        return s0f, z0, (s1 * self.fold if self.two_groups else s0f), z1
 
     def offsets_of(self, s, offsets):
         """The group's offset row: the stored one, ``-zp * s`` (exact), or None (no offset)."""
@@ -233,7 +272,7 @@ class QuantMatmul(tilus.Script):
 
     def direct_tile(self, ga, gw, gs, gz, m0, kt, acc):
         """acc += A[:, k-tile kt] @ dequant(W[k-tile kt]), loading straight from global memory."""
-        params = self.group_params(gs, gz, kt)
+        params = self.folded(self.group_params(gs, gz, kt))
         for u in range(self.units):
             raw = self.load_global(gw, offsets=[self.blockIdx.y,
                                                 (kt * self.units + u) * self.unit_bytes],
@@ -281,7 +320,7 @@ class QuantMatmul(tilus.Script):
             if first + i < last:
                 self.issue_stage(ga, gw, sa, sw, i, first + i, m0)
             self.copy_async_commit_group()
-        s0, z0, s1, z1 = self.group_params(gs, gz, first)
+        s0, z0, s1, z1 = self.folded(self.group_params(gs, gz, first))
         for kt in self.range(first, last):
             slot = (kt - first) % st
             self.copy_async_wait_group(st - 2)
@@ -300,11 +339,12 @@ class QuantMatmul(tilus.Script):
             for u in range(self.units):
                 s, b = self.unit_params((s0, z0, s1, z1), u)
                 self.dot(tas[u], self.unit_weights(raws[u], s, b), acc, out=acc)
-            s0 = s0n
-            z0 = z0n
+            s0f, z0f, s1f, z1f = self.folded((s0n, z0n, s1n, z1n))
+            s0 = s0f
+            z0 = z0f
             if self.two_groups:
-                s1 = s1n
-                z1 = z1n
+                s1 = s1f
+                z1 = z1f
         self.copy_async_wait_group(0)
         self.free_shared(sa)
         self.free_shared(sw)

@@ -18,6 +18,7 @@ Engines (``engine=``):
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Optional
 
 import torch
@@ -94,7 +95,8 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
                            scale=qw_meta["scale"], zero_mode=zero_mode,
                            zero_point=qw_meta["zero_point"], has_bias=has_bias,
                            single_group=qw_meta["group_size"] == qw_meta["k"],
-                           exponent=qw_meta["exponent"], **schedule)
+                           exponent=qw_meta["exponent"],
+                           fold_scale=qw_meta.get("fold_scale", False), **schedule)
         _KERNELS[key] = kern
     return kern
 
@@ -103,10 +105,45 @@ _KERNELS: dict = {}
 
 
 def _meta(dtype: str, group_size: int, k: int, zero_point: float, has_offsets: bool,
-          scale: torch.dtype, exponent: int = 0) -> dict:
+          scale: torch.dtype, exponent: int = 0, fold_scale: bool = False) -> dict:
     return {"dtype": dtype, "group_size": int(group_size), "k": int(k),
             "zero_point": float(zero_point), "has_offsets": bool(has_offsets),
-            "scale": _ACT[scale], "exponent": int(exponent)}
+            "scale": _ACT[scale], "exponent": int(exponent), "fold_scale": bool(fold_scale)}
+
+
+def weight_meta(qw: QuantizedWeight, act: torch.dtype) -> dict:
+    """The kernel metadata of a quantized weight for activations of dtype ``act``."""
+    return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
+                 qw.scales.dtype, qw.exponent,
+                 can_fold_scale(qw.scales, qw.dtype, _ACT[act], qw.exponent, qw.zero_point))
+
+
+_FOLDABLE: dict[int, tuple] = {}       # id(scales) -> (weak reference, key, answer)
+
+
+def can_fold_scale(scales: torch.Tensor, dtype: str, act: str, exponent: int,
+                   zero_point: float = 0.0) -> bool:
+    """Whether the kernel may fold a float weight type's exponent-bias multiply into the scale
+    rows (``QuantMatmul(fold_scale=True)``): scales in the activation dtype and every scale times
+    2^j (``scale_fold_exponent``) exact and finite there. One reduction per scales tensor (and
+    in-place version), cached: the first call on a CUDA tensor waits for the GPU once."""
+    from tilus import dtypes
+    from tilus.ops.kernels import scale_fold_exponent, values_exact_in
+
+    if not dtypes.get(dtype).is_float or zero_point or _ACT.get(scales.dtype) != act \
+            or not values_exact_in(dtype, act, exponent):
+        return False
+    j = scale_fold_exponent(dtype, act, exponent)
+    key = (j, scales._version)
+    hit = _FOLDABLE.get(id(scales))
+    if hit is not None and hit[0]() is scales and hit[1] == key:
+        return hit[2]
+    s = scales.double()
+    folded = (s * 2.0 ** j).to(scales.dtype)
+    ok = bool(torch.isfinite(folded).all()) and bool(torch.equal(folded.double() * 2.0 ** -j, s))
+    ident = id(scales)
+    _FOLDABLE[ident] = (weakref.ref(scales, lambda _: _FOLDABLE.pop(ident, None)), key, ok)
+    return ok
 
 
 # ---- checks -------------------------------------------------------------------------------------
@@ -149,7 +186,8 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
             engine, schedule=None) -> torch.Tensor:
     m = a2.shape[0]
     act = _ACT[a2.dtype]
-    meta = _meta(dtype, group_size, k, zero_point, offsets is not None, scales.dtype, exponent)
+    meta = _meta(dtype, group_size, k, zero_point, offsets is not None, scales.dtype, exponent,
+                 can_fold_scale(scales, dtype, act, exponent, zero_point))
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
     kern = kernel_for(meta, act, bias is not None, schedule)
@@ -205,7 +243,8 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
 def matmul_kernel_name(meta: dict, act: str) -> str:
     z = "o" if meta["has_offsets"] else ("c" if meta["zero_point"] else "s")
     e = f"-e{meta['exponent']}" if meta.get("exponent") else ""
-    return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}{e}-{meta['scale']}-{act}"
+    f = "-f" if meta.get("fold_scale") else ""
+    return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}{e}{f}-{meta['scale']}-{act}"
 
 
 def matmul_bucket(m: int, n: int, k: int) -> str:

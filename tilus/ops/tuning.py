@@ -18,7 +18,7 @@ import torch
 
 from tilus.autotune import Autotuner, TuneResult, TuningDatabase
 from tilus.ops.kernels import QuantMatmul
-from tilus.ops.matmul import _ACT, _meta, bucket_m, matmul_bucket, matmul_kernel_name
+from tilus.ops.matmul import _ACT, bucket_m, matmul_bucket, matmul_kernel_name, weight_meta
 from tilus.ops.quantize import QuantizedWeight
 
 SMEM_LIMIT = 227 * 1024
@@ -64,15 +64,15 @@ def matmul_tuner(m: int, qw: QuantizedWeight, act: torch.dtype = torch.float16, 
                  timer: Optional[Callable] = None, jobs: Optional[int] = None,
                  database: Optional[TuningDatabase] = None, builder: Optional[Callable] = None,
                  progress: Optional[bool] = None, num_sms: int = 132) -> Autotuner:
-    meta = _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
-                 qw.scales.dtype, qw.exponent)
+    meta = weight_meta(qw, act)
     act_name = _ACT[act]
     fixed = {"wtype": qw.dtype, "group_size": qw.group_size, "act": act_name,
              "scale": meta["scale"],
              "zero_mode": "tensor" if qw.offsets is not None else
              ("const" if qw.zero_point else "none"),
              "zero_point": float(qw.zero_point), "has_bias": False,
-             "single_group": qw.group_size == qw.k, "exponent": int(qw.exponent)}
+             "single_group": qw.group_size == qw.k, "exponent": int(qw.exponent),
+             "fold_scale": meta["fold_scale"]}
     prune = functools.partial(prune_matmul, m=m, n=qw.n, k=qw.k, num_sms=num_sms)
     return Autotuner(QuantMatmul, fixed=fixed, prune=prune, builder=builder, timer=timer,
                      jobs=jobs, database=database, progress=progress,

@@ -125,9 +125,10 @@ def _saturating_float_to_int(v, dst: DataType):
     return tirx.Cast(ct, w)   # C conversion truncates toward zero
 
 
-def convert(src: DataType, dst: DataType, x):
-    """``cast`` of one stored element of ``src`` to the stored form of ``dst``."""
-    if src is dst:
+def convert(src: DataType, dst: DataType, x, exponent: int = 0):
+    """``cast`` of one stored element of ``src`` to the stored form of ``dst``; with ``exponent``
+    e (float ``dst``), ``x * 2^e``: exact in float64 (x has at most 16 bits), then rounded."""
+    if src is dst and not exponent:
         return x
     v = load(src, x)
     if dst.is_bool:
@@ -138,6 +139,8 @@ def convert(src: DataType, dst: DataType, x):
             v = tirx.Cast("float32", v)
         elif not dt(v).startswith("float"):
             v = tirx.Cast("float64" if dst.nbits == 64 else "float32", v)
+        if exponent:
+            v = tirx.Cast("float64", v) * const(2.0 ** exponent, "float64")
         c = compute(dst)
         v = v if dt(v) == c else tirx.Cast(c, v)
         return store(dst, v)

@@ -23,8 +23,12 @@ def cast(state: BlockState, inst: I.CastInst) -> None:
     """Every element converted to the output's dtype (``tilus.interpreter.values.cast``):
     float->int truncates toward zero then saturates (NaN -> 0); int->int keeps the low bits (C
     wrap-around); ->float rounds to nearest even, saturating for the 8-bit and narrower floats and
-    overflowing to inf for float16/bfloat16/float32; ->bool is ``!= 0``."""
-    state.set(inst.output, V.cast(inst.x.dtype, inst.output.dtype, state.get(inst.x)))
+    overflowing to inf for float16/bfloat16/float32; ->bool is ``!= 0``. With ``exponent`` e the
+    value is ``x * 2^e``, exact in float64 (x has at most 16 bits), rounded once."""
+    x = state.get(inst.x)
+    if inst.exponent:
+        x = np.ldexp(np.asarray(x, dtype=np.float64), inst.exponent)
+    state.set(inst.output, V.cast(inst.x.dtype, inst.output.dtype, x))
 
 
 @register(I.AssignInst)

@@ -59,7 +59,7 @@ def cast(lw, inst: I.CastInst) -> None:
         return
     vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
     src, dst = inst.x.dtype, inst.output.dtype
-    write(lw, inst.output, [scalar.convert(src, dst, v) for v in vals])
+    write(lw, inst.output, [scalar.convert(src, dst, v, inst.exponent) for v in vals])
 
 
 @emitter(I.AssignInst)

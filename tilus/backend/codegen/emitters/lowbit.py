@@ -22,15 +22,19 @@ import numpy as np
 from tilus import dtypes
 from tilus.backend.codegen.gather import flat_index, same_index, slot_values, static_slots
 from tilus.backend.tvm_shim import T, tirx
+from tilus.errors import DataTypeError
 from tilus.ir import inst as I
 
 
-def _program(src, dst):
+def _program(src, dst, exponent: int = 0):
     from tilus.backend.lowbit_cast import cast_program, supported_targets
 
     if dst not in (dtypes.float16, dtypes.bfloat16) or dst.name not in supported_targets(src):
         return None
-    return cast_program(src, dst.name)
+    try:
+        return cast_program(src, dst.name, exponent)
+    except DataTypeError:           # a constant out of dst's range: the scalar path rounds it
+        return None
 
 
 def _groups(layout, n: int):
@@ -202,7 +206,7 @@ def _reinterpreted_groups(lw, inst, prog):
 
 
 def try_packed_cast(lw, inst: I.CastInst) -> bool:
-    prog = _program(inst.x.dtype, inst.output.dtype)
+    prog = _program(inst.x.dtype, inst.output.dtype, inst.exponent)
     if prog is None:
         return False
     out = lw.reg(inst.output)
