@@ -19,14 +19,7 @@ def _build(wtype):
     return qw, tilus.ops.compile_matmul(qw, 1, arch="sm_90")
 
 
-# Over budget today (docs/ops.md, "Decode cost"): uint3's 12-byte per-thread unit loads are three
-# LDS.32.
-NEAR_MISSES = {"uint3": 1.08}
-
-
-@pytest.mark.parametrize("wtype", [pytest.param(t, marks=pytest.mark.xfail(
-    strict=True, reason=f"memory/issue {NEAR_MISSES[t]} < 1.1")) if t in NEAR_MISSES else t
-    for t in TYPES])
+@pytest.mark.parametrize("wtype", TYPES)
 def test_decode_kernel_sm90(need_nvcc, need_disassembler, wtype):
     qw, built = _build(wtype)
     r = built.resources

@@ -53,6 +53,38 @@ def test_compile_time_argument_by_keyword_and_cache():
         k(7, out, 2.5)
 
 
+class CarriedList(tilus.Script):
+    """Loop-carried tiles kept in a Python list, updated with the explicit assign(out, x): a
+    Fibonacci pair per element, so a wrong copy order or a missing copy shows."""
+
+    def __call__(self, n: tilus.int32, out: ~tilus.int32):
+        g = self.global_view(out, dtype=tilus.int32, shape=[2, 4])
+        pair = [self.register_tensor(dtype=tilus.int32, shape=[1, 4], init=0),
+                self.register_tensor(dtype=tilus.int32, shape=[1, 4], init=1)]
+        for i in self.range(n):
+            following = [pair[1], pair[0] + pair[1]]
+            for cur, nxt in zip(pair, following):
+                self.assign(cur, nxt)
+        self.store_global(g, pair[0], offsets=[0, 0])
+        self.store_global(g, pair[1], offsets=[1, 0])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_assign_updates_tiles_held_in_a_list(n):
+    out = np.zeros((2, 4), np.int32)
+    CarriedList()(n, out)
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    assert (out[0] == a).all() and (out[1] == b).all()
+    with pytest.raises(TilusError, match="assign's destination"):
+        class Bad(tilus.Script):
+            def __call__(self, out: ~tilus.int32):
+                g = self.global_view(out, dtype=tilus.int32, shape=[4])
+                self.assign(g, self.register_tensor(dtype=tilus.int32, shape=[4], init=0))
+        Bad()(np.zeros(4, np.int32))
+
+
 class Branches(tilus.Script):
     def __call__(self, n: tilus.int32, out: ~tilus.float32):
         g = self.global_view(out, dtype=tilus.float32, shape=[8])

@@ -168,9 +168,11 @@ def test_matmul_tuning_space_prune_and_database(tmp_path):
     assert keep and all(c["block_k"] in (32, 64) and c["block_m"] == 16 and c["split_k"] == 1
                         for c in keep)
     reasons = " ".join(r for _, r in pruned)
-    assert "neither divides nor is twice group_size" in reasons and "block_m" in reasons
+    assert "> K = 64" in reasons and "block_m" in reasons
     big = {"block_m": 128, "block_n": 128, "block_k": 64, "split_k": 1, "warps": 8,
            "stages": 4}
+    assert "neither divides nor is a multiple of group_size 96" in prune_matmul(
+        big, dict(tuner.fixed, group_size=96), 4096, 4096, 4096)
     assert "M bucket" in prune_matmul(big, tuner.fixed, 1, 4096, 4096)
     assert prune_matmul(big, tuner.fixed, 4096, 4096, 4096) is None
     res = tune_matmul(1, qw, timer=FakeTimer(lambda c: c["block_k"] / 64 + c["stages"]), jobs=2,

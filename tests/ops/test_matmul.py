@@ -60,17 +60,19 @@ def test_odd_shapes(m, n, k, group, act):
 
 
 @pytest.mark.parametrize("split_k,stages,block_k", [(2, 1, 32), (3, 1, 32), (1, 2, 64),
-                                                   (1, 3, 32), (2, 4, 64), (2, 2, 128)])
+                                                   (1, 3, 32), (2, 4, 64), (2, 2, 128),
+                                                   (1, 2, 96)])
 def test_split_k_pipeline_and_schedules(split_k, stages, block_k):
-    """block_k 64 spans two groups of 32, 128 is rejected (four groups)."""
+    """block_k 64 spans two groups of 32, 128 four (K = 192 ends inside a k-tile), 96 three
+    (stages 2, 1 and 4); a block_k that neither divides nor is a multiple of the group is
+    rejected."""
     a, qw, b = _case("uint4", 17, 40, 192, 32, bias=True)
     ref = _reference(a, qw, b)
     sched = dict(block_m=16, block_n=128, block_k=block_k, split_k=split_k, warps=4,
                  stages=stages)
-    if block_k == 128:
-        with pytest.raises(TilusError, match="one or two scale groups"):
-            matmul(a, qw, b, engine="interpreter", schedule=sched)
-        return
+    with pytest.raises(TilusError, match="must divide group_size=64 or be a multiple of it"):
+        matmul(*_case("uint4", 3, 40, 192, 64)[:2], engine="interpreter",
+               schedule=dict(sched, block_k=96))
     torch.testing.assert_close(matmul(a, qw, b, engine="interpreter", schedule=sched), ref,
                                **TOL[torch.float16])
     big = dict(block_m=32, block_n=128, block_k=32, split_k=1, warps=8)
@@ -101,7 +103,7 @@ def test_batched_leading_dims_and_empty():
 
 def test_default_schedules():
     d = default_schedule(1, 4096, 4096, 128)
-    assert d["block_m"] == 16 and d["split_k"] > 1 and d["block_k"] in (128, 256)
+    assert d["block_m"] == 16 and d["split_k"] > 1 and d["block_k"] in (128, 256, 512)
     assert d["stages"] > 1
     big = default_schedule(1024, 4096, 4096, 128)
     assert big["block_m"] == 128 and big["split_k"] == 1
@@ -144,8 +146,8 @@ def test_bad_inputs():
 def test_kernel_parameter_checks():
     with pytest.raises(TilusError, match="block_n must be 128"):
         QuantMatmul("uint4", 32, block_n=64)
-    with pytest.raises(TilusError, match="one or two scale groups"):
-        QuantMatmul("uint4", 32, block_k=128)
+    with pytest.raises(TilusError, match="or be a multiple of it"):
+        QuantMatmul("uint4", 64, block_k=96)
     with pytest.raises(TilusError, match="multiple of 32"):
         QuantMatmul("uint4", 64, block_k=48)
     with pytest.raises(TilusError, match="warps"):

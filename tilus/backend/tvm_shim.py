@@ -26,6 +26,10 @@ TVM 0.27 (apache-tvm 0.27.0.post1) facts this module relies on:
 """
 from __future__ import annotations
 
+import sys
+import threading
+from typing import Any, Callable
+
 from tilus.errors import CompilationError, TilusError, ToolNotFoundError
 
 try:
@@ -41,6 +45,49 @@ except ImportError as exc:  # pragma: no cover - the dependency is pinned
 from tvm_ffi import structural_equal  # noqa: E402,F401  (tirx expressions equal by structure)
 
 TVM_VERSION = tvm.__version__
+
+
+DEEP_STACK_BYTES = 512 << 20
+DEEP_RECURSION_LIMIT = 200_000
+
+
+def with_deep_stack(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on a thread with a 512 MiB stack and a high recursion limit.
+
+    TVM's IR builder and passes re-enter Python once per nested statement (frames, lets,
+    branches); an unrolled kernel body of a few thousand statements exceeds CPython's default
+    limit of 1000 and, raised on a normal 8 MiB stack, the C stack. Exceptions propagate."""
+    if getattr(_deep, "active", False):
+        return fn(*args, **kwargs)
+    out: dict = {}
+
+    def run() -> None:
+        _deep.active = True
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised on the caller's thread
+            out["error"] = exc
+
+    with _deep_lock:
+        old_stack, old_limit = threading.stack_size(), sys.getrecursionlimit()
+        threading.stack_size(DEEP_STACK_BYTES)
+        try:
+            worker = threading.Thread(target=run, name="tilus-deep-stack")
+        finally:
+            threading.stack_size(old_stack)
+        sys.setrecursionlimit(max(old_limit, DEEP_RECURSION_LIMIT))
+        try:
+            worker.start()
+            worker.join()
+        finally:
+            sys.setrecursionlimit(old_limit)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+_deep = threading.local()
+_deep_lock = threading.Lock()
 
 
 def provably_true(cond) -> bool:
@@ -72,7 +119,7 @@ def compile_module(func_or_mod, arch: str):
     """``tvm.compile`` with the CUDA target for ``arch`` and the tirx pipeline -> Executable."""
     mod = as_module(func_or_mod)
     try:
-        return tvm.compile(mod, target=cuda_target(arch), tir_pipeline="tirx")
+        return with_deep_stack(tvm.compile, mod, target=cuda_target(arch), tir_pipeline="tirx")
     except Exception as exc:  # TVM raises its own error types from C++
         raise CompilationError(f"TVM failed to lower/generate CUDA for {arch}: {exc}") from exc
 

@@ -204,6 +204,14 @@ class InstructionMethods:
         ctx.builder.store_shared(_tensor(s, "store_shared's destination", SHARED),
                                  _tensor(x, "store_shared's value", REGISTER))
 
+    @instruction
+    def assign(self, out, x) -> None:
+        """Copies register tile ``x`` into the existing register tile ``out`` (same dtype and
+        shape): what rebinding a loop-carried name does, for tiles kept in Python lists."""
+        ctx = current("assign")
+        ctx.builder.assign(_tensor(out, "assign's destination", REGISTER),
+                           _tensor(x, "assign's value", REGISTER))
+
     # ----- compute --------------------------------------------------------------------------
     @instruction
     def dot(self, a, b, acc, out=None) -> Tensor:

@@ -27,14 +27,17 @@ two (and by ``2^-exponent``) once per group instead of once per two weights. The
 (``scale_fold_exponent``).
 
 Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A
-k-tile lies inside one scale group (``group_size % block_k == 0``), or there is a single group.
+k-tile lies inside one scale group (``group_size % block_k == 0``) or spans whole groups
+(``block_k % group_size == 0``), or there is a single group.
 ``block_n`` is the unit's 128; ``warps`` 4 (one warp per 32 columns) or 8 (two warp rows).
 
 Pipelining (``stages`` >= 2): the [block_m, block_k] activation tile and the k-tile's packed
 units go through a ``stages``-deep ring of shared-memory buffers filled with ``copy_async``
-(cp.async), so loads of later k-tiles overlap the current one's work; the scale (and offset) row
-of the next k-tile is loaded into registers one iteration ahead (4 values per thread, consumed
-after a whole iteration of work). ``stages=1`` loads straight from global memory into registers.
+(cp.async), so loads of later k-tiles overlap the current one's work; the scale (and offset) rows
+of the next k-tile (one per scale group it spans) are loaded into registers one iteration ahead
+(4 values per thread and row, consumed after a whole iteration of work). Each unit's bytes and
+activations are read from shared memory just before its dot, which keeps few registers live
+(63-255 per thread across the types). ``stages=1`` loads straight from global memory.
 
 Split-k (grid z): block z sums k-tiles [z*per, (z+1)*per); the partial sums of one output tile are
 added in split order through a float32 workspace, serialized by one int32 semaphore per tile
@@ -127,9 +130,10 @@ class QuantMatmul(tilus.Script):
                              f"got {block_n}")
         if block_k % UNIT_K:
             raise TilusError(f"QuantMatmul: block_k={block_k} must be a multiple of {UNIT_K}")
-        if not single_group and group_size % block_k and block_k != 2 * group_size:
+        if not single_group and group_size % block_k and block_k % group_size:
             raise TilusError(f"QuantMatmul: block_k={block_k} must divide group_size={group_size}"
-                             f" or be twice it (a k-tile spans one or two scale groups)")
+                             f" or be a multiple of it (a k-tile spans part of one scale group "
+                             f"or whole groups)")
         if warps not in (4, 8) or block_m % (16 * (warps // 4)):
             raise TilusError(f"QuantMatmul: warps must be 4 or 8 with block_m a multiple of "
                              f"{16 * (warps // 4)}, got warps={warps}, block_m={block_m}")
@@ -146,7 +150,7 @@ class QuantMatmul(tilus.Script):
         self.split_k, self.warps, self.stages = split_k, warps, stages
         self.warps_m = warps // 4
         self.units = block_k // UNIT_K
-        self.two_groups = not single_group and block_k == 2 * group_size
+        self.tile_groups = 1 if single_group or block_k <= group_size else block_k // group_size
         self.unit_bytes = UNIT_K * UNIT_N * self.wtype.nbits // 8
         self.exponent = int(exponent)
         self.norm = 2.0 ** -self.exponent
@@ -201,9 +205,7 @@ class QuantMatmul(tilus.Script):
         iteration after their load was issued."""
         if not self.fold_scale:
             return params
-        s0, z0, s1, z1 = params
-        s0f = s0 * self.fold
-        return s0f, z0, (s1 * self.fold if self.two_groups else s0f), z1
+        return [(s * self.fold, z) for s, z in params]
 
     def offsets_of(self, s, offsets):
         """The group's offset row: the stored one, ``-zp * s`` (exact), or None (no offset)."""
@@ -265,10 +267,8 @@ class QuantMatmul(tilus.Script):
 
     def unit_params(self, params, u):
         """(scale row, offset) for unit u of a k-tile from ``group_params``' rows."""
-        s0, z0, s1, z1 = params
-        if self.two_groups and u * UNIT_K >= self.group_size:
-            return s1, self.offsets_of(s1, z1)
-        return s0, self.offsets_of(s0, z0)
+        s, z = params[u * UNIT_K // self.group_size if self.tile_groups > 1 else 0]
+        return s, self.offsets_of(s, z)
 
     def direct_tile(self, ga, gw, gs, gz, m0, kt, acc):
         """acc += A[:, k-tile kt] @ dequant(W[k-tile kt]), loading straight from global memory."""
@@ -292,27 +292,26 @@ class QuantMatmul(tilus.Script):
                         offsets=[self.blockIdx.y, kt * self.units * self.unit_bytes])
 
     def group_params(self, gs, gz, kt):
-        """(s0, z0, s1, z1): the scale and stored-offset rows ([1, 128]) of k-tile kt's first and
-        second group (the second only when a k-tile spans two; else the first again)."""
+        """[(scale row, stored-offset row)] ([1, 128] each) of the scale groups k-tile kt spans
+        (the offset row is the scale row itself when no offsets are stored)."""
         n0 = self.blockIdx.y * UNIT_N
         g = self.group_of(kt)
-        s0 = self.load_global(gs, offsets=[g, n0], shape=[1, UNIT_N])
-        z0 = s0
-        if self.zero_mode == "tensor":
-            z0 = self.load_global(gz, offsets=[g, n0], shape=[1, UNIT_N])
-        s1 = s0
-        z1 = z0
-        if self.two_groups:
-            s1 = self.load_global(gs, offsets=[g + 1, n0], shape=[1, UNIT_N])
+        params = []
+        for i in range(self.tile_groups):
+            s = self.load_global(gs, offsets=[g + i, n0], shape=[1, UNIT_N])
+            z = s
             if self.zero_mode == "tensor":
-                z1 = self.load_global(gz, offsets=[g + 1, n0], shape=[1, UNIT_N])
-        return s0, z0, s1, z1
+                z = self.load_global(gz, offsets=[g + i, n0], shape=[1, UNIT_N])
+            params.append((s, z))
+        return params
 
     def pipelined_loop(self, ga, gw, gs, gz, m0, first, last, acc):
         """The k loop with a ``stages``-deep ring of shared-memory buffers filled by copy_async:
         tile kt + stages - 1 is in flight while tile kt is computed (one commit group per
-        iteration, waiting until at most stages - 2 groups are pending). The scale/offset rows
-        of tile kt + 1 are loaded into registers during tile kt (one iteration ahead)."""
+        iteration, waiting until at most stages - 2 groups are pending; the next tile's copy is
+        issued first: its slot was last read in the previous iteration, before this one's
+        barrier). The scale/offset rows of tile kt + 1 are loaded into registers during tile kt
+        (one iteration ahead) and copied into the current ones at the end (``assign``)."""
         st, bm, bk = self.stages, self.block_m, self.block_k
         sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
         sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, 1, self.units * self.unit_bytes])
@@ -320,31 +319,26 @@ class QuantMatmul(tilus.Script):
             if first + i < last:
                 self.issue_stage(ga, gw, sa, sw, i, first + i, m0)
             self.copy_async_commit_group()
-        s0, z0, s1, z1 = self.folded(self.group_params(gs, gz, first))
+        params = self.folded(self.group_params(gs, gz, first))
         for kt in self.range(first, last):
             slot = (kt - first) % st
             self.copy_async_wait_group(st - 2)
             self.sync()
-            raws = []
-            tas = []
-            for u in range(self.units):
-                raws.append(self.load_shared(self.slice_shared(
-                    sw, offsets=[slot, 0, u * self.unit_bytes], shape=[1, self.unit_bytes])))
-                tas.append(self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
-                                                              shape=[bm, UNIT_K])))
             if kt + st - 1 < last:
                 self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0)
             self.copy_async_commit_group()
-            s0n, z0n, s1n, z1n = self.group_params(gs, gz, kt + 1)
+            following = self.group_params(gs, gz, kt + 1)
             for u in range(self.units):
-                s, b = self.unit_params((s0, z0, s1, z1), u)
-                self.dot(tas[u], self.unit_weights(raws[u], s, b), acc, out=acc)
-            s0f, z0f, s1f, z1f = self.folded((s0n, z0n, s1n, z1n))
-            s0 = s0f
-            z0 = z0f
-            if self.two_groups:
-                s1 = s1f
-                z1 = z1f
+                raw = self.load_shared(self.slice_shared(
+                    sw, offsets=[slot, 0, u * self.unit_bytes], shape=[1, self.unit_bytes]))
+                ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
+                                                        shape=[bm, UNIT_K]))
+                s, b = self.unit_params(params, u)
+                self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
+            for (s, z), (sn, zn) in zip(params, self.folded(following)):
+                self.assign(s, sn)
+                if self.zero_mode == "tensor":
+                    self.assign(z, zn)
         self.copy_async_wait_group(0)
         self.free_shared(sa)
         self.free_shared(sw)

@@ -32,12 +32,14 @@ _ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
 # ---- schedules ----------------------------------------------------------------------------------
-def _block_k_for(group_size: int, k: int, candidates=(256, 128, 64, 32)) -> int:
-    """The largest candidate (multiples of the packed unit's 32) whose k-tile spans one group or
-    two; any for a single group."""
+def _block_k_for(group_size: int, k: int, candidates=(512, 256, 128, 64, 32)) -> int:
+    """The largest candidate (multiples of the packed unit's 32) whose k-tile lies in one group
+    or spans whole groups (any for a single group); 512 only when K holds 8 such tiles (the
+    per-tile costs halve per weight, and the pipeline still has tiles to overlap)."""
+    candidates = [c for c in candidates if c <= max(256, k // 8)]
     if group_size == k:
         return next((c for c in candidates if c <= max(32, k)), candidates[-1])
-    return next((c for c in candidates if group_size % c == 0 or c == 2 * group_size), 32)
+    return next((c for c in candidates if group_size % c == 0 or c % group_size == 0), 32)
 
 
 def bucket_m(m: int) -> int:
@@ -64,7 +66,7 @@ def balanced_split(tiles: int, k_tiles: int, num_sms: int, max_split: int = 16) 
 
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
                      num_sms: int = 132) -> dict:
-    """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 128, split-k that fills
+    """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 512, split-k that fills
     the SMs evenly, a 4-deep copy_async pipeline) or large-M (block_m 64/128, one unit per
     k-tile, 3 stages). The interpreter gets one unit per k-tile and no pipeline."""
     if engine == "interpreter":

@@ -31,8 +31,10 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     split, warps = config["split_k"], config["warps"]
     nbits = QuantMatmul._nbits(fixed["wtype"])
     group = fixed["group_size"]
-    if not fixed.get("single_group") and group % bk and bk != 2 * group:
-        return f"block_k {bk} neither divides nor is twice group_size {group}"
+    if not fixed.get("single_group") and group % bk and bk % group:
+        return f"block_k {bk} neither divides nor is a multiple of group_size {group}"
+    if bk > max(32, -(-k // 32) * 32):
+        return f"block_k {bk} > K = {k} (rounded up to 32)"
     if bm % (16 * (warps // 4)):
         return f"block_m {bm} is not a multiple of {16 * (warps // 4)} for {warps} warps"
     stages = config.get("stages", 1)

@@ -505,8 +505,13 @@ def _as_bool(x):
 
 
 def lower_program(program: Program) -> Lowered:
-    """Lower a Program whose tensors all have layouts (see tilus.transforms) to a PrimFunc."""
+    """Lower a Program whose tensors all have layouts (see tilus.transforms) to a PrimFunc (on a
+    deep stack: the IR builder re-enters Python once per nested statement)."""
     from tilus.backend.codegen import emitters  # noqa: F401  (registers the emitters)
+    from tilus.backend.tvm_shim import with_deep_stack
 
-    first = Lowerer(program).build()           # measures the shared memory pool
-    return Lowerer(program, pool_bytes=first.shared_bytes).build()
+    def lower() -> Lowered:
+        first = Lowerer(program).build()           # measures the shared memory pool
+        return Lowerer(program, pool_bytes=first.shared_bytes).build()
+
+    return with_deep_stack(lower)

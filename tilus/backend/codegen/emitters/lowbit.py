@@ -116,9 +116,9 @@ def _words_from_codes(lw, inst, prog, layout, groups):
 
 
 def _run(lw, prog, words, regs):
-    """(The half ops are written as float16x2/bfloat16x2 arithmetic; a program's fma is exact
-    with one rounding or two: its product is a power-of-two scaling, see lowbit_cast.)"""
-    """Emit the program's ops on ``words`` into the local uint32 buffer ``regs``."""
+    """Emit the program's ops on ``words`` into the local uint32 buffer ``regs``. A program's
+    fma is ``fma.rn`` on whole words (its two constants stay 32-bit words: one register, no
+    per-half rebuilding); mul and sub are float16x2/bfloat16x2 arithmetic with one constant."""
     from tilus.backend.lowbit_cast import Reg
 
     index = {}
@@ -144,6 +144,10 @@ def _run(lw, prog, words, regs):
         if code == "prmt":
             lw.emit(T.ptx["prmt.b32"](regs[slot], a[0], a[1], a[2]))
             continue
+        if code == "fma":
+            ptx = "fma.rn.f16x2" if prog.dst == "float16" else "fma.rn.bf16x2"
+            lw.emit(T.ptx[ptx](regs[slot], a[0], a[1], a[2]))
+            continue
         if code == "shl":
             v = tirx.shift_left(a[0], tirx.const(op.shift, "uint32"))
         elif code == "shr":
@@ -160,8 +164,6 @@ def _run(lw, prog, words, regs):
             v = tirx.bitwise_xor(a[0], a[1])
         elif code == "iadd":
             v = a[0] + a[1]
-        elif code == "fma":
-            v = tirx.reinterpret("uint32", h2(a[0]) * h2(a[1]) + h2(a[2]))
         elif code == "mul":
             v = tirx.reinterpret("uint32", h2(a[0]) * h2(a[1]))
         elif code == "sub":
