@@ -1,7 +1,7 @@
 """Quantized matmul benchmark: Tilus vs torch fp16, dequantize + cuBLAS, and a Triton kernel.
 
     python benchmarks/bench_matmul.py                 # on a GPU machine (later: tilus bench matmul)
-    python benchmarks/bench_matmul.py --dry-run       # fake timings: exercises table/JSON/plot
+    python benchmarks/bench_matmul.py --dry-run       # no GPU: a static estimate, not timings
 
 Steps: (1) the device's copy bandwidth (a 1 GiB device-to-device copy, read + write bytes / median
 time); (2) for every Llama-3 linear shape K x N (8B: 4096x4096, 4096x14336, 14336x4096; 70B:
@@ -19,6 +19,14 @@ Output: a table on stdout; JSON at ``<out>/<device>-<date>.json`` (``--out``, de
 ``benchmarks/results``) with every timing, the speed-up over fp16 and the fraction of the copy
 bandwidth reached (bytes of packed weights + scales/offsets + a + c, over time, over bandwidth); a PNG
 next to it: speed-up over fp16 by type and M, and fraction of copy bandwidth by type at M = 1.
+
+``--dry-run`` measures nothing: every time is an *estimate* on the H200 figures of
+``bench_decode_cost`` (4.3 TB/s, 132 SMs x 4 issue/clock x 1.98 GHz, ~990 dense fp16 TFLOP/s).
+``fp16`` and ``dequant`` are rooflines of their bytes and flops; ``tilus`` at M <= 16 is the
+larger of its memory time and the issue time of its decode loop's SASS (instructions per weight
+from the newest ``benchmarks/results/cpu-*-decode-cost.json``, as ``bench_decode_cost`` counts
+them), above that a roofline; ``triton`` has no model and stays empty. The table, JSON
+(``"estimate": true``) and plot say so.
 """
 from __future__ import annotations
 
@@ -28,7 +36,6 @@ import json
 import math
 import re
 import sys
-import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -60,21 +67,39 @@ def traffic_bytes(method: str, m: int, k: int, n: int, nbits: int, group: int = 
     return io + packed
 
 
-# ---- timing -------------------------------------------------------------------------------------
-class FakeClock:
-    """Deterministic made-up timings for --dry-run: a roofline of the bytes moved and the flops,
-    with a per-method efficiency and some jitter. Not a measurement."""
+# ---- the --dry-run estimate ---------------------------------------------------------------------
+class StaticEstimate:
+    """Times from a model, not a GPU (see the module doc): rooflines on the H200 figures, and for
+    the Tilus decode kernel the issue time of its SASS main loop."""
 
-    EFF = {"tilus": 0.85, "fp16": 0.8, "dequant": 0.6, "triton": 0.7}
+    TFLOPS = 990.0
 
-    def __init__(self, bandwidth_gbs: float = 3000.0, tflops: float = 700.0):
-        self.bw, self.tflops = bandwidth_gbs, tflops
+    def __init__(self, cost_json: Optional[Path] = None):
+        from benchmarks.bench_decode_cost import BANDWIDTH, CLOCK_HZ, SCHEDULERS, SMS
 
-    def time_ms(self, method, m, k, n, nbits) -> float:
-        mem = traffic_bytes(method, m, k, n, nbits) / (self.bw * 1e9 * self.EFF[method])
-        comp = 2 * m * k * n / (self.tflops * 1e12 * self.EFF[method])
-        jitter = 1 + (zlib.crc32(f"{method}{m}{k}{n}{nbits}".encode()) % 100) / 1000
-        return (max(mem, comp) + 4e-6) * 1e3 * jitter
+        self.bw = BANDWIDTH / 1e9
+        self.issue_per_s = SMS * SCHEDULERS * CLOCK_HZ
+        self.cost_json = cost_json or newest_decode_cost()
+        rows = json.loads(self.cost_json.read_text())["rows"] if self.cost_json else []
+        self.ipe = {r["type"]: r["instructions_per_weight_element"] for r in rows}
+
+    def time_ms(self, method, m, k, n, dtype, nbits) -> Optional[float]:
+        if method == "triton":
+            return None
+        mem = traffic_bytes(method, m, k, n, nbits) / (self.bw * 1e9)
+        comp = 2 * m * k * n / (self.TFLOPS * 1e12)
+        t = max(mem, comp)
+        if method == "tilus" and m <= 16:
+            if dtype not in self.ipe:
+                return None
+            t = max(t, k * n * self.ipe[dtype] / 32 / self.issue_per_s)
+        return t * 1e3
+
+
+def newest_decode_cost(results: Path = HERE / "results") -> Optional[Path]:
+    """The newest static decode-cost JSON of bench_decode_cost, or None."""
+    found = sorted(results.glob("cpu-*-decode-cost.json"))
+    return found[-1] if found else None
 
 
 def copy_bandwidth_gbs(timer: Callable, nbytes: int = 1 << 30) -> float:
@@ -108,12 +133,13 @@ def random_qweight(n: int, k: int, dtype: str, group: int = GROUP, device="cuda"
 
 
 def measure(args) -> dict:
-    """Times every (shape, M, type, method) on the GPU (or fakes it with --dry-run)."""
+    """Times every (shape, M, type, method) on the GPU (or estimates it with --dry-run)."""
     rows = []
     errors: dict = {}
+    estimate = None
     if args.dry_run:
-        clock = FakeClock()
-        bandwidth = clock.bw
+        estimate = StaticEstimate()
+        bandwidth = estimate.bw
         device = "dry-run"
     else:
         import torch
@@ -135,8 +161,8 @@ def measure(args) -> dict:
             qw = None if args.dry_run else random_qweight(n, k, dtype)
             for m in args.m:
                 for method in args.methods:
-                    if args.dry_run:
-                        ms = FakeClock().time_ms(method, m, k, n, nbits)
+                    if estimate is not None:
+                        ms = estimate.time_ms(method, m, k, n, dtype, nbits)
                     else:
                         if method == "fp16" and w16 is None:
                             import torch
@@ -150,7 +176,9 @@ def measure(args) -> dict:
     from benchmarks.provenance import provenance
 
     return {**provenance(), "device": device, "date": _dt.date.today().isoformat(),
-            "dry_run": bool(args.dry_run),
+            "dry_run": bool(args.dry_run), "estimate": estimate is not None,
+            **({"estimate_from": str(estimate.cost_json) if estimate.cost_json else None}
+               if estimate is not None else {}),
             "copy_bandwidth_gbs": bandwidth, "group_size": GROUP, "rows": rows,
             "errors": errors}
 
@@ -203,7 +231,8 @@ def format_table(result: dict) -> str:
     head += f" {'tilus/fp16':>10} {'tilus %bw':>9}"
     lines = [f"device: {result['device']}   copy bandwidth: {result['copy_bandwidth_gbs']:.0f} "
              f"GB/s   group size {result['group_size']}"
-             + ("   (DRY RUN: fake timings)" if result.get("dry_run") else ""), head,
+             + ("   (DRY RUN: ESTIMATE from the SASS cost model and rooflines, not timings)"
+                if result.get("dry_run") else ""), head,
              "-" * len(head)]
 
     def fmt(x, spec):
@@ -270,7 +299,7 @@ def plot(result: dict, path: Path) -> None:
     ax2.set_ylabel(f"fraction of copy bandwidth (M={m0})")
     ax2.legend(fontsize=7)
     fig.suptitle(f"Quantized matmul, {result['device']}, {result['date']}"
-                 + (" (DRY RUN: fake timings)" if result.get("dry_run") else ""))
+                 + (" (DRY RUN: static estimate, not timings)" if result.get("dry_run") else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -278,7 +307,8 @@ def plot(result: dict, path: Path) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="bench_matmul", description=__doc__.split("\n")[0])
-    p.add_argument("--dry-run", action="store_true", help="fake timings, no GPU needed")
+    p.add_argument("--dry-run", action="store_true",
+                   help="no GPU: a static estimate (SASS cost model + rooflines), not timings")
     p.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
     p.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     p.add_argument("--m", type=int, nargs="+", default=MS)

@@ -1,5 +1,6 @@
-"""benchmarks/bench_matmul.py --dry-run on the CPU: table, JSON and plot from fake timings, written
-to a temporary directory (never into benchmarks/results)."""
+"""benchmarks/bench_matmul.py --dry-run on the CPU: table, JSON and plot of the static estimate
+(the SASS cost model of bench_decode_cost and rooflines), written to a temporary directory (never
+into benchmarks/results)."""
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def test_dry_run_writes_table_json_and_plot(tmp_path, capsys):
     before = _listing()
     assert bench.main(["--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "DRY RUN" in out and "tilus/fp16" in out and "f6e3m2" in out
+    assert "DRY RUN: ESTIMATE" in out and "tilus/fp16" in out and "f6e3m2" in out
     assert _listing() == before                                   # results/ untouched
     (js,) = tmp_path.glob("dry-run-*.json")
     (png,) = tmp_path.glob("dry-run-*.png")
@@ -27,11 +28,28 @@ def test_dry_run_writes_table_json_and_plot(tmp_path, capsys):
     rows = data["rows"]
     assert len(rows) == 6 * len(bench.TYPES) * len(bench.MS) * len(bench.METHODS)
     assert {(r["k"], r["n"]) for r in rows} == {s for v in bench.SHAPES.values() for s in v}
-    assert data["copy_bandwidth_gbs"] > 0 and data["dry_run"] is True
+    assert data["copy_bandwidth_gbs"] == 4300 and data["dry_run"] is True and data["estimate"]
+    assert data["estimate_from"].endswith("-decode-cost.json")
     fp16 = [r for r in rows if r["method"] == "fp16"]
     assert all(r["speedup_vs_fp16"] == pytest.approx(1.0) for r in fp16)
+    assert all(r["ms"] is None for r in rows if r["method"] == "triton")      # no model
     tilus_m1 = [r for r in rows if r["method"] == "tilus" and r["m"] == 1 and r["type"] == "u4"]
-    assert all(r["speedup_vs_fp16"] > 1 and 0 < r["bandwidth_fraction"] < 1 for r in tilus_m1)
+    assert all(r["speedup_vs_fp16"] > 3 and 0 < r["bandwidth_fraction"] <= 1 for r in tilus_m1)
+
+
+def test_estimate_is_the_decode_cost_model():
+    """Tilus at M <= 16: max(memory time, issue time of the SASS loop); 1-bit is issue-bound."""
+    est = bench.StaticEstimate()
+    cost = json.loads(est.cost_json.read_text())
+    ipe = {r["type"]: r["instructions_per_weight_element"] for r in cost["rows"]}
+    k = n = 4096
+    issue = k * n * ipe["uint1"] / 32 / (132 * 4 * 1.98e9) * 1e3
+    assert est.time_ms("tilus", 1, k, n, "uint1", 1) == pytest.approx(issue)
+    mem = bench.traffic_bytes("tilus", 1, k, n, 8) / 4.3e12 * 1e3
+    assert est.time_ms("tilus", 1, k, n, "uint8", 8) == pytest.approx(max(mem, k * n * ipe[
+        "uint8"] / 32 / (132 * 4 * 1.98e9) * 1e3))
+    assert est.time_ms("fp16", 1, k, n, "uint4", 4) == pytest.approx(
+        bench.traffic_bytes("fp16", 1, k, n, 4) / 4.3e12 * 1e3)
 
 
 def test_subset_and_no_plot(tmp_path):
