@@ -1,7 +1,8 @@
 """Quantized matmul benchmark: Tilus vs torch fp16, dequantize + cuBLAS, and a Triton kernel.
 
     python benchmarks/bench_matmul.py                 # on a GPU machine (later: tilus bench matmul)
-    python benchmarks/bench_matmul.py --dry-run       # no GPU: a static estimate, not timings
+    python benchmarks/bench_matmul.py --dry-run       # no GPU: a static estimate, not timings,
+                                                      # written to a new temporary directory
 
 Steps: (1) the device's copy bandwidth (a 1 GiB device-to-device copy, read + write bytes / median
 time); (2) for every Llama-3 linear shape K x N (8B: 4096x4096, 4096x14336, 14336x4096; 70B:
@@ -36,6 +37,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -309,7 +311,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="bench_matmul", description=__doc__.split("\n")[0])
     p.add_argument("--dry-run", action="store_true",
                    help="no GPU: a static estimate (SASS cost model + rooflines), not timings")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default benchmarks/results; with --dry-run a new "
+                        "temporary directory, printed: estimates never land among results)")
     p.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     p.add_argument("--m", type=int, nargs="+", default=MS)
     p.add_argument("--types", nargs="+", choices=list(TYPES), default=list(TYPES))
@@ -318,6 +322,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = (Path(tempfile.mkdtemp(prefix="tilus-bench-dry-run-")) if args.dry_run
+                    else HERE / "results")
     args.shape_list = [s for model in args.models for s in SHAPES[model]]
     return args
 

@@ -52,6 +52,16 @@ def test_estimate_is_the_decode_cost_model():
         bench.traffic_bytes("fp16", 1, k, n, 4) / 4.3e12 * 1e3)
 
 
+def test_dry_run_defaults_to_a_temporary_directory(capsys):
+    before = _listing()
+    assert bench.main(["--dry-run", "--models", "llama3-8b", "--m", "1", "--types", "u4",
+                       "--methods", "tilus", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    written = Path(out.split("wrote ")[-1].strip())
+    assert written.exists() and "tilus-bench-dry-run-" in str(written.parent)
+    assert _listing() == before
+
+
 def test_subset_and_no_plot(tmp_path):
     assert bench.main(["--dry-run", "--out", str(tmp_path), "--models", "llama3-8b", "--m", "1",
                        "16", "--types", "u3", "i8", "--methods", "tilus", "fp16",
