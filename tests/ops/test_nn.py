@@ -152,3 +152,55 @@ def test_format_1_quant_linear_state_loads_as_format_2():
     w = (torch.from_numpy(codes).float() - zeros.float().repeat_interleave(g, 0)) \
         * scales.float().repeat_interleave(g, 0)
     torch.testing.assert_close(layer.dequantize(torch.float32).t(), w, rtol=0, atol=2e-3)
+
+
+def test_activation_gradient_equals_the_dequantized_weights():
+    """quant_matmul / dequant_linear backward: x.grad = grad_y @ dequant(W); W gets none."""
+    lin = nn.Linear(64, 48)
+    q = QuantLinear.from_linear(lin, dtype="int4", group_size=32)
+    w = q.dequantize(torch.float32)                       # [N, K] as nn.Linear stores it
+    for dt in (torch.float16, torch.float32):
+        x = torch.randn(5, 64).to(dt).requires_grad_()
+        g = torch.randn(5, 48).to(dt)
+        q.to(dt)(x).backward(g)
+        ref = (g.float() @ w.float()).to(dt)
+        torch.testing.assert_close(x.grad, ref, rtol=2e-3, atol=2e-3)
+    assert not any(b.requires_grad for b in q.buffers())
+
+
+class _LoRA(nn.Module):
+    """A frozen quantized layer plus a trainable low-rank adapter (QLoRA-style)."""
+
+    def __init__(self, base: QuantLinear, rank: int = 4):
+        super().__init__()
+        self.base = base
+        self.down = nn.Linear(base.in_features, rank, bias=False)
+        self.up = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile-fullgraph"])
+def test_lora_adapter_trains_on_a_quantized_model(compiled):
+    torch.manual_seed(0)
+    first = QuantLinear.from_linear(nn.Linear(64, 64), dtype="uint4", group_size=32)
+    model = nn.Sequential(_LoRA(first), nn.ReLU(),
+                          _LoRA(QuantLinear.from_linear(nn.Linear(64, 16), dtype="uint4",
+                                                        group_size=32)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(not b.requires_grad for b in model.buffers())
+    step = torch.compile(model, fullgraph=True, backend="aot_eager") if compiled else model
+    x, target = torch.randn(32, 64), torch.randn(32, 16)
+    opt = torch.optim.Adam(params, lr=1e-2)
+    frozen = first.qweight.clone()
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(step(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    assert torch.equal(first.qweight, frozen)             # the quantized weight never changes

@@ -26,6 +26,7 @@ from torch import nn
 
 from tilus.errors import QuantizationError
 from tilus.ops import packing
+from tilus.ops.matmul import register_activation_grad
 from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype,
                                 check_exponent, dequantize_packed, quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
@@ -52,6 +53,9 @@ def dequant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
 def _dequant_linear_fake(x, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
                          exponent=0):
     return x.new_empty((x.shape[0], n))
+
+
+register_activation_grad(dequant_linear)
 
 
 def _scheme(dtype: str, symmetric: Optional[bool]) -> tuple[bool, bool, float]:

@@ -273,6 +273,51 @@ def _quant_matmul_fake(a, qweight, scales, offsets, bias, dtype, n, k, group_siz
     return a.new_empty((a.shape[0], n))
 
 
+# ---- autograd: the activations' gradient (the quantized weight is frozen) ---------------------
+@torch.library.custom_op("tilus::quant_matmul_grad", mutates_args=())
+def quant_matmul_grad(grad: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                      offsets: Optional[torch.Tensor], dtype: str, n: int, k: int,
+                      group_size: int, zero_point: float, exponent: int = 0) -> torch.Tensor:
+    """``grad [M, N] @ dequant(qweight) [N, K]`` -> [M, K] in grad's dtype (float32 products):
+    the gradient of ``quant_matmul`` and ``dequant_linear`` with respect to their activations."""
+    w = dequantize_packed(qweight, scales, offsets, dtype, n, k, group_size, zero_point,
+                          torch.float32, exponent)               # [K, N]
+    return (grad.float() @ w.t()).to(grad.dtype)
+
+
+@quant_matmul_grad.register_fake
+def _quant_matmul_grad_fake(grad, qweight, scales, offsets, dtype, n, k, group_size, zero_point,
+                            exponent=0):
+    return grad.new_empty((grad.shape[0], k))
+
+
+def _grad_setup(ctx, inputs, output) -> None:
+    a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point, *rest = inputs
+    ctx.save_for_backward(qweight, scales, offsets)
+    ctx.args = (dtype, n, k, group_size, zero_point, rest[0] if rest else 0)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _grad(ctx, grad):
+    qweight, scales, offsets = ctx.saved_tensors
+    grad_a = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_a = torch.ops.tilus.quant_matmul_grad(grad, qweight, scales, offsets, *ctx.args)
+    if ctx.needs_input_grad[4]:
+        grad_bias = grad.sum(0).to(ctx.bias_dtype)
+    return grad_a, None, None, None, grad_bias, None, None, None, None, None, None
+
+
+def register_activation_grad(op) -> None:
+    """Give a (a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point, exponent)
+    custom op the gradient of its activations and bias; the packed weight gets none (frozen,
+    as in QLoRA-style fine-tuning of adapters on top of a quantized model)."""
+    op.register_autograd(_grad, setup_context=_grad_setup)
+
+
+register_activation_grad(quant_matmul)
+
+
 def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tensor] = None, *,
            engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
     """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
