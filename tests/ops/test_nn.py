@@ -1,5 +1,6 @@
 """tilus.nn: QuantLinear, quantize_model, state dicts, torch.compile(fullgraph=True)."""
 import io
+import json
 
 import pytest
 import torch
@@ -204,3 +205,22 @@ def test_lora_adapter_trains_on_a_quantized_model(compiled):
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
     assert torch.equal(first.qweight, frozen)             # the quantized weight never changes
+
+
+def test_state_dict_is_tensors_only_and_round_trips_through_safetensors(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    m = quantize_model(_model(), dtype="uint3", group_size=32)
+    sd = m.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    fresh = quantize_model(_model(), dtype="uint3", group_size=32)
+    fresh.load_state_dict(safetensors_torch.load_file(str(path)))
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+    # an earlier state dict with a dict _extra_state still loads
+    legacy = dict(sd)
+    for key in [k for k in sd if k.endswith("_extra_state")]:
+        legacy[key] = json.loads(bytes(sd[key].tolist()).decode())
+    fresh.load_state_dict(legacy)
+    torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)

@@ -11,7 +11,7 @@ import torch
 from tilus import dtypes
 from tilus.errors import QuantizationError, TilusError
 from tilus.ops import FORMAT_VERSION, QuantizedWeight, quantize, supported_weight_types
-from tilus.ops.quantize import value_exponent
+from tilus.ops.quantize import meta_dict, value_exponent
 
 N, K, G = 140, 64, 32
 ALL = supported_weight_types()
@@ -211,11 +211,18 @@ def test_state_dict_round_trip():
     qw = quantize(_weight(), "uint3", group_size=G)
     sd = qw.to_state_dict()
     assert set(sd) == {"qweight", "scales", "offsets", "meta"}
-    assert sd["meta"]["format_version"] == FORMAT_VERSION
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())      # safetensors-friendly
+    meta = meta_dict(sd["meta"], "test")
+    assert meta == qw.metadata() and meta["format_version"] == FORMAT_VERSION
     back = QuantizedWeight.from_state_dict(sd)
     assert torch.equal(back.dequantize(), qw.dequantize())
     assert back.metadata() == qw.metadata()
-    bad = dict(sd, meta=dict(sd["meta"], format_version=99))
+    assert QuantizedWeight.from_state_dict(dict(sd, meta=meta)).metadata() == qw.metadata()
+    with pytest.raises(QuantizationError, match="not JSON"):
+        QuantizedWeight.from_state_dict(dict(sd, meta=torch.tensor([255, 1], dtype=torch.uint8)))
+    with pytest.raises(QuantizationError, match="uint8 JSON tensor"):
+        QuantizedWeight.from_state_dict(dict(sd, meta=torch.zeros(3)))
+    bad = dict(sd, meta=dict(meta, format_version=99))
     with pytest.raises(QuantizationError, match="format"):
         QuantizedWeight.from_state_dict(bad)
     with pytest.raises(QuantizationError, match="uint8"):
@@ -278,10 +285,12 @@ def test_state_dict_fields_are_all_checked():
     """Issue 14, items 3 and 14: a state dict missing a field the format needs, or with a field
     of the wrong type or value, is a QuantizationError naming it (never a silent wrong weight)."""
     sd = quantize(_weight(), "uint4", group_size=G).to_state_dict()
+    sd["meta"] = meta_dict(sd["meta"], "test")
     no_offsets = {k: v for k, v in sd.items() if k != "offsets"}
     with pytest.raises(QuantizationError, match="asymmetric uint4 weight has no offsets"):
         QuantizedWeight.from_state_dict(no_offsets)
     sym = quantize(_weight(), "int4", group_size=G).to_state_dict()
+    sym["meta"] = meta_dict(sym["meta"], "test")
     with pytest.raises(QuantizationError, match="takes no offsets"):
         QuantizedWeight.from_state_dict(dict(sym, offsets=sd["offsets"]))
     for field, value, words in (("group_size", 0, "group_size must be positive"),

@@ -19,7 +19,7 @@ another device DeviceMismatchError.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
@@ -28,7 +28,8 @@ from tilus.errors import QuantizationError
 from tilus.ops import packing
 from tilus.ops.matmul import register_activation_grad
 from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype,
-                                check_exponent, dequantize_packed, quantize, weight_type)
+                                check_exponent, dequantize_packed, meta_dict, meta_tensor,
+                                quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
                                   check_optional_bool)
 
@@ -162,22 +163,31 @@ class QuantLinear(nn.Module):
         return self
 
     # ---- state dict -------------------------------------------------------------------------
-    def get_extra_state(self) -> dict:
+    def scheme(self) -> dict:
+        """The layer's format and quantization scheme (what ``_extra_state`` records)."""
         return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,
                 "group_size": self.group_size, "symmetric": self.symmetric,
                 "zero_point": self.zero_point, "exponent": self.exponent}
 
+    def get_extra_state(self) -> torch.Tensor:
+        """``scheme()`` as a uint8 JSON tensor: the state dict holds tensors only (safetensors,
+        ``save_pretrained``)."""
+        return meta_tensor(self.scheme())
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """A format-1 layer's state (``zeros``, row-major codes) is converted to format 2 first."""
         extra = state_dict.get(prefix + "_extra_state")
-        if isinstance(extra, dict) and extra.get("format_version") == 1:
-            _convert_v1(state_dict, prefix, extra, (self.out_features, self.in_features))
+        if extra is not None:
+            extra = meta_dict(extra, "QuantLinear state")
+            if extra.get("format_version") == 1:
+                _convert_v1(state_dict, prefix, extra, (self.out_features, self.in_features))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def set_extra_state(self, state: dict) -> None:
-        """Checks the saved scheme against this layer's; takes the saved scales' exponent."""
-        mine = self.get_extra_state()
-        state = dict(state)
+    def set_extra_state(self, state: Any) -> None:
+        """Checks the saved scheme (a JSON tensor, or a dict as earlier states held it) against
+        this layer's; takes the saved scales' exponent."""
+        mine = self.scheme()
+        state = meta_dict(state, "QuantLinear state")
         exponent = check_exponent(state.get("exponent", 0), "QuantLinear state")
         mine["exponent"] = state["exponent"] = exponent
         if state != mine:
@@ -203,8 +213,9 @@ def _convert_v1(state_dict: dict, prefix: str, extra: dict, shape: tuple) -> Non
     state_dict[prefix + "qweight"] = qw.data
     if qw.offsets is not None:
         state_dict[prefix + "offsets"] = qw.offsets
-    state_dict[prefix + "_extra_state"] = {**extra, "format_version": FORMAT_VERSION,
-                                           "layout": LAYOUT, "exponent": qw.exponent}
+    state_dict[prefix + "_extra_state"] = meta_tensor({**extra, "format_version": FORMAT_VERSION,
+                                                      "layout": LAYOUT,
+                                                      "exponent": qw.exponent})
 
 
 def _skipped(name: str, skip: Iterable[str]) -> bool:

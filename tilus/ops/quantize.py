@@ -50,6 +50,7 @@ Format 1 (``"kn-rowmajor-pad128"``: the row-major [K, N_pad] bit stream with int
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -137,6 +138,27 @@ def _round_up_to(s: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
         raise QuantizationError(f"a group's scale {float(s.max()):.4g} overflows {dt}; the weight "
                                 f"is too large for {dt} scales (use scale_dtype=torch.bfloat16)")
     return r
+
+
+def meta_tensor(meta: dict) -> torch.Tensor:
+    """A JSON-able metadata dict as a uint8 tensor of its UTF-8 JSON (CPU): state dicts stay
+    tensor-only, as safetensors and Hugging Face checkpoints require."""
+    return torch.tensor(list(json.dumps(meta, sort_keys=True).encode()), dtype=torch.uint8)
+
+
+def meta_dict(meta: Any, where: str) -> dict:
+    """The dict of ``meta_tensor`` (or a plain dict, as earlier state dicts stored it)."""
+    if isinstance(meta, dict):
+        return dict(meta)
+    if isinstance(meta, torch.Tensor) and meta.dtype == torch.uint8 and meta.dim() == 1:
+        try:
+            out = json.loads(bytes(meta.cpu().tolist()).decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise QuantizationError(f"{where}: the metadata tensor is not JSON ({e})") from None
+        if isinstance(out, dict):
+            return out
+    raise QuantizationError(f"{where}: metadata must be a dict or a uint8 JSON tensor, got "
+                            f"{type(meta).__name__}")
 
 
 @dataclass(eq=False)
@@ -243,9 +265,9 @@ class QuantizedWeight:
                 "zero_point": float(self.zero_point), "exponent": int(self.exponent)}
 
     def to_state_dict(self) -> dict:
-        """Plain tensors plus a small JSON-able ``"meta"`` dict (torch.save/safetensors-friendly
-        apart from "meta", which a loader may keep as JSON)."""
-        sd = {"qweight": self.data, "scales": self.scales, "meta": self.metadata()}
+        """Tensors only (torch.save, safetensors, Hugging Face checkpoints): the metadata is the
+        ``"meta"`` uint8 tensor of its JSON (``meta_tensor``)."""
+        sd = {"qweight": self.data, "scales": self.scales, "meta": meta_tensor(self.metadata())}
         if self.offsets is not None:
             sd["offsets"] = self.offsets
         return sd
@@ -254,7 +276,7 @@ class QuantizedWeight:
     def from_state_dict(cls, sd: dict) -> "QuantizedWeight":
         """Format 2, or format 1 converted to 2 (logged)."""
         try:
-            meta = dict(sd["meta"])
+            meta = meta_dict(sd["meta"], "QuantizedWeight state dict")
             data, scales = sd["qweight"], sd["scales"]
         except KeyError as e:
             raise QuantizationError(f"not a QuantizedWeight state dict: no {e} entry") from None
