@@ -37,7 +37,8 @@ units go through a ``stages``-deep ring of shared-memory buffers filled with ``c
 of the next k-tile (one per scale group it spans) are loaded into registers one iteration ahead
 (4 values per thread and row, consumed after a whole iteration of work). Each unit's bytes and
 activations are read from shared memory just before its dot, which keeps few registers live
-(63-255 per thread across the types). ``stages=1`` loads straight from global memory.
+(80-255 per thread across the types at the decode schedule). ``stages=1`` loads straight from
+global memory.
 
 Split-k (grid z): block z sums k-tiles [z*per, (z+1)*per); the partial sums of one output tile are
 added in split order through a float32 workspace, serialized by one int32 semaphore per tile
@@ -86,7 +87,7 @@ def scale_fold_exponent(wtype, act: str, exponent: int) -> int:
 
 @autotune("block_m", [16, 32, 64, 128])
 @autotune("block_n", [UNIT_N])
-@autotune("block_k", [32, 64, 128, 256])
+@autotune("block_k", [32, 64, 128, 256, 512])
 @autotune("split_k", [1, 2, 4, 8])
 @autotune("warps", [4, 8])
 @autotune("stages", [1, 2, 3, 4])
