@@ -2,7 +2,9 @@
 
     model = tilus.nn.quantize_model(model, dtype="uint4", group_size=128, skip=["lm_head"])
     layer = tilus.nn.QuantLinear.from_linear(linear, dtype="int4", group_size=64)
+    layer = tilus.nn.from_gptq(qweight, qzeros, scales, g_idx, bias, bits=4)   # a GPTQ layer
 """
+from tilus.nn.gptq import from_gptq  # noqa: F401
 from tilus.nn.linear import QuantLinear, quantize_model  # noqa: F401
 
-__all__ = ["QuantLinear", "quantize_model"]
+__all__ = ["QuantLinear", "from_gptq", "quantize_model"]

@@ -75,7 +75,7 @@ class QuantLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype="uint4", group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
-                 scale_dtype=torch.float16, device=None):
+                 scale_dtype=torch.float16, device=None, act_order: bool = False):
         super().__init__()
         in_features = check_int(in_features, "in_features", "QuantLinear")
         out_features = check_int(out_features, "out_features", "QuantLinear")
@@ -97,6 +97,10 @@ class QuantLinear(nn.Module):
                              if has_offsets else None)
         self.register_buffer("bias", torch.zeros(out_features, dtype=sdt, device=device)
                              if bias else None)
+        # act_order: the stored weight's K runs in the order input_perm gives (a GPTQ act-order
+        # checkpoint, tilus.nn.gptq): forward reads x[..., input_perm].
+        self.register_buffer("input_perm", torch.arange(in_features, device=device)
+                             if act_order else None)
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -134,7 +138,13 @@ class QuantLinear(nn.Module):
                                self.symmetric, self.zero_point, self.exponent)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        return self.qweight_object.dequantize(dtype)
+        """[out_features, in_features]: the weight forward multiplies by, in x's column order."""
+        w = self.qweight_object.dequantize(dtype)
+        if self.input_perm is None:
+            return w
+        out = torch.empty_like(w)
+        out[:, self.input_perm] = w
+        return out
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,6 +154,8 @@ class QuantLinear(nn.Module):
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
+        if self.input_perm is not None:
+            x = x.index_select(-1, self.input_perm)
         wide = x.dtype in WIDE_DTYPES
         op = torch.ops.tilus.dequant_linear if wide else torch.ops.tilus.quant_matmul
         out = op(x.reshape(-1, self.in_features), self.qweight, self.scales, self.offsets, bias,
@@ -167,7 +179,8 @@ class QuantLinear(nn.Module):
         """The layer's format and quantization scheme (what ``_extra_state`` records)."""
         return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,
                 "group_size": self.group_size, "symmetric": self.symmetric,
-                "zero_point": self.zero_point, "exponent": self.exponent}
+                "zero_point": self.zero_point, "exponent": self.exponent,
+                "act_order": self.input_perm is not None}
 
     def get_extra_state(self) -> torch.Tensor:
         """``scheme()`` as a uint8 JSON tensor: the state dict holds tensors only (safetensors,
@@ -188,6 +201,7 @@ class QuantLinear(nn.Module):
         this layer's; takes the saved scales' exponent."""
         mine = self.scheme()
         state = meta_dict(state, "QuantLinear state")
+        state.setdefault("act_order", False)
         exponent = check_exponent(state.get("exponent", 0), "QuantLinear state")
         mine["exponent"] = state["exponent"] = exponent
         if state != mine:
@@ -200,7 +214,8 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.dtype_name}, "
-                f"group_size={self.group_size}, symmetric={self.symmetric}")
+                f"group_size={self.group_size}, symmetric={self.symmetric}"
+                + (", act_order=True" if self.input_perm is not None else ""))
 
 
 def _convert_v1(state_dict: dict, prefix: str, extra: dict, shape: tuple) -> None:

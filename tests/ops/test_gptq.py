@@ -1,0 +1,111 @@
+"""tilus.nn.from_gptq: GPTQ layers (packed by this test from the format's description) become
+QuantLinear layers whose weight equals GPTQ's dequantization, act-order included."""
+import pytest
+import torch
+
+from tilus.errors import QuantizationError
+from tilus.nn import QuantLinear, from_gptq
+
+
+def _pack(codes: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
+    """GPTQ packing: p = 32 // bits codes per int32 along ``dim``, lowest bits first."""
+    p = 32 // bits
+    c = codes.to(torch.int64).movedim(dim, -1)
+    c = c.reshape(*c.shape[:-1], c.shape[-1] // p, p)
+    words = sum(c[..., i] << (bits * i) for i in range(p))
+    words = torch.where(words >= 2 ** 31, words - 2 ** 32, words)
+    return words.to(torch.int32).movedim(-1, dim).contiguous()
+
+
+def _layer(k=128, n=64, bits=4, group=32, sym=True, act_order=False, seed=0, fmt="gptq"):
+    g = torch.Generator().manual_seed(seed)
+    groups = k // group
+    q = torch.randint(0, 2 ** bits, (k, n), generator=g)
+    z = (torch.full((groups, n), 2 ** (bits - 1)) if sym
+         else torch.randint(0, 2 ** bits, (groups, n), generator=g))
+    s = (torch.rand(groups, n, generator=g) * 0.02 + 0.001).half()
+    g_idx = torch.arange(k) // group
+    if act_order:
+        g_idx = g_idx[torch.randperm(k, generator=g)]
+    stored = z - 1 if fmt == "gptq" else z
+    qzeros = _pack(stored.clamp(min=0) if fmt == "gptq" and not sym else stored, bits, 1)
+    if fmt == "gptq" and not sym:
+        z = stored.clamp(min=0) + 1                  # what the checkpoint can hold
+    exact = (q - z[g_idx]).double() * s[g_idx].double()
+    _layer.exact = exact                                 # [K, N], before GPTQ's fp16 rounding
+    return _pack(q, bits, 0), qzeros, s, g_idx.to(torch.int32), exact.half()
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_symmetric_checkpoints_are_bit_exact(bits, act_order):
+    qweight, qzeros, s, g_idx, ref = _layer(bits=bits, act_order=act_order)
+    bias = torch.randn(64).half()
+    layer = from_gptq(qweight, qzeros, s, g_idx, bias, bits=bits)
+    assert layer.dtype_name == f"uint{bits}" and layer.symmetric
+    assert (layer.input_perm is not None) == act_order
+    assert torch.equal(layer.dequantize(torch.float16), ref.t())
+    x = torch.randn(3, 128)
+    expect = x.double() @ _layer.exact + bias.double()      # fp32 inputs: no fp16 rounding
+    torch.testing.assert_close(layer(x).double(), expect, rtol=1e-5, atol=1e-5)
+    x16 = x.half()
+    expect16 = x16.double() @ ref.double() + bias.double()  # fp16 inputs: GPTQ's fp16 weight
+    torch.testing.assert_close(layer(x16).double(), expect16, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+def test_asymmetric_checkpoints_within_the_offsets_rounding(fmt):
+    qweight, qzeros, s, g_idx, ref = _layer(sym=False, act_order=True, fmt=fmt, seed=3)
+    layer = from_gptq(qweight, qzeros, s, g_idx, checkpoint_format=fmt)
+    assert not layer.symmetric and layer.offsets is not None
+    w = layer.dequantize(torch.float32).t().double()
+    # the offset -z*s is stored in fp16 (half an ulp of it), then one rounding of the result
+    bound = (16 * s.double().max()) * 2.0 ** -11 + ref.double().abs().max() * 2.0 ** -11
+    assert float((w - ref.double()).abs().max()) <= float(bound)
+    # scales that are powers of two make -z*s exact in fp16: then the import is bit-exact too
+    pow2 = (2.0 ** torch.round(torch.log2(s.float()))).half()
+    exact_ref = ((unpack(qweight, 0).long() - _zeros(qzeros, fmt)[g_idx.long()]).double()
+                 * pow2[g_idx.long()].double()).half()
+    layer2 = from_gptq(qweight, qzeros, pow2, g_idx, checkpoint_format=fmt)
+    assert torch.equal(layer2.dequantize(torch.float16), exact_ref.t())
+
+
+def unpack(packed, dim, bits=4):
+    from tilus.nn.gptq import unpack_int32
+
+    return unpack_int32(packed, bits, dim)
+
+
+def _zeros(qzeros, fmt, bits=4):
+    z = unpack(qzeros, 1, bits).long()
+    return z + 1 if fmt == "gptq" else z
+
+
+def test_act_order_state_dict_round_trip():
+    qweight, qzeros, s, g_idx, ref = _layer(act_order=True, seed=5)
+    layer = from_gptq(qweight, qzeros, s, g_idx)
+    fresh = QuantLinear(128, 64, False, dtype="uint4", group_size=32, symmetric=True,
+                        act_order=True)
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh.dequantize(torch.float16), ref.t())
+    plain = QuantLinear(128, 64, False, dtype="uint4", group_size=32, symmetric=True)
+    with pytest.raises((QuantizationError, RuntimeError)):
+        plain.load_state_dict(layer.state_dict())
+
+
+def test_bad_checkpoints_name_the_problem():
+    qweight, qzeros, s, g_idx, _ = _layer()
+    with pytest.raises(QuantizationError, match="bits must be one of"):
+        from_gptq(qweight, qzeros, s, bits=3)
+    with pytest.raises(QuantizationError, match="qweight must be a 2-D int32"):
+        from_gptq(qweight.float(), qzeros, s)
+    with pytest.raises(QuantizationError, match="qzeros must be"):
+        from_gptq(qweight, qzeros[:, :-1], s)
+    with pytest.raises(QuantizationError, match="g_idx must hold"):
+        from_gptq(qweight, qzeros, s, g_idx[:-1])
+    uneven = g_idx.clone()
+    uneven[0] = 1
+    with pytest.raises(QuantizationError, match="every group of g_idx"):
+        from_gptq(qweight, qzeros, s, uneven)
+    with pytest.raises(QuantizationError, match="checkpoint_format"):
+        from_gptq(qweight, qzeros, s, checkpoint_format="awq")
