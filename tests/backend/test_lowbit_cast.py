@@ -204,3 +204,16 @@ def test_every_program_assembles(need_nvcc, arch):
         assert not res.spills and res.stack_frame_bytes == 0, name
     assert len([n for n in build.resources if n.startswith("k_")]) == len(lc.all_cast_programs())
     assert "lop3.b32" in build.ptx and "fma.rn.bf16x2" in build.ptx and "prmt.b32" in build.ptx
+
+
+def test_lop3_and_prmt_agree_with_the_simulators_independent_definitions():
+    """lowbit_cast checks its programs with its own lop3/prmt; the simulator checks compiled
+    kernels with another implementation of the same PTX definitions: they agree bit for bit."""
+    from tilus.simulator import ptx
+
+    rng = np.random.default_rng(7)
+    a, b, c = (rng.integers(0, 2 ** 32, 4096, dtype=np.uint64).astype(np.uint32) for _ in range(3))
+    for lut in (0x00, 0x6A, 0x96, 0xE8, 0xF8, 0xFF, int(rng.integers(0, 256))):
+        assert np.array_equal(lc.lop3(a, b, c, lut), ptx.lop3(a, b, c, lut)), hex(lut)
+    assert np.array_equal(lc.prmt(a, b, c), ptx.prmt(a, b, c))
+    assert lc.lop3 is not ptx.lop3 and lc.prmt is not ptx.prmt

@@ -61,7 +61,6 @@ from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError
 from tilus.ir.inst import MAX_CAST_EXPONENT
-from tilus.simulator.ptx import lop3, prmt  # noqa: F401  (re-exported)
 
 MASK32 = 0xFFFFFFFF
 TARGETS = ("float16", "bfloat16")
@@ -111,7 +110,35 @@ class Op:
         return f"{name}.{self.ty} {self.dst}, {', '.join(ops)};"
 
 
-# lop3 / prmt semantics live in tilus.simulator.ptx (one definition, shared with the simulator).
+# lop3 / prmt from their PTX ISA definitions, written here independently of the simulator's
+# (tilus.simulator.ptx checks the compiled kernels; a test compares the two on random words).
+def lop3(a, b, c, lut: int) -> np.ndarray:
+    """lop3.b32: bit i of the result is bit ``(a_i << 2) | (b_i << 1) | c_i`` of ``lut``."""
+    a, b, c = (np.asarray(v).astype(np.uint64) & np.uint64(MASK32) for v in (a, b, c))
+    out = np.zeros(np.broadcast(a, b, c).shape, dtype=np.uint64)
+    table = np.array([(int(lut) >> i) & 1 for i in range(8)], dtype=np.uint64)
+    for bit in range(32):
+        s = np.uint64(bit)
+        index = ((a >> s) & np.uint64(1)) * np.uint64(4) + ((b >> s) & np.uint64(1)) * np.uint64(2) \
+            + ((c >> s) & np.uint64(1))
+        out |= table[index.astype(np.int64)] << s
+    return out.astype(np.uint32)
+
+
+def prmt(a, b, c) -> np.ndarray:
+    """prmt.b32, default mode: result byte i is byte ``c[4i+2:4i]`` of the bytes (a0..a3,
+    b0..b3), or that byte's bit 7 copied to all eight bits when ``c[4i+3]`` is set."""
+    a, b, c = (np.asarray(v).astype(np.uint64) & np.uint64(MASK32) for v in (a, b, c))
+    shape = np.broadcast(a, b, c).shape
+    source = np.stack([np.broadcast_to((w >> np.uint64(8 * j)) & np.uint64(0xFF), shape)
+                       for w in (a, b) for j in range(4)])
+    out = np.zeros(shape, dtype=np.uint64)
+    for i in range(4):
+        nibble = np.broadcast_to((c >> np.uint64(4 * i)) & np.uint64(0xF), shape).astype(np.int64)
+        byte = np.take_along_axis(source, (nibble & 7)[None], axis=0)[0]
+        replicated = np.where(byte >= 0x80, np.uint64(0xFF), np.uint64(0))
+        out |= np.where(nibble >= 8, replicated, byte) << np.uint64(8 * i)
+    return out.astype(np.uint32)
 
 
 _FORMATS = {  # stored mantissa bits, minimum normal exponent, largest finite value
