@@ -99,15 +99,27 @@ def test_free_shared_reuse():
 
 
 @pytest.mark.parametrize("wtype", ["int4", "uint3", "float6_e3m2", "float8_e4m3", "uint1", "int2",
-                                   "float4_e2m1", "uint6", "float6_e5m0", "float8_e5m2"])
+                                   "float4_e2m1", "uint6", "float6_e5m0", "float8_e5m2", "int8",
+                                   "uint8"])
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 def test_lowbit_view_cast_to_half(wtype, half):
-    from tilus.backend.lowbit_cast import supported_targets
+    """uint8 bytes viewed as a low-bit type and cast to float16/bfloat16, simulated = interpreted.
+    Pairs with a packed cast program use it (lop3/prmt/half2); the others (float6_e5m0 ->
+    float16: its values reach 2^16, past float16's range; int8/uint8 -> bfloat16) have none:
+    ``cast_program`` refuses them with the documented error, and the cast is element-wise."""
+    from tilus.backend.lowbit_cast import cast_program, supported_targets
+    from tilus.errors import DataTypeError
 
     t, n = dtypes.get(wtype), 70
-    if half not in supported_targets(t):
-        pytest.skip(f"{wtype} has no packed cast to {half}")
-    w = torch.randint(0, 256, (n, 16 * t.nbits), dtype=torch.uint8)
+    packed = half in supported_targets(t)
+    if not packed:
+        why = ("its exponent range exceeds float16" if t.is_float
+               else "bfloat16 has 7 mantissa bits")
+        with pytest.raises(DataTypeError, match=f"{wtype} has no exact packed cast to {half}: "
+                                                f"{why}.*; use "):
+            cast_program(t, half)
+    g = torch.Generator().manual_seed(t.nbits)
+    w = torch.randint(0, 256, (n, 16 * t.nbits), dtype=torch.uint8, generator=g)
     y = torch.zeros(n, 128, dtype=torch.int16)
     ref = y.clone()
     _check(K.LowBitHalf(wtype, half), [n, w, y], [], )
@@ -115,6 +127,12 @@ def test_lowbit_view_cast_to_half(wtype, half):
     tdt = torch.float16 if half == "float16" else torch.bfloat16
     # NaN payloads are not kept (the interpreter re-encodes NaN canonically): compare values
     assert torch.equal(y.view(tdt).float().nan_to_num(7.5), ref.view(tdt).float().nan_to_num(7.5))
+    # the interpreter's values are the type's decoded codes, rounded to the target
+    codes = dtypes.unpack(w.reshape(-1).numpy(), t, n * 128)
+    want = torch.from_numpy(t.decode(codes)).to(tdt).float()
+    assert torch.equal(ref.view(tdt).float().reshape(-1).nan_to_num(7.5), want.nan_to_num(7.5))
+    if wtype == "float6_e5m0" and half == "float16":      # +-2^16 overflow to +-inf
+        assert bool(torch.isinf(y.view(tdt)).any())
 
 
 def test_quant_matmul_cases_are_split_without_loss():
