@@ -55,11 +55,18 @@ def repo_root() -> Path:
 
 # ---- targets ------------------------------------------------------------------------------------
 def load_file_module(path: Path, prefix: str = "_tilus_bundle_"):
-    spec = importlib.util.spec_from_file_location(f"{prefix}{path.stem}", path)
+    """The module of a Python file, registered in sys.modules (as ``prefix + stem``) while and
+    after it runs, as an import would (dataclasses and pickling look their module up there)."""
+    name = f"{prefix}{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.parent.resolve()))
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     finally:
         sys.path.pop(0)
     return module

@@ -250,3 +250,15 @@ def test_bundle_tgz_packs_this_manifests_kernels_only(tmp_path):
     assert "src/tilus/__init__.py" in names and "tvm_runtime/libtvm_runtime.so" in names
     assert not [n for n in names if "stale" in n] and "wheels" not in names
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bundle_loads_a_specs_file_that_defines_dataclasses(tmp_path):
+    """A bundle_specs() file is loaded as a module registered in sys.modules (dataclasses with
+    postponed annotations look their module up there; tests/gpu/kernels.py has one)."""
+    from tilus.bundle import resolve_targets
+
+    specs = tmp_path / "specs_dc.py"
+    specs.write_text("from __future__ import annotations\nfrom dataclasses import dataclass\n\n"
+                     "@dataclass(frozen=True)\nclass Case:\n    name: str\n\n"
+                     "def bundle_specs():\n    return []\n")
+    assert resolve_targets([str(specs)], {}) == []
