@@ -157,10 +157,10 @@ def assert_matches_reference(name, got, want, tol) -> None:
 
 
 # ---- tilus.ops.matmul on CUDA -------------------------------------------------------------------
-# N and K do not divide the tiles (N = 31.25 column tiles, K = 15.5 k-tiles of 256); with group 128
-# on 132 SMs the default schedules are those of benchmarks/bench_matmul.py's 4096 x 4096 shape
-# (decode: block_k 256, split-k 4, 4 stages; M = 64: block_m 64; M = 256: block_m 128, 8 warps),
-# so the GPU tests and the benchmark share their kernels.
+# N and K do not divide the tiles (N = 31.25 column tiles, K = 15.5 k-tiles of 256). With group 128
+# on 132 SMs the default schedules are decode (M <= 16): block_k 256, split-k 4, 4 stages (K < 4096
+# keeps block_k below 512); M = 64: block_m 64; M = 256: block_m 128, 8 warps: the last two are
+# those of benchmarks/bench_matmul.py, so the GPU tests and the benchmark share those kernels.
 OPS_N, OPS_K, OPS_GROUP, OPS_SMS = 4000, 3968, 128, 132
 OPS_MS = (1, 16, 64, 256)
 CORE_TYPES = ("uint1", "uint2", "uint3", "uint4", "uint5", "uint6", "uint7", "uint8", "int2",
@@ -173,7 +173,7 @@ def _schedule(block_m=16, block_k=32, split_k=1, warps=4, stages=1) -> tuple:
                              warps=warps, stages=stages).items()))
 
 
-# the decode schedule of bench_matmul's 4096 x 4096 shape (and of OPS_N x OPS_K) on 132 SMs
+# the default decode schedule of OPS_N x OPS_K on 132 SMs
 DECODE_SCHEDULE = _schedule(16, 256, 4, 4, 4)
 # split-k 2 over k-tiles of 64 (one group in two tiles), 8 warps of 32 rows
 SPLIT2_SCHEDULE = _schedule(32, 64, 2, 8, 3)
