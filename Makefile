@@ -25,10 +25,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# Prebuild every kernel the GPU tests and benchmarks launch (sm_90) into .bundle/ (ignored), with
-# TVM's runtime libraries and the tvm_ffi wheel for the GPU machine's Python: see docs/runtime.md.
+# Prebuild every kernel the GPU session launches (sm_90; tests/gpu/kernels.py) into .bundle/, with
+# TVM's runtime libraries and the tvm_ffi wheel for the GPU machine's Python, packed into
+# .bundle.tgz for the device call (both ignored): see docs/runtime.md. Incremental: kernels already
+# in .bundle/cache are not built again.
 gpu-bundle: $(STAMP)
-	$(BIN)/python -m tilus bundle --arch sm_90 --out .bundle --python 3.12 tests/gpu/kernels.py
+	$(BIN)/python -m tilus bundle --arch sm_90 --out .bundle --python 3.12 --tgz .bundle.tgz \
+		tests/gpu/kernels.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

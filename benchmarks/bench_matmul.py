@@ -38,6 +38,7 @@ import math
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -155,15 +156,22 @@ def measure(args) -> dict:
         bandwidth = copy_bandwidth_gbs(timer)
     from tilus import dtypes
 
+    budget = getattr(args, "budget_s", None)
+    deadline = None if budget is None else time.monotonic() + budget
+    skipped = 0
     for (k, n) in args.shape_list:
         w16 = None
         for tname in args.types:
             dtype = TYPES[tname]
             nbits = dtypes.get(dtype).nbits
-            qw = None if args.dry_run else random_qweight(n, k, dtype)
+            late = deadline is not None and time.monotonic() > deadline
+            qw = None if args.dry_run or late else random_qweight(n, k, dtype)
             for m in args.m:
                 for method in args.methods:
-                    if estimate is not None:
+                    if deadline is not None and time.monotonic() > deadline:
+                        ms = None                   # out of time: recorded as not measured
+                        skipped += 1
+                    elif estimate is not None:
                         ms = estimate.time_ms(method, m, k, n, dtype, nbits)
                     else:
                         if method == "fp16" and w16 is None:
@@ -175,12 +183,16 @@ def measure(args) -> dict:
                                  "nbits": nbits, "method": method, "ms": ms,
                                  "bytes": traffic_bytes(method, m, k, n, nbits)})
     derive(rows, bandwidth)
+    if skipped:
+        errors["budget"] = (f"--budget-s {budget:g}: {skipped} of {len(rows)} timings not taken "
+                            f"(ms null)")
     from benchmarks.provenance import provenance
 
     return {**provenance(), "device": device, "date": _dt.date.today().isoformat(),
             "dry_run": bool(args.dry_run), "estimate": estimate is not None,
             **({"estimate_from": str(estimate.cost_json) if estimate.cost_json else None}
                if estimate is not None else {}),
+            "budget_s": budget, "not_measured": skipped,
             "copy_bandwidth_gbs": bandwidth, "group_size": GROUP, "rows": rows,
             "errors": errors}
 
@@ -252,7 +264,7 @@ def format_table(result: dict) -> str:
                      + f" {fmt(t.get('speedup_vs_fp16'), '10.2f'):>10}"
                      + f" {fmt(pct(t.get('bandwidth_fraction')), '8.1f'):>9}")
     for method, err in result.get("errors", {}).items():
-        lines.append(f"note: {method} failed: {err}")
+        lines.append(f"note: {method} failed: {err}" if method in METHODS else f"note: {err}")
     return "\n".join(lines)
 
 
@@ -321,6 +333,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop measuring after this many seconds; the rest is recorded as not "
+                        "measured (ms null) and the table and JSON are still written")
     args = p.parse_args(argv)
     if args.out is None:
         args.out = (Path(tempfile.mkdtemp(prefix="tilus-bench-dry-run-")) if args.dry_run
@@ -337,7 +352,7 @@ def main(argv=None) -> int:
     json_path, png_path = output_paths(args.out, result["device"], result["date"])
     json_path.write_text(json.dumps(result, indent=1))
     print(f"wrote {json_path}")
-    if not args.no_plot:
+    if not args.no_plot and any(r["ms"] is not None for r in result["rows"]):
         plot(result, png_path)
         print(f"wrote {png_path}")
     return 0

@@ -11,8 +11,7 @@ import subprocess
 
 def provenance() -> dict:
     """{"date", "git_commit", "host", "versions": {...}} for the current process."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    commit = _git_commit()
     versions: dict = {}
     try:
         import torch
@@ -36,6 +35,19 @@ def provenance() -> dict:
             pass
     return {"date": datetime.date.today().isoformat(), "git_commit": commit or "unknown",
             "host": platform.node(), "versions": versions}
+
+
+def _git_commit() -> str:
+    """HEAD of the checkout these sources are in; else ``$TILUS_GIT_COMMIT`` (a bundle's copy of
+    the sources on a GPU machine has no .git: benchmarks/gpu_session.sh sets it from the bundle's
+    manifest); else ""."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=30, cwd=os.path.dirname(os.path.abspath(__file__)))
+        commit = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):       # no git there
+        commit = ""
+    return commit or os.environ.get("TILUS_GIT_COMMIT", "")
 
 
 def _driver_version() -> str:

@@ -2,7 +2,8 @@
 
     tilus cache list|info|clear        inspect or empty the kernel cache
     tilus build FILE.py:Kernel --arch sm_90 [--param k=v ...] --emit ir|cuda|ptx|sass|resources
-    tilus bundle --arch sm_90 --out DIR [--python 3.12] TARGET...   prebuild for a GPU machine
+    tilus bundle --arch sm_90 --out DIR [--python 3.12] [--tgz FILE] TARGET...
+                                                                      prebuild for a GPU machine
     tilus bench matmul [options]       the low-bit matmul benchmark (GPU; --dry-run anywhere)
     tilus tune matmul --n N --k K [--m M ...] [--dry-run]   autotune a ready op (tilus.autotune.cli)
 
@@ -214,6 +215,11 @@ def cmd_bundle(args) -> int:
     for name, n in manifest["bytes"].items():
         print(f"  {name + '/':14} {_human(n):>10}")
     print(f"  {'total':14} {_human(manifest['total_bytes']):>10} ({manifest['total_bytes']} bytes)")
+    if args.tgz:
+        from tilus.bundle import pack_tgz
+
+        size = pack_tgz(args.out, args.tgz, manifest)
+        print(f"  packed into {args.tgz}: {_human(size)} ({size} bytes)")
     print(f"run there: {Path(args.out) / 'run_on_gpu.sh'} [pytest arguments]")
     return 0
 
@@ -344,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--no-runtime", action="store_true",
                     help="do not copy TVM's runtime libraries")
     bu.add_argument("--allow-empty", action="store_true", help="allow no targets")
+    bu.add_argument("--tgz", metavar="FILE", default=None,
+                    help="also pack the bundle (this build's kernels only) into a gzipped tar")
     bu.set_defaults(func=cmd_bundle)
 
     bench = sub.add_parser("bench", help="run a benchmark (a GPU; --dry-run anywhere)",

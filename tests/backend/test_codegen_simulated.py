@@ -1,6 +1,7 @@
 """The per-instruction kernels of test_codegen_insts, lowered and run by tilus.simulator (the CPU
 simulator of tirx PrimFuncs), compared with tilus.interpret. Skipped where the simulator is not
-in the tree."""
+in the tree. tilus.ops' QuantMatmul, simulated the same way, is in the
+test_quant_matmul_simulated_*.py files (split so that the workers share them)."""
 import pytest
 import torch
 
@@ -98,15 +99,27 @@ def test_free_shared_reuse():
 
 
 @pytest.mark.parametrize("wtype", ["int4", "uint3", "float6_e3m2", "float8_e4m3", "uint1", "int2",
-                                   "float4_e2m1", "uint6", "float6_e5m0", "float8_e5m2"])
+                                   "float4_e2m1", "uint6", "float6_e5m0", "float8_e5m2", "int8",
+                                   "uint8"])
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 def test_lowbit_view_cast_to_half(wtype, half):
-    from tilus.backend.lowbit_cast import supported_targets
+    """uint8 bytes viewed as a low-bit type and cast to float16/bfloat16, simulated = interpreted.
+    Pairs with a packed cast program use it (lop3/prmt/half2); the others (float6_e5m0 ->
+    float16: its values reach 2^16, past float16's range; int8/uint8 -> bfloat16) have none:
+    ``cast_program`` refuses them with the documented error, and the cast is element-wise."""
+    from tilus.backend.lowbit_cast import cast_program, supported_targets
+    from tilus.errors import DataTypeError
 
     t, n = dtypes.get(wtype), 70
-    if half not in supported_targets(t):
-        pytest.skip(f"{wtype} has no packed cast to {half}")
-    w = torch.randint(0, 256, (n, 16 * t.nbits), dtype=torch.uint8)
+    packed = half in supported_targets(t)
+    if not packed:
+        why = ("its exponent range exceeds float16" if t.is_float
+               else "bfloat16 has 7 mantissa bits")
+        with pytest.raises(DataTypeError, match=f"{wtype} has no exact packed cast to {half}: "
+                                                f"{why}.*; use "):
+            cast_program(t, half)
+    g = torch.Generator().manual_seed(t.nbits)
+    w = torch.randint(0, 256, (n, 16 * t.nbits), dtype=torch.uint8, generator=g)
     y = torch.zeros(n, 128, dtype=torch.int16)
     ref = y.clone()
     _check(K.LowBitHalf(wtype, half), [n, w, y], [], )
@@ -114,6 +127,26 @@ def test_lowbit_view_cast_to_half(wtype, half):
     tdt = torch.float16 if half == "float16" else torch.bfloat16
     # NaN payloads are not kept (the interpreter re-encodes NaN canonically): compare values
     assert torch.equal(y.view(tdt).float().nan_to_num(7.5), ref.view(tdt).float().nan_to_num(7.5))
+    # the interpreter's values are the type's decoded codes, rounded to the target
+    codes = dtypes.unpack(w.reshape(-1).numpy(), t, n * 128)
+    want = torch.from_numpy(t.decode(codes)).to(tdt).float()
+    assert torch.equal(ref.view(tdt).float().reshape(-1).nan_to_num(7.5), want.nan_to_num(7.5))
+    if wtype == "float6_e5m0" and half == "float16":      # +-2^16 overflow to +-inf
+        assert bool(torch.isinf(y.view(tdt)).any())
+
+
+def test_quant_matmul_cases_are_split_without_loss():
+    """The test_quant_matmul_simulated_*.py files hold the pipelined cases and every low-bit type
+    (the plain schedule), each exactly once."""
+    from tests.backend import (test_quant_matmul_simulated_float as f,
+                               test_quant_matmul_simulated_float78 as f78,
+                               test_quant_matmul_simulated_int as i)
+    from tests.backend.quant_matmul_sim import PIPELINED, SMALL
+
+    ids = [f"{c[0]}-{sorted(c[1].items())}-{c[2]}" for mod in (i, f, f78) for c in mod.CASES]
+    want = PIPELINED + [(t.name, SMALL, 5) for t in dtypes.lowbit_types()]
+    assert sorted(ids) == sorted(f"{c[0]}-{sorted(c[1].items())}-{c[2]}" for c in want)
+    assert len(ids) == len(set(ids)) == 48
 
 
 def test_packed_cast_with_permuted_slots():
@@ -139,56 +172,3 @@ def test_matmul_fp16_tails(mnk):
     m, n, k = mnk
     a, b = torch.randn(m, k).half(), torch.randn(k, n).half()
     _check(matmul_fp16.MatmulFp16(), [m, n, k, a, b, torch.zeros(m, n).half()], [5])
-
-
-SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
-PIPELINED = [  # (type, schedule, M): k-tiles of one and two groups, split-k, 8 warps
-    ("uint4", dict(block_m=16, block_n=128, block_k=128, stages=2, split_k=1, warps=4), 1),
-    ("int4", dict(block_m=32, block_n=128, block_k=64, stages=3, split_k=1, warps=8), 33),
-    ("float6_e3m2", dict(block_m=16, block_n=128, block_k=64, stages=2, split_k=2, warps=4), 5),
-    ("uint3", dict(block_m=16, block_n=128, block_k=128, stages=4, split_k=1, warps=4), 16),
-    ("float4_e2m1", dict(block_m=16, block_n=128, block_k=64, stages=3, split_k=1, warps=4), 1),
-]
-EVERY_TYPE = [(t.name, SMALL, 5) for t in tilus.dtypes.lowbit_types()]
-
-
-@pytest.mark.parametrize("wtype, sched, m", PIPELINED + EVERY_TYPE,
-                         ids=[f"{t}-k{s['block_k']}s{s['stages']}x{s['split_k']}-m{m}"
-                              for t, s, m in PIPELINED + EVERY_TYPE])
-def test_ops_quant_matmul_simulated(wtype, sched, m, monkeypatch):
-    """tilus.ops' QuantMatmul (packed format 2), lowered and simulated against the interpreter and
-    against dequantize() + torch: every weight type the op supports with a plain schedule, and
-    copy_async pipelines (cp.async into stage slices, ldmatrix from them), k-tiles spanning two
-    groups, 8 warps and split-k for a few; N = 136 and K = 192 do not divide the tiles."""
-    import importlib
-
-    mm = importlib.import_module("tilus.ops.matmul")
-    seen = []
-    original = mm.kernel_for
-
-    class Simulated:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getattr__(self, name):
-            return getattr(self.kernel, name)
-
-        def __call__(self, *args):
-            ref = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-            from tilus.simulator import run_prim_func
-            from tilus.simulator.machine import as_prim_func
-
-            run_prim_func(as_prim_func(self.kernel),
-                          [a.reshape(-1) if isinstance(a, torch.Tensor) else a for a in args])
-            tilus.interpret(self.kernel, *ref)
-            torch.testing.assert_close(args[9].float(), ref[9].float(), rtol=1e-3, atol=1e-3)
-            seen.append(True)
-
-    monkeypatch.setattr(mm, "kernel_for", lambda *a, **kw: Simulated(original(*a, **kw)))
-    torch.manual_seed(0)
-    qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64)
-    a = torch.randn(m, 192).half()
-    out = tilus.ops.matmul(a, qw, engine="interpreter", schedule=sched)
-    ref = (a.float() @ qw.dequantize(torch.float16).float().t()).half()
-    torch.testing.assert_close(out, ref, rtol=4e-3, atol=4e-3)
-    assert seen == [True]

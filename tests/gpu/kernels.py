@@ -1,16 +1,32 @@
-"""The kernels the GPU tests and benchmarks launch, with their inputs: one list, so that
-``tilus bundle --arch sm_90 --out DIR tests/gpu/kernels.py`` prebuilds exactly what a GPU machine
-without TVM needs to run ``tests/gpu`` and ``benchmarks/launch_overhead.py`` from the cache.
+"""Every kernel the GPU session launches, with its inputs and an independent reference: one list,
+so that ``tilus bundle --arch sm_90 --out DIR tests/gpu/kernels.py`` (``make gpu-bundle``)
+prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
+``tests/gpu/sanitize.py``, ``benchmarks/launch_overhead.py`` and ``benchmarks/bench_matmul.py``
+(as ``benchmarks/gpu_session.sh`` runs it) from the cache.
 
-Each case: name -> (kernel factory, inputs(size, device) -> argument list, indices of the outputs,
-exact?). Sizes do not divide the tiles.
+* ``CASES``: the example kernels, name -> ``Case(factory, inputs, exact, reference, tol)``; sizes
+  do not divide the tiles. ``reference`` computes the expected outputs with torch alone.
+* ``OPS_CASES``: ``tilus.ops.matmul`` on CUDA (``OpsCase``): every 1-8-bit weight type, the core
+  ones at M = 1, 16, 64, 256, plus bias, bf16 activations (bf16 and fp16 scales), one group over K,
+  explicit split-k schedules, a tuned schedule and the sanitizer's cases.
+* ``LLAMA_*``: the tiny Llama of ``examples/llm_decode.py`` quantized by ``tilus.nn``.
+* ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
+
+A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
+schedule)``, computed here with the dispatch's own functions (``_meta``, ``default_schedule``,
+``kernel_for``) for the 132-SM GPU the bundle targets (H100 SXM, H200). The GPU tests record the
+requests ``matmul`` really makes and compare them with these; ``test_cases_on_cpu.py`` checks that
+every one of them is in ``bundle_specs()``.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, NamedTuple, Optional
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 LOWBIT = ("uint3", "int4", "uint6", "float6_e3m2", "float4_e2m1")
 
 
@@ -20,6 +36,7 @@ def example(name):
     return __import__(name)
 
 
+# ---- the example kernels ------------------------------------------------------------------------
 def vector_add():
     return example("vector_add").VecAdd(256)
 
@@ -78,48 +95,336 @@ def _lowbit_inputs(wtype):
     return make
 
 
-# name -> (factory, inputs, exact)
+# references: torch (and numpy) alone, from the CPU arguments before the call
+def _vector_add_ref(torch, args):
+    return {3: args[1] + args[2]}
+
+
+def _softmax_ref(torch, args):
+    return {3: torch.softmax(args[2].double(), dim=1).float()}
+
+
+def _matmul_fp16_ref(torch, args):
+    return {5: (args[3].double() @ args[4].double()).half()}
+
+
+def _matmul_splitk_ref(torch, args):
+    # c = A @ B in float32; every tile's semaphore is back at 0
+    return {5: (args[3].double() @ args[4].double()).float(), 6: torch.zeros_like(args[6])}
+
+
+def _lowbit_ref(wtype):
+    def ref(torch, args):
+        # make_inputs' reference: the codes decoded by numpy (tilus.dtypes' value tables), the
+        # fixed zero point 2^(B-1) of unsigned types, fp16 scales, float32 matmul
+        m, n, k = args[:3]
+        return {6: example("matmul_lowbit").make_inputs(wtype, m, n, k, 32)[3].half()}
+    return ref
+
+
+class Case(NamedTuple):
+    factory: Callable       # () -> the kernel
+    inputs: Callable        # (torch, device) -> (arguments, indices of the outputs)
+    exact: bool             # compiled == interpreter bit for bit
+    reference: Callable     # (torch, CPU arguments) -> {output index: expected tensor}
+    tol: tuple              # (rtol, atol) against the reference; (0, 0): equal
+
+
 CASES = {
-    "vector_add": (vector_add, _vector_add_inputs, True),
-    "softmax": (softmax, _softmax_inputs, False),
-    "matmul_fp16": (matmul_fp16, _matmul_fp16_inputs, False),
-    "matmul_splitk": (matmul_splitk, _matmul_splitk_inputs, False),
-    **{f"matmul_lowbit_{t}": ((lambda t=t: matmul_lowbit(t)), _lowbit_inputs(t), False)
+    "vector_add": Case(vector_add, _vector_add_inputs, True, _vector_add_ref, (0, 0)),
+    "softmax": Case(softmax, _softmax_inputs, False, _softmax_ref, (1e-5, 1e-6)),
+    # fp16 outputs: about 1 ulp (2^-10 relative) of the final rounding, fp32 sums of <= 75 terms
+    "matmul_fp16": Case(matmul_fp16, _matmul_fp16_inputs, False, _matmul_fp16_ref, (2e-3, 1e-3)),
+    "matmul_splitk": Case(matmul_splitk, _matmul_splitk_inputs, False, _matmul_splitk_ref,
+                          (1e-5, 1e-5)),
+    **{f"matmul_lowbit_{t}": Case((lambda t=t: matmul_lowbit(t)), _lowbit_inputs(t), False,
+                                  _lowbit_ref(t), (2e-3, 1e-3))
        for t in LOWBIT},
 }
 
 
-# tilus.ops.matmul on CUDA: (weight type, M) at N, K, group that do not divide the tiles' grid
-OPS_CASES = [("uint4", 1), ("int4", 5), ("uint3", 16), ("float4_e2m1", 33), ("float8_e4m3", 1),
-             ("uint8", 1), ("uint2", 16)]
-OPS_N, OPS_K, OPS_GROUP, OPS_SMS = 1000, 1536, 128, 132
+def assert_matches_reference(name, got, want, tol) -> None:
+    """``got`` (an output, any device) equals ``want`` within ``tol`` = (rtol, atol)."""
+    import torch
+
+    got = got.detach().cpu()
+    assert got.shape == want.shape and got.dtype == want.dtype, (name, got.shape, want.shape)
+    if tol == (0, 0) or not got.is_floating_point():
+        assert torch.equal(got, want), (name, int((got != want).sum()))
+    else:
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol[0], atol=tol[1],
+                                   msg=lambda m: f"{name}: {m}")
 
 
-def ops_weight(wtype):
-    """The (deterministic) quantized weight of an OPS_CASES case, on the CPU."""
+# ---- tilus.ops.matmul on CUDA -------------------------------------------------------------------
+# N and K do not divide the tiles (N = 31.25 column tiles, K = 15.5 k-tiles of 256). With group 128
+# on 132 SMs the default schedules are decode (M <= 16): block_k 256, split-k 4, 4 stages (K < 4096
+# keeps block_k below 512); M = 64: block_m 64; M = 256: block_m 128, 8 warps: the last two are
+# those of benchmarks/bench_matmul.py, so the GPU tests and the benchmark share those kernels.
+OPS_N, OPS_K, OPS_GROUP, OPS_SMS = 4000, 3968, 128, 132
+OPS_MS = (1, 16, 64, 256)
+CORE_TYPES = ("uint1", "uint2", "uint3", "uint4", "uint5", "uint6", "uint7", "uint8", "int2",
+              "int3", "int4", "int5", "int6", "int7", "int8", "float4_e2m1", "float6_e3m2",
+              "float8_e4m3")
+
+
+def _schedule(block_m=16, block_k=32, split_k=1, warps=4, stages=1) -> tuple:
+    return tuple(sorted(dict(block_m=block_m, block_n=128, block_k=block_k, split_k=split_k,
+                             warps=warps, stages=stages).items()))
+
+
+# the default decode schedule of OPS_N x OPS_K on 132 SMs
+DECODE_SCHEDULE = _schedule(16, 256, 4, 4, 4)
+# split-k 2 over k-tiles of 64 (one group in two tiles), 8 warps of 32 rows
+SPLIT2_SCHEDULE = _schedule(32, 64, 2, 8, 3)
+
+
+@dataclass(frozen=True)
+class OpsCase:
+    """One ``tilus.ops.matmul(a [m, k], quantize(w [n, k], wtype, group, scale_dtype=scale),
+    bias)`` on CUDA."""
+    wtype: str
+    m: int
+    act: str = "float16"          # activations and output
+    scale: str = "float16"        # the quantized weight's scales (and offsets)
+    bias: bool = False
+    group: int = OPS_GROUP        # 0: one group over all of K
+    n: int = OPS_N
+    k: int = OPS_K
+    schedule: tuple = ()          # sorted schedule items; () = what matmul picks
+    tuned: bool = False           # the schedule comes from the tuning database (schedule= holds it)
+
+    @property
+    def id(self) -> str:
+        parts = [self.wtype, f"m{self.m}"]
+        if self.act != "float16" or self.scale != "float16":
+            parts.append(f"{self.act[:2]}{self.act[-2:]}-s{self.scale[:2]}{self.scale[-2:]}")
+        if self.bias:
+            parts.append("bias")
+        if self.group != OPS_GROUP:
+            parts.append(f"g{self.group or 'K'}")
+        if (self.n, self.k) != (OPS_N, OPS_K):
+            parts.append(f"n{self.n}k{self.k}")
+        if self.schedule:
+            s = dict(self.schedule)
+            parts.append(("tuned-" if self.tuned else "")
+                         + f"bm{s['block_m']}k{s['block_k']}x{s['split_k']}w{s['warps']}"
+                           f"s{s['stages']}")
+        return "-".join(parts)
+
+    @property
+    def group_size(self) -> int:
+        return self.group or self.k
+
+    def explicit_schedule(self) -> Optional[dict]:
+        """What the test passes as ``matmul(..., schedule=)``."""
+        return dict(self.schedule) if self.schedule and not self.tuned else None
+
+
+def _other_types():
+    from tilus.ops.quantize import supported_weight_types
+
+    return [t for t in supported_weight_types() if t not in CORE_TYPES]
+
+
+# the sanitizer's matmuls (tests/gpu/sanitize.py): one per bit width, small, in the decode kernel
+# (a 4-stage copy_async ring, split-k 4 over 9 k-tiles: the last split gets none), and the
+# 8-warp large-M kernel
+SANITIZE_CASES = ([OpsCase(f"uint{b}", 16, n=300, k=2304, schedule=DECODE_SCHEDULE)
+                   for b in range(1, 9)]
+                  + [OpsCase("int4", 130, n=300, k=2304)])
+
+OPS_CASES = (
+    [OpsCase(t, m) for t in CORE_TYPES for m in OPS_MS]
+    + [OpsCase(t, 1) for t in _other_types()]
+    + [OpsCase("uint4", 16, bias=True),
+       OpsCase("int8", 64, bias=True),
+       OpsCase("uint4", 1, act="bfloat16", scale="bfloat16"),
+       OpsCase("float4_e2m1", 64, act="bfloat16", scale="bfloat16"),
+       OpsCase("int4", 16, act="bfloat16"),               # bf16 activations, fp16 scales
+       OpsCase("uint4", 3, group=0),                       # one group over K
+       # split-k 4 over 9 k-tiles of 128 (3 per split: the last split has none)
+       OpsCase("int4", 5, n=1000, k=1152, schedule=_schedule(16, 128, 4, 4, 2)),
+       OpsCase("float6_e3m2", 64, schedule=SPLIT2_SCHEDULE),
+       OpsCase("float6_e3m2", 33, schedule=SPLIT2_SCHEDULE, tuned=True)]
+    + SANITIZE_CASES)
+
+
+def ops_weight(case: OpsCase, rows: Optional[int] = None):
+    """The case's float32 weight [n, k] on the CPU (``rows``: only its first rows).
+
+    Random (std 0.05, clamped to +-0.19), and every group's largest magnitude is set to one of
+    0.2, 0.25, 0.3, 0.35 (by group and column), so that scales differ from group to group and
+    column to column while the set of group maxima, which decides the quantized weight's
+    ``exponent``, is the same in any 8 rows as in the whole weight (``ops_meta`` quantizes 8
+    rows)."""
+    import torch
+
+    n = case.n if rows is None else rows
+    g = torch.Generator().manual_seed(case.n * 7919 + case.k)
+    w = (torch.randn(n, case.k, generator=g) * 0.05).clamp_(-0.19, 0.19)
+    groups = case.k // case.group_size
+    col = torch.arange(n).unsqueeze(1)
+    grp = torch.arange(groups).unsqueeze(0)
+    peak = 0.2 + 0.05 * ((grp + col) % 4).float()
+    sign = torch.where((grp * 3 + col) % 2 == 0, 1.0, -1.0)
+    w[col, grp * case.group_size + col % 7] = peak * sign
+    return w
+
+
+def quantize_case(case: OpsCase, weight):
     import torch
 
     from tilus.ops import quantize
 
-    g = torch.Generator().manual_seed(len(wtype))
-    return quantize(torch.randn(OPS_N, OPS_K, generator=g) * 0.05, wtype, group_size=OPS_GROUP)
+    scale = {"float16": torch.float16, "bfloat16": torch.bfloat16}[case.scale]
+    return quantize(weight, case.wtype, group_size=case.group_size, scale_dtype=scale)
 
 
-def ops_kernels():
-    """The QuantMatmul kernels tilus.ops.matmul launches for OPS_CASES on a 132-SM GPU."""
-    from tilus.ops.matmul import _meta, default_schedule, kernel_for
+def ops_activations(case: OpsCase, device="cpu"):
+    import torch
 
-    out = []
-    for wtype, m in OPS_CASES:
-        qw = ops_weight(wtype)
-        meta = _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
-                     qw.scales.dtype, qw.exponent)
-        sched = default_schedule(m, OPS_N, OPS_K, OPS_GROUP, "compiled", OPS_SMS)
-        out.append(kernel_for(meta, "float16", False, sched))
+    g = torch.Generator().manual_seed(case.m * 131 + case.k)
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}[case.act]
+    return (torch.randn(case.m, case.k, generator=g) * 0.5).to(dt).to(device)
+
+
+def ops_bias(case: OpsCase, device="cpu"):
+    import torch
+
+    if not case.bias:
+        return None
+    g = torch.Generator().manual_seed(case.n)
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}[case.act]
+    return torch.randn(case.n, generator=g).to(dt).to(device)
+
+
+def meta_of(qw) -> dict:
+    """The metadata ``tilus.ops.matmul`` dispatches on (its ``_meta``) for a QuantizedWeight."""
+    from tilus.ops.matmul import _meta
+
+    return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
+                 qw.scales.dtype, qw.exponent)
+
+
+_METAS: dict = {}
+
+
+def ops_meta(case: OpsCase) -> dict:
+    """meta_of(quantize_case(case, weight)) from 8 rows of the weight (see ops_weight)."""
+    key = (case.wtype, case.scale, case.group, case.n, case.k)
+    if key not in _METAS:
+        _METAS[key] = meta_of(quantize_case(case, ops_weight(case, rows=8)))
+    return dict(_METAS[key])
+
+
+def request(meta: dict, act: str, has_bias: bool, schedule: dict) -> tuple:
+    """A request as ``kernel_for`` keys it."""
+    return (tuple(sorted(meta.items())), act, bool(has_bias), tuple(sorted(schedule.items())))
+
+
+def ops_requests(case: OpsCase, num_sms: int = OPS_SMS) -> list:
+    """The requests ``tilus.ops.matmul`` makes for ``case`` (one call) on a ``num_sms`` GPU."""
+    from tilus.ops.matmul import default_schedule
+
+    if case.schedule:                      # explicit, or the tuning database's entry
+        sched = dict(case.schedule)
+    else:
+        sched = default_schedule(case.m, case.n, case.k, case.group_size, "compiled", num_sms)
+    return [request(ops_meta(case), case.act, case.bias, sched)]
+
+
+def kernel_of(req: tuple):
+    """The QuantMatmul Script for a request (``kernel_for``, as matmul calls it)."""
+    from tilus.ops.matmul import kernel_for
+
+    meta, act, has_bias, sched = req
+    return kernel_for(dict(meta), act, has_bias, dict(sched))
+
+
+def ops_kernels() -> list:
+    """The QuantMatmul kernels of every OPS_CASES entry."""
+    return [kernel_of(r) for case in OPS_CASES for r in ops_requests(case)]
+
+
+# ---- QuantLinear / quantize_model: the tiny Llama of examples/llm_decode.py ---------------------
+LLAMA_TYPE, LLAMA_GROUP, LLAMA_SEED = "uint4", 64, 0
+LLAMA_PROMPT, LLAMA_SEQ, LLAMA_STEPS = 8, 24, 6
+# the M of every QuantLinear call: teacher-forced sequence, prompt, then one token at a time
+LLAMA_MS = (LLAMA_SEQ, LLAMA_PROMPT, 1)
+
+
+def llama_models():
+    """(float model, quantized model) on the CPU, float32: examples/llm_decode.TinyLlama with
+    LLAMA_SEED, quantized by tilus.nn.quantize_model (lm_head kept)."""
+    import torch
+
+    import tilus
+
+    mod = example("llm_decode")
+    torch.manual_seed(LLAMA_SEED)
+    base = mod.TinyLlama().eval()
+    q = mod.TinyLlama().eval()
+    q.load_state_dict(base.state_dict())
+    tilus.nn.quantize_model(q, dtype=LLAMA_TYPE, group_size=LLAMA_GROUP, skip=["lm_head"])
+    return base, q
+
+
+def llama_requests(qmodel=None, num_sms: int = OPS_SMS) -> set:
+    """Every request the quantized tiny Llama's QuantLinear layers make (fp16, on CUDA)."""
+    from tilus.nn import QuantLinear
+    from tilus.ops.matmul import default_schedule
+
+    qmodel = qmodel if qmodel is not None else llama_models()[1]
+    out = set()
+    for layer in qmodel.modules():
+        if isinstance(layer, QuantLinear):
+            qw = layer.qweight_object
+            for m in LLAMA_MS:
+                sched = default_schedule(m, qw.n, qw.k, qw.group_size, "compiled", num_sms)
+                out.add(request(meta_of(qw), "float16", layer.bias is not None, sched))
     return out
 
 
+# ---- benchmarks/bench_matmul.py -----------------------------------------------------------------
+def bench_requests(argv=(), num_sms: int = OPS_SMS) -> set:
+    """The requests of the ``tilus`` rows of ``bench_matmul.py argv`` on a ``num_sms`` GPU (its
+    weights: ``random_qweight``, fp16 activations, no bias, the default schedule)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks import bench_matmul as bm
+    from tilus.ops.matmul import default_schedule
+
+    args = bm.parse_args(list(argv))
+    if "tilus" not in args.methods:
+        return set()
+    out = set()
+    for k, n in args.shape_list:
+        for tname in args.types:
+            meta = meta_of(bm.random_qweight(128, k, bm.TYPES[tname], device="cpu"))
+            for m in args.m:
+                sched = default_schedule(m, n, k, bm.GROUP, "compiled", num_sms)
+                out.add(request(meta, "float16", False, sched))
+    return out
+
+
+# the arguments benchmarks/gpu_session.sh gives bench_matmul.py, less --out and --budget-s
+# (test_cases_on_cpu.py checks the script against it)
+SESSION_BENCH_ARGS: tuple = ()
+
+
 def bundle_specs():
-    """For `tilus bundle`: every kernel above (their compile-time values live in __init__) and
-    the decode/prefill kernels of tilus.ops.matmul for OPS_CASES."""
-    return [factory() for factory, _, _ in CASES.values()] + ops_kernels()
+    """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
+    the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
+    bench_matmul run, each once (by IR text)."""
+    specs = [case.factory() for case in CASES.values()]
+    reqs = [r for case in OPS_CASES for r in ops_requests(case)]
+    reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
+    seen = set()
+    for req in reqs:
+        kernel = kernel_of(req)
+        text = str(kernel.program())
+        if text not in seen:
+            seen.add(text)
+            specs.append(kernel)
+    return specs

@@ -2,7 +2,7 @@
 
 Every example kernel, launched on CUDA tensors, equals the CPU interpreter on the same inputs at sizes
 that don't divide the tiles (bit-exact where the arithmetic is exact, fp16/fp32 tolerances
-otherwise); a launch on a non-default torch stream is ordered with the work on that stream; cupy
+otherwise) and its case's torch reference (tests/gpu/kernels.py); a launch on a non-default torch stream is ordered with the work on that stream; cupy
 arrays work; a second process runs from the cache without compiling.
 
 On a machine without TVM these run from a bundle: `tilus bundle --arch sm_90 --out DIR
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gpu.kernels import CASES, vector_add
+from tests.gpu.kernels import CASES, assert_matches_reference, vector_add
 
 pytestmark = pytest.mark.gpu
 REPO = Path(__file__).resolve().parents[2]
@@ -35,15 +35,17 @@ def torch():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_compiled_equals_interpreter(torch, name):
-    factory, inputs, exact = CASES[name]
+    factory, inputs, exact, reference, tol = CASES[name]
     kernel = factory()
     cpu_args, outs = inputs(torch, "cpu")
+    expected = reference(torch, cpu_args)
     gpu_args, _ = inputs(torch, "cuda")
     kernel(*gpu_args)                       # compiled (cached) launch
     kernel(*cpu_args)                       # the interpreter
     torch.cuda.synchronize()
     for i in outs:
         got, want = gpu_args[i].cpu(), cpu_args[i]
+        assert_matches_reference(name, got, expected[i], tol)
         if exact or not got.is_floating_point():
             assert torch.equal(got, want), (name, i, (got != want).sum().item())
         else:
@@ -65,7 +67,7 @@ def _driver_kernel(kernel, example_tensor):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_driver_launcher_equals_interpreter(torch, name):
-    factory, inputs, exact = CASES[name]
+    factory, inputs, exact, _, _ = CASES[name]
     kernel = factory()
     cpu_args, outs = inputs(torch, "cpu")
     gpu_args, _ = inputs(torch, "cuda")
@@ -168,7 +170,7 @@ def test_second_process_runs_from_the_cache(torch, tmp_path):
     code = textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {str(REPO)!r})
-        from tests.gpu.kernels import CASES, vector_add
+        from tests.gpu.kernels import CASES, assert_matches_reference, vector_add
         args, _ = CASES["vector_add"][1](torch, "cuda")
         vector_add()(*args)
         torch.cuda.synchronize()

@@ -71,6 +71,19 @@ def test_subset_and_no_plot(tmp_path):
     assert len(data["rows"]) == 3 * 2 * 2 * 2
 
 
+def test_budget_stops_measuring_and_still_writes_the_json(tmp_path, capsys):
+    """--budget-s (benchmarks/gpu_session.sh gives the time left): past it, rows are recorded as
+    not measured, and the table and JSON are still written (no plot without a timing)."""
+    assert bench.main(["--dry-run", "--out", str(tmp_path), "--models", "llama3-8b", "--m", "1",
+                       "--types", "u4", "--budget-s", "0"]) == 0
+    assert "note: --budget-s 0: 12 of 12 timings not taken" in capsys.readouterr().out
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert data["budget_s"] == 0 and data["not_measured"] == len(data["rows"]) == 3 * 4
+    assert all(r["ms"] is None and r["speedup_vs_fp16"] is None for r in data["rows"])
+    assert not list(tmp_path.glob("*.png"))
+    assert bench.parse_args([]).budget_s is None
+
+
 def test_traffic_and_paths():
     k, n = 4096, 4096
     assert bench.traffic_bytes("fp16", 1, k, n, 4) == 2 * k + 2 * n + 2 * k * n

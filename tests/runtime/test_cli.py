@@ -225,3 +225,40 @@ def test_cache_info_counts_temporaries(filled, capsys):
     assert main(["cache", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["temporaries"] == 1 and info["temporary_bytes"] == 3000
+
+
+def test_bundle_tgz_packs_this_manifests_kernels_only(tmp_path):
+    """`tilus bundle --tgz`: the pieces a GPU machine needs and the manifest's cache entries; an
+    entry an earlier build left in DIR/cache stays out (a device call carries 64 MiB)."""
+    import json
+    import tarfile
+
+    from tilus.bundle import pack_tgz
+
+    out = tmp_path / "b"
+    for rel in ("run_on_gpu.sh", "tvm_runtime/libtvm_runtime.so", "src/tilus/__init__.py",
+                "cache/aaa/kernel.cubin", "cache/stale/kernel.cubin"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(rel)
+    manifest = {"kernels": [{"key": "aaa"}, {"key": "aaa"}]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    size = pack_tgz(out, tmp_path / "b.tgz", manifest)
+    assert size == (tmp_path / "b.tgz").stat().st_size
+    with tarfile.open(tmp_path / "b.tgz") as tar:
+        names = tar.getnames()
+    assert "cache/aaa/kernel.cubin" in names and "run_on_gpu.sh" in names
+    assert "src/tilus/__init__.py" in names and "tvm_runtime/libtvm_runtime.so" in names
+    assert not [n for n in names if "stale" in n] and "wheels" not in names
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bundle_loads_a_specs_file_that_defines_dataclasses(tmp_path):
+    """A bundle_specs() file is loaded as a module registered in sys.modules (dataclasses with
+    postponed annotations look their module up there; tests/gpu/kernels.py has one)."""
+    from tilus.bundle import resolve_targets
+
+    specs = tmp_path / "specs_dc.py"
+    specs.write_text("from __future__ import annotations\nfrom dataclasses import dataclass\n\n"
+                     "@dataclass(frozen=True)\nclass Case:\n    name: str\n\n"
+                     "def bundle_specs():\n    return []\n")
+    assert resolve_targets([str(specs)], {}) == []

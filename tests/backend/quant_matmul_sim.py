@@ -1,0 +1,68 @@
+"""tilus.ops' QuantMatmul (packed format 2), lowered and run by tilus.simulator against the
+interpreter and against ``dequantize()`` + torch: the shared check of the
+``test_quant_matmul_simulated_*.py`` files (split by weight type so that ``--dist loadfile``
+spreads the cases, about 1.5-3 s each, over the workers; ``test_codegen_simulated.py`` checks
+that together they hold every case once)."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+import tilus
+
+SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
+PIPELINED = [  # (type, schedule, M): k-tiles of one and two groups, split-k, 8 warps
+    ("uint4", dict(block_m=16, block_n=128, block_k=128, stages=2, split_k=1, warps=4), 1),
+    ("int4", dict(block_m=32, block_n=128, block_k=64, stages=3, split_k=1, warps=8), 33),
+    ("float6_e3m2", dict(block_m=16, block_n=128, block_k=64, stages=2, split_k=2, warps=4), 5),
+    ("uint3", dict(block_m=16, block_n=128, block_k=128, stages=4, split_k=1, warps=4), 16),
+    ("float4_e2m1", dict(block_m=16, block_n=128, block_k=64, stages=3, split_k=1, warps=4), 1),
+]
+
+
+def every_type(select) -> list:
+    """(type, SMALL, 5) for every low-bit type ``select(t)`` accepts (a tilus DataType)."""
+    return [(t.name, SMALL, 5) for t in tilus.dtypes.lowbit_types() if select(t)]
+
+
+def case_id(wtype, sched, m) -> str:
+    return f"{wtype}-k{sched['block_k']}s{sched['stages']}x{sched['split_k']}-m{m}"
+
+
+def check_quant_matmul_simulated(wtype, sched, m, monkeypatch) -> None:
+    """tilus.ops.matmul(engine="interpreter") with kernel_for replaced by a wrapper that also
+    lowers the kernel and simulates it on the same arguments (outputs compared with the
+    interpreter's), then the result compared with dequantize() + torch. The pipelined schedules
+    exercise cp.async into stage slices and ldmatrix from them, k-tiles spanning two groups,
+    8 warps and split-k. N = 136 and K = 192 do not divide the tiles."""
+    mm = importlib.import_module("tilus.ops.matmul")
+    seen = []
+    original = mm.kernel_for
+
+    class Simulated:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getattr__(self, name):
+            return getattr(self.kernel, name)
+
+        def __call__(self, *args):
+            ref = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+            from tilus.simulator import run_prim_func
+            from tilus.simulator.machine import as_prim_func
+
+            run_prim_func(as_prim_func(self.kernel),
+                          [a.reshape(-1) if isinstance(a, torch.Tensor) else a for a in args])
+            tilus.interpret(self.kernel, *ref)
+            torch.testing.assert_close(args[9].float(), ref[9].float(), rtol=1e-3, atol=1e-3)
+            seen.append(True)
+
+    monkeypatch.setattr(mm, "kernel_for", lambda *a, **kw: Simulated(original(*a, **kw)))
+    torch.manual_seed(0)
+    qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64)
+    a = torch.randn(m, 192).half()
+    out = tilus.ops.matmul(a, qw, engine="interpreter", schedule=sched)
+    ref = (a.float() @ qw.dequantize(torch.float16).float().t()).half()
+    torch.testing.assert_close(out, ref, rtol=4e-3, atol=4e-3)
+    assert seen == [True]
