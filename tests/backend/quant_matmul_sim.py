@@ -12,12 +12,16 @@ import torch
 import tilus
 
 SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
-PIPELINED = [  # (type, schedule, M): k-tiles of one and two groups, split-k, 8 warps
+PIPELINED = [  # (type, schedule, M): k-tiles of one, two and four groups, split-k, 8 warps
     ("uint4", dict(block_m=16, block_n=128, block_k=128, stages=2, split_k=1, warps=4), 1),
     ("int4", dict(block_m=32, block_n=128, block_k=64, stages=3, split_k=1, warps=8), 33),
     ("float6_e3m2", dict(block_m=16, block_n=128, block_k=64, stages=2, split_k=2, warps=4), 5),
     ("uint3", dict(block_m=16, block_n=128, block_k=128, stages=4, split_k=1, warps=4), 16),
     ("float4_e2m1", dict(block_m=16, block_n=128, block_k=64, stages=3, split_k=1, warps=4), 1),
+    # a k-tile of four groups of 64 over K = 192 (the fourth group's rows are masked), and two
+    # groups with float scales folded by 2^14 (fold_scale)
+    ("uint4", dict(block_m=16, block_n=128, block_k=256, stages=2, split_k=1, warps=4), 5),
+    ("float4_e2m1", dict(block_m=16, block_n=128, block_k=128, stages=2, split_k=1, warps=4), 5),
 ]
 
 

@@ -66,14 +66,15 @@ def run_ops_case(case: OpsCase, device, recorded=None) -> None:
     import tilus
 
     qw = quantize_case(case, weight_on(case, device))
-    assert meta_of(qw) == ops_meta(case), "the bundle holds the kernel of another weight scheme"
+    assert meta_of(qw, case.act) == ops_meta(case), \
+        "the bundle holds the kernel of another weight scheme"
     a = ops_activations(case, device)
     bias = ops_bias(case, device)
     if case.tuned:
         from tilus.autotune.database import default_database, device_name
         from tilus.ops.matmul import matmul_bucket, matmul_kernel_name
 
-        default_database().record(matmul_kernel_name(meta_of(qw), case.act),
+        default_database().record(matmul_kernel_name(meta_of(qw, case.act), case.act),
                                   matmul_bucket(case.m, case.n, case.k),
                                   device_name(a.device), dict(case.schedule), 0.01)
     out = tilus.ops.matmul(a, qw, bias, schedule=case.explicit_schedule())
@@ -94,7 +95,7 @@ def run_torch_compile(device, backend="inductor", recorded=None) -> None:
         linear.weight.copy_(weight_on(case, device))
         linear.bias.copy_(ops_bias(case, device).float())
     layer = tilus.nn.QuantLinear.from_linear(linear, dtype=case.wtype, group_size=case.group)
-    assert meta_of(layer.qweight_object) == ops_meta(case)
+    assert meta_of(layer.qweight_object, case.act) == ops_meta(case)
     x = ops_activations(case, device)
     eager = layer(x)
     compiled = torch.compile(layer, fullgraph=True, backend=backend)

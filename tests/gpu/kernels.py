@@ -13,7 +13,7 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
-schedule)``, computed here with the dispatch's own functions (``_meta``, ``default_schedule``,
+schedule)``, computed here with the dispatch's own functions (``weight_meta``, ``default_schedule``,
 ``kernel_for``) for the 132-SM GPU the bundle targets (H100 SXM, H200). The GPU tests record the
 requests ``matmul`` really makes and compare them with these; ``test_cases_on_cpu.py`` checks that
 every one of them is in ``bundle_specs()``.
@@ -299,12 +299,14 @@ def ops_bias(case: OpsCase, device="cpu"):
     return torch.randn(case.n, generator=g).to(dt).to(device)
 
 
-def meta_of(qw) -> dict:
-    """The metadata ``tilus.ops.matmul`` dispatches on (its ``_meta``) for a QuantizedWeight."""
-    from tilus.ops.matmul import _meta
+def meta_of(qw, act: str = "float16") -> dict:
+    """The metadata ``tilus.ops.matmul`` dispatches on (its ``weight_meta``) for a
+    QuantizedWeight and activations of dtype ``act`` (float weights fold their scales by it)."""
+    import torch
 
-    return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
-                 qw.scales.dtype, qw.exponent)
+    from tilus.ops.matmul import weight_meta
+
+    return weight_meta(qw, {"float16": torch.float16, "bfloat16": torch.bfloat16}[act])
 
 
 _METAS: dict = {}
@@ -312,9 +314,9 @@ _METAS: dict = {}
 
 def ops_meta(case: OpsCase) -> dict:
     """meta_of(quantize_case(case, weight)) from 8 rows of the weight (see ops_weight)."""
-    key = (case.wtype, case.scale, case.group, case.n, case.k)
+    key = (case.wtype, case.scale, case.group, case.n, case.k, case.act)
     if key not in _METAS:
-        _METAS[key] = meta_of(quantize_case(case, ops_weight(case, rows=8)))
+        _METAS[key] = meta_of(quantize_case(case, ops_weight(case, rows=8)), case.act)
     return dict(_METAS[key])
 
 
