@@ -430,3 +430,17 @@ def bundle_specs():
             seen.add(text)
             specs.append(kernel)
     return specs
+
+
+def side_stream_behind_matmuls(torch, rounds: int = 8):
+    """A new CUDA stream with ``rounds`` 4096^2 matmuls queued on it (entered with
+    ``torch.cuda.stream``): work queued there next runs only after them, so a launch that ignores
+    the current stream would read its inputs too early."""
+    big = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        for _ in range(rounds):
+            big = big @ big
+            big = big / big.norm()
+    return s

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gpu.kernels import CASES, assert_matches_reference, vector_add
+from tests.gpu.kernels import (CASES, assert_matches_reference, side_stream_behind_matmuls,
+                               vector_add)
 
 pytestmark = pytest.mark.gpu
 REPO = Path(__file__).resolve().parents[2]
@@ -123,13 +124,8 @@ def test_launch_on_a_non_default_stream_is_ordered(torch):
     a = torch.zeros(n, device="cuda")
     b = torch.ones(n, device="cuda")
     c = torch.zeros(n, device="cuda")
-    big = torch.randn(4096, 4096, device="cuda")
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
+    s = side_stream_behind_matmuls(torch)
     with torch.cuda.stream(s):
-        for _ in range(8):                  # keep the stream busy for a while
-            big = big @ big
-            big = big / big.norm()
         a.fill_(2.0)                        # queued behind the matmuls
         kernel(n, a, b, c)                  # must run after the fill: c = 3 everywhere
         total = c.sum()
@@ -170,7 +166,8 @@ def test_second_process_runs_from_the_cache(torch, tmp_path):
     code = textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {str(REPO)!r})
-        from tests.gpu.kernels import CASES, assert_matches_reference, vector_add
+        from tests.gpu.kernels import (CASES, assert_matches_reference, side_stream_behind_matmuls,
+                               vector_add)
         args, _ = CASES["vector_add"][1](torch, "cuda")
         vector_add()(*args)
         torch.cuda.synchronize()

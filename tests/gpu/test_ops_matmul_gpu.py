@@ -18,7 +18,7 @@ import pytest
 from tests.gpu.checks import (STREAM_CASE, check_output, reference, run_ops_case,
                               run_tiny_llama, run_torch_compile, weight_on)
 from tests.gpu.kernels import (OPS_CASES, OPS_SMS, ops_activations, ops_requests, quantize_case,
-                               request)
+                               request, side_stream_behind_matmuls)
 
 pytestmark = pytest.mark.gpu
 
@@ -67,13 +67,8 @@ def test_matmul_on_a_side_stream_waits_for_its_inputs(torch, recorded):
     qw = quantize_case(case, weight_on(case, "cuda"))
     a0 = ops_activations(case, "cuda")
     a = torch.zeros_like(a0)
-    big = torch.randn(4096, 4096, device="cuda")
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
+    s = side_stream_behind_matmuls(torch)
     with torch.cuda.stream(s):
-        for _ in range(8):                  # keep the stream busy for a while
-            big = big @ big
-            big = big / big.norm()
         a.copy_(a0)                          # queued behind the matmuls
         out = tilus.ops.matmul(a, qw)
     s.synchronize()
