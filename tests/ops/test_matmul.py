@@ -108,6 +108,15 @@ def test_default_schedules():
     big = default_schedule(1024, 4096, 4096, 128)
     assert big["block_m"] == 128 and big["split_k"] == 1
     assert default_schedule(3, 24, 40, 40, "interpreter")["block_k"] == 32
+    # the pipeline fits in shared memory: 512-wide 8-bit stages are 80 KB, so two of them
+    from tilus.ops.matmul import SMEM_LIMIT, stage_bytes
+
+    for nbits in range(1, 9):
+        for n, k in ((4096, 14336), (28672, 8192), (4096, 4096)):
+            s = default_schedule(1, n, k, 128, nbits=nbits)
+            assert s["stages"] * stage_bytes(16, s["block_k"], nbits) <= SMEM_LIMIT
+    assert default_schedule(1, 4096, 14336, 128, nbits=8)["stages"] == 2
+    assert default_schedule(1, 4096, 14336, 128, nbits=4)["stages"] == 4
     assert d["block_n"] == big["block_n"] == 128
 
 

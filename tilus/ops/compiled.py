@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from tilus.errors import ArgumentError
-from tilus.ops.matmul import _ACT, default_schedule, kernel_for, weight_meta
+from tilus.ops.matmul import _ACT, default_schedule, kernel_for, stage_bytes, weight_meta
 from tilus.ops.quantize import QuantizedWeight
 
 
@@ -44,7 +44,7 @@ class MatmulBuild:
     def stage_bytes(self) -> int:
         """Bytes one pipeline stage brings in: the activation tile and the packed weights."""
         s = self.script
-        return s.block_m * s.block_k * 2 + s.block_k * 128 * s.wtype.nbits // 8
+        return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n)
 
 
 def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
@@ -64,6 +64,7 @@ def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
     if not isinstance(m, int) or m < 1:
         raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
     meta = weight_meta(qweight, act)
-    schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms)
+    schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms,
+                                qweight.nbits)
     script = kernel_for(meta, _ACT[act], bias, schedule)
     return MatmulBuild(script, schedule, tilus.build(script, arch=arch))

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import torch
 
+from tilus import dtypes
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
 from tilus.ops.quantize import QuantizedWeight, dequantize_packed
 from tilus.ops.validation import check_schedule
@@ -64,11 +65,15 @@ def balanced_split(tiles: int, k_tiles: int, num_sms: int, max_split: int = 16) 
     return best
 
 
+SMEM_LIMIT = 227 * 1024     # dynamic shared memory one block may use on sm_90 (sm_80: 163 KB)
+
+
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
-                     num_sms: int = 132) -> dict:
+                     num_sms: int = 132, nbits: int = 8) -> dict:
     """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 512, split-k that fills
-    the SMs evenly, a 4-deep copy_async pipeline) or large-M (block_m 64/128, one unit per
-    k-tile, 3 stages). The interpreter gets one unit per k-tile and no pipeline."""
+    the SMs evenly, a copy_async pipeline up to 4 deep) or large-M (block_m 64/128, one unit per
+    k-tile, 3 stages). The stages of ``nbits``-bit weights and fp16 activations fit in
+    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline."""
     if engine == "interpreter":
         return {"block_m": 16, "block_n": 128, "block_k": 32, "split_k": 1, "warps": 4,
                 "stages": 1}
@@ -76,12 +81,18 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
         bk = _block_k_for(group_size, k)
         k_tiles = math.ceil(k / bk)
         split = balanced_split(math.ceil(n / 128), k_tiles, num_sms)
-        stages = max(1, min(4, math.ceil(k_tiles / split)))
+        stages = max(1, min(4, math.ceil(k_tiles / split), SMEM_LIMIT // stage_bytes(16, bk,
+                                                                                       nbits)))
         return {"block_m": 16, "block_n": 128, "block_k": bk, "split_k": split, "warps": 4,
                 "stages": stages}
     bm = 64 if m <= 128 else 128
     return {"block_m": bm, "block_n": 128, "block_k": 32, "split_k": 1,
             "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / 32)))}
+
+
+def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128) -> int:
+    """Shared memory of one pipeline stage: the fp16/bf16 activation tile and the packed weights."""
+    return block_m * block_k * 2 + block_k * block_n * nbits // 8
 
 
 def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
@@ -239,7 +250,8 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
     except Exception:                               # a broken database must not break matmul
         pass
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return default_schedule(m, n, k, meta["group_size"], "compiled", sms)
+    return default_schedule(m, n, k, meta["group_size"], "compiled", sms,
+                            dtypes.get(meta["dtype"]).nbits)
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:

@@ -18,10 +18,10 @@ import torch
 
 from tilus.autotune import Autotuner, TuneResult, TuningDatabase
 from tilus.ops.kernels import QuantMatmul
-from tilus.ops.matmul import _ACT, bucket_m, matmul_bucket, matmul_kernel_name, weight_meta
+from tilus.ops.matmul import (_ACT, SMEM_LIMIT, bucket_m, matmul_bucket, matmul_kernel_name,
+                              stage_bytes, weight_meta)
 from tilus.ops.quantize import QuantizedWeight
 
-SMEM_LIMIT = 227 * 1024
 ACC_REGS_LIMIT = 128
 
 
@@ -38,7 +38,7 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     if bm % (16 * (warps // 4)):
         return f"block_m {bm} is not a multiple of {16 * (warps // 4)} for {warps} warps"
     stages = config.get("stages", 1)
-    smem = stages * (bm * bk * 2 + bk * bn * nbits // 8)
+    smem = stages * stage_bytes(bm, bk, nbits, bn)
     if smem > SMEM_LIMIT:
         return f"shared memory {smem} B > {SMEM_LIMIT} B"
     regs = bm * bn // (32 * warps)
