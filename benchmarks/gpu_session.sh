@@ -60,7 +60,8 @@ if [ -f "$BUNDLE/manifest.json" ]; then
   GIT_COMMIT="$(sed -n 's/.*"git_commit": *"\([^"]*\)".*/\1/p' "$BUNDLE/manifest.json" | head -1)"
   export TILUS_GIT_COMMIT="${TILUS_GIT_COMMIT:-$GIT_COMMIT}"
   KERNELS="$(grep -o '"key"' "$BUNDLE/manifest.json" | wc -l)"
-  say "bundle: $KERNELS kernels, commit ${TILUS_GIT_COMMIT:-?}"
+  FAILED="$(grep -o '"state": "failed"' "$BUNDLE/manifest.json" | wc -l)"
+  say "bundle: $KERNELS kernels, $FAILED of them failed to build, commit ${TILUS_GIT_COMMIT:-?}"
 fi
 { nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; } \
   >>"$LOG" 2>&1 || say "nvidia-smi failed"

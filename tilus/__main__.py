@@ -209,12 +209,15 @@ def cmd_bundle(args) -> int:
     try:
         manifest = bundle(args.out, args.targets, params, arch=args.arch, python=args.python,
                           wheel=args.wheel, include_sources=not args.no_sources,
-                          include_runtime=not args.no_runtime)
+                          include_runtime=not args.no_runtime, keep_going=args.keep_going)
     except BundleError as e:
         raise CLIError(str(e)) from None
     for name, n in manifest["bytes"].items():
         print(f"  {name + '/':14} {_human(n):>10}")
     print(f"  {'total':14} {_human(manifest['total_bytes']):>10} ({manifest['total_bytes']} bytes)")
+    if manifest["failed"]:
+        print(f"  {manifest['failed']} of {len(manifest['kernels'])} kernels FAILED to build "
+              f"(--keep-going; listed in manifest.json): a GPU run that needs them fails")
     if args.tgz:
         from tilus.bundle import pack_tgz
 
@@ -350,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--no-runtime", action="store_true",
                     help="do not copy TVM's runtime libraries")
     bu.add_argument("--allow-empty", action="store_true", help="allow no targets")
+    bu.add_argument("--keep-going", action="store_true",
+                    help="build the other kernels when one fails; list the failures in "
+                         "manifest.json")
     bu.add_argument("--tgz", metavar="FILE", default=None,
                     help="also pack the bundle (this build's kernels only) into a gzipped tar")
     bu.set_defaults(func=cmd_bundle)

@@ -222,8 +222,11 @@ def dir_bytes(path: Path) -> int:
 
 def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Optional[dict] = None,
            arch: str = "sm_90", python: Optional[str] = None, wheel: Optional[str] = None,
-           include_sources: bool = True, include_runtime: bool = True, log=print) -> dict:
-    """Build ``targets`` into ``out`` (see module doc); returns the manifest."""
+           include_sources: bool = True, include_runtime: bool = True, log=print,
+           keep_going: bool = False) -> dict:
+    """Build ``targets`` into ``out`` (see module doc); returns the manifest. A kernel that does
+    not compile raises, or with ``keep_going`` is logged and listed in the manifest (``"state":
+    "failed"``, ``"error"``; ``"failed"``: how many) while the others are built."""
     from tilus.backend.artifact import build_artifact
     from tilus.backend.toolchain import normalize_arch
     from tilus.runtime import KernelCache
@@ -241,17 +244,26 @@ def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Option
 
         program = as_program(kernel, **consts)
         key = cache_key(str(program), arch, key_versions())
+        error = None
         if cache.lookup(key) is None:
-            built = build_artifact(program, arch)
-            cache.store(built.key, built.artifact)
-            state = "built"
+            try:
+                built = build_artifact(program, arch)
+            except TilusError as e:
+                if not keep_going:
+                    raise
+                error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                state = "failed"
+            else:
+                cache.store(built.key, built.artifact)
+                state = "built"
         else:
             state = "cached"
         secs = time.perf_counter() - t0
         kernels.append({"target": label, "kernel": program.name, "key": key, "arch": arch,
                         "consts": {k: str(v) for k, v in consts.items()}, "state": state,
-                        "seconds": round(secs, 3)})
-        log(f"  {state:6} {program.name:24} {key[:12]}  {secs * 1e3:7.0f} ms  ({label})")
+                        "seconds": round(secs, 3), **({"error": error} if error else {})})
+        log(f"  {state:6} {program.name:24} {key[:12]}  {secs * 1e3:7.0f} ms  ({label})"
+            + (f"\n         {error}" if error else ""))
     if include_runtime:
         copy_runtime_libs(out / "tvm_runtime")
     if include_sources:
@@ -273,7 +285,8 @@ def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Option
     script.write_text(RUN_SCRIPT.format(arch=arch, default=DEFAULT_SELECTION))
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     sizes = {d.name: dir_bytes(d) for d in sorted(out.iterdir()) if d.is_dir()}
-    manifest = {"arch": arch, "kernels": kernels, "bytes": sizes,
+    manifest = {"arch": arch, "kernels": kernels,
+                "failed": sum(k["state"] == "failed" for k in kernels), "bytes": sizes,
                 "total_bytes": dir_bytes(out), "versions": _versions()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     manifest["total_bytes"] = dir_bytes(out)
@@ -288,7 +301,8 @@ def pack_tgz(out: "str | os.PathLike", path: "str | os.PathLike", manifest: dict
 
     out, path = Path(out), Path(path)
     names = ["run_on_gpu.sh", "manifest.json", "tvm_runtime", "wheels", "src"]
-    names += sorted({f"cache/{k['key']}" for k in manifest["kernels"]})
+    names += sorted({f"cache/{k['key']}" for k in manifest["kernels"]
+                     if k.get("state") != "failed"})
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
         for name in names:

@@ -152,6 +152,50 @@ def test_bundle_holds_the_kernels_of_the_sessions_benchmark(bundle_keys, session
     assert len(requests) > 100 and not _missing(sorted(requests, key=repr), bundle_keys)
 
 
+def _widest_per_schedule(requests) -> list:
+    """Per schedule, the request with the widest weight type: the kernel with the most shared
+    memory (the copy_async ring holds k-tiles of activations and packed weights)."""
+    from tilus import dtypes
+
+    best = {}
+    for r in requests:
+        nbits = dtypes.get(dict(r[0])["dtype"]).nbits
+        if r[3] not in best or nbits > best[r[3]][0]:
+            best[r[3]] = (nbits, r)
+    return [r for _, r in best.values()]
+
+
+def _too_big(requests) -> list:
+    """(schedule, error) of the requests whose kernel the passes reject for sm_90 (shared memory,
+    ...): found here in a fraction of a second, instead of by `make gpu-bundle`."""
+    from tilus.backend.build_program import prepare
+    from tilus.errors import TilusError
+
+    bad = []
+    for r in _widest_per_schedule(requests):
+        try:
+            prepare(kernel_of(r).program(), "sm_90")
+        except TilusError as e:
+            bad.append((dict(r[3]), dict(r[0])["dtype"], str(e).splitlines()[0]))
+    return bad
+
+
+def test_the_gpu_tests_kernels_fit_an_sm_90_block():
+    cases = _gpu_test_ops_cases() + [checks.STREAM_CASE, checks.COMPILE_CASE]
+    requests = [r for case in cases for r in ops_requests(case)] + sorted(llama_requests(),
+                                                                          key=repr)
+    assert not _too_big(requests)
+
+
+@pytest.mark.xfail(reason="tilus.ops.matmul.default_schedule picks decode k-tiles of 512 with "
+                          "4 stages for bench_matmul's shapes: 327680 bytes of shared memory "
+                          "for 8-bit weights, more than sm_90's 232448 (its stages need a "
+                          "shared-memory cap); make gpu-bundle (--keep-going) leaves those "
+                          "kernels out and bench_matmul records their error", strict=False)
+def test_the_sessions_benchmark_kernels_fit_an_sm_90_block():
+    assert not _too_big(sorted(bench_requests(SESSION_BENCH_ARGS), key=repr))
+
+
 # ---- the predicted requests are matmul's --------------------------------------------------------
 def test_predicted_schedules_are_what_pick_schedule_picks(monkeypatch, tmp_path):
     """tilus.ops.matmul's pick_schedule on a (pretended) 132-SM CUDA device returns, for every
@@ -269,8 +313,9 @@ def session_run(tmp_path_factory):
     bin_.mkdir()
     (bundle / "run_on_gpu.sh").write_text(STUB)
     (bundle / "run_on_gpu.sh").chmod(0o755)
-    (bundle / "manifest.json").write_text('{"kernels": [{"key": "k1"}, {"key": "k2"}],\n'
-                                          ' "versions": {"git_commit": "0123abc+dirty"}}')
+    (bundle / "manifest.json").write_text(
+        '{"kernels": [{"key": "k1", "state": "built"},\n{"key": "k2", "state": "failed"}],\n'
+        ' "versions": {"git_commit": "0123abc+dirty"}}')
     (bin_ / "compute-sanitizer").write_text("#!/bin/sh\nexit 0\n")
     (bin_ / "compute-sanitizer").chmod(0o755)
     record = tmp / "calls.txt"
@@ -295,7 +340,7 @@ def test_gpu_session_runs_its_steps_in_order_within_nine_minutes(session_run):
     assert steps == ["gpu_tests", "memcheck", "racecheck", "launch_overhead", "bench_matmul"]
     limits = [int(line.split("limit ")[1].split()[0]) for line in starts]
     assert limits[:4] == [240, 100, 100, 45] and limits[4] <= 530 - 20
-    assert "2 kernels, commit 0123abc+dirty" in log
+    assert "2 kernels, 1 of them failed to build, commit 0123abc+dirty" in log
     assert "budget 530 s" in log               # the session ends within 9 minutes (540 s)
     assert "done in" in log and "status 0" in log
 

@@ -180,3 +180,64 @@ def test_runtime_libraries_need_no_compiler_library():
         if out.returncode != 0:
             pytest.skip("no readelf")
         assert "libtvm_compiler" not in out.stdout and "libtvm_runtime_extra" not in out.stdout
+
+
+TOO_BIG = '''
+import sys
+import tilus
+sys.path.insert(0, {examples!r})
+import vector_add
+
+
+class Big(tilus.Script):
+    """Two 128 KiB shared tensors live at once: more than a block may use."""
+
+    def __call__(self, n: tilus.int32, x: ~tilus.float32):
+        self.attrs.blocks = 1
+        self.attrs.warps = 4
+        gx = self.global_view(x, dtype=tilus.float32, shape=[n, 128])
+        s1 = self.shared_tensor(dtype=tilus.float32, shape=[256, 128])
+        s2 = self.shared_tensor(dtype=tilus.float32, shape=[256, 128])
+        self.copy_async(src=gx, dst=s1, offsets=[0, 0])
+        self.copy_async(src=gx, dst=s2, offsets=[0, 0])
+        self.copy_async_wait_group(0)
+        self.sync()
+        a = self.load_shared(self.slice_shared(s1, offsets=[0, 0], shape=[16, 128]))
+        b = self.load_shared(self.slice_shared(s2, offsets=[240, 0], shape=[16, 128]))
+        self.store_global(gx, a + b, offsets=[0, 0])
+        self.free_shared(s1)
+        self.free_shared(s2)
+
+
+def bundle_specs():
+    return [Big(), vector_add.VecAdd(64)]
+'''
+
+
+def test_bundle_keep_going_lists_a_kernel_that_does_not_compile(tmp_path, capsys, compiled):
+    """Without --keep-going a kernel that does not compile (here: too much shared memory) stops
+    the bundle; with it, the others are built, the failure is in manifest.json and the tgz holds
+    the built kernels only."""
+    from tilus.bundle import bundle
+    from tilus.errors import CompilationError
+
+    specs = tmp_path / "too_big.py"
+    specs.write_text(TOO_BIG.format(examples=str(REPO / "examples")))
+    with pytest.raises(CompilationError, match="shared memory"):
+        bundle(tmp_path / "a", [str(specs)], include_sources=False, include_runtime=False,
+               log=lambda *a: None)
+    out = tmp_path / "b"
+    assert main(["bundle", "--out", str(out), str(specs), "--no-sources", "--no-runtime",
+                 "--keep-going", "--tgz", str(tmp_path / "b.tgz")]) == 0
+    text = capsys.readouterr().out
+    assert "1 of 2 kernels FAILED" in text and "shared memory" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failed"] == 1
+    failed, ok = manifest["kernels"]
+    assert failed["state"] == "failed" and "232448 bytes" in failed["error"]
+    assert ok["state"] == "built" and not (out / "cache" / failed["key"]).exists()
+    import tarfile
+
+    with tarfile.open(tmp_path / "b.tgz") as tar:
+        names = tar.getnames()
+    assert f"cache/{ok['key']}" in names and not [n for n in names if failed["key"] in n]
