@@ -320,6 +320,12 @@ def ops_meta(case: OpsCase) -> dict:
     return dict(_METAS[key])
 
 
+def _nbits(wtype: str) -> int:
+    import tilus
+
+    return tilus.dtypes.get(wtype).nbits
+
+
 def request(meta: dict, act: str, has_bias: bool, schedule: dict) -> tuple:
     """A request as ``kernel_for`` keys it."""
     return (tuple(sorted(meta.items())), act, bool(has_bias), tuple(sorted(schedule.items())))
@@ -332,7 +338,8 @@ def ops_requests(case: OpsCase, num_sms: int = OPS_SMS) -> list:
     if case.schedule:                      # explicit, or the tuning database's entry
         sched = dict(case.schedule)
     else:
-        sched = default_schedule(case.m, case.n, case.k, case.group_size, "compiled", num_sms)
+        sched = default_schedule(case.m, case.n, case.k, case.group_size, "compiled", num_sms,
+                                 _nbits(case.wtype))
     return [request(ops_meta(case), case.act, case.bias, sched)]
 
 
@@ -383,7 +390,8 @@ def llama_requests(qmodel=None, num_sms: int = OPS_SMS) -> set:
         if isinstance(layer, QuantLinear):
             qw = layer.qweight_object
             for m in LLAMA_MS:
-                sched = default_schedule(m, qw.n, qw.k, qw.group_size, "compiled", num_sms)
+                sched = default_schedule(m, qw.n, qw.k, qw.group_size, "compiled", num_sms,
+                                         qw.nbits)
                 out.add(request(meta_of(qw), "float16", layer.bias is not None, sched))
     return out
 
@@ -405,7 +413,8 @@ def bench_requests(argv=(), num_sms: int = OPS_SMS) -> set:
         for tname in args.types:
             meta = meta_of(bm.random_qweight(128, k, bm.TYPES[tname], device="cpu"))
             for m in args.m:
-                sched = default_schedule(m, n, k, bm.GROUP, "compiled", num_sms)
+                sched = default_schedule(m, n, k, bm.GROUP, "compiled", num_sms,
+                                         _nbits(bm.TYPES[tname]))
                 out.add(request(meta, "float16", False, sched))
     return out
 

@@ -187,11 +187,6 @@ def test_the_gpu_tests_kernels_fit_an_sm_90_block():
     assert not _too_big(requests)
 
 
-@pytest.mark.xfail(reason="tilus.ops.matmul.default_schedule picks decode k-tiles of 512 with "
-                          "4 stages for bench_matmul's shapes: 327680 bytes of shared memory "
-                          "for 8-bit weights, more than sm_90's 232448 (its stages need a "
-                          "shared-memory cap); make gpu-bundle (--keep-going) leaves those "
-                          "kernels out and bench_matmul records their error", strict=False)
 def test_the_sessions_benchmark_kernels_fit_an_sm_90_block():
     assert not _too_big(sorted(bench_requests(SESSION_BENCH_ARGS), key=repr))
 
