@@ -3,8 +3,9 @@
     model = tilus.nn.quantize_model(model, dtype="uint4", group_size=128, skip=["lm_head"])
     layer = tilus.nn.QuantLinear.from_linear(linear, dtype="int4", group_size=64)
     layer = tilus.nn.from_gptq(qweight, qzeros, scales, g_idx, bias, bits=4)   # a GPTQ layer
+    layer = tilus.nn.from_awq(qweight, qzeros, scales, bias)                   # an AWQ layer
 """
-from tilus.nn.gptq import from_gptq  # noqa: F401
+from tilus.nn.importers import from_awq, from_gptq  # noqa: F401
 from tilus.nn.linear import QuantLinear, quantize_model  # noqa: F401
 
-__all__ = ["QuantLinear", "from_gptq", "quantize_model"]
+__all__ = ["QuantLinear", "from_awq", "from_gptq", "quantize_model"]

@@ -98,7 +98,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features, dtype=sdt, device=device)
                              if bias else None)
         # act_order: the stored weight's K runs in the order input_perm gives (a GPTQ act-order
-        # checkpoint, tilus.nn.gptq): forward reads x[..., input_perm].
+        # checkpoint, tilus.nn.importers): forward reads x[..., input_perm].
         self.register_buffer("input_perm", torch.arange(in_features, device=device)
                              if act_order else None)
 

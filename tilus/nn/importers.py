@@ -1,4 +1,4 @@
-"""Import GPTQ checkpoints into ``QuantLinear`` without re-quantizing.
+"""Import GPTQ and AWQ checkpoints into ``QuantLinear`` without re-quantizing.
 
 The GPTQ layout (AutoGPTQ / GPTQModel, ``checkpoint_format="gptq"``) of one linear layer with
 ``K = in_features``, ``N = out_features``, ``b`` bits (2, 4 or 8; ``p = 32 // b`` codes per int32):
@@ -16,6 +16,11 @@ Symmetric checkpoints (every z = 2^(b-1)) become ``uint{b}`` with ``symmetric=Tr
 (exact unless ``z * s`` needs more than 11 significant bits; the import logs the largest
 difference). Activation order: the rows are sorted by group (stable) and the layer reads
 ``x[..., input_perm]``, so groups are contiguous as Tilus needs.
+
+The AWQ layout (AutoAWQ's GEMM format, 4 bits): ``qweight`` int32 ``[K, N / 8]`` and ``qzeros``
+int32 ``[G, N / 8]`` pack along N, word ``c`` holding at bits ``[4i, 4i + 4)`` the code of column
+``8c + (0, 2, 4, 6, 1, 3, 5, 7)[i]``; zeros are stored as they are; ``scales`` fp16 ``[G, N]``;
+``w[k, n] = (q[k, n] - z[k // group_size, n]) * scales[k // group_size, n]``.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BITS = (2, 4, 8)
 FORMATS = ("gptq", "gptq_v2")
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)    # the column of each nibble of an AWQ word
 
 
 def unpack_int32(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
@@ -82,6 +88,38 @@ def from_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
     perm = _group_order(g_idx, k, group_size, groups)
     if perm is not None:
         codes = codes[perm]
+    return _layer(codes, zeros, scales, bias, bits, perm)
+
+
+def from_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+             bias: Optional[torch.Tensor] = None) -> QuantLinear:
+    """A ``QuantLinear`` computing exactly the AWQ (GEMM, 4-bit) layer's ``x @ W.T + bias``."""
+    for name, x in (("qweight", qweight), ("qzeros", qzeros)):
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.int32 or x.dim() != 2:
+            raise QuantizationError(f"from_awq: {name} must be a 2-D int32 tensor, got "
+                                    f"{getattr(x, 'dtype', type(x).__name__)}")
+    k, n = qweight.shape[0], qweight.shape[1] * 8
+    if scales.dim() != 2 or scales.shape[1] != n or scales.dtype not in (torch.float16,
+                                                                          torch.bfloat16):
+        raise QuantizationError(f"from_awq: scales must be float16/bfloat16 [G, {n}], got "
+                                f"{scales.dtype} {list(scales.shape)}")
+    groups = scales.shape[0]
+    if tuple(qzeros.shape) != (groups, n // 8) or k % groups:
+        raise QuantizationError(f"from_awq: qzeros must be [{groups}, {n // 8}] and {k} rows "
+                                f"must split into {groups} groups, got {list(qzeros.shape)}")
+    order = torch.argsort(torch.tensor(AWQ_ORDER, device=qweight.device))
+    columns = (torch.arange(n // 8, device=qweight.device).unsqueeze(1) * 8 + order).reshape(-1)
+    codes = unpack_int32(qweight, 4, 1)[:, columns]
+    zeros = unpack_int32(qzeros, 4, 1)[:, columns].to(torch.int64)
+    return _layer(codes, zeros, scales, bias, 4, None)
+
+
+def _layer(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,
+           bias: Optional[torch.Tensor], bits: int, perm: Optional[torch.Tensor]) -> QuantLinear:
+    """The QuantLinear of ``(codes [K, N] - zeros[group]) * scales[group]`` (rows in ``perm``
+    order when given): symmetric uint when every zero is 2^(bits-1), else stored offsets."""
+    k, n = codes.shape
+    group_size = k // scales.shape[0]
     half = 2 ** (bits - 1)
     symmetric = bool((zeros == half).all())
     offsets = None
@@ -90,14 +128,14 @@ def from_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
         offsets = exact.to(scales.dtype)
         err = float((offsets.double() - exact).abs().max())
         if err:
-            log.info("from_gptq: offsets -z*s rounded to %s (largest difference %.3g)",
+            log.info("imported offsets -z*s rounded to %s (largest difference %.3g)",
                      scales.dtype, err)
     data = packing.pack_codes(codes, f"uint{bits}", str(scales.dtype).split(".")[-1])
     qw = QuantizedWeight(data, scales.contiguous(), offsets, f"uint{bits}", (n, k), group_size,
                          symmetric, float(half) if symmetric else 0.0)
     qw.validate()
     layer = QuantLinear(k, n, bias is not None, qw.dtype, group_size, symmetric, scales.dtype,
-                        device=qweight.device, act_order=perm is not None)
+                        device=codes.device, act_order=perm is not None)
     layer.qweight.copy_(qw.data)
     layer.scales.copy_(qw.scales)
     if offsets is not None:

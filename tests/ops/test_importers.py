@@ -1,10 +1,11 @@
-"""tilus.nn.from_gptq: GPTQ layers (packed by this test from the format's description) become
-QuantLinear layers whose weight equals GPTQ's dequantization, act-order included."""
+"""tilus.nn.from_gptq / from_awq: GPTQ and AWQ layers (packed by this test from the formats'
+descriptions) become QuantLinear layers whose weight equals the format's dequantization, GPTQ's
+act-order included."""
 import pytest
 import torch
 
 from tilus.errors import QuantizationError
-from tilus.nn import QuantLinear, from_gptq
+from tilus.nn import QuantLinear, from_awq, from_gptq
 
 
 def _pack(codes: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
@@ -71,7 +72,7 @@ def test_asymmetric_checkpoints_within_the_offsets_rounding(fmt):
 
 
 def unpack(packed, dim, bits=4):
-    from tilus.nn.gptq import unpack_int32
+    from tilus.nn.importers import unpack_int32
 
     return unpack_int32(packed, bits, dim)
 
@@ -109,3 +110,33 @@ def test_bad_checkpoints_name_the_problem():
         from_gptq(qweight, qzeros, s, uneven)
     with pytest.raises(QuantizationError, match="checkpoint_format"):
         from_gptq(qweight, qzeros, s, checkpoint_format="awq")
+
+
+def _pack_awq(codes: torch.Tensor) -> torch.Tensor:
+    """AWQ's GEMM packing: 8 columns per int32, nibble i holding column (0,2,4,6,1,3,5,7)[i]."""
+    order = (0, 2, 4, 6, 1, 3, 5, 7)
+    c = codes.to(torch.int64).reshape(codes.shape[0], -1, 8)
+    words = sum(c[:, :, order[i]] << (4 * i) for i in range(8))
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_awq_layers(sym):
+    g = torch.Generator().manual_seed(11)
+    k, n, group = 128, 64, 32
+    q = torch.randint(0, 16, (k, n), generator=g)
+    z = torch.full((k // group, n), 8) if sym else torch.randint(0, 16, (k // group, n),
+                                                                  generator=g)
+    s = (2.0 ** -torch.randint(4, 9, (k // group, n), generator=g).float()).half()
+    ref = ((q - z.repeat_interleave(group, 0)).double()
+           * s.repeat_interleave(group, 0).double()).half()            # [K, N]
+    layer = from_awq(_pack_awq(q), _pack_awq(z), s)
+    assert layer.symmetric == sym and layer.input_perm is None
+    assert torch.equal(layer.dequantize(torch.float16), ref.t())   # exact: s a power of two
+    x = torch.randn(2, k).half()
+    torch.testing.assert_close(layer(x).double(), x.double() @ ref.double(), rtol=2e-3,
+                               atol=2e-3)
+    with pytest.raises(QuantizationError, match="qzeros must be"):
+        from_awq(_pack_awq(q), _pack_awq(z)[:, :-1], s)
+    with pytest.raises(QuantizationError, match="scales must be"):
+        from_awq(_pack_awq(q), _pack_awq(z), s.float())
