@@ -1,9 +1,18 @@
-"""Test-suite-wide set-up: tests marked ``gpu`` are skipped where no CUDA GPU is visible."""
+"""Test-suite-wide set-up: tests marked ``gpu`` are skipped where no CUDA GPU is visible, and
+property tests (hypothesis) draw the same examples on every run, so CI's verdict does not depend
+on luck; ``TILUS_HYPOTHESIS=explore`` draws new ones (to hunt for bugs)."""
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("tilus-ci", derandomize=True)
+settings.register_profile("tilus-explore", derandomize=False)
+settings.load_profile("tilus-explore" if os.environ.get("TILUS_HYPOTHESIS") == "explore"
+                      else "tilus-ci")
 
 
 @functools.lru_cache(maxsize=1)
