@@ -320,12 +320,6 @@ def ops_meta(case: OpsCase) -> dict:
     return dict(_METAS[key])
 
 
-def _nbits(wtype: str) -> int:
-    import tilus
-
-    return tilus.dtypes.get(wtype).nbits
-
-
 def request(meta: dict, act: str, has_bias: bool, schedule: dict) -> tuple:
     """A request as ``kernel_for`` keys it."""
     return (tuple(sorted(meta.items())), act, bool(has_bias), tuple(sorted(schedule.items())))
@@ -333,13 +327,14 @@ def request(meta: dict, act: str, has_bias: bool, schedule: dict) -> tuple:
 
 def ops_requests(case: OpsCase, num_sms: int = OPS_SMS) -> list:
     """The requests ``tilus.ops.matmul`` makes for ``case`` (one call) on a ``num_sms`` GPU."""
+    from tilus.ops.kernels import QuantMatmul
     from tilus.ops.matmul import default_schedule
 
     if case.schedule:                      # explicit, or the tuning database's entry
         sched = dict(case.schedule)
     else:
         sched = default_schedule(case.m, case.n, case.k, case.group_size, "compiled", num_sms,
-                                 _nbits(case.wtype))
+                                 QuantMatmul._nbits(case.wtype))
     return [request(ops_meta(case), case.act, case.bias, sched)]
 
 
@@ -403,6 +398,7 @@ def bench_requests(argv=(), num_sms: int = OPS_SMS) -> set:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from benchmarks import bench_matmul as bm
+    from tilus.ops.kernels import QuantMatmul
     from tilus.ops.matmul import default_schedule
 
     args = bm.parse_args(list(argv))
@@ -414,7 +410,7 @@ def bench_requests(argv=(), num_sms: int = OPS_SMS) -> set:
             meta = meta_of(bm.random_qweight(128, k, bm.TYPES[tname], device="cpu"))
             for m in args.m:
                 sched = default_schedule(m, n, k, bm.GROUP, "compiled", num_sms,
-                                         _nbits(bm.TYPES[tname]))
+                                         QuantMatmul._nbits(bm.TYPES[tname]))
                 out.add(request(meta, "float16", False, sched))
     return out
 

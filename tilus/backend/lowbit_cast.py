@@ -695,17 +695,16 @@ def _candidate_ds(n: int) -> list[int]:
 @functools.lru_cache(maxsize=None)
 def _cast_program_cached(name: str, dst: str, exponent: int = 0) -> CastProgram:
     t = dtypes.get(name)
+    make = _int_program if t.kind in ("int", "uint") else _float_program
     if exponent:
         # The pairing is chosen at exponent 0 (it is part of the packed weight format); the
         # power of two only changes the constants of the final mul/fma/sub.
         base = _cast_program_cached(name, dst)
         if base.byte_permute:
             return _byte_int_fp16_program(t, exponent)
-        make = _int_program if t.kind in ("int", "uint") else _float_program
         return make(t, dst, base.pair_stride, exponent)
     n, _ = _block_shape(t.nbits)
     best = None
-    make = _int_program if t.kind in ("int", "uint") else _float_program
     for d in _candidate_ds(n):
         prog = make(t, dst, d)
         if best is None or prog.op_count < best.op_count:
@@ -719,12 +718,12 @@ def _cast_program_cached(name: str, dst: str, exponent: int = 0) -> CastProgram:
 
 def free_exponent(t: "DataType | str", dst: str = "float16") -> int:
     """The ``exponent`` at which the packed cast of a float type to ``dst`` needs no half
-    multiply: its exponent-bias fix, ``-(bias_dst - bias_t)``, is left to the caller (who can fold
-    2^(bias_dst - bias_t) into a scale). Integer types absorb any exponent in their fma: 0."""
+    multiply: its exponent-bias fix, ``2^(bias_dst - bias_t)``, is left to the caller (who can
+    fold it into a scale). Integer types absorb any exponent in their fma: 0."""
     t = dtypes.get(t)
     if t.kind != "float":
         return 0
-    return -((15 if dst == "float16" else 127) - t.exponent_bias)
+    return t.exponent_bias - dtypes.get(dst).exponent_bias
 
 
 def cast_program(t: "DataType | str", dst: str = "float16", exponent: int = 0) -> CastProgram:

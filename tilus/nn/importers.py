@@ -64,10 +64,7 @@ def from_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
     if checkpoint_format not in FORMATS:
         raise QuantizationError(f"from_gptq: checkpoint_format must be one of {FORMATS}, got "
                                 f"{checkpoint_format!r}")
-    for name, x in (("qweight", qweight), ("qzeros", qzeros)):
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.int32 or x.dim() != 2:
-            raise QuantizationError(f"from_gptq: {name} must be a 2-D int32 tensor, got "
-                                    f"{getattr(x, 'dtype', type(x).__name__)}")
+    _check_packed("from_gptq", qweight=qweight, qzeros=qzeros)
     p = 32 // bits
     k, n = qweight.shape[0] * p, qweight.shape[1]
     groups = scales.shape[0] if scales.dim() == 2 else 0
@@ -94,10 +91,7 @@ def from_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
 def from_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
              bias: Optional[torch.Tensor] = None) -> QuantLinear:
     """A ``QuantLinear`` computing exactly the AWQ (GEMM, 4-bit) layer's ``x @ W.T + bias``."""
-    for name, x in (("qweight", qweight), ("qzeros", qzeros)):
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.int32 or x.dim() != 2:
-            raise QuantizationError(f"from_awq: {name} must be a 2-D int32 tensor, got "
-                                    f"{getattr(x, 'dtype', type(x).__name__)}")
+    _check_packed("from_awq", qweight=qweight, qzeros=qzeros)
     k, n = qweight.shape[0], qweight.shape[1] * 8
     if scales.dim() != 2 or scales.shape[1] != n or scales.dtype not in (torch.float16,
                                                                           torch.bfloat16):
@@ -112,6 +106,13 @@ def from_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
     codes = unpack_int32(qweight, 4, 1)[:, columns]
     zeros = unpack_int32(qzeros, 4, 1)[:, columns].to(torch.int64)
     return _layer(codes, zeros, scales, bias, 4, None)
+
+
+def _check_packed(who: str, **tensors) -> None:
+    for name, x in tensors.items():
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.int32 or x.dim() != 2:
+            raise QuantizationError(f"{who}: {name} must be a 2-D int32 tensor, got "
+                                    f"{getattr(x, 'dtype', type(x).__name__)}")
 
 
 def _layer(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,

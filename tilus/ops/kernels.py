@@ -21,7 +21,7 @@ is computed in float32 instead (cast, fma, one rounding to the activation dtype)
 
 Float weight types (``fold_scale``): the packed cast of ``floatK_eXmY`` ends with a multiply by
 2^(bias_act - bias_type) that fixes the exponent bias. With ``fold_scale`` the cast leaves it out
-(``cast(..., exponent=free_exponent)``, exact) and the scale row is multiplied by that power of
+(``cast(..., exponent=-bias_shift)``, exact) and the scale row is multiplied by that power of
 two (and by ``2^-exponent``) once per group instead of once per two weights. The caller
 (``tilus.ops.matmul``) sets it only when every scale times the power of two is exact and finite
 (``scale_fold_exponent``).
@@ -45,12 +45,13 @@ added in split order through a float32 workspace, serialized by one int32 semaph
 (block z waits for ``sema == z``; the last split adds bias, casts and stores C, and resets the
 semaphore to 0), so results are deterministic.
 """
+import functools
+
 import numpy as np
 
 import tilus
 from tilus import dtypes
 from tilus.autotune import autotune
-from tilus.backend.lowbit_cast import free_exponent
 from tilus.errors import TilusError
 from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layout,
                                     weight_fragment_layout, weight_stream_layout)
@@ -58,9 +59,9 @@ from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layo
 ACT_DTYPES = ("float16", "bfloat16")
 
 
-def values_exact_in(wtype, act: str, exponent: int) -> bool:
-    """Whether decode(q) and decode(q) * 2^-exponent are exact, finite values of ``act`` for every
-    code q of ``wtype`` (so the tile can be dequantized in the activation dtype)."""
+@functools.lru_cache(maxsize=None)
+def _values_exact_in(wtype: str, act: str, exponent: int) -> bool:
+    """``values_exact_in`` on hashable arguments."""
     import ml_dtypes
 
     t = dtypes.get(wtype)
@@ -76,13 +77,25 @@ def values_exact_in(wtype, act: str, exponent: int) -> bool:
     return True
 
 
+def values_exact_in(wtype, act: str, exponent: int) -> bool:
+    """Whether decode(q) and decode(q) * 2^-exponent are exact, finite values of ``act`` for every
+    code q of ``wtype`` (so the tile can be dequantized in the activation dtype). Cached: the
+    dispatch asks on every call."""
+    return _values_exact_in(dtypes.get(wtype).name, str(act), int(exponent))
+
+
+def bias_shift(wtype, act: str) -> int:
+    """log2 of the multiply that fixes a float type's exponent bias in ``act``:
+    ``bias(act) - bias(wtype)`` (the packed cast at ``exponent=-bias_shift`` has none)."""
+    return dtypes.get(act).exponent_bias - dtypes.get(wtype).exponent_bias
+
+
 def scale_fold_exponent(wtype, act: str, exponent: int) -> int:
     """j such that, with the scale rows multiplied by 2^j, the weights' cast needs no multiply:
-    ``-free_exponent(wtype, act) - exponent`` for float types; 0 for integer types."""
-    t = dtypes.get(wtype)
-    if not t.is_float:
+    ``bias_shift(wtype, act) - exponent`` for float types; 0 for integer types."""
+    if not dtypes.get(wtype).is_float:
         return 0
-    return -free_exponent(t, act) - int(exponent)
+    return bias_shift(wtype, act) - int(exponent)
 
 
 @autotune("block_m", [16, 32, 64, 128])
@@ -182,7 +195,7 @@ class QuantMatmul(tilus.Script):
         self.annotate_layout(raw, self.bytes_layout)
         codes = self.view(raw, dtype=self.wtype, layout=self.stream)
         if self.fold_scale:
-            wf = self.cast(codes, dtype=self.act, exponent=free_exponent(self.wtype, self.act.name))
+            wf = self.cast(codes, dtype=self.act, exponent=-bias_shift(self.wtype, self.act.name))
             self.annotate_layout(wf, self.fragment)
             return self.fma(wf, s, b) if b is not None else wf * s
         if self.fast:
