@@ -5,7 +5,7 @@
 turn codes into the little-endian bit stream kept in memory and back (``tilus.dtypes.packing``).
 """
 from tilus.dtypes.types import (  # noqa: F401
-    DataType, all_types, float_type, get, integer_type, lowbit_types,
+    DataType, all_types, float_type, get, integer_type, lowbit_types, scale_types,
 )
 from tilus.dtypes.types import _REGISTRY
 from tilus.dtypes.codec import decode, encode, format_value_table, value_table  # noqa: F401
@@ -15,7 +15,7 @@ from tilus.dtypes.packing import (  # noqa: F401
 
 globals().update(_REGISTRY)
 
-__all__ = ["DataType", "get", "all_types", "lowbit_types", "integer_type", "float_type",
+__all__ = ["DataType", "get", "all_types", "lowbit_types", "scale_types", "integer_type", "float_type",
            "encode", "decode", "value_table", "format_value_table",
            "pack", "unpack", "pack_words", "unpack_words", "packed_nbytes", "bit_width",
            *_REGISTRY]
