@@ -70,16 +70,17 @@ SMEM_LIMIT = 227 * 1024     # dynamic shared memory one block may use on sm_90 (
 
 
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
-                     num_sms: int = 132, nbits: int = 8) -> dict:
+                     num_sms: int = 132, nbits: int = 8, max_block_k: int = 512) -> dict:
     """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 512, split-k that fills
     the SMs evenly, a copy_async pipeline up to 4 deep) or large-M (block_m 64/128, one unit per
     k-tile, 3 stages). The stages of ``nbits``-bit weights and fp16 activations fit in
-    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline."""
+    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline.
+    ``max_block_k``: 256 for the block-scaled schemes (``block_k_limit``)."""
     if engine == "interpreter":
         return {"block_m": 16, "block_n": 128, "block_k": 32, "split_k": 1, "warps": 4,
                 "stages": 1}
     if m <= 16:
-        bk = _block_k_for(group_size, k)
+        bk = min(_block_k_for(group_size, k), max_block_k)
         k_tiles = math.ceil(k / bk)
         split = balanced_split(math.ceil(n / 128), k_tiles, num_sms)
         stages = max(1, min(4, math.ceil(k_tiles / split), SMEM_LIMIT // stage_bytes(16, bk,
@@ -89,6 +90,12 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
     bm = 64 if m <= 128 else 128
     return {"block_m": bm, "block_n": 128, "block_k": 32, "split_k": 1,
             "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / 32)))}
+
+
+def block_k_limit(scheme: str) -> int:
+    """The largest decode k-tile for a scheme: 256 for mx/nvfp4 (8 E8M0 / 16 E4M3 scale rows
+    held in registers one iteration ahead: 512 spills on sm_90), else 512."""
+    return 512 if scheme == "group" else 256
 
 
 def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128) -> int:
@@ -264,7 +271,8 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
         pass
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     return default_schedule(m, n, k, meta["group_size"], "compiled", sms,
-                            dtypes.get(meta["dtype"]).nbits)
+                            dtypes.get(meta["dtype"]).nbits,
+                            block_k_limit(meta.get("scheme", "group")))
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:
