@@ -38,13 +38,11 @@ def pow2(e):
 
 
 def _decode_exponent_only(dtype: DataType, c):
-    """float8_e8m0 (bias 127 = float32's): code e is the float32 exponent field, 0 the float32
-    subnormal 2^-127, the all-ones code NaN."""
-    top = (1 << dtype.exponent_bits) - 1
-    bits = tirx.shift_left(tirx.Cast("uint32", c), const(23, "uint32"))
-    v = tirx.Select(c == 0, const(2.0 ** -dtype.exponent_bias, "float32"),
-                    tirx.reinterpret("float32", bits))
-    return tirx.Select(c == top, const(float("nan"), "float32"), v)
+    """float8_e8m0 (bias 127 = float32's): code e is the float32 exponent field; code 0 (2^-127)
+    is the float32 subnormal 0x400000, the larger of the two; the all-ones code is NaN."""
+    assert (dtype.exponent_bits, dtype.exponent_bias) == (8, 127), dtype
+    bits = tirx.max(tirx.shift_left(c, const(23, "int32")), const(0x400000, "int32"))
+    return tirx.Select(c == 255, const(float("nan"), "float32"), tirx.reinterpret("float32", bits))
 
 
 def _encode_exponent_only(dtype: DataType, v):
