@@ -1,13 +1,17 @@
 """Hugging Face round trips on a tiny random-weight Llama built from a LlamaConfig (no downloads):
-tilus.nn.load_quantized of save_pretrained and save_quantized directories. Greedy generation
+save_pretrained / from_pretrained through the "tilus" quantizer (TilusConfig), quantize-on-load,
+and tilus.nn.load_quantized of save_pretrained and save_quantized directories. Greedy generation
 gives the same tokens before and after each round trip."""
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from tilus.nn import from_gptq, load_quantized, quantize_model, save_quantized  # noqa: E402
+import tilus  # noqa: E402
+from tilus.errors import QuantizationError  # noqa: E402
+from tilus.nn import QuantLinear, from_gptq, load_quantized, quantize_model, save_quantized  # noqa
+from tilus.nn.hf import TilusConfig, mark_quantized, quantize  # noqa: E402
 from tests.ops.test_importers import _layer as gptq_layer  # noqa: E402
 
 PROMPT = torch.tensor([[5, 17, 42, 9]])
@@ -49,6 +53,28 @@ def _mixed(m):
     return m
 
 
+def test_save_pretrained_from_pretrained_round_trip(tmp_path):
+    m = _mixed(_llama())
+    assert m.model.layers[1].mlp.down_proj.exponent == 2
+    tokens = _generate(m)
+    logits = m(PROMPT).logits
+    mark_quantized(m)
+    m.save_pretrained(tmp_path)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(back.model.layers[0].self_attn.o_proj, QuantLinear)
+    assert back.model.layers[0].self_attn.o_proj.input_perm is not None
+    assert back.config.quantization_config.modules["model.layers.0.self_attn.v_proj"]["dtype"] \
+        == "int8"
+    assert type(back.lm_head) is torch.nn.Linear
+    _same_state(m, back)
+    assert back.model.layers[1].mlp.down_proj.exponent == 2
+    torch.testing.assert_close(back(PROMPT).logits, logits, rtol=0, atol=0)
+    assert torch.equal(_generate(back), tokens)
+    # and once more: a reloaded model saves and reloads the same
+    back.save_pretrained(tmp_path / "again")
+    _same_state(m, AutoModelForCausalLM.from_pretrained(tmp_path / "again"))
+
+
 def test_load_quantized_reads_save_pretrained_and_save_quantized(tmp_path):
     m = _mixed(_llama())                       # tilus.nn only: no quantization_config
     tokens = _generate(m)
@@ -58,3 +84,35 @@ def test_load_quantized_reads_save_pretrained_and_save_quantized(tmp_path):
         back = load_quantized(_config(), tmp_path / d)
         _same_state(m, back)
         assert torch.equal(_generate(back), tokens), d
+
+
+def test_quantize_on_load_with_tilus_config(tmp_path):
+    _llama().save_pretrained(tmp_path / "float")
+    cfg = dict(dtype="uint4", group_size=32, bit_map={"*.mlp.*": "uint3"})
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "float",
+                                             quantization_config=TilusConfig(**cfg))
+    ref = quantize(_llama(), TilusConfig(**cfg))
+    assert type(m.lm_head) is torch.nn.Linear            # transformers' default skip
+    assert m.model.layers[0].mlp.up_proj.dtype_name == "uint3"
+    assert m.model.layers[0].self_attn.q_proj.dtype_name == "uint4"
+    _same_state(ref, m)
+    float_logits = _llama()(PROMPT).logits                 # close to the float model
+    assert (m(PROMPT).logits - float_logits).norm() < 0.25 * float_logits.norm()
+    tokens = _generate(m)
+    m.save_pretrained(tmp_path / "q")
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    _same_state(m, back)
+    assert torch.equal(_generate(back), tokens)
+
+
+def test_config_checks_its_arguments():
+    with pytest.raises(QuantizationError, match="unsupported weight type"):
+        TilusConfig(dtype="uint9")
+    with pytest.raises(QuantizationError, match="group_size must be a positive multiple of 32"):
+        TilusConfig(group_size=48)
+    with pytest.raises(QuantizationError, match="unsupported weight type"):
+        TilusConfig(bit_map={"*.mlp.*": "int12"})
+    assert TilusConfig.from_dict(TilusConfig(group_size=-1, skip=["lm_head"]).to_dict()).skip \
+        == ["lm_head"]
+    with pytest.raises(QuantizationError, match="no QuantLinear"):
+        mark_quantized(_llama())
