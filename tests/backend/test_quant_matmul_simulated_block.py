@@ -9,7 +9,9 @@ from tests.backend.quant_matmul_sim import SMALL, case_id, check_quant_matmul_si
 pytest.importorskip("tilus.simulator")
 
 PIPE = dict(block_m=16, block_n=128, block_k=64, stages=2, split_k=2, warps=4)
+WIDE = dict(block_m=32, block_n=128, block_k=64, stages=3, split_k=1, warps=8)   # 2 warp rows
 CASES = [("mx", "float4_e2m1", SMALL, 5), ("mx", "float4_e2m1", PIPE, 1),
+         ("mx", "float6_e3m2", WIDE, 33),
          ("mx", "int8", SMALL, 3), ("nvfp4", "float4_e2m1", SMALL, 5),
          ("nvfp4", "float4_e2m1", PIPE, 1)]
 
