@@ -15,6 +15,7 @@ def build(kernel_or_program, arch=None, **consts):
 
 # ----- tilus.lang: the Python DSL (kept as one block at the end to merge cleanly) -----
 from tilus.ir.expr import cdiv  # noqa: E402,F401
+from tilus.ir.types import void_p  # noqa: E402,F401  (raw byte pointer, = ~tilus.uint8)
 from tilus.lang import Script  # noqa: E402,F401
 from tilus import jit  # noqa: E402,F401
 
