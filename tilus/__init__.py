@@ -24,9 +24,9 @@ from tilus.logging_config import configure_logging as _configure_logging  # noqa
 _configure_logging()
 
 
-# ----- tilus.ops / tilus.nn / tilus.autotune: imported on first use (they import torch) -----
+# ----- tilus.ops / nn / autotune / utils: imported on first use (they import torch) -----
 def __getattr__(name):
-    if name in ("ops", "nn", "autotune"):
+    if name in ("ops", "nn", "autotune", "utils"):
         import importlib
 
         return importlib.import_module(f"tilus.{name}")

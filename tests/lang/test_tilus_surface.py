@@ -102,3 +102,15 @@ def test_utils():
         gcd(12.0, 16)
     with pytest.raises(NoDeviceError, match="CUDA device"):
         benchmark_func(lambda: None)
+
+
+def test_tensor_methods_check_their_arguments_at_the_users_line():
+    class BadTo(tilus.Script):
+        def __call__(self, p: ~float32):
+            self.attrs.warps = 1
+            g = self.global_view(p, dtype=float32, shape=[32])
+            self.load_global(g, offsets=[0], shape=[32]).to(float16, 3, 4)
+
+    with pytest.raises(ScriptError, match=r"self.cast\(.*too many positional arguments"):
+        BadTo().program()
+    assert tilus.utils.cdiv(7, 2) == 4

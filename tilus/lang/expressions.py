@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
-import functools
 import inspect
 import operator
 from dataclasses import dataclass
@@ -38,6 +37,13 @@ SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod
 
 # methods of a tile in a kernel (``x.to(float32)``) and the instruction each one is
 TENSOR_METHODS = {"to": "cast", "transpose": "transpose"}
+
+
+@dataclass
+class TensorMethod:
+    """``x.to`` in a kernel: the instruction method ``method`` with ``x`` as its first argument."""
+    method: Any
+    tensor: Tensor
 
 
 # ----- environment -------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ class ExpressionEvaluator:
     def expr_Attribute(self, node: ast.Attribute, hint) -> Any:
         obj = self.eval(node.value)
         if isinstance(obj, Tensor) and node.attr in TENSOR_METHODS and self.ctx is not None:
-            return functools.partial(getattr(self.ctx.script, TENSOR_METHODS[node.attr]), obj)
+            return TensorMethod(getattr(self.ctx.script, TENSOR_METHODS[node.attr]), obj)
         try:
             return getattr(obj, node.attr)
         except AttributeError:
@@ -163,6 +169,8 @@ class ExpressionEvaluator:
     def call(self, func, args, kwargs, hint, node) -> Any:
         from tilus.lang.script import Script
 
+        if isinstance(func, TensorMethod):  # x.to(dtype) is self.cast(x, dtype)
+            func, args = func.method, [func.tensor, *args]
         if inspect.ismethod(func) and isinstance(func.__self__, Script):
             fn = func.__func__
             if getattr(fn, DSL_MARK, False):
