@@ -56,6 +56,24 @@ def test_matmul_pipelined_tails_and_a_single_tile():
     load("matmul_pipelined").run(m=16, n=16, k=16)
 
 
+@pytest.mark.slow
+def test_matmul_pipelined_compiled_kernel_simulates():
+    """The compiled kernel (run-time stage indices into the shared buffers) on the CPU simulator."""
+    pytest.importorskip("tvm")
+    import torch
+
+    import tilus
+
+    m, n, k = 40, 64, 80
+    torch.manual_seed(0)
+    a, b = (torch.rand(m, k) - 0.5).half(), (torch.rand(k, n) - 0.5).half()
+    c = torch.zeros(m, n, dtype=torch.float16)
+    kernel = load("matmul_pipelined").MatmulPipelined(64, 64, 16, 3, 4)
+    program, args = kernel.instantiate(m, n, k, a, b, c)
+    tilus.simulate(program, *args, arch="sm_90")
+    assert (c.float() - a.float() @ b.float()).abs().max().item() < 2e-2
+
+
 def test_softmax_layernorm_tails():
     load("softmax_layernorm").run(m=3, n=1100)
     load("softmax_layernorm").run(m=9, n=7)
