@@ -79,3 +79,17 @@ def test_cuda_call_tunes_and_records(monkeypatch, tmp_path):
     assert (kernel.block, kernel.warps, kernel.twice) == (64, 2, True)
     np.testing.assert_array_equal(c, a * 0.25)
     assert len(timer.calls) == 6
+
+
+def test_debug_schedule_is_the_whole_space(caplog):
+    class Debug(Scale):
+        debug_schedule = dict(block=64, warps=2, scale_twice=True)
+
+    kernel = Debug(2.0)
+    a = np.arange(100, dtype=np.float32)
+    c = np.zeros(100, np.float32)
+    with caplog.at_level(logging.INFO, logger="tilus.autotune"):
+        kernel(100, a, c, 1)
+    np.testing.assert_array_equal(c, a * 4)
+    assert (kernel.block, kernel.warps) == (64, 2)
+    assert "(of 1)" in caplog.text

@@ -5,7 +5,8 @@ On CUDA arguments the Autotuner builds and times every config for that call (its
 arguments fixed) and keeps the fastest; the choice is recorded in the tuning database under a
 bucket named after the call's compile-time values and tensor shapes. Anywhere else (the CPU
 interpreter, ``tilus.build``, ``kernel.program()``) there is nothing to time: the first config
-whose program builds is taken, and the log says which.
+whose program builds is taken, and the log says which. A class attribute ``debug_schedule``
+(a dict of every tuned parameter), as in NVIDIA's Tilus, makes that one config the whole space.
 """
 from __future__ import annotations
 
@@ -81,19 +82,22 @@ def settle(kernel, args: tuple, kwargs: dict, check: Callable[[], Any]) -> None:
     init_args, init_kwargs = kernel.__dict__.pop(PENDING)
     cls = type(kernel)
     fixed = _fixed(cls, init_args, init_kwargs)
+    debug = getattr(cls, "debug_schedule", None)
+    space = [(k, [v]) for k, v in debug.items()] if debug else None
     if _on_cuda(list(args) + list(kwargs.values())):
         consts = {p.name: v for p, v in zip(cls.kernel_params(), args) if p.is_const}
         consts.update({k: v for k, v in kwargs.items()
                        if any(p.name == k and p.is_const for p in cls.kernel_params())})
         bucket = "call:" + ",".join([_describe(v) for v in args] +
                                     [f"{k}={_describe(v)}" for k, v in sorted(kwargs.items())])
-        tuner = Autotuner(cls, fixed=fixed, builder=functools.partial(build_for_call, consts))
+        tuner = Autotuner(cls, fixed=fixed, space=space,
+                          builder=functools.partial(build_for_call, consts))
         result = tuner.tune(bucket, run=lambda k: k(*args, **kwargs))
         cls._tilus_original_init(kernel, *init_args, **init_kwargs, **result.config)
         logger.info("%s: tuned at its first call: %s (%s)", cls.__name__, result.config,
                     "from the database" if result.from_database else f"{result.time_ms:.3f} ms")
         return
-    keep, pruned = Autotuner(cls, fixed=fixed).candidates()
+    keep, pruned = Autotuner(cls, fixed=fixed, space=space).candidates()
     errors = []
     for config in keep:
         cls._tilus_original_init(kernel, *init_args, **init_kwargs, **config)
@@ -105,7 +109,7 @@ def settle(kernel, args: tuple, kwargs: dict, check: Callable[[], Any]) -> None:
                 del kernel.__dict__[k]
             continue
         logger.info("%s: no GPU to tune on; using the first valid config %s (of %d)",
-                    cls.__name__, config, len(configs_of(space_of(cls))))
+                    cls.__name__, config, len(configs_of(space or space_of(cls))))
         return
     kernel.__dict__[PENDING] = (init_args, init_kwargs)
     first = f"; first: {errors[0][0]}: {errors[0][1]}" if errors else ""
