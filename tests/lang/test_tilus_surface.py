@@ -96,7 +96,11 @@ def test_static_assert_and_bad_indexing_name_the_line():
         Checked(64).program()
 
 
-def test_utils():
+def test_utils_and_tilus_type_names():
+    assert tilus.f32 is tilus.float32 and tilus.f16 is tilus.float16
+    assert tilus.bf16 is tilus.bfloat16 and tilus.boolean is tilus.dtypes.bool
+    assert tilus.int4b is tilus.int4 and tilus.uint3b is tilus.uint3
+    assert tilus.dtypes.get("int6b") is tilus.int6
     assert cdiv(10, 4) == 3 and gcd(12, 16) == 4
     with pytest.raises(TypeError):
         gcd(12.0, 16)
