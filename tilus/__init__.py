@@ -15,6 +15,7 @@ def build(kernel_or_program, arch=None, **consts):
 
 # ----- tilus.lang: the Python DSL (kept as one block at the end to merge cleanly) -----
 from tilus.ir.expr import cdiv  # noqa: E402,F401
+from tilus.ir.types import void_p  # noqa: E402,F401  (raw byte pointer, = ~tilus.uint8)
 from tilus.lang import Script  # noqa: E402,F401
 from tilus import jit  # noqa: E402,F401
 
@@ -23,9 +24,9 @@ from tilus.logging_config import configure_logging as _configure_logging  # noqa
 _configure_logging()
 
 
-# ----- tilus.ops / tilus.nn / tilus.autotune: imported on first use (they import torch) -----
+# ----- tilus.ops / nn / autotune / utils: imported on first use (they import torch) -----
 def __getattr__(name):
-    if name in ("ops", "nn", "autotune"):
+    if name in ("ops", "nn", "autotune", "utils"):
         import importlib
 
         return importlib.import_module(f"tilus.{name}")

@@ -115,3 +115,8 @@ class DeviceMismatchError(ArgumentError):
 class AutotuneError(TilusError):
     """Autotuning failed: an empty or fully pruned search space, every build failed, or the tuning
     database could not be read or written."""
+
+
+class NoDeviceError(TilusError, RuntimeError):
+    """Something that runs on a GPU (timing a kernel, say) was asked for on a machine without a
+    CUDA device."""

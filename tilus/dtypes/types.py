@@ -189,10 +189,16 @@ def _define_all() -> None:
 
 _define_all()
 
+# NVIDIA Tilus's names for types that have another name here; they are also attributes of
+# tilus.dtypes and tilus (``tilus.f32``, ``tilus.int4b``, ``tilus.boolean``)
+TILUS_NAMES = {
+    "f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64", "boolean": "bool",
+    **{f"int{k}b": f"int{k}" for k in range(1, 8)}, **{f"uint{k}b": f"uint{k}" for k in range(1, 8)},
+}
 _ALIASES = {
     "float4_e2m1fn": "float4_e2m1", "float6_e2m3fn": "float6_e2m3", "float6_e3m2fn": "float6_e3m2",
-    "float8_e4m3fn": "float8_e4m3", "f16": "float16", "bf16": "bfloat16", "f32": "float32",
-    "f64": "float64", "half": "float16", "float": "float32", "int": "int32",
+    "float8_e4m3fn": "float8_e4m3", "half": "float16", "float": "float32", "int": "int32",
+    **TILUS_NAMES,
 }
 
 

@@ -28,7 +28,7 @@ from tilus.ir.program import Program
 from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, SeqStmt,
                            Stmt, WhileStmt)
-from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
+from tilus.ir.types import GLOBAL, RAW_POINTEE, REGISTER, SHARED, PointerType, Tensor
 
 __all__ = ["verify", "MAX_DEPTH", "MAX_REGISTERS", "GRID_LIMITS", "RAW_POINTEE"]
 
@@ -42,8 +42,6 @@ MAX_DEPTH = 256
 MAX_REGISTERS = 255
 # The largest grid CUDA launches, along x, y and z.
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
-# A pointer to this type is a raw byte pointer: global_view may read its bytes as any type.
-RAW_POINTEE = dtypes.uint8
 # Instruction fields that are element indices, sizes or strides: int32 on the GPU.
 INDEX_FIELDS = ("offsets", "strides", "index")
 

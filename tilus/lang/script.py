@@ -131,6 +131,12 @@ class Script(InstructionMethods):
         cls._tilus_params = params
         return params
 
+    def _settle_schedule(self, args: tuple, kwargs: dict, check) -> None:
+        """An ``@tilus.autotune`` kernel created without its schedule parameters gets them now,
+        from the call's arguments (the hook ``_tilus_settle`` the decorator installs)."""
+        if "_tilus_deferred" in self.__dict__:
+            type(self)._tilus_settle(self, args, kwargs, check)
+
     def _consts_key(self, consts: dict[str, Any]) -> tuple:
         attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(self).items() if not k.startswith("_")))
         return tuple(consts.items()), attrs
@@ -138,6 +144,7 @@ class Script(InstructionMethods):
     def program(self, **consts: Any) -> Program:
         """The Program for the given values of the compile-time (``int``/``float``/``bool``)
         parameters; built once per distinct set of values (and of ``self``'s attributes)."""
+        self._settle_schedule((), dict(consts), lambda: self.program(**dict(consts)))
         params = self.kernel_params()
         values: dict[str, Any] = {}
         for p in params:
@@ -225,6 +232,7 @@ class Script(InstructionMethods):
     def instantiate(self, *args: Any, **kwargs: Any) -> tuple[Program, list[Any]]:
         """Splits a call's arguments: the Program for its compile-time values, and the run-time
         arguments in the Program's parameter order."""
+        self._settle_schedule(args, kwargs, lambda: self.instantiate(*args, **kwargs))
         params = self.kernel_params()
         names = [p.name for p in params]
         if len(args) > len(params):

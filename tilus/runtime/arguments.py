@@ -212,6 +212,8 @@ def _int_range(name: str) -> tuple[int, int]:
 
 @lru_cache(maxsize=1024)
 def _accepts(t: dtypes.DataType, dtype: str, itemsize: int) -> bool:
+    if t is dtypes.uint8:
+        return True  # a raw byte pointer (void_p = ~uint8) reads any buffer's bytes
     if t.is_subbyte:
         return dtype == "uint8"
     if dtype == t.name and itemsize * 8 == t.nbits:

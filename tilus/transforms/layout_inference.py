@@ -43,7 +43,13 @@ Rules (what an instruction requires of its operands' and output's layouts)
 - binary ops, ``where``: an operand of the output's shape has the output's layout (both
   directions); a broadcast operand (a size-1 or missing dimension) has the output's layout
   reduced over those dimensions (``L.reduce(d)``: the threads that held the dimension replicate).
-  When only broadcast operands are known, the output is suggested ``local(f) * operand``.
+  When only broadcast operands are known, the output is suggested the first layout they agree
+  with among the default layout and those of same-shape tiles already placed (so a row
+  statistic of a reduction keeps its rows spread over the lanes that reduced them, and the
+  reduction is a warp shuffle), else ``local(f) * operand``.
+  After solving, a tile whose inferred layout gives a thread more than half of its registers,
+  and more elements than an even spread would, is logged as a warning
+  (``LayoutInference.heavy_tiles``): it is likely to spill.
 - ``reduce``: output = ``input.reduce(dim, keepdim)`` (required forward; backward only a
   suggestion, ``local(f) * output``: the reduced dimension held by the threads holding the result).
 - ``dot``: once any of A, B, C is known, the first of ``mma_dot_layouts`` that agrees with the
@@ -105,6 +111,9 @@ logger = logging.getLogger("tilus")
 __all__ = ["LayoutInference", "infer_layouts", "layout_rule", "default_layout", "dot_layouts",
            "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
            "check_layouts"]
+
+#: a tile whose inferred layout gives a thread more registers than this is warned about
+SPILL_WARN_REGISTERS = MAX_REGISTERS // 2
 
 Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple]]
 _RULES: dict[type, Rule] = {}
@@ -339,8 +348,7 @@ def _elementwise(inst, s: "_Solver"):
             known = [x for x in _register_tensors(inst.operands()) if s.layout(x) is not None]
             if not known:
                 return []
-            x = max(known, key=lambda x: x.type.size)
-            return [(out, _expand(s.layout(x), out.shape), SOFT)]
+            return [(out, _from_broadcast_operands(out, known, s), SOFT)]
     implied = [(out, layout)]
     for x in _register_tensors(inst.operands()):
         if tuple(x.shape) == tuple(out.shape):
@@ -348,6 +356,23 @@ def _elementwise(inst, s: "_Solver"):
         else:
             implied.append((x, broadcast_operand_layout(layout, x.shape)))
     return implied
+
+
+def _from_broadcast_operands(out: Tensor, known: list[Tensor], s: "_Solver") -> RegisterLayout:
+    """The layout suggested for a new tile when only broadcast operands of it are known (a row
+    statistic from a reduction, a [1, n] scale): the first layout that agrees with all of them
+    among the default layout and the layouts of tiles of the same shape already placed (the input
+    of the reduction a row statistic came from agrees with it), so that each row stays spread over
+    the lanes that reduced it instead of one thread holding a whole row; else the largest
+    operand's layout with the new elements held locally."""
+    shape = tuple(out.shape)
+    candidates = [default_layout(shape, out.dtype, s.threads)] + \
+        [s.known[n] for n, t in s.tensors.items() if n in s.known and tuple(t.shape) == shape]
+    for cand in candidates:
+        if all(same_owners(broadcast_operand_layout(cand, x.shape), s.layout(x)) for x in known):
+            return cand
+    x = max(known, key=lambda x: x.type.size)
+    return _expand(s.layout(x), out.shape)
 
 
 @layout_rule(I.ReduceInst)
@@ -670,14 +695,32 @@ def _bit_compatible(inst: I.ViewInst, x: RegisterLayout, out: RegisterLayout) ->
     return view_layout(x, inst.x.dtype, inst.output.shape, inst.output.dtype) == out
 
 
+def heavy_tiles(solver: "_Solver") -> list[tuple[str, int, RegisterLayout]]:
+    """(name, registers, layout) of the register tiles whose inferred (not annotated) layout gives
+    a thread more than ``SPILL_WARN_REGISTERS`` registers and more elements than an even spread
+    over the threads would (replicated or whole rows): with anything else live, they spill."""
+    out = []
+    for name, t in solver.tensors.items():
+        layout = solver.known.get(name)
+        if layout is None or solver.origin.get(name) == "annotated":
+            continue
+        regs = -(-layout.local_size * register_bits(t.dtype) // 32)
+        if regs > SPILL_WARN_REGISTERS and layout.local_size > -(-t.type.size // solver.threads):
+            out.append((name, regs, layout))
+    return out
+
+
 class LayoutInference(Pass):
     """The pass: see the module docstring. After ``run``, ``redistributing_views`` lists the text
-    of the views whose two sides are not bit-compatible (the backend moves bits between threads)."""
+    of the views whose two sides are not bit-compatible (the backend moves bits between threads),
+    and ``heavy_tiles`` the tiles whose inferred layout is likely to spill (each logged as a
+    warning)."""
 
     name = "layout_inference"
 
     def __init__(self):
         self.redistributing_views: list[str] = []
+        self.heavy_tiles: list[tuple[str, int, RegisterLayout]] = []
 
     def run(self, program: Program) -> Program:
         solver = _Solver(program, program.num_threads)
@@ -688,6 +731,12 @@ class LayoutInference(Pass):
             and not _bit_compatible(inst, solver.known[inst.x.name], solver.known[inst.output.name])]
         for text in self.redistributing_views:
             logger.debug("layout inference: redistributing view `%s`", text)
+        self.heavy_tiles = heavy_tiles(solver)
+        for name, regs, layout in self.heavy_tiles:
+            logger.warning("layout inference: %%%s holds %d of a thread's %d registers under the "
+                           "inferred layout %s; the kernel is likely to spill (annotate_layout a "
+                           "layout spreading it over more threads, or use a smaller tile)",
+                           name, regs, MAX_REGISTERS, layout)
         result = _ApplyLayouts(layouts)(program)
         check_layouts(result)
         return result
