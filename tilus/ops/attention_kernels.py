@@ -1,0 +1,159 @@
+"""Decode attention over a quantized KV cache in the Tilus DSL (flash-decoding: split + combine).
+
+One query token per sequence: ``out[b, h] = softmax(q[b, h] . K[b, h // G]^T * scale) V[b, h // G]``
+over the first ``seq_lens[b]`` tokens, with ``G = heads / kv_heads`` query heads per KV head (GQA).
+K and V are stored as codes of a 1-8-bit type (``tilus.ops.kv_cache``): row ``(b, kh, s)`` is
+the bit stream of ``head_dim`` codes, and token s of head kh dequantizes as
+``decode(code) * scale[b, kh, s] + zero[b, kh, s]`` (fp16, one rounding).
+
+``DecodeAttentionSplit`` (grid ``[batch * kv_heads, splits]``): block (bh, sp) takes the
+``G`` query heads of KV head bh as one ``[G_pad, head_dim]`` tile (G_pad = G rounded up to 16, the
+mma's rows; rows past G read 0 and are never stored) and walks its split's ``block_s``-token tiles
+of the sequence with an online softmax: per tile ``S = Q K^T * scale`` (fp32), masked to -inf at
+positions >= seq_lens[b], then the running max m, sum l and ``acc = acc * e^(m_old - m) + P V``.
+It writes its partial (acc, m, l) in fp32. ``DecodeAttentionCombine`` (grid ``[batch * kv_heads]``)
+rescales the splits' partials to their common max and writes ``acc / l`` in fp16 (0 for an
+empty sequence).
+
+The IR has no scalar load from memory, so a block cannot end its loop at its own sequence's
+length: the grid covers ``n_tokens`` (the batch's longest sequence) and a tile's positions come
+from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
+masked tokens are forced to 0, so whatever bytes lie past a sequence's end never reach the output.
+"""
+from __future__ import annotations
+
+import tilus
+from tilus import dtypes
+from tilus.errors import TilusError
+
+MMA_M = 16
+NEG_INF = float("-inf")
+
+
+class DecodeAttentionSplit(tilus.Script):
+    """The split kernel (see the module docstring); ``k_dtype``/``v_dtype`` are the cache types,
+    ``block_s`` the tokens per tile (a multiple of 16), ``softmax_scale`` the scores' factor."""
+
+    def __init__(self, k_dtype, v_dtype, head_dim: int, group: int, softmax_scale: float,
+                 block_s: int = 32, warps: int = 4):
+        super().__init__()
+        self.k_dtype, self.v_dtype = dtypes.get(k_dtype), dtypes.get(v_dtype)
+        for t in (self.k_dtype, self.v_dtype):
+            if t.nbits > 8 or head_dim * t.nbits % 8:
+                raise TilusError(f"DecodeAttentionSplit: a cache row of head_dim={head_dim} "
+                                 f"{t.name} codes must fill whole bytes (1-8-bit types)")
+        if head_dim % 16 or block_s % 16 or group < 1:
+            raise TilusError(f"DecodeAttentionSplit: head_dim={head_dim} and block_s={block_s} "
+                             f"must be multiples of 16 and group={group} >= 1")
+        self.head_dim, self.group, self.block_s, self.warps = head_dim, group, block_s, warps
+        self.group_pad = MMA_M * -(-group // MMA_M)
+        self.softmax_scale = float(softmax_scale)
+
+    def __call__(self, kv_heads: tilus.int32, max_seq: tilus.int32, n_tokens: tilus.int32,
+                 splits: tilus.int32, batch: tilus.int32, q: ~tilus.float16, k: ~tilus.uint8,
+                 v: ~tilus.uint8, k_scales: ~tilus.float16, k_zeros: ~tilus.float16,
+                 v_scales: ~tilus.float16, v_zeros: ~tilus.float16, seq_lens: ~tilus.int32,
+                 positions: ~tilus.int32, part_o: ~tilus.float32, part_m: ~tilus.float32,
+                 part_l: ~tilus.float32):
+        d, g, gp, bs = self.head_dim, self.group, self.group_pad, self.block_s
+        self.attrs.blocks = [batch * kv_heads, splits]
+        self.attrs.warps = self.warps
+        bh = self.blockIdx.x
+        sp = self.blockIdx.y
+        b = bh // kv_heads
+        gq = self.global_view(q, dtype=tilus.float16, shape=[batch * kv_heads, g, d])
+        gk = self.global_view(k, dtype=tilus.uint8,
+                              shape=[batch * kv_heads, max_seq, d * self.k_dtype.nbits // 8])
+        gv = self.global_view(v, dtype=tilus.uint8,
+                              shape=[batch * kv_heads, max_seq, d * self.v_dtype.nbits // 8])
+        gks = self.global_view(k_scales, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
+        gkz = self.global_view(k_zeros, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
+        gvs = self.global_view(v_scales, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
+        gvz = self.global_view(v_zeros, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
+        glen = self.global_view(seq_lens, dtype=tilus.int32, shape=[batch])
+        gpos = self.global_view(positions, dtype=tilus.int32, shape=[n_tokens])
+        go = self.global_view(part_o, dtype=tilus.float32, shape=[batch * kv_heads, splits, g, d])
+        gm = self.global_view(part_m, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
+        gl = self.global_view(part_l, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
+
+        tq = self.load_global(gq, offsets=[bh, 0, 0], shape=[gp, d])
+        length = self.load_global(glen, offsets=[b], shape=[1])
+        acc = self.register_tensor(dtype=tilus.float32, shape=[gp, d], init=0.0)
+        m = self.register_tensor(dtype=tilus.float32, shape=[gp, 1], init=NEG_INF)
+        l = self.register_tensor(dtype=tilus.float32, shape=[gp, 1], init=0.0)
+        tiles = tilus.cdiv(n_tokens, bs)
+        per_split = tilus.cdiv(tiles, splits)
+        first = sp * per_split
+        last = min(first + per_split, tiles)
+        for t in self.range(first, last):
+            s0 = t * bs
+            pos = self.load_global(gpos, offsets=[s0], shape=[bs], other=2147483647)
+            valid = pos < length                                        # [bs]
+            kt = self.dequantized(gk, gks, gkz, self.k_dtype, bh, s0, None)
+            scores = self.register_tensor(dtype=tilus.float32, shape=[gp, bs], init=0.0)
+            self.dot(tq, self.transpose(kt), scores, out=scores)
+            scores = self.where(valid, scores * self.softmax_scale, NEG_INF)
+            m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
+            m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
+            p = self.exp(scores - m_safe)
+            alpha = self.exp(m - m_safe)
+            l = l * alpha + self.sum(p, dim=1, keepdim=True)
+            vt = self.dequantized(gv, gvs, gvz, self.v_dtype, bh, s0,
+                                  self.unsqueeze(valid, dim=1))
+            acc = acc * alpha
+            self.dot(self.cast(p, dtype=tilus.float16), vt, acc, out=acc)
+            m = m_new
+        self.store_global(go, acc, offsets=[bh, sp, 0, 0])
+        self.store_global(gm, self.squeeze(m, dim=1), offsets=[bh, sp, 0])
+        self.store_global(gl, self.squeeze(l, dim=1), offsets=[bh, sp, 0])
+
+    def dequantized(self, gc, gs, gz, t, bh, s0, valid):
+        """The [block_s, head_dim] fp16 tile of tokens s0.. of one head: ``code * scale + zero``;
+        with ``valid`` ([block_s, 1] bool), the scale and zero of invalid tokens are 0."""
+        bs, d = self.block_s, self.head_dim
+        raw = self.load_global(gc, offsets=[bh, s0, 0], shape=[bs, d * t.nbits // 8])
+        codes = self.view(raw, dtype=t, shape=[bs, d])
+        scale = self.unsqueeze(self.load_global(gs, offsets=[bh, s0], shape=[bs]), dim=1)
+        zero = self.unsqueeze(self.load_global(gz, offsets=[bh, s0], shape=[bs]), dim=1)
+        if valid is not None:
+            scale = self.where(valid, scale, 0.0)
+            zero = self.where(valid, zero, 0.0)
+        return self.fma(self.cast(codes, dtype=tilus.float16), scale, zero)
+
+
+class DecodeAttentionCombine(tilus.Script):
+    """The combine kernel: ``out = sum_sp e^(m_sp - M) acc_sp / sum_sp e^(m_sp - M) l_sp`` with
+    ``M = max_sp m_sp``, per query head, in fp16 (0 where no token was attended)."""
+
+    def __init__(self, head_dim: int, group: int, warps: int = 4):
+        super().__init__()
+        self.head_dim, self.group, self.warps = head_dim, group, warps
+        self.group_pad = MMA_M * -(-group // MMA_M)
+
+    def __call__(self, kv_heads: tilus.int32, splits: tilus.int32, batch: tilus.int32,
+                 part_o: ~tilus.float32, part_m: ~tilus.float32, part_l: ~tilus.float32,
+                 out: ~tilus.float16):
+        d, g, gp = self.head_dim, self.group, self.group_pad
+        self.attrs.blocks = batch * kv_heads
+        self.attrs.warps = self.warps
+        bh = self.blockIdx.x
+        go = self.global_view(part_o, dtype=tilus.float32, shape=[batch * kv_heads, splits, g, d])
+        gm = self.global_view(part_m, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
+        gl = self.global_view(part_l, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
+        gout = self.global_view(out, dtype=tilus.float16, shape=[batch * kv_heads, g, d])
+        top = self.register_tensor(dtype=tilus.float32, shape=[gp], init=NEG_INF)
+        for sp in self.range(splits):
+            top = self.maximum(top, self.load_global(gm, offsets=[bh, sp, 0], shape=[gp],
+                                                     other=NEG_INF))
+        top = self.where(top == NEG_INF, 0.0, top)
+        num = self.register_tensor(dtype=tilus.float32, shape=[gp, d], init=0.0)
+        den = self.register_tensor(dtype=tilus.float32, shape=[gp], init=0.0)
+        for sp in self.range(splits):
+            w = self.exp(self.load_global(gm, offsets=[bh, sp, 0], shape=[gp], other=NEG_INF)
+                         - top)
+            den = den + w * self.load_global(gl, offsets=[bh, sp, 0], shape=[gp])
+            num = num + self.unsqueeze(w, dim=1) * self.load_global(
+                go, offsets=[bh, sp, 0, 0], shape=[gp, d])
+        den = self.where(den > 0.0, den, 1.0)
+        self.store_global(gout, self.cast(num / self.unsqueeze(den, dim=1), dtype=tilus.float16),
+                          offsets=[bh, 0, 0])

@@ -1,0 +1,131 @@
+"""A quantized KV cache: K and V as per-(token, head) quantized codes of a 1-8-bit integer type.
+
+    cache = tilus.ops.QuantKVCache.empty(batch, kv_heads, max_seq, head_dim, dtype="uint4")
+    out = tilus.ops.attention_decode(q, cache, seq_lens)
+
+Storage (``tilus.ops.attention_kernels`` reads it): ``k``/``v`` are ``uint8 [batch, kv_heads,
+max_seq, head_dim * B / 8]``, each row the little-endian bit stream of one token's ``head_dim``
+codes (``tilus.dtypes.pack``); ``k_scales``/``k_zeros``/``v_scales``/``v_zeros`` are float16
+``[batch, kv_heads, max_seq]``. A token dequantizes as ``decode(code) * scale + zero`` rounded
+once to float16, where (asymmetric, min-max per token and head, ``qmin``/``qmax`` the type's
+smallest and largest code values) ``scale = (max - min) / (qmax - qmin)`` rounded up to float16,
+``zero = min - qmin * scale`` rounded to float16 and ``code = clamp(round((x - zero) / scale))``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from tilus import dtypes
+from tilus.errors import ArgumentError, DataTypeError
+
+_TINY = 2.0 ** -24          # the smallest positive float16: a constant row gets this scale
+
+
+def kv_types() -> list[str]:
+    """Every cache type: intB and uintB for B = 1..8."""
+    return [t.name for t in dtypes.lowbit_types() if not t.is_float]
+
+
+def _type(dtype) -> dtypes.DataType:
+    t = dtypes.get(dtype)
+    if t.name not in kv_types():
+        raise DataTypeError(f"quantized KV cache: {t.name} is not a 1-8-bit integer type "
+                            f"(one of {', '.join(kv_types())})")
+    return t
+
+
+def _code_range(t: dtypes.DataType) -> tuple[int, int]:
+    if t.is_signed:
+        return -(2 ** (t.nbits - 1)), 2 ** (t.nbits - 1) - 1
+    return 0, 2 ** t.nbits - 1
+
+
+def quantize_rows(x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize ``x [..., head_dim]`` per row: (packed ``uint8 [..., head_dim * B / 8]``,
+    float16 scales ``[...]``, float16 zeros ``[...]``), as the module docstring says."""
+    t = _type(dtype)
+    d = x.shape[-1]
+    if d * t.nbits % 8:
+        raise ArgumentError(f"quantize_kv: head_dim={d} {t.name} codes do not fill whole bytes")
+    qmin, qmax = _code_range(t)
+    xf = x.float()
+    lo, hi = xf.amin(-1), xf.amax(-1)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(_TINY)
+    s16 = scale.half()
+    s16 = torch.where(s16.float() < scale, torch.nextafter(s16, torch.full_like(s16, 65504.0)),
+                      s16)
+    z16 = (lo - qmin * s16.float()).half()
+    q = torch.round((xf - z16.float()[..., None]) / s16.float()[..., None]).clamp(qmin, qmax)
+    codes = (q.to(torch.int32) & (2 ** t.nbits - 1)).to(torch.uint8)
+    packed = dtypes.pack(codes.reshape(-1, d), t).reshape(*x.shape[:-1], d * t.nbits // 8)
+    return packed, s16, z16
+
+
+def dequantize_rows(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, dtype,
+                    head_dim: int) -> torch.Tensor:
+    """float32 ``decode(code) * scale + zero`` rounded to float16, shape ``[..., head_dim]``: the
+    values the kernels see (the torch reference)."""
+    t = _type(dtype)
+    codes = dtypes.unpack(packed.reshape(-1), t, shape=(*packed.shape[:-1], head_dim))
+    table = torch.from_numpy(t.decode(torch.arange(2 ** t.nbits).numpy())).to(packed.device)
+    v = table[codes.long()]
+    return (v * scales.float()[..., None] + zeros.float()[..., None]).half().float()
+
+
+@dataclass
+class QuantKVCache:
+    """The cache tensors (see the module docstring) and their type."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    k_scales: torch.Tensor
+    k_zeros: torch.Tensor
+    v_scales: torch.Tensor
+    v_zeros: torch.Tensor
+    dtype: str
+    head_dim: int
+
+    @classmethod
+    def empty(cls, batch: int, kv_heads: int, max_seq: int, head_dim: int, dtype="uint4",
+              device: torch.device | str = "cpu") -> "QuantKVCache":
+        """A zero-filled cache (every code 0, scales and zeros 0) for ``max_seq`` tokens."""
+        t = _type(dtype)
+        if head_dim * t.nbits % 8:
+            raise ArgumentError(f"QuantKVCache: head_dim={head_dim} {t.name} codes do not fill "
+                                f"whole bytes")
+        rows = (batch, kv_heads, max_seq)
+        data = [torch.zeros(*rows, head_dim * t.nbits // 8, dtype=torch.uint8, device=device)
+                for _ in range(2)]
+        params = [torch.zeros(*rows, dtype=torch.float16, device=device) for _ in range(4)]
+        return cls(data[0], data[1], *params, dtype=t.name, head_dim=head_dim)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(batch, kv_heads, max_seq, head_dim)."""
+        return (*self.k.shape[:3], self.head_dim)
+
+    def dequantize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, V) as float32 ``[batch, kv_heads, max_seq, head_dim]``: what the kernels read."""
+        return (dequantize_rows(self.k, self.k_scales, self.k_zeros, self.dtype, self.head_dim),
+                dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        seq_lens: torch.Tensor, softmax_scale: Optional[float] = None
+                        ) -> torch.Tensor:
+    """``softmax(q K^T * scale) V`` in float32 over each sequence's first ``seq_lens[b]`` tokens,
+    q ``[batch, heads, D]``, K/V ``[batch, kv_heads, S, D]`` (query head h reads KV head
+    ``h // (heads / kv_heads)``); 0 for an empty sequence."""
+    batch, heads, d = q.shape
+    group = heads // k.shape[1]
+    scale = d ** -0.5 if softmax_scale is None else softmax_scale
+    kk = k.float().repeat_interleave(group, dim=1)
+    vv = v.float().repeat_interleave(group, dim=1)
+    scores = torch.einsum("bhd,bhsd->bhs", q.float(), kk) * scale
+    valid = torch.arange(k.shape[2], device=q.device)[None, :] < seq_lens.to(q.device)[:, None]
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    p = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhs,bhsd->bhd", p, vv)
