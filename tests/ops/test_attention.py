@@ -7,7 +7,8 @@ import torch
 from tilus import dtypes
 from tilus.errors import ArgumentError, DataTypeError
 from tilus.ops.attention import attention_decode, attention_decode_cache, default_splits
-from tilus.ops.kv_cache import QuantKVCache, kv_types, quantize_rows
+from tilus.ops import quantize_kv as tilus_quantize_kv
+from tilus.ops.kv_cache import QuantKVCache, attention_reference, kv_types, quantize_rows
 
 
 def _unpack_row(row: bytes, nbits: int, count: int, signed: bool) -> list[int]:
@@ -125,3 +126,61 @@ def test_arguments_are_checked():
     with pytest.raises(DataTypeError, match="float4_e2m1"):
         QuantKVCache.empty(1, 1, 8, 32, "float4_e2m1")
     assert "uint3" in kv_types() and "int8" in kv_types()
+
+
+@pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "uint3"])
+def test_quantize_kv_appends_in_place_within_half_a_step(dtype):
+    """Tokens land at positions[b] + t; each value is within half a step (scale / 2) of its input
+    plus float16 rounding; rows never written stay zero."""
+    g = torch.Generator().manual_seed(3)
+    cache = QuantKVCache.empty(2, 2, 20, 16, dtype)
+    k, v = torch.randn(2, 2, 4, 16, generator=g), torch.randn(2, 2, 4, 16, generator=g) * 3
+    data_ptr = cache.k.data_ptr()
+    tilus_quantize_kv(k, v, cache, torch.tensor([0, 7]))
+    assert cache.k.data_ptr() == data_ptr
+    t = dtypes.get(dtype)
+    span = 2 ** t.nbits - 1
+    for x, data, s, z in ((k, cache.k, cache.k_scales, cache.k_zeros),
+                          (v, cache.v, cache.v_scales, cache.v_zeros)):
+        got = _dequant(data, s, z, dtype, 16)
+        for b, start in ((0, 0), (1, 7)):
+            rows = slice(start, start + 4)
+            xr = x[b].double()
+            scale = s[b, :, rows].double()
+            assert (scale * span >= xr.amax(-1) - xr.amin(-1)).all()
+            bound = scale[..., None] / 2 + xr.abs() * 2 ** -10 + 1e-3 * scale[..., None]
+            assert ((got[b, :, rows] - xr).abs() <= bound).all()
+        assert not data[0, :, 4:].any() and not data[1, :, :7].any() and not s[1, :, 11:].any()
+
+
+def test_quantize_kv_positions_per_token_and_bad_positions():
+    cache = QuantKVCache.empty(1, 1, 8, 16, "uint4")
+    k = torch.randn(1, 1, 2, 16)
+    tilus_quantize_kv(k, k, cache, torch.tensor([[5, 2]]))
+    assert cache.k_scales[0, 0, 5] > 0 and cache.k_scales[0, 0, 2] > 0
+    assert int((cache.k_scales != 0).sum()) == 2
+    before = [t.clone() for t in (cache.k, cache.k_scales)]
+    with pytest.raises(ArgumentError, match="positions must lie"):
+        tilus_quantize_kv(k, k, cache, torch.tensor([7]))
+    assert torch.equal(before[0], cache.k) and torch.equal(before[1], cache.k_scales)
+    with pytest.raises(ArgumentError, match="k must be a float tensor"):
+        tilus_quantize_kv(k[:, :, :, :8], k, cache, torch.tensor([0]))
+    with pytest.raises(ArgumentError, match="cache must be a QuantKVCache"):
+        tilus_quantize_kv(k, k, object(), torch.tensor([0]))
+
+
+def test_decode_steps_over_appended_tokens_track_float_attention():
+    """Prefill 30 tokens, then three decode steps each appending one token and attending: the
+    uint8 cache's output stays within 2e-2 of float32 attention over the unquantized K/V."""
+    g = torch.Generator().manual_seed(4)
+    cache = QuantKVCache.empty(2, 1, 40, 32, "uint8")
+    k, v = torch.randn(2, 1, 33, 32, generator=g), torch.randn(2, 1, 33, 32, generator=g)
+    tilus_quantize_kv(k[:, :, :30], v[:, :, :30], cache, torch.tensor([0, 0]))
+    for step in range(3):
+        n = 30 + step
+        tilus_quantize_kv(k[:, :, n:n + 1], v[:, :, n:n + 1], cache, torch.tensor([n, n]))
+        q = torch.randn(2, 2, 32, generator=g).half()
+        lens = torch.tensor([n + 1, n + 1])
+        out = attention_decode_cache(q, cache, lens, num_splits=2)
+        ref = attention_reference(q, k, v, lens)
+        torch.testing.assert_close(out.float(), ref, rtol=0, atol=2e-2)

@@ -1,6 +1,7 @@
 """A quantized KV cache: K and V as per-(token, head) quantized codes of a 1-8-bit integer type.
 
     cache = tilus.ops.QuantKVCache.empty(batch, kv_heads, max_seq, head_dim, dtype="uint4")
+    tilus.ops.quantize_kv(k_new, v_new, cache, positions)      # writes tokens in place
     out = tilus.ops.attention_decode(q, cache, seq_lens)
 
 Storage (``tilus.ops.attention_kernels`` reads it): ``k``/``v`` are ``uint8 [batch, kv_heads,
@@ -111,6 +112,44 @@ class QuantKVCache:
         """(K, V) as float32 ``[batch, kv_heads, max_seq, head_dim]``: what the kernels read."""
         return (dequantize_rows(self.k, self.k_scales, self.k_zeros, self.dtype, self.head_dim),
                 dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
+
+
+def quantize_kv(k: torch.Tensor, v: torch.Tensor, cache: QuantKVCache,
+                positions: torch.Tensor) -> None:
+    """Quantize new tokens ``k``/``v [batch, kv_heads, T, head_dim]`` and write them into
+    ``cache`` in place at token ``positions[b] + t`` (``positions`` int ``[batch]``: each
+    sequence's first new position, or ``[batch, T]``: every token's). Torch ops on the cache's
+    device; positions out of the cache raise ArgumentError before anything is written."""
+    if not isinstance(cache, QuantKVCache):
+        raise ArgumentError(f"quantize_kv: cache must be a QuantKVCache, got "
+                            f"{type(cache).__name__}")
+    batch, heads, max_seq, d = cache.shape
+    for name, x in (("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[:2]) != (
+                batch, heads) or x.shape[3] != d or not x.is_floating_point():
+            raise ArgumentError(f"quantize_kv: {name} must be a float tensor [{batch}, {heads}, "
+                                f"T, {d}], got {getattr(x, 'shape', type(x).__name__)}")
+    if k.shape != v.shape:
+        raise ArgumentError(f"quantize_kv: k {list(k.shape)} and v {list(v.shape)} differ")
+    n_new = k.shape[2]
+    pos = torch.as_tensor(positions, device=cache.k.device).long()
+    if pos.dim() == 1:
+        pos = pos[:, None] + torch.arange(n_new, device=pos.device)
+    if tuple(pos.shape) != (batch, n_new):
+        raise ArgumentError(f"quantize_kv: positions must be [{batch}] or [{batch}, {n_new}], "
+                            f"got {list(pos.shape)}")
+    if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= max_seq):
+        raise ArgumentError(f"quantize_kv: positions must lie in [0, {max_seq}), got "
+                            f"{int(pos.min())}..{int(pos.max())}")
+    bi = torch.arange(batch, device=pos.device)[:, None, None]
+    hi = torch.arange(heads, device=pos.device)[None, :, None]
+    at = (bi, hi, pos[:, None, :])
+    for x, data, scales, zeros in ((k, cache.k, cache.k_scales, cache.k_zeros),
+                                   (v, cache.v, cache.v_scales, cache.v_zeros)):
+        packed, s, z = quantize_rows(x.to(data.device), cache.dtype)
+        data[at] = packed
+        scales[at] = s
+        zeros[at] = z
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
