@@ -25,6 +25,7 @@ from __future__ import annotations
 import tilus
 from tilus import dtypes
 from tilus.errors import TilusError
+from tilus.ir.layout import local, spatial
 
 MMA_M = 16
 NEG_INF = float("-inf")
@@ -48,6 +49,18 @@ class DecodeAttentionSplit(tilus.Script):
         self.head_dim, self.group, self.block_s, self.warps = head_dim, group, block_s, warps
         self.group_pad = MMA_M * -(-group // MMA_M)
         self.softmax_scale = float(softmax_scale)
+
+    def raw_layout(self, t):
+        """The layout of a tile's packed rows: each row split evenly over ``threads / block_s``
+        threads, each holding a contiguous run (vector loads; the view to codes then moves the
+        packed bits to the mma fragments through shared memory); None where that does not
+        divide (the codes' layout is then inferred back from the mma)."""
+        row = self.head_dim * t.nbits // 8
+        threads = self.warps * 32
+        if threads % self.block_s or row % (threads // self.block_s):
+            return None
+        per_row = threads // self.block_s
+        return spatial(self.block_s, per_row) * local(1, row // per_row)
 
     def __call__(self, kv_heads: tilus.int32, max_seq: tilus.int32, n_tokens: tilus.int32,
                  splits: tilus.int32, batch: tilus.int32, q: ~tilus.float16, k: ~tilus.uint8,
@@ -112,6 +125,8 @@ class DecodeAttentionSplit(tilus.Script):
         with ``valid`` ([block_s, 1] bool), the scale and zero of invalid tokens are 0."""
         bs, d = self.block_s, self.head_dim
         raw = self.load_global(gc, offsets=[bh, s0, 0], shape=[bs, d * t.nbits // 8])
+        if self.raw_layout(t) is not None:
+            self.annotate_layout(raw, self.raw_layout(t))
         codes = self.view(raw, dtype=t, shape=[bs, d])
         scale = self.unsqueeze(self.load_global(gs, offsets=[bh, s0], shape=[bs]), dim=1)
         zero = self.unsqueeze(self.load_global(gz, offsets=[bh, s0], shape=[bs]), dim=1)
