@@ -1,7 +1,8 @@
 """tilus.ops.attention_decode's two kernels lowered to tirx and run by tilus.simulator on the same
 arguments as the interpreter (every output compared), at a tiny size: batch 2, 1 KV head x 2
-query heads, head_dim 16, 20 cached tokens in 16-token tiles (the second tile is partial), two
-splits, lengths 20 and 5 (the second sequence's second split is empty)."""
+query heads, head_dim 16, 40 cached tokens in 32-token tiles (the second tile is partial, the
+scores' warps split the tokens), two splits, lengths 37 and 5 (the second sequence's second
+split is all masked)."""
 import importlib
 
 import pytest
@@ -42,15 +43,15 @@ def test_attention_decode_simulated(dtype, monkeypatch):
     seen = []
     split, combine = att.split_kernel, att.combine_kernel
     monkeypatch.setattr(att, "split_kernel", lambda *a, **kw: Simulated(
-        split(*a, **{**kw, "block_s": 16}), OUTPUTS["split"], seen))
+        split(*a, **{**kw, "block_s": 32}), OUTPUTS["split"], seen))
     monkeypatch.setattr(att, "combine_kernel", lambda *a, **kw: Simulated(
         combine(*a, **kw), OUTPUTS["combine"], seen))
     g = torch.Generator().manual_seed(0)
-    cache = QuantKVCache.empty(2, 1, 20, 16, dtype)
-    kv = torch.randn(2, 2, 1, 20, 16, generator=g)
+    cache = QuantKVCache.empty(2, 1, 40, 16, dtype)
+    kv = torch.randn(2, 2, 1, 40, 16, generator=g)
     quantize_kv(kv[0], kv[1], cache, torch.tensor([0, 0]))
     q = torch.randn(2, 2, 16, generator=g).half()
-    lens = torch.tensor([20, 5])
+    lens = torch.tensor([37, 5])
     out = att.attention_decode_cache(q, cache, lens, num_splits=2)
     assert seen == ["DecodeAttentionSplit", "DecodeAttentionCombine"]
     ref = att.attention_decode_cache(q, cache, lens, engine="reference")

@@ -15,6 +15,14 @@ It writes its partial (acc, m, l) in fp32. ``DecodeAttentionCombine`` (grid ``[b
 rescales the splits' partials to their common max and writes ``acc / l`` in fp16 (0 for an
 empty sequence).
 
+Layouts: a tile's packed K/V rows are loaded with contiguous runs per thread (``raw_layout``:
+vector loads), and the view to codes moves the bits to the mma fragments through shared memory;
+the scores are annotated as mma C fragments with the warps along the tokens (``scores_layout``),
+so each warp computes a quarter of ``Q K^T`` and of the softmax (the row max and sum cross warps
+through shared memory) instead of all four computing all of it, and ``P`` reaches the ``P V``
+mma's A operand (every warp needs all of P) through a layout conversion (``transpose`` twice:
+the backend converts at a transpose).
+
 The IR has no scalar load from memory, so a block cannot end its loop at its own sequence's
 length: the grid covers ``n_tokens`` (the batch's longest sequence) and a tile's positions come
 from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
@@ -49,6 +57,12 @@ class DecodeAttentionSplit(tilus.Script):
         self.head_dim, self.group, self.block_s, self.warps = head_dim, group, block_s, warps
         self.group_pad = MMA_M * -(-group // MMA_M)
         self.softmax_scale = float(softmax_scale)
+
+    def scores_layout(self):
+        """mma C fragments of the [G_pad, block_s] scores, the warps along the tokens."""
+        w = self.warps
+        frag = local(2, 1) * spatial(8, 4) * local(1, 2)
+        return local(self.group_pad // 16, self.block_s // (8 * w)) * spatial(1, w) * frag
 
     def raw_layout(self, t):
         """The layout of a tile's packed rows: each row split evenly over ``threads / block_s``
@@ -104,6 +118,8 @@ class DecodeAttentionSplit(tilus.Script):
             valid = pos < length                                        # [bs]
             kt = self.dequantized(gk, gks, gkz, self.k_dtype, bh, s0, None)
             scores = self.register_tensor(dtype=tilus.float32, shape=[gp, bs], init=0.0)
+            if self.block_s % (8 * self.warps) == 0:
+                self.annotate_layout(scores, self.scores_layout())
             self.dot(tq, self.transpose(kt), scores, out=scores)
             scores = self.where(valid, scores * self.softmax_scale, NEG_INF)
             m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
@@ -114,7 +130,8 @@ class DecodeAttentionSplit(tilus.Script):
             vt = self.dequantized(gv, gvs, gvz, self.v_dtype, bh, s0,
                                   self.unsqueeze(valid, dim=1))
             acc = acc * alpha
-            self.dot(self.cast(p, dtype=tilus.float16), vt, acc, out=acc)
+            p16 = self.transpose(self.transpose(self.cast(p, dtype=tilus.float16)))
+            self.dot(p16, vt, acc, out=acc)
             m = m_new
         self.store_global(go, acc, offsets=[bh, sp, 0, 0])
         self.store_global(gm, self.squeeze(m, dim=1), offsets=[bh, sp, 0])
