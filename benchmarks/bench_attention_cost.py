@@ -29,7 +29,7 @@ if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) not in sys.path:
 from benchmarks.bench_decode_cost import (BANDWIDTH, CLOCK_HZ, SCHEDULERS, SMS,  # noqa: E402
                                           memory_over_issue)
 
-TYPES = ("uint2", "uint3", "int4", "uint4", "int8", "uint8")
+TYPES = ("uint2", "uint3", "int4", "uint4", "int8", "uint8", "float4_e2m1", "float8_e4m3")
 HEAD_DIM, GROUP = 128, 4
 
 

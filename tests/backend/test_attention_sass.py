@@ -7,8 +7,8 @@ import tilus
 from tilus.ops.attention import combine_kernel, split_kernel
 
 
-@pytest.mark.parametrize("dtype,arch", [("uint4", "sm_90"),
-                                        ("uint8", "sm_80")])
+@pytest.mark.parametrize("dtype,arch", [("uint4", "sm_90"), ("float4_e2m1", "sm_90"),
+                                        ("float8_e4m3", "sm_80")])
 def test_split_kernel_builds_without_spills(need_nvcc, need_disassembler, dtype, arch):
     built = tilus.build(split_kernel(dtype, dtype, 128, 4, 128 ** -0.5), arch=arch)
     r = built.resources

@@ -37,7 +37,7 @@ class Simulated:
         self.seen.append(type(self.kernel).__name__)
 
 
-@pytest.mark.parametrize("dtype", ["uint4"])
+@pytest.mark.parametrize("dtype", ["uint4", "float8_e4m3"])
 def test_attention_decode_simulated(dtype, monkeypatch):
     att = importlib.import_module("tilus.ops.attention")
     seen = []

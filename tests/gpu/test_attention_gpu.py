@@ -1,6 +1,6 @@
 """tilus.ops.attention_decode and quantize_kv on a real GPU (skipped where none is visible): the
 compiled split + combine kernels against the torch reference (dequantize, float32 softmax
-attention) for int cache types, GQA, lengths that divide no tile (0 included) and the default
+attention) for int and float cache types, GQA, lengths that divide no tile (0 included) and the default
 split heuristic; and a decode loop appending with quantize_kv on the device."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "uint2", "uint3"])
+@pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "uint2", "uint3",
+                                   "float8_e4m3", "float4_e2m1"])
 @pytest.mark.parametrize("heads,kv_heads,head_dim", [(32, 8, 128), (8, 8, 64), (14, 2, 128)])
 def test_attention_decode_compiled_matches_reference(dtype, heads, kv_heads, head_dim):
     import torch

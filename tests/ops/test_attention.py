@@ -1,6 +1,10 @@
 """tilus.ops.attention_decode: the DSL split + combine kernels run by the interpreter against a
 torch reference computed from codes this file unpacks itself (python ints, two's complement),
 at sizes that divide no tile; GQA, per-sequence lengths (0 included), empty splits; errors."""
+import math
+
+import ml_dtypes
+import numpy as np
 import pytest
 import torch
 
@@ -20,12 +24,31 @@ def _unpack_row(row: bytes, nbits: int, count: int, signed: bool) -> list[int]:
     return codes
 
 
+def _float_value(code: int, t) -> float:
+    """floatK_eXmY code -> value (no inf/NaN codes reach here), from the bit fields;
+    float8_e4m3's values agree with ml_dtypes (checked below)."""
+    sign = -1.0 if code >> (t.nbits - 1) else 1.0
+    e_bits, m_bits = t.exponent_bits, t.nbits - 1 - t.exponent_bits
+    exp = (code >> m_bits) & ((1 << e_bits) - 1)
+    man = code & ((1 << m_bits) - 1)
+    bias = (1 << (e_bits - 1)) - 1
+    if exp == 0:
+        return sign * man * 2.0 ** (1 - bias - m_bits)
+    return sign * (1 + man * 2.0 ** -m_bits) * 2.0 ** (exp - bias)
+
+
 def _dequant(packed, scales, zeros, dtype, d):
-    """float16-rounded ``code * scale + zero`` from the bytes, independent of tilus.dtypes."""
+    """float16-rounded ``v * scale + zero`` from the bytes, independent of tilus.dtypes' codecs
+    (floats: ``v = value * 2^-e``, 2^e the largest power of two <= the type's max)."""
     t = dtypes.get(dtype)
     rows = packed.reshape(-1, packed.shape[-1])
-    codes = torch.tensor([_unpack_row(r.tolist(), t.nbits, d, t.is_signed) for r in rows],
-                         dtype=torch.float64).reshape(*packed.shape[:-1], d)
+    unpacked = [_unpack_row(r.tolist(), t.nbits, d, t.is_signed and not t.is_float)
+                for r in rows]
+    if t.is_float:
+        top = max(_float_value(c, t) for c in range(2 ** (t.nbits - 1)))
+        shift = 2.0 ** -math.floor(math.log2(top))
+        unpacked = [[_float_value(c, t) * shift for c in row] for row in unpacked]
+    codes = torch.tensor(unpacked, dtype=torch.float64).reshape(*packed.shape[:-1], d)
     return (codes * scales.double()[..., None] + zeros.double()[..., None]).half().double()
 
 
@@ -61,7 +84,8 @@ def _filled_cache(batch, kv_heads, max_seq, d, dtype, seed=0):
     return cache, q
 
 
-@pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "int8", "uint2", "uint3"])
+@pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "int8", "uint2", "uint3",
+                                   "float8_e4m3", "float4_e2m1", "float6_e3m2"])
 def test_interpreter_matches_reference(dtype):
     """batch 3, 2 KV heads x 3 query heads, 75 cached tokens (32-token tiles: the last is
     partial), lengths 75, 1 and 40, 3 splits (one of them empty for the short sequences)."""
@@ -123,9 +147,18 @@ def test_arguments_are_checked():
         attention_decode(q, *args, torch.tensor([3.0, 4.0]))
     with pytest.raises(ArgumentError, match="engine"):
         attention_decode(q, *args, seq_lens, engine="fast")
-    with pytest.raises(DataTypeError, match="float4_e2m1"):
-        QuantKVCache.empty(1, 1, 8, 32, "float4_e2m1")
-    assert "uint3" in kv_types() and "int8" in kv_types()
+    with pytest.raises(DataTypeError, match="float8_e5m2 is not a cache type"):
+        QuantKVCache.empty(1, 1, 8, 32, "float8_e5m2")
+    assert {"uint3", "int8", "float8_e4m3", "float4_e2m1"} <= set(kv_types())
+
+
+def test_float_value_decoder_agrees_with_ml_dtypes():
+    t = dtypes.get("float8_e4m3")
+    codes = np.arange(256, dtype=np.uint8)
+    want = codes.view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    got = [_float_value(int(c), t) for c in codes]
+    finite = np.isfinite(want)
+    assert np.array_equal(np.array(got)[finite], want[finite])
 
 
 @pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "uint3"])
@@ -184,3 +217,30 @@ def test_decode_steps_over_appended_tokens_track_float_attention():
         out = attention_decode_cache(q, cache, lens, num_splits=2)
         ref = attention_reference(q, k, v, lens)
         torch.testing.assert_close(out.float(), ref, rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype,mantissa", [("float8_e4m3", 3), ("float4_e2m1", 1)])
+def test_quantize_kv_float_types_within_half_a_grid_step(dtype, mantissa):
+    """Symmetric float codes: zero 0, |x - x'| <= half the largest grid step (absmax * 2^-(m+1))
+    plus float16 rounding, the row's absmax reached within that."""
+    g = torch.Generator().manual_seed(5)
+    cache = QuantKVCache.empty(1, 2, 6, 32, dtype)
+    k = torch.randn(1, 2, 6, 32, generator=g) * 4
+    tilus_quantize_kv(k, k, cache, torch.tensor([0]))
+    assert not cache.k_zeros.any()
+    got = _dequant(cache.k, cache.k_scales, cache.k_zeros, dtype, 32)
+    absmax = k.double().abs().amax(-1, keepdim=True)
+    bound = absmax * 2.0 ** -(mantissa + 1) * 1.01 + k.double().abs() * 2 ** -10
+    assert ((got - k.double()).abs() <= bound).all()
+
+
+def test_float8_cache_decode_tracks_float_attention():
+    g = torch.Generator().manual_seed(6)
+    cache = QuantKVCache.empty(2, 1, 40, 32, "float8_e4m3")
+    k, v = torch.randn(2, 1, 40, 32, generator=g), torch.randn(2, 1, 40, 32, generator=g)
+    tilus_quantize_kv(k, v, cache, torch.tensor([0, 0]))
+    q = torch.randn(2, 2, 32, generator=g).half()
+    lens = torch.tensor([40, 23])
+    out = attention_decode_cache(q, cache, lens, num_splits=2)
+    torch.testing.assert_close(out.float(), attention_reference(q, k, v, lens), rtol=0,
+                               atol=6e-2)

@@ -4,7 +4,8 @@ One query token per sequence: ``out[b, h] = softmax(q[b, h] . K[b, h // G]^T * s
 over the first ``seq_lens[b]`` tokens, with ``G = heads / kv_heads`` query heads per KV head (GQA).
 K and V are stored as codes of a 1-8-bit type (``tilus.ops.kv_cache``): row ``(b, kh, s)`` is
 the bit stream of ``head_dim`` codes, and token s of head kh dequantizes as
-``decode(code) * scale[b, kh, s] + zero[b, kh, s]`` (fp16, one rounding).
+``decode(code) * 2^-e * scale[b, kh, s] + zero[b, kh, s]`` (fp16, one rounding; ``e`` is 0 for
+integer types and ``value_exponent`` for float types, folded into the packed cast).
 
 ``DecodeAttentionSplit`` (grid ``[batch * kv_heads, splits]``): block (bh, sp) takes the
 ``G`` query heads of KV head bh as one ``[G_pad, head_dim]`` tile (G_pad = G rounded up to 16, the
@@ -34,6 +35,7 @@ import tilus
 from tilus import dtypes
 from tilus.errors import TilusError
 from tilus.ir.layout import local, spatial
+from tilus.ops.quantize import value_exponent
 
 MMA_M = 16
 NEG_INF = float("-inf")
@@ -150,7 +152,8 @@ class DecodeAttentionSplit(tilus.Script):
         if valid is not None:
             scale = self.where(valid, scale, 0.0)
             zero = self.where(valid, zero, 0.0)
-        return self.fma(self.cast(codes, dtype=tilus.float16), scale, zero)
+        e = -value_exponent(t) if t.is_float else 0
+        return self.fma(self.cast(codes, dtype=tilus.float16, exponent=e), scale, zero)
 
 
 class DecodeAttentionCombine(tilus.Script):

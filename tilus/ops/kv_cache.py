@@ -1,4 +1,4 @@
-"""A quantized KV cache: K and V as per-(token, head) quantized codes of a 1-8-bit integer type.
+"""A quantized KV cache: K and V as per-(token, head) quantized codes of a 1-8-bit type.
 
     cache = tilus.ops.QuantKVCache.empty(batch, kv_heads, max_seq, head_dim, dtype="uint4")
     tilus.ops.quantize_kv(k_new, v_new, cache, positions)      # writes tokens in place
@@ -7,10 +7,18 @@
 Storage (``tilus.ops.attention_kernels`` reads it): ``k``/``v`` are ``uint8 [batch, kv_heads,
 max_seq, head_dim * B / 8]``, each row the little-endian bit stream of one token's ``head_dim``
 codes (``tilus.dtypes.pack``); ``k_scales``/``k_zeros``/``v_scales``/``v_zeros`` are float16
-``[batch, kv_heads, max_seq]``. A token dequantizes as ``decode(code) * scale + zero`` rounded
-once to float16, where (asymmetric, min-max per token and head, ``qmin``/``qmax`` the type's
-smallest and largest code values) ``scale = (max - min) / (qmax - qmin)`` rounded up to float16,
-``zero = min - qmin * scale`` rounded to float16 and ``code = clamp(round((x - zero) / scale))``.
+``[batch, kv_heads, max_seq]``. A token dequantizes as ``v * scale + zero`` rounded once to
+float16, ``v = decode(code) * 2^-e`` (``e = kv_exponent(dtype)``), where
+
+* integer types (``intB``, ``uintB``; ``e = 0``): asymmetric min-max per token and head, ``qmin``/
+  ``qmax`` the type's smallest and largest values: ``scale = (max - min) / (qmax - qmin)``
+  rounded up to float16, ``zero = min - qmin * scale`` rounded to float16 and ``code =
+  clamp(round((x - zero) / scale))``;
+* float types (``floatK_eXmY`` whose values times ``2^-e`` are float16 values, e.g.
+  ``float8_e4m3``, ``float4_e2m1``; not ``float8_e5m2``, whose smallest subnormals would not
+  be): symmetric, ``e`` the exponent of the largest power of two <= the type's max (it keeps
+  the scales normal float16 numbers), ``scale = absmax / (max_value * 2^-e)`` rounded up,
+  ``zero = 0``, ``code = encode(x / scale * 2^e)`` (nearest, ties to even, saturating).
 """
 from __future__ import annotations
 
@@ -21,20 +29,31 @@ import torch
 
 from tilus import dtypes
 from tilus.errors import ArgumentError, DataTypeError
+from tilus.ops.quantize import encode_float, value_exponent
 
 _TINY = 2.0 ** -24          # the smallest positive float16: a constant row gets this scale
 
 
 def kv_types() -> list[str]:
-    """Every cache type: intB and uintB for B = 1..8."""
-    return [t.name for t in dtypes.lowbit_types() if not t.is_float]
+    """Every cache type: intB and uintB for B = 1..8, and the float types of 3-8 bits whose
+    values times 2^-kv_exponent are float16 values (the kernels dequantize in float16)."""
+    from tilus.ops.kernels import values_exact_in      # the DSL kernels' module: loaded on use
+
+    return [t.name for t in dtypes.lowbit_types()
+            if not t.is_float or values_exact_in(t, "float16", value_exponent(t))]
+
+
+def kv_exponent(dtype) -> int:
+    """e of the module docstring: the values of a float cache type are ``decode(code) * 2^-e``
+    (the largest power of two <= its max); 0 for integer types."""
+    return value_exponent(dtypes.get(dtype))
 
 
 def _type(dtype) -> dtypes.DataType:
     t = dtypes.get(dtype)
     if t.name not in kv_types():
-        raise DataTypeError(f"quantized KV cache: {t.name} is not a 1-8-bit integer type "
-                            f"(one of {', '.join(kv_types())})")
+        raise DataTypeError(f"quantized KV cache: {t.name} is not a cache type (one of "
+                            f"{', '.join(kv_types())})")
     return t
 
 
@@ -44,6 +63,14 @@ def _code_range(t: dtypes.DataType) -> tuple[int, int]:
     return 0, 2 ** t.nbits - 1
 
 
+def _half_up(scale: torch.Tensor) -> torch.Tensor:
+    """float32 scales rounded up to float16 (at least the smallest positive one)."""
+    scale = scale.clamp_min(_TINY)
+    s16 = scale.half()
+    return torch.where(s16.float() < scale, torch.nextafter(s16, torch.full_like(s16, 65504.0)),
+                       s16)
+
+
 def quantize_rows(x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize ``x [..., head_dim]`` per row: (packed ``uint8 [..., head_dim * B / 8]``,
     float16 scales ``[...]``, float16 zeros ``[...]``), as the module docstring says."""
@@ -51,16 +78,19 @@ def quantize_rows(x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, t
     d = x.shape[-1]
     if d * t.nbits % 8:
         raise ArgumentError(f"quantize_kv: head_dim={d} {t.name} codes do not fill whole bytes")
-    qmin, qmax = _code_range(t)
     xf = x.float()
-    lo, hi = xf.amin(-1), xf.amax(-1)
-    scale = ((hi - lo) / (qmax - qmin)).clamp_min(_TINY)
-    s16 = scale.half()
-    s16 = torch.where(s16.float() < scale, torch.nextafter(s16, torch.full_like(s16, 65504.0)),
-                      s16)
-    z16 = (lo - qmin * s16.float()).half()
-    q = torch.round((xf - z16.float()[..., None]) / s16.float()[..., None]).clamp(qmin, qmax)
-    codes = (q.to(torch.int32) & (2 ** t.nbits - 1)).to(torch.uint8)
+    if t.is_float:
+        e = kv_exponent(t)
+        s16 = _half_up(xf.abs().amax(-1) / (float(t.max_value) * 2.0 ** -e))
+        z16 = torch.zeros_like(s16)
+        codes = encode_float(xf / s16.float()[..., None] * 2.0 ** e, t)
+    else:
+        qmin, qmax = _code_range(t)
+        lo, hi = xf.amin(-1), xf.amax(-1)
+        s16 = _half_up((hi - lo) / (qmax - qmin))
+        z16 = (lo - qmin * s16.float()).half()
+        q = torch.round((xf - z16.float()[..., None]) / s16.float()[..., None]).clamp(qmin, qmax)
+        codes = (q.to(torch.int32) & (2 ** t.nbits - 1)).to(torch.uint8)
     packed = dtypes.pack(codes.reshape(-1, d), t).reshape(*x.shape[:-1], d * t.nbits // 8)
     return packed, s16, z16
 
@@ -71,7 +101,8 @@ def dequantize_rows(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Ten
     values the kernels see (the torch reference)."""
     t = _type(dtype)
     codes = dtypes.unpack(packed.reshape(-1), t, shape=(*packed.shape[:-1], head_dim))
-    table = torch.from_numpy(t.decode(torch.arange(2 ** t.nbits).numpy())).to(packed.device)
+    values = t.decode(torch.arange(2 ** t.nbits).numpy()) * 2.0 ** -kv_exponent(t)
+    table = torch.from_numpy(values).float().to(packed.device)
     v = table[codes.long()]
     return (v * scales.float()[..., None] + zeros.float()[..., None]).half().float()
 
