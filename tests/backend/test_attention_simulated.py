@@ -2,7 +2,7 @@
 arguments as the interpreter (every output compared), at a tiny size: batch 2, 1 KV head x 2
 query heads, head_dim 16, 40 cached tokens in 32-token tiles (the second tile is partial, the
 scores' warps split the tokens), two splits, lengths 37 and 5 (the second sequence's second
-split is all masked)."""
+split is all masked); uint4 with float16 and float8_e4m3 with bfloat16 queries and scales."""
 import importlib
 
 import pytest
@@ -37,8 +37,9 @@ class Simulated:
         self.seen.append(type(self.kernel).__name__)
 
 
-@pytest.mark.parametrize("dtype", ["uint4", "float8_e4m3"])
-def test_attention_decode_simulated(dtype, monkeypatch):
+@pytest.mark.parametrize("dtype,act", [("uint4", torch.float16),
+                                       ("float8_e4m3", torch.bfloat16)])
+def test_attention_decode_simulated(dtype, act, monkeypatch):
     att = importlib.import_module("tilus.ops.attention")
     seen = []
     split, combine = att.split_kernel, att.combine_kernel
@@ -47,12 +48,13 @@ def test_attention_decode_simulated(dtype, monkeypatch):
     monkeypatch.setattr(att, "combine_kernel", lambda *a, **kw: Simulated(
         combine(*a, **kw), OUTPUTS["combine"], seen))
     g = torch.Generator().manual_seed(0)
-    cache = QuantKVCache.empty(2, 1, 40, 16, dtype)
+    cache = QuantKVCache.empty(2, 1, 40, 16, dtype, scale_dtype=act)
     kv = torch.randn(2, 2, 1, 40, 16, generator=g)
     quantize_kv(kv[0], kv[1], cache, torch.tensor([0, 0]))
-    q = torch.randn(2, 2, 16, generator=g).half()
+    q = torch.randn(2, 2, 16, generator=g).to(act)
     lens = torch.tensor([37, 5])
     out = att.attention_decode_cache(q, cache, lens, num_splits=2)
-    assert seen == ["DecodeAttentionSplit", "DecodeAttentionCombine"]
+    name = str(act).split(".")[1]
+    assert seen == [f"DecodeAttentionSplit_{name}", f"DecodeAttentionCombine_{name}"]
     ref = att.attention_decode_cache(q, cache, lens, engine="reference")
-    torch.testing.assert_close(out, ref, rtol=1e-2, atol=2e-3)
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-3 if act == torch.float16 else 1e-2)

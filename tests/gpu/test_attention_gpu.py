@@ -1,6 +1,6 @@
 """tilus.ops.attention_decode and quantize_kv on a real GPU (skipped where none is visible): the
 compiled split + combine kernels against the torch reference (dequantize, float32 softmax
-attention) for int and float cache types, GQA, lengths that divide no tile (0 included) and the default
+attention) for int and float cache types, float16 and bfloat16 queries, GQA, lengths that divide no tile (0 included) and the default
 split heuristic; and a decode loop appending with quantize_kv on the device."""
 from __future__ import annotations
 
@@ -19,19 +19,21 @@ def test_attention_decode_compiled_matches_reference(dtype, heads, kv_heads, hea
 
     g = torch.Generator(device="cuda").manual_seed(0)
     batch, max_seq = 3, 1000
+    act = torch.bfloat16 if dtype in ("int4", "float8_e4m3") else torch.float16
     cache = tilus.ops.QuantKVCache.empty(batch, kv_heads, max_seq, head_dim, dtype,
-                                         device="cuda")
+                                         device="cuda", scale_dtype=act)
     k = torch.randn(batch, kv_heads, max_seq, head_dim, generator=g, device="cuda")
     v = torch.randn(batch, kv_heads, max_seq, head_dim, generator=g, device="cuda")
     tilus.ops.quantize_kv(k, v, cache, torch.zeros(batch, dtype=torch.int32, device="cuda"))
-    q = torch.randn(batch, heads, head_dim, generator=g, device="cuda").half()
+    q = torch.randn(batch, heads, head_dim, generator=g, device="cuda").to(act)
+    tol = dict(rtol=1e-2, atol=2e-3) if act == torch.float16 else dict(rtol=2e-2, atol=1e-2)
     for lens in ([999, 1, 0], [1000, 517, 33]):
         seq_lens = torch.tensor(lens, device="cuda", dtype=torch.int32)
         out = tilus.ops.attention_decode_cache(q, cache, seq_lens)
         ref = tilus.ops.attention_decode_cache(q, cache, seq_lens, engine="reference")
-        torch.testing.assert_close(out, ref, rtol=1e-2, atol=2e-3)
+        torch.testing.assert_close(out, ref, **tol)
         one = tilus.ops.attention_decode_cache(q, cache, seq_lens, num_splits=1)
-        torch.testing.assert_close(out, one, rtol=2e-3, atol=1e-3)
+        torch.testing.assert_close(out, one, **tol)
 
 
 def test_decode_loop_appends_on_device():

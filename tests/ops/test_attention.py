@@ -38,7 +38,8 @@ def _float_value(code: int, t) -> float:
 
 
 def _dequant(packed, scales, zeros, dtype, d):
-    """float16-rounded ``v * scale + zero`` from the bytes, independent of tilus.dtypes' codecs
+    """``v * scale + zero`` rounded to the scales' dtype, from the bytes, independent of
+    tilus.dtypes' codecs
     (floats: ``v = value * 2^-e``, 2^e the largest power of two <= the type's max)."""
     t = dtypes.get(dtype)
     rows = packed.reshape(-1, packed.shape[-1])
@@ -49,7 +50,8 @@ def _dequant(packed, scales, zeros, dtype, d):
         shift = 2.0 ** -math.floor(math.log2(top))
         unpacked = [[_float_value(c, t) * shift for c in row] for row in unpacked]
     codes = torch.tensor(unpacked, dtype=torch.float64).reshape(*packed.shape[:-1], d)
-    return (codes * scales.double()[..., None] + zeros.double()[..., None]).half().double()
+    return (codes * scales.double()[..., None] + zeros.double()[..., None]).to(
+        scales.dtype).double()
 
 
 def _reference(q, cache, seq_lens):
@@ -69,18 +71,18 @@ def _reference(q, cache, seq_lens):
     return out
 
 
-def _filled_cache(batch, kv_heads, max_seq, d, dtype, seed=0):
+def _filled_cache(batch, kv_heads, max_seq, d, dtype, seed=0, act=torch.float16):
     """A cache whose every row holds quantized random values (rows past seq_lens included)."""
     g = torch.Generator().manual_seed(seed)
-    cache = QuantKVCache.empty(batch, kv_heads, max_seq, d, dtype)
+    cache = QuantKVCache.empty(batch, kv_heads, max_seq, d, dtype, scale_dtype=act)
     for data, s, z in ((cache.k, cache.k_scales, cache.k_zeros),
                        (cache.v, cache.v_scales, cache.v_zeros)):
         packed, scales, zeros = quantize_rows(torch.randn(batch, kv_heads, max_seq, d,
-                                                          generator=g), dtype)
+                                                          generator=g), dtype, act)
         data.copy_(packed)
         s.copy_(scales)
         z.copy_(zeros)
-    q = torch.randn(batch, kv_heads * 3, d, generator=g).half()
+    q = torch.randn(batch, kv_heads * 3, d, generator=g).to(act)
     return cache, q
 
 
@@ -97,6 +99,20 @@ def test_interpreter_matches_reference(dtype):
     torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=2e-3)
     torch.testing.assert_close(attention_decode_cache(q, cache, seq_lens, engine="reference")
                                .double(), ref, rtol=1e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", ["uint4", "float8_e4m3", "int8"])
+def test_bfloat16_queries_scales_and_output(dtype):
+    """A bfloat16 model: bfloat16 scales and zeros, q and output; dequantized in bfloat16."""
+    cache, q = _filled_cache(2, 2, 45, 32, dtype, seed=7, act=torch.bfloat16)
+    assert cache.k_scales.dtype == torch.bfloat16
+    seq_lens = torch.tensor([45, 12])
+    out = attention_decode_cache(q, cache, seq_lens, num_splits=2)
+    assert out.dtype == torch.bfloat16
+    ref = _reference(q, cache, seq_lens)
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=1.5e-2)
+    with pytest.raises(ArgumentError, match="k_scales must be torch.float16"):
+        attention_decode_cache(q.half(), cache, seq_lens)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")

@@ -1,7 +1,7 @@
 """``tilus.ops.attention_decode``: one decode step of attention over a quantized KV cache.
 
     out = tilus.ops.attention_decode(q, k, v, k_scales, v_scales, k_zeros, v_zeros, seq_lens,
-                                     dtype="uint4")          # q [batch, heads, head_dim] fp16
+                                     dtype="uint4")   # q [batch, heads, head_dim] fp16/bf16
     out = tilus.ops.attention_decode_cache(q, cache, seq_lens)   # the same from a QuantKVCache
 
 The kernels (``tilus.ops.attention_kernels``) run by ``tilus.jit``: the interpreter on CPU
@@ -19,29 +19,30 @@ from tilus.errors import ArgumentError, DeviceMismatchError
 from tilus.ops.kv_cache import QuantKVCache, _type, attention_reference, dequantize_rows
 
 ENGINES = ("auto", "reference")
+_ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _KERNELS: dict = {}
 _POSITIONS: dict = {}
 
 
 def split_kernel(k_dtype: str, v_dtype: str, head_dim: int, group: int, softmax_scale: float,
-                 block_s: int = 32):
+                 block_s: int = 32, act: str = "float16"):
     """The (cached) ``DecodeAttentionSplit`` Script for these compile-time values."""
     from tilus.ops.attention_kernels import DecodeAttentionSplit
 
-    key = ("split", k_dtype, v_dtype, head_dim, group, softmax_scale, block_s)
+    key = ("split", k_dtype, v_dtype, head_dim, group, softmax_scale, block_s, act)
     if key not in _KERNELS:
         _KERNELS[key] = DecodeAttentionSplit(k_dtype, v_dtype, head_dim, group, softmax_scale,
-                                             block_s=block_s)
+                                             block_s=block_s, act=act)
     return _KERNELS[key]
 
 
-def combine_kernel(head_dim: int, group: int):
+def combine_kernel(head_dim: int, group: int, act: str = "float16"):
     """The (cached) ``DecodeAttentionCombine`` Script."""
     from tilus.ops.attention_kernels import DecodeAttentionCombine
 
-    key = ("combine", head_dim, group)
+    key = ("combine", head_dim, group, act)
     if key not in _KERNELS:
-        _KERNELS[key] = DecodeAttentionCombine(head_dim, group)
+        _KERNELS[key] = DecodeAttentionCombine(head_dim, group, act=act)
     return _KERNELS[key]
 
 
@@ -63,10 +64,10 @@ def _positions(n: int, device: torch.device) -> torch.Tensor:
 
 
 def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int]:
-    if not isinstance(q, torch.Tensor) or q.dim() != 3 or q.dtype != torch.float16:
-        raise ArgumentError(f"attention_decode: q must be a float16 tensor [batch, heads, "
-                            f"head_dim], got {getattr(q, 'dtype', type(q).__name__)} "
-                            f"{list(getattr(q, 'shape', []))}")
+    if not isinstance(q, torch.Tensor) or q.dim() != 3 or q.dtype not in _ACT:
+        got = f"{getattr(q, 'dtype', type(q).__name__)} {list(getattr(q, 'shape', []))}"
+        raise ArgumentError(f"attention_decode: q must be a float16 or bfloat16 tensor "
+                            f"[batch, heads, head_dim], got {got}")
     batch, heads, d = q.shape
     t = _type(dtype)
     k = tensors["k_cache"]
@@ -79,7 +80,7 @@ def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int]:
     want = {"k_cache": ((batch, kv_heads, max_seq, row), torch.uint8),
             "v_cache": ((batch, kv_heads, max_seq, row), torch.uint8)}
     for name in ("k_scales", "v_scales", "k_zeros", "v_zeros"):
-        want[name] = ((batch, kv_heads, max_seq), torch.float16)
+        want[name] = ((batch, kv_heads, max_seq), q.dtype)
     for name, (shape, dt) in want.items():
         x = tensors[name]
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != dt:
@@ -104,7 +105,8 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      v_zeros: torch.Tensor, seq_lens: torch.Tensor, *, dtype: str = "uint4",
                      softmax_scale: Optional[float] = None, num_splits: Optional[int] = None,
                      max_seq_len: Optional[int] = None, engine: str = "auto") -> torch.Tensor:
-    """``softmax(q K^T * softmax_scale) V`` -> float16 ``[batch, heads, head_dim]`` over each
+    """``softmax(q K^T * softmax_scale) V`` -> ``[batch, heads, head_dim]`` in q's dtype (float16
+    or bfloat16, also the dtype of the scales and zeros) over each
     sequence's first ``seq_lens[b]`` cached tokens (``tilus.ops.kv_cache`` gives the storage;
     ``softmax_scale`` defaults to 1/sqrt(head_dim)). ``num_splits``: sequence splits
     (``default_splits`` when None); ``max_seq_len``: an upper bound of ``seq_lens`` (read from
@@ -123,12 +125,13 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if engine == "reference":
         k = dequantize_rows(k_cache, k_scales, k_zeros, name, d)
         v = dequantize_rows(v_cache, v_scales, v_zeros, name, d)
-        return attention_reference(q, k, v, seq_lens, scale).half()
+        return attention_reference(q, k, v, seq_lens, scale).to(q.dtype)
     out = torch.zeros_like(q)
     if n_tokens == 0 or batch == 0:
         return out
     group = heads // kv_heads
-    split = split_kernel(name, name, d, group, scale)
+    act = _ACT[q.dtype]
+    split = split_kernel(name, name, d, group, scale, act=act)
     splits = num_splits or default_splits(batch, kv_heads, n_tokens, split.block_s)
     dev = q.device
     part_o = torch.empty(batch * kv_heads, splits, group, d, dtype=torch.float32, device=dev)
@@ -138,7 +141,7 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
           v_cache.contiguous(), k_scales.contiguous(), k_zeros.contiguous(),
           v_scales.contiguous(), v_zeros.contiguous(), seq_lens.to(torch.int32).contiguous(),
           _positions(n_tokens, dev), part_o, part_m, part_l)
-    combine_kernel(d, group)(kv_heads, splits, batch, part_o, part_m, part_l, out)
+    combine_kernel(d, group, act=act)(kv_heads, splits, batch, part_o, part_m, part_l, out)
     return out
 
 

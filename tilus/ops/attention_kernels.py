@@ -4,7 +4,7 @@ One query token per sequence: ``out[b, h] = softmax(q[b, h] . K[b, h // G]^T * s
 over the first ``seq_lens[b]`` tokens, with ``G = heads / kv_heads`` query heads per KV head (GQA).
 K and V are stored as codes of a 1-8-bit type (``tilus.ops.kv_cache``): row ``(b, kh, s)`` is
 the bit stream of ``head_dim`` codes, and token s of head kh dequantizes as
-``decode(code) * 2^-e * scale[b, kh, s] + zero[b, kh, s]`` (fp16, one rounding; ``e`` is 0 for
+``decode(code) * 2^-e * scale[b, kh, s] + zero[b, kh, s]`` (in q's dtype, one rounding; ``e`` is 0 for
 integer types and ``value_exponent`` for float types, folded into the packed cast).
 
 ``DecodeAttentionSplit`` (grid ``[batch * kv_heads, splits]``): block (bh, sp) takes the
@@ -12,8 +12,10 @@ integer types and ``value_exponent`` for float types, folded into the packed cas
 mma's rows; rows past G read 0 and are never stored) and walks its split's ``block_s``-token tiles
 of the sequence with an online softmax: per tile ``S = Q K^T * scale`` (fp32), masked to -inf at
 positions >= seq_lens[b], then the running max m, sum l and ``acc = acc * e^(m_old - m) + P V``.
-It writes its partial (acc, m, l) in fp32. ``DecodeAttentionCombine`` (grid ``[batch * kv_heads]``)
-rescales the splits' partials to their common max and writes ``acc / l`` in fp16 (0 for an
+It writes its partial (acc, m, l) in fp32. q, the scales and zeros, the dequantized tiles, P
+and the output are in ``act`` (float16 or bfloat16: one subclass per dtype, e.g.
+``DecodeAttentionSplit_bfloat16``). ``DecodeAttentionCombine`` (grid ``[batch * kv_heads]``)
+rescales the splits' partials to their common max and writes ``acc / l`` in q's dtype (0 for an
 empty sequence).
 
 Layouts: a tile's packed K/V rows are loaded with contiguous runs per thread (``raw_layout``:
@@ -29,7 +31,6 @@ length: the grid covers ``n_tokens`` (the batch's longest sequence) and a tile's
 from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
 masked tokens are forced to 0, so whatever bytes lie past a sequence's end never reach the output.
 """
-from __future__ import annotations
 
 import tilus
 from tilus import dtypes
@@ -41,13 +42,36 @@ MMA_M = 16
 NEG_INF = float("-inf")
 
 
-class DecodeAttentionSplit(tilus.Script):
+ACT_DTYPES = ("float16", "bfloat16")
+
+
+def _act(act) -> dtypes.DataType:
+    t = dtypes.get(act)
+    if t.name not in ACT_DTYPES:
+        raise TilusError(f"decode attention: q, scales and output must be float16 or bfloat16, "
+                         f"got {t.name}")
+    return t
+
+
+class _ByAct:
+    """``Cls(..., act=)`` returns an instance of the subclass whose ``__call__`` has the pointer
+    annotations of ``act`` (``Cls_float16``, ``Cls_bfloat16``), as ``QuantMatmul`` does."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls in _BASES:
+            cls = _BASES[cls][_act(kwargs.get("act", "float16")).name]
+        return super().__new__(cls)
+
+
+class DecodeAttentionSplit(_ByAct, tilus.Script):
     """The split kernel (see the module docstring); ``k_dtype``/``v_dtype`` are the cache types,
-    ``block_s`` the tokens per tile (a multiple of 16), ``softmax_scale`` the scores' factor."""
+    ``act`` the dtype of q and of the scales and zeros (float16 or bfloat16), ``block_s`` the
+    tokens per tile (a multiple of 16), ``softmax_scale`` the scores' factor."""
 
     def __init__(self, k_dtype, v_dtype, head_dim: int, group: int, softmax_scale: float,
-                 block_s: int = 32, warps: int = 4):
+                 block_s: int = 32, warps: int = 4, act: str = "float16"):
         super().__init__()
+        self.act = _act(act)
         self.k_dtype, self.v_dtype = dtypes.get(k_dtype), dtypes.get(v_dtype)
         for t in (self.k_dtype, self.v_dtype):
             if t.nbits > 8 or head_dim * t.nbits % 8:
@@ -78,27 +102,23 @@ class DecodeAttentionSplit(tilus.Script):
         per_row = threads // self.block_s
         return spatial(self.block_s, per_row) * local(1, row // per_row)
 
-    def __call__(self, kv_heads: tilus.int32, max_seq: tilus.int32, n_tokens: tilus.int32,
-                 splits: tilus.int32, batch: tilus.int32, q: ~tilus.float16, k: ~tilus.uint8,
-                 v: ~tilus.uint8, k_scales: ~tilus.float16, k_zeros: ~tilus.float16,
-                 v_scales: ~tilus.float16, v_zeros: ~tilus.float16, seq_lens: ~tilus.int32,
-                 positions: ~tilus.int32, part_o: ~tilus.float32, part_m: ~tilus.float32,
-                 part_l: ~tilus.float32):
-        d, g, gp, bs = self.head_dim, self.group, self.group_pad, self.block_s
+    def kernel(self, kv_heads, max_seq, n_tokens, splits, batch, q, k, v, k_scales, k_zeros,
+               v_scales, v_zeros, seq_lens, positions, part_o, part_m, part_l):
+        d, g, gp, bs, act = self.head_dim, self.group, self.group_pad, self.block_s, self.act
         self.attrs.blocks = [batch * kv_heads, splits]
         self.attrs.warps = self.warps
         bh = self.blockIdx.x
         sp = self.blockIdx.y
         b = bh // kv_heads
-        gq = self.global_view(q, dtype=tilus.float16, shape=[batch * kv_heads, g, d])
+        gq = self.global_view(q, dtype=act, shape=[batch * kv_heads, g, d])
         gk = self.global_view(k, dtype=tilus.uint8,
                               shape=[batch * kv_heads, max_seq, d * self.k_dtype.nbits // 8])
         gv = self.global_view(v, dtype=tilus.uint8,
                               shape=[batch * kv_heads, max_seq, d * self.v_dtype.nbits // 8])
-        gks = self.global_view(k_scales, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
-        gkz = self.global_view(k_zeros, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
-        gvs = self.global_view(v_scales, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
-        gvz = self.global_view(v_zeros, dtype=tilus.float16, shape=[batch * kv_heads, max_seq])
+        gks = self.global_view(k_scales, dtype=act, shape=[batch * kv_heads, max_seq])
+        gkz = self.global_view(k_zeros, dtype=act, shape=[batch * kv_heads, max_seq])
+        gvs = self.global_view(v_scales, dtype=act, shape=[batch * kv_heads, max_seq])
+        gvz = self.global_view(v_zeros, dtype=act, shape=[batch * kv_heads, max_seq])
         glen = self.global_view(seq_lens, dtype=tilus.int32, shape=[batch])
         gpos = self.global_view(positions, dtype=tilus.int32, shape=[n_tokens])
         go = self.global_view(part_o, dtype=tilus.float32, shape=[batch * kv_heads, splits, g, d])
@@ -132,7 +152,7 @@ class DecodeAttentionSplit(tilus.Script):
             vt = self.dequantized(gv, gvs, gvz, self.v_dtype, bh, s0,
                                   self.unsqueeze(valid, dim=1))
             acc = acc * alpha
-            p16 = self.transpose(self.transpose(self.cast(p, dtype=tilus.float16)))
+            p16 = self.transpose(self.transpose(self.cast(p, dtype=act)))
             self.dot(p16, vt, acc, out=acc)
             m = m_new
         self.store_global(go, acc, offsets=[bh, sp, 0, 0])
@@ -140,7 +160,7 @@ class DecodeAttentionSplit(tilus.Script):
         self.store_global(gl, self.squeeze(l, dim=1), offsets=[bh, sp, 0])
 
     def dequantized(self, gc, gs, gz, t, bh, s0, valid):
-        """The [block_s, head_dim] fp16 tile of tokens s0.. of one head: ``code * scale + zero``;
+        """The [block_s, head_dim] tile (act dtype) of tokens s0.. of one head: ``v * scale + zero``;
         with ``valid`` ([block_s, 1] bool), the scale and zero of invalid tokens are 0."""
         bs, d = self.block_s, self.head_dim
         raw = self.load_global(gc, offsets=[bh, s0, 0], shape=[bs, d * t.nbits // 8])
@@ -153,21 +173,20 @@ class DecodeAttentionSplit(tilus.Script):
             scale = self.where(valid, scale, 0.0)
             zero = self.where(valid, zero, 0.0)
         e = -value_exponent(t) if t.is_float else 0
-        return self.fma(self.cast(codes, dtype=tilus.float16, exponent=e), scale, zero)
+        return self.fma(self.cast(codes, dtype=self.act, exponent=e), scale, zero)
 
 
-class DecodeAttentionCombine(tilus.Script):
+class DecodeAttentionCombine(_ByAct, tilus.Script):
     """The combine kernel: ``out = sum_sp e^(m_sp - M) acc_sp / sum_sp e^(m_sp - M) l_sp`` with
-    ``M = max_sp m_sp``, per query head, in fp16 (0 where no token was attended)."""
+    ``M = max_sp m_sp``, per query head, in ``act`` (0 where no token was attended)."""
 
-    def __init__(self, head_dim: int, group: int, warps: int = 4):
+    def __init__(self, head_dim: int, group: int, warps: int = 4, act: str = "float16"):
         super().__init__()
+        self.act = _act(act)
         self.head_dim, self.group, self.warps = head_dim, group, warps
         self.group_pad = MMA_M * -(-group // MMA_M)
 
-    def __call__(self, kv_heads: tilus.int32, splits: tilus.int32, batch: tilus.int32,
-                 part_o: ~tilus.float32, part_m: ~tilus.float32, part_l: ~tilus.float32,
-                 out: ~tilus.float16):
+    def kernel(self, kv_heads, splits, batch, part_o, part_m, part_l, out):
         d, g, gp = self.head_dim, self.group, self.group_pad
         self.attrs.blocks = batch * kv_heads
         self.attrs.warps = self.warps
@@ -175,7 +194,7 @@ class DecodeAttentionCombine(tilus.Script):
         go = self.global_view(part_o, dtype=tilus.float32, shape=[batch * kv_heads, splits, g, d])
         gm = self.global_view(part_m, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
         gl = self.global_view(part_l, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
-        gout = self.global_view(out, dtype=tilus.float16, shape=[batch * kv_heads, g, d])
+        gout = self.global_view(out, dtype=self.act, shape=[batch * kv_heads, g, d])
         top = self.register_tensor(dtype=tilus.float32, shape=[gp], init=NEG_INF)
         for sp in self.range(splits):
             top = self.maximum(top, self.load_global(gm, offsets=[bh, sp, 0], shape=[gp],
@@ -190,5 +209,34 @@ class DecodeAttentionCombine(tilus.Script):
             num = num + self.unsqueeze(w, dim=1) * self.load_global(
                 go, offsets=[bh, sp, 0, 0], shape=[gp, d])
         den = self.where(den > 0.0, den, 1.0)
-        self.store_global(gout, self.cast(num / self.unsqueeze(den, dim=1), dtype=tilus.float16),
+        self.store_global(gout, self.cast(num / self.unsqueeze(den, dim=1), dtype=self.act),
                           offsets=[bh, 0, 0])
+
+
+def _variants(act: str) -> tuple[type, type]:
+    A = dtypes.get(act)
+
+    class Split(DecodeAttentionSplit):
+        def __call__(self, kv_heads: tilus.int32, max_seq: tilus.int32, n_tokens: tilus.int32,
+                     splits: tilus.int32, batch: tilus.int32, q: ~A, k: ~tilus.uint8,
+                     v: ~tilus.uint8, k_scales: ~A, k_zeros: ~A, v_scales: ~A, v_zeros: ~A,
+                     seq_lens: ~tilus.int32, positions: ~tilus.int32, part_o: ~tilus.float32,
+                     part_m: ~tilus.float32, part_l: ~tilus.float32):
+            self.kernel(kv_heads, max_seq, n_tokens, splits, batch, q, k, v, k_scales, k_zeros,
+                        v_scales, v_zeros, seq_lens, positions, part_o, part_m, part_l)
+
+    class Combine(DecodeAttentionCombine):
+        def __call__(self, kv_heads: tilus.int32, splits: tilus.int32, batch: tilus.int32,
+                     part_o: ~tilus.float32, part_m: ~tilus.float32, part_l: ~tilus.float32,
+                     out: ~A):
+            self.kernel(kv_heads, splits, batch, part_o, part_m, part_l, out)
+
+    for cls, base in ((Split, "DecodeAttentionSplit"), (Combine, "DecodeAttentionCombine")):
+        cls.__name__ = cls.__qualname__ = f"{base}_{act}"
+        globals()[cls.__name__] = cls           # importable by name
+    return Split, Combine
+
+
+_BASES: dict = {DecodeAttentionSplit: {}, DecodeAttentionCombine: {}}
+for _name in ACT_DTYPES:
+    _BASES[DecodeAttentionSplit][_name], _BASES[DecodeAttentionCombine][_name] = _variants(_name)

@@ -6,18 +6,20 @@
 
 Storage (``tilus.ops.attention_kernels`` reads it): ``k``/``v`` are ``uint8 [batch, kv_heads,
 max_seq, head_dim * B / 8]``, each row the little-endian bit stream of one token's ``head_dim``
-codes (``tilus.dtypes.pack``); ``k_scales``/``k_zeros``/``v_scales``/``v_zeros`` are float16
-``[batch, kv_heads, max_seq]``. A token dequantizes as ``v * scale + zero`` rounded once to
-float16, ``v = decode(code) * 2^-e`` (``e = kv_exponent(dtype)``), where
+codes (``tilus.dtypes.pack``); ``k_scales``/``k_zeros``/``v_scales``/``v_zeros`` are
+``[batch, kv_heads, max_seq]`` in the scale dtype, float16 (default) or bfloat16, which is also
+the dtype of the queries and the output of ``attention_decode``. A token dequantizes as
+``v * scale + zero`` rounded once to the scale dtype, ``v = decode(code) * 2^-e``
+(``e = kv_exponent(dtype)``), where
 
 * integer types (``intB``, ``uintB``; ``e = 0``): asymmetric min-max per token and head, ``qmin``/
   ``qmax`` the type's smallest and largest values: ``scale = (max - min) / (qmax - qmin)``
-  rounded up to float16, ``zero = min - qmin * scale`` rounded to float16 and ``code =
+  rounded up to the scale dtype, ``zero = min - qmin * scale`` rounded to it and ``code =
   clamp(round((x - zero) / scale))``;
-* float types (``floatK_eXmY`` whose values times ``2^-e`` are float16 values, e.g.
+* float types (``floatK_eXmY`` whose values times ``2^-e`` are float16 and bfloat16 values, e.g.
   ``float8_e4m3``, ``float4_e2m1``; not ``float8_e5m2``, whose smallest subnormals would not
   be): symmetric, ``e`` the exponent of the largest power of two <= the type's max (it keeps
-  the scales normal float16 numbers), ``scale = absmax / (max_value * 2^-e)`` rounded up,
+  the scales normal numbers), ``scale = absmax / (max_value * 2^-e)`` rounded up,
   ``zero = 0``, ``code = encode(x / scale * 2^e)`` (nearest, ties to even, saturating).
 """
 from __future__ import annotations
@@ -32,15 +34,18 @@ from tilus.errors import ArgumentError, DataTypeError
 from tilus.ops.quantize import encode_float, value_exponent
 
 _TINY = 2.0 ** -24          # the smallest positive float16: a constant row gets this scale
+SCALE_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def kv_types() -> list[str]:
     """Every cache type: intB and uintB for B = 1..8, and the float types of 3-8 bits whose
-    values times 2^-kv_exponent are float16 values (the kernels dequantize in float16)."""
+    values times 2^-kv_exponent are float16 and bfloat16 values (the kernels dequantize in
+    the scale dtype)."""
     from tilus.ops.kernels import values_exact_in      # the DSL kernels' module: loaded on use
 
     return [t.name for t in dtypes.lowbit_types()
-            if not t.is_float or values_exact_in(t, "float16", value_exponent(t))]
+            if not t.is_float or all(values_exact_in(t, act, value_exponent(t))
+                                     for act in ("float16", "bfloat16"))]
 
 
 def kv_exponent(dtype) -> int:
@@ -63,32 +68,41 @@ def _code_range(t: dtypes.DataType) -> tuple[int, int]:
     return 0, 2 ** t.nbits - 1
 
 
-def _half_up(scale: torch.Tensor) -> torch.Tensor:
-    """float32 scales rounded up to float16 (at least the smallest positive one)."""
+def _round_up(scale: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    """float32 scales rounded up to ``dt`` (at least 2^-24)."""
     scale = scale.clamp_min(_TINY)
-    s16 = scale.half()
-    return torch.where(s16.float() < scale, torch.nextafter(s16, torch.full_like(s16, 65504.0)),
-                       s16)
+    s = scale.to(dt)
+    top = torch.full_like(s, torch.finfo(dt).max)
+    return torch.where(s.float() < scale, torch.nextafter(s, top), s)
 
 
-def quantize_rows(x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _scale_dtype(dt) -> torch.dtype:
+    if dt not in SCALE_DTYPES:
+        raise ArgumentError(f"quantized KV cache: scale_dtype must be torch.float16 or "
+                            f"torch.bfloat16, got {dt}")
+    return dt
+
+
+def quantize_rows(x: torch.Tensor, dtype, scale_dtype: torch.dtype = torch.float16
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize ``x [..., head_dim]`` per row: (packed ``uint8 [..., head_dim * B / 8]``,
-    float16 scales ``[...]``, float16 zeros ``[...]``), as the module docstring says."""
+    scales ``[...]``, zeros ``[...]`` in ``scale_dtype``), as the module docstring says."""
     t = _type(dtype)
+    sdt = _scale_dtype(scale_dtype)
     d = x.shape[-1]
     if d * t.nbits % 8:
         raise ArgumentError(f"quantize_kv: head_dim={d} {t.name} codes do not fill whole bytes")
     xf = x.float()
     if t.is_float:
         e = kv_exponent(t)
-        s16 = _half_up(xf.abs().amax(-1) / (float(t.max_value) * 2.0 ** -e))
+        s16 = _round_up(xf.abs().amax(-1) / (float(t.max_value) * 2.0 ** -e), sdt)
         z16 = torch.zeros_like(s16)
         codes = encode_float(xf / s16.float()[..., None] * 2.0 ** e, t)
     else:
         qmin, qmax = _code_range(t)
         lo, hi = xf.amin(-1), xf.amax(-1)
-        s16 = _half_up((hi - lo) / (qmax - qmin))
-        z16 = (lo - qmin * s16.float()).half()
+        s16 = _round_up((hi - lo) / (qmax - qmin), sdt)
+        z16 = (lo - qmin * s16.float()).to(sdt)
         q = torch.round((xf - z16.float()[..., None]) / s16.float()[..., None]).clamp(qmin, qmax)
         codes = (q.to(torch.int32) & (2 ** t.nbits - 1)).to(torch.uint8)
     packed = dtypes.pack(codes.reshape(-1, d), t).reshape(*x.shape[:-1], d * t.nbits // 8)
@@ -97,14 +111,14 @@ def quantize_rows(x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, t
 
 def dequantize_rows(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, dtype,
                     head_dim: int) -> torch.Tensor:
-    """float32 ``decode(code) * scale + zero`` rounded to float16, shape ``[..., head_dim]``: the
+    """float32 ``v * scale + zero`` rounded to the scales' dtype, shape ``[..., head_dim]``: the
     values the kernels see (the torch reference)."""
     t = _type(dtype)
     codes = dtypes.unpack(packed.reshape(-1), t, shape=(*packed.shape[:-1], head_dim))
     values = t.decode(torch.arange(2 ** t.nbits).numpy()) * 2.0 ** -kv_exponent(t)
     table = torch.from_numpy(values).float().to(packed.device)
     v = table[codes.long()]
-    return (v * scales.float()[..., None] + zeros.float()[..., None]).half().float()
+    return (v * scales.float()[..., None] + zeros.float()[..., None]).to(scales.dtype).float()
 
 
 @dataclass
@@ -122,16 +136,19 @@ class QuantKVCache:
 
     @classmethod
     def empty(cls, batch: int, kv_heads: int, max_seq: int, head_dim: int, dtype="uint4",
-              device: torch.device | str = "cpu") -> "QuantKVCache":
-        """A zero-filled cache (every code 0, scales and zeros 0) for ``max_seq`` tokens."""
+              device: torch.device | str = "cpu", scale_dtype: torch.dtype = torch.float16
+              ) -> "QuantKVCache":
+        """A zero-filled cache (every code 0, scales and zeros 0) for ``max_seq`` tokens;
+        ``scale_dtype`` is q's dtype (float16 or bfloat16)."""
         t = _type(dtype)
+        sdt = _scale_dtype(scale_dtype)
         if head_dim * t.nbits % 8:
             raise ArgumentError(f"QuantKVCache: head_dim={head_dim} {t.name} codes do not fill "
                                 f"whole bytes")
         rows = (batch, kv_heads, max_seq)
         data = [torch.zeros(*rows, head_dim * t.nbits // 8, dtype=torch.uint8, device=device)
                 for _ in range(2)]
-        params = [torch.zeros(*rows, dtype=torch.float16, device=device) for _ in range(4)]
+        params = [torch.zeros(*rows, dtype=sdt, device=device) for _ in range(4)]
         return cls(data[0], data[1], *params, dtype=t.name, head_dim=head_dim)
 
     @property
@@ -177,7 +194,7 @@ def quantize_kv(k: torch.Tensor, v: torch.Tensor, cache: QuantKVCache,
     at = (bi, hi, pos[:, None, :])
     for x, data, scales, zeros in ((k, cache.k, cache.k_scales, cache.k_zeros),
                                    (v, cache.v, cache.v_scales, cache.v_zeros)):
-        packed, s, z = quantize_rows(x.to(data.device), cache.dtype)
+        packed, s, z = quantize_rows(x.to(data.device), cache.dtype, scales.dtype)
         data[at] = packed
         scales[at] = s
         zeros[at] = z
