@@ -41,7 +41,8 @@ def attention_cost(kv_type: str, head_dim: int = HEAD_DIM, group: int = GROUP,
 
     script = split_kernel(kv_type, kv_type, head_dim, group, head_dim ** -0.5)
     built = tilus.build(script, arch=arch)
-    combine = tilus.build(combine_kernel(head_dim, group), arch=arch).resources
+    combined = tilus.build(combine_kernel(head_dim, group), arch=arch)
+    combine = combined.resources
     cost = built.main_loop_cost()
     threads = script.warps * 32
     elements = 2 * script.block_s * head_dim / threads
@@ -55,7 +56,9 @@ def attention_cost(kv_type: str, head_dim: int = HEAD_DIM, group: int = GROUP,
             "instructions_per_kv_element": round(ipe, 3), "by_class": dict(cost.by_class),
             "registers": res.registers,
             "spill_bytes": res.spill_store_bytes + res.spill_load_bytes,
+            "shared_memory_bytes": built.launch.get("shared_bytes", 0),
             "combine_registers": combine.registers,
+            "combine_shared_memory_bytes": combined.launch.get("shared_bytes", 0),
             "combine_spill_bytes": combine.spill_store_bytes + combine.spill_load_bytes,
             "memory_over_issue": round(ratio, 3),
             "estimated_fraction_of_bandwidth": round(min(1.0, ratio), 3)}
@@ -68,13 +71,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = [attention_cost(t) for t in args.types.split(",")]
     head = f"{'type':<8} {'instr/iter':>10} {'instr/elem':>10} {'mem/issue':>9} {'est. BW':>7} " \
-           f"{'regs':>5} {'spills':>6}"
+           f"{'regs':>5} {'spills':>6} {'smem':>6}"
     print(head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['type']:<8} {r['instructions_per_iteration']:>10} "
               f"{r['instructions_per_kv_element']:>10.2f} {r['memory_over_issue']:>9.2f} "
               f"{r['estimated_fraction_of_bandwidth']:>7.0%} {r['registers']:>5} "
-              f"{r['spill_bytes']:>6}")
+              f"{r['spill_bytes']:>6} {r['shared_memory_bytes']:>6}")
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
     path = os.path.join(args.out, f"cpu-{stamp}-sm_90-attention-decode-cost.json")
