@@ -7,11 +7,13 @@ import tilus
 from tilus.ops.attention import combine_kernel, split_kernel
 
 
-@pytest.mark.parametrize("dtype,arch,act", [("uint4", "sm_90", "float16"),
-                                            ("float4_e2m1", "sm_90", "bfloat16"),
-                                            ("float8_e4m3", "sm_80", "float16")])
-def test_split_kernel_builds_without_spills(need_nvcc, need_disassembler, dtype, arch, act):
-    built = tilus.build(split_kernel(dtype, dtype, 128, 4, 128 ** -0.5, act=act), arch=arch)
+@pytest.mark.parametrize("dtype,arch,act,group_size", [("uint4", "sm_90", "float16", 0),
+                                                       ("float4_e2m1", "sm_90", "bfloat16", 32),
+                                                       ("float8_e4m3", "sm_80", "float16", 0)])
+def test_split_kernel_builds_without_spills(need_nvcc, need_disassembler, dtype, arch, act,
+                                            group_size):
+    built = tilus.build(split_kernel(dtype, dtype, 128, 4, 128 ** -0.5, act=act,
+                                     group_size=group_size), arch=arch)
     r = built.resources
     assert r.spill_store_bytes == 0 and r.spill_load_bytes == 0 and r.stack_frame_bytes == 0
     assert r.registers <= 255

@@ -2,7 +2,8 @@
 arguments as the interpreter (every output compared), at a tiny size: batch 2, 1 KV head x 2
 query heads, head_dim 16, 40 cached tokens in 32-token tiles (the second tile is partial, the
 scores' warps split the tokens), two splits, lengths 37 and 5 (the second sequence's second
-split is all masked); uint4 with float16 and float8_e4m3 with bfloat16 queries and scales."""
+split is all masked); uint4 with float16 queries and a scale per row; float8_e4m3 with bfloat16 queries and
+scales per group of 8."""
 import importlib
 
 import pytest
@@ -37,9 +38,9 @@ class Simulated:
         self.seen.append(type(self.kernel).__name__)
 
 
-@pytest.mark.parametrize("dtype,act", [("uint4", torch.float16),
-                                       ("float8_e4m3", torch.bfloat16)])
-def test_attention_decode_simulated(dtype, act, monkeypatch):
+@pytest.mark.parametrize("dtype,act,group_size", [("uint4", torch.float16, None),
+                                                  ("float8_e4m3", torch.bfloat16, 8)])
+def test_attention_decode_simulated(dtype, act, group_size, monkeypatch):
     att = importlib.import_module("tilus.ops.attention")
     seen = []
     split, combine = att.split_kernel, att.combine_kernel
@@ -48,7 +49,7 @@ def test_attention_decode_simulated(dtype, act, monkeypatch):
     monkeypatch.setattr(att, "combine_kernel", lambda *a, **kw: Simulated(
         combine(*a, **kw), OUTPUTS["combine"], seen))
     g = torch.Generator().manual_seed(0)
-    cache = QuantKVCache.empty(2, 1, 40, 16, dtype, scale_dtype=act)
+    cache = QuantKVCache.empty(2, 1, 40, 16, dtype, scale_dtype=act, group_size=group_size)
     kv = torch.randn(2, 2, 1, 40, 16, generator=g)
     quantize_kv(kv[0], kv[1], cache, torch.tensor([0, 0]))
     q = torch.randn(2, 2, 16, generator=g).to(act)

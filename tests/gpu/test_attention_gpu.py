@@ -55,3 +55,21 @@ def test_decode_loop_appends_on_device():
         out = tilus.ops.attention_decode_cache(q, cache, lens, max_seq_len=n + 1)
         torch.testing.assert_close(out.float(), attention_reference(q, k, v, lens), rtol=0,
                                    atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype,group_size", [("uint4", 32), ("int8", 64), ("float8_e4m3", 32)])
+def test_scales_per_group_compiled(dtype, group_size):
+    import torch
+
+    import tilus
+
+    g = torch.Generator(device="cuda").manual_seed(2)
+    cache = tilus.ops.QuantKVCache.empty(2, 8, 700, 128, dtype, device="cuda",
+                                         group_size=group_size)
+    k = torch.randn(2, 8, 700, 128, generator=g, device="cuda")
+    tilus.ops.quantize_kv(k, k.flip(-1), cache, torch.tensor([0, 0], device="cuda"))
+    q = torch.randn(2, 32, 128, generator=g, device="cuda").half()
+    seq_lens = torch.tensor([700, 301], device="cuda")
+    out = tilus.ops.attention_decode_cache(q, cache, seq_lens)
+    ref = tilus.ops.attention_decode_cache(q, cache, seq_lens, engine="reference")
+    torch.testing.assert_close(out, ref, rtol=1e-2, atol=2e-3)

@@ -50,8 +50,12 @@ def _dequant(packed, scales, zeros, dtype, d):
         shift = 2.0 ** -math.floor(math.log2(top))
         unpacked = [[_float_value(c, t) * shift for c in row] for row in unpacked]
     codes = torch.tensor(unpacked, dtype=torch.float64).reshape(*packed.shape[:-1], d)
-    return (codes * scales.double()[..., None] + zeros.double()[..., None]).to(
-        scales.dtype).double()
+    if scales.dim() == packed.dim():                  # groups along head_dim
+        s = scales.double().repeat_interleave(d // scales.shape[-1], dim=-1)
+        z = zeros.double().repeat_interleave(d // scales.shape[-1], dim=-1)
+    else:
+        s, z = scales.double()[..., None], zeros.double()[..., None]
+    return (codes * s + z).to(scales.dtype).double()
 
 
 def _reference(q, cache, seq_lens):
@@ -71,14 +75,17 @@ def _reference(q, cache, seq_lens):
     return out
 
 
-def _filled_cache(batch, kv_heads, max_seq, d, dtype, seed=0, act=torch.float16):
+def _filled_cache(batch, kv_heads, max_seq, d, dtype, seed=0, act=torch.float16,
+                  group_size=None):
     """A cache whose every row holds quantized random values (rows past seq_lens included)."""
     g = torch.Generator().manual_seed(seed)
-    cache = QuantKVCache.empty(batch, kv_heads, max_seq, d, dtype, scale_dtype=act)
+    cache = QuantKVCache.empty(batch, kv_heads, max_seq, d, dtype, scale_dtype=act,
+                               group_size=group_size)
     for data, s, z in ((cache.k, cache.k_scales, cache.k_zeros),
                        (cache.v, cache.v_scales, cache.v_zeros)):
         packed, scales, zeros = quantize_rows(torch.randn(batch, kv_heads, max_seq, d,
-                                                          generator=g), dtype, act)
+                                                          generator=g), dtype, act,
+                                              group_size)
         data.copy_(packed)
         s.copy_(scales)
         z.copy_(zeros)
@@ -113,6 +120,36 @@ def test_bfloat16_queries_scales_and_output(dtype):
     torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=1.5e-2)
     with pytest.raises(ArgumentError, match="k_scales must be torch.float16"):
         attention_decode_cache(q.half(), cache, seq_lens)
+
+
+@pytest.mark.parametrize("dtype,act", [("uint4", torch.float16), ("int8", torch.float16),
+                                       ("float8_e4m3", torch.bfloat16)])
+def test_scales_per_group_along_head_dim(dtype, act):
+    """group_size 16 of head_dim 48: scales and zeros [batch, kv_heads, max_seq, 3]."""
+    cache, q = _filled_cache(2, 1, 50, 48, dtype, seed=8, act=act, group_size=16)
+    assert cache.k_scales.shape == (2, 1, 50, 3)
+    seq_lens = torch.tensor([50, 33])
+    out = attention_decode_cache(q, cache, seq_lens, num_splits=2)
+    tol = dict(rtol=1e-2, atol=2e-3) if act == torch.float16 else dict(rtol=2e-2, atol=1.5e-2)
+    torch.testing.assert_close(out.double(), _reference(q, cache, seq_lens), **tol)
+    with pytest.raises(ArgumentError, match="group_size=12"):
+        QuantKVCache.empty(1, 1, 8, 48, dtype, group_size=12)
+
+
+def test_group_scales_quantize_within_half_a_step_of_each_group():
+    """A row whose two halves differ by 100x: per-group scales keep the small half's error
+    100x smaller than one scale per row would."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.cat([torch.randn(1, 1, 1, 16, generator=g) * 0.01,
+                   torch.randn(1, 1, 1, 16, generator=g)], dim=-1)
+    for group_size, bound in ((16, 0.01 * 4 / 15), (None, 8 / 15)):
+        cache = QuantKVCache.empty(1, 1, 2, 32, "uint4", group_size=group_size)
+        tilus_quantize_kv(x, x, cache, torch.tensor([0]))
+        got = _dequant(cache.k, cache.k_scales, cache.k_zeros, "uint4", 32)[0, 0, 0]
+        err = (got[:16] - x[0, 0, 0, :16].double()).abs().max().item()
+        assert err <= bound, (group_size, err)
+        if group_size is None:
+            assert err > 0.01 * 4 / 15
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")

@@ -25,14 +25,14 @@ _POSITIONS: dict = {}
 
 
 def split_kernel(k_dtype: str, v_dtype: str, head_dim: int, group: int, softmax_scale: float,
-                 block_s: int = 32, act: str = "float16"):
+                 block_s: int = 32, act: str = "float16", group_size: int = 0):
     """The (cached) ``DecodeAttentionSplit`` Script for these compile-time values."""
     from tilus.ops.attention_kernels import DecodeAttentionSplit
 
-    key = ("split", k_dtype, v_dtype, head_dim, group, softmax_scale, block_s, act)
+    key = ("split", k_dtype, v_dtype, head_dim, group, softmax_scale, block_s, act, group_size)
     if key not in _KERNELS:
         _KERNELS[key] = DecodeAttentionSplit(k_dtype, v_dtype, head_dim, group, softmax_scale,
-                                             block_s=block_s, act=act)
+                                             block_s=block_s, act=act, group_size=group_size)
     return _KERNELS[key]
 
 
@@ -63,7 +63,7 @@ def _positions(n: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
-def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int]:
+def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int, int]:
     if not isinstance(q, torch.Tensor) or q.dim() != 3 or q.dtype not in _ACT:
         got = f"{getattr(q, 'dtype', type(q).__name__)} {list(getattr(q, 'shape', []))}"
         raise ArgumentError(f"attention_decode: q must be a float16 or bfloat16 tensor "
@@ -79,8 +79,10 @@ def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int]:
     row = d * t.nbits // 8
     want = {"k_cache": ((batch, kv_heads, max_seq, row), torch.uint8),
             "v_cache": ((batch, kv_heads, max_seq, row), torch.uint8)}
+    ks = tensors["k_scales"]
+    groups = ks.shape[-1] if isinstance(ks, torch.Tensor) and ks.dim() == 4 else 0
     for name in ("k_scales", "v_scales", "k_zeros", "v_zeros"):
-        want[name] = ((batch, kv_heads, max_seq), q.dtype)
+        want[name] = ((batch, kv_heads, max_seq) + ((groups,) if groups else ()), q.dtype)
     for name, (shape, dt) in want.items():
         x = tensors[name]
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != dt:
@@ -90,6 +92,9 @@ def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int]:
         if x.device != q.device:
             raise DeviceMismatchError(f"attention_decode: {name} is on {x.device}, q on "
                                       f"{q.device}")
+    if groups and (d % groups or (d // groups) % 8):
+        raise ArgumentError(f"attention_decode: {groups} scale groups do not split head_dim={d} "
+                            f"into groups of a multiple of 8")
     if heads % kv_heads:
         raise ArgumentError(f"attention_decode: heads={heads} is not a multiple of "
                             f"kv_heads={kv_heads}")
@@ -97,7 +102,7 @@ def _check(q, tensors: dict, seq_lens, dtype) -> tuple[int, int, int, int, int]:
             or seq_lens.dtype.is_floating_point:
         raise ArgumentError(f"attention_decode: seq_lens must be an integer tensor [{batch}], "
                             f"got {getattr(seq_lens, 'shape', type(seq_lens).__name__)}")
-    return batch, heads, kv_heads, max_seq, d
+    return batch, heads, kv_heads, max_seq, d, d // groups if groups else 0
 
 
 def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -106,7 +111,8 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      softmax_scale: Optional[float] = None, num_splits: Optional[int] = None,
                      max_seq_len: Optional[int] = None, engine: str = "auto") -> torch.Tensor:
     """``softmax(q K^T * softmax_scale) V`` -> ``[batch, heads, head_dim]`` in q's dtype (float16
-    or bfloat16, also the dtype of the scales and zeros) over each
+    or bfloat16, also the dtype of the scales and zeros; scales and zeros ``[batch, kv_heads,
+    max_seq]``, or ``[..., groups]`` for groups along head_dim) over each
     sequence's first ``seq_lens[b]`` cached tokens (``tilus.ops.kv_cache`` gives the storage;
     ``softmax_scale`` defaults to 1/sqrt(head_dim)). ``num_splits``: sequence splits
     (``default_splits`` when None); ``max_seq_len``: an upper bound of ``seq_lens`` (read from
@@ -116,7 +122,7 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                             f"got {engine!r}")
     tensors = {"k_cache": k_cache, "v_cache": v_cache, "k_scales": k_scales,
                "v_scales": v_scales, "k_zeros": k_zeros, "v_zeros": v_zeros}
-    batch, heads, kv_heads, max_seq, d = _check(q, tensors, seq_lens, dtype)
+    batch, heads, kv_heads, max_seq, d, group_size = _check(q, tensors, seq_lens, dtype)
     name = _type(dtype).name
     scale = d ** -0.5 if softmax_scale is None else float(softmax_scale)
     n_tokens = int(seq_lens.max()) if max_seq_len is None and batch else (max_seq_len or 0)
@@ -131,7 +137,7 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         return out
     group = heads // kv_heads
     act = _ACT[q.dtype]
-    split = split_kernel(name, name, d, group, scale, act=act)
+    split = split_kernel(name, name, d, group, scale, act=act, group_size=group_size)
     splits = num_splits or default_splits(batch, kv_heads, n_tokens, split.block_s)
     dev = q.device
     part_o = torch.empty(batch * kv_heads, splits, group, d, dtype=torch.float32, device=dev)

@@ -4,7 +4,8 @@ One query token per sequence: ``out[b, h] = softmax(q[b, h] . K[b, h // G]^T * s
 over the first ``seq_lens[b]`` tokens, with ``G = heads / kv_heads`` query heads per KV head (GQA).
 K and V are stored as codes of a 1-8-bit type (``tilus.ops.kv_cache``): row ``(b, kh, s)`` is
 the bit stream of ``head_dim`` codes, and token s of head kh dequantizes as
-``decode(code) * 2^-e * scale[b, kh, s] + zero[b, kh, s]`` (in q's dtype, one rounding; ``e`` is 0 for
+``decode(code) * 2^-e * scale[b, kh, s, j] + zero[b, kh, s, j]`` (in q's dtype, one rounding;
+``j`` the element's group of ``group_size`` along head_dim, one group per row by default; ``e`` is 0 for
 integer types and ``value_exponent`` for float types, folded into the packed cast).
 
 ``DecodeAttentionSplit`` (grid ``[batch * kv_heads, splits]``): block (bh, sp) takes the
@@ -66,12 +67,19 @@ class _ByAct:
 class DecodeAttentionSplit(_ByAct, tilus.Script):
     """The split kernel (see the module docstring); ``k_dtype``/``v_dtype`` are the cache types,
     ``act`` the dtype of q and of the scales and zeros (float16 or bfloat16), ``block_s`` the
-    tokens per tile (a multiple of 16), ``softmax_scale`` the scores' factor."""
+    tokens per tile (a multiple of 16), ``softmax_scale`` the scores' factor, ``group_size`` the
+    head_dim elements per scale (0: the whole row)."""
 
     def __init__(self, k_dtype, v_dtype, head_dim: int, group: int, softmax_scale: float,
-                 block_s: int = 32, warps: int = 4, act: str = "float16"):
+                 block_s: int = 32, warps: int = 4, act: str = "float16",
+                 group_size: int = 0):
         super().__init__()
         self.act = _act(act)
+        self.group_size = group_size or head_dim
+        if head_dim % self.group_size or self.group_size % 8:
+            raise TilusError(f"DecodeAttentionSplit: group_size={group_size} must divide "
+                             f"head_dim={head_dim} and be a multiple of 8")
+        self.groups = head_dim // self.group_size
         self.k_dtype, self.v_dtype = dtypes.get(k_dtype), dtypes.get(v_dtype)
         for t in (self.k_dtype, self.v_dtype):
             if t.nbits > 8 or head_dim * t.nbits % 8:
@@ -115,10 +123,11 @@ class DecodeAttentionSplit(_ByAct, tilus.Script):
                               shape=[batch * kv_heads, max_seq, d * self.k_dtype.nbits // 8])
         gv = self.global_view(v, dtype=tilus.uint8,
                               shape=[batch * kv_heads, max_seq, d * self.v_dtype.nbits // 8])
-        gks = self.global_view(k_scales, dtype=act, shape=[batch * kv_heads, max_seq])
-        gkz = self.global_view(k_zeros, dtype=act, shape=[batch * kv_heads, max_seq])
-        gvs = self.global_view(v_scales, dtype=act, shape=[batch * kv_heads, max_seq])
-        gvz = self.global_view(v_zeros, dtype=act, shape=[batch * kv_heads, max_seq])
+        params = [batch * kv_heads, max_seq, self.groups]
+        gks = self.global_view(k_scales, dtype=act, shape=params)
+        gkz = self.global_view(k_zeros, dtype=act, shape=params)
+        gvs = self.global_view(v_scales, dtype=act, shape=params)
+        gvz = self.global_view(v_zeros, dtype=act, shape=params)
         glen = self.global_view(seq_lens, dtype=tilus.int32, shape=[batch])
         gpos = self.global_view(positions, dtype=tilus.int32, shape=[n_tokens])
         go = self.global_view(part_o, dtype=tilus.float32, shape=[batch * kv_heads, splits, g, d])
@@ -160,20 +169,26 @@ class DecodeAttentionSplit(_ByAct, tilus.Script):
         self.store_global(gl, self.squeeze(l, dim=1), offsets=[bh, sp, 0])
 
     def dequantized(self, gc, gs, gz, t, bh, s0, valid):
-        """The [block_s, head_dim] tile (act dtype) of tokens s0.. of one head: ``v * scale + zero``;
-        with ``valid`` ([block_s, 1] bool), the scale and zero of invalid tokens are 0."""
+        """The [block_s, head_dim] tile (act dtype) of tokens s0.. of one head: ``v * scale + zero``
+        (per group of ``group_size`` elements: a [block_s, groups, group_size] view); with
+        ``valid`` ([block_s, 1] bool), the scale and zero of invalid tokens are 0."""
         bs, d = self.block_s, self.head_dim
         raw = self.load_global(gc, offsets=[bh, s0, 0], shape=[bs, d * t.nbits // 8])
         if self.raw_layout(t) is not None:
             self.annotate_layout(raw, self.raw_layout(t))
         codes = self.view(raw, dtype=t, shape=[bs, d])
-        scale = self.unsqueeze(self.load_global(gs, offsets=[bh, s0], shape=[bs]), dim=1)
-        zero = self.unsqueeze(self.load_global(gz, offsets=[bh, s0], shape=[bs]), dim=1)
+        scale = self.load_global(gs, offsets=[bh, s0, 0], shape=[bs, self.groups])
+        zero = self.load_global(gz, offsets=[bh, s0, 0], shape=[bs, self.groups])
         if valid is not None:
             scale = self.where(valid, scale, 0.0)
             zero = self.where(valid, zero, 0.0)
         e = -value_exponent(t) if t.is_float else 0
-        return self.fma(self.cast(codes, dtype=self.act, exponent=e), scale, zero)
+        values = self.cast(codes, dtype=self.act, exponent=e)
+        if self.groups == 1:
+            return self.fma(values, scale, zero)
+        grouped = self.view(values, shape=[bs, self.groups, self.group_size])
+        out = self.fma(grouped, self.unsqueeze(scale, dim=2), self.unsqueeze(zero, dim=2))
+        return self.view(out, shape=[bs, d])
 
 
 class DecodeAttentionCombine(_ByAct, tilus.Script):

@@ -7,10 +7,13 @@
 Storage (``tilus.ops.attention_kernels`` reads it): ``k``/``v`` are ``uint8 [batch, kv_heads,
 max_seq, head_dim * B / 8]``, each row the little-endian bit stream of one token's ``head_dim``
 codes (``tilus.dtypes.pack``); ``k_scales``/``k_zeros``/``v_scales``/``v_zeros`` are
-``[batch, kv_heads, max_seq]`` in the scale dtype, float16 (default) or bfloat16, which is also
-the dtype of the queries and the output of ``attention_decode``. A token dequantizes as
-``v * scale + zero`` rounded once to the scale dtype, ``v = decode(code) * 2^-e``
-(``e = kv_exponent(dtype)``), where
+``[batch, kv_heads, max_seq]`` (one scale and zero per token and head) or, with ``group_size <
+head_dim``, ``[batch, kv_heads, max_seq, head_dim / group_size]`` (one per group of
+``group_size`` consecutive elements of a row), in the scale dtype, float16 (default) or
+bfloat16, which is also the dtype of the queries and the output of ``attention_decode``. A
+value dequantizes as ``v * scale + zero`` (its group's) rounded once to the scale dtype,
+``v = decode(code) * 2^-e`` (``e = kv_exponent(dtype)``); per group (min, max, absmax below
+are the group's):
 
 * integer types (``intB``, ``uintB``; ``e = 0``): asymmetric min-max per token and head, ``qmin``/
   ``qmax`` the type's smallest and largest values: ``scale = (max - min) / (qmax - qmin)``
@@ -83,16 +86,28 @@ def _scale_dtype(dt) -> torch.dtype:
     return dt
 
 
-def quantize_rows(x: torch.Tensor, dtype, scale_dtype: torch.dtype = torch.float16
+def groups_of(head_dim: int, group_size: Optional[int]) -> int:
+    """Scale groups per row: head_dim / group_size (group_size None: the whole row)."""
+    g = head_dim if group_size is None else group_size
+    if not isinstance(g, int) or g < 8 or head_dim % g or g % 8:
+        raise ArgumentError(f"quantized KV cache: group_size={group_size} must be a multiple of "
+                            f"8 dividing head_dim={head_dim} (or None: one group per row)")
+    return head_dim // g
+
+
+def quantize_rows(x: torch.Tensor, dtype, scale_dtype: torch.dtype = torch.float16,
+                  group_size: Optional[int] = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quantize ``x [..., head_dim]`` per row: (packed ``uint8 [..., head_dim * B / 8]``,
-    scales ``[...]``, zeros ``[...]`` in ``scale_dtype``), as the module docstring says."""
+    """Quantize ``x [..., head_dim]`` per row (or per group of ``group_size``): (packed ``uint8
+    [..., head_dim * B / 8]``, scales and zeros ``[...]`` (``[..., groups]`` with groups) in
+    ``scale_dtype``), as the module docstring says."""
     t = _type(dtype)
     sdt = _scale_dtype(scale_dtype)
     d = x.shape[-1]
     if d * t.nbits % 8:
         raise ArgumentError(f"quantize_kv: head_dim={d} {t.name} codes do not fill whole bytes")
-    xf = x.float()
+    groups = groups_of(d, group_size)
+    xf = x.float().reshape(*x.shape[:-1], groups, d // groups)
     if t.is_float:
         e = kv_exponent(t)
         s16 = _round_up(xf.abs().amax(-1) / (float(t.max_value) * 2.0 ** -e), sdt)
@@ -106,6 +121,8 @@ def quantize_rows(x: torch.Tensor, dtype, scale_dtype: torch.dtype = torch.float
         q = torch.round((xf - z16.float()[..., None]) / s16.float()[..., None]).clamp(qmin, qmax)
         codes = (q.to(torch.int32) & (2 ** t.nbits - 1)).to(torch.uint8)
     packed = dtypes.pack(codes.reshape(-1, d), t).reshape(*x.shape[:-1], d * t.nbits // 8)
+    if group_size is None:
+        return packed, s16[..., 0], z16[..., 0]
     return packed, s16, z16
 
 
@@ -118,6 +135,10 @@ def dequantize_rows(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Ten
     values = t.decode(torch.arange(2 ** t.nbits).numpy()) * 2.0 ** -kv_exponent(t)
     table = torch.from_numpy(values).float().to(packed.device)
     v = table[codes.long()]
+    if scales.dim() == packed.dim():                             # [..., groups]
+        v = v.reshape(*codes.shape[:-1], scales.shape[-1], -1)
+        out = v * scales.float()[..., None] + zeros.float()[..., None]
+        return out.to(scales.dtype).float().reshape(codes.shape)
     return (v * scales.float()[..., None] + zeros.float()[..., None]).to(scales.dtype).float()
 
 
@@ -133,23 +154,28 @@ class QuantKVCache:
     v_zeros: torch.Tensor
     dtype: str
     head_dim: int
+    group_size: Optional[int] = None
 
     @classmethod
     def empty(cls, batch: int, kv_heads: int, max_seq: int, head_dim: int, dtype="uint4",
-              device: torch.device | str = "cpu", scale_dtype: torch.dtype = torch.float16
-              ) -> "QuantKVCache":
+              device: torch.device | str = "cpu", scale_dtype: torch.dtype = torch.float16,
+              group_size: Optional[int] = None) -> "QuantKVCache":
         """A zero-filled cache (every code 0, scales and zeros 0) for ``max_seq`` tokens;
-        ``scale_dtype`` is q's dtype (float16 or bfloat16)."""
+        ``scale_dtype`` is q's dtype (float16 or bfloat16); ``group_size``: head_dim elements
+        per scale and zero (None: one per row)."""
         t = _type(dtype)
         sdt = _scale_dtype(scale_dtype)
+        groups = groups_of(head_dim, group_size)
         if head_dim * t.nbits % 8:
             raise ArgumentError(f"QuantKVCache: head_dim={head_dim} {t.name} codes do not fill "
                                 f"whole bytes")
         rows = (batch, kv_heads, max_seq)
         data = [torch.zeros(*rows, head_dim * t.nbits // 8, dtype=torch.uint8, device=device)
                 for _ in range(2)]
-        params = [torch.zeros(*rows, dtype=sdt, device=device) for _ in range(4)]
-        return cls(data[0], data[1], *params, dtype=t.name, head_dim=head_dim)
+        shape = rows if group_size is None else (*rows, groups)
+        params = [torch.zeros(*shape, dtype=sdt, device=device) for _ in range(4)]
+        return cls(data[0], data[1], *params, dtype=t.name, head_dim=head_dim,
+                   group_size=group_size)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -194,7 +220,8 @@ def quantize_kv(k: torch.Tensor, v: torch.Tensor, cache: QuantKVCache,
     at = (bi, hi, pos[:, None, :])
     for x, data, scales, zeros in ((k, cache.k, cache.k_scales, cache.k_zeros),
                                    (v, cache.v, cache.v_scales, cache.v_zeros)):
-        packed, s, z = quantize_rows(x.to(data.device), cache.dtype, scales.dtype)
+        packed, s, z = quantize_rows(x.to(data.device), cache.dtype, scales.dtype,
+                                     cache.group_size)
         data[at] = packed
         scales[at] = s
         zeros[at] = z
