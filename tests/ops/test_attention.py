@@ -7,6 +7,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tilus import dtypes
 from tilus.errors import ArgumentError, DataTypeError
@@ -297,3 +299,22 @@ def test_float8_cache_decode_tracks_float_attention():
     out = attention_decode_cache(q, cache, lens, num_splits=2)
     torch.testing.assert_close(out.float(), attention_reference(q, k, v, lens), rtol=0,
                                atol=6e-2)
+
+
+@settings(max_examples=8, deadline=None)
+@given(batch=st.integers(1, 3), kv_heads=st.integers(1, 2), group=st.integers(1, 17),
+       head_dim=st.sampled_from([16, 32, 48]), max_seq=st.integers(1, 70),
+       splits=st.integers(1, 4), dtype=st.sampled_from(["uint4", "int3", "uint8", "float4_e2m1"]),
+       data=st.data())
+def test_random_shapes_match_reference(batch, kv_heads, group, head_dim, max_seq, splits, dtype,
+                                       data):
+    """Any batch, GQA group (up to 17: two mma row tiles), head_dim, cache length, lengths
+    (0 included) and splits: the kernels equal the reference."""
+    lens = data.draw(st.lists(st.integers(0, max_seq), min_size=batch, max_size=batch))
+    cache, _ = _filled_cache(batch, kv_heads, max_seq, head_dim, dtype, seed=max_seq)
+    q = torch.randn(batch, kv_heads * group, head_dim,
+                    generator=torch.Generator().manual_seed(group)).half()
+    seq_lens = torch.tensor(lens)
+    out = attention_decode_cache(q, cache, seq_lens, num_splits=splits)
+    torch.testing.assert_close(out.double(), _reference(q, cache, seq_lens), rtol=1e-2,
+                               atol=2e-3)
