@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from tilus import dtypes
 from tilus.errors import ArgumentError, DataTypeError
-from tilus.ops.attention import attention_decode, attention_decode_cache, default_splits
 from tilus.ops import quantize_kv as tilus_quantize_kv
+from tilus.ops.attention import attention_decode, attention_decode_cache, default_splits
 from tilus.ops.kv_cache import QuantKVCache, attention_reference, kv_types, quantize_rows
 
 

@@ -44,7 +44,7 @@ def kv_types() -> list[str]:
     """Every cache type: intB and uintB for B = 1..8, and the float types of 3-8 bits whose
     values times 2^-kv_exponent are float16 and bfloat16 values (the kernels dequantize in
     the scale dtype)."""
-    from tilus.ops.kernels import values_exact_in      # the DSL kernels' module: loaded on use
+    from tilus.ops.kernels import values_exact_in  # the DSL kernels' module: loaded on use
 
     return [t.name for t in dtypes.lowbit_types()
             if not t.is_float or all(values_exact_in(t, act, value_exponent(t))
@@ -233,7 +233,7 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``softmax(q K^T * scale) V`` in float32 over each sequence's first ``seq_lens[b]`` tokens,
     q ``[batch, heads, D]``, K/V ``[batch, kv_heads, S, D]`` (query head h reads KV head
     ``h // (heads / kv_heads)``); 0 for an empty sequence."""
-    batch, heads, d = q.shape
+    heads, d = q.shape[1:]
     group = heads // k.shape[1]
     scale = d ** -0.5 if softmax_scale is None else softmax_scale
     kk = k.float().repeat_interleave(group, dim=1)
