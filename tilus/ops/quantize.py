@@ -582,6 +582,8 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
             b = -zero_point * s.double()
         else:
             lo, hi = wk.amin(dim=1), wk.amax(dim=1)
+            if zero_mode == "int":          # z = -lo / s must be a code: the range holds 0
+                lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
             rng = hi - lo
             s = rng / (qmax - qmin)
             s = torch.where(rng > 0, s, torch.maximum(lo.abs(), hi.abs()) / (qmax - qmin))
