@@ -1,21 +1,25 @@
 """The quantized matmul kernel in the Tilus DSL: ``C[M, N] = A[M, K] @ dequant(W)[K, N] (+ bias)``.
 
 One Script serves every weight type of 1-8 bits, fp16 and bf16 activations, fp16 and bf16 scales,
-per-group offsets (or the constant zero point's ``-zp * s``), an optional bias, and split-k. The
+per-group offsets (or the constant zero point's ``-zp * s``, or uint8 integer zero points z:
+``(v - z) * s``, ``zero_mode="int"``), an optional bias, and split-k. The
 weight is read in packed format 2 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
 ``4 * B`` bytes of a unit holding exactly the codes of its mma B fragments.
 
 Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``offsets`` by
 the scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for
-its (act, scale) pair (``QuantMatmul_float16_float16``, ...; four in all), whose ``__call__`` has
-those annotations and inlines the shared body ``QuantMatmul.kernel``.
+its (act, scale) pair and zero mode (``QuantMatmul_float16_float16``, ...,
+``QuantMatmul_float16_float16_intzeros`` whose ``offsets`` is ``~uint8``; eight in all), whose
+``__call__`` has those annotations and inlines the shared body ``QuantMatmul.kernel``.
 
 Per unit (the dequantization is ``QuantizedWeight.dequantize``, ``v * s + b`` rounded once):
 the unit's bytes are loaded with the layout ``unit_bytes_layout`` (one vector load per thread),
 ``view(..., layout=weight_stream_layout)`` reinterprets each thread's bytes as its codes (free),
 ``cast`` to the activation dtype runs the packed lop3/prmt program on whole words and writes
 whole mma registers (the output is annotated ``weight_fragment_layout``: the cast reorders the
-thread's slots for free), and one ``fma`` (HFMA2 per two weights) applies scale and offset. When
+thread's slots for free), and one ``fma`` (HFMA2 per two weights) applies scale and offset
+(integer zero points: ``(v - z) * s``, a subtract and a multiply, HADD2 + HMUL2, ``v - z`` exact;
+each zero row is converted to the scale dtype once when it is loaded). When
 a type's values are not exact in the activation dtype, or scales have another dtype, the tile
 is computed in float32 instead (cast, fma, one rounding to the activation dtype).
 

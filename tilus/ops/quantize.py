@@ -13,6 +13,10 @@ uintB / intB,          ``s = (max - min) / (qmax - qmin)`` (rounded *up* to the 
 asymmetric             ``b = min - qmin * s`` (rounded to nearest), ``q = clamp(round((w - b) /
 (default for uint)     s))``; ``w' = v * s + b``. Offsets are stored per group; a group need not
                        contain 0 (its offset is any value of the scale type).
+uintB, asymmetric,     ``zero_mode="int"``: integer zero points (GPTQ's scheme): the range is
+integer zero points    widened to hold 0, ``s`` as above, ``z = round(-min / s)`` (a code, stored
+                       as uint8), ``q = clamp(round(w / s) + z)``; ``w' = (v - z) * s`` (``v - z``
+                       exact: one rounding, no offset rounding).
 intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``b = 0``, ``q = clamp(round(w / s))``
 (default for int)      (B >= 2: int1 has no symmetric grid).
 uintB, symmetric       as intB symmetric on the grid shifted by the constant zero point
@@ -33,14 +37,16 @@ plus half a unit in the last place of the offset ``b`` in the scale type (asymme
 offset is stored rounded), plus the final rounding of ``w'``. Scales and offsets are stored in
 ``scale_dtype``: float16 (default) or bfloat16 (the default when the weight is bfloat16).
 
-Packed-weight format (``format_version`` 2, ``layout`` ``"mma-b-units-32x128"``):
+Packed-weight format (``format_version`` 3, ``layout`` ``"mma-b-units-32x128"``; format 2 is the
+same without integer zero points and still loads):
 
 * ``data``: ``torch.uint8 [ceil(N/128), ceil(K/32) * 512 * B]``: 32 x 128 (k, n) units of codes,
   the units of one column tile consecutive along k, each laid out for the mma B operand of the
   thread that reads it (``tilus.ops.packing``: one thread's 4B-byte load holds exactly the codes
   of its fragments, in the order the packed casts pair them). Padding codes are 0.
 * ``scales``: ``[K / group_size, N]`` in scale_dtype (row g = group g).
-* ``offsets``: ``[K / group_size, N]`` in scale_dtype, or None when the offset is ``-zp * s``
+* ``offsets``: ``[K / group_size, N]`` in scale_dtype (offsets ``b``), or uint8 (integer zero
+  points ``z``, ``zero_mode`` "int", any value 0..255), or None when the offset is ``-zp * s``
   for the constant zero point ``zero_point`` (0 or 2^(B-1)).
 * Group sizes are multiples of 32 (a unit lies in one group) or the whole K.
 
