@@ -245,3 +245,11 @@ def test_integer_zero_point_layers():
     x = torch.randn(3, 64).half()
     ref = x.float() @ layer.dequantize(torch.float16).float().t() + layer.bias.float()
     torch.testing.assert_close(layer(x).float(), ref, rtol=2e-3, atol=2e-3)
+
+
+def test_quantize_model_integer_zero_points_apply_to_asymmetric_uint_layers():
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 64))
+    quantize_model(m, "uint4", group_size=32, bit_map={"1": "int4"}, zero_mode="int")
+    assert (m[0].zero_mode, m[1].zero_mode) == ("int", "float")
+    assert m[0].offsets.dtype == torch.uint8 and m[1].offsets is None

@@ -37,6 +37,7 @@ def _quantized(seed=0):
                    bit_map={"gate": "float4_e2m1", "down": "int3"})
     qweight, qzeros, s, g_idx, _ = gptq_layer(k=128, n=64, act_order=True, sym=False, seed=seed)
     m.act_order = from_gptq(qweight, qzeros, s, g_idx, torch.randn(64).half())
+    assert m.act_order.zero_mode == "int"                     # integer zero points round-trip
     return m
 
 

@@ -274,12 +274,15 @@ def layer_dtype(name: str, dtype: Any, bit_map: Optional[Mapping[str, Any]]) -> 
 
 def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 128,
                    skip: Iterable[str] = (), symmetric: Optional[bool] = None,
-                   scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None) -> nn.Module:
+                   scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None,
+                   zero_mode: str = "float") -> nn.Module:
     """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
     ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
-    another weight type (``{"*.mlp.*": "uint3"}``: the first matching pattern wins). Returns the
-    model; ``model.tilus_quantized`` lists the replaced names."""
+    another weight type (``{"*.mlp.*": "uint3"}``: the first matching pattern wins).
+    ``zero_mode="int"``: the asymmetric uint layers store integer zero points
+    (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
+    Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []
     for name, module in list(model.named_modules()):
@@ -287,8 +290,10 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is nn.Linear and not matches(full, skip):
                 try:
-                    q = QuantLinear.from_linear(child, layer_dtype(full, dtype, bit_map),
-                                                group_size, symmetric, scale_dtype)
+                    t = weight_type(layer_dtype(full, dtype, bit_map))
+                    zm = zero_mode if _scheme(t.name, symmetric)[1] and not t.is_signed \
+                        else "float"
+                    q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm)
                 except QuantizationError as e:
                     raise QuantizationError(f"{full}: {e}") from None
                 setattr(module, child_name, q)
