@@ -3,7 +3,7 @@
 One Script serves every weight type of 1-8 bits, fp16 and bf16 activations, fp16 and bf16 scales,
 per-group offsets (or the constant zero point's ``-zp * s``, or uint8 integer zero points z:
 ``(v - z) * s``, ``zero_mode="int"``), an optional bias, and split-k. The
-weight is read in packed format 2 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
+weight is read in packed format 3 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
 ``4 * B`` bytes of a unit holding exactly the codes of its mma B fragments.
 
 Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``offsets`` by
