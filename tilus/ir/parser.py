@@ -25,7 +25,7 @@ from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, TilusParseError, VerificationError
 from tilus.ir.expr import (AXIS_NAMES, BinaryOp, BlockIdx, Cast, Const, Expr, Select, UnaryOp, Var,
-                           _result_dtype, promote)
+                           _result_dtype, cdiv, maximum, minimum, promote)
 from tilus.ir.inst import Instruction, instruction_classes
 from tilus.ir.program import Program
 from tilus.ir.scopes import NameScopes
@@ -64,12 +64,18 @@ def keywords() -> frozenset[str]:
                      if isinstance(t.pattern, PatternStr) and t.pattern.value.isidentifier())
 
 
+def layout_from_text(text: str, env: Optional[dict[str, Any]] = None) -> Any:
+    """The layout ``text`` denotes, its symbolic sizes IR expressions: bare names are looked up in
+    ``env``, else int32 Vars; cdiv/min/max are the IR's."""
+    from tilus.ir.layout.parser import Symbols, parse_layout
+
+    symbols = Symbols(name=lambda n: Var(n, dtypes.int32),
+                      functions={"cdiv": cdiv, "min": minimum, "max": maximum})
+    return parse_layout(text, env, symbols)
+
+
 def _default_layout_parser() -> Optional[Callable[[str], Any]]:
-    try:
-        from tilus.ir.layout import parse_layout  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return parse_layout
+    return layout_from_text
 
 
 def parse(text: str, verify: bool = True,
@@ -77,7 +83,7 @@ def parse(text: str, verify: bool = True,
     """Read a Program from its text form and (by default) verify it.
 
     ``layout_parser`` turns a layout's text into a layout object; it defaults to
-    ``tilus.ir.layout.parse_layout``.
+    :func:`layout_from_text` (``tilus.ir.layout.parse_layout`` with the IR's symbols).
     """
     if not isinstance(text, str):
         raise TilusParseError(f"expected the program's text as a str, got {type(text).__name__}")
@@ -383,7 +389,7 @@ class _Reader(NameScopes):
             text = self.source(layout_node).strip()
             if self.layout_parser is None:
                 raise self.error(layout_node, f"cannot read the layout {text!r}: no layout parser "
-                                              f"(tilus.ir.layout.parse_layout) is available")
+                                              f"(tilus.ir.parser.layout_from_text) is available")
             try:
                 layout = self.layout_parser(text)
             except Exception as e:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from tilus.dtypes import DataType
+from tilus.dtypes.types import install_pointer_type
 from tilus.errors import IRError
 from tilus.ir.expr import Expr
 
@@ -24,6 +25,7 @@ class PointerType:
         return f"~{self.dtype.name}"
 
 
+install_pointer_type(PointerType)
 ValueType = Union[DataType, PointerType]
 
 

@@ -72,6 +72,12 @@ def static_slots(layout, shape, n: int, threads: int, fn: Callable):
     return None
 
 
+def index_exprs(layout, thread: Any, slot: Any) -> tuple[E.Expr, ...]:
+    """The logical index ``layout`` puts at (``thread``, ``slot``), as IR expressions (the layout
+    gives plain ints where a coordinate is constant)."""
+    return tuple(E.as_expr(c) for c in layout.index_exprs(thread, slot))
+
+
 def spill_to_shared(lw, x: Tensor):
     """Write register tile x into a fresh scratch shared buffer at its row-major index."""
     from tilus.backend.codegen.lower import THREAD
@@ -80,7 +86,7 @@ def spill_to_shared(lw, x: Tensor):
     scratch = lw.alloc_scratch(max(1, x.type.size), storage(x.dtype), "xchg")
     lw.sync()
     for s in range(st.layout.local_size):
-        idx = st.layout.index_exprs(THREAD, s)
+        idx = index_exprs(st.layout, THREAD, s)
         lw.store(scratch, st.buf[s], [flat_index(idx, x.shape)])
     lw.sync()
     return scratch

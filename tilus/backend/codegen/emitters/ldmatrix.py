@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from tilus import dtypes
+from tilus.backend.codegen.gather import index_exprs
 from tilus.ir import expr as E
 from tilus.ir.layout import mma_m16n8k16_f16_a, mma_m16n8k16_f16_b
 
@@ -82,8 +83,8 @@ def try_ldmatrix(lw, st, out) -> bool:
     lane = THREAD % 32
     words = lw.alias_local(out.buf, "uint32")
     for q in range(layout.local_size // per):
-        r0, c0 = layout.index_exprs(THREAD, q * per)
-        fr0, fc0 = frag.index_exprs(lane, 0)
+        r0, c0 = index_exprs(layout, THREAD, q * per)
+        fr0, fc0 = index_exprs(frag, lane, 0)
         orow, ocol = r0 - fr0, c0 - fc0
         if kind == "a":
             row = orow + (lane % 8) + ((lane // 8) % 2) * 8
