@@ -15,7 +15,7 @@ shared and local scope, Evaluate; expressions IntImm, FloatImm, StringImm, Var, 
 Div/Mod (C: truncating), FloorDiv/FloorMod, Min, Max, shifts, bit ops (incl. BitwiseNot),
 comparisons, And/Or/Not
 (short-circuit: the right side runs under the left's mask), Select, Let, Ramp, Broadcast, Shuffle,
-BufferLoad (scalar and vector indices, vector-typed buffers), and calls (see ``_CALLS``).
+BufferLoad (scalar and vector indices, vector-typed buffers), and calls (see ``_CALLS`` and ``_EXTERNS``, registries: a name registered twice raises).
 """
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import ml_dtypes
 import numpy as np
 
 from tilus.backend.tvm_shim import ir, tirx
+from tilus.registry import Registry
 from tilus.simulator import ptx
 from tilus.simulator.errors import (
     DivergentBarrierError, MisalignedAccessError, OutOfBoundsError, RaceError, SimulationError, UninitializedReadError,
@@ -1364,50 +1366,55 @@ def _erf(x):
     return np.vectorize(math.erf)(x)
 
 
-_CALLS = {
-    "reinterpret": _c_reinterpret, "if_then_else": _c_if_then_else, "address_of": _c_address_of,
-    "buffer_data": _c_buffer_data, "cuda.cvta_generic_to_shared": _c_passthrough,
-    "break_loop": lambda m, e, a: m._s_break(None), "continue_loop": lambda m, e, a: m._s_continue(None),
-    "likely": _c_passthrough, "assume": lambda m, e, a: None,
-    "tvm_storage_sync": _c_sync, "cuda.cta_sync": _c_cta_sync, "ptx.bar_sync": _c_cta_sync,
-    "ptx.barrier_sync": _c_cta_sync, "cuda.warp_sync": lambda m, e, a: m.syncwarp(),
-    "ptx.fence": _c_noop, "cuda.thread_fence": _c_noop, "ptx.fence_proxy": _c_noop,
-    "ptx.cp_async_cg": _c_cp_async, "ptx.cp_async_ca": _c_cp_async,
-    "ptx.cp_async_cg_src_size": _c_cp_async, "ptx.cp_async_ca_src_size": _c_cp_async,
-    "ptx.cp_async_cg_ignore_src": _c_cp_async_ignore_src, "ptx.cp_async_ca_ignore_src": _c_cp_async_ignore_src,
-    "ptx.cp_async_commit_group": _c_commit, "ptx.cp_async_wait_group": _c_wait_group,
-    "ptx.cp_async_wait_all": _c_wait_all,
-    "ptx.ldmatrix": _c_ldmatrix, "ptx.mma": _c_mma, "ptx.mma_int": _c_mma,
-    "ptx.lop3": _c_lop3, "ptx.prmt": _c_prmt, "ptx.fma_half": _c_fma_half,
-    "ptx.shfl_sync": _c_ptx_shfl, "ptx.shfl_sync_p": _c_ptx_shfl,
-    "tvm_warp_shuffle": _shfl_call("idx"), "tvm_warp_shuffle_xor": _shfl_call("bfly"),
-    "tvm_warp_shuffle_up": _shfl_call("up"), "tvm_warp_shuffle_down": _shfl_call("down"),
-    "cuda.__shfl_sync": _shfl_call("idx"), "cuda.__shfl_xor_sync": _shfl_call("bfly"),
-    "cuda.__shfl_up_sync": _shfl_call("up"), "cuda.__shfl_down_sync": _shfl_call("down"),
-    "atomic_add": _atomic("add"), "cuda.atomic_add": _atomic("add"), "cuda.atomic_cas": _atomic("cas"),
-    "exp": _math(np.exp), "exp2": _math(np.exp2), "log": _math(np.log), "log2": _math(np.log2),
-    "sqrt": _math(np.sqrt), "rsqrt": _math(lambda x: 1.0 / np.sqrt(x)), "tanh": _math(np.tanh),
-    "sin": _math(np.sin), "cos": _math(np.cos), "fabs": _math(np.abs), "abs": _math(np.abs),
-    "floor": _math(np.floor), "ceil": _math(np.ceil), "round": _math(np.rint), "nearbyint": _math(np.rint),
-    "trunc": _math(np.trunc), "erf": _math(_erf), "sigmoid": _math(lambda x: 1 / (1 + np.exp(-x))),
-    "pow": _math(np.power), "fmod": _math(np.fmod), "isnan": lambda m, e, a: np.isnan(m.eval(a[0]).astype(np.float64)),
-    "isinf": lambda m, e, a: np.isinf(m.eval(a[0]).astype(np.float64)), "popcount": _math(_popcount),
-}
+_CALLS: Registry[Callable] = Registry("simulator intrinsic").add_all([
+    ("reinterpret", _c_reinterpret), ("if_then_else", _c_if_then_else),
+    ("address_of", _c_address_of), ("buffer_data", _c_buffer_data),
+    ("cuda.cvta_generic_to_shared", _c_passthrough),
+    ("break_loop", lambda m, e, a: m._s_break(None)),
+    ("continue_loop", lambda m, e, a: m._s_continue(None)), ("likely", _c_passthrough),
+    ("assume", lambda m, e, a: None), ("tvm_storage_sync", _c_sync), ("cuda.cta_sync", _c_cta_sync),
+    ("ptx.bar_sync", _c_cta_sync), ("ptx.barrier_sync", _c_cta_sync),
+    ("cuda.warp_sync", lambda m, e, a: m.syncwarp()), ("ptx.fence", _c_noop),
+    ("cuda.thread_fence", _c_noop), ("ptx.fence_proxy", _c_noop), ("ptx.cp_async_cg", _c_cp_async),
+    ("ptx.cp_async_ca", _c_cp_async), ("ptx.cp_async_cg_src_size", _c_cp_async),
+    ("ptx.cp_async_ca_src_size", _c_cp_async),
+    ("ptx.cp_async_cg_ignore_src", _c_cp_async_ignore_src),
+    ("ptx.cp_async_ca_ignore_src", _c_cp_async_ignore_src),
+    ("ptx.cp_async_commit_group", _c_commit), ("ptx.cp_async_wait_group", _c_wait_group),
+    ("ptx.cp_async_wait_all", _c_wait_all), ("ptx.ldmatrix", _c_ldmatrix), ("ptx.mma", _c_mma),
+    ("ptx.mma_int", _c_mma), ("ptx.lop3", _c_lop3), ("ptx.prmt", _c_prmt),
+    ("ptx.fma_half", _c_fma_half), ("ptx.shfl_sync", _c_ptx_shfl), ("ptx.shfl_sync_p", _c_ptx_shfl),
+    ("tvm_warp_shuffle", _shfl_call("idx")), ("tvm_warp_shuffle_xor", _shfl_call("bfly")),
+    ("tvm_warp_shuffle_up", _shfl_call("up")), ("tvm_warp_shuffle_down", _shfl_call("down")),
+    ("cuda.__shfl_sync", _shfl_call("idx")), ("cuda.__shfl_xor_sync", _shfl_call("bfly")),
+    ("cuda.__shfl_up_sync", _shfl_call("up")), ("cuda.__shfl_down_sync", _shfl_call("down")),
+    ("atomic_add", _atomic("add")), ("cuda.atomic_add", _atomic("add")),
+    ("cuda.atomic_cas", _atomic("cas")), ("exp", _math(np.exp)), ("exp2", _math(np.exp2)),
+    ("log", _math(np.log)), ("log2", _math(np.log2)), ("sqrt", _math(np.sqrt)),
+    ("rsqrt", _math(lambda x: 1.0 / np.sqrt(x))), ("tanh", _math(np.tanh)), ("sin", _math(np.sin)),
+    ("cos", _math(np.cos)), ("fabs", _math(np.abs)), ("abs", _math(np.abs)),
+    ("floor", _math(np.floor)), ("ceil", _math(np.ceil)), ("round", _math(np.rint)),
+    ("nearbyint", _math(np.rint)), ("trunc", _math(np.trunc)), ("erf", _math(_erf)),
+    ("sigmoid", _math(lambda x: 1 / (1 + np.exp(-x)))), ("pow", _math(np.power)),
+    ("fmod", _math(np.fmod)), ("isnan", lambda m, e, a: np.isnan(m.eval(a[0]).astype(np.float64))),
+    ("isinf", lambda m, e, a: np.isinf(m.eval(a[0]).astype(np.float64))),
+    ("popcount", _math(_popcount)),
+])
 
-_EXTERNS = {
-    "atomicAdd": _atomic("add"), "atomicCAS": _atomic("cas"), "atomicExch": _atomic("exch"),
-    "atomicMax": _atomic("max"), "atomicMin": _atomic("min"), "atomicSub": _atomic("sub"),
-    "atomicAnd": _atomic("and"), "atomicOr": _atomic("or"), "atomicXor": _atomic("xor"),
-    "__nanosleep": _c_noop,
-    "__shfl_sync": _shfl_call("idx"), "__shfl_xor_sync": _shfl_call("bfly"),
-    "__shfl_up_sync": _shfl_call("up"), "__shfl_down_sync": _shfl_call("down"),
-    "__syncthreads": _c_cta_sync, "__threadfence": _c_noop, "__threadfence_block": _c_noop,
-    "__syncwarp": lambda m, e, a: m.syncwarp(),
-    "expf": _math(np.exp), "exp2f": _math(np.exp2), "logf": _math(np.log), "sqrtf": _math(np.sqrt),
-    "rsqrtf": _math(lambda x: 1.0 / np.sqrt(x)), "fabsf": _math(np.abs), "tanhf": _math(np.tanh),
-    "__expf": _math(np.exp), "fmaxf": _math(np.fmax), "fminf": _math(np.fmin),
-    "fmaf": _fma, "__hfma": _fma,
-}
+_EXTERNS: Registry[Callable] = Registry("simulator extern function").add_all([
+    ("atomicAdd", _atomic("add")), ("atomicCAS", _atomic("cas")), ("atomicExch", _atomic("exch")),
+    ("atomicMax", _atomic("max")), ("atomicMin", _atomic("min")), ("atomicSub", _atomic("sub")),
+    ("atomicAnd", _atomic("and")), ("atomicOr", _atomic("or")), ("atomicXor", _atomic("xor")),
+    ("__nanosleep", _c_noop), ("__shfl_sync", _shfl_call("idx")),
+    ("__shfl_xor_sync", _shfl_call("bfly")), ("__shfl_up_sync", _shfl_call("up")),
+    ("__shfl_down_sync", _shfl_call("down")), ("__syncthreads", _c_cta_sync),
+    ("__threadfence", _c_noop), ("__threadfence_block", _c_noop),
+    ("__syncwarp", lambda m, e, a: m.syncwarp()), ("expf", _math(np.exp)),
+    ("exp2f", _math(np.exp2)), ("logf", _math(np.log)), ("sqrtf", _math(np.sqrt)),
+    ("rsqrtf", _math(lambda x: 1.0 / np.sqrt(x))), ("fabsf", _math(np.abs)),
+    ("tanhf", _math(np.tanh)), ("__expf", _math(np.exp)), ("fmaxf", _math(np.fmax)),
+    ("fminf", _math(np.fmin)), ("fmaf", _fma), ("__hfma", _fma),
+])
 
 
 # ---------------------------------------------------------------------- entry points

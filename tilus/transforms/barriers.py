@@ -45,6 +45,7 @@ from tilus.ir.printer import format_stmt_head
 from tilus.ir.program import Program
 from tilus.ir.stmt import BreakStmt, ContinueStmt, ForStmt, IfStmt, SeqStmt, Stmt, WhileStmt, seq
 from tilus.ir.types import SHARED, Tensor
+from tilus.registry import Registry
 from tilus.transforms.base import Pass
 from tilus.transforms.shared_memory import shared_tensor_nbytes
 
@@ -61,24 +62,21 @@ class SharedAccess:
     kind: str
 
 
-_EFFECTS: dict[type, Callable[[I.Instruction], list[SharedAccess]]] = {}
+_EFFECTS: Registry[Callable[[I.Instruction], list[SharedAccess]]] = Registry("shared-memory effect")
 
 
 def shared_effects(cls: type) -> Callable:
     """Registers ``fn(inst) -> list[SharedAccess]`` as what instructions of ``cls`` do to shared
-    memory (a decorator)."""
-    def register(fn: Callable[[I.Instruction], list[SharedAccess]]) -> Callable:
-        _EFFECTS[cls] = fn
-        return fn
-    return register
+    memory (a decorator; a class registered twice raises)."""
+    return _EFFECTS.register(cls)
 
 
 def _no_access(inst: I.Instruction) -> list[SharedAccess]:
     return []
 
 
-for _cls in (I.AllocateSharedInst, I.SliceSharedInst, I.FreeSharedInst):
-    _EFFECTS[_cls] = _no_access
+_EFFECTS.add_all((cls, _no_access) for cls in (I.AllocateSharedInst, I.SliceSharedInst,
+                                                I.FreeSharedInst))
 
 
 @shared_effects(I.LoadSharedInst)

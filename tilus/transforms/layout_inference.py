@@ -97,16 +97,17 @@ from tilus.ir.printer import format_stmt_head
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, SHARED, Tensor
 from tilus.ir.verifier import MAX_REGISTERS, register_bits
+from tilus.registry import Registry
 from tilus.transforms.base import Pass
 
 logger = logging.getLogger("tilus")
 
-__all__ = ["LayoutInference", "infer_layouts", "layout_rule", "default_layout", "dot_layouts",
+__all__ = ["LayoutInference", "infer_layouts", "layout_rule", "any_layout", "RULES", "default_layout", "dot_layouts",
            "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
            "check_layouts"]
 
 Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple]]
-_RULES: dict[type, Rule] = {}
+RULES: Registry[Rule] = Registry("layout rule")
 
 #: third item of a rule's ``(tensor, layout, SOFT)``: a suggestion, not a requirement
 SOFT = False
@@ -119,18 +120,20 @@ def layout_rule(*classes: type) -> Callable[[Rule], Rule]:
     layout is a conflict. An item ``(tensor, layout, SOFT)`` is only a suggestion for an unknown
     tensor: it is taken when propagation stalls, before the generic defaults, and dropped when
     it would lead to a conflict."""
-    def register(fn: Rule) -> Rule:
-        for cls in classes:
-            _RULES[cls] = fn
-        return fn
-    return register
+    return RULES.register(*classes)
 
 
-def _rule_for(cls: type) -> Optional[Rule]:
-    for base in cls.__mro__:
-        if base in _RULES:
-            return _RULES[base]
-    return None
+def any_layout(inst: I.Instruction, solver: "_Solver") -> Iterable[tuple]:
+    """The rule of instructions that accept their register tensors in any layout: it requires
+    nothing (those tensors get theirs from the other instructions, else from the defaults)."""
+    return ()
+
+
+layout_rule(I.GlobalViewInst, I.AllocateRegisterInst, I.AllocateSharedInst, I.FreeSharedInst,
+            I.SliceSharedInst, I.LoadGlobalInst, I.StoreGlobalInst, I.LoadSharedInst,
+            I.StoreSharedInst, I.CopyAsyncInst, I.CopyAsyncCommitGroupInst,
+            I.CopyAsyncWaitGroupInst, I.ReinterpretInst, I.SyncInst, I.LockSemaphoreInst,
+            I.ReleaseSemaphoreInst, I.PrintTensorInst)(any_layout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -479,7 +482,7 @@ class _Solver:
             i = queue.popleft()
             queued.discard(i)
             inst = self.insts[i]
-            rule = _rule_for(type(inst))
+            rule = RULES.find(type(inst))
             if rule is None:
                 continue
             try:
