@@ -7,7 +7,7 @@ subclasses.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Hashable, Iterable, Iterator, Optional, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Optional, TypeVar
 
 from tilus.errors import RegistryError
 
@@ -19,22 +19,22 @@ class Registry(Generic[V]):
 
     def __init__(self, what: str):
         self.what = what                   # e.g. "interpreter handler", for messages
-        self._table: dict[Hashable, V] = {}
+        self._table: dict[object, V] = {}
 
-    def add(self, key: Hashable, value: V) -> None:
+    def add(self, key: object, value: V) -> None:
         """Registers ``value`` for ``key``; a key registered before raises RegistryError."""
         if key in self._table:
             raise RegistryError(f"two {self.what}s for {_name(key)}: {_name(self._table[key])} "
                                 f"and {_name(value)}")
         self._table[key] = value
 
-    def add_all(self, pairs: Iterable[tuple[Hashable, V]]) -> "Registry[V]":
+    def add_all(self, pairs: Iterable[tuple[object, V]]) -> "Registry[V]":
         """Registers every (key, value) of ``pairs`` (a repeated key raises); returns the registry."""
         for key, value in pairs:
             self.add(key, value)
         return self
 
-    def register(self, *keys: Hashable) -> Callable[[V], V]:
+    def register(self, *keys: object) -> Callable[[V], V]:
         """A decorator registering the decorated function for every key."""
         def deco(value: V) -> V:
             for key in keys:
@@ -42,7 +42,7 @@ class Registry(Generic[V]):
             return value
         return deco
 
-    def get(self, key: Hashable) -> Optional[V]:
+    def get(self, key: object) -> Optional[V]:
         """The value registered for exactly ``key``, or None."""
         return self._table.get(key)
 
@@ -53,10 +53,10 @@ class Registry(Generic[V]):
                 return self._table[base]
         return None
 
-    def __contains__(self, key: Hashable) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._table
 
-    def __iter__(self) -> Iterator[Hashable]:
+    def __iter__(self) -> Iterator[object]:
         return iter(self._table)
 
     def __len__(self) -> int:

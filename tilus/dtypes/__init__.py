@@ -4,6 +4,8 @@
 ``encode``/``decode`` turn numbers into codes and back (``tilus.dtypes.codec``); ``pack``/``unpack``
 turn codes into the little-endian bit stream kept in memory and back (``tilus.dtypes.packing``).
 """
+from typing import TYPE_CHECKING
+
 from tilus.dtypes.types import (  # noqa: F401
     DataType, all_types, float_type, get, integer_type, lowbit_types,
 )
@@ -14,6 +16,10 @@ from tilus.dtypes.packing import (  # noqa: F401
 )
 
 globals().update(_REGISTRY)
+
+if TYPE_CHECKING:
+    def __getattr__(name: str) -> DataType:
+        """For type checkers: every registered type is a module attribute (set just above)."""
 
 __all__ = ["DataType", "get", "all_types", "lowbit_types", "integer_type", "float_type",
            "encode", "decode", "value_table", "format_value_table",

@@ -15,7 +15,8 @@ shared and local scope, Evaluate; expressions IntImm, FloatImm, StringImm, Var, 
 Div/Mod (C: truncating), FloorDiv/FloorMod, Min, Max, shifts, bit ops (incl. BitwiseNot),
 comparisons, And/Or/Not
 (short-circuit: the right side runs under the left's mask), Select, Let, Ramp, Broadcast, Shuffle,
-BufferLoad (scalar and vector indices, vector-typed buffers), and calls (see ``_CALLS`` and ``_EXTERNS``, registries: a name registered twice raises).
+BufferLoad (scalar and vector indices, vector-typed buffers), and calls (see ``_CALLS`` and
+``_EXTERNS``, registries: a name registered twice raises).
 """
 from __future__ import annotations
 
@@ -586,7 +587,8 @@ class Machine:
         self.check_alignment(view.mem, off, view.npdt, "store")
         if value.dtype != view.npdt:
             value = value.astype(view.npdt)
-        self.mem_write(view.mem, off, np.broadcast_to(value.reshape(self.T, -1), off.reshape(self.T, -1).shape).reshape(off.shape))
+        values = np.broadcast_to(value.reshape(self.T, -1), off.reshape(self.T, -1).shape)
+        self.mem_write(view.mem, off, values.reshape(off.shape))
 
     def _s_bind(self, s):
         self.stmt = s
@@ -854,7 +856,8 @@ class Machine:
         g = tuple(dims.get(f"blockIdx.{a}", 1) for a in "xyz")
         b = tuple(dims.get(f"threadIdx.{a}", 1) for a in "xyz")
         if grid is not None:
-            g = (int(grid), 1, 1) if isinstance(grid, (int, np.integer)) else tuple(int(x) for x in grid) + (1,) * (3 - len(grid))
+            g = (int(grid), 1, 1) if isinstance(grid, (int, np.integer)) \
+                else tuple(int(x) for x in grid) + (1,) * (3 - len(grid))
         return g, b
 
     def bind_params(self, args):

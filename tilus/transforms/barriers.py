@@ -129,8 +129,8 @@ class _Region:
     def may_alias(self, other: "_Region") -> bool:
         if self.root == other.root:
             return True
-        return self.lo is not None and other.lo is not None and self.lo < other.hi \
-            and other.lo < self.hi
+        return self.lo is not None and other.lo is not None and self.hi is not None \
+            and other.hi is not None and self.lo < other.hi and other.lo < self.hi
 
     def must_alias(self, other: "_Region") -> bool:
         if self.root != other.root or self.exact is None or other.exact is None:
@@ -151,7 +151,8 @@ def _regions(program: Program) -> dict[str, _Region]:
             src = out.get(inst.src.name) or _Region(inst.src.name, None, None, None)
             exact = None
             if src.exact == WHOLE and all(isinstance(o, Const) for o in inst.offsets):
-                exact = ("slice", tuple(o.value for o in inst.offsets), tuple(inst.output.shape),
+                exact = ("slice", tuple(o.value for o in inst.offsets if isinstance(o, Const)),
+                         tuple(inst.output.shape),
                          inst.dims)
             out[inst.output.name] = _Region(src.root, src.lo, src.hi, exact)
     return out
@@ -313,7 +314,7 @@ class _Analysis:
     def loop(self, node: _Node, state: frozenset) -> _State:
         """The state at the loop's head is the join of the state before it and at its back edges
         (a fixpoint); the loop leaves from its head (possibly before any iteration) or a break."""
-        head = state
+        head: _State = state
         while True:
             self.breaks.append(None)
             self.continues.append(None)

@@ -47,7 +47,8 @@ Rules (what an instruction requires of its operands' and output's layouts)
 - ``reduce``: output = ``input.reduce(dim, keepdim)`` (required forward; backward only a
   suggestion, ``local(f) * output``: the reduced dimension held by the threads holding the result).
 - ``dot``: once any of A, B, C is known, the first of ``mma_dot_layouts`` that agrees with the
-  known ones, else SIMT around the known C (or A, or B). ``dot_candidates`` (the defaults): A/B/C fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
+  known ones, else SIMT around the known C (or A, or B). ``dot_candidates`` (the defaults): A/B/C
+  fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
   accumulator) or mma.m16n8k32 (s8/u8 operands, s32 accumulator) tiled as
   ``replicate(r) * local(tiles) * warps * fragment`` (warps the outer thread digits, lanes the
   inner ones); the warp grid wm x wn is picked to cover the tile (A is replicated over wn, B over
@@ -106,7 +107,7 @@ __all__ = ["LayoutInference", "infer_layouts", "layout_rule", "any_layout", "RUL
            "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
            "check_layouts"]
 
-Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple]]
+Rule = Callable[..., Iterable[tuple]]   # fn(inst: the rule's instruction class, solver)
 RULES: Registry[Rule] = Registry("layout rule")
 
 #: third item of a rule's ``(tensor, layout, SOFT)``: a suggestion, not a requirement
@@ -168,6 +169,7 @@ def default_layout(shape: Sequence[int], dtype: DataType, threads: int) -> Regis
         key = (registers > MAX_REGISTERS, accesses, -vec)
         if best is None or key < best[0]:
             best = (key, vec, rest, sizes, left)
+    assert best is not None   # vec = 1 always fits
     _, vec, rest, sizes, left = best
     outer = local(*rest)
     if left > 1:
@@ -281,8 +283,9 @@ def _elementwise(inst, s: "_Solver"):
             known = [x for x in _register_tensors(inst.operands()) if s.layout(x) is not None]
             if not known:
                 return []
-            x = max(known, key=lambda x: x.type.size)
-            return [(out, _expand(s.layout(x), out.shape), SOFT)]
+            largest = s.layout(max(known, key=lambda x: x.type.size))
+            assert largest is not None
+            return [(out, _expand(largest, out.shape), SOFT)]
     implied = [(out, layout)]
     for x in _register_tensors(inst.operands()):
         if tuple(x.shape) == tuple(out.shape):
@@ -376,6 +379,7 @@ def _dot(inst: I.DotInst, s: "_Solver"):
         if a is not None:
             c = a.reduce(1, keepdim=True) * local(1, n)
         else:
+            assert b is not None
             c = local(m, 1) * b.reduce(0, keepdim=True)
     al, bl = simt_dot_layouts(c, k)
     return [(inst.a, al), (inst.b, bl), (inst.c, c), (inst.output, c)]
@@ -391,8 +395,9 @@ _SHARED_MEMORY = (I.LoadSharedInst, I.StoreSharedInst)
 
 def _inst_tensors(inst: I.Instruction) -> list[Tensor]:
     out = []
-    if inst.HAS_OUTPUT and isinstance(getattr(inst, "output", None), Tensor):
-        out.append(inst.output)
+    output = getattr(inst, "output", None)
+    if inst.HAS_OUTPUT and isinstance(output, Tensor):
+        out.append(output)
     out += [x for x in inst.operands() if isinstance(x, Tensor)]
     return out
 
@@ -525,13 +530,14 @@ class _Solver:
         """Apply one default (see the module docstring for the order); False when none is left."""
         for inst in self.insts:
             if isinstance(inst, I.DotInst) and any(self.layout(t) is None for t in _inst_tensors(inst)):
-                first_error = None
+                first_error: Optional[LayoutInferenceError] = None
                 for al, bl, cl in dot_candidates(inst, self.threads):
                     error = self._trial_all([(inst.a, al), (inst.b, bl), (inst.c, cl),
                                              (inst.output, cl)], inst, "the dot default of")
                     if error is None:
                         return True
                     first_error = first_error or error
+                assert first_error is not None   # the SIMT candidates are never empty
                 raise first_error
         while self.suggestions:
             t, layout, inst = self.suggestions.pop(0)
@@ -552,6 +558,7 @@ class _Solver:
             if error is None:
                 return True
             first_error = first_error or error
+        assert first_error is not None   # unknown is not empty
         raise first_error
 
     def solve(self) -> dict[str, RegisterLayout]:

@@ -51,11 +51,13 @@ def write_code(lw, words, elem, k: int, code) -> None:
     sh = _u(tirx.floormod(bit, tirx.const(32, "int64")), "uint32")
     mask = tirx.const((1 << k) - 1, "uint32")
     c = tirx.bitwise_and(_u(code), mask)
-    lw.emit(_atomic("atomicAnd", words, i, tirx.bitwise_xor(tirx.shift_left(mask, sh), tirx.const(0xFFFFFFFF, "uint32"))))
+    lw.emit(_atomic("atomicAnd", words, i, tirx.bitwise_xor(tirx.shift_left(mask, sh),
+                                                           tirx.const(0xFFFFFFFF, "uint32"))))
     lw.emit(_atomic("atomicOr", words, i, tirx.shift_left(c, sh)))
     if 32 % k:
         rest = tirx.const(32, "uint32") - sh
         with TB.If(sh + tirx.const(k, "uint32") > tirx.const(32, "uint32")):
             with TB.Then():
-                lw.emit(_atomic("atomicAnd", words, i + 1, tirx.bitwise_xor(tirx.shift_right(mask, rest), tirx.const(0xFFFFFFFF, "uint32"))))
+                keep = tirx.bitwise_xor(tirx.shift_right(mask, rest), tirx.const(0xFFFFFFFF, "uint32"))
+                lw.emit(_atomic("atomicAnd", words, i + 1, keep))
                 lw.emit(_atomic("atomicOr", words, i + 1, tirx.shift_right(c, rest)))

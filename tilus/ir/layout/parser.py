@@ -16,7 +16,7 @@ Vars and its cdiv/min/max), see ``tilus.ir.parser.layout_from_text``.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
 from dataclasses import dataclass, field
 
@@ -61,13 +61,14 @@ class _Parser:
             m = _TOKEN.match(text, pos)
             if m is None:
                 self.error(pos + len(text[pos:]) - len(text[pos:].lstrip()), "unexpected character")
+            assert m.lastindex is not None   # every alternative is a group
             kind = "int" if m.group(1) else "name" if m.group(2) else m.group(3)
             self.tokens.append((kind, m.group(m.lastindex), m.start(m.lastindex)))
             pos = m.end()
         self.tokens.append(("end", "", len(text)))
         self.i = 0
 
-    def error(self, pos: int, message: str) -> None:
+    def error(self, pos: int, message: str) -> NoReturn:
         raise LayoutError(f"layout text, column {pos + 1}: {message}\n  {self.text}\n  {' ' * pos}^")
 
     def peek(self) -> tuple[str, str, int]:

@@ -106,6 +106,11 @@ class RegisterLayout:
     """
 
     __slots__ = ("shape", "mode_shape", "spatial_modes", "local_modes", "mode_dims")
+    shape: tuple[int, ...]
+    mode_shape: tuple[int, ...]
+    spatial_modes: tuple[int, ...]
+    local_modes: tuple[int, ...]
+    mode_dims: tuple[int, ...]
 
     def __init__(self, shape: Sequence[int], mode_shape: Sequence[int],
                  spatial_modes: Sequence[int], local_modes: Sequence[int]):

@@ -2,7 +2,8 @@
 
 - **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
   int32 (m16n8k32), whose layouts are one of the mma tilings of tilus.ir.layout.mma
-  (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile, n-tile, k-tile) of each warp, operands taken straight from the register tiles
+  (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile,
+  n-tile, k-tile) of each warp, operands taken straight from the register tiles
   (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
 - **SIMT** (any layouts): every output slot accumulates its k products in the accumulator's
   compute type (float32 for floats, int32 for integers); the A row and B column a thread needs are

@@ -69,7 +69,7 @@ def _words_from_view(lw, inst, prog, layout, groups):
         return None
     raw = source
     rs = lw.reg(raw)
-    k, n, w = prog.src.nbits, prog.num_elements, prog.num_words
+    k, w = prog.src.nbits, prog.num_words
     first = np.asarray([g[0] for g in groups])
     nbytes = 4 * w
 
