@@ -49,8 +49,8 @@ def _extern_calls() -> list[tuple[str, str]]:
 
 
 def test_every_extern_the_emitters_call_has_a_simulator_entry():
-    pytest.importorskip("tilus.simulator.machine")
-    from tilus.simulator.machine import _EXTERNS
+    pytest.importorskip("tilus.simulator.intrinsics")
+    from tilus.simulator.intrinsics import _EXTERNS
 
     calls = _extern_calls()
     assert {"__shfl_sync", "atomicCAS"} <= {name for name, _ in calls}
