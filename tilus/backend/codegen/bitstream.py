@@ -10,6 +10,7 @@ assumes its base pointer is 4-byte aligned (recorded in the kernel's assumptions
 """
 from __future__ import annotations
 
+from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import tirx, dt
 
 
@@ -42,7 +43,7 @@ def _atomic(op: str, buf, i, value):
     return tirx.call_extern("uint32", op, tirx.address_of(buf[i]), value)
 
 
-def write_code(lw, words, elem, k: int, code) -> None:
+def write_code(lw: Lowerer, words, elem, k: int, code) -> None:
     """Emit the atomic read-modify-write of element ``elem`` (K bits) in the uint32 ``words``."""
     from tilus.backend.tvm_shim import TB
 

@@ -16,6 +16,7 @@ from tilus.backend.codegen.dtypes_map import compute
 from tilus.backend.codegen.emitters.compute import operand_values, write
 from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
+from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import T, tirx, dt
 from tilus.ir import inst as I
 from tilus.ir.layout.mma import mma_dot_layouts
@@ -30,7 +31,7 @@ _MMA = {
 }
 
 
-def _mma_config(lw, inst: I.DotInst):
+def _mma_config(lw: Lowerer, inst: I.DotInst):
     """(rm, rn, rk, ik, ptx name) when a, b, c (and the output) have an mma tiling layout."""
     a, b, c = inst.a, inst.b, inst.c
     entry = _MMA.get((a.dtype.name, c.dtype.name))
@@ -54,7 +55,7 @@ def _mma_config(lw, inst: I.DotInst):
     return None
 
 
-def _emit_mma(lw, inst: I.DotInst, cfg) -> None:
+def _emit_mma(lw: Lowerer, inst: I.DotInst, cfg) -> None:
     """One mma per (m-tile, n-tile, k-tile); slot groups of the tiling are
     (ti*rk+tk) for A, (tk*rn+tj) for B, (ti*rn+tj) for C (local(rm, rk) etc. outside the fragment)."""
     rm, rn, rk, ik, name = cfg
@@ -77,7 +78,7 @@ def _emit_mma(lw, inst: I.DotInst, cfg) -> None:
 
 
 @emitter(I.DotInst)
-def dot(lw, inst: I.DotInst) -> None:
+def dot(lw: Lowerer, inst: I.DotInst) -> None:
     cfg = _mma_config(lw, inst)
     if cfg is not None:
         _emit_mma(lw, inst, cfg)
