@@ -10,6 +10,10 @@ class TilusError(Exception):
     """Base class of every error Tilus raises on purpose."""
 
 
+class RegistryError(TilusError):
+    """Two handlers (interpreter, layout rule, emitter, simulator intrinsic) registered for one key."""
+
+
 class DataTypeError(TilusError, ValueError):
     """An unknown data type name, an unsupported bit width, or a value/code outside a type."""
 

@@ -1,7 +1,8 @@
 """tilus.ops.attention_decode and quantize_kv on a real GPU (skipped where none is visible): the
 compiled split + combine kernels against the torch reference (dequantize, float32 softmax
-attention) for int and float cache types, float16 and bfloat16 queries, GQA, lengths that divide no tile (0 included) and the default
-split heuristic; and a decode loop appending with quantize_kv on the device."""
+attention) for int and float cache types, float16 and bfloat16 queries, GQA, lengths that divide no
+tile (0 included) and the default split heuristic; and a decode loop appending with quantize_kv on
+the device."""
 from __future__ import annotations
 
 import pytest

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 
 import tilus
-from tilus import float16, float32, int32
+from tilus import float16, float32
 from tilus.ir.functor import instructions
 from tilus.ir.layout import local, replicate
 from tilus.transforms import LayoutInference

@@ -4,6 +4,8 @@
 ``encode``/``decode`` turn numbers into codes and back (``tilus.dtypes.codec``); ``pack``/``unpack``
 turn codes into the little-endian bit stream kept in memory and back (``tilus.dtypes.packing``).
 """
+from typing import TYPE_CHECKING
+
 from tilus.dtypes.types import (  # noqa: F401
     DataType, all_types, float_type, get, integer_type, lowbit_types,
 )
@@ -15,6 +17,10 @@ from tilus.dtypes.packing import (  # noqa: F401
 
 globals().update(_REGISTRY)
 globals().update({alias: _REGISTRY[name] for alias, name in TILUS_NAMES.items()})
+
+if TYPE_CHECKING:
+    def __getattr__(name: str) -> DataType:
+        """For type checkers: every registered type is a module attribute (set just above)."""
 
 __all__ = ["DataType", "get", "all_types", "lowbit_types", "integer_type", "float_type",
            "encode", "decode", "value_table", "format_value_table",

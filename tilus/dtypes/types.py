@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from tilus.errors import DataTypeError
 
@@ -143,10 +144,21 @@ class DataType:
         return (get, (self.name,))
 
     def __invert__(self):
-        """``~dtype`` is a pointer to ``dtype`` (kernel parameter annotations)."""
-        from tilus.ir.types import PointerType
+        """``~dtype`` is a pointer to ``dtype`` (kernel parameter annotations), of the IR's type."""
+        if _pointer_type is None:
+            raise DataTypeError(f"~{self.name} is an IR pointer type: import tilus.ir first")
+        return _pointer_type(self)
 
-        return PointerType(self)
+
+# A pointer type is the IR's (tilus.ir.types.PointerType); the IR installs its constructor here, so
+# that ``~dtype`` spells it while dtypes knows nothing of the IR.
+_pointer_type: Optional[Callable[[DataType], Any]] = None
+
+
+def install_pointer_type(make: Callable[[DataType], Any]) -> None:
+    """Makes ``~dtype`` return ``make(dtype)`` (called by tilus.ir.types when it is imported)."""
+    global _pointer_type
+    _pointer_type = make
 
 
 _REGISTRY: dict[str, DataType] = {}

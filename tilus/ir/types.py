@@ -6,6 +6,7 @@ from typing import Any, Union
 
 from tilus import dtypes
 from tilus.dtypes import DataType
+from tilus.dtypes.types import install_pointer_type
 from tilus.errors import IRError
 from tilus.ir.expr import Expr
 
@@ -25,6 +26,7 @@ class PointerType:
         return f"~{self.dtype.name}"
 
 
+install_pointer_type(PointerType)
 ValueType = Union[DataType, PointerType]
 
 # A pointer to this type is a raw byte pointer (NVIDIA Tilus's ``void_p``): global_view may read its

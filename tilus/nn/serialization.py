@@ -154,7 +154,8 @@ def specs_from_state(state: dict[str, torch.Tensor]) -> dict[str, dict]:
         if scales is None or scales.dim() != 2:
             raise QuantizationError(f"{name}: a quantized layer without its scales [G, N]")
         groups, n = scales.shape
-        specs[name] = {"in_features": int(groups) * scheme["group_size"], "out_features": int(n), "bias": name + ".bias" in state,
+        specs[name] = {"in_features": int(groups) * scheme["group_size"], "out_features": int(n),
+                       "bias": name + ".bias" in state,
                        "dtype": scheme["dtype"], "group_size": scheme["group_size"],
                        "symmetric": scheme["symmetric"],
                        "scale_dtype": str(scales.dtype).removeprefix("torch."),
