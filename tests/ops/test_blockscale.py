@@ -117,7 +117,8 @@ def test_state_dict_round_trip(scheme, name):
 def test_format_3_checks():
     qw = tilus.ops.quantize(weight(), dtype="float4_e2m1", scheme="mx")
     meta = qw.metadata()
-    for bad in ({"scheme": "mxx"}, {"global_scale": -1.0}, {"format_version": 4}):
+    for bad in ({"scheme": "mxx"}, {"global_scale": -1.0}, {"format_version": 4},
+                {"format_version": 2}, {"scale_type": "float8_e4m3"}):
         sd = qw.to_state_dict()
         sd["meta"] = meta_tensor({**meta, **bad})
         with pytest.raises(QuantizationError):
@@ -134,9 +135,27 @@ def test_format_3_checks():
     (dict(dtype="float4_e2m1", scheme="mx", group_size=64), "block size is 32"),
     (dict(dtype="float4_e2m1", scheme="mx", symmetric=False), "do not apply"),
     (dict(dtype="float4_e2m1", scheme="mxfp4"), "unknown scheme"),
+    (dict(dtype="float4_e2m1", scheme="mx", zero_mode="int"), "no zero points"),
+    (dict(scheme="nvfp4", zero_mode="int"), "no zero points"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(QuantizationError, match=match):
         tilus.ops.quantize(weight(), **kwargs)
     with pytest.raises(QuantizationError, match="multiple of the block size"):
         tilus.ops.quantize(torch.randn(8, 48), dtype="float4_e2m1", scheme="mx")
+
+
+def test_format_3_holds_both_integer_zeros_and_block_scales():
+    """One format 3: a group-scaled state (no ``scheme`` entry, uint8 zero points) and a
+    block-scaled one load side by side; a QuantLinear refuses the block-scaled weight."""
+    from tilus.nn import QuantLinear
+
+    gz = tilus.ops.quantize(weight(), "uint4", group_size=32, zero_mode="int")
+    mx = tilus.ops.quantize(weight(), "float4_e2m1", scheme="mx")
+    assert gz.format_version == mx.format_version == 3
+    assert "scheme" not in gz.metadata() and mx.metadata()["scheme"] == "mx"
+    back = QuantizedWeight.from_state_dict(gz.to_state_dict())
+    assert back.zero_mode == "int" and back.scheme == "group"
+    assert torch.equal(back.dequantize(), gz.dequantize())
+    with pytest.raises(QuantizationError, match="tilus.ops.matmul"):
+        QuantLinear.from_quantized(mx)

@@ -32,3 +32,23 @@ def test_matmul_mx_scales_beyond_float16_are_exact(factor):
     out = tilus.ops.matmul(a, qw, engine="interpreter")
     assert torch.isfinite(out).all() and (out != 0).all()
     torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=0)
+
+
+def test_matmul_nvfp4_with_bias_applies_the_global_scale():
+    """The epilogue multiplies the accumulator by the per-tensor scale before adding the bias."""
+    torch.manual_seed(3)
+    qw = tilus.ops.quantize(torch.randn(136, 64) * 5.0, scheme="nvfp4")
+    assert qw.global_scale != 1.0
+    a, bias = torch.randn(2, 64).half(), torch.randn(136).half()
+    ref = a.float() @ qw.dequantize(torch.float32).t() + bias.float()
+    out = tilus.ops.matmul(a, qw, bias, engine="interpreter")
+    torch.testing.assert_close(out.float(), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_block_scaled_kernels_take_no_integer_zero_points():
+    from tilus.errors import TilusError
+    from tilus.ops.kernels import QuantMatmul
+
+    with pytest.raises(TilusError, match="zero_mode 'int'"):
+        QuantMatmul("float4_e2m1", 32, act="float16", scale="float8_e8m0", zero_mode="int",
+                    scheme="mx")

@@ -13,6 +13,10 @@ uintB / intB,          ``s = (max - min) / (qmax - qmin)`` (rounded *up* to the 
 asymmetric             ``b = min - qmin * s`` (rounded to nearest), ``q = clamp(round((w - b) /
 (default for uint)     s))``; ``w' = v * s + b``. Offsets are stored per group; a group need not
                        contain 0 (its offset is any value of the scale type).
+uintB, asymmetric,     ``zero_mode="int"``: integer zero points (GPTQ's scheme): the range is
+integer zero points    widened to hold 0, ``s`` as above, ``z = round(-min / s)`` (a code, stored
+                       as uint8), ``q = clamp(round(w / s) + z)``; ``w' = (v - z) * s`` (``v - z``
+                       exact: one rounding, no offset rounding).
 intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``b = 0``, ``q = clamp(round(w / s))``
 (default for int)      (B >= 2: int1 has no symmetric grid).
 uintB, symmetric       as intB symmetric on the grid shifted by the constant zero point
@@ -33,14 +37,16 @@ plus half a unit in the last place of the offset ``b`` in the scale type (asymme
 offset is stored rounded), plus the final rounding of ``w'``. Scales and offsets are stored in
 ``scale_dtype``: float16 (default) or bfloat16 (the default when the weight is bfloat16).
 
-Packed-weight format (``format_version`` 2, ``layout`` ``"mma-b-units-32x128"``):
+Packed-weight format (``format_version`` 3, ``layout`` ``"mma-b-units-32x128"``; format 2 is the
+same without integer zero points and block-scaled schemes, and still loads):
 
 * ``data``: ``torch.uint8 [ceil(N/128), ceil(K/32) * 512 * B]``: 32 x 128 (k, n) units of codes,
   the units of one column tile consecutive along k, each laid out for the mma B operand of the
   thread that reads it (``tilus.ops.packing``: one thread's 4B-byte load holds exactly the codes
   of its fragments, in the order the packed casts pair them). Padding codes are 0.
 * ``scales``: ``[K / group_size, N]`` in scale_dtype (row g = group g).
-* ``offsets``: ``[K / group_size, N]`` in scale_dtype, or None when the offset is ``-zp * s``
+* ``offsets``: ``[K / group_size, N]`` in scale_dtype (offsets ``b``), or uint8 (integer zero
+  points ``z``, ``zero_mode`` "int", any value 0..255), or None when the offset is ``-zp * s``
   for the constant zero point ``zero_point`` (0 or 2^(B-1)).
 * Group sizes are multiples of 32 (a unit lies in one group) or the whole K.
 
@@ -48,12 +54,12 @@ Block-scaled weights (``scheme="mx"``: OCP MX v1.0 MXFP4/6/8 and MXINT8, E8M0 sc
 k; ``scheme="nvfp4"``: E4M3 scales per 16 k and a float32 scale per tensor; see
 ``tilus.ops.blockscale``) are packed format 3: the same ``data`` (codes ordered for float16, whose
 pair strides equal bfloat16's for every element type of these schemes), ``scales`` the uint8
-codes of the scale type ``[K / block, N]``, no offsets, and the metadata fields ``scheme`` and
-``global_scale``. Format 2 readers reject them (their scales are not fp16/bf16); group-scaled
-weights are still written as format 2.
+codes of the scale type ``[K / block, N]``, no offsets, and the metadata fields ``scheme``,
+``scale_type`` and ``global_scale`` (a format-3 state without ``scheme`` is group-scaled). Format 2
+readers reject them (their scales are not fp16/bf16).
 
 Format 1 (``"kn-rowmajor-pad128"``: the row-major [K, N_pad] bit stream with integer zero points
-``w' = (v - z) * s``) still loads: ``QuantizedWeight.from_state_dict`` converts it to format 2
+``w' = (v - z) * s``) still loads: ``QuantizedWeight.from_state_dict`` converts it to format 3
 (repacked codes, offsets ``b = -z * s`` rounded to the scale type) and logs that it did.
 """
 from __future__ import annotations
@@ -75,8 +81,9 @@ from tilus.ops.floatcodes import encode_float
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-BLOCK_FORMAT_VERSION = 3            # block-scaled schemes (mx, nvfp4): format 2 + scheme fields
+FORMAT_VERSION = 3
+READ_VERSIONS = (2, 3)          # format 2 is format 3 without integer zeros and block scaling
+ZERO_MODES = ("float", "int")
 LAYOUT = "mma-b-units-32x128"
 V1_LAYOUT = "kn-rowmajor-pad128"
 GROUP_ALIGN = packing.UNIT_K
@@ -178,9 +185,10 @@ class QuantizedWeight:
     ``shape`` is the original weight's ``(N, K)`` (nn.Linear's ``(out_features, in_features)``).
     """
 
-    data: torch.Tensor                 # uint8, format 2 (tilus.ops.packing)
+    data: torch.Tensor                 # uint8, format 2/3 (tilus.ops.packing)
     scales: torch.Tensor               # [K / group_size, N], fp16/bf16
-    offsets: Optional[torch.Tensor]    # [K / group_size, N] like scales, or None
+    offsets: Optional[torch.Tensor]    # [K / group_size, N]: offsets b like scales, or uint8
+                                       # zero points z (zero_mode "int"), or None
     dtype: str                         # weight type name, e.g. "uint4"
     shape: tuple                       # (N, K)
     group_size: int
@@ -238,6 +246,13 @@ class QuantizedWeight:
     def scale_dtype(self) -> torch.dtype:
         return self.scales.dtype
 
+    @property
+    def zero_mode(self) -> Optional[str]:
+        """"float" (offsets b: ``v * s + b``), "int" (uint8 zero points z: ``(v - z) * s``) or
+        None (no stored offsets)."""
+        if self.offsets is None:
+            return None
+        return "int" if self.offsets.dtype == torch.uint8 else "float"
 
     @property
     def target(self) -> str:
@@ -268,7 +283,8 @@ class QuantizedWeight:
 
     def dequantize(self, dtype: Optional[torch.dtype] = None,
                    transpose: bool = True) -> torch.Tensor:
-        """The weight the kernels compute with: ``v * s + b`` exact, rounded once to ``dtype``.
+        """The weight the kernels compute with: ``v * s + b`` (or ``(v - z) * s``) exact, rounded
+        once to ``dtype``.
         ``[N, K]`` like the original (``transpose=False``: ``[K, N]``). ``dtype`` defaults to the
         scale dtype (float32 for the block-scaled schemes); the result is on the weight's
         device."""
@@ -299,7 +315,7 @@ class QuantizedWeight:
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "QuantizedWeight":
-        """Format 2, or format 1 converted to 2 (logged)."""
+        """Format 3 or 2, or format 1 converted to 3 (logged)."""
         try:
             meta = meta_dict(sd["meta"], "QuantizedWeight state dict")
             data, scales = sd["qweight"], sd["scales"]
@@ -308,26 +324,19 @@ class QuantizedWeight:
         version, layout = meta.get("format_version"), meta.get("layout")
         if (version, layout) == (1, V1_LAYOUT):
             return _from_v1(data, scales, sd.get("zeros"), meta)
-        if layout != LAYOUT or version not in (FORMAT_VERSION, BLOCK_FORMAT_VERSION):
+        if version not in READ_VERSIONS or layout != LAYOUT:
             raise QuantizationError(f"unsupported packed-weight format {version}/{layout}; this "
-                                    f"Tilus reads formats {FORMAT_VERSION} and "
-                                    f"{BLOCK_FORMAT_VERSION}/{LAYOUT} and 1/{V1_LAYOUT}")
+                                    f"Tilus reads formats {READ_VERSIONS}/{LAYOUT} and "
+                                    f"1/{V1_LAYOUT}")
+        offsets = sd.get("offsets")
+        if version == 2 and offsets is not None and offsets.dtype == torch.uint8:
+            raise QuantizationError("format 2 has no integer zero points (uint8 offsets); "
+                                    "they need format 3")
         _check_meta(meta)
-        scheme, global_scale = "group", 1.0
-        if version == BLOCK_FORMAT_VERSION:
-            scheme = meta.get("scheme")
-            if scheme not in blockscale.SCHEMES:
-                raise QuantizationError(f"QuantizedWeight metadata: format {version} needs a "
-                                        f"scheme among {', '.join(blockscale.SCHEMES)}, got "
-                                        f"{scheme!r}")
-            global_scale = meta.get("global_scale", 1.0)
-            if not isinstance(global_scale, (int, float)) or isinstance(global_scale, bool) \
-                    or not math.isfinite(global_scale) or global_scale <= 0:
-                raise QuantizationError(f"QuantizedWeight metadata: global_scale must be a "
-                                        f"positive finite number, got {global_scale!r}")
-        qw = cls(data, scales, sd.get("offsets"), meta["dtype"], tuple(meta["shape"]),
+        scheme, global_scale = _scheme_meta(meta, version)
+        qw = cls(data, scales, offsets, meta["dtype"], tuple(meta["shape"]),
                  meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0),
-                 meta.get("exponent", 0), version, LAYOUT, scheme, float(global_scale))
+                 meta.get("exponent", 0), version, LAYOUT, scheme, global_scale)
         qw.validate()
         return qw
 
@@ -345,12 +354,14 @@ class QuantizedWeight:
         _check_group_size(self.group_size, k)
         g = (k // self.group_size, n)
         for name, x in (("scales", self.scales), ("offsets", self.offsets)):
-            if x is None:
+            if x is None or (name == "offsets" and x.dtype == torch.uint8):
                 continue
             if x.dtype not in _SCALE_DTYPES or tuple(x.shape) != g:
                 raise QuantizationError(f"{name} must be float16/bfloat16 {list(g)}, got "
                                         f"{x.dtype} {list(x.shape)}")
-        if self.offsets is not None and self.offsets.dtype != self.scales.dtype:
+        if self.zero_mode == "int":
+            _check_zeros(self.offsets, t, g)
+        elif self.offsets is not None and self.offsets.dtype != self.scales.dtype:
             raise QuantizationError(f"offsets ({self.offsets.dtype}) and scales "
                                     f"({self.scales.dtype}) must share one dtype")
         asymmetric = t.is_integer and not self.symmetric
@@ -376,14 +387,47 @@ class QuantizedWeight:
                                     f"{blockscale.scale_type(self.scheme).name} codes {list(g)}, "
                                     f"got {self.scales.dtype} {list(self.scales.shape)}")
         if self.offsets is not None or not self.symmetric or self.zero_point != 0.0:
-            raise QuantizationError(f"{self.scheme} weights are symmetric: no offsets, zero "
-                                    f"point 0")
+            raise QuantizationError(f"{self.scheme} weights are symmetric: no offsets (float or "
+                                    f"integer zero points), zero point 0")
         if self.exponent != blockscale.element_exponent(t):
             raise QuantizationError(f"{self.scheme} {t.name}: exponent must be "
                                     f"{blockscale.element_exponent(t)}, got {self.exponent}")
-        if self.format_version != BLOCK_FORMAT_VERSION:
+        if self.format_version < FORMAT_VERSION:
             raise QuantizationError(f"{self.scheme} weights are packed format "
-                                    f"{BLOCK_FORMAT_VERSION}, got {self.format_version}")
+                                    f"{FORMAT_VERSION}, got {self.format_version}")
+
+
+def _scheme_meta(meta: dict, version: int) -> tuple:
+    """``(scheme, global_scale)`` of a format-2/3 metadata dict: format 3 may name a block-scaled
+    scheme (absent: "group"), with its ``scale_type`` and ``global_scale``; format 2 may not."""
+    scheme = meta.get("scheme", "group")
+    if scheme == "group":
+        return "group", 1.0
+    if version == 2 or scheme not in blockscale.SCHEMES:
+        known = ("group",) if version == 2 else ("group", *blockscale.SCHEMES)
+        raise QuantizationError(f"QuantizedWeight metadata: format {version} has the schemes "
+                                f"{', '.join(known)}, got {scheme!r}")
+    scale_type = meta.get("scale_type", blockscale.scale_type(scheme).name)
+    if scale_type != blockscale.scale_type(scheme).name:
+        raise QuantizationError(f"QuantizedWeight metadata: {scheme} scales are "
+                                f"{blockscale.scale_type(scheme).name}, got {scale_type!r}")
+    global_scale = meta.get("global_scale", 1.0)
+    if not isinstance(global_scale, (int, float)) or isinstance(global_scale, bool) \
+            or not math.isfinite(global_scale) or global_scale <= 0:
+        raise QuantizationError(f"QuantizedWeight metadata: global_scale must be a positive "
+                                f"finite number, got {global_scale!r}")
+    return scheme, float(global_scale)
+
+
+def _check_zeros(zeros: torch.Tensor, t: DataType, shape: tuple) -> None:
+    """Integer zero points: uint8 ``shape``, for an unsigned integer type (QuantizationError). Any
+    uint8 value is allowed (GPTQ's ``"gptq"`` format can store z = 2^B)."""
+    if not (t.is_integer and not t.is_signed):
+        raise QuantizationError(f"integer zero points (uint8 offsets) need an unsigned integer "
+                                f"weight type, got {t.name}")
+    if tuple(zeros.shape) != shape:
+        raise QuantizationError(f"zero points must be uint8 {list(shape)}, got "
+                                f"{list(zeros.shape)}")
 
 
 def _zero_points(t: DataType, symmetric: bool) -> tuple:
@@ -436,7 +480,7 @@ def _check_group_size(group_size: int, k: int) -> None:
 
 
 def _from_v1(data, scales, zeros, meta: dict) -> QuantizedWeight:
-    """A format-1 state dict as format 2: codes repacked, zero points z turned into offsets
+    """A format-1 state dict as format 3: codes repacked, zero points z turned into offsets
     b = -z * s (rounded to the scale type)."""
     n, k = (int(x) for x in meta["shape"])
     dtype = weight_type(meta["dtype"]).name
@@ -473,7 +517,8 @@ def value_table(dtype: str, device, exponent: Optional[int] = None) -> torch.Ten
 def dequantize_packed(data, scales, offsets, dtype: str, n: int, k: int, group_size: int,
                       zero_point: float, out_dtype: torch.dtype, exponent: int = 0,
                       scheme: str = "group", global_scale: float = 1.0) -> torch.Tensor:
-    """[K, N] in out_dtype: ``v * s + b`` exact (float64), rounded once, from the packed tensors
+    """[K, N] in out_dtype: ``v * s + b`` (``offsets`` in the scale dtype) or ``(v - z) * s``
+    (``offsets`` uint8 zero points z) exact (float64), rounded once, from the packed tensors
     (any device; the CPU fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``).
     Block-scaled schemes: ``v * scale(code) * global_scale``."""
     block = scheme != "group"
@@ -484,6 +529,9 @@ def dequantize_packed(data, scales, offsets, dtype: str, n: int, k: int, group_s
         s = blockscale.scale_values(scales, scheme).repeat_interleave(group_size, dim=0)
         return (v * s * float(global_scale)).to(out_dtype)
     s = scales.double().repeat_interleave(group_size, dim=0)
+    if offsets is not None and offsets.dtype == torch.uint8:
+        z = offsets.double().repeat_interleave(group_size, dim=0)
+        return ((v - z) * s).to(out_dtype)
     if offsets is not None:
         b = offsets.double().repeat_interleave(group_size, dim=0)
     else:
@@ -518,7 +566,7 @@ def _check_weight(weight: Any) -> torch.Tensor:
 
 def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] = 128,
              symmetric: Optional[bool] = None, scale_dtype: Any = None,
-             scheme: str = "group") -> QuantizedWeight:
+             zero_mode: str = "float", scheme: str = "group") -> QuantizedWeight:
     """Quantizes ``weight`` ``[N, K]`` (nn.Linear layout) group-wise along K.
 
     ``scheme``: ``"group"`` (below), or the block-scaled ``"mx"`` (OCP MX: ``dtype`` one of
@@ -532,8 +580,16 @@ def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] 
     ``symmetric``: None = the type's natural scheme (uint: asymmetric with offsets; int and
     float: symmetric). Floats are always symmetric (``symmetric=False`` is an error).
     ``scale_dtype``: torch.float16 / torch.bfloat16 (default: bf16 for a bf16 weight, else fp16).
+    ``zero_mode`` (asymmetric uintB only): "float" (default: offsets ``b`` in the scale dtype,
+    ``w' = v * s + b``) or "int" (uint8 zero points ``z``, ``w' = (v - z) * s``, GPTQ's scheme).
     """
+    if zero_mode not in ZERO_MODES:
+        raise QuantizationError(f"zero_mode must be one of {ZERO_MODES}, got {zero_mode!r}")
     if scheme != "group":
+        if zero_mode != "float":
+            raise QuantizationError(f"scheme {scheme!r} is symmetric (scales only): it has no "
+                                    f"zero points, so zero_mode must be \"float\", got "
+                                    f"{zero_mode!r}")
         return _quantize_block_scaled(weight, dtype, group_size, symmetric, scale_dtype, scheme)
     t = weight_type("uint4" if dtype is None else dtype)
     w = _check_weight(weight)
@@ -559,6 +615,10 @@ def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] 
         symmetric = t.is_signed and t.nbits > 1
     if symmetric and t.is_integer and t.nbits == 1:
         raise QuantizationError(f"{t.name} has no symmetric grid (1 bit); use symmetric=False")
+    if zero_mode == "int" and (symmetric or t.is_float or t.is_signed):
+        raise QuantizationError(f"zero_mode='int' (integer zero points) is for asymmetric "
+                                f"unsigned integer types (uint1..uint8, symmetric=False), got "
+                                f"{t.name} symmetric={symmetric}")
     sdt = _scale_dtype(scale_dtype, weight)
     g = k // group_size
     wk = w.t().reshape(g, group_size, n)           # [G, gs, N], groups along K
@@ -584,13 +644,20 @@ def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] 
             b = -zero_point * s.double()
         else:
             lo, hi = wk.amin(dim=1), wk.amax(dim=1)
+            if zero_mode == "int":          # z = -lo / s must be a code: the range holds 0
+                lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
             rng = hi - lo
             s = rng / (qmax - qmin)
             s = torch.where(rng > 0, s, torch.maximum(lo.abs(), hi.abs()) / (qmax - qmin))
             s = _round_up_to(s, sdt)
             s = torch.where(s.float() > 0, s, torch.ones_like(s))
-            offsets = _finite((lo.double() - qmin * s.double()).to(sdt), "offset")
-            b = offsets.double()
+            if zero_mode == "int":
+                z = torch.clamp(torch.round(-lo.double() / s.double()), qmin, qmax)
+                offsets = z.to(torch.uint8)
+                b = -z * s.double()
+            else:
+                offsets = _finite((lo.double() - qmin * s.double()).to(sdt), "offset")
+                b = offsets.double()
         q = torch.round((wk.double() - b.unsqueeze(1)) / s.double().unsqueeze(1))
         q = torch.clamp(q, qmin, qmax).to(torch.int64).reshape(k, n)
         codes = (q & ((1 << t.nbits) - 1)).to(torch.uint8)
@@ -629,6 +696,6 @@ def _quantize_block_scaled(weight, dtype, group_size, symmetric, scale_dtype,
     data = packing.pack_codes(codes, t.name, "float16")
     qw = QuantizedWeight(data.to(weight.device), scales.contiguous().to(weight.device), None,
                          t.name, (n, k), bs, True, 0.0, blockscale.element_exponent(t),
-                         BLOCK_FORMAT_VERSION, LAYOUT, scheme, global_scale)
+                         FORMAT_VERSION, LAYOUT, scheme, global_scale)
     qw.validate()
     return qw
