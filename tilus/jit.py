@@ -133,9 +133,9 @@ def _entry(cache, key: str, program, arch: str):
 
     def build():
         built = build_artifact(program, arch)
-        logger.debug("built %s for %s in %.0f ms (tilus.build %.0f ms, export %.0f ms)",
-                     program.name, arch, (time.perf_counter() - t0) * 1e3,
-                     built.timings["build"] * 1e3, built.timings["export"] * 1e3)
+        logger.debug("built %s for %s in %.0f ms (stages: %s)", program.name, arch,
+                     (time.perf_counter() - t0) * 1e3,
+                     ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in built.timings.items()))
         return built.artifact
 
     return cache.get_or_build(key, build)

@@ -32,7 +32,7 @@ def cache_key(ir_text: str, arch: str, versions: Mapping[str, str]) -> str:
 # so kernels built by another TVM are never picked up.
 PINNED_TVM_VERSION = "0.27.0.post1"
 # Bumped when the layout of a CUDA cache entry changes.
-CUDA_ENTRY_FORMAT = "cubin-callback-2"
+CUDA_ENTRY_FORMAT = "cubin-callback-3"
 
 
 # The parts of tilus whose source decides what a Program compiles to.
