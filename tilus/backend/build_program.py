@@ -8,20 +8,7 @@ from typing import Any
 
 from tilus.backend.compiled import CompiledKernel
 from tilus.backend.toolchain import normalize_arch
-from tilus.errors import CompilationError
-from tilus.ir.program import Program
-
-
-def as_program(kernel_or_program: Any, **consts) -> Program:
-    if isinstance(kernel_or_program, Program):
-        if consts:
-            raise CompilationError("compile-time constants are given to a Script, not a Program")
-        return kernel_or_program
-    program = getattr(kernel_or_program, "program", None)
-    if callable(program):
-        return program(**consts)
-    raise CompilationError(f"tilus.build needs a tilus.Script or a tilus.ir.Program, got "
-                           f"{type(kernel_or_program).__name__}")
+from tilus.ir.program import Program, as_program  # noqa: F401  (re-exported for build's callers)
 
 
 def prepare(program: Program, arch: str = "sm_90") -> Program:
