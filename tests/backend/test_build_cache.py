@@ -82,7 +82,7 @@ def test_cache_list_shows_the_built_kernel(first, capsys):
     assert [(e["name"], e["arch"], e["target"]) for e in entries] == [("VecAdd", "sm_90", "cuda")]
 
 
-def test_damaged_entry_is_rebuilt(first, tmp_path):
+def test_damaged_entry_is_rebuilt(first, tmp_path, monkeypatch):
     root, built = first
     copy = tmp_path / "cache"
     shutil.copytree(root, copy)
@@ -90,8 +90,13 @@ def test_damaged_entry_is_rebuilt(first, tmp_path):
     cubin = entry / "kernel.cubin"
     cubin.write_bytes(b"\x7fELF damaged" + cubin.read_bytes()[12:])
     builds = cached.stats["builds"]
+    compiles = []
+    compile_module = tvm_shim.compile_module
+    monkeypatch.setattr(tvm_shim, "compile_module",
+                        lambda *a: compiles.append(1) or compile_module(*a))
     again = tilus.build(vector_add.VecAdd(128), arch="sm_90", cache=KernelCache(copy))
     assert cached.stats["builds"] == builds + 1
+    assert len(compiles) == 1          # one TVM compile gives the source and the host library
     _same(again, built, rebuilt=True)
     assert (entry / "kernel.cubin").read_bytes() == again.cubin
 
