@@ -55,7 +55,7 @@ def test_second_build_is_a_cache_hit(first, monkeypatch):
     assert cached.stats["hits"] == hits + 1
     _same(again, built)
     assert str(again.program) == str(built.program)       # parsed back from ir.tilus
-    assert again.timings == {}
+    assert set(again.timings) == {"program", "cache_lookup", "restore"}
 
 
 def test_another_process_hits_without_importing_tvm(first):

@@ -26,7 +26,7 @@ def _launch_expr(e):
     return int(e.value) if isinstance(e, Const) else str(e)
 
 
-class _Clock:
+class Clock:
     """Seconds per named stage, each measured from the end of the previous one."""
 
     def __init__(self) -> None:
@@ -44,7 +44,7 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
     """Build a kernel for ``arch`` (default: the toolchain's default, ``TILUS_ARCH`` or sm_80
     without a GPU). ``library``: also export TVM's host library (the launcher) to that path,
     linked by g++ while nvcc compiles the cubin. Stage times land in ``.timings``."""
-    clock = _Clock()
+    clock = Clock()
     from tilus.backend import tvm_shim
     from tilus.backend.codegen import lower_program
 

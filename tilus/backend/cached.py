@@ -12,7 +12,7 @@ import logging
 from typing import Any, Optional
 
 from tilus.backend.artifact import CUBIN, PTX, PTXAS_LOG, build_artifact, kernel_key
-from tilus.backend.build_program import as_program
+from tilus.backend.build_program import Clock, as_program
 from tilus.backend.compiled import CompiledKernel
 from tilus.backend.toolchain import normalize_arch, parse_ptxas_log
 from tilus.errors import CacheCorruptionError
@@ -60,22 +60,31 @@ def cached_build(kernel_or_program: Any, arch: "str | int | None" = None,
                  cache: Optional[KernelCache] = None, **consts) -> CompiledKernel:
     """The CompiledKernel of a Script (with ``consts``) or Program for ``arch``: from the kernel
     cache (``cache``, default the process's :func:`default_cache`) when there, else built, stored
-    and returned. A damaged entry is removed and rebuilt."""
+    and returned. A damaged entry is removed and rebuilt. ``.timings``: the build's stages, or for
+    a hit the program, the cache lookup and the restore."""
+    clock = Clock()
     arch = normalize_arch(arch)
     program = as_program(kernel_or_program, **consts)
+    clock.lap("program")
     cache = cache if cache is not None else default_cache()
     built: dict = {}
     entry = cached_entry(program, arch, cache, built)
     if "kernel" not in built:
+        clock.lap("cache_lookup")
         try:
-            return _hit(restore(entry), program, arch, entry.key)
+            kernel = restore(entry)
+            clock.lap("restore")
+            kernel.timings = clock.laps
+            return _hit(kernel, program, arch, entry.key)
         except CacheCorruptionError as e:      # changed since its check: rebuild it
             if not entry.persistent:
                 raise
             cache.discard(entry.key, e)
             entry = cached_entry(program, arch, cache, built)
     if "kernel" in built:
-        return built["kernel"]
+        kernel = built["kernel"]
+        kernel.timings = {"program": clock.laps["program"], **kernel.timings}
+        return kernel
     return _hit(restore(entry), program, arch, entry.key)
 
 
