@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tilus.backend.codegen.dtypes_map import storage
+from tilus.backend.codegen.lower import Lowerer
 from tilus.ir import expr as E
 from tilus.ir.types import Tensor
 
@@ -72,7 +73,13 @@ def static_slots(layout, shape, n: int, threads: int, fn: Callable):
     return None
 
 
-def spill_to_shared(lw, x: Tensor):
+def index_exprs(layout, thread: Any, slot: Any) -> tuple[E.Expr, ...]:
+    """The logical index ``layout`` puts at (``thread``, ``slot``), as IR expressions (the layout
+    gives plain ints where a coordinate is constant)."""
+    return tuple(E.as_expr(c) for c in layout.index_exprs(thread, slot))
+
+
+def spill_to_shared(lw: Lowerer, x: Tensor):
     """Write register tile x into a fresh scratch shared buffer at its row-major index."""
     from tilus.backend.codegen.lower import THREAD
 
@@ -80,7 +87,7 @@ def spill_to_shared(lw, x: Tensor):
     scratch = lw.alloc_scratch(max(1, x.type.size), storage(x.dtype), "xchg")
     lw.sync()
     for s in range(st.layout.local_size):
-        idx = st.layout.index_exprs(THREAD, s)
+        idx = index_exprs(st.layout, THREAD, s)
         lw.store(scratch, st.buf[s], [flat_index(idx, x.shape)])
     lw.sync()
     return scratch
@@ -121,7 +128,7 @@ def shuffle_slots(layout, shape, n: int, threads: int, fn: Callable):
     return [int(s) for s in slot[0]]
 
 
-def _shuffle(lw, value, lane):
+def _shuffle(lw: Lowerer, value, lane):
     """__shfl_sync of a stored element (32-bit lanes; narrower types widened, 16-bit floats by bits)."""
     from tilus.backend.tvm_shim import dt, tirx
 
@@ -139,7 +146,7 @@ def _shuffle(lw, value, lane):
     return got != tirx.const(0, "int32") if d == "bool" else tirx.Cast(d, got)
 
 
-def slot_values(lw, x: Tensor, n: int, fn: Callable) -> list:
+def slot_values(lw: Lowerer, x: Tensor, n: int, fn: Callable) -> list:
     """Stored elements of x at ``fn(thread, v)`` for v in range(n) (see the module docstring)."""
     from tilus.backend.codegen.lower import THREAD
 
