@@ -13,6 +13,17 @@ launch is the wall time over N (the kernels are tiny, so this is the host-side c
 Usage: python benchmarks/launch_overhead.py [--n 1000] [--iters 2000] [--out DIR]
 (prints a table; writes DIR/launch_overhead.json with the device name). Needs a GPU; kernels come
 from the Tilus cache (build here with TVM, or run from a bundle, see `tilus bundle`).
+
+``--warm-load [--runs 5] [--label L]`` needs no GPU: the CPU part of a cached kernel's first call
+in a new process (torch and tilus already imported, as in a program about to call it), up to the
+driver, for the vector add above and the uint4 decode QuantMatmul (tilus.ops.matmul at M=1):
+the steps of ``tilus.jit.compiled_kernel`` one by one (program, IR text, key versions, cache
+lookup, load with the driver launcher; the TVM launcher's CPU part: cubin registration and
+libtvm_runtime, up to libtvm_runtime_cuda which needs libcuda), then ``compiled_kernel`` itself
+end to end (TILUS_LAUNCHER=driver) in another process. Each process runs ``gc.collect()`` first:
+the full collection that importing torch leaves pending (100-400 ms here) would otherwise land on
+whatever runs next. Min and median over ``--runs`` processes (after one that warms the page cache);
+writes DIR/cpu-<date>-warm-load[-L].json (DIR defaults to benchmarks/results).
 """
 from __future__ import annotations
 
@@ -54,12 +65,120 @@ def triton_vector_add():
     return launch
 
 
+WARM_CHILD = """
+import json, sys, time
+import torch
+import tilus
+from tests.gpu.kernels import vector_add
+from tilus.ops.kernels import QuantMatmul
+kernel = vector_add() if sys.argv[1] == "vector_add" else QuantMatmul(**json.loads(sys.argv[1]))
+import gc
+gc.collect()     # the full collection torch's import leaves pending, not the load's cost
+t = [time.perf_counter()]
+out = {}
+def lap(name):
+    t.append(time.perf_counter())
+    out[name] = (t[-1] - t[-2]) * 1e3
+if sys.argv[2] == "end_to_end":
+    from tilus import jit
+    loaded = jit.compiled_kernel(kernel, arch="sm_90")
+    lap("compiled_kernel")
+else:
+    from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
+    from tilus.runtime.kernel import register_cubin
+    from tilus.runtime.libraries import load_tvm_runtime
+    lap("runtime imports")
+    program = kernel.program()
+    lap("program (transpile)")
+    text = str(program)
+    lap("IR text")
+    versions = key_versions()
+    lap("key versions")
+    entry = default_cache().lookup(cache_key(text, "sm_90", versions))
+    lap("cache lookup")
+    LoadedKernel.load(entry, launcher="driver")
+    lap("load (driver launcher)")
+    register_cubin(entry)
+    with entry.private_copy(entry.metadata.library):
+        load_tvm_runtime()
+    lap("tvm launcher CPU part")
+print("TIMINGS " + json.dumps(out))
+"""
+
+
+def _warm_child(kernel: str, mode: str, cache: Path) -> dict:
+    import os
+    import subprocess
+
+    env = dict(os.environ, TILUS_CACHE_DIR=str(cache), TILUS_LAUNCHER="driver",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", WARM_CHILD, kernel, mode], env=env,
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("TIMINGS ")]
+    if proc.returncode != 0 or not line:
+        raise SystemExit(f"the load process failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+    return json.loads(line[-1][8:])
+
+
+def warm_load(args) -> dict:
+    """The --warm-load measurement (see the module doc)."""
+    import datetime
+    import os
+    import statistics
+
+    from benchmarks.bench_compile import decode_kernel_args
+    from tests.gpu.kernels import vector_add
+    from tilus.backend.artifact import build_artifact
+    from tilus.ops.kernels import QuantMatmul
+    from tilus.runtime import cache_key, default_cache, key_versions
+
+    cache = default_cache().root
+    qm = decode_kernel_args()
+    kernels = {"vector_add": (vector_add(), "vector_add"),
+               "QuantMatmul": (QuantMatmul(**qm), json.dumps(qm))}
+    for script, _ in kernels.values():           # into the cache, unless already there
+        program = script.program()
+        key = cache_key(str(program), "sm_90", key_versions())
+        if default_cache().lookup(key) is None:
+            default_cache().store(key, build_artifact(program, "sm_90").artifact)
+    print(f"warm load from {cache}, {args.runs} fresh processes per row; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    result = {}
+    for name, (_, arg) in kernels.items():
+        _warm_child(arg, "steps", cache)          # warms the page cache (libraries, .pyc files)
+        steps = [_warm_child(arg, "steps", cache) for _ in range(args.runs)]
+        ends = [_warm_child(arg, "end_to_end", cache) for _ in range(args.runs)]
+        rows = {k: [r[k] for r in steps] for k in steps[0]}
+        rows["compiled_kernel, end to end"] = [r["compiled_kernel"] for r in ends]
+        result[name] = {k: {"min": min(v), "median": statistics.median(v)}
+                        for k, v in rows.items()}
+        print(f"{name}\n  {'step':34} {'min ms':>8} {'median':>8}")
+        for k, v in result[name].items():
+            print(f"  {k:34} {v['min']:8.1f} {v['median']:8.1f}")
+    from benchmarks.provenance import provenance
+
+    out = Path(args.out or Path(__file__).resolve().parent / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    today = datetime.date.today().isoformat()
+    path = out / f"cpu-{today}-warm-load{'-' + args.label if args.label else ''}.json"
+    path.write_text(json.dumps({**provenance(), "device": f"CPU only ({os.cpu_count()} cores "
+                                "shared with other work), no GPU: the CPU part up to the driver",
+                                "label": args.label, "runs": args.runs, "ms": result}, indent=2))
+    print(f"wrote {path}")
+    return result
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1000, help="vector length (default 1000)")
     p.add_argument("--iters", type=int, default=2000, help="launches per row (default 2000)")
     p.add_argument("--out", default=None, help="folder for launch_overhead.json")
+    p.add_argument("--warm-load", action="store_true", help="the CPU warm-load measurement")
+    p.add_argument("--runs", type=int, default=5, help="processes per --warm-load row")
+    p.add_argument("--label", default="", help="a name for the --warm-load JSON")
     args = p.parse_args(argv)
+    if args.warm_load:
+        return warm_load(args)
 
     import torch
 

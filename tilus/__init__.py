@@ -7,11 +7,14 @@ from tilus.interpreter import interpret  # noqa: F401,E402
 from tilus.simulator import simulate  # noqa: F401,E402  (imports no TVM until called)
 
 
-def build(kernel_or_program, arch=None, **consts):
-    """Compile a tilus.Script (instantiated with ``consts``) or Program to a CompiledKernel."""
-    from tilus.backend.build_program import build as _build
+def build(kernel_or_program, arch=None, cache=None, **consts):
+    """Compile a tilus.Script (instantiated with ``consts``) or Program to a CompiledKernel, for
+    ``arch`` (default: the GPU's, ``TILUS_ARCH`` or sm_80). Stored in and reused from the kernel
+    cache (``cache``: a tilus.runtime.KernelCache, default ``$TILUS_CACHE_DIR``), keyed as the JIT
+    path keys it, so a later build in any process is a cache hit."""
+    from tilus.backend.cached import cached_build
 
-    return _build(kernel_or_program, arch, **consts)
+    return cached_build(kernel_or_program, arch, cache, **consts)
 
 # ----- tilus.lang: the Python DSL (kept as one block at the end to merge cleanly) -----
 from tilus.ir.expr import cdiv  # noqa: E402,F401

@@ -170,11 +170,11 @@ def cmd_build(args) -> int:
 
 def _emit_compiled(kernel, arch: str, emit: str) -> str:
     """The CUDA source, PTX, SASS or resource report of ``tilus.build(kernel, arch)``."""
-    try:
-        from tilus.backend.build_program import build
-    except ImportError as e:                      # a runtime-only install (no TVM)
-        raise CLIError(f"--emit {emit} {NEEDS_BACKEND}: {e}", 2) from None
-    compiled = build(kernel, arch)
+    if importlib.util.find_spec("tvm") is None:       # a runtime-only install (no TVM)
+        raise CLIError(f"--emit {emit} {NEEDS_BACKEND}: TVM is not installed", 2)
+    import tilus
+
+    compiled = tilus.build(kernel, arch)      # through the kernel cache
     if emit == "cuda":
         return compiled.cuda_source
     if emit == "ptx":

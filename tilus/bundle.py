@@ -4,7 +4,8 @@ that a GPU machine with torch but without TVM, lark or a CUDA compiler runs them
 Layout of ``DIR``::
 
     cache/<key>/...          a kernel cache (TILUS_CACHE_DIR): ir.tilus, kernel.cu, kernel.cubin,
-                             kernel.so, metadata.json per kernel
+                             kernel.ptx, ptxas.log, kernel.so, metadata.json per kernel; taken
+                             from the kernel cache when it has them (tilus.build put them there)
     tvm_runtime/             libtvm_runtime.so, libtvm_runtime_cuda.so (TILUS_TVM_RUNTIME_DIR);
                              they need libtvm_ffi.so (the apache-tvm-ffi wheel), libcudart.so.13 and
                              the driver's libcuda.so.1, never libtvm_compiler.so
@@ -12,12 +13,13 @@ Layout of ``DIR``::
     src/                     tilus/, tests/, examples/, benchmarks/, pyproject.toml (PYTHONPATH)
     run_on_gpu.sh            sets the variables above, installs the wheel to a private folder and
                              runs pytest on the given selections (default: the GPU tests)
-    manifest.json            what was built (kernel, consts, arch, key), sizes, versions, the git
-                             commit of the sources
+    manifest.json            what was built (kernel, consts, arch, key, state: "built" now,
+                             "reused" from the kernel cache, "cached" already in DIR/cache),
+                             sizes, versions, the git commit of the sources
 
 ``--tgz FILE`` also packs the bundle into one gzipped tar (the kernels of this manifest only, not
-entries left in DIR/cache by earlier builds): a QuantMatmul entry is about 1.3 MB (its CUDA
-source twice, the cubin) and 0.2 MB packed, and a device call carries at most 64 MiB.
+entries left in DIR/cache by earlier builds): a QuantMatmul entry is about 2.2 MB (its CUDA
+source twice, its PTX, the cubin) and 0.3 MB packed, and a device call carries at most 64 MiB.
 
 Targets: ``FILE.py:Kernel`` (instantiated with the ``--param`` values: a name of a compile-time
 parameter of ``__call__`` goes to ``program()``, any other to ``__init__``), or ``FILE.py`` /
@@ -223,13 +225,15 @@ def dir_bytes(path: Path) -> int:
 def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Optional[dict] = None,
            arch: str = "sm_90", python: Optional[str] = None, wheel: Optional[str] = None,
            include_sources: bool = True, include_runtime: bool = True, log=print,
-           keep_going: bool = False) -> dict:
+           keep_going: bool = False, progress: Optional[bool] = None) -> dict:
     """Build ``targets`` into ``out`` (see module doc); returns the manifest. A kernel that does
     not compile raises, or with ``keep_going`` is logged and listed in the manifest (``"state":
-    "failed"``, ``"error"``; ``"failed"``: how many) while the others are built."""
-    from tilus.backend.artifact import build_artifact
+    "failed"``, ``"error"``; ``"failed"``: how many) while the others are built. Progress (counts
+    per state, ETA) goes to stderr (:class:`tilus.progress.Progress`; ``progress=False``: none)."""
+    from tilus.backend.cached import cached_entry, entry_artifact
+    from tilus.progress import Progress
     from tilus.backend.toolchain import normalize_arch
-    from tilus.runtime import KernelCache
+    from tilus.runtime import KernelCache, default_cache
 
     arch = normalize_arch(arch)
     out = Path(out)
@@ -237,33 +241,41 @@ def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Option
     cache = KernelCache(out / "cache")
     specs = resolve_targets(targets, dict(params or {}))
     kernels = []
-    for label, kernel, consts in specs:
-        t0 = time.perf_counter()
-        from tilus.backend.build_program import as_program
-        from tilus.runtime import cache_key, key_versions
+    with Progress(len(specs), f"bundling for {arch}", enabled=progress) as bar:
+        for label, kernel, consts in specs:
+            t0 = time.perf_counter()
+            from tilus.backend.build_program import as_program
+            from tilus.runtime import cache_key, key_versions
 
-        program = as_program(kernel, **consts)
-        key = cache_key(str(program), arch, key_versions())
-        error = None
-        if cache.lookup(key) is None:
-            try:
-                built = build_artifact(program, arch)
-            except TilusError as e:
-                if not keep_going:
-                    raise
-                error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                state = "failed"
+            program = as_program(kernel, **consts)
+            key = cache_key(str(program), arch, key_versions())
+            error = None
+            if cache.lookup(key) is None:
+                built: dict = {}
+                try:
+                    entry = cached_entry(program, arch, default_cache(), built)
+                except TilusError as e:
+                    if not keep_going:
+                        raise
+                    error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    state = "failed"
+                else:
+                    if entry.path.parent.resolve() != cache.root.resolve():
+                        cache.store(key, entry_artifact(entry))
+                    state = "built" if built else "reused"
             else:
-                cache.store(built.key, built.artifact)
-                state = "built"
-        else:
-            state = "cached"
-        secs = time.perf_counter() - t0
-        kernels.append({"target": label, "kernel": program.name, "key": key, "arch": arch,
-                        "consts": {k: str(v) for k, v in consts.items()}, "state": state,
-                        "seconds": round(secs, 3), **({"error": error} if error else {})})
-        log(f"  {state:6} {program.name:24} {key[:12]}  {secs * 1e3:7.0f} ms  ({label})"
-            + (f"\n         {error}" if error else ""))
+                state = "cached"
+            secs = time.perf_counter() - t0
+            kernels.append({"target": label, "kernel": program.name, "key": key, "arch": arch,
+                            "consts": {k: str(v) for k, v in consts.items()}, "state": state,
+                            "seconds": round(secs, 3), **({"error": error} if error else {})})
+            line = (f"  {state:6} {program.name:24} {key[:12]}  {secs * 1e3:7.0f} ms  ({label})"
+                    + (f"\n         {error}" if error else ""))
+            if log is print:        # through the bar, which a plain print would break
+                bar.write(line, file=sys.stdout)
+            else:
+                log(line)
+            bar.update(state)
     if include_runtime:
         copy_runtime_libs(out / "tvm_runtime")
     if include_sources:

@@ -73,7 +73,7 @@ def launch(kernel: Any, args: tuple, kwargs: dict | None = None) -> Any:
 def device_arch(x: Any = None) -> str:
     """The architecture (``sm_XY``) of the GPU holding ``x`` (a torch tensor, or a cupy array via
     its ``device.id``), else of the current device; ``TILUS_ARCH`` overrides it."""
-    from tilus.backend.toolchain import default_arch  # no TVM
+    from tilus.runtime.arch import default_arch
 
     index = None
     torch = sys.modules.get("torch")
@@ -92,9 +92,9 @@ def have_compiler() -> bool:
 def compiled_kernel(kernel_or_program: Any, arch: Optional[str] = None, cache=None, **consts):
     """The LoadedKernel of a Script (with ``consts``) or Program for ``arch``: from this process's
     table, the kernel cache, or built now (and stored)."""
-    from tilus.backend.build_program import as_program
-    from tilus.backend.toolchain import normalize_arch
+    from tilus.ir.program import as_program
     from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
+    from tilus.runtime.arch import normalize_arch
 
     program = as_program(kernel_or_program, **consts)
     arch = normalize_arch(arch) if arch else device_arch()
@@ -143,9 +143,9 @@ def _entry(cache, key: str, program, arch: str):
 
     def build():
         built = build_artifact(program, arch)
-        logger.debug("built %s for %s in %.0f ms (tilus.build %.0f ms, export %.0f ms)",
-                     program.name, arch, (time.perf_counter() - t0) * 1e3,
-                     built.timings["build"] * 1e3, built.timings["export"] * 1e3)
+        logger.debug("built %s for %s in %.0f ms (stages: %s)", program.name, arch,
+                     (time.perf_counter() - t0) * 1e3,
+                     ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in built.timings.items()))
         return built.artifact
 
     return cache.get_or_build(key, build)

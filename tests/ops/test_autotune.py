@@ -191,11 +191,36 @@ def test_matmul_tuning_space_prune_and_database(tmp_path):
 def test_tune_cli(tmp_path, capsys):
     from tilus.__main__ import main
 
+    png = tmp_path / "tune.png"
     assert main(["tune", "matmul", "--n", "64", "--k", "64", "--m", "1", "--group-size", "32",
-                 "--dry-run", "--jobs", "1"]) == 0
-    assert "pruned" in capsys.readouterr().out
+                 "--dry-run", "--jobs", "1", "--png", str(png)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["bucket", "best", "config", "ms", "built", "pruned", "failed",
+                                "source"]
+    row = lines[2].split()
+    assert row[0] == "m1-n64-k64" and row[-2:] == ["dry", "run"]
+    built, pruned, failed = map(int, row[3:6])
+    assert built > 0 and f"(built {built}, failed {failed}, pruned {pruned})" in captured.err
+    assert f"wrote {png}" in captured.out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import torch
 
     if not torch.cuda.is_available():
         assert main(["tune", "matmul", "--n", "64", "--k", "64"]) == 2
         assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_tune_report_table_and_plot_of_timed_buckets(tmp_path):
+    """What `tilus tune` prints and plots on a GPU: the best config per bucket and every time."""
+    from tilus.autotune.report import BucketResult, plot, table
+
+    rows = [BucketResult("m1-n4096-k4096", {"block_k": 512, "stages": 2}, 0.0123, 10, 2, 1,
+                         "10 timed", [({"block_k": 256}, 0.02), ({"block_k": 512}, 0.0123)]),
+            BucketResult("m16-n4096-k4096", {"block_k": 256}, 0.5, 0, 0, 0, "database")]
+    lines = table(rows).splitlines()
+    assert lines[2].split() == ["m1-n4096-k4096", "block_k=512", "stages=2", "0.0123", "10",
+                                "2", "1", "10", "timed"]
+    assert lines[3].split() == ["m16-n4096-k4096", "block_k=256", "0.5000", "0", "0", "0",
+                                "database"]
+    path = plot(rows, tmp_path / "p.png", "t")
+    assert path.read_bytes()[:4] == b"\x89PNG"

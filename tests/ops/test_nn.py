@@ -253,3 +253,27 @@ def test_quantize_model_integer_zero_points_apply_to_asymmetric_uint_layers():
     quantize_model(m, "uint4", group_size=32, bit_map={"1": "int4"}, zero_mode="int")
     assert (m[0].zero_mode, m[1].zero_mode) == ("int", "float")
     assert m[0].offsets.dtype == torch.uint8 and m[1].offsets is None
+
+
+def test_quantize_model_per_layer_map_and_bits_per_weight():
+    """dtype as a {pattern: type or None} map; bits_per_weight against the packed format's
+    documented sizes: B-bit codes in 32 x 128 (k, n) units (N padded to 128), plus one fp16 scale
+    (and one fp16 offset when asymmetric) per group of 32 weights."""
+    m = quantize_model(_model(), dtype={"up": "uint3", "block.*": "int4", "lm_head": None},
+                       group_size=32)
+    assert sorted(m.tilus_quantized) == ["block.0", "up"]
+    assert type(m.down) is nn.Linear and type(m.lm_head) is nn.Linear
+
+    def packed_bits(k, n, nbits, per_group):
+        return nbits * (-(-k // 32) * 32) * (-(-n // 128) * 128) + per_group * (k // 32) * n
+
+    expected = {"up": ("uint3", 64 * 96, packed_bits(64, 96, 3, 32)),
+                "block.0": ("int4", 64 * 64, packed_bits(64, 64, 4, 16)),
+                "down": ("float32", 96 * 64, 32 * 96 * 64), "lm_head": ("float32", 64 * 40, 32 * 64 * 40)}
+    report = tilus.nn.bits_per_weight(m)
+    assert {x.name: (x.dtype, x.weights, x.bits) for x in report.layers} == expected
+    total = sum(b for _, _, b in expected.values()) / sum(w for _, w, _ in expected.values())
+    assert report.bits_per_weight == pytest.approx(total)
+    assert report.layers[0].bits_per_weight == pytest.approx(expected[report.layers[0].name][2] /
+                                                             expected[report.layers[0].name][1])
+    assert "block.0" in report.table() and report.table().splitlines()[-1].startswith("total")

@@ -50,7 +50,8 @@ def cache_root(built, tmp_path_factory):
 def test_artefact_files_and_metadata(built, cache_root):
     entry = KernelCache(cache_root).lookup(built.key)
     meta = entry.metadata
-    assert sorted(meta.files) == ["ir.tilus", "kernel.cu", "kernel.cubin", "kernel.so"]
+    assert sorted(meta.files) == ["ir.tilus", "kernel.cu", "kernel.cubin", "kernel.ptx",
+                                  "kernel.so", "ptxas.log"]
     assert meta.target == "cuda" and meta.arch == "sm_90" and meta.entry == "VecAdd"
     assert [(p.name, p.kind, p.dtype) for p in meta.params] == [
         ("n", "scalar", "int32"), ("a", "pointer", "float32"), ("b", "pointer", "float32"),
@@ -233,7 +234,8 @@ def test_flat_view_reshapes_and_reinterprets():
 
 
 def test_build_timings_reported(built):
-    assert set(built.timings) >= {"build", "export"}
+    assert set(built.timings) >= {"build", "passes", "lowering", "tvm_codegen", "nvcc",
+                                  "export_overlapped"}
     print({k: round(v * 1e3, 1) for k, v in built.timings.items()})
 
 
@@ -319,3 +321,24 @@ def test_key_includes_the_compiler_fingerprint(tmp_path, monkeypatch):
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                            cwd=str(tmp_path)).stdout.strip()
     assert other and other != v["compiler"]
+
+
+def test_key_tvm_version_is_the_installed_distributions(monkeypatch):
+    """The fast dist-info lookup agrees with importlib.metadata, and a machine without TVM uses
+    the pinned version."""
+    import importlib.machinery
+    from importlib import metadata
+
+    from tilus.runtime import keys
+
+    monkeypatch.setattr(keys, "_tvm_version", None)
+    assert keys.installed_tvm_version() == metadata.version("apache-tvm")
+
+    def no_tvm(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(keys, "_tvm_version", None)
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec",
+                        classmethod(lambda cls, name, *a: None))
+    monkeypatch.setattr(metadata, "version", no_tvm)
+    assert keys.installed_tvm_version() == keys.PINNED_TVM_VERSION

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2] / "tilus"
 
 # Lowest first; packages on one line form one layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("tilus.errors", "tilus.logging_config", "tilus.version", "tilus.registry"),
+    ("tilus.errors", "tilus.logging_config", "tilus.version", "tilus.registry", "tilus.progress"),
     ("tilus.dtypes",),
     ("tilus.runtime",),
     ("tilus.ir.layout",),

@@ -29,7 +29,6 @@ import itertools
 import logging
 import os
 import pickle
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -174,30 +173,22 @@ def build_jobs(jobs: Optional[int] = None) -> int:
     return os.cpu_count() or 1
 
 
-def _progress(total: int, enabled: Optional[bool], desc: str):
-    """A tqdm bar when tqdm is installed (and enabled, or stderr is a terminal); else None."""
-    if enabled is False or (enabled is None and not sys.stderr.isatty()):
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False)
-
-
 def build_parallel(cls, fixed: dict, configs: list[dict], builder: Callable,
-                   jobs: Optional[int] = None,
-                   progress: Optional[bool] = None) -> list[BuildResult]:
-    """Builds every config, in ``jobs`` worker processes (one job: in this process)."""
+                   jobs: Optional[int] = None, progress: Optional[bool] = None,
+                   pruned: int = 0) -> list[BuildResult]:
+    """Builds every config, in ``jobs`` worker processes (one job: in this process), showing
+    progress (:class:`tilus.progress.Progress`: built, failed and ``pruned`` counts, ETA;
+    ``progress=False`` silences it)."""
+    from tilus.progress import Progress
+
     jobs = min(build_jobs(jobs), max(1, len(configs)))
-    bar = _progress(len(configs), progress, f"building {cls.__name__}")
+    counts = {"built": 0, "failed": 0, **({"pruned": pruned} if pruned else {})}
     results: list[BuildResult] = []
-    try:
+    with Progress(len(configs), f"building {cls.__name__}", counts, enabled=progress) as bar:
         if jobs == 1:
             for c in configs:
                 results.append(_build_one(cls, fixed, c, builder))
-                if bar is not None:
-                    bar.update(1)
+                bar.update("built" if results[-1].ok else "failed")
             return results
         for what, obj in (("the kernel class", cls), ("the builder", builder),
                           ("the fixed parameters", fixed)):
@@ -217,12 +208,8 @@ def build_parallel(cls, fixed: dict, configs: list[dict], builder: Callable,
                 except Exception as e:     # the worker died (e.g. killed): drop the config
                     out[i] = BuildResult(configs[i], False, None,
                                          f"worker failed: {type(e).__name__}: {e}")
-                if bar is not None:
-                    bar.update(1)
+                bar.update("built" if out[i].ok else "failed")
             results = [out[i] for i in range(len(configs))]
-    finally:
-        if bar is not None:
-            bar.close()
     return results
 
 
@@ -310,7 +297,7 @@ class Autotuner:
                                 f"(e.g. {pruned[0][0]}: {pruned[0][1]})" if pruned else
                                 f"{self.name}: the tuning space is empty")
         builds = build_parallel(self.cls, self.fixed, keep, self.builder, self.jobs,
-                                self.progress)
+                                self.progress, pruned=len(pruned))
         failed = [b for b in builds if not b.ok]
         for b in failed:
             logger.info("%s: config %s failed to build: %s", self.name, b.config, b.error)

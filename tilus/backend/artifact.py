@@ -5,6 +5,8 @@ Files of a CUDA entry (see tilus.runtime.cache):
 - ``ir.tilus``     the Program after the passes (text form)
 - ``kernel.cu``    the CUDA source TVM generated (exactly the bytes embedded in the library)
 - ``kernel.cubin`` nvcc's cubin of that source for ``arch`` (what actually runs)
+- ``kernel.ptx``, ``ptxas.log``  nvcc's PTX and ptxas' report (``tilus.build`` gives them back
+                   from the cache: :mod:`tilus.backend.cached`)
 - ``kernel.so``    TVM's exported host library: the argument-checking launcher (LLVM host code)
                    plus the device module, embedded as CUDA source (format "cuda")
 - ``metadata.json`` params, launch expressions, arch, versions, entry, assumptions, and
@@ -23,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tilus.errors import CompilationError
 from tilus.version import __version__
 
 logger = logging.getLogger(__name__)
 
 LIBRARY = "kernel.so"
 CUBIN = "kernel.cubin"
+PTX = "kernel.ptx"
+PTXAS_LOG = "ptxas.log"
 
 
 @dataclass
@@ -134,31 +137,22 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
     """Build a kernel for ``arch`` and package it as a cache artefact (needs TVM, nvcc and g++)."""
     import dataclasses
 
-    from tilus.backend import tvm_shim
     from tilus.backend.build_program import as_program, build
     from tilus.backend.toolchain import normalize_arch
     from tilus.runtime import Artifact, KernelMetadata, cubins
     from tilus.runtime.cache import CUDA_FILE, IR_FILE
 
     arch = normalize_arch(arch)
-    timings = {}
     t0 = time.perf_counter()
     program = as_program(kernel_or_program, **consts)
     key = kernel_key(program, arch)
-    kernel = build(program, arch)
-    t1 = time.perf_counter()
-    timings["build"] = t1 - t0
-    executable = tvm_shim.compile_module(kernel.prim_func, arch)
-    source = tvm_shim.cuda_source(executable)
-    if source != kernel.cuda_source:
-        raise CompilationError(f"{program.name}: TVM generated different CUDA source on a second "
-                               f"compile; the prebuilt cubin would not match the library")
     with tempfile.TemporaryDirectory(prefix="tilus-export-") as tmp:
         lib = Path(tmp) / LIBRARY
-        tvm_shim.export_library(executable, str(lib))
+        kernel = build(program, arch, library=lib)
         library = lib.read_bytes()
     t2 = time.perf_counter()
-    timings["export"] = t2 - t1
+    timings = {"build": t2 - t0, **kernel.timings}
+    source = kernel.cuda_source
 
     entry = str(kernel.prim_func.attrs["global_symbol"]) if kernel.prim_func.attrs is not None \
         and "global_symbol" in kernel.prim_func.attrs else kernel.kernel_name.removesuffix("_kernel")
@@ -190,10 +184,10 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
                              "static_shared_bytes": r.shared_memory_bytes},
                "tilus_version": __version__, "compiler": kernel.compiler})
     files = {IR_FILE: str(kernel.program).encode(), CUDA_FILE: source.encode(),
-             CUBIN: kernel.cubin, LIBRARY: library}
+             CUBIN: kernel.cubin, LIBRARY: library, PTX: kernel.ptx.encode(),
+             PTXAS_LOG: kernel.log.encode()}
     timings["package"] = time.perf_counter() - t2
-    logger.debug("built %s for %s: compile %.0f ms, export %.0f ms", program.name, arch,
-                 timings["build"] * 1e3, timings["export"] * 1e3)
+    logger.debug("built %s for %s in %.0f ms", program.name, arch, timings["build"] * 1e3)
     return BuiltArtifact(key, Artifact(meta, files), kernel, timings)
 
 

@@ -1,24 +1,14 @@
 """``tilus.build``: Program (or DSL Script) -> passes -> tirx PrimFunc -> CUDA -> CompiledKernel."""
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Any
 
 from tilus.backend.compiled import CompiledKernel
 from tilus.backend.toolchain import normalize_arch
-from tilus.errors import CompilationError
-from tilus.ir.program import Program
-
-
-def as_program(kernel_or_program: Any, **consts) -> Program:
-    if isinstance(kernel_or_program, Program):
-        if consts:
-            raise CompilationError("compile-time constants are given to a Script, not a Program")
-        return kernel_or_program
-    program = getattr(kernel_or_program, "program", None)
-    if callable(program):
-        return program(**consts)
-    raise CompilationError(f"tilus.build needs a tilus.Script or a tilus.ir.Program, got "
-                           f"{type(kernel_or_program).__name__}")
+from tilus.ir.program import Program, as_program  # noqa: F401  (re-exported for build's callers)
 
 
 def prepare(program: Program, arch: str = "sm_90") -> Program:
@@ -36,16 +26,50 @@ def _launch_expr(e):
     return int(e.value) if isinstance(e, Const) else str(e)
 
 
-def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), **consts) -> CompiledKernel:
-    """Build a kernel for ``arch`` (default: the toolchain's default, sm_90 without a GPU)."""
-    from tilus.backend import build as tir_build
+class Clock:
+    """Seconds per named stage, each measured from the end of the previous one."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._t
+        self._t = now
+
+
+def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
+          library: "str | os.PathLike | None" = None, **consts) -> CompiledKernel:
+    """Build a kernel for ``arch`` (default: the toolchain's default, ``TILUS_ARCH`` or sm_80
+    without a GPU). ``library``: also export TVM's host library (the launcher) to that path,
+    linked by g++ while nvcc compiles the cubin. Stage times land in ``.timings``."""
+    clock = Clock()
+    from tilus.backend import tvm_shim
     from tilus.backend.codegen import lower_program
 
+    clock.lap("tvm_import")
     arch = normalize_arch(arch)
-    program = prepare(as_program(kernel_or_program, **consts), arch)
+    program = as_program(kernel_or_program, **consts)
+    clock.lap("transpile")
+    program = prepare(program, arch)
+    clock.lap("passes")
     lowered = lower_program(program)
-    source = tir_build.tir_to_cuda(lowered.prim_func, arch)
-    kernel = CompiledKernel.from_cuda(source, arch, lowered.name + "_kernel", options)
+    clock.lap("lowering")
+    executable = tvm_shim.compile_module(lowered.prim_func, arch)
+    source = tvm_shim.cuda_source(executable)
+    clock.lap("tvm_codegen")
+    export = _Background(tvm_shim.export_library, executable, str(library)) if library else None
+    try:
+        kernel = CompiledKernel.from_cuda(source, arch, lowered.name + "_kernel", options)
+    finally:
+        if export is not None:
+            export.join()
+    clock.lap("nvcc")
+    if export is not None:
+        export.result()
+        clock.laps["export_overlapped"] = export.seconds
+    kernel.timings = clock.laps
     kernel.prim_func = lowered.prim_func
     kernel.program = program
     kernel.launch = {
@@ -56,3 +80,29 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(), *
     kernel.assumptions = ["pointer arguments are passed as flat 1-D tensors (sub-byte: uint8 bytes)"] \
         + list(lowered.assumptions)
     return kernel
+
+
+class _Background:
+    """``fn(*args)`` on a thread (a subprocess-bound step run alongside another); ``result()``
+    re-raises its error."""
+
+    def __init__(self, fn, *args) -> None:
+        self._out: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._out["value"] = fn(*args)
+        except BaseException as exc:  # re-raised by result() on the caller's thread
+            self._out["error"] = exc
+        self.seconds = time.perf_counter() - t0
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self):
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out.get("value")

@@ -37,13 +37,17 @@ class CompiledKernel:
     compiler: str = "nvcc"
     log: str = ""
     _sass: str | None = field(default=None, repr=False)
-    # set by tilus.build: the lowered tirx PrimFunc (before TVM's passes), the Program after the
-    # passes, launch dimensions (grid expressions of the parameters, block threads, shared bytes)
-    # and the assumptions the code makes about its arguments (e.g. 16-byte aligned pointers)
-    prim_func: object = field(default=None, repr=False)
-    program: object = field(default=None, repr=False)
+    # set by tilus.build: the lowered tirx PrimFunc (before TVM's passes) and the Program after
+    # the passes (both properties: a kernel from the cache has the program's text, parsed and
+    # lowered again when asked), launch dimensions (grid expressions of the parameters, block
+    # threads, shared bytes) and the assumptions the code makes about its arguments (e.g.
+    # 16-byte aligned pointers)
+    _prim_func: object = field(default=None, repr=False)
+    _program: object = field(default=None, repr=False)
+    program_text: str | None = field(default=None, repr=False)
     launch: dict = field(default_factory=dict)
     assumptions: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)     # seconds per build stage (tilus.build)
 
     @classmethod
     def from_cuda(cls, cuda_source: str, arch: "str | int | None" = None,
@@ -57,6 +61,32 @@ class CompiledKernel:
             kernel_name = names[0]
         return cls(cuda_source, build.arch, build.cubin, build.ptx, kernel_name, build.resources,
                    build.compiler, build.log)
+
+    @property
+    def program(self):
+        """The Program after the passes (parsed from ``program_text`` for a cached kernel)."""
+        if self._program is None and self.program_text is not None:
+            from tilus.ir import parse
+
+            self._program = parse(self.program_text)
+        return self._program
+
+    @program.setter
+    def program(self, value) -> None:
+        self._program = value
+
+    @property
+    def prim_func(self):
+        """The lowered tirx PrimFunc (lowered again from :attr:`program` for a cached kernel)."""
+        if self._prim_func is None and self.program is not None:
+            from tilus.backend.codegen import lower_program
+
+            self._prim_func = lower_program(self.program).prim_func
+        return self._prim_func
+
+    @prim_func.setter
+    def prim_func(self, value) -> None:
+        self._prim_func = value
 
     @property
     def resources(self) -> Resources:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tilus.backend.run_tool import run_tool, tail
-from tilus.errors import CompilationError, TilusError, ToolNotFoundError
-
-SUPPORTED_ARCHES = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
-DEFAULT_ARCH = "sm_80"
+from tilus.errors import CompilationError, ToolNotFoundError
+from tilus.runtime.arch import (  # noqa: F401  (the toolchain's names for them)
+    DEFAULT_ARCH, SUPPORTED_ARCHES, default_arch, normalize_arch,
+)
 
 _INSTALL_HINTS = {
     "nvcc": "install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads) and put its bin/ "
@@ -34,51 +34,6 @@ _INSTALL_HINTS = {
     "cuobjdump": "`pip install nvidia-cuda-cuobjdump` (or install the CUDA toolkit)",
     "nvdisasm": "`pip install nvidia-cuda-nvdisasm` (or install the CUDA toolkit)",
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# Architectures
-# ----------------------------------------------------------------------------------------------
-
-def normalize_arch(arch: "str | int | None" = None) -> str:
-    """``"sm_90"``, ``"sm90"``, ``"90"``, ``90`` -> ``"sm_90"``; None -> the default arch.
-
-    Raises CompilationError for an architecture Tilus does not target (it needs sm_80 or newer:
-    cp.async, ldmatrix, mma.m16n8k16, bf16).
-    """
-    if arch is None:
-        return default_arch()
-    text = str(arch).strip().lower()
-    m = re.fullmatch(r"(?:sm_?)?(\d+)(a?)", text)
-    name = f"sm_{m.group(1)}{m.group(2)}" if m else text
-    if name not in SUPPORTED_ARCHES:
-        raise CompilationError(f"unsupported CUDA architecture {arch!r}: Tilus builds for "
-                               f"{', '.join(SUPPORTED_ARCHES)}")
-    return name
-
-
-_ARCH_OF_DEVICE: dict[int, str] = {}
-
-
-def default_arch(device_index: "int | None" = None) -> str:
-    """``TILUS_ARCH`` if set, else the architecture of the GPU torch sees (``device_index``, or
-    the current one), else ``sm_80``. A visible GPU older than sm_80 is an error, not a guess."""
-    env = os.environ.get("TILUS_ARCH")
-    if env:
-        return normalize_arch(env)
-    torch = sys.modules.get("torch")
-    try:
-        if torch is None or not torch.cuda.is_available():
-            return DEFAULT_ARCH
-        index = torch.cuda.current_device() if device_index is None else device_index
-        if index not in _ARCH_OF_DEVICE:
-            major, minor = torch.cuda.get_device_capability(index)
-            _ARCH_OF_DEVICE[index] = normalize_arch(f"sm_{major}{minor}")
-        return _ARCH_OF_DEVICE[index]
-    except TilusError:
-        raise
-    except Exception:  # pragma: no cover - a broken driver is not our concern here
-        return DEFAULT_ARCH
 
 
 # ----------------------------------------------------------------------------------------------

@@ -101,6 +101,15 @@ IRModule = tvm.IRModule
 PrimFunc = tirx.PrimFunc
 
 
+def default_layout(shape: tuple):
+    """The layout ``TB.decl_buffer`` gives a buffer of ``shape`` (a tuple of ints or exprs) in a
+    tirx PrimFunc, ``TileLayout(S[shape])``, built directly: asking for the default walks the IR
+    builder's whole frame stack on each declaration, quadratic in a kernel's nesting depth."""
+    from tvm.tirx.layout import S, TileLayout
+
+    return TileLayout(S[tuple(shape)])
+
+
 def cuda_target(arch: str):
     """A TVM CUDA target for ``arch`` (``"sm_80"`` ... ``"sm_90a"``)."""
     return tvm.target.Target({"kind": "cuda", "arch": arch})

@@ -37,3 +37,19 @@ class Program:
         from tilus.ir.printer import format_program
 
         return format_program(self)
+
+
+def as_program(kernel_or_program: Any, **consts) -> Program:
+    """The Program of a tilus.Script (anything with ``program(**consts)``) or a Program itself;
+    CompilationError for anything else."""
+    from tilus.errors import CompilationError
+
+    if isinstance(kernel_or_program, Program):
+        if consts:
+            raise CompilationError("compile-time constants are given to a Script, not a Program")
+        return kernel_or_program
+    program = getattr(kernel_or_program, "program", None)
+    if callable(program):
+        return program(**consts)
+    raise CompilationError(f"tilus.build needs a tilus.Script or a tilus.ir.Program, got "
+                           f"{type(kernel_or_program).__name__}")

@@ -270,10 +270,13 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 
 def layer_dtype(name: str, dtype: Any, bit_map: Optional[Mapping[str, Any]]) -> Any:
     """The weight type of layer ``name``: that of the first ``bit_map`` pattern it matches, else
-    ``dtype``."""
+    ``dtype``; when ``dtype`` is itself a ``{pattern: type or None}`` map, that of its first
+    matching pattern, and None (stay in float) when none matches."""
     for pat, t in (bit_map or {}).items():
         if matches(name, [pat]):
             return t
+    if isinstance(dtype, Mapping):
+        return layer_dtype(name, None, dtype)
     return dtype
 
 
@@ -285,7 +288,9 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
     ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
     another weight type (``{"*.mlp.*": "uint3"}``: the first matching pattern wins).
-    ``zero_mode="int"``: the asymmetric uint layers store integer zero points
+    ``dtype`` may itself be such a map, a per-layer bit map: ``{"*.mlp.*": "uint3", "*.attn.*":
+    "int4", "lm_head": None}`` (the first matching pattern wins; None, or no match, keeps the
+    layer in float). ``zero_mode="int"``: the asymmetric uint layers store integer zero points
     (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
     Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
@@ -294,8 +299,11 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is nn.Linear and not matches(full, skip):
+                name_of_type = layer_dtype(full, dtype, bit_map)
+                if name_of_type is None:
+                    continue
                 try:
-                    t = weight_type(layer_dtype(full, dtype, bit_map))
+                    t = weight_type(name_of_type)
                     zm = zero_mode if _scheme(t.name, symmetric)[1] and not t.is_signed \
                         else "float"
                     q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm)

@@ -36,6 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="re-tune buckets already in the database")
     t.add_argument("--dry-run", action="store_true",
                    help="prune and build the space, time nothing (no GPU needed)")
+    t.add_argument("--png", metavar="FILE", default=None,
+                   help="the plot of the results (default: tilus-tune-OP-nN-kK.png here; needs "
+                        "matplotlib)")
     t.set_defaults(func=cmd_tune)
     return t
 
@@ -44,6 +47,7 @@ def cmd_tune(args) -> int:
     import torch
 
     from tilus.autotune import build_parallel
+    from tilus.autotune.report import BucketResult, plot, table
     from tilus.ops import quantize
     from tilus.ops.matmul import matmul_bucket
     from tilus.ops.tuning import matmul_tuner, tune_matmul
@@ -56,17 +60,31 @@ def cmd_tune(args) -> int:
     dev = "cuda" if cuda and not args.dry_run else "cpu"
     w = torch.randn(args.n, args.k, device=dev) * 0.02
     qw = quantize(w, args.dtype, args.group_size, scale_dtype=act)
+    rows = []
     for m in args.m:
         bucket = matmul_bucket(m, args.n, args.k)
         if args.dry_run:
             tuner = matmul_tuner(m, qw, act, jobs=args.jobs)
             keep, pruned = tuner.candidates()
-            builds = build_parallel(tuner.cls, tuner.fixed, keep, tuner.builder, args.jobs)
+            builds = build_parallel(tuner.cls, tuner.fixed, keep, tuner.builder, args.jobs,
+                                    pruned=len(pruned))
             ok = sum(b.ok for b in builds)
-            print(f"{tuner.name} {bucket}: {len(keep) + len(pruned)} configs, {len(pruned)} "
-                  f"pruned, {ok}/{len(builds)} built")
+            rows.append(BucketResult(bucket, None, None, ok, len(pruned), len(builds) - ok,
+                                     "dry run"))
             continue
         res = tune_matmul(m, qw, act, jobs=args.jobs, force=args.force)
-        src = "database" if res.from_database else f"{len(res.timings)} timed"
-        print(f"{bucket}: {res.config}  {res.time_ms:.4f} ms  ({src})")
+        built = sum(b.ok for b in res.builds)
+        rows.append(BucketResult(bucket, res.config, res.time_ms, built,
+                                 len(res.pruned) if not res.from_database else 0,
+                                 len(res.failed), "database" if res.from_database else
+                                 f"{len(res.timings)} timed", list(res.timings)))
+    print(table(rows))
+    png = args.png or f"tilus-tune-{args.op}-n{args.n}-k{args.k}.png"
+    try:
+        path = plot(rows, png, f"tilus tune {args.op}: N={args.n} K={args.k} {args.dtype} "
+                               f"g{args.group_size} {args.act}")
+    except ImportError:
+        print("(no plot: matplotlib is not installed)")
+    else:
+        print(f"wrote {path}")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -28,7 +29,7 @@ def cache_key(ir_text: str, arch: str, versions: Mapping[str, str]) -> str:
 # so kernels built by another TVM are never picked up.
 PINNED_TVM_VERSION = "0.27.0.post1"
 # Bumped when the layout of a CUDA cache entry changes.
-CUDA_ENTRY_FORMAT = "cubin-callback-2"
+CUDA_ENTRY_FORMAT = "cubin-callback-3"
 
 
 # The parts of tilus whose source decides what a Program compiles to.
@@ -42,24 +43,61 @@ def compiler_fingerprint() -> str:
     it was built with, so the GPU machine computes the same value without TVM."""
     global _fingerprint
     if _fingerprint is None:
-        root = Path(__file__).resolve().parents[1]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         h = hashlib.sha256()
         for sub in COMPILER_SOURCES:
-            for f in sorted((root / sub).rglob("*")):
-                if f.suffix in (".py", ".lark") and f.is_file():
-                    h.update(f.relative_to(root).as_posix().encode() + b"\0")
-                    h.update(f.read_bytes() + b"\0")
+            for parts in sorted(_source_files(os.path.join(root, sub), (sub,))):
+                h.update("/".join(parts).encode() + b"\0")
+                with open(os.path.join(root, *parts), "rb") as f:
+                    h.update(f.read() + b"\0")
         _fingerprint = h.hexdigest()
     return _fingerprint
+
+
+def _source_files(folder: str, parts: tuple) -> list[tuple]:
+    """The path parts (from the package root) of every ``.py``/``.lark`` file under ``folder``
+    (os.scandir: a new process pays this before its first launch; pathlib's rglob is slower)."""
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                out += _source_files(e.path, parts + (e.name,))
+            elif e.name.endswith((".py", ".lark")) and e.is_file():
+                out.append(parts + (e.name,))
+    return out
+
+
+_tvm_version: Optional[str] = None
+
+
+def installed_tvm_version() -> str:
+    """The installed apache-tvm distribution's version, else :data:`PINNED_TVM_VERSION`. Read off
+    the ``apache_tvm-<version>.dist-info`` folder next to the ``tvm`` package (found without
+    importing it): ``importlib.metadata`` scans every distribution on sys.path, which costs a
+    new process tens to hundreds of milliseconds before its first launch."""
+    global _tvm_version
+    if _tvm_version is None:
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec("tvm")
+        found = []
+        for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+            found += [p.name[len("apache_tvm-"):-len(".dist-info")]
+                      for p in Path(loc).parent.glob("apache_tvm-*.dist-info")]
+        if len(found) == 1:
+            _tvm_version = found[0]
+        else:                                   # none beside it, or several: ask the metadata
+            from importlib import metadata
+
+            try:
+                _tvm_version = metadata.version("apache-tvm")
+            except metadata.PackageNotFoundError:
+                _tvm_version = PINNED_TVM_VERSION
+    return _tvm_version
 
 
 def key_versions() -> dict:
     """The tool versions that go into a kernel's cache key: the apache-tvm version (see
     :data:`PINNED_TVM_VERSION`), the entry format and the compiler's source fingerprint."""
-    from importlib import metadata
-
-    try:
-        tvm = metadata.version("apache-tvm")
-    except metadata.PackageNotFoundError:
-        tvm = PINNED_TVM_VERSION
-    return {"tvm": tvm, "entry": CUDA_ENTRY_FORMAT, "compiler": compiler_fingerprint()[:16]}
+    return {"tvm": installed_tvm_version(), "entry": CUDA_ENTRY_FORMAT,
+            "compiler": compiler_fingerprint()[:16]}

@@ -8,7 +8,7 @@ local/shared values and barriers reached in divergent code are reported as error
 
     tilus.simulator.run_prim_func(func, args, grid=None, uninit="error", races=True,
                                   max_while_iterations=100_000) -> SimulationReport
-    tilus.simulate(kernel_or_program_or_prim_func, *args, arch="sm_80")
+    tilus.simulate(kernel_or_program_or_prim_func, *args, arch=None)
 
 Modules: ``ptx`` (instruction semantics, pure numpy: mma.sync m16n8k8/16/32, ldmatrix, shfl.sync,
 lop3, prmt), ``memory`` (byte-addressed global/shared/local memories and their bookkeeping),
@@ -50,13 +50,19 @@ def run_prim_func(func, args, grid=None, uninit: str = "error", races: bool = Tr
                 max_while_iterations=max_while_iterations)
 
 
-def simulate(kernel, *args, arch: str = "sm_80", grid=None, uninit: str = "error", races: bool = True):
+def simulate(kernel, *args, arch: "str | None" = None, grid=None, uninit: str = "error",
+             races: bool = True):
     """Build ``kernel`` as for the GPU and run the result on the CPU (outputs written in place).
 
-    ``kernel``: a tvm.tirx PrimFunc (run as is), an object with a ``.prim_func`` (a CompiledKernel
-    from ``tilus.build``), or a Tilus Program / Script (built with ``tilus.build(kernel, arch=arch)``).
+    ``kernel``: a Tilus Script, called with the same arguments as the kernel itself (compile-time
+    ones included), a Program, a tvm.tirx PrimFunc (run as is), or an object with a
+    ``.prim_func`` (a CompiledKernel from ``tilus.build``). ``arch`` defaults to ``tilus.build``'s
+    (``TILUS_ARCH``, the GPU's, else sm_80).
     """
     from tilus.simulator.machine import as_prim_func
 
+    instantiate = getattr(kernel, "instantiate", None)
+    if callable(instantiate):        # a Script: split off its compile-time arguments
+        kernel, args = instantiate(*args)
     func = as_prim_func(kernel, arch)
     return run_prim_func(func, args, grid=grid, uninit=uninit, races=races)

@@ -507,7 +507,7 @@ def run_prim_func(func, args, grid=None, uninit="error", races=True,
                    max_while_iterations=max_while_iterations).run(list(args), grid=grid)
 
 
-def as_prim_func(kernel, arch="sm_80"):
+def as_prim_func(kernel, arch=None):
     """The PrimFunc to simulate for ``kernel``: a PrimFunc as is; anything with a ``.prim_func``
     (the CompiledKernel ``tilus.build`` returns); a Program or Script goes through the same steps
     as ``tilus.build`` (passes, then the lowering to tirx) without running nvcc."""
@@ -519,7 +519,8 @@ def as_prim_func(kernel, arch="sm_80"):
     try:
         from tilus.backend.build_program import as_program, prepare
         from tilus.backend.codegen import lower_program
+        from tilus.backend.toolchain import normalize_arch
     except ImportError:
         raise UnsupportedError("tilus.build (the IR -> tirx lowering) is not available in this tree; "
                                "pass a tvm.tirx PrimFunc") from None
-    return lower_program(prepare(as_program(kernel))).prim_func
+    return lower_program(prepare(as_program(kernel), normalize_arch(arch))).prim_func

@@ -28,7 +28,7 @@ from tilus.backend.codegen import scalar
 from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.registry import emitter_for
-from tilus.backend.tvm_shim import tirx, dt
+from tilus.backend.tvm_shim import default_layout, dt, tirx
 from tilus.backend.tvm_shim import IRBuilder, TB
 from tilus.dtypes import DataType
 from tilus.errors import CompilationError
@@ -451,7 +451,9 @@ class Lowerer:
     def alias_local(self, buf, dtype: str):
         """A ``dtype`` view of a local buffer's registers (declared where used)."""
         nbytes = int(buf.shape[0]) * tirx_dtype_bytes(dt(buf))
-        alias = TB.decl_buffer((nbytes // tirx_dtype_bytes(dtype),), dtype, data=buf.data, scope="local")
+        shape = (nbytes // tirx_dtype_bytes(dtype),)
+        alias = TB.decl_buffer(shape, dtype, data=buf.data, scope="local",
+                               layout=default_layout(shape))
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
@@ -464,7 +466,8 @@ class Lowerer:
         if eb != ab:
             n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
                 else tirx.const(-(-int(n) * eb // ab), "int32")
-        alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope())
+        alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope(),
+                               layout=default_layout((n,)))
         return self.name(f"{buf.name}_{dtype}", alias)
 
 
