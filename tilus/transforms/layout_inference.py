@@ -35,7 +35,11 @@ in a loop, has one layout). Three sources fill them in, in this order:
    undone and the next candidate is tried (the next dot candidate, suggestion or tensor); only
    when none fits is the first conflict reported. Conflicts between annotations, and conflicts
    that no choice avoids (a dot's fixed fragments meeting each other through elementwise
-   instructions in ways no tiling allows), are errors: the IR has no layout conversion yet.
+   instructions in ways no tiling allows), are errors; where the user wants two layouts of one
+   tile, ``convert_layout`` says so. Differences that rules only suggest over (transpose, views,
+   broadcasts, repeats) are made explicit afterwards by ``InsertConversions``
+   (``tilus.transforms.conversions``), which inserts a ``convert_layout`` wherever an instruction
+   reads a tile in a layout other than its own.
 
 Rules (what an instruction requires of its operands' and output's layouts)
 ---------------------------------------------------------------------------
@@ -54,7 +58,7 @@ Rules (what an instruction requires of its operands' and output's layouts)
   wm). Otherwise (shapes not multiples of the instruction, other dtypes, or a C layout that is not
   an mma tiling) the SIMT layout: C any, A = C.reduce(n) * local(1, k), B = local(k, 1) * C.reduce(m).
 - ``transpose``: permuted layout (both directions); ``squeeze``/``unsqueeze``: the reshaped layout.
-  Suggestions only: the backend converts layouts that don't line up (through shared memory), so
+  Suggestions only: ``InsertConversions`` converts layouts that don't line up, so
   ``add(transpose(r), r)`` infers instead of conflicting.
 - ``broadcast``: x = output reduced over the broadcast dimensions (backward, required); forward,
   an unknown output is suggested x's layout with the new elements held locally (``local(f) * x``).
@@ -66,9 +70,10 @@ Rules (what an instruction requires of its operands' and output's layouts)
   dimension's per-thread run scales by the bit ratio. This is a suggestion for the unknown side
   (taken unless it leads to a conflict). When one side is known and no
   bit-compatible layout exists (a thread would hold part of a byte), or both sides were fixed
-  otherwise, the view is a *redistributing* view: the backend moves the bits between threads
-  (cheapest here, where the data are packed). Such views are listed in
+  otherwise, the view is a *redistributing* view: ``InsertConversions`` moves the bits between
+  threads with a ``convert_layout``. Such views are listed in
   ``LayoutInference.redistributing_views`` after a run; a view never raises a conflict.
+- ``convert_layout``: any two layouts; an unknown side is suggested the other's.
 - ``load_global``/``store_global``/``load_shared``/``store_shared``/``register_tensor``: any
   layout (memory instructions adapt; the defaults favour them).
 
@@ -405,6 +410,16 @@ def _repeat(inst: I.RepeatInst, s: "_Solver"):
     return []
 
 
+@layout_rule(I.ConvertLayoutInst)
+def _convert_layout(inst: I.ConvertLayoutInst, s: "_Solver"):
+    """Any two layouts (that is the point); an unknown side is suggested the other's (free)."""
+    for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
+        layout = s.layout(a)
+        if layout is not None and s.layout(b) is None:
+            return [(b, layout, SOFT)]
+    return []
+
+
 @layout_rule(I.ViewInst)
 def _view(inst: I.ViewInst, s: "_Solver"):
     out, x = s.layout(inst.output), s.layout(inst.x)
@@ -672,7 +687,7 @@ def _bit_compatible(inst: I.ViewInst, x: RegisterLayout, out: RegisterLayout) ->
 
 class LayoutInference(Pass):
     """The pass: see the module docstring. After ``run``, ``redistributing_views`` lists the text
-    of the views whose two sides are not bit-compatible (the backend moves bits between threads)."""
+    of the views whose two sides are not bit-compatible (InsertConversions converts them)."""
 
     name = "layout_inference"
 

@@ -53,10 +53,7 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
     out = inst.output
     layout = out.layout if isinstance(out.layout, SharedLayout) else row_major(*out.shape)
     n, d = _shared_words(layout, out.dtype)
-    if inst.offset is not None:          # placed by the PlanSharedMemory pass
-        buf = lw.shared_at(inst.offset, n, d, out.name)
-    else:
-        buf = lw.alloc_shared(n, d, out.name)
+    buf = lw.shared_at(inst.offset, n, d, out.name)       # placed by PlanSharedMemory
     st = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset, layout.nbytes(out.dtype))
     st.layout = layout
     st.base_static = True
@@ -69,8 +66,8 @@ def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
 
 @emitter(I.FreeSharedInst)
 def free_shared(lw, inst: I.FreeSharedInst) -> None:
-    """Returns the tensor's region to the planner (a later allocation there starts with a barrier)."""
-    lw.free_shared(inst.tensor.name)
+    """Nothing to emit: the tensor's bytes were planned (PlanSharedMemory ends its lifetime here,
+    InsertBarriers orders the next user of the bytes)."""
 
 
 @emitter(I.SliceSharedInst)
