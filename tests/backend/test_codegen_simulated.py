@@ -85,8 +85,27 @@ def test_dot_bf16_mma():
     _check(K.DotBf16(), [m, a, b, torch.zeros(m, 64)], [3], exact=False)
 
 
+def _prepared_with_conversion(kernel, cost):
+    """The kernel after the passes, checked to hold exactly one convert_layout, of ``cost``."""
+    from tilus.backend.build_program import prepare
+    from tilus.ir import inst as I
+    from tilus.ir.functor import instructions
+
+    program = prepare(kernel.program())
+    costs = [i.cost for i in instructions(program) if isinstance(i, I.ConvertLayoutInst)]
+    assert costs == [cost], program
+    return program
+
+
 def test_relayout_through_shared_memory():
-    _check(None, [torch.randn(32, 32), torch.zeros(32, 32)], [1], program=K.Relayout().program())
+    program = _prepared_with_conversion(K.Relayout(), "shared")
+    _check(None, [torch.randn(32, 32), torch.zeros(32, 32)], [1], program=program)
+
+
+def test_conversion_that_is_free():
+    """A user's convert_layout that only reorders slots: register copies."""
+    program = _prepared_with_conversion(K.FreeConversion(), "free")
+    _check(None, [torch.randn(16, 32), torch.zeros(16, 32)], [1], program=program)
 
 
 def test_control_flow():
@@ -155,8 +174,8 @@ def test_packed_cast_with_permuted_slots():
 
 
 def test_warp_shuffle_transpose():
-    _check(None, [torch.randn(8, 8).half(), torch.zeros(8, 8).half()], [1],
-           program=K.WarpTranspose().program())
+    program = _prepared_with_conversion(K.WarpTranspose(), "shuffle")
+    _check(None, [torch.randn(8, 8).half(), torch.zeros(8, 8).half()], [1], program=program)
 
 
 @pytest.mark.parametrize("mnk", [(70, 50, 88), (70, 56, 90), (64, 64, 40)])

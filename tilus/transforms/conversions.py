@@ -17,7 +17,7 @@ Where (each instruction reads its operands as its output's layout sees them):
   either side first converts its input to runs of whole output elements per thread.
 
 A difference the reader reads for free needs no instruction. Each ``convert_layout`` whose cost
-is ``shared`` gets ``%s = shared_tensor()`` (row-major, x's dtype and shape) before it and
+is ``shared`` gets ``%s = shared_tensor()`` (row-major, x's shape, x's dtype or uint8 codes below 8 bits) before it and
 ``free_shared(%s)`` after it: PlanSharedMemory places the scratch for the conversion's lifetime
 only, and InsertBarriers protects it like any shared tensor.
 """
@@ -221,7 +221,8 @@ class _AddScratch(IRRewriter):
             return s
         x = s.x
         scratch = Tensor(self.names.fresh(x.name, "xchg"),
-                         TensorType(x.dtype, x.shape, SHARED_SCOPE, row_major(*x.shape)))
+                         TensorType(I.scratch_dtype(x.dtype), x.shape, SHARED_SCOPE,
+                                    row_major(*x.shape)))
         return seq([I.AllocateSharedInst(scratch), I.ConvertLayoutInst(s.output, x, scratch),
                     I.FreeSharedInst(scratch)])
 

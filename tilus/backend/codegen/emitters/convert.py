@@ -4,7 +4,8 @@
 - ``shuffle``: one ``__shfl_sync`` per output slot, from the lane of the same warp that holds it.
 - ``shared``: ``store_shared`` of x into the conversion's scratch tile (a ``shared_tensor`` that
   layout inference allocated and PlanSharedMemory placed), one barrier (every thread's reads
-  follow every thread's writes: the conversion's own), ``load_shared`` in the output's layout.
+  follow every thread's writes: the conversion's own), ``load_shared`` in the output's layout;
+  sub-byte tiles go as one uint8 code per element (``scratch_dtype``), stored and loaded per slot.
   Barriers against other users of the scratch's bytes are the barrier pass's (InsertBarriers).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tilus.backend.codegen.gather import shuffle_values, slot_values
 from tilus.backend.codegen.registry import emitter
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
-from tilus.ir.layout.conversion import FREE, SHUFFLE, same_index
+from tilus.ir.layout.conversion import FREE, SHUFFLE, flat_index, same_index
 
 
 @emitter(I.ConvertLayoutInst)
@@ -31,7 +32,22 @@ def convert_layout(lw, inst: I.ConvertLayoutInst) -> None:
     elif inst.scratch is None:
         raise CompilationError(f"convert_layout of %{inst.x.name} goes through shared memory but "
                                f"has no scratch tile (layout inference allocates it)")
-    else:
+    elif inst.scratch.dtype is inst.x.dtype:
         store_shared(lw, I.StoreSharedInst(inst.scratch, inst.x))
         lw.sync()
         load_shared(lw, I.LoadSharedInst(inst.output, inst.scratch))
+    else:
+        _through_codes(lw, inst)
+
+
+def _through_codes(lw, inst: I.ConvertLayoutInst) -> None:
+    """A sub-byte tile through a scratch of one uint8 code per element (row-major)."""
+    from tilus.backend.codegen.lower import THREAD
+
+    buf, shape = lw.shared(inst.scratch).buf, inst.x.shape
+    src, dst = lw.reg(inst.x), lw.reg(inst.output)
+    for s in range(src.layout.local_size):
+        lw.store(buf, src.buf[s], [flat_index(src.layout.index_exprs(THREAD, s), shape)])
+    lw.sync()
+    for s in range(dst.layout.local_size):
+        lw.store(dst.buf, buf[lw.index(flat_index(dst.layout.index_exprs(THREAD, s), shape))], [s])
