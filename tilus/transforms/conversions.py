@@ -11,10 +11,13 @@ Where (each instruction reads its operands as its output's layout sees them):
   A and B in ``simt_dot_layouts`` of the output and C readable for free;
 - ``reduce``: an input whose rows are spread over warps (neither in-thread nor a warp butterfly)
   is converted to rows held whole by the threads holding the result;
-- ``transpose``, ``squeeze``, ``unsqueeze``, ``broadcast``, ``repeat``, ``view``: the instruction
-  writes the layout that follows from its input for free (a view: the bit-compatible layout) and
-  a conversion after it gives the output its layout; a view with no bit-compatible layout on
-  either side first converts its input to runs of whole output elements per thread.
+- ``transpose``, ``squeeze``, ``unsqueeze``, ``broadcast``, ``repeat``: the instruction writes
+  the layout that follows from its input for free and a conversion after it gives the output its
+  layout;
+- ``view`` (bits move between threads): the input is converted to the layout bit-compatible with
+  the output's (the packed side: fewer bytes move), else the view writes the layout bit-compatible
+  with its input and a conversion follows; with neither, the input first goes to runs of whole
+  output elements per thread.
 
 A difference the reader reads for free needs no instruction. Each ``convert_layout`` whose cost
 is ``shared`` gets ``%s = shared_tensor()`` (row-major, x's shape, x's dtype or uint8 codes below 8 bits) before it and
@@ -38,8 +41,9 @@ from tilus.ir.program import Program
 from tilus.ir.stmt import Stmt, seq
 from tilus.ir.types import REGISTER, SHARED as SHARED_SCOPE, Tensor, TensorType
 from tilus.transforms.base import Pass
-from tilus.transforms.layout_inference import (_expand, broadcast_operand_layout, default_layout,
-                                               mma_dot_layouts, simt_dot_layouts, view_layout)
+from tilus.transforms.layout_inference import (broadcast_operand_layout, default_layout,
+                                               expand_layout, mma_dot_layouts, simt_dot_layouts,
+                                               view_layout)
 
 
 class _Names:
@@ -166,9 +170,11 @@ class _InsertConversions(IRRewriter):
     def view(self, inst: I.ViewInst, before: list, after: list) -> I.Instruction:
         x, out = inst.x, inst.output
         derived = view_layout(x.layout, x.dtype, out.shape, out.dtype)
-        if derived is not None:
-            return self.output_side(inst, derived, after)
+        if derived is not None and conversion_cost(derived, out.layout) == FREE:
+            return inst
         want = view_layout(out.layout, out.dtype, x.shape, x.dtype)
+        if want is None and derived is not None:
+            return self.output_side(inst, derived, after)
         if want is None:
             want = _whole_runs(x, out, self.threads)
         y, conv = self.convert(x, want)
@@ -188,7 +194,7 @@ def _derived_output(inst: I.Instruction) -> Optional[RegisterLayout]:
     if isinstance(inst, (I.SqueezeInst, I.UnsqueezeInst)):
         return inst.x.layout.reshape(list(inst.output.shape))
     if isinstance(inst, I.BroadcastInst):
-        return _expand(inst.x.layout, inst.output.shape)
+        return expand_layout(inst.x.layout, inst.output.shape)
     if isinstance(inst, I.RepeatInst):
         return local(*inst.repeats) * inst.x.layout
     return None

@@ -109,7 +109,7 @@ logger = logging.getLogger("tilus")
 
 __all__ = ["LayoutInference", "infer_layouts", "layout_rule", "default_layout", "dot_layouts",
            "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
-           "check_layouts"]
+           "expand_layout", "check_layouts"]
 
 Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple]]
 _RULES: dict[type, Rule] = {}
@@ -288,7 +288,7 @@ def broadcast_operand_layout(out: RegisterLayout, shape: Sequence[int]) -> Regis
     return layout.reshape(shape) if tuple(layout.shape) != shape else layout
 
 
-def _expand(x: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
+def expand_layout(x: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
     """``x`` broadcast to ``shape``, the new elements held by the same threads in new slots."""
     shape = tuple(shape)
     padded = (1,) * (len(shape) - x.rank) + tuple(x.shape)
@@ -345,7 +345,7 @@ def _elementwise(inst, s: "_Solver"):
             if not known:
                 return []
             x = max(known, key=lambda x: x.type.size)
-            return [(out, _expand(s.layout(x), out.shape), SOFT)]
+            return [(out, expand_layout(s.layout(x), out.shape), SOFT)]
     implied = [(out, layout)]
     for x in _register_tensors(inst.operands()):
         if tuple(x.shape) == tuple(out.shape):
@@ -363,7 +363,7 @@ def _reduce(inst: I.ReduceInst, s: "_Solver"):
     if out is not None:   # suggest: the reduced dimension held by the threads that hold the result
         if not inst.keepdim:
             out = out.reshape([1 if d == inst.dim else n for d, n in enumerate(inst.x.shape)])
-        return [(inst.x, _expand(out, inst.x.shape), SOFT)]
+        return [(inst.x, expand_layout(out, inst.x.shape), SOFT)]
     return []
 
 
@@ -391,7 +391,7 @@ def _broadcast(inst: I.BroadcastInst, s: "_Solver"):
     if out is not None:
         return [(inst.x, broadcast_operand_layout(out, inst.x.shape))]
     if x is not None:
-        return [(inst.output, _expand(x, inst.output.shape), SOFT)]
+        return [(inst.output, expand_layout(x, inst.output.shape), SOFT)]
     return []
 
 

@@ -15,7 +15,7 @@ from tilus.backend.codegen.gather import slot_values
 from tilus.ir.layout.conversion import (broadcast_index, reduce_shuffle_plan, reduce_source, same_index,
                                         static_slots)
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import TB, T, dt, ir, structural_equal, tirx
+from tilus.backend.tvm_shim import T, dt, ir, structural_equal, tirx
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import inst as I

@@ -13,6 +13,7 @@ from __future__ import annotations
 from tilus.backend.codegen.emitters.compute import write
 from tilus.backend.codegen.emitters.memory import load_shared, store_shared
 from tilus.backend.codegen.gather import shuffle_values, slot_values
+from tilus.backend.codegen.lower import THREAD
 from tilus.backend.codegen.registry import emitter
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
@@ -42,8 +43,6 @@ def convert_layout(lw, inst: I.ConvertLayoutInst) -> None:
 
 def _through_codes(lw, inst: I.ConvertLayoutInst) -> None:
     """A sub-byte tile through a scratch of one uint8 code per element (row-major)."""
-    from tilus.backend.codegen.lower import THREAD
-
     buf, shape = lw.shared(inst.scratch).buf, inst.x.shape
     src, dst = lw.reg(inst.x), lw.reg(inst.output)
     for s in range(src.layout.local_size):
