@@ -229,6 +229,22 @@ class FreeConversion(tilus.Script):
         self.store_global(gy, b, offsets=[0, 0])
 
 
+class ViewNeitherSide(tilus.Script):
+    """A uint8 -> uint3 view whose two annotated layouts split elements and bytes between threads
+    on both sides: the bytes go to whole runs of 3 first, then the codes to their layout."""
+
+    def __call__(self, x: ~tilus.uint8, y: ~tilus.int32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 1
+        gx = self.global_view(x, dtype=tilus.uint8, shape=[8, 12])
+        gy = self.global_view(y, dtype=tilus.int32, shape=[8, 32])
+        raw = self.load_global(gx, offsets=[0, 0], shape=[8, 12])
+        self.annotate_layout(raw, local(1, 3) * spatial(8, 4))
+        codes = self.view(raw, dtype=tilus.uint3, shape=[8, 32])
+        self.annotate_layout(codes, local(1, 8) * spatial(8, 4))
+        self.store_global(gy, self.cast(codes, dtype=tilus.int32), offsets=[0, 0])
+
+
 class Relayout(tilus.Script):
     """Two annotated layouts of one tile, joined by the user's convert_layout: through shared memory."""
 

@@ -102,6 +102,17 @@ def test_relayout_through_shared_memory():
     _check(None, [torch.randn(32, 32), torch.zeros(32, 32)], [1], program=program)
 
 
+def test_view_converted_on_both_sides():
+    from tilus.backend.build_program import prepare
+    from tilus.ir import inst as I
+    from tilus.ir.functor import instructions
+
+    program = prepare(K.ViewNeitherSide().program())
+    assert len([i for i in instructions(program) if isinstance(i, I.ConvertLayoutInst)]) == 2
+    x = torch.randint(0, 256, (8, 12), dtype=torch.uint8)
+    _check(None, [x, torch.zeros(8, 32, dtype=torch.int32)], [1], program=program)
+
+
 def test_conversion_that_is_free():
     """A user's convert_layout that only reorders slots: register copies."""
     program = _prepared_with_conversion(K.FreeConversion(), "free")

@@ -599,18 +599,12 @@ class DotInst(Instruction):
         self._output_is(REGISTER, self.c.dtype, (m, n))
 
 
-def scratch_dtype(dtype: DataType) -> DataType:
-    """The element type of a conversion's shared scratch: the tile's own, or one uint8 code per
-    element below 8 bits (threads then never share a byte, so no read-modify-write)."""
-    return dtypes.uint8 if dtype.nbits < 8 else dtype
-
-
 @dataclass(frozen=True, repr=False)
 class ConvertLayoutInst(Instruction):
     """The tile ``x`` in the output's register layout (values unchanged: the identity on the
     logical tile). ``cost`` says what the move costs (``tilus.ir.layout.conversion``): ``free``,
     a warp ``shuffle``, or through ``shared`` memory, where ``scratch`` is the shared tile of x's
-    shape (``scratch_dtype``) it goes through (allocated, placed and freed like any shared tensor)."""
+    dtype and shape it goes through (allocated, placed and freed like any shared tensor)."""
 
     NAME = "convert_layout"
     OPERANDS = ("x", "scratch")
@@ -636,9 +630,8 @@ class ConvertLayoutInst(Instruction):
         self._output_is(REGISTER, self.x.dtype, self.x.shape)
         if self.scratch is not None:
             self._need("scratch", self.scratch, SHARED)
-            want = scratch_dtype(self.x.dtype)
-            if self.scratch.dtype is not want or tuple(self.scratch.shape) != tuple(self.x.shape):
-                _fail(self, f"the scratch {self.scratch} must be a {want} tile of {self.x}'s shape")
+            if self.scratch.dtype is not self.x.dtype or tuple(self.scratch.shape) != tuple(self.x.shape):
+                _fail(self, f"the scratch {self.scratch} must have {self.x}'s dtype and shape")
         src, dst = self.x.layout, self.output.layout
         if src is not None and dst is not None and src.num_threads != dst.num_threads:
             _fail(self, f"{self.x}'s layout spans {src.num_threads} threads, the output's "

@@ -15,12 +15,12 @@ Where (each instruction reads its operands as its output's layout sees them):
   the layout that follows from its input for free and a conversion after it gives the output its
   layout;
 - ``view`` (bits move between threads): the input is converted to the layout bit-compatible with
-  the output's (the packed side: fewer bytes move), else the view writes the layout bit-compatible
-  with its input and a conversion follows; with neither, the input first goes to runs of whole
-  output elements per thread.
+  the output's; when there is none, the view writes the layout bit-compatible with its input and
+  a conversion follows (its scratch holds the packed bits, which the backend writes straight from
+  the viewed bytes); with neither, the input first goes to runs of whole output elements.
 
 A difference the reader reads for free needs no instruction. Each ``convert_layout`` whose cost
-is ``shared`` gets ``%s = shared_tensor()`` (row-major, x's shape, x's dtype or uint8 codes below 8 bits) before it and
+is ``shared`` gets ``%s = shared_tensor()`` (row-major, x's dtype and shape; sub-byte tiles bit-packed) before it and
 ``free_shared(%s)`` after it: PlanSharedMemory places the scratch for the conversion's lifetime
 only, and InsertBarriers protects it like any shared tensor.
 """
@@ -33,7 +33,7 @@ from typing import Optional
 from tilus.errors import LayoutInferenceError
 from tilus.ir import inst as I
 from tilus.ir.functor import IRRewriter, instructions
-from tilus.ir.layout import RegisterLayout, local, replicate, row_major
+from tilus.ir.layout import RegisterLayout, local, replicate, row_major, spatial
 from tilus.ir.layout.conversion import (FREE, SHARED, broadcast_index, conversion_cost, read_cost,
                                         reduce_cost)
 from tilus.ir.printer import format_stmt_head
@@ -41,9 +41,8 @@ from tilus.ir.program import Program
 from tilus.ir.stmt import Stmt, seq
 from tilus.ir.types import REGISTER, SHARED as SHARED_SCOPE, Tensor, TensorType
 from tilus.transforms.base import Pass
-from tilus.transforms.layout_inference import (broadcast_operand_layout, default_layout,
-                                               expand_layout, mma_dot_layouts, simt_dot_layouts,
-                                               view_layout)
+from tilus.transforms.layout_inference import (broadcast_operand_layout, expand_layout,
+                                               mma_dot_layouts, simt_dot_layouts, view_layout)
 
 
 class _Names:
@@ -207,10 +206,15 @@ def _whole_runs(x: Tensor, out: Tensor, threads: int) -> RegisterLayout:
     kx, ko = x.dtype.nbits, out.dtype.nbits
     run = math.lcm(kx, ko) // kx
     shape = list(x.shape)
-    if shape and shape[-1] % run == 0:
-        outer = default_layout(shape[:-1] + [shape[-1] // run], x.dtype, threads)
-        return outer * local(*([1] * (len(shape) - 1) + [run]))
-    return local(*shape) * replicate(threads)
+    if not shape or shape[-1] % run:
+        return local(*shape) * replicate(threads)
+    rest = shape[:-1] + [shape[-1] // run]
+    sizes, left = [1] * len(rest), threads
+    for d in reversed(range(len(rest))):
+        sizes[d] = math.gcd(left, rest[d])
+        rest[d], left = rest[d] // sizes[d], left // sizes[d]
+    outer = local(*rest) * replicate(left) if left > 1 else local(*rest)
+    return outer * spatial(*sizes) * local(*([1] * (len(shape) - 1) + [run]))
 
 
 class _AddScratch(IRRewriter):
@@ -227,8 +231,7 @@ class _AddScratch(IRRewriter):
             return s
         x = s.x
         scratch = Tensor(self.names.fresh(x.name, "xchg"),
-                         TensorType(I.scratch_dtype(x.dtype), x.shape, SHARED_SCOPE,
-                                    row_major(*x.shape)))
+                         TensorType(x.dtype, x.shape, SHARED_SCOPE, row_major(*x.shape)))
         return seq([I.AllocateSharedInst(scratch), I.ConvertLayoutInst(s.output, x, scratch),
                     I.FreeSharedInst(scratch)])
 

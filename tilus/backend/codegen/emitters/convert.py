@@ -4,17 +4,19 @@
 - ``shuffle``: one ``__shfl_sync`` per output slot, from the lane of the same warp that holds it.
 - ``shared``: ``store_shared`` of x into the conversion's scratch tile (a ``shared_tensor`` that
   layout inference allocated and PlanSharedMemory placed), one barrier (every thread's reads
-  follow every thread's writes: the conversion's own), ``load_shared`` in the output's layout;
-  sub-byte tiles go as one uint8 code per element (``scratch_dtype``), stored and loaded per slot.
+  follow every thread's writes: the conversion's own), ``load_shared`` in the output's layout.
   Barriers against other users of the scratch's bytes are the barrier pass's (InsertBarriers).
+  Sub-byte tiles are bit-packed in the scratch (``store_shared`` writes them with atomics); a tile
+  ``view``-ed from a uint8 tile is written as those bytes (its packed form).
 """
 from __future__ import annotations
 
 from tilus.backend.codegen.emitters.compute import write
 from tilus.backend.codegen.emitters.memory import load_shared, store_shared
 from tilus.backend.codegen.gather import shuffle_values, slot_values
-from tilus.backend.codegen.lower import THREAD
+from tilus.backend.codegen.lower import THREAD, tirx_dtype_bytes
 from tilus.backend.codegen.registry import emitter
+from tilus.backend.tvm_shim import TB, dt
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
 from tilus.ir.layout.conversion import FREE, SHUFFLE, flat_index, same_index
@@ -33,20 +35,24 @@ def convert_layout(lw, inst: I.ConvertLayoutInst) -> None:
     elif inst.scratch is None:
         raise CompilationError(f"convert_layout of %{inst.x.name} goes through shared memory but "
                                f"has no scratch tile (layout inference allocates it)")
-    elif inst.scratch.dtype is inst.x.dtype:
-        store_shared(lw, I.StoreSharedInst(inst.scratch, inst.x))
+    else:
+        source = lw.view_source(inst.x)
+        if source is not None and inst.x.dtype.nbits < 8:
+            _store_bytes(lw, source, inst.scratch)
+        else:
+            store_shared(lw, I.StoreSharedInst(inst.scratch, inst.x))
         lw.sync()
         load_shared(lw, I.LoadSharedInst(inst.output, inst.scratch))
-    else:
-        _through_codes(lw, inst)
 
 
-def _through_codes(lw, inst: I.ConvertLayoutInst) -> None:
-    """A sub-byte tile through a scratch of one uint8 code per element (row-major)."""
-    buf, shape = lw.shared(inst.scratch).buf, inst.x.shape
-    src, dst = lw.reg(inst.x), lw.reg(inst.output)
+def _store_bytes(lw, source, scratch) -> None:
+    """Writes the uint8 tile that x was viewed from into the scratch: a view keeps the row-major bit
+    stream, so these bytes are x's packed scratch exactly (fewer registers than x's codes, plain
+    byte stores instead of read-modify-writes; replicas store equal bytes)."""
+    st, src = lw.shared(scratch), lw.reg(source)
+    eb = tirx_dtype_bytes(dt(st.buf))
+    view = lw.name(f"{scratch.name}_bytes",
+                   TB.decl_buffer((st.nbytes,), "uint8", data=st.buf.data,
+                                  elem_offset=st.buf.elem_offset * eb, scope="shared.dyn"))
     for s in range(src.layout.local_size):
-        lw.store(buf, src.buf[s], [flat_index(src.layout.index_exprs(THREAD, s), shape)])
-    lw.sync()
-    for s in range(dst.layout.local_size):
-        lw.store(dst.buf, buf[lw.index(flat_index(dst.layout.index_exprs(THREAD, s), shape))], [s])
+        lw.store(view, src.buf[s], [flat_index(src.layout.index_exprs(THREAD, s), source.shape)])
