@@ -70,14 +70,26 @@ def _with_layout(t: Tensor, name: str, layout) -> Tensor:
     return Tensor(name, TensorType(t.dtype, t.shape, t.scope, layout))
 
 
-class _InsertConversions(IRRewriter):
+class _InstructionRewriter(IRRewriter):
+    """An IRRewriter that hands every instruction to ``instruction`` (IRRewriter.visit inlined:
+    no extra stack frame per nesting level, so programs at the verifier's depth limit pass)."""
+
+    def visit(self, s: Stmt) -> Stmt:
+        if isinstance(s, I.Instruction):
+            return self.instruction(s)
+        method = getattr(self, "visit_" + type(s).__name__, None)
+        return method(s) if method is not None else self.generic_visit(s)
+
+    def instruction(self, s: I.Instruction) -> Stmt:
+        return s
+
+
+class _InsertConversions(_InstructionRewriter):
     def __init__(self, program: Program):
         self.names = _Names(program)
         self.threads = program.num_threads
 
-    def visit(self, s: Stmt) -> Stmt:
-        if not isinstance(s, I.Instruction):
-            return super().visit(s)
+    def instruction(self, s: I.Instruction) -> Stmt:
         before: list[Stmt] = []
         after: list[Stmt] = []
         new = self.fix(s, before, after)
@@ -217,17 +229,15 @@ def _whole_runs(x: Tensor, out: Tensor, threads: int) -> RegisterLayout:
     return outer * spatial(*sizes) * local(*([1] * (len(shape) - 1) + [run]))
 
 
-class _AddScratch(IRRewriter):
+class _AddScratch(_InstructionRewriter):
     """A shared scratch tile, allocated just before and freed just after, for every conversion
     through shared memory that has none."""
 
     def __init__(self, names: _Names):
         self.names = names
 
-    def visit(self, s: Stmt) -> Stmt:
-        if not isinstance(s, I.ConvertLayoutInst):
-            return super().visit(s)
-        if s.scratch is not None or s.cost != SHARED:
+    def instruction(self, s: I.Instruction) -> Stmt:
+        if not isinstance(s, I.ConvertLayoutInst) or s.scratch is not None or s.cost != SHARED:
             return s
         x = s.x
         scratch = Tensor(self.names.fresh(x.name, "xchg"),
