@@ -1,6 +1,6 @@
 """Quantized matmul benchmark: Tilus vs torch fp16, dequantize + cuBLAS, and a Triton kernel.
 
-    python benchmarks/bench_matmul.py                 # on a GPU machine (later: tilus bench matmul)
+    python benchmarks/bench_matmul.py                 # on a GPU machine (or: tilus bench matmul)
     python benchmarks/bench_matmul.py --dry-run       # no GPU: a static estimate, not timings,
                                                       # written to a new temporary directory
 

@@ -19,7 +19,7 @@ another device DeviceMismatchError.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -233,29 +233,42 @@ def _convert_v1(state_dict: dict, prefix: str, extra: dict, shape: tuple) -> Non
                                                       "exponent": qw.exponent})
 
 
-def _skipped(name: str, skip: Iterable[str]) -> bool:
-    for pat in skip:
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a module's qualified name matches one of ``patterns`` (fnmatch; a plain name also
+    matches as a prefix or suffix component: ``"lm_head"`` in ``"model.lm_head"``)."""
+    for pat in patterns:
         if fnmatch.fnmatchcase(name, pat) or name == pat or name.endswith("." + pat) \
                 or name.startswith(pat + "."):
             return True
     return False
 
 
+def layer_dtype(name: str, dtype: Any, bit_map: Optional[Mapping[str, Any]]) -> Any:
+    """The weight type of layer ``name``: that of the first ``bit_map`` pattern it matches, else
+    ``dtype``."""
+    for pat, t in (bit_map or {}).items():
+        if matches(name, [pat]):
+            return t
+    return dtype
+
+
 def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 128,
                    skip: Iterable[str] = (), symmetric: Optional[bool] = None,
-                   scale_dtype=None) -> nn.Module:
+                   scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
-    ``"layers.0.*"``; a plain name also matches as a suffix or prefix component). Returns the
+    ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
+    another weight type (``{"*.mlp.*": "uint3"}``: the first matching pattern wins). Returns the
     model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if type(child) is nn.Linear and not _skipped(full, skip):
+            if type(child) is nn.Linear and not matches(full, skip):
                 try:
-                    q = QuantLinear.from_linear(child, dtype, group_size, symmetric, scale_dtype)
+                    q = QuantLinear.from_linear(child, layer_dtype(full, dtype, bit_map),
+                                                group_size, symmetric, scale_dtype)
                 except QuantizationError as e:
                     raise QuantizationError(f"{full}: {e}") from None
                 setattr(module, child_name, q)

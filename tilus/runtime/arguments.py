@@ -128,13 +128,13 @@ def _element_strides(byte_strides, itemsize: int) -> tuple[int, ...]:
     return tuple(s // itemsize if s % itemsize == 0 else -1 for s in byte_strides)
 
 
-class BoundArguments(NamedTuple):
-    """The checked arguments: ``values`` in parameter order (scalars as Python numbers)."""
-
-    values: tuple
-    scalars: Mapping[str, Any]
-    device_type: str
-    device_id: Optional[int]
+# The functional form keeps the field types evaluated (the module postpones annotations), so the
+# API reference (pdoc) can resolve them.
+BoundArguments = NamedTuple("BoundArguments", [("values", tuple), ("scalars", Mapping[str, Any]),
+                                               ("device_type", str),
+                                               ("device_id", Optional[int])])
+BoundArguments.__doc__ = ("The checked arguments: ``values`` in parameter order (scalars as "
+                          "Python numbers).")
 
 
 def _fail(kernel: str, param: Param, message: str) -> ArgumentError:
