@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tilus-installed
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH := $(if $(HAVE_GPU),torch,torch==2.13.0)
 
-.PHONY: demo test docs setup clean gpu-bundle
+.PHONY: demo test docs lint setup clean gpu-bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 # The API reference from the docstrings (pdoc) into build/api; fails on any pdoc warning.
 docs: $(STAMP)
 	$(BIN)/python docs/build_api.py build/api
+
+# ruff over the tree, mypy over tilus/ir, tilus/dtypes, tilus/runtime, tilus/transforms (pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Prebuild every kernel the GPU session launches (sm_90; tests/gpu/kernels.py) into .bundle/, with
 # TVM's runtime libraries and the tvm_ffi wheel for the GPU machine's Python, packed into

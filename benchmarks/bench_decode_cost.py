@@ -13,7 +13,11 @@ plus bytes in flight per SM (the stages in flight of each resident block) and wa
 loop (2.76 instructions per element, built with the same nvcc for sm_90) is the reference line.
 These are estimates from the instruction stream, not timings.
 
-    python benchmarks/bench_decode_cost.py [--types uint4,uint3] [--out benchmarks/results]
+``--zero-mode int`` quantizes the (unsigned integer) types with integer zero points
+(``tilus.ops.quantize(..., zero_mode="int")``: ``(v - z) * s``) instead of float offsets; its
+file is named ``...-decode-cost-intzero.json``.
+
+    python benchmarks/bench_decode_cost.py [--types uint4,uint3] [--zero-mode int] [--out DIR]
 """
 from __future__ import annotations
 
@@ -42,21 +46,25 @@ def memory_over_issue(nbits: int, param_bytes: float, instructions_per_weight: f
     return memory / issue
 
 
-def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128) -> dict:
-    """Build the M=1 kernel for ``wtype`` and return its static cost (see module doc)."""
+def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
+                zero_mode: str = "float") -> dict:
+    """Build the M=1 kernel for ``wtype`` (quantized with ``zero_mode``) and return its static
+    cost (see module doc)."""
     import torch
 
     import tilus
     from tilus.ops.quantize import quantize
 
-    qw = quantize(torch.zeros(n, k).add_(torch.linspace(-1, 1, k)), wtype, group_size=group)
+    qw = quantize(torch.zeros(n, k).add_(torch.linspace(-1, 1, k)), wtype, group_size=group,
+                  zero_mode=zero_mode)
     kernel = tilus.ops.compile_matmul(qw, 1, arch="sm_90", act=torch.float16)
     sched = kernel.schedule
     cost = kernel.loop_cost()
     threads = sched["warps"] * 32
     ipe = cost["instructions_per_weight_element"]
     nbits = tilus.dtypes.get(wtype).nbits
-    ratio = memory_over_issue(nbits, 2 * (1 + (qw.offsets is not None)) / group, ipe)
+    params = qw.scales.element_size() + (0 if qw.offsets is None else qw.offsets.element_size())
+    ratio = memory_over_issue(nbits, params / group, ipe)
     res = kernel.resources
     stage_bytes = kernel.stage_bytes
     smem = stage_bytes * sched["stages"]
@@ -78,9 +86,10 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128) -> d
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--zero-mode", default="float", choices=("float", "int"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
-    rows = [decode_cost(t) for t in args.types.split(",")]
+    rows = [decode_cost(t, zero_mode=args.zero_mode) for t in args.types.split(",")]
     head = f"{'type':<12} {'instr/elem':>10} {'mem/issue':>9} {'est. BW':>7} {'regs':>5} " \
            f"{'smem':>6} {'inflight/SM':>11} {'waves':>5}"
     print(head + "\n" + "-" * len(head))
@@ -92,7 +101,8 @@ def main(argv=None) -> int:
     print(f"{'Marlin int4':<12} {MARLIN_INT4:>10.2f}   (reference: its decode loop, nvcc 13.0 sm_90)")
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
-    base = os.path.join(args.out, f"cpu-{stamp}-sm_90-decode-cost")
+    base = os.path.join(args.out, f"cpu-{stamp}-sm_90-decode-cost"
+                        + ("-intzero" if args.zero_mode == "int" else ""))
     from benchmarks.provenance import provenance
 
     meta = {**provenance(), "kind": "static estimate from SASS (no GPU)",
@@ -100,6 +110,7 @@ def main(argv=None) -> int:
             "device_model": {"sms": SMS, "schedulers": SCHEDULERS, "clock_hz": CLOCK_HZ,
                              "bandwidth_bytes_per_s": BANDWIDTH, "name": "H200 (figures)"},
             "shape": {"m": 1, "n": 4096, "k": 4096, "group_size": 128, "act": "float16"},
+            "zero_mode": args.zero_mode,
             "marlin_int4_instructions_per_element": MARLIN_INT4}
     with open(base + ".json", "w") as f:
         json.dump({**meta, "rows": rows}, f, indent=1)

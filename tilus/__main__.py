@@ -5,7 +5,7 @@
     tilus bundle --arch sm_90 --out DIR [--python 3.12] [--tgz FILE] TARGET...
                                                                       prebuild for a GPU machine
     tilus bench matmul [options]       the low-bit matmul benchmark (GPU; --dry-run anywhere)
-    tilus tune matmul --n N --k K [--m M ...] [--dry-run]   autotune a ready op (tilus.autotune.cli)
+    tilus tune matmul --n N --k K [--m M ...] [--dry-run]   autotune a ready op (tilus.ops.tune_cli)
 
 Exit status: 0 success, 1 error, 2 usage error or feature not available yet.
 """
@@ -269,7 +269,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from tilus.autotune.cli import TuneCLIError, cmd_tune as run
+    from tilus.ops.tune_cli import TuneCLIError, cmd_tune as run
 
     try:
         return run(args)
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
 
-    from tilus.autotune.cli import add_parser as add_tune_parser
+    from tilus.ops.tune_cli import add_parser as add_tune_parser
 
     add_tune_parser(sub).set_defaults(func=cmd_tune)
     return p

@@ -10,6 +10,10 @@ class TilusError(Exception):
     """Base class of every error Tilus raises on purpose."""
 
 
+class RegistryError(TilusError):
+    """Two handlers (interpreter, layout rule, emitter, simulator intrinsic) registered for one key."""
+
+
 class DataTypeError(TilusError, ValueError):
     """An unknown data type name, an unsupported bit width, or a value/code outside a type."""
 
@@ -115,3 +119,8 @@ class DeviceMismatchError(ArgumentError):
 class AutotuneError(TilusError):
     """Autotuning failed: an empty or fully pruned search space, every build failed, or the tuning
     database could not be read or written."""
+
+
+class NoDeviceError(TilusError, RuntimeError):
+    """Something that runs on a GPU (timing a kernel, say) was asked for on a machine without a
+    CUDA device."""

@@ -24,11 +24,20 @@ import time
 from typing import Any, Optional
 
 from tilus.errors import CacheCorruptionError, KernelNotFoundError, TilusError
+from tilus.lang.script import Script as _DSLScript
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loaded: dict = {}          # (id(program), arch, cache root) -> (program, LoadedKernel)
+
+
+class Script(_DSLScript, runner=True):
+    """``tilus.Script``: a DSL kernel that runs when called (``kernel(*args)``, see :func:`launch`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs the kernel: interpreted on CPU tensors / numpy arrays, compiled on CUDA tensors."""
+        return launch(self, args, kwargs)
 
 
 def _on_cuda(x: Any) -> bool:
@@ -56,7 +65,8 @@ def launch(kernel: Any, args: tuple, kwargs: dict | None = None) -> Any:
     if cuda_args:
         compiled = compiled_kernel(program, arch=device_arch(cuda_args[0]))
         return compiled(*runtime_args)
-    interpret = _interpreter()
+    from tilus.interpreter import interpret
+
     return interpret(program, *runtime_args)
 
 
@@ -139,17 +149,3 @@ def _entry(cache, key: str, program, arch: str):
         return built.artifact
 
     return cache.get_or_build(key, build)
-
-
-def _interpreter():
-    import tilus
-
-    fn = getattr(tilus, "interpret", None)
-    if fn is None:
-        try:
-            from tilus.interpreter import interpret as fn  # type: ignore[no-redef]
-        except ImportError:
-            fn = None
-    if fn is None:
-        raise TilusError("the CPU interpreter (tilus.interpret) is not available in this build")
-    return fn

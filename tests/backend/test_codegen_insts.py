@@ -41,6 +41,20 @@ class Reduce(tilus.Script):
         self.store_global(gy, mn, offsets=[self.blockIdx.x * 8, 2])
 
 
+class ReduceOverWarps(tilus.Script):
+    """Rows spread over all four warps (InsertConversions splits them over one warp's lanes)."""
+
+    def __call__(self, x: ~tilus.float32, y: ~tilus.float32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 4
+        gx = self.global_view(x, dtype=tilus.float32, shape=[4, 256])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[4, 2])
+        t = self.load_global(gx, offsets=[0, 0], shape=[4, 256])
+        self.annotate_layout(t, local(4, 1) * spatial(1, 128) * local(1, 2))
+        self.store_global(gy, self.sum(t, dim=1, keepdim=True), offsets=[0, 0])
+        self.store_global(gy, self.max(t, dim=1, keepdim=True), offsets=[0, 1])
+
+
 class Shapes(tilus.Script):
     def __call__(self, x: ~tilus.float32, y: ~tilus.float32):
         self.attrs.blocks = [1]
@@ -282,6 +296,7 @@ class Control(tilus.Script):
 PROGRAMS = {
     "elementwise": lambda: Elementwise(),
     "reduce": lambda: Reduce(),
+    "reduce_over_warps": lambda: ReduceOverWarps(),
     "shapes": lambda: Shapes(),
     "shared": lambda: SharedMem(),
     "lowbit_int4": lambda: LowBit("int4"),

@@ -43,6 +43,16 @@ def test_reduce():
     _check(K.Reduce(), [m, torch.randn(m, 100), torch.zeros(m, 3)], [2], exact=False)
 
 
+def test_reduce_over_warps():
+    from tilus.ir.layout.conversion import reduce_cost
+
+    kernel = K.ReduceOverWarps()
+    program = tilus.transforms.PassManager(tilus.transforms.default_passes()).run(kernel.program())
+    reduces = [i for i in tilus.ir.functor.instructions(program) if isinstance(i, tilus.ir.inst.ReduceInst)]
+    assert [reduce_cost(r.x.layout, r.output.layout, 1, True, r.x.dtype) for r in reduces] == ["shuffle"] * 2
+    _check(kernel, [torch.randn(4, 256), torch.zeros(4, 2)], [1], exact=False, program=program)
+
+
 def test_shapes():
     _check(K.Shapes(), [torch.randn(16, 8), torch.zeros(64, 64)], [1], exact=False)
 

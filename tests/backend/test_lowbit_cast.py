@@ -1,5 +1,4 @@
 """Every code of every 1..8-bit type through its packed cast program == the exact value."""
-import math
 
 import ml_dtypes
 import numpy as np

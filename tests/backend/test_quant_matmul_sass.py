@@ -56,3 +56,26 @@ def test_build_op_cli_shows_the_kernel_matmul_launches(need_nvcc, need_disassemb
                  "512", "--emit", "resources"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["schedule"]["block_m"] == 64 and res["spill_store_bytes"] == 0
+
+
+@pytest.mark.parametrize("wtype, m, act", [("uint4", 1, torch.float16),
+                                           ("uint3", 1, torch.bfloat16),
+                                           ("uint4", 128, torch.float16)])
+def test_integer_zero_point_kernels_sm90(need_nvcc, need_disassembler, wtype, m, act):
+    """zero_mode="int" ((v - z) * s: one half subtract and one multiply per two weights after
+    the cast): no spills, conversions only for the zero points (one per loaded uint8, none per
+    weight), and the uint4 decode loop still memory-bound."""
+    w = torch.linspace(-1, 1, 4096 * 4096).reshape(4096, 4096)
+    qw = tilus.ops.quantize(w, wtype, group_size=128, zero_mode="int", scale_dtype=act)
+    built = tilus.ops.compile_matmul(qw, m, arch="sm_90", act=act)
+    r = built.resources
+    assert r.spill_store_bytes == 0 and r.spill_load_bytes == 0 and r.stack_frame_bytes == 0
+    cost = built.loop_cost()
+    ops = cost["by_opcode"]
+    zeros = sum(v for op, v in ops.items() if op.startswith("LDG.E.U8"))
+    for kind in ("I2F", "F2F"):
+        assert sum(v for op, v in ops.items() if op.startswith(kind)) <= zeros, ops
+    if m == 1 and wtype == "uint4":
+        ipe = cost["instructions_per_weight_element"]
+        assert ipe <= 3.3, ipe
+        assert memory_over_issue(4, 3 / 128, ipe) >= 1.1, ipe      # fp16 scale + uint8 zero

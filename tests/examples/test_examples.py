@@ -15,7 +15,7 @@ def load(name):
 
 
 @pytest.mark.parametrize("name", ["vector_add", "softmax", "matmul_fp16", "matmul_lowbit",
-                                  "matmul_splitk"])
+                                  "matmul_splitk", "matmul_pipelined", "softmax_layernorm"])
 def test_main_runs(name, capsys):
     load(name).main()
     assert name in capsys.readouterr().out
@@ -51,12 +51,56 @@ def test_matmul_splitk():
     load("matmul_splitk").run(m=20, n=20, k=200, split_k=4)
 
 
+def test_matmul_pipelined_tails_and_a_single_tile():
+    load("matmul_pipelined").run(m=33, n=20, k=40)
+    load("matmul_pipelined").run(m=16, n=16, k=16)
+
+
+@pytest.mark.slow
+def test_matmul_pipelined_compiled_kernel_simulates():
+    """The compiled kernel (run-time stage indices into the shared buffers) on the CPU simulator."""
+    pytest.importorskip("tvm")
+    import torch
+
+    import tilus
+
+    m, n, k = 40, 64, 80
+    torch.manual_seed(0)
+    a, b = (torch.rand(m, k) - 0.5).half(), (torch.rand(k, n) - 0.5).half()
+    c = torch.zeros(m, n, dtype=torch.float16)
+    kernel = load("matmul_pipelined").MatmulPipelined(64, 64, 16, 3, 4)
+    program, args = kernel.instantiate(m, n, k, a, b, c)
+    tilus.simulate(program, *args, arch="sm_90")
+    assert (c.float() - a.float() @ b.float()).abs().max().item() < 2e-2
+
+
+def test_softmax_layernorm_tails():
+    load("softmax_layernorm").run(m=3, n=1100)
+    load("softmax_layernorm").run(m=9, n=7)
+
+
+@pytest.mark.slow
+def test_softmax_layernorm_stay_within_64_registers_at_sm_90():
+    pytest.importorskip("tvm")
+    import tilus
+
+    mod = load("softmax_layernorm")
+    for cls in (mod.RowSoftmax, mod.RowLayerNorm):
+        for (block_m, block_n), warps in ((mod.SCHEDULES[0], 4), (mod.SCHEDULES[1], 8)):
+            res = tilus.build(cls(block_m, block_n, warps), arch="sm_90").resources
+            assert res.registers <= 64 and res.spill_store_bytes == res.spill_load_bytes == 0, \
+                (cls.__name__, block_m, block_n, warps, res)
+
+
 @pytest.mark.parametrize("name, cls, params", [
     ("vector_add", "VecAdd", {"block": 128}),
     ("softmax", "Softmax", {"block_m": 8, "block_n": 64}),
     ("matmul_fp16", "MatmulFp16", {}),
     ("matmul_lowbit", "MatmulLowBit", {"wtype": "float6_e3m2"}),
     ("matmul_splitk", "MatmulSplitK", {}),
+    ("matmul_pipelined", "MatmulPipelined", {"block_m": 64, "block_n": 64, "block_k": 16,
+                                             "num_stages": 3, "warps": 4}),
+    ("softmax_layernorm", "RowLayerNorm", {"block_m": 4, "block_n": 256, "warps": 4}),
 ])
 def test_example_programs_round_trip_through_text(name, cls, params):
     import tilus

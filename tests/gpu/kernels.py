@@ -193,6 +193,7 @@ class OpsCase:
     k: int = OPS_K
     schedule: tuple = ()          # sorted schedule items; () = what matmul picks
     tuned: bool = False           # the schedule comes from the tuning database (schedule= holds it)
+    zero: str = "float"           # quantize's zero_mode ("int": uint8 integer zero points)
 
     @property
     def id(self) -> str:
@@ -201,6 +202,8 @@ class OpsCase:
             parts.append(f"{self.act[:2]}{self.act[-2:]}-s{self.scale[:2]}{self.scale[-2:]}")
         if self.bias:
             parts.append("bias")
+        if self.zero != "float":
+            parts.append(f"z{self.zero}")
         if self.group != OPS_GROUP:
             parts.append(f"g{self.group or 'K'}")
         if (self.n, self.k) != (OPS_N, OPS_K):
@@ -243,6 +246,8 @@ OPS_CASES = (
        OpsCase("float4_e2m1", 64, act="bfloat16", scale="bfloat16"),
        OpsCase("int4", 16, act="bfloat16"),               # bf16 activations, fp16 scales
        OpsCase("uint4", 3, group=0),                       # one group over K
+       OpsCase("uint4", 1, zero="int"),                    # integer zero points (v - z) * s
+       OpsCase("uint3", 64, act="bfloat16", scale="bfloat16", zero="int"),
        # split-k 4 over 9 k-tiles of 128 (3 per split: the last split has none)
        OpsCase("int4", 5, n=1000, k=1152, schedule=_schedule(16, 128, 4, 4, 2)),
        OpsCase("float6_e3m2", 64, schedule=SPLIT2_SCHEDULE),
@@ -278,7 +283,8 @@ def quantize_case(case: OpsCase, weight):
     from tilus.ops import quantize
 
     scale = {"float16": torch.float16, "bfloat16": torch.bfloat16}[case.scale]
-    return quantize(weight, case.wtype, group_size=case.group_size, scale_dtype=scale)
+    return quantize(weight, case.wtype, group_size=case.group_size, scale_dtype=scale,
+                    zero_mode=case.zero)
 
 
 def ops_activations(case: OpsCase, device="cpu"):
@@ -314,7 +320,7 @@ _METAS: dict = {}
 
 def ops_meta(case: OpsCase) -> dict:
     """meta_of(quantize_case(case, weight)) from 8 rows of the weight (see ops_weight)."""
-    key = (case.wtype, case.scale, case.group, case.n, case.k, case.act)
+    key = (case.wtype, case.scale, case.group, case.n, case.k, case.act, case.zero)
     if key not in _METAS:
         _METAS[key] = meta_of(quantize_case(case, ops_weight(case, rows=8)), case.act)
     return dict(_METAS[key])

@@ -2,7 +2,8 @@
 
 Every example kernel, launched on CUDA tensors, equals the CPU interpreter on the same inputs at sizes
 that don't divide the tiles (bit-exact where the arithmetic is exact, fp16/fp32 tolerances
-otherwise) and its case's torch reference (tests/gpu/kernels.py); a launch on a non-default torch stream is ordered with the work on that stream; cupy
+otherwise) and its case's torch reference (tests/gpu/kernels.py); a launch on a non-default torch
+stream is ordered with the work on that stream; cupy
 arrays work; a second process runs from the cache without compiling.
 
 On a machine without TVM these run from a bundle: `tilus bundle --arch sm_90 --out DIR

@@ -5,7 +5,6 @@ import torch
 
 from tilus import dtypes
 from tilus.errors import InterpreterError
-from tilus.ir import inst as I
 
 from tests.interpreter.tiles import run_tiles
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tilus import dtypes as D
-from tilus.ir import Program, ProgramBuilder, Tensor, TensorType, parse
+from tilus.ir import Program, ProgramBuilder, TensorType, parse
 from tilus.ir import parser as parser_mod
 from tilus.ir.expr import BinaryOp, BlockIdx, Cast, Select, UnaryOp, Var, cdiv, const, eq, ne
 from tilus.ir.functor import instructions

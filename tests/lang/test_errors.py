@@ -33,7 +33,7 @@ def expect_error(cls, marker, match, **consts):
 class UnknownName(tilus.Script):
     def __call__(self, a: ~tilus.float32):
         g = self.global_view(a, dtype=tilus.float32, shape=[16])
-        x = self.load_global(g, offsets=[0], shape=[nonexistent_size])  # MARK
+        x = self.load_global(g, offsets=[0], shape=[nonexistent_size])  # noqa: F821  # MARK
 
 
 def test_unknown_name():

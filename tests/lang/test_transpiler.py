@@ -4,10 +4,8 @@ import pytest
 import tilus
 from tilus.ir import inst as I
 from tilus.ir import parse, verify
-from tilus.ir.expr import BinaryOp, Const, Var
 from tilus.ir.functor import instructions, walk
-from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt,
-                           WhileStmt)
+from tilus.ir.stmt import (AssignStmt, ForStmt, LetStmt)
 from tilus.ir.types import PointerType
 
 

@@ -8,7 +8,6 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-import tilus  # noqa: E402
 from tilus.errors import QuantizationError  # noqa: E402
 from tilus.nn import QuantLinear, from_gptq, load_quantized, quantize_model, save_quantized  # noqa
 from tilus.nn.hf import TilusConfig, mark_quantized, quantize  # noqa: E402

@@ -73,24 +73,40 @@ def test_symmetric_checkpoints_are_bit_exact(bits, act_order):
 
 
 @pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
-def test_asymmetric_checkpoints_within_the_offsets_rounding(fmt):
-    qweight, qzeros, s, g_idx, ref = _layer(sym=False, act_order=True, fmt=fmt, seed=3)
-    q3, z3, s3, g3, ref3 = _layer(bits=3, sym=False, fmt=fmt, seed=4)       # words crossing
-    w3 = from_gptq(q3, z3, s3, g3, bits=3, checkpoint_format=fmt).dequantize(torch.float32)
-    bound3 = (8 * s3.double().max()) * 2.0 ** -11 + ref3.double().abs().max() * 2.0 ** -11
-    assert float((w3.t().double() - ref3.double()).abs().max()) <= float(bound3)
-    layer = from_gptq(qweight, qzeros, s, g_idx, checkpoint_format=fmt)
-    assert not layer.symmetric and layer.offsets is not None
-    w = layer.dequantize(torch.float32).t().double()
-    # the offset -z*s is stored in fp16 (half an ulp of it), then one rounding of the result
-    bound = (16 * s.double().max()) * 2.0 ** -11 + ref.double().abs().max() * 2.0 ** -11
-    assert float((w - ref.double()).abs().max()) <= float(bound)
-    # scales that are powers of two make -z*s exact in fp16: then the import is bit-exact too
-    pow2 = (2.0 ** torch.round(torch.log2(s.float()))).half()
-    exact_ref = ((unpack(qweight, 0).long() - _zeros(qzeros, fmt)[g_idx.long()]).double()
-                 * pow2[g_idx.long()].double()).half()
-    layer2 = from_gptq(qweight, qzeros, pow2, g_idx, checkpoint_format=fmt)
-    assert torch.equal(layer2.dequantize(torch.float16), exact_ref.t())
+@pytest.mark.parametrize("bits", [4, 3, 2])
+def test_asymmetric_checkpoints_are_bit_exact(fmt, bits):
+    """Integer zero points (scales not powers of two): GPTQ's ``(q - z) * s`` in fp16, exactly,
+    through dequantize, the fp32 path and the interpreted kernel."""
+    qweight, qzeros, s, g_idx, ref = _layer(bits=bits, sym=False, act_order=bits == 4,
+                                            fmt=fmt, seed=3 + bits)
+    assert not bool((s.float() == 2.0 ** torch.round(torch.log2(s.float()))).all())
+    layer = from_gptq(qweight, qzeros, s, g_idx, bits=bits, checkpoint_format=fmt)
+    assert not layer.symmetric and layer.zero_mode == "int" and layer.offsets.dtype == torch.uint8
+    assert torch.equal(layer.dequantize(torch.float16), ref.t())
+    x = torch.randn(3, 128)
+    torch.testing.assert_close(layer(x).double(), x.double() @ _layer.exact, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_gptq_zero_point_of_two_to_the_bits_and_the_kernel():
+    """The "gptq" format stores z - 1, so z = 2^b (stored 2^b - 1) occurs: kept exactly; the
+    interpreted kernel computes the same weight as dequantize (one-hot activations)."""
+    import tilus
+
+    g = torch.Generator().manual_seed(9)
+    k, n, group = 64, 136, 32
+    q = torch.randint(0, 16, (k, n), generator=g)
+    stored = torch.randint(0, 16, (k // group, n), generator=g)
+    stored[0, :8] = 15
+    s = (torch.rand(k // group, n, generator=g) * 0.02 + 0.001).half()
+    z = stored + 1
+    ref = ((q - z.repeat_interleave(group, 0)).double()
+           * s.repeat_interleave(group, 0).double()).half()
+    layer = from_gptq(_pack(q, 4, 0), _pack(stored, 4, 1), s)
+    assert torch.equal(layer.dequantize(torch.float16), ref.t())
+    eye = torch.eye(k)[::4].half()                                  # rows 0, 4, ..., 60
+    out = tilus.ops.matmul(eye, layer.qweight_object, engine="interpreter")
+    assert torch.equal(out, ref[::4])
 
 
 def unpack(packed, dim, bits=4):
@@ -149,12 +165,13 @@ def test_awq_layers(sym):
     q = torch.randint(0, 16, (k, n), generator=g)
     z = torch.full((k // group, n), 8) if sym else torch.randint(0, 16, (k // group, n),
                                                                   generator=g)
-    s = (2.0 ** -torch.randint(4, 9, (k // group, n), generator=g).float()).half()
+    s = (torch.rand(k // group, n, generator=g) * 0.02 + 0.001).half()
     ref = ((q - z.repeat_interleave(group, 0)).double()
            * s.repeat_interleave(group, 0).double()).half()            # [K, N]
     layer = from_awq(_pack_awq(q), _pack_awq(z), s)
     assert layer.symmetric == sym and layer.input_perm is None
-    assert torch.equal(layer.dequantize(torch.float16), ref.t())   # exact: s a power of two
+    assert layer.zero_mode == ("float" if sym else "int")
+    assert torch.equal(layer.dequantize(torch.float16), ref.t())
     x = torch.randn(2, k).half()
     torch.testing.assert_close(layer(x).double(), x.double() @ ref.double(), rtol=2e-3,
                                atol=2e-3)
@@ -175,7 +192,7 @@ def _pack_ct(values: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.int32)
 
 
-def _ct_layer(bits, group, sym, n=64, k=128, seed=0, pow2=False):
+def _ct_layer(bits, group, sym, n=64, k=128, seed=0):
     """A pack-quantized layer and its dequantization as compressed-tensors defines it:
     ``((q - zp) in the scale dtype) * scale``, rounded once to the scale dtype."""
     g = torch.Generator().manual_seed(seed)
@@ -185,8 +202,6 @@ def _ct_layer(bits, group, sym, n=64, k=128, seed=0, pow2=False):
     zp = torch.zeros(n, groups, dtype=torch.int64) if sym else \
         torch.randint(-half, half, (n, groups), generator=g)
     s = (torch.rand(n, groups, generator=g) * 0.02 + 0.001).half()
-    if pow2:
-        s = (2.0 ** torch.round(torch.log2(s.float()))).half()
     ref = (q - zp.repeat_interleave(group, 1)).half() * s.repeat_interleave(group, 1)   # [N, K]
     packed = _pack_ct(q + half, bits)
     zero = None if sym else _pack_ct((zp + half).t(), bits).t().contiguous()       # along N
@@ -207,16 +222,12 @@ def test_compressed_tensors_symmetric_is_bit_exact(bits, group):
                                rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_compressed_tensors_asymmetric(bits):
-    packed, s, shape, zero, ref = _ct_layer(bits, 32, sym=False, seed=2, pow2=True)
+@pytest.mark.parametrize("bits", [4, 8, 2])
+def test_compressed_tensors_asymmetric_is_bit_exact(bits):
+    packed, s, shape, zero, ref = _ct_layer(bits, 32, sym=False, seed=3)   # s not powers of 2
     layer = from_compressed_tensors(packed, s, shape, zero, bits=bits)
-    assert not layer.symmetric and layer.offsets is not None
-    assert torch.equal(layer.dequantize(torch.float16), ref)         # exact: s a power of two
-    packed, s, shape, zero, ref = _ct_layer(bits, 32, sym=False, seed=3)
-    w = from_compressed_tensors(packed, s, shape, zero, bits=bits).dequantize(torch.float32)
-    bound = (2 ** bits * s.double().max()) * 2.0 ** -11 + ref.double().abs().max() * 2.0 ** -11
-    assert float((w.double() - ref.double()).abs().max()) <= float(bound)
+    assert not layer.symmetric and layer.zero_mode == "int"
+    assert torch.equal(layer.dequantize(torch.float16), ref)
 
 
 def test_compressed_tensors_channel_and_tensor_scales_and_bad_input():

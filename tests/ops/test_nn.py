@@ -224,3 +224,32 @@ def test_state_dict_is_tensors_only_and_round_trips_through_safetensors(tmp_path
         legacy[key] = json.loads(bytes(sd[key].tolist()).decode())
     fresh.load_state_dict(legacy)
     torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+
+
+def test_integer_zero_point_layers():
+    """QuantLinear(zero_mode="int"): uint8 zero points survive .half()/.float() and the state
+    dict; a float-offset layer refuses that state; forward computes with (q - z) * s."""
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(64, 24)
+    layer = QuantLinear.from_linear(lin, "uint4", group_size=32, zero_mode="int")
+    assert layer.zero_mode == "int" and "zero_mode=int" in repr(layer)
+    layer.half().float()
+    assert layer.offsets.dtype == torch.uint8 and layer.scales.dtype == torch.float16
+    fresh = QuantLinear(64, 24, True, "uint4", group_size=32, zero_mode="int")
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh.dequantize(), layer.dequantize())
+    with pytest.raises((QuantizationError, RuntimeError)):
+        QuantLinear(64, 24, True, "uint4", group_size=32).load_state_dict(layer.state_dict())
+    with pytest.raises(QuantizationError, match="zero_mode"):
+        QuantLinear(64, 24, True, "int4", group_size=32, zero_mode="int")
+    x = torch.randn(3, 64).half()
+    ref = x.float() @ layer.dequantize(torch.float16).float().t() + layer.bias.float()
+    torch.testing.assert_close(layer(x).float(), ref, rtol=2e-3, atol=2e-3)
+
+
+def test_quantize_model_integer_zero_points_apply_to_asymmetric_uint_layers():
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 64))
+    quantize_model(m, "uint4", group_size=32, bit_map={"1": "int4"}, zero_mode="int")
+    assert (m[0].zero_mode, m[1].zero_mode) == ("int", "float")
+    assert m[0].offsets.dtype == torch.uint8 and m[1].offsets is None

@@ -309,3 +309,45 @@ def test_state_dict_fields_are_all_checked():
                                                        if k != "dtype"}))
     with pytest.raises(QuantizationError, match="meta device"):
         quantize(torch.empty(8, 32, device="meta"), "uint4", group_size=32)
+
+
+@pytest.mark.parametrize("dtype", ["uint4", "uint3", "uint8", "uint1"])
+def test_integer_zero_points(dtype):
+    """zero_mode="int": uint8 zero points z, ``(q - z) * s`` rounded once (recomputed here from
+    the codes), within half a step of the weight; the state dict keeps the mode (format 3)."""
+    t = dtypes.get(dtype)
+    w = _weight(zlib.crc32(dtype.encode()) % 100 + 7)
+    qw = quantize(w, dtype, group_size=G, zero_mode="int")
+    assert qw.zero_mode == "int" and qw.offsets.dtype == torch.uint8 and not qw.symmetric
+    s, z = _expand(qw.scales), _expand(qw.offsets).astype(np.float64)
+    assert z.min() >= 0 and z.max() <= t.max_value
+    q = qw.codes().numpy().astype(np.float64)
+    deq = qw.dequantize().double().t().numpy()
+    assert np.array_equal(deq, ((q - z) * s).astype(np.float16).astype(np.float64))
+    wt = w.t().double().numpy()
+    assert np.all(np.abs(wt - deq) <= 0.5 * s * (1 + 1e-6) + 0.5 * _ulp16(deq) + 1e-9)
+    sd = qw.to_state_dict()
+    assert sd["offsets"].dtype == torch.uint8 and meta_dict(sd["meta"], "t")["format_version"] == 3
+    back = QuantizedWeight.from_state_dict(sd)
+    assert back.zero_mode == "int" and torch.equal(back.dequantize(), qw.dequantize())
+    old = dict(sd, meta=dict(meta_dict(sd["meta"], "t"), format_version=2))
+    with pytest.raises(QuantizationError, match="format 2 has no integer zero points"):
+        QuantizedWeight.from_state_dict(old)
+
+
+def test_format_2_state_dicts_still_load_and_zero_mode_arguments():
+    qw = quantize(_weight(), "uint4", group_size=G)
+    assert qw.zero_mode == "float"
+    sd = qw.to_state_dict()
+    v2 = dict(sd, meta=dict(meta_dict(sd["meta"], "t"), format_version=2))
+    assert torch.equal(QuantizedWeight.from_state_dict(v2).dequantize(), qw.dequantize())
+    for bad in [dict(dtype="int4"), dict(dtype="uint4", symmetric=True),
+                dict(dtype="float4_e2m1")]:
+        with pytest.raises(QuantizationError, match="zero_mode='int'"):
+            quantize(_weight(), group_size=G, zero_mode="int", **bad)
+    with pytest.raises(QuantizationError, match="zero_mode must be one of"):
+        quantize(_weight(), "uint4", group_size=G, zero_mode="integer")
+    bad_zeros = quantize(_weight(), "uint4", group_size=G, zero_mode="int")
+    bad_zeros.offsets = bad_zeros.offsets[:1]
+    with pytest.raises(QuantizationError, match="zero points must be uint8"):
+        bad_zeros.validate()

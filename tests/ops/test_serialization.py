@@ -37,6 +37,7 @@ def _quantized(seed=0):
                    bit_map={"gate": "float4_e2m1", "down": "int3"})
     qweight, qzeros, s, g_idx, _ = gptq_layer(k=128, n=64, act_order=True, sym=False, seed=seed)
     m.act_order = from_gptq(qweight, qzeros, s, g_idx, torch.randn(64).half())
+    assert m.act_order.zero_mode == "int"                     # integer zero points round-trip
     return m
 
 
@@ -48,7 +49,7 @@ def test_round_trip_is_exact_and_the_header_describes_the_layers(tmp_path):
         meta = f.metadata()
         assert "head.weight" not in f.keys() or "embed.weight" not in f.keys()
     assert all(isinstance(v, str) for v in meta.values())
-    assert (meta["tilus.format"], meta["tilus.format_version"]) == ("quantized-model", "2")
+    assert (meta["tilus.format"], meta["tilus.format_version"]) == ("quantized-model", "3")
     layers = json.loads(meta["tilus.layers"])
     assert sorted(layers) == ["act_order", "down", "gate", "up"]
     assert layers["act_order"]["act_order"] and layers["gate"]["dtype"] == "float4_e2m1"
@@ -100,8 +101,8 @@ def test_bad_files_and_models_name_the_problem(tmp_path):
     with safetensors.safe_open(str(path), "pt") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
-    save_file(tensors, str(path), {**meta, "tilus.format_version": "3"})
-    with pytest.raises(QuantizationError, match="version '3'"):
+    save_file(tensors, str(path), {**meta, "tilus.format_version": "4"})
+    with pytest.raises(QuantizationError, match="version '4'"):
         load_quantized(Net(), tmp_path)
     layers = json.loads(meta["tilus.layers"])
     layers["up"]["dtype"] = "uint3"
@@ -114,3 +115,26 @@ def test_bad_files_and_models_name_the_problem(tmp_path):
         load_quantized(Net(), tmp_path)
     with pytest.raises(QuantizationError, match="no .safetensors file"):
         load_quantized(Net(), tmp_path / "empty")
+
+
+def test_format_2_files_still_load(tmp_path):
+    """A file written before integer zero points (format 2: header "2", schemes without
+    zero_mode) loads into a float-offset model and computes the same."""
+    from safetensors.torch import load_file, save_file
+
+    from tilus.ops.quantize import meta_dict, meta_tensor
+
+    torch.manual_seed(1)
+    m = quantize_model(Net().eval(), "uint4", group_size=32, skip=["head"])
+    path = save_quantized(m, tmp_path)
+    state = load_file(str(path))
+    for key in [k for k in state if k.endswith("_extra_state")]:
+        scheme = meta_dict(state[key], key)
+        assert scheme.pop("zero_mode") == "float"
+        state[key] = meta_tensor(dict(scheme, format_version=2))
+    with safetensors.safe_open(str(path), "pt") as f:
+        header = dict(f.metadata(), **{"tilus.format_version": "2"})
+    save_file(state, str(path), metadata=header)
+    back = load_quantized(quantize_model(Net(), "uint2", group_size=32, skip=["head"]), tmp_path)
+    x = torch.randn(2, 64)
+    torch.testing.assert_close(back(x), m(x), rtol=0, atol=0)

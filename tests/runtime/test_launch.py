@@ -4,7 +4,6 @@ process, KernelNotFoundError without a compiler."""
 from __future__ import annotations
 
 import json
-import struct
 import sys
 
 import pytest

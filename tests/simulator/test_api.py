@@ -7,7 +7,7 @@ import pytest
 
 import tilus
 from tilus.backend import testing
-from tilus.simulator import SimulationError, UnsupportedError, run_prim_func
+from tilus.simulator import SimulationError, run_prim_func
 
 
 def test_simulate_prim_func_and_compiled_like_objects():

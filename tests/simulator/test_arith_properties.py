@@ -88,8 +88,10 @@ def trees(depth):
     return leaf | st.tuples(st.sampled_from(OPS), sub, sub)
 
 
-@settings(max_examples=int(os.environ.get('TILUS_SIM_EXAMPLES', 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=st.tuples(st.sampled_from(OPS), trees(2), trees(2)), dtype=st.sampled_from(["int32", "uint32"]), seed=st.integers(0, 2**31))
+@settings(max_examples=int(os.environ.get('TILUS_SIM_EXAMPLES', 60)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(tree=st.tuples(st.sampled_from(OPS), trees(2), trees(2)),
+       dtype=st.sampled_from(["int32", "uint32"]), seed=st.integers(0, 2**31))
 def test_random_integer_expressions(tree, dtype, seed):
     base = template(dtype)
     store = base.body.body                               # O[tx] = A[tx] + B[tx] + C[tx]

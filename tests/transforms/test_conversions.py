@@ -19,7 +19,7 @@ from tilus.ir import parse
 from tilus.ir.builder import ProgramBuilder
 from tilus.ir.functor import instructions
 from tilus.ir.layout import column_local, local, replicate, spatial
-from tilus.ir.layout.conversion import conversion_cost
+from tilus.ir.layout.conversion import conversion_cost, reduce_cost
 from tilus.transforms import (InsertBarriers, PassManager, default_passes, infer_layouts,
                               insert_conversions, plan_shared_memory, shared_accesses,
                               shared_memory_hazards)
@@ -142,18 +142,34 @@ def test_a_redistributing_view_gets_one_conversion_through_a_scratch_of_its_own(
     assert view.output.name == conv.x.name
 
 
-def test_a_reduction_over_warps_reads_rows_held_whole():
+def test_a_reduction_over_warps_splits_its_rows_over_the_lanes_of_a_warp():
     b = ProgramBuilder("k")
     b.warps = 4
     x = b.register_tensor(D.float32, [4, 128], init=1.0, layout=local(4, 1) * spatial(1, 128))
     r = b.reduce("sum", x, 1)
     program = insert_conversions(infer_layouts(b.finish()))
-    (conv,) = conversions(program)
+    before, after = conversions(program)
+    reduce = next(i for i in instructions(program) if isinstance(i, I.ReduceInst))
+    assert before.x.name == x.name and reduce.x.name == before.output.name
+    assert reduce_cost(reduce.x.layout, reduce.output.layout, 1, False, D.float32) == "shuffle"
+    assert reduce.x.layout.local_size == 128 // 32          # a row over the 32 lanes of one warp
+    assert after.x.name == reduce.output.name and after.output.name == r.name
+    assert after.output.layout == local(4) * replicate(128)  # what layout inference gave r
+    assert infer_layouts(program) == program       # the conversions are consistent with the rules
+
+
+def test_a_bool_reduction_over_warps_reads_rows_held_whole():
+    b = ProgramBuilder("k")
+    b.warps = 4
+    x = b.register_tensor(D.bool, [4, 128], init=True, layout=local(4, 1) * spatial(1, 128))
+    r = b.reduce("max", x, 1)
+    program = insert_conversions(infer_layouts(b.finish()))
+    (conv,) = conversions(program)              # no butterfly for bool: whole rows
     assert conv.cost == "shared"
     reduce = next(i for i in instructions(program) if isinstance(i, I.ReduceInst))
     assert reduce.x.name == conv.output.name and reduce.output.name == r.name
     assert reduce.x.layout.reduce(1, keepdim=False) == reduce.output.layout
-    assert infer_layouts(program) == program       # the conversion is consistent with the rules
+    assert infer_layouts(program) == program
 
 
 def test_the_scratch_lives_for_its_conversion_only():

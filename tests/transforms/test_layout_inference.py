@@ -14,7 +14,7 @@ import torch
 
 import tilus
 from tilus import dtypes as D
-from tilus.errors import LayoutInferenceError
+from tilus.errors import LayoutInferenceError, RegistryError
 from tilus.ir import inst as I
 from tilus.ir import parse, verify
 from tilus.ir.builder import ProgramBuilder
@@ -23,6 +23,7 @@ from tilus.ir.layout import (column_spatial, local, mma_m16n8k16_f16_a, mma_m16n
                              mma_m16n8k16_f16_c, mma_m16n8k32_s8_a, mma_m16n8k32_s8_b,
                              mma_m16n8k32_s8_c, replicate, row_major, spatial, swizzle_128b)
 from tilus.ir.layout.register import RegisterLayout
+from tilus.registry import Registry
 from tilus.transforms import LayoutInference, check_layouts, default_layout, infer_layouts
 from tilus.transforms.layout_inference import (broadcast_operand_layout, mma_dot_layouts,
                                                view_layout)
@@ -567,7 +568,12 @@ def test_a_registered_rule_takes_part(monkeypatch):
     def print_wants(inst, solver):
         return [(inst.x, wanted)]
 
-    monkeypatch.setitem(li._RULES, I.PrintTensorInst, print_wants)
+    rules = Registry("layout rule")
+    for cls in li.RULES:
+        if cls is not I.PrintTensorInst:
+            rules.add(cls, li.RULES.get(cls))
+    monkeypatch.setattr(li, "RULES", rules)
+    assert li.layout_rule(I.PrintTensorInst)(print_wants) is print_wants
     b = ProgramBuilder("custom")
     pa = b.param("a", ~D.float32)
     ga = b.global_view(pa, D.float32, [64])
@@ -576,7 +582,8 @@ def test_a_registered_rule_takes_part(monkeypatch):
     b.print_tensor(b.unary("neg", x, name="y"))
     p = infer_layouts(b.finish())
     assert {t.layout for t in register_tensors(p).values()} == {wanted}
-    assert li.layout_rule(I.PrintTensorInst)(print_wants) is print_wants
+    with pytest.raises(RegistryError, match="two layout rules for PrintTensorInst"):
+        li.layout_rule(I.PrintTensorInst)(print_wants)
 
 
 # ----- the order of defaults and suggestions ----------------------------------------------------

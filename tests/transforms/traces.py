@@ -7,8 +7,9 @@ at random), checked instruction by instruction.
 - ``races(program, trace)``: pairs of instructions that access aliasing shared memory (same
   ``shared_tensor``, or overlapping planned bytes), at least one writing, with no ``sync()`` between
   them in the trace (a convert_layout through shared memory has a barrier of its own between
-  its write and its read, and races with itself round a loop). A copy_async counts as a write where it is issued (the tests only use traces
-  where every copy is waited for right after it is committed). A slice whose offsets evaluate on
+  its write and its read, and races with itself round a loop). A copy_async counts as a write
+  where it is issued (the tests only use traces where every copy is waited for right after it is
+  committed). A slice whose offsets evaluate on
   the trace (loop variables take their values) covers only its box of the source (for dtypes of
   whole bytes); otherwise it stands for its whole source.
 """

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from tilus.errors import AutotuneError
+from tilus.version import __version__
 
 logger = logging.getLogger("tilus.autotune")
 VERSION = 1
@@ -106,8 +107,6 @@ class TuningDatabase:
     def record(self, kernel: str, bucket: str, device: str, config: dict, time_ms: float,
                **extra: Any) -> dict:
         """Stores the best ``config`` for (kernel, bucket, device), atomically."""
-        from tilus import __version__
-
         entry = {"config": dict(config), "time_ms": float(time_ms), "tilus": __version__,
                  "timestamp": time.time(), **extra}
         try:

@@ -45,30 +45,51 @@ SPACE_ATTR = "_tilus_autotune_space"
 # ---- the decorator and the space ----------------------------------------------------------------
 def autotune(name: str, values: Iterable[Any]):
     """Class decorator: the tuning space of a Script class gets the parameter ``name`` with
-    ``values`` (stack several for their cartesian product). The class is returned unchanged
-    apart from that record; instances are built as usual."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise AutotuneError(f"autotune: the parameter name must be an identifier, got {name!r}")
+    ``values`` (stack several for their cartesian product). ``name`` may list several parameters,
+    ``"block_m, block_n"``, whose values are then tuples taken together. An instance created
+    without its schedule parameters is tuned at its first call (see tilus.autotune.on_call)."""
+    names = split_names(name)
     values = list(values)
     if not values:
         raise AutotuneError(f"autotune({name!r}, []): give at least one value")
+    if len(names) > 1:
+        for v in values:
+            if not isinstance(v, (tuple, list)) or len(v) != len(names):
+                raise AutotuneError(f"autotune({name!r}): each value must be a tuple of "
+                                    f"{len(names)} values, got {v!r}")
+        values = [tuple(v) for v in values]
 
     def decorate(cls):
+        from tilus.autotune.on_call import defer_schedule
+
         if not isinstance(cls, type):
             raise AutotuneError(f"@tilus.autotune decorates a Script class, got {cls!r}")
-        sig = inspect.signature(cls.__init__)
+        init = cls.__dict__.get("_tilus_original_init", cls.__init__)
+        sig = inspect.signature(init)
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        if name not in sig.parameters and not takes_kwargs:
-            raise AutotuneError(f"@tilus.autotune({name!r}): {cls.__name__}.__init__ has no "
-                                f"parameter {name!r}")
+        for n in names:
+            if n not in sig.parameters and not takes_kwargs:
+                raise AutotuneError(f"@tilus.autotune({name!r}): {cls.__name__}.__init__ has no "
+                                    f"parameter {n!r}")
         own = list(cls.__dict__.get(SPACE_ATTR, ()))
-        if any(n == name for n, _ in own):
+        taken = {n for entry, _ in own for n in split_names(entry)}
+        if taken & set(names):
             raise AutotuneError(f"@tilus.autotune({name!r}) given twice on {cls.__name__}")
         # decorators apply bottom-up; keep the order as written (top first)
-        setattr(cls, SPACE_ATTR, [(name, values)] + own)
+        setattr(cls, SPACE_ATTR, [(", ".join(names), values)] + own)
+        defer_schedule(cls)
         return cls
 
     return decorate
+
+
+def split_names(name: Any) -> tuple[str, ...]:
+    """The parameter names of one ``autotune`` entry: ``"block_m, block_n"`` -> two names."""
+    names = tuple(n.strip() for n in name.split(",")) if isinstance(name, str) else ()
+    if not names or not all(n.isidentifier() for n in names) or len(set(names)) != len(names):
+        raise AutotuneError(f"autotune: the parameter name must be an identifier or a "
+                            f"comma-separated list of distinct identifiers, got {name!r}")
+    return names
 
 
 def space_of(cls) -> list[tuple[str, list]]:
@@ -78,12 +99,21 @@ def space_of(cls) -> list[tuple[str, list]]:
     return []
 
 
+def space_names(space: list[tuple[str, list]]) -> list[str]:
+    """Every parameter a space sets (a multi-name entry gives several)."""
+    return [n for entry, _ in space for n in split_names(entry)]
+
+
 def configs_of(space: list[tuple[str, list]]) -> list[dict]:
     """The cartesian product of a space, as a list of dicts (first parameter slowest)."""
-    if not space:
-        return [{}]
-    names = [n for n, _ in space]
-    return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in space))]
+    out = []
+    for combo in itertools.product(*(v for _, v in space)):
+        config: dict = {}
+        for (entry, _), value in zip(space, combo):
+            names = split_names(entry)
+            config.update(zip(names, value) if len(names) > 1 else [(names[0], value)])
+        out.append(config)
+    return out
 
 
 # ---- building -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tilus.errors import CompilationError
+from tilus.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,7 @@ def tool_versions() -> dict:
     """Versions of tilus, TVM, tvm_ffi and nvcc (what a cache entry and a benchmark record)."""
     from tilus.backend import toolchain, tvm_shim
 
-    import tilus
-
-    v = {"tilus": tilus.__version__, "tvm": tvm_shim.TVM_VERSION}
+    v = {"tilus": __version__, "tvm": tvm_shim.TVM_VERSION}
     try:
         import tvm_ffi
 
@@ -135,7 +134,6 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
     """Build a kernel for ``arch`` and package it as a cache artefact (needs TVM, nvcc and g++)."""
     import dataclasses
 
-    import tilus
     from tilus.backend import tvm_shim
     from tilus.backend.build_program import as_program, build
     from tilus.backend.toolchain import normalize_arch
@@ -190,7 +188,7 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
                "resources": {"registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
                              "spill_load_bytes": r.spill_load_bytes,
                              "static_shared_bytes": r.shared_memory_bytes},
-               "tilus_version": tilus.__version__, "compiler": kernel.compiler})
+               "tilus_version": __version__, "compiler": kernel.compiler})
     files = {IR_FILE: str(kernel.program).encode(), CUDA_FILE: source.encode(),
              CUBIN: kernel.cubin, LIBRARY: library}
     timings["package"] = time.perf_counter() - t2

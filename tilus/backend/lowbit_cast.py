@@ -629,7 +629,7 @@ def _flag_source(field_mask: int, replicate: bool):
 
 
 def _float_program(t: DataType, dst: str, d: int, exponent: int = 0) -> CastProgram:
-    k, x, y = t.nbits, t.exponent_bits, t.mantissa_bits
+    k, y = t.nbits, t.mantissa_bits
     n, w = _block_shape(k)
     mant = _mantissa_bits(dst)
     b = _Builder(t, dst, w, n)

@@ -39,7 +39,7 @@ def bit_width(dtype: "DataType | str | int") -> int:
             raise DataTypeError(f"cannot pack {k}-bit elements: the bit widths are 1..8, 16, 32 and "
                                 f"64 (pass a data type such as 'uint4' or its width)")
         return k
-    return get(dtype).nbits
+    return get(dtype).nbits  # type: ignore[arg-type]  # a bool was refused above
 
 
 def packed_nbytes(count: int, dtype: "DataType | str | int") -> int:
@@ -252,9 +252,9 @@ def pack_words(codes, dtype: "DataType | str | int"):
         padded = torch.zeros(nwords * 4, dtype=torch.uint8, device=t.device)
         padded[:nbytes] = t
         return padded.view(torch.int32)
-    padded = np.zeros(nwords * 4, np.uint8)
-    padded[:nbytes] = stream
-    return padded.view("<u4").astype(np.uint32)
+    words = np.zeros(nwords * 4, np.uint8)
+    words[:nbytes] = stream
+    return words.view("<u4").astype(np.uint32)
 
 
 def unpack_words(words, dtype: "DataType | str | int", count: "int | None" = None, *, shape=None):

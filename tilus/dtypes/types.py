@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from tilus.errors import DataTypeError
 
@@ -143,10 +144,21 @@ class DataType:
         return (get, (self.name,))
 
     def __invert__(self):
-        """``~dtype`` is a pointer to ``dtype`` (kernel parameter annotations)."""
-        from tilus.ir.types import PointerType
+        """``~dtype`` is a pointer to ``dtype`` (kernel parameter annotations), of the IR's type."""
+        if _pointer_type is None:
+            raise DataTypeError(f"~{self.name} is an IR pointer type: import tilus.ir first")
+        return _pointer_type(self)
 
-        return PointerType(self)
+
+# A pointer type is the IR's (tilus.ir.types.PointerType); the IR installs its constructor here, so
+# that ``~dtype`` spells it while dtypes knows nothing of the IR.
+_pointer_type: Optional[Callable[[DataType], Any]] = None
+
+
+def install_pointer_type(make: Callable[[DataType], Any]) -> None:
+    """Makes ``~dtype`` return ``make(dtype)`` (called by tilus.ir.types when it is imported)."""
+    global _pointer_type
+    _pointer_type = make
 
 
 _REGISTRY: dict[str, DataType] = {}
@@ -189,10 +201,16 @@ def _define_all() -> None:
 
 _define_all()
 
+# NVIDIA Tilus's names for types that have another name here; they are also attributes of
+# tilus.dtypes and tilus (``tilus.f32``, ``tilus.int4b``, ``tilus.boolean``)
+TILUS_NAMES = {
+    "f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64", "boolean": "bool",
+    **{f"int{k}b": f"int{k}" for k in range(1, 8)}, **{f"uint{k}b": f"uint{k}" for k in range(1, 8)},
+}
 _ALIASES = {
     "float4_e2m1fn": "float4_e2m1", "float6_e2m3fn": "float6_e2m3", "float6_e3m2fn": "float6_e3m2",
-    "float8_e4m3fn": "float8_e4m3", "f16": "float16", "bf16": "bfloat16", "f32": "float32",
-    "f64": "float64", "half": "float16", "float": "float32", "int": "int32",
+    "float8_e4m3fn": "float8_e4m3", "half": "float16", "float": "float32", "int": "int32",
+    **TILUS_NAMES,
 }
 
 

@@ -19,6 +19,9 @@
   bits (uint3, float6_e3m2, ..)  [i*K, (i+1)*K), little-endian; ``tilus.dtypes.pack``)
   ============================  ==========================================================
 
+  A raw byte pointer (``tilus.void_p``, the same as ``~uint8``) takes any contiguous buffer: its
+  bytes are what ``global_view(ptr, dtype=..., shape=...)`` reads.
+
   CUDA tensors are refused (the interpreter runs on the CPU; calling a kernel on CUDA tensors
   compiles and launches it instead), and so are non-contiguous ones (``.contiguous()`` them).
 """
@@ -34,7 +37,7 @@ from tilus.errors import ArgumentError
 from tilus.interpreter.memory import Buffer
 from tilus.ir.expr import Var
 from tilus.ir.program import Program
-from tilus.ir.types import PointerType
+from tilus.ir.types import PointerType, is_raw_pointer
 
 _SAME_NAME = ("float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
               "uint32", "int64", "uint64", "bool")
@@ -90,7 +93,7 @@ def bind_pointer(param: Var, value: Any) -> Buffer:
             raise ArgumentError(f"{where} got a tensor on {value.device}: the interpreter runs on "
                                 f"the CPU and takes CPU tensors or numpy arrays (call the compiled "
                                 f"kernel to run on the GPU, or move the tensor with .cpu())")
-        if value.dtype not in _torch_dtypes(dtype):
+        if value.dtype not in _torch_dtypes(dtype) and not is_raw_pointer(param.dtype):
             raise ArgumentError(f"{where} got a torch tensor of dtype {value.dtype}; expected "
                                 f"{_accepted(dtype)}")
         if not value.is_contiguous():
@@ -102,7 +105,7 @@ def bind_pointer(param: Var, value: Any) -> Buffer:
         data = t.view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
         return Buffer(param.name, dtype, data)
     if isinstance(value, np.ndarray):
-        if value.dtype not in _numpy_dtypes(dtype):
+        if value.dtype not in _numpy_dtypes(dtype) and not is_raw_pointer(param.dtype):
             raise ArgumentError(f"{where} got a numpy array of dtype {value.dtype}; expected "
                                 f"{_accepted(dtype)}")
         if not value.flags.c_contiguous:

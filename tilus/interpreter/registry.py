@@ -10,24 +10,21 @@ from typing import Callable
 
 from tilus.errors import InterpreterError
 from tilus.ir.inst import Instruction
+from tilus.registry import Registry
 
 Handler = Callable[..., None]
-HANDLERS: dict[type, Handler] = {}
+HANDLERS: Registry[Handler] = Registry("interpreter handler")
 
 
 def register(*classes: type[Instruction]) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for cls in classes:
-            if cls in HANDLERS:
-                raise RuntimeError(f"two interpreter handlers for {cls.__name__}")
-            HANDLERS[cls] = fn
-        return fn
-    return deco
+    """Registers the decorated handler for ``classes`` (a class registered twice raises)."""
+    return HANDLERS.register(*classes)
 
 
 def handler_for(inst: Instruction) -> Handler:
-    for cls in type(inst).__mro__:
-        if cls in HANDLERS:
-            return HANDLERS[cls]
+    """The handler of ``inst``'s class or of its nearest registered base."""
+    handler = HANDLERS.find(type(inst))
+    if handler is not None:
+        return handler
     raise InterpreterError(f"the interpreter has no semantics for instruction "
                            f"{type(inst).__name__} ('{inst.display_name()}')")

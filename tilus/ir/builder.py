@@ -175,7 +175,7 @@ class ProgramBuilder:
                        tuple(self.consts), tuple(self._sources.items()))
 
     # ----- instructions ---------------------------------------------------------------------
-    def _out(self, name: str, dtype: DataType, shape: Sequence[Any], scope: str, layout=None) -> Tensor:
+    def _out(self, name: str, dtype: DataType | str, shape: Sequence[Any], scope: str, layout=None) -> Tensor:
         return Tensor(self.fresh_name(name), TensorType(dtypes.get(dtype), tuple(shape), scope, layout))
 
     def _emit_out(self, inst: I.Instruction) -> Tensor:
@@ -266,7 +266,7 @@ class ProgramBuilder:
         return self._emit_out(I.ConvertLayoutInst(out, x))
 
     def fma(self, a: Tensor, b: Tensor | ExprLike, c: Tensor | ExprLike, name: str = "f") -> Tensor:
-        a, b, c = self._elementwise_operands(a, b, c)
+        a, b, c = self._elementwise_operands(a, b, c)  # type: ignore[assignment]  # a stays a Tensor
         shape = _broadcast("fma", *(I.operand_shape(x) for x in (a, b, c)))
         return self._emit_out(I.FmaInst(self._out(name, a.dtype, shape, REGISTER), a, b, c))
 
@@ -277,9 +277,9 @@ class ProgramBuilder:
         """``output = x``: a register tile copy (AssignInst), or for a scalar declared by ``let``
         an AssignStmt."""
         if isinstance(output, Var):
-            self.assign_scalar(output, x)
+            self.assign_scalar(output, x)  # type: ignore[arg-type]  # as_expr refuses a Tensor
         else:
-            self.emit(I.AssignInst(output, x))
+            self.emit(I.AssignInst(output, x))  # type: ignore[arg-type]  # the verifier judges x
 
     def unary(self, op: str, x: Tensor, name: str = "u") -> Tensor:
         dtype = dtypes.bool if op == "not" else x.dtype

@@ -106,7 +106,7 @@ class Var(Expr):
     """A named scalar: a kernel parameter, a loop variable or a local scalar."""
 
     name: str
-    dtype: DataType
+    dtype: Any   # a DataType; a pointer parameter's is a tilus.ir.types.PointerType
 
     def __repr__(self) -> str:
         return f"Var({self.name!r}, {self.dtype})"
@@ -261,6 +261,7 @@ def _is_multiple_of(a: Expr, b: Expr) -> bool:
 def _quotient(a: BinaryOp, c: int) -> Expr:
     """``a // c`` for a product ``a`` with a constant factor that ``c`` divides."""
     factor, other = (a.a, a.b) if isinstance(a.a, Const) and a.a.value % c == 0 else (a.b, a.a)
+    assert isinstance(factor, Const)
     return binary("mul", other, factor.value // c)
 
 
@@ -301,6 +302,7 @@ def binary(op: str, a: ExprLike, b: ExprLike) -> Expr:
             return const(0, dtype)
         elif op in ("floordiv", "cdiv", "mod") and _is_multiple_of(a, b):
             # (x * c) // c == x and (x * c) % c == 0 for every integer x when c > 0
+            assert isinstance(a, BinaryOp) and isinstance(b, Const)
             return const(0, dtype) if op == "mod" else _retype(_quotient(a, b.value), dtype)
     return BinaryOp(op, a, b, dtype)
 
@@ -315,7 +317,9 @@ def unary(op: str, a: ExprLike) -> Expr:
     a = as_expr(a)
     dtype = dtypes.bool if op == "not" else a.dtype
     if isinstance(a, Const):
-        value = {"neg": operator.neg, "not": operator.not_, "bitnot": operator.invert}[op](a.value)
+        fns: dict[str, Callable[[Any], Any]] = {"neg": operator.neg, "not": operator.not_,
+                                                "bitnot": operator.invert}
+        value = fns[op](a.value)
         if op == "bitnot" and dtype.is_integer and not dtype.is_signed:
             value &= (1 << dtype.nbits) - 1
         return const(value, dtype)

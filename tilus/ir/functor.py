@@ -64,13 +64,14 @@ class IRRewriter:
         return seq([x for x in items if x is not None])
 
     def generic_visit(self, s: Stmt) -> Stmt:
+        node: Any = s   # every statement class is a dataclass
         changes = {}
-        for f in fields(s):
+        for f in fields(node):
             old = getattr(s, f.name)
             new = self.rewrite_value(old)
             if new is not old:
                 changes[f.name] = new
-        return replace(s, **changes) if changes else s
+        return replace(node, **changes) if changes else s
 
     def rewrite_value(self, value: Any) -> Any:
         if isinstance(value, Stmt):

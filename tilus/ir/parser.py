@@ -25,7 +25,7 @@ from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, TilusParseError, VerificationError
 from tilus.ir.expr import (AXIS_NAMES, BinaryOp, BlockIdx, Cast, Const, Expr, Select, UnaryOp, Var,
-                           _result_dtype, promote)
+                           _result_dtype, cdiv, maximum, minimum, promote)
 from tilus.ir.inst import Instruction, instruction_classes
 from tilus.ir.program import Program
 from tilus.ir.scopes import NameScopes
@@ -64,12 +64,18 @@ def keywords() -> frozenset[str]:
                      if isinstance(t.pattern, PatternStr) and t.pattern.value.isidentifier())
 
 
+def layout_from_text(text: str, env: Optional[dict[str, Any]] = None) -> Any:
+    """The layout ``text`` denotes, its symbolic sizes IR expressions: bare names are looked up in
+    ``env``, else int32 Vars; cdiv/min/max are the IR's."""
+    from tilus.ir.layout.parser import Symbols, parse_layout
+
+    symbols = Symbols(name=lambda n: Var(n, dtypes.int32),
+                      functions={"cdiv": cdiv, "min": minimum, "max": maximum})
+    return parse_layout(text, env, symbols)
+
+
 def _default_layout_parser() -> Optional[Callable[[str], Any]]:
-    try:
-        from tilus.ir.layout import parse_layout  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return parse_layout
+    return layout_from_text
 
 
 def parse(text: str, verify: bool = True,
@@ -77,7 +83,7 @@ def parse(text: str, verify: bool = True,
     """Read a Program from its text form and (by default) verify it.
 
     ``layout_parser`` turns a layout's text into a layout object; it defaults to
-    ``tilus.ir.layout.parse_layout``.
+    :func:`layout_from_text` (``tilus.ir.layout.parse_layout`` with the IR's symbols).
     """
     if not isinstance(text, str):
         raise TilusParseError(f"expected the program's text as a str, got {type(text).__name__}")
@@ -147,6 +153,7 @@ def _end_position(text: str) -> tuple[int, int]:
 
 def _syntax_error(e: UnexpectedInput, text: str) -> TilusParseError:
     line, column = getattr(e, "line", None), getattr(e, "column", None)
+    expected: Any
     if isinstance(e, UnexpectedToken):
         expected = e.accepts or e.expected
         if e.token.type == "$END":
@@ -188,7 +195,7 @@ def _instruction_table() -> dict[str, list[type[Instruction]]]:
 
 
 def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 class _Mismatch(TilusParseError):
@@ -220,7 +227,7 @@ class _Reader(NameScopes):
         self.text = text
         self.layout_parser = layout_parser
         self.locations: dict[int, tuple[int, int]] = {}  # id(statement or parameter) -> where
-        self.header_locations: dict[str, tuple[int, int]] = {}  # "blocks", "warps" -> where
+        self.header_locations: dict[str, tuple[Optional[int], Optional[int]]] = {}  # "blocks", "warps" -> where
         self.table = _instruction_table()
         self.current: Any = None
         self.depth = 0  # loop and branch bodies plus expression operators around the node read
@@ -271,26 +278,28 @@ class _Reader(NameScopes):
         (kernel,) = tree.children
         self.current = kernel
         name, params_node, blocks_node, warps_node, consts_node, body_node = kernel.children
+        pch: list[Any]
         params = []
         for p in params_node.children:
             if p is None:
                 continue
             self.current = p
+            pch = p.children
             if p.data == "scalar_param":
-                var = Var(str(p.children[0]), self.dtype(p.children[1]))
+                var = Var(str(pch[0]), self.dtype(pch[1]))
             else:
-                var = Var(str(p.children[0]), PointerType(self.dtype(p.children[1])))
+                var = Var(str(pch[0]), PointerType(self.dtype(pch[1])))
             self.scalars[-1][var.name] = var
             params.append(self.locate(var, p))
         blocks = tuple(self.expr(b) for b in blocks_node.children if b is not None)
-        warps = int(warps_node.children[0]) * (-1 if warps_node.data == "neg_int" else 1)
+        warps = int(str(warps_node.children[0])) * (-1 if warps_node.data == "neg_int" else 1)
         consts = []
         if consts_node is not None:
             for item in consts_node.children:
                 if item is None:
                     continue
-                key, value = item.children
-                key = json.loads(str(key)) if key.type == "STRING" else str(key)
+                key_tok, value = item.children
+                key = json.loads(str(key_tok)) if getattr(key_tok, "type", None) == "STRING" else str(key_tok)
                 consts.append((key, self.literal(value)))
         body = self.body(body_node, nested=False)
         program = Program(str(name), tuple(params), blocks, warps, body, tuple(consts))
@@ -318,9 +327,10 @@ class _Reader(NameScopes):
                                    f"expressions with let variables")
 
     def stmt(self, node: Tree) -> Stmt:
+        s: Stmt
         self.current = node
         kind = node.data
-        ch = node.children
+        ch: list[Any] = node.children   # tokens and subtrees, as the grammar puts them
         if kind == "def_inst":
             out = Tensor(str(ch[0])[1:], self.tensor_type(ch[1]))
             s = self.call(ch[2], out, ch[0])
@@ -369,10 +379,11 @@ class _Reader(NameScopes):
 
     def tensor_type(self, node: Tree) -> TensorType:
         scope_tok, dtype_tok, shape_node, layout_node = node.children
+        shape: tuple[Any, ...]
         scope = str(scope_tok)
         if scope not in SCOPES:
             raise self.error(scope_tok, f"unknown memory scope {scope!r}; expected one of {', '.join(SCOPES)}")
-        dtype = self.dtype(dtype_tok)
+        dtype = self.dtype(dtype_tok)  # type: ignore[arg-type]
         dims = [d for d in shape_node.children if d is not None]
         if scope == GLOBAL:
             shape = tuple(self.expr(d) for d in dims)
@@ -383,7 +394,7 @@ class _Reader(NameScopes):
             text = self.source(layout_node).strip()
             if self.layout_parser is None:
                 raise self.error(layout_node, f"cannot read the layout {text!r}: no layout parser "
-                                              f"(tilus.ir.layout.parse_layout) is available")
+                                              f"(tilus.ir.parser.layout_from_text) is available")
             try:
                 layout = self.layout_parser(text)
             except Exception as e:
@@ -622,7 +633,7 @@ class _Reader(NameScopes):
     def _expr(self, node: Tree) -> Expr:
         self.current = node
         data = node.data
-        ch = node.children
+        ch: list[Any] = node.children   # tokens and subtrees, as the grammar puts them
         if data == "int_lit":
             return Const(int(ch[0]), dtypes.int32)
         if data == "float_lit":
@@ -648,6 +659,7 @@ class _Reader(NameScopes):
             if op == "neg" and isinstance(ch[0], Tree) and ch[0].data in _LITERALS:
                 # A negative literal is a constant: the printer writes Const(-5) as -5.
                 inner = self._expr(ch[0])
+                assert isinstance(inner, Const)
                 return Const(-inner.value, inner.dtype)
             a = self.scalar(node, self.expr(ch[0]))
             return UnaryOp(op, a, dtypes.bool if op == "not" else a.dtype)
@@ -689,7 +701,7 @@ class _Reader(NameScopes):
             a = self.scalar(args[0], self.expr(args[0]))
             if not (isinstance(args[1], Tree) and args[1].data == "var"):
                 raise self.error(args[1], f"cast(x, dtype) needs a data type name, got {self.source(args[1])}")
-            return Cast(a, self.dtype(args[1].children[0]))
+            return Cast(a, self.dtype(args[1].children[0]))  # type: ignore[arg-type]
         try:
             dtype = dtypes.get(name)
         except DataTypeError:

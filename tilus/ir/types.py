@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
+from tilus import dtypes
 from tilus.dtypes import DataType
+from tilus.dtypes.types import install_pointer_type
 from tilus.errors import IRError
 from tilus.ir.expr import Expr
 
@@ -24,7 +26,18 @@ class PointerType:
         return f"~{self.dtype.name}"
 
 
+install_pointer_type(PointerType)
 ValueType = Union[DataType, PointerType]
+
+# A pointer to this type is a raw byte pointer (NVIDIA Tilus's ``void_p``): global_view may read its
+# bytes as any type, and a call may pass any contiguous buffer for it (its bytes are what is read).
+RAW_POINTEE = dtypes.uint8
+void_p = PointerType(RAW_POINTEE)
+
+
+def is_raw_pointer(t: Any) -> bool:
+    """True for ``void_p`` (= ``~uint8``), the pointer type ``global_view`` may reinterpret."""
+    return isinstance(t, PointerType) and t.dtype is RAW_POINTEE
 
 
 @dataclass(frozen=True)

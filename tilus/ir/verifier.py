@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
 from tilus import dtypes
 from tilus.dtypes import DataType
@@ -28,7 +28,7 @@ from tilus.ir.program import Program
 from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, SeqStmt,
                            Stmt, WhileStmt)
-from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
+from tilus.ir.types import GLOBAL, RAW_POINTEE, REGISTER, SHARED, PointerType, Tensor
 
 __all__ = ["verify", "MAX_DEPTH", "MAX_REGISTERS", "GRID_LIMITS", "RAW_POINTEE"]
 
@@ -42,8 +42,6 @@ MAX_DEPTH = 256
 MAX_REGISTERS = 255
 # The largest grid CUDA launches, along x, y and z.
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
-# A pointer to this type is a raw byte pointer: global_view may read its bytes as any type.
-RAW_POINTEE = dtypes.uint8
 # Instruction fields that are element indices, sizes or strides: int32 on the GPU.
 INDEX_FIELDS = ("offsets", "strides", "index")
 
@@ -147,7 +145,7 @@ class _Verifier(NameScopes):
         self.freed: dict[str, Stmt] = {}  # shared_tensor -> the free_shared that ended it
 
     # -- errors
-    def fail(self, node: Any, message: str, layout_of: Optional[str] = None) -> None:
+    def fail(self, node: Any, message: str, layout_of: Optional[str] = None) -> NoReturn:
         """Raise the error; ``layout_of`` names the tensor whose layout is at fault (front ends
         point at the line that gave it that layout)."""
         if isinstance(node, Stmt):
@@ -372,10 +370,11 @@ class _Verifier(NameScopes):
             if not isinstance(ptr, Var) or not isinstance(ptr.dtype, PointerType) \
                     or ptr not in self.program.params:
                 self.fail(inst, f"global_view needs a pointer parameter as ptr, got {ptr}")
-            if ptr.dtype.dtype is not out.dtype and ptr.dtype.dtype is not RAW_POINTEE:
+            view = inst.output.dtype
+            if ptr.dtype.dtype is not view and ptr.dtype.dtype is not RAW_POINTEE:
                 self.fail(inst, f"the pointer {ptr.name} is {ptr.dtype} but the view is "
-                                f"{out.dtype}; a typed pointer is viewed as its own type (declare "
-                                f"the parameter ~{out.dtype}), only a raw byte pointer "
+                                f"{view}; a typed pointer is viewed as its own type (declare "
+                                f"the parameter ~{view}), only a raw byte pointer "
                                 f"(~{RAW_POINTEE}) may be viewed as another type")
         if isinstance(inst, BinaryInst) and inst.op in ("mod", "div") and isinstance(inst.b, Expr) \
                 and is_static_zero(inst.b):

@@ -15,7 +15,7 @@ import numpy as np
 from tilus.errors import ScriptError, TilusError
 from tilus.ir import expr as E
 from tilus.ir.expr import Expr
-from tilus.ir.types import Tensor
+from tilus.ir.types import SHARED, Tensor
 from tilus.lang.instructions import DSL_MARK, RangeSpec, instruction_names
 
 PY_NUMBER = (bool, int, float, np.bool_, np.integer, np.floating)
@@ -33,6 +33,17 @@ PY_CMPOPS = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": oper
 SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%",
           "bitand": "&", "bitor": "|", "bitxor": "^", "shl": "<<", "shr": ">>", "pow": "**",
           "matmul": "@"}
+
+
+# methods of a tile in a kernel (``x.to(float32)``) and the instruction each one is
+TENSOR_METHODS = {"to": "cast", "transpose": "transpose"}
+
+
+@dataclass
+class TensorMethod:
+    """``x.to`` in a kernel: the instruction method ``method`` with ``x`` as its first argument."""
+    method: Any
+    tensor: Tensor
 
 
 # ----- environment -------------------------------------------------------------------------------
@@ -116,6 +127,8 @@ class ExpressionEvaluator:
 
     def expr_Attribute(self, node: ast.Attribute, hint) -> Any:
         obj = self.eval(node.value)
+        if isinstance(obj, Tensor) and node.attr in TENSOR_METHODS and self.ctx is not None:
+            return TensorMethod(getattr(self.ctx.script, TENSOR_METHODS[node.attr]), obj)
         try:
             return getattr(obj, node.attr)
         except AttributeError:
@@ -156,6 +169,8 @@ class ExpressionEvaluator:
     def call(self, func, args, kwargs, hint, node) -> Any:
         from tilus.lang.script import Script
 
+        if isinstance(func, TensorMethod):  # x.to(dtype) is self.cast(x, dtype)
+            func, args = func.method, [func.tensor, *args]
         if inspect.ismethod(func) and isinstance(func.__self__, Script):
             fn = func.__func__
             if getattr(fn, DSL_MARK, False):
@@ -323,14 +338,26 @@ class ExpressionEvaluator:
 
     def expr_Subscript(self, node: ast.Subscript, hint) -> Any:
         obj = self.eval(node.value)
-        if isinstance(obj, Tensor):
-            raise self.error(node, f"indexing {describe(obj)} is not supported; use load_global, "
-                                   f"slice_shared or the reductions")
         index = self.eval(node.slice)
+        if isinstance(obj, Tensor):
+            return self.index_tensor(obj, index, node)
         parts = index if isinstance(index, tuple) else (index,)
         if any(is_ir(p) for p in parts):
             raise self.error(node, "an index into a Python value must be known at build time")
         return obj[index]
+
+    def index_tensor(self, t: Tensor, index: Any, node: ast.AST) -> Tensor:
+        """``s[i]`` / ``s[i, j]`` on a shared tensor: the sub-tensor at those leading indices (a
+        slice_shared spanning the remaining dimensions), e.g. one stage of a pipelined buffer."""
+        parts = list(index) if isinstance(index, tuple) else [index]
+        if t.scope != SHARED or any(isinstance(p, (slice, Tensor)) for p in parts) \
+                or len(parts) >= len(t.shape):
+            raise self.error(node, f"indexing {describe(t)} is not supported; s[i] selects the "
+                                   f"leading indices of a shared tensor of higher rank (use "
+                                   f"load_global, slice_shared or the reductions otherwise)")
+        rank, n = len(t.shape), len(parts)
+        return self.ctx.script.slice_shared(t, offsets=parts + [0] * (rank - n),
+                                            shape=list(t.shape[n:]), dims=list(range(n, rank)))
 
     def expr_Slice(self, node: ast.Slice, hint) -> Any:
         return slice(*(None if x is None else self.eval(x) for x in (node.lower, node.upper, node.step)))

@@ -86,6 +86,19 @@ def _tensor(x: Any, what: str, scope: Optional[str] = None) -> Tensor:
     return x
 
 
+def _scalar_dtype(*values: Any):
+    """The dtype a tile made from scalars gets: an IR scalar's own, else float32 if any is a
+    Python float, else int32 (bool for two bools)."""
+    for v in values:
+        if isinstance(v, Expr):
+            return v.dtype
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return dtypes.bool
+    if any(isinstance(v, (float, np.floating)) for v in values):
+        return dtypes.float32
+    return dtypes.int32
+
+
 def _dims(dims: Any) -> Optional[list[int]]:
     return None if dims is None else _ints(dims, "dims")
 
@@ -194,6 +207,13 @@ class InstructionMethods:
         current("copy_async_wait_group").builder.copy_async_wait_group(_int(n, "n"))
 
     @instruction
+    def copy_async_wait_all(self) -> None:
+        """Waits for every copy_async issued so far, committed or not (commit, then wait for 0)."""
+        builder = current("copy_async_wait_all").builder
+        builder.copy_async_commit_group()
+        builder.copy_async_wait_group(0)
+
+    @instruction
     def load_shared(self, s) -> Tensor:
         ctx = current("load_shared")
         return ctx.builder.load_shared(_tensor(s, "load_shared's source", SHARED),
@@ -215,11 +235,24 @@ class InstructionMethods:
 
     # ----- compute --------------------------------------------------------------------------
     @instruction
-    def dot(self, a, b, acc, out=None) -> Tensor:
-        """``a @ b + acc``; ``out=acc`` accumulates in place."""
+    def dot(self, a, b, acc=None, out=None, acc_dtype=None) -> Tensor:
+        """``a @ b + acc``; ``out=acc`` accumulates in place. Without ``acc``, the accumulator is
+        a zero tile of ``acc_dtype`` (one of the two is needed)."""
         ctx = current("dot")
-        for what, x in (("a", a), ("b", b), ("acc", acc)):
-            _tensor(x, f"dot's {what}", REGISTER)
+        _tensor(a, "dot's a", REGISTER)
+        _tensor(b, "dot's b", REGISTER)
+        if acc is None:
+            if acc_dtype is None:
+                raise TilusError("dot(a, b) without an accumulator needs acc_dtype=")
+            if len(a.shape) != 2 or len(b.shape) != 2:
+                raise TilusError(f"dot takes rank-2 tiles, got {list(a.shape)} @ {list(b.shape)}")
+            acc = ctx.builder.register_tensor(_dtype(acc_dtype, "acc_dtype"),
+                                              [a.shape[0], b.shape[1]], 0, name="zero")
+        else:
+            _tensor(acc, "dot's acc", REGISTER)
+            if acc_dtype is not None and _dtype(acc_dtype, "acc_dtype") != acc.dtype:
+                raise TilusError(f"dot: acc_dtype={_dtype(acc_dtype)} but the accumulator {acc} is "
+                                 f"{acc.dtype}")
         if out is not None:
             _tensor(out, "dot's out", REGISTER)
         return ctx.builder.dot(a, b, acc, out=out, name=ctx.take_hint("acc"))
@@ -302,13 +335,47 @@ class InstructionMethods:
 
     @instruction
     def where(self, cond, x, y) -> Tensor:
+        """``x`` where ``cond`` holds, else ``y`` (broadcasting); under a tensor condition, scalar
+        choices become tiles of the condition's shape (a Python float: float32, int: int32)."""
         ctx = current("where")
         if not any(isinstance(v, Tensor) for v in (cond, x, y)):
             return E.select(cond, x, y)
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-            # scalar choices under a tensor condition: make the value tile from x
-            raise TilusError("where with a tensor condition needs a tensor for x or y")
+            _tensor(cond, "where's condition", REGISTER)
+            x = ctx.builder.register_tensor(_scalar_dtype(x, y), list(cond.shape),
+                                            _scalar(x, "where's x"), name="x")
         return ctx.builder.where(cond, x, y, name=ctx.take_hint("w"))
+
+    def _elementwise(self, op, x, y, out):
+        ctx = current(op)
+        if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+            raise TilusError(f"{op} takes at least one register tensor")
+        if out is not None:
+            _tensor(out, f"{op}'s out", REGISTER)
+        return ctx.builder.binary(op, x, y, name=ctx.take_hint(op), out=out)
+
+    @instruction
+    def add(self, x, y, out=None) -> Tensor:
+        """``x + y`` (broadcasting); ``out=t`` writes into the existing tile ``t``."""
+        return self._elementwise("add", x, y, out)
+
+    @instruction
+    def sub(self, x, y, out=None) -> Tensor:
+        return self._elementwise("sub", x, y, out)
+
+    @instruction
+    def mul(self, x, y, out=None) -> Tensor:
+        return self._elementwise("mul", x, y, out)
+
+    @instruction
+    def div(self, x, y, out=None) -> Tensor:
+        return self._elementwise("div", x, y, out)
+
+    @instruction
+    def square(self, x) -> Tensor:
+        """``x * x`` elementwise."""
+        _tensor(x, "square's operand", REGISTER)
+        return self._elementwise("mul", x, x, None)
 
     def _unary(self, op, x):
         ctx = current(op)
@@ -388,6 +455,15 @@ class InstructionMethods:
                                      _ints(shape, "shape"), name=ctx.take_hint("bc"))
 
     # ----- synchronisation, layouts, debugging ----------------------------------------------
+    @instruction
+    def static_assert(self, cond, msg="") -> None:
+        """Fails the build (with ``msg``) unless ``cond``, a value known at build time, holds."""
+        current("static_assert")
+        if isinstance(cond, (Expr, Tensor)):
+            raise TilusError(f"static_assert needs a condition known at build time, got {cond}")
+        if not cond:
+            raise TilusError(f"static_assert failed: {msg}" if msg else "static_assert failed")
+
     @instruction
     def sync(self) -> None:
         current("sync").builder.sync()

@@ -2,7 +2,8 @@
 
 A subclass stores compile-time parameters in ``__init__`` and writes the program of one thread
 block in ``__call__``. Tilus moves that ``__call__`` aside (to ``_tilus_kernel``) so that calling
-the object launches the kernel: ``kernel(*args)`` goes through ``tilus.jit.launch``.
+the object launches the kernel: ``tilus.Script`` is ``tilus.jit.Script``, whose ``__call__`` goes
+through ``tilus.jit.launch`` (the DSL knows nothing of what running a kernel means).
 
 Kernel parameters are classified by their annotation:
 - a DataType (``tilus.int32``)  -> a run-time scalar parameter of the Program;
@@ -75,11 +76,13 @@ class Script(InstructionMethods):
     def __init__(self):
         pass
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, runner: bool = False, **kwargs):
+        """Moves a kernel's ``__call__`` (its body) aside; a ``runner`` class's ``__call__`` is the
+        one that runs kernels (``tilus.jit.Script``) and stays."""
         super().__init_subclass__(**kwargs)
-        if "__call__" in cls.__dict__:
+        if "__call__" in cls.__dict__ and not runner:
             cls._tilus_kernel = cls.__dict__["__call__"]
-            cls.__call__ = Script.__call__
+            delattr(cls, "__call__")
             cls._tilus_params = None
 
     # ----- inside the kernel --------------------------------------------------------------------
@@ -131,6 +134,12 @@ class Script(InstructionMethods):
         cls._tilus_params = params
         return params
 
+    def _settle_schedule(self, args: tuple, kwargs: dict, check) -> None:
+        """An ``@tilus.autotune`` kernel created without its schedule parameters gets them now,
+        from the call's arguments (the hook ``_tilus_settle`` the decorator installs)."""
+        if "_tilus_deferred" in self.__dict__:
+            type(self)._tilus_settle(self, args, kwargs, check)
+
     def _consts_key(self, consts: dict[str, Any]) -> tuple:
         attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(self).items() if not k.startswith("_")))
         return tuple(consts.items()), attrs
@@ -138,6 +147,7 @@ class Script(InstructionMethods):
     def program(self, **consts: Any) -> Program:
         """The Program for the given values of the compile-time (``int``/``float``/``bool``)
         parameters; built once per distinct set of values (and of ``self``'s attributes)."""
+        self._settle_schedule((), dict(consts), lambda: self.program(**dict(consts)))
         params = self.kernel_params()
         values: dict[str, Any] = {}
         for p in params:
@@ -225,6 +235,7 @@ class Script(InstructionMethods):
     def instantiate(self, *args: Any, **kwargs: Any) -> tuple[Program, list[Any]]:
         """Splits a call's arguments: the Program for its compile-time values, and the run-time
         arguments in the Program's parameter order."""
+        self._settle_schedule(args, kwargs, lambda: self.instantiate(*args, **kwargs))
         params = self.kernel_params()
         names = [p.name for p in params]
         if len(args) > len(params):
@@ -250,10 +261,9 @@ class Script(InstructionMethods):
         return self.program(**consts), runtime
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs the kernel: interpreted on CPU tensors / numpy arrays, compiled on CUDA tensors."""
-        from tilus import jit
-
-        return jit.launch(self, args, kwargs)
+        """Running a kernel is ``tilus.jit``'s job: kernels derive from ``tilus.Script``."""
+        raise TilusError(f"{type(self).__name__} derives from tilus.lang.Script, which only builds "
+                         f"programs; derive from tilus.Script to run it")
 
     def __repr__(self) -> str:
         attrs = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -5,7 +5,8 @@ here: values known at build time (compile-time parameters, ``self.*`` attributes
 stay Python values, so arithmetic on them folds; IR scalars (parameters, loop variables, block
 indices) build scalar expressions; tensors build instructions through the ProgramBuilder.
 
-Control flow: ``for i in self.range(...)`` is an IR loop, ``for x in <python iterable>`` is unrolled;
+Control flow: ``for i in self.range(...)`` is an IR loop, and so is ``for i in range(...)`` when a
+bound is a run-time value; ``for x in <python iterable>`` is unrolled;
 ``if``/``while`` on an IR condition are IR statements, on a Python value they are decided now.
 
 Rebinding (see README of tilus.lang in tilus/lang/__init__.py):
@@ -369,10 +370,8 @@ class Frame(ExpressionEvaluator):
             raise self.error(node, "unsupported syntax in a Tilus kernel: for ... else")
         if isinstance(node.iter, ast.Call) and self._is_builtin(node.iter.func, "range"):
             args = [self.eval(a) for a in node.iter.args]
-            if any(is_ir(a) for a in args):
-                raise self.error(node.iter, "range() bounds must be known at build time; use "
-                                            "self.range(...) for a run-time loop")
-            it: Any = range(*args)
+            # run-time bounds make a run-time loop, as self.range(...) does
+            it: Any = self.ctx.script.range(*args) if any(is_ir(a) for a in args) else range(*args)
         else:
             it = self.eval(node.iter)
         if isinstance(it, RangeSpec):

@@ -13,9 +13,9 @@ The GPTQ layout (AutoGPTQ / GPTQModel, ``checkpoint_format="gptq"``) of one line
 * ``w[k, n] = (q[k, n] - z[g_idx[k], n]) * scales[g_idx[k], n]``.
 
 Symmetric checkpoints (every z = 2^(b-1)) become ``uint{b}`` with ``symmetric=True``: Tilus computes
-``(q - 2^(b-1)) * s`` exactly as GPTQ does. Others store the offset ``-z * s`` rounded to fp16
-(exact unless ``z * s`` needs more than 11 significant bits; the import logs the largest
-difference). Activation order: the rows are sorted by group (stable) and the layer reads
+``(q - 2^(b-1)) * s`` exactly as GPTQ does. Others keep their integer zero points (uint8,
+``zero_mode="int"``): Tilus computes ``(q - z) * s`` with ``q - z`` exact and one rounding, also
+exactly as GPTQ does. Activation order: the rows are sorted by group (stable) and the layer reads
 ``x[..., input_perm]``, so groups are contiguous as Tilus needs.
 
 The AWQ layout (AutoAWQ's GEMM format, 4 bits): ``qweight`` int32 ``[K, N / 8]`` and ``qzeros``
@@ -37,11 +37,10 @@ The compressed-tensors ``pack-quantized`` layout (``type: int``, ``num_bits`` b 
 
 It is imported on the unsigned grid: codes ``q + 2^(b-1)``, zero points ``zp + 2^(b-1)``, so a
 symmetric layer is ``uint{b}`` with ``symmetric=True`` (bit-exact) and an asymmetric one stores
-the offsets ``-(zp + 2^(b-1)) * s`` as GPTQ's.
+the zero points ``zp + 2^(b-1)`` as GPTQ's (bit-exact too).
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import torch
@@ -51,7 +50,6 @@ from tilus.nn.linear import QuantLinear
 from tilus.ops import packing
 from tilus.ops.quantize import QuantizedWeight
 
-log = logging.getLogger(__name__)
 
 BITS = (2, 3, 4, 8)
 FORMATS = ("gptq", "gptq_v2")
@@ -177,25 +175,24 @@ def _check_packed(who: str, **tensors) -> None:
 def _layer(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,
            bias: Optional[torch.Tensor], bits: int, perm: Optional[torch.Tensor]) -> QuantLinear:
     """The QuantLinear of ``(codes [K, N] - zeros[group]) * scales[group]`` (rows in ``perm``
-    order when given): symmetric uint when every zero is 2^(bits-1), else stored offsets."""
+    order when given): symmetric uint when every zero is 2^(bits-1), else integer zero points."""
     k, n = codes.shape
     group_size = k // scales.shape[0]
     half = 2 ** (bits - 1)
     symmetric = bool((zeros == half).all())
     offsets = None
     if not symmetric:
-        exact = -zeros.double() * scales.double()
-        offsets = exact.to(scales.dtype)
-        err = float((offsets.double() - exact).abs().max())
-        if err:
-            log.info("imported offsets -z*s rounded to %s (largest difference %.3g)",
-                     scales.dtype, err)
+        if bool((zeros < 0).any()) or bool((zeros > 255).any()):
+            raise QuantizationError(f"zero points must lie in [0, 255], got [{int(zeros.min())}, "
+                                    f"{int(zeros.max())}]")
+        offsets = zeros.to(torch.uint8)
     data = packing.pack_codes(codes, f"uint{bits}", str(scales.dtype).split(".")[-1])
     qw = QuantizedWeight(data, scales.contiguous(), offsets, f"uint{bits}", (n, k), group_size,
                          symmetric, float(half) if symmetric else 0.0)
     qw.validate()
     layer = QuantLinear(k, n, bias is not None, qw.dtype, group_size, symmetric, scales.dtype,
-                        device=codes.device, act_order=perm is not None)
+                        device=codes.device, act_order=perm is not None,
+                        zero_mode="float" if symmetric else "int")
     layer.qweight.copy_(qw.data)
     layer.scales.copy_(qw.scales)
     if offsets is not None:

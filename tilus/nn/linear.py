@@ -2,7 +2,8 @@
 
 Its state is registered buffers, so ``state_dict()``/``load_state_dict()`` and ``.to(device)``
 work as for any module: ``qweight`` (uint8, the packed format of ``tilus.ops.quantize``),
-``scales``, ``offsets`` (only for schemes with per-group offsets) and ``bias`` (optional), plus
+``scales``, ``offsets`` (only for schemes with per-group offsets: in the scale dtype, or uint8
+integer zero points with ``zero_mode="int"``) and ``bias`` (optional), plus
 a small ``_extra_state`` (weight type, group size, format version, the scales' power of two)
 checked on load. A fresh
 ``QuantLinear(in_features, out_features, bias, dtype=..., group_size=..., symmetric=...)`` has
@@ -27,9 +28,9 @@ from torch import nn
 from tilus.errors import QuantizationError
 from tilus.ops import packing
 from tilus.ops.matmul import register_activation_grad
-from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, QuantizedWeight, _scale_dtype,
-                                check_exponent, dequantize_packed, meta_dict, meta_tensor,
-                                quantize, weight_type)
+from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, READ_VERSIONS, ZERO_MODES,
+                                QuantizedWeight, _scale_dtype, check_exponent, dequantize_packed,
+                                meta_dict, meta_tensor, quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
                                   check_optional_bool)
 
@@ -75,7 +76,8 @@ class QuantLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype="uint4", group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
-                 scale_dtype=torch.float16, device=None, act_order: bool = False):
+                 scale_dtype=torch.float16, device=None, act_order: bool = False,
+                 zero_mode: str = "float"):
         super().__init__()
         in_features = check_int(in_features, "in_features", "QuantLinear")
         out_features = check_int(out_features, "out_features", "QuantLinear")
@@ -86,6 +88,12 @@ class QuantLinear(nn.Module):
         self.dtype_name = t.name
         self.group_size = group_size
         self.symmetric, has_offsets, self.zero_point = _scheme(t.name, symmetric)
+        if zero_mode not in ZERO_MODES or (zero_mode == "int" and (
+                not has_offsets or t.is_signed)):
+            raise QuantizationError(f"QuantLinear: zero_mode must be 'float', or 'int' for an "
+                                    f"asymmetric uint type, got {zero_mode!r} for {t.name} "
+                                    f"symmetric={self.symmetric}")
+        self.zero_mode = zero_mode
         self.exponent = 0
         sdt = _scale_dtype(scale_dtype, torch.empty(0))
         g = in_features // self.group_size
@@ -93,7 +101,8 @@ class QuantLinear(nn.Module):
             packing.data_shape(in_features, out_features, t.nbits), dtype=torch.uint8,
             device=device))
         self.register_buffer("scales", torch.ones(g, out_features, dtype=sdt, device=device))
-        self.register_buffer("offsets", torch.zeros(g, out_features, dtype=sdt, device=device)
+        odt = torch.uint8 if zero_mode == "int" else sdt
+        self.register_buffer("offsets", torch.zeros(g, out_features, dtype=odt, device=device)
                              if has_offsets else None)
         self.register_buffer("bias", torch.zeros(out_features, dtype=sdt, device=device)
                              if bias else None)
@@ -107,7 +116,7 @@ class QuantLinear(nn.Module):
     def from_quantized(cls, qw: QuantizedWeight, bias: Optional[torch.Tensor] = None):
         n, k = qw.shape
         layer = cls(k, n, bias is not None, qw.dtype, qw.group_size, qw.symmetric,
-                    qw.scales.dtype, device=qw.device)
+                    qw.scales.dtype, device=qw.device, zero_mode=qw.zero_mode or "float")
         if (qw.offsets is None) != (layer.offsets is None) or qw.zero_point != layer.zero_point:
             raise QuantizationError("the quantized weight's offset scheme does not match "
                                     f"{qw.dtype} symmetric={qw.symmetric}")
@@ -122,11 +131,12 @@ class QuantLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype="uint4", group_size: Optional[int] = 128,
-                    symmetric: Optional[bool] = None, scale_dtype=None) -> "QuantLinear":
+                    symmetric: Optional[bool] = None, scale_dtype=None,
+                    zero_mode: str = "float") -> "QuantLinear":
         """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features."""
         if not isinstance(linear, nn.Linear):
             raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
-        qw = quantize(linear.weight, dtype, group_size, symmetric, scale_dtype)
+        qw = quantize(linear.weight, dtype, group_size, symmetric, scale_dtype, zero_mode)
         return cls.from_quantized(qw, linear.bias)
 
     # ---- the weight -------------------------------------------------------------------------
@@ -165,11 +175,16 @@ class QuantLinear(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales
-        and offsets stay float16/bfloat16 (a float32 conversion keeps their previous dtype)."""
+        and float offsets stay float16/bfloat16 (a float32 conversion keeps their previous dtype);
+        integer zero points stay uint8."""
         keep = self.scales.dtype
         super()._apply(fn, *args, **kwargs)
         for name in ("scales", "offsets"):
             t = self._buffers.get(name)
+            if name == "offsets" and self.zero_mode == "int":
+                if t is not None and t.dtype != torch.uint8:
+                    self._buffers[name] = t.to(torch.uint8)
+                continue
             if t is not None and t.dtype not in (torch.float16, torch.bfloat16):
                 self._buffers[name] = t.to(keep)
         return self
@@ -180,7 +195,7 @@ class QuantLinear(nn.Module):
         return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,
                 "group_size": self.group_size, "symmetric": self.symmetric,
                 "zero_point": self.zero_point, "exponent": self.exponent,
-                "act_order": self.input_perm is not None}
+                "act_order": self.input_perm is not None, "zero_mode": self.zero_mode}
 
     def get_extra_state(self) -> torch.Tensor:
         """``scheme()`` as a uint8 JSON tensor: the state dict holds tensors only (safetensors,
@@ -198,10 +213,14 @@ class QuantLinear(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         """Checks the saved scheme (a JSON tensor, or a dict as earlier states held it) against
-        this layer's; takes the saved scales' exponent."""
+        this layer's; takes the saved scales' exponent. Format 2 (no zero_mode: float offsets)
+        loads into a float-offset layer."""
         mine = self.scheme()
         state = meta_dict(state, "QuantLinear state")
         state.setdefault("act_order", False)
+        state.setdefault("zero_mode", "float")
+        if state.get("format_version") in READ_VERSIONS:
+            mine["format_version"] = state["format_version"]
         exponent = check_exponent(state.get("exponent", 0), "QuantLinear state")
         mine["exponent"] = state["exponent"] = exponent
         if state != mine:
@@ -215,6 +234,7 @@ class QuantLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.dtype_name}, "
                 f"group_size={self.group_size}, symmetric={self.symmetric}"
+                + (", zero_mode=int" if self.zero_mode == "int" else "")
                 + (", act_order=True" if self.input_perm is not None else ""))
 
 
@@ -254,12 +274,15 @@ def layer_dtype(name: str, dtype: Any, bit_map: Optional[Mapping[str, Any]]) -> 
 
 def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 128,
                    skip: Iterable[str] = (), symmetric: Optional[bool] = None,
-                   scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None) -> nn.Module:
+                   scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None,
+                   zero_mode: str = "float") -> nn.Module:
     """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
     ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
-    another weight type (``{"*.mlp.*": "uint3"}``: the first matching pattern wins). Returns the
-    model; ``model.tilus_quantized`` lists the replaced names."""
+    another weight type (``{"*.mlp.*": "uint3"}``: the first matching pattern wins).
+    ``zero_mode="int"``: the asymmetric uint layers store integer zero points
+    (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
+    Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []
     for name, module in list(model.named_modules()):
@@ -267,8 +290,10 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is nn.Linear and not matches(full, skip):
                 try:
-                    q = QuantLinear.from_linear(child, layer_dtype(full, dtype, bit_map),
-                                                group_size, symmetric, scale_dtype)
+                    t = weight_type(layer_dtype(full, dtype, bit_map))
+                    zm = zero_mode if _scheme(t.name, symmetric)[1] and not t.is_signed \
+                        else "float"
+                    q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm)
                 except QuantizationError as e:
                     raise QuantizationError(f"{full}: {e}") from None
                 setattr(module, child_name, q)

@@ -6,7 +6,8 @@
 The file holds the model's state dict (tensors only: every ``QuantLinear``'s ``qweight``,
 ``scales``, ``offsets``, ``bias``, ``input_perm`` and its ``_extra_state``, the uint8 JSON of its
 scheme) and, in the safetensors header (strings only): ``tilus.format`` (``"quantized-model"``),
-``tilus.format_version`` (the packed-weight format, ``"2"``), ``tilus.layout``, ``tilus.version``
+``tilus.format_version`` (the packed-weight format, ``"3"``; files of format 2 still load),
+``tilus.layout``, ``tilus.version``
 and ``tilus.layers``, the JSON of ``{layer name: layer_spec}``. Loading rebuilds every quantized
 layer from the tensors' ``_extra_state`` (so a Hugging Face ``save_pretrained`` directory of a
 quantized model loads too), checks it against the header when the header has one, and loads the
@@ -25,7 +26,7 @@ from torch import nn
 import tilus
 from tilus.errors import QuantizationError
 from tilus.nn.linear import QuantLinear
-from tilus.ops.quantize import FORMAT_VERSION, LAYOUT, meta_dict
+from tilus.ops.quantize import FORMAT_VERSION, LAYOUT, READ_VERSIONS, meta_dict
 
 FILENAME = "model.safetensors"
 FORMAT = "quantized-model"
@@ -39,7 +40,13 @@ def layer_spec(layer: QuantLinear) -> dict:
             "bias": layer.bias is not None, "dtype": layer.dtype_name,
             "group_size": layer.group_size, "symmetric": layer.symmetric,
             "scale_dtype": str(layer.scales.dtype).removeprefix("torch."),
-            "act_order": layer.input_perm is not None}
+            "act_order": layer.input_perm is not None, **_zero_mode_spec(layer.zero_mode)}
+
+
+def _zero_mode_spec(zero_mode: str) -> dict:
+    """The spec's ``zero_mode`` entry: present only for integer zero points (so that the specs
+    of format-2 files, which have none, stay as they were)."""
+    return {"zero_mode": zero_mode} if zero_mode == "int" else {}
 
 
 def quantized_layers(model: nn.Module) -> dict[str, dict]:
@@ -72,7 +79,8 @@ def install_layers(model: nn.Module, specs: dict[str, dict]) -> nn.Module:
         setattr(parent, child, QuantLinear(
             spec["in_features"], spec["out_features"], spec["bias"], spec["dtype"],
             spec["group_size"], spec["symmetric"], SCALE_DTYPES[spec["scale_dtype"]],
-            device=device, act_order=spec["act_order"]))
+            device=device, act_order=spec["act_order"],
+            zero_mode=spec.get("zero_mode", "float")))
     return model
 
 
@@ -140,17 +148,19 @@ def specs_from_state(state: dict[str, torch.Tensor]) -> dict[str, dict]:
             scheme = meta_dict(value, key)
         except QuantizationError:
             continue
-        if scheme.get("layout") != LAYOUT or scheme.get("format_version") != FORMAT_VERSION:
+        if scheme.get("layout") != LAYOUT or scheme.get("format_version") not in READ_VERSIONS:
             continue
         scales = state.get(name + ".scales")
         if scales is None or scales.dim() != 2:
             raise QuantizationError(f"{name}: a quantized layer without its scales [G, N]")
         groups, n = scales.shape
-        specs[name] = {"in_features": int(groups) * scheme["group_size"], "out_features": int(n), "bias": name + ".bias" in state,
+        specs[name] = {"in_features": int(groups) * scheme["group_size"], "out_features": int(n),
+                       "bias": name + ".bias" in state,
                        "dtype": scheme["dtype"], "group_size": scheme["group_size"],
                        "symmetric": scheme["symmetric"],
                        "scale_dtype": str(scales.dtype).removeprefix("torch."),
-                       "act_order": bool(scheme.get("act_order", False))}
+                       "act_order": bool(scheme.get("act_order", False)),
+                       **_zero_mode_spec(scheme.get("zero_mode", "float"))}
     return specs
 
 
@@ -167,12 +177,12 @@ def _check_header(h: dict, specs: dict, where: Any) -> None:
     """A file written by save_quantized must agree with the tensors it holds."""
     if "tilus.format" not in h:
         return
-    if (h.get("tilus.format"), h.get("tilus.format_version"), h.get("tilus.layout")) != \
-            (FORMAT, str(FORMAT_VERSION), LAYOUT):
+    if (h.get("tilus.format"), h.get("tilus.layout")) != (FORMAT, LAYOUT) or \
+            h.get("tilus.format_version") not in [str(v) for v in READ_VERSIONS]:
         raise QuantizationError(f"{where}: unsupported Tilus format {h.get('tilus.format')!r} "
                                 f"version {h.get('tilus.format_version')!r} layout "
                                 f"{h.get('tilus.layout')!r}; this Tilus reads {FORMAT} "
-                                f"{FORMAT_VERSION} {LAYOUT}")
+                                f"{'/'.join(map(str, READ_VERSIONS))} {LAYOUT}")
     if json.loads(h.get("tilus.layers", "{}")) != specs:
         raise QuantizationError(f"{where}: the header's tilus.layers does not match the "
                                 f"layers stored in the file")

@@ -1,21 +1,25 @@
 """The quantized matmul kernel in the Tilus DSL: ``C[M, N] = A[M, K] @ dequant(W)[K, N] (+ bias)``.
 
 One Script serves every weight type of 1-8 bits, fp16 and bf16 activations, fp16 and bf16 scales,
-per-group offsets (or the constant zero point's ``-zp * s``), an optional bias, and split-k. The
-weight is read in packed format 2 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
+per-group offsets (or the constant zero point's ``-zp * s``, or uint8 integer zero points z:
+``(v - z) * s``, ``zero_mode="int"``), an optional bias, and split-k. The
+weight is read in packed format 3 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
 ``4 * B`` bytes of a unit holding exactly the codes of its mma B fragments.
 
 Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``offsets`` by
 the scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for
-its (act, scale) pair (``QuantMatmul_float16_float16``, ...; four in all), whose ``__call__`` has
-those annotations and inlines the shared body ``QuantMatmul.kernel``.
+its (act, scale) pair and zero mode (``QuantMatmul_float16_float16``, ...,
+``QuantMatmul_float16_float16_intzeros`` whose ``offsets`` is ``~uint8``; eight in all), whose
+``__call__`` has those annotations and inlines the shared body ``QuantMatmul.kernel``.
 
 Per unit (the dequantization is ``QuantizedWeight.dequantize``, ``v * s + b`` rounded once):
 the unit's bytes are loaded with the layout ``unit_bytes_layout`` (one vector load per thread),
 ``view(..., layout=weight_stream_layout)`` reinterprets each thread's bytes as its codes (free),
 ``cast`` to the activation dtype runs the packed lop3/prmt program on whole words and writes
 whole mma registers (the output is annotated ``weight_fragment_layout``: the cast reorders the
-thread's slots for free), and one ``fma`` (HFMA2 per two weights) applies scale and offset. When
+thread's slots for free), and one ``fma`` (HFMA2 per two weights) applies scale and offset
+(integer zero points: ``(v - z) * s``, a subtract and a multiply, HADD2 + HMUL2, ``v - z`` exact;
+each zero row is converted to the scale dtype once when it is loaded). When
 a type's values are not exact in the activation dtype, or scales have another dtype, the tile
 is computed in float32 instead (cast, fma, one rounding to the activation dtype).
 
@@ -57,6 +61,9 @@ from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layo
                                     weight_fragment_layout, weight_stream_layout)
 
 ACT_DTYPES = ("float16", "bfloat16")
+#: none: w = v * s; const: v * s - zp * s; tensor: v * s + b (float offsets b in the scale
+#: dtype); int: (v - z) * s (uint8 zero points z: v - z is exact, one rounding).
+ZERO_MODES = ("none", "const", "tensor", "int")
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,7 +127,8 @@ class QuantMatmul(tilus.Script):
             if act not in ACT_DTYPES or scale not in ACT_DTYPES:
                 raise TilusError(f"QuantMatmul: activations and scales must be float16 or "
                                  f"bfloat16, got {act} and {scale}")
-            cls = _VARIANTS[(act, scale)]
+            zero_mode = kwargs.get("zero_mode", args[4] if len(args) > 4 else "none")
+            cls = _VARIANTS[(act, scale, zero_mode == "int")]
         return super().__new__(cls)
 
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
@@ -136,9 +144,13 @@ class QuantMatmul(tilus.Script):
         if self.act.name not in ACT_DTYPES or self.scale.name not in ACT_DTYPES:
             raise TilusError(f"QuantMatmul: activations and scales must be float16 or bfloat16, "
                              f"got {self.act.name} and {self.scale.name}")
-        if zero_mode not in ("none", "const", "tensor"):
-            raise TilusError(f"QuantMatmul: zero_mode must be none, const or tensor, "
+        if zero_mode not in ZERO_MODES:
+            raise TilusError(f"QuantMatmul: zero_mode must be one of {', '.join(ZERO_MODES)}, "
                              f"got {zero_mode!r}")
+        if zero_mode == "int" and not (dtypes.get(wtype).is_integer
+                                       and not dtypes.get(wtype).is_signed):
+            raise TilusError(f"QuantMatmul: integer zero points (zero_mode='int') need an "
+                             f"unsigned integer weight type, got {dtypes.get(wtype).name}")
         if block_n != UNIT_N:
             raise TilusError(f"QuantMatmul: block_n must be {UNIT_N} (the packed format's unit), "
                              f"got {block_n}")
@@ -201,6 +213,8 @@ class QuantMatmul(tilus.Script):
         if self.fast:
             wf = self.cast(codes, dtype=self.act)
             self.annotate_layout(wf, self.fragment)
+            if self.zero_mode == "int":
+                return (wf - b) * s
             if self.norm != 1.0:
                 wf = wf * self.norm
             return self.fma(wf, s, b) if b is not None else wf * s
@@ -208,7 +222,12 @@ class QuantMatmul(tilus.Script):
         if self.norm != 1.0:
             v = v * self.norm
         s32 = self.cast(s, dtype=tilus.float32)
-        w32 = self.fma(v, s32, self.cast(b, dtype=tilus.float32)) if b is not None else v * s32
+        if self.zero_mode == "int":
+            w32 = (v - self.cast(b, dtype=tilus.float32)) * s32
+        elif b is not None:
+            w32 = self.fma(v, s32, self.cast(b, dtype=tilus.float32))
+        else:
+            w32 = v * s32
         wf = self.cast(w32, dtype=self.act)
         self.annotate_layout(wf, self.fragment)
         return wf
@@ -222,8 +241,9 @@ class QuantMatmul(tilus.Script):
         return [(s * self.fold, z) for s, z in params]
 
     def offsets_of(self, s, offsets):
-        """The group's offset row: the stored one, ``-zp * s`` (exact), or None (no offset)."""
-        if self.zero_mode == "tensor":
+        """The group's offset row: the stored one (or its integer zero points, in the scale
+        dtype), ``-zp * s`` (exact), or None (no offset)."""
+        if self.zero_mode in ("tensor", "int"):
             return offsets
         if self.zero_mode == "const":
             return s * (-self.zero_point)
@@ -242,8 +262,9 @@ class QuantMatmul(tilus.Script):
             num_groups = k // self.group_size
         gs = self.global_view(scales, dtype=self.scale, shape=[num_groups, n])
         gz = gs
-        if self.zero_mode == "tensor":
-            gz = self.global_view(offsets, dtype=self.scale, shape=[num_groups, n])
+        if self.zero_mode in ("tensor", "int"):
+            gz = self.global_view(offsets, dtype=tilus.uint8 if self.zero_mode == "int"
+                                  else self.scale, shape=[num_groups, n])
         gc = self.global_view(c, dtype=self.act, shape=[m, n])
         m0 = self.blockIdx.x * bm
         n0 = self.blockIdx.y * UNIT_N
@@ -307,7 +328,8 @@ class QuantMatmul(tilus.Script):
 
     def group_params(self, gs, gz, kt):
         """[(scale row, stored-offset row)] ([1, 128] each) of the scale groups k-tile kt spans
-        (the offset row is the scale row itself when no offsets are stored)."""
+        (the offset row is the scale row itself when no offsets are stored; integer zero points
+        are cast to the scale dtype here, exactly, once per row)."""
         n0 = self.blockIdx.y * UNIT_N
         g = self.group_of(kt)
         params = []
@@ -316,6 +338,9 @@ class QuantMatmul(tilus.Script):
             z = s
             if self.zero_mode == "tensor":
                 z = self.load_global(gz, offsets=[g + i, n0], shape=[1, UNIT_N])
+            elif self.zero_mode == "int":
+                z = self.cast(self.load_global(gz, offsets=[g + i, n0], shape=[1, UNIT_N]),
+                              dtype=self.scale)
             params.append((s, z))
         return params
 
@@ -351,7 +376,7 @@ class QuantMatmul(tilus.Script):
                 self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
             for (s, z), (sn, zn) in zip(params, self.folded(following)):
                 self.assign(s, sn)
-                if self.zero_mode == "tensor":
+                if self.zero_mode in ("tensor", "int"):
                     self.assign(z, zn)
         self.copy_async_wait_group(0)
         self.free_shared(sa)
@@ -369,16 +394,19 @@ class QuantMatmul(tilus.Script):
 _VARIANTS: dict = {}
 
 
-def _variant(act: str, scale: str):
+def _variant(act: str, scale: str, int_zeros: bool):
+    """The kernel class for (act, scale); ``int_zeros``: ``offsets`` points to uint8 zero
+    points (zero_mode 'int') instead of scale-dtype offsets."""
     A, S = dtypes.get(act), dtypes.get(scale)
+    Z = tilus.uint8 if int_zeros else S
 
     class Variant(QuantMatmul):
         def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
-                     w: ~tilus.uint8, scales: ~S, offsets: ~S, bias: ~A, c: ~A,
+                     w: ~tilus.uint8, scales: ~S, offsets: ~Z, bias: ~A, c: ~A,
                      workspace: ~tilus.float32, sema: ~tilus.int32):
             self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema)
 
-    name = f"QuantMatmul_{act}_{scale}"
+    name = f"QuantMatmul_{act}_{scale}" + ("_intzeros" if int_zeros else "")
     Variant.__name__ = Variant.__qualname__ = name
     globals()[name] = Variant           # picklable by name (autotune worker processes)
     return Variant
@@ -386,4 +414,5 @@ def _variant(act: str, scale: str):
 
 for _act in ACT_DTYPES:
     for _scale in ACT_DTYPES:
-        _VARIANTS[(_act, _scale)] = _variant(_act, _scale)
+        for _int in (False, True):
+            _VARIANTS[(_act, _scale, _int)] = _variant(_act, _scale, _int)

@@ -104,6 +104,8 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
     if kern is None:
         zero_mode = "tensor" if qw_meta["has_offsets"] else ("const" if qw_meta["zero_point"]
                                                              else "none")
+        if qw_meta.get("int_zeros"):
+            zero_mode = "int"
         kern = QuantMatmul(qw_meta["dtype"], qw_meta["group_size"], act=act,
                            scale=qw_meta["scale"], zero_mode=zero_mode,
                            zero_point=qw_meta["zero_point"], has_bias=has_bias,
@@ -117,16 +119,19 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
 _KERNELS: dict = {}
 
 
-def _meta(dtype: str, group_size: int, k: int, zero_point: float, has_offsets: bool,
-          scale: torch.dtype, exponent: int = 0, fold_scale: bool = False) -> dict:
+def _meta(dtype: str, group_size: int, k: int, zero_point: float,
+          offsets: Optional[torch.Tensor], scale: torch.dtype, exponent: int = 0,
+          fold_scale: bool = False) -> dict:
+    """The kernel metadata; ``int_zeros``: ``offsets`` are uint8 integer zero points."""
     return {"dtype": dtype, "group_size": int(group_size), "k": int(k),
-            "zero_point": float(zero_point), "has_offsets": bool(has_offsets),
+            "zero_point": float(zero_point), "has_offsets": offsets is not None,
+            "int_zeros": offsets is not None and offsets.dtype == torch.uint8,
             "scale": _ACT[scale], "exponent": int(exponent), "fold_scale": bool(fold_scale)}
 
 
 def weight_meta(qw: QuantizedWeight, act: torch.dtype) -> dict:
     """The kernel metadata of a quantized weight for activations of dtype ``act``."""
-    return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets is not None,
+    return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets,
                  qw.scales.dtype, qw.exponent,
                  can_fold_scale(qw.scales, qw.dtype, _ACT[act], qw.exponent, qw.zero_point))
 
@@ -199,7 +204,7 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
             engine, schedule=None) -> torch.Tensor:
     m = a2.shape[0]
     act = _ACT[a2.dtype]
-    meta = _meta(dtype, group_size, k, zero_point, offsets is not None, scales.dtype, exponent,
+    meta = _meta(dtype, group_size, k, zero_point, offsets, scales.dtype, exponent,
                  can_fold_scale(scales, dtype, act, exponent, zero_point))
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
@@ -256,6 +261,8 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
 
 def matmul_kernel_name(meta: dict, act: str) -> str:
     z = "o" if meta["has_offsets"] else ("c" if meta["zero_point"] else "s")
+    if meta.get("int_zeros"):
+        z = "z"
     e = f"-e{meta['exponent']}" if meta.get("exponent") else ""
     f = "-f" if meta.get("fold_scale") else ""
     return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}{e}{f}-{meta['scale']}-{act}"

@@ -13,6 +13,10 @@ uintB / intB,          ``s = (max - min) / (qmax - qmin)`` (rounded *up* to the 
 asymmetric             ``b = min - qmin * s`` (rounded to nearest), ``q = clamp(round((w - b) /
 (default for uint)     s))``; ``w' = v * s + b``. Offsets are stored per group; a group need not
                        contain 0 (its offset is any value of the scale type).
+uintB, asymmetric,     ``zero_mode="int"``: integer zero points (GPTQ's scheme): the range is
+integer zero points    widened to hold 0, ``s`` as above, ``z = round(-min / s)`` (a code, stored
+                       as uint8), ``q = clamp(round(w / s) + z)``; ``w' = (v - z) * s`` (``v - z``
+                       exact: one rounding, no offset rounding).
 intB, symmetric        ``s = absmax / (2^(B-1) - 1)``, ``b = 0``, ``q = clamp(round(w / s))``
 (default for int)      (B >= 2: int1 has no symmetric grid).
 uintB, symmetric       as intB symmetric on the grid shifted by the constant zero point
@@ -33,14 +37,16 @@ plus half a unit in the last place of the offset ``b`` in the scale type (asymme
 offset is stored rounded), plus the final rounding of ``w'``. Scales and offsets are stored in
 ``scale_dtype``: float16 (default) or bfloat16 (the default when the weight is bfloat16).
 
-Packed-weight format (``format_version`` 2, ``layout`` ``"mma-b-units-32x128"``):
+Packed-weight format (``format_version`` 3, ``layout`` ``"mma-b-units-32x128"``; format 2 is the
+same without integer zero points and still loads):
 
 * ``data``: ``torch.uint8 [ceil(N/128), ceil(K/32) * 512 * B]``: 32 x 128 (k, n) units of codes,
   the units of one column tile consecutive along k, each laid out for the mma B operand of the
   thread that reads it (``tilus.ops.packing``: one thread's 4B-byte load holds exactly the codes
   of its fragments, in the order the packed casts pair them). Padding codes are 0.
 * ``scales``: ``[K / group_size, N]`` in scale_dtype (row g = group g).
-* ``offsets``: ``[K / group_size, N]`` in scale_dtype, or None when the offset is ``-zp * s``
+* ``offsets``: ``[K / group_size, N]`` in scale_dtype (offsets ``b``), or uint8 (integer zero
+  points ``z``, ``zero_mode`` "int", any value 0..255), or None when the offset is ``-zp * s``
   for the constant zero point ``zero_point`` (0 or 2^(B-1)).
 * Group sizes are multiples of 32 (a unit lies in one group) or the whole K.
 
@@ -66,7 +72,9 @@ from tilus.ops import packing
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READ_VERSIONS = (2, 3)          # format 2 is format 3 without integer zero points
+ZERO_MODES = ("float", "int")
 LAYOUT = "mma-b-units-32x128"
 V1_LAYOUT = "kn-rowmajor-pad128"
 GROUP_ALIGN = packing.UNIT_K
@@ -170,7 +178,8 @@ class QuantizedWeight:
 
     data: torch.Tensor                 # uint8, format 2 (tilus.ops.packing)
     scales: torch.Tensor               # [K / group_size, N], fp16/bf16
-    offsets: Optional[torch.Tensor]    # [K / group_size, N] like scales, or None
+    offsets: Optional[torch.Tensor]    # [K / group_size, N]: offsets b like scales, or uint8
+                                       # zero points z (zero_mode "int"), or None
     dtype: str                         # weight type name, e.g. "uint4"
     shape: tuple                       # (N, K)
     group_size: int
@@ -223,6 +232,14 @@ class QuantizedWeight:
 
 
     @property
+    def zero_mode(self) -> Optional[str]:
+        """"float" (offsets b: ``v * s + b``), "int" (uint8 zero points z: ``(v - z) * s``) or
+        None (no stored offsets)."""
+        if self.offsets is None:
+            return None
+        return "int" if self.offsets.dtype == torch.uint8 else "float"
+
+    @property
     def target(self) -> str:
         """The half type the codes are ordered for (the scale dtype's name)."""
         return _SCALE_DTYPES[self.scales.dtype]
@@ -249,7 +266,8 @@ class QuantizedWeight:
 
     def dequantize(self, dtype: Optional[torch.dtype] = None,
                    transpose: bool = True) -> torch.Tensor:
-        """The weight the kernels compute with: ``v * s + b`` exact, rounded once to ``dtype``.
+        """The weight the kernels compute with: ``v * s + b`` (or ``(v - z) * s``) exact, rounded
+        once to ``dtype``.
         ``[N, K]`` like the original (``transpose=False``: ``[K, N]``). ``dtype`` defaults to the
         scale dtype; the result is on the weight's device."""
         w = dequantize_packed(self.data, self.scales, self.offsets, self.dtype, self.n, self.k,
@@ -283,12 +301,16 @@ class QuantizedWeight:
         version, layout = meta.get("format_version"), meta.get("layout")
         if (version, layout) == (1, V1_LAYOUT):
             return _from_v1(data, scales, sd.get("zeros"), meta)
-        if (version, layout) != (FORMAT_VERSION, LAYOUT):
+        if version not in READ_VERSIONS or layout != LAYOUT:
             raise QuantizationError(f"unsupported packed-weight format {version}/{layout}; this "
-                                    f"Tilus reads format {FORMAT_VERSION}/{LAYOUT} and "
+                                    f"Tilus reads formats {READ_VERSIONS}/{LAYOUT} and "
                                     f"1/{V1_LAYOUT}")
+        offsets = sd.get("offsets")
+        if version == 2 and offsets is not None and offsets.dtype == torch.uint8:
+            raise QuantizationError("format 2 has no integer zero points (uint8 offsets); "
+                                    "they need format 3")
         _check_meta(meta)
-        qw = cls(data, scales, sd.get("offsets"), meta["dtype"], tuple(meta["shape"]),
+        qw = cls(data, scales, offsets, meta["dtype"], tuple(meta["shape"]),
                  meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0),
                  meta.get("exponent", 0))
         qw.validate()
@@ -305,12 +327,14 @@ class QuantizedWeight:
         _check_group_size(self.group_size, k)
         g = (k // self.group_size, n)
         for name, x in (("scales", self.scales), ("offsets", self.offsets)):
-            if x is None:
+            if x is None or (name == "offsets" and x.dtype == torch.uint8):
                 continue
             if x.dtype not in _SCALE_DTYPES or tuple(x.shape) != g:
                 raise QuantizationError(f"{name} must be float16/bfloat16 {list(g)}, got "
                                         f"{x.dtype} {list(x.shape)}")
-        if self.offsets is not None and self.offsets.dtype != self.scales.dtype:
+        if self.zero_mode == "int":
+            _check_zeros(self.offsets, t, g)
+        elif self.offsets is not None and self.offsets.dtype != self.scales.dtype:
             raise QuantizationError(f"offsets ({self.offsets.dtype}) and scales "
                                     f"({self.scales.dtype}) must share one dtype")
         asymmetric = t.is_integer and not self.symmetric
@@ -321,6 +345,17 @@ class QuantizedWeight:
         if self.offsets is None and self.zero_point not in _zero_points(t, self.symmetric):
             raise QuantizationError(f"zero_point {self.zero_point!r} is not the {t.name} scheme's "
                                     f"({_zero_points(t, self.symmetric)})")
+
+
+def _check_zeros(zeros: torch.Tensor, t: DataType, shape: tuple) -> None:
+    """Integer zero points: uint8 ``shape``, for an unsigned integer type (QuantizationError). Any
+    uint8 value is allowed (GPTQ's ``"gptq"`` format can store z = 2^B)."""
+    if not (t.is_integer and not t.is_signed):
+        raise QuantizationError(f"integer zero points (uint8 offsets) need an unsigned integer "
+                                f"weight type, got {t.name}")
+    if tuple(zeros.shape) != shape:
+        raise QuantizationError(f"zero points must be uint8 {list(shape)}, got "
+                                f"{list(zeros.shape)}")
 
 
 def _zero_points(t: DataType, symmetric: bool) -> tuple:
@@ -410,12 +445,16 @@ def value_table(dtype: str, device, exponent: Optional[int] = None) -> torch.Ten
 def dequantize_packed(data, scales, offsets, dtype: str, n: int, k: int, group_size: int,
                       zero_point: float, out_dtype: torch.dtype,
                       exponent: int = 0) -> torch.Tensor:
-    """[K, N] in out_dtype: ``v * s + b`` exact (float64), rounded once, from the packed tensors
+    """[K, N] in out_dtype: ``v * s + b`` (``offsets`` in the scale dtype) or ``(v - z) * s``
+    (``offsets`` uint8 zero points z) exact (float64), rounded once, from the packed tensors
     (any device; the CPU fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``)."""
     target = _SCALE_DTYPES[scales.dtype]
     codes = packing.unpack_codes(data, dtype, target, n, k)
     v = value_table(dtype, data.device, exponent)[codes.long()].double()
     s = scales.double().repeat_interleave(group_size, dim=0)
+    if offsets is not None and offsets.dtype == torch.uint8:
+        z = offsets.double().repeat_interleave(group_size, dim=0)
+        return ((v - z) * s).to(out_dtype)
     if offsets is not None:
         b = offsets.double().repeat_interleave(group_size, dim=0)
     else:
@@ -482,7 +521,8 @@ def _check_weight(weight: Any) -> torch.Tensor:
 
 
 def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[int] = 128,
-             symmetric: Optional[bool] = None, scale_dtype: Any = None) -> QuantizedWeight:
+             symmetric: Optional[bool] = None, scale_dtype: Any = None,
+             zero_mode: str = "float") -> QuantizedWeight:
     """Quantizes ``weight`` ``[N, K]`` (nn.Linear layout) group-wise along K.
 
     ``dtype``: any intB/uintB (B = 1..8) or floatK_eXmY (K = 3..8) name or DataType.
@@ -490,7 +530,11 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
     ``symmetric``: None = the type's natural scheme (uint: asymmetric with offsets; int and
     float: symmetric). Floats are always symmetric (``symmetric=False`` is an error).
     ``scale_dtype``: torch.float16 / torch.bfloat16 (default: bf16 for a bf16 weight, else fp16).
+    ``zero_mode`` (asymmetric uintB only): "float" (default: offsets ``b`` in the scale dtype,
+    ``w' = v * s + b``) or "int" (uint8 zero points ``z``, ``w' = (v - z) * s``, GPTQ's scheme).
     """
+    if zero_mode not in ZERO_MODES:
+        raise QuantizationError(f"zero_mode must be one of {ZERO_MODES}, got {zero_mode!r}")
     t = weight_type(dtype)
     w = _check_weight(weight)
     n, k = w.shape
@@ -515,6 +559,10 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
         symmetric = t.is_signed and t.nbits > 1
     if symmetric and t.is_integer and t.nbits == 1:
         raise QuantizationError(f"{t.name} has no symmetric grid (1 bit); use symmetric=False")
+    if zero_mode == "int" and (symmetric or t.is_float or t.is_signed):
+        raise QuantizationError(f"zero_mode='int' (integer zero points) is for asymmetric "
+                                f"unsigned integer types (uint1..uint8, symmetric=False), got "
+                                f"{t.name} symmetric={symmetric}")
     sdt = _scale_dtype(scale_dtype, weight)
     g = k // group_size
     wk = w.t().reshape(g, group_size, n)           # [G, gs, N], groups along K
@@ -540,13 +588,20 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
             b = -zero_point * s.double()
         else:
             lo, hi = wk.amin(dim=1), wk.amax(dim=1)
+            if zero_mode == "int":          # z = -lo / s must be a code: the range holds 0
+                lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
             rng = hi - lo
             s = rng / (qmax - qmin)
             s = torch.where(rng > 0, s, torch.maximum(lo.abs(), hi.abs()) / (qmax - qmin))
             s = _round_up_to(s, sdt)
             s = torch.where(s.float() > 0, s, torch.ones_like(s))
-            offsets = _finite((lo.double() - qmin * s.double()).to(sdt), "offset")
-            b = offsets.double()
+            if zero_mode == "int":
+                z = torch.clamp(torch.round(-lo.double() / s.double()), qmin, qmax)
+                offsets = z.to(torch.uint8)
+                b = -z * s.double()
+            else:
+                offsets = _finite((lo.double() - qmin * s.double()).to(sdt), "offset")
+                b = offsets.double()
         q = torch.round((wk.double() - b.unsqueeze(1)) / s.double().unsqueeze(1))
         q = torch.clamp(q, qmin, qmax).to(torch.int64).reshape(k, n)
         codes = (q & ((1 << t.nbits) - 1)).to(torch.uint8)

@@ -212,6 +212,8 @@ def _int_range(name: str) -> tuple[int, int]:
 
 @lru_cache(maxsize=1024)
 def _accepts(t: dtypes.DataType, dtype: str, itemsize: int) -> bool:
+    if t is dtypes.uint8:
+        return True  # a raw byte pointer (void_p = ~uint8) reads any buffer's bytes
     if t.is_subbyte:
         return dtype == "uint8"
     if dtype == t.name and itemsize * 8 == t.nbits:
@@ -230,7 +232,7 @@ def _expected_dtype(t: dtypes.DataType) -> str:
 
 def _required_bytes(kernel: str, p: Param, scalars: Mapping[str, int]) -> list:
     """[(bytes needed, expression, element count or None)] for the pointer's size requirements."""
-    out = []
+    out: list[tuple[int, Any, Optional[int]]] = []
     t = p.data_type
     for key in ("min_count", "min_bytes"):
         e = getattr(p, key)
@@ -298,6 +300,12 @@ def _numpy_fast(p: Param, x: Any, needs: list, device_type: str) -> bool:
     return True
 
 
+def _device(v: Any) -> str:
+    """The device a checked pointer argument is on (``cuda:0``)."""
+    info = describe(v)
+    return "?" if info is None else info.device
+
+
 def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int],
                    device_type: str) -> int:
     """Check one pointer argument; returns its device index."""
@@ -331,7 +339,7 @@ def _check_pointer(kernel: str, p: Param, v: Any, scalars: Mapping[str, int],
                                f"than 32-bit indexing allows ({INT32_MAX}); split the call")
     if p.contiguous and not info.is_contiguous():
         raise _fail(kernel, p, f"expected a contiguous (row-major) tensor, got shape "
-                               f"{list(info.shape)} with strides {list(info.strides)} "
+                               f"{list(info.shape)} with strides {list(info.strides or ())} "
                                f"(call .contiguous())")
     if p.align > 1 and info.nbytes > 0 and info.data_ptr % p.align:
         raise _fail(kernel, p, f"data pointer 0x{info.data_ptr:x} is not {p.align}-byte aligned "
@@ -367,14 +375,14 @@ def check_arguments(meta: KernelMetadata, args: Sequence,
         if not p.is_pointer:
             out[i] = scalars[p.name] = _check_scalar(kernel, p, v)
     device_type = meta.device_type
-    first: Optional[tuple[Param, Any, int]] = None
+    first: Optional[tuple[Param, Any, Any]] = None
     for p, v in zip(meta.params, values):
         if p.is_pointer:
             dev_id = _check_pointer(kernel, p, v, scalars, device_type)
             if first is None:
                 first = (p, v, dev_id)
             elif dev_id != first[2]:
-                raise _fail(kernel, p, f"is on {describe(v).device} but {first[0].name!r} is on "
-                                       f"{describe(first[1]).device}: all tensors must be on the "
+                raise _fail(kernel, p, f"is on {_device(v)} but {first[0].name!r} is on "
+                                       f"{_device(first[1])}: all tensors must be on the "
                                        f"same GPU")
     return BoundArguments(tuple(out), scalars, device_type, first[2] if first else None)

@@ -139,7 +139,7 @@ class DriverFunction:
 
     def pack(self, values) -> list:
         """The ctypes values of the device parameters, in the device signature's order."""
-        out = []
+        out: list[Any] = []
         for role, i, ct in self.plan:
             v = values[i]
             if role == "ptr":

@@ -27,7 +27,7 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
 MAX_CHARS = 4096
 MAX_DEPTH = 64
-_CALLS = {"cdiv": lambda a, b: -((-a) // b), "min": min, "max": max}
+_CALLS: dict[str, Callable[..., int]] = {"cdiv": lambda a, b: -((-a) // b), "min": min, "max": max}
 
 
 @lru_cache(maxsize=1024)
@@ -78,6 +78,7 @@ def _check(node: ast.AST, text: str, depth: int) -> None:
 
 def _eval(node: ast.expr, env: Mapping[str, int], text: str) -> int:
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int)   # _parse admits int constants only
         return node.value
     if isinstance(node, ast.Name):
         try:
@@ -93,7 +94,7 @@ def _eval(node: ast.expr, env: Mapping[str, int], text: str) -> int:
     if isinstance(node, ast.UnaryOp):
         v = _eval(node.operand, env, text)
         return -v if isinstance(node.op, ast.USub) else v
-    assert isinstance(node, ast.Call)
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     args = [_eval(a, env, text) for a in node.args]
     if node.func.id == "cdiv" and args[1] == 0:
         raise ExpressionError(f"{text!r}: division by zero")
@@ -114,7 +115,7 @@ def evaluate(expr: SizeExpr, env: Mapping[str, int]) -> int:
         return expr
     if callable(expr):
         return int(expr(env))
-    return _eval(_parse(expr), env, expr)
+    return _eval(_parse(str(expr)), env, str(expr))
 
 
 def names(expr: SizeExpr) -> list[str]:

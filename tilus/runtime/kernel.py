@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from tilus.errors import ArgumentError, KernelNotFoundError
 from tilus.runtime import expr as _expr
@@ -25,7 +25,7 @@ def launch_dims(meta: KernelMetadata, scalars) -> Optional[dict]:
     metadata has no launch expressions (CPU kernels)."""
     if not meta.launch:
         return None
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in meta.launch.items():
         if isinstance(value, list):
             out[key] = [_expr.evaluate(v, scalars) for v in value]
@@ -38,14 +38,14 @@ class LoadedKernel:
     """Call with the kernel's arguments. ``function`` is the callable that runs it (the library's
     entry, or anything with the same signature: tests pass a counter)."""
 
-    def __init__(self, metadata: KernelMetadata, function: Callable, module: Any = None,
+    def __init__(self, metadata: KernelMetadata, function: Any, module: Any = None,
                  entry: Optional[CacheEntry] = None):
         self.metadata = metadata
         self.function = function
         self.module = module
         self.entry = entry
         self.launches = 0
-        self.driver = None      # a tilus.runtime.driver.DriverFunction with TILUS_LAUNCHER=driver
+        self.driver: Any = None   # a tilus.runtime.driver.DriverFunction with TILUS_LAUNCHER=driver
         storage = metadata.extra.get("pointer_storage") if metadata.is_cuda else None
         # CUDA libraries take every pointer as a 1-D tensor of its storage dtype (TVM checks ndim
         # and dtype): (position, storage dtype) of each pointer parameter

@@ -10,11 +10,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Optional
 
-
-def _tilus_version() -> str:
-    import tilus
-
-    return getattr(tilus, "__version__", "unknown")
+from tilus.version import __version__
 
 
 def cache_key(ir_text: str, arch: str, versions: Mapping[str, str]) -> str:
@@ -22,7 +18,7 @@ def cache_key(ir_text: str, arch: str, versions: Mapping[str, str]) -> str:
 
     The tilus version is added when ``versions`` has none, so upgrading tilus invalidates entries.
     """
-    v = {"tilus": _tilus_version(), **{str(k): str(x) for k, x in versions.items()}}
+    v = {"tilus": __version__, **{str(k): str(x) for k, x in versions.items()}}
     blob = json.dumps({"ir": ir_text, "arch": arch, "versions": v}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

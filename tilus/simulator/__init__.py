@@ -12,7 +12,9 @@ local/shared values and barriers reached in divergent code are reported as error
 
 Modules: ``ptx`` (instruction semantics, pure numpy: mma.sync m16n8k8/16/32, ldmatrix, shfl.sync,
 lop3, prmt), ``memory`` (byte-addressed global/shared/local memories and their bookkeeping),
-``machine`` (the TIR evaluator, the memory checks, cp.async groups, atomics), ``errors``.
+``machine`` (the TIR evaluator), ``threads`` (thread ids, masks, warp rules, barriers), ``access``
+(memory accesses and their checks, cp.async groups), ``intrinsics`` (the calls: PTX instructions,
+atomics, shuffles, math), ``scalars`` (dtypes and arithmetic on thread vectors), ``errors``.
 
 Not modelled: timing; concurrency between blocks (they run one after another, in blockIdx order,
 so a spin-wait on a later block never ends and is reported after ``max_while_iterations``); the
@@ -20,8 +22,8 @@ memory model's reorderings (fences are no-ops, global memory is coherent at once
 checked in shared memory, plus conflicting same-statement stores in global memory); bank
 conflicts; hardware rounding order inside mma (products are summed exactly, rounded once).
 
-This package's ``__init__`` imports nothing heavy: ``tilus.simulator.ptx`` (pure numpy) is used by
-the backend without loading TVM.
+This package's ``__init__`` imports nothing heavy: ``tilus.simulator.ptx`` (pure numpy) loads
+without TVM. The backend never imports this package (a checker shares no code with what it checks).
 """
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ from tilus.ir.printer import format_stmt_head
 from tilus.ir.program import Program
 from tilus.ir.stmt import BreakStmt, ContinueStmt, ForStmt, IfStmt, SeqStmt, Stmt, WhileStmt, seq
 from tilus.ir.types import SHARED, Tensor
+from tilus.registry import Registry
 from tilus.transforms.base import Pass
 from tilus.transforms.shared_memory import shared_tensor_nbytes
 
@@ -65,24 +66,21 @@ class SharedAccess:
     kind: str
 
 
-_EFFECTS: dict[type, Callable[[I.Instruction], list[SharedAccess]]] = {}
+_EFFECTS: Registry[Callable[[I.Instruction], list[SharedAccess]]] = Registry("shared-memory effect")
 
 
 def shared_effects(cls: type) -> Callable:
     """Registers ``fn(inst) -> list[SharedAccess]`` as what instructions of ``cls`` do to shared
-    memory (a decorator)."""
-    def register(fn: Callable[[I.Instruction], list[SharedAccess]]) -> Callable:
-        _EFFECTS[cls] = fn
-        return fn
-    return register
+    memory (a decorator; a class registered twice raises)."""
+    return _EFFECTS.register(cls)
 
 
 def _no_access(inst: I.Instruction) -> list[SharedAccess]:
     return []
 
 
-for _cls in (I.AllocateSharedInst, I.SliceSharedInst, I.FreeSharedInst):
-    _EFFECTS[_cls] = _no_access
+_EFFECTS.add_all((cls, _no_access) for cls in (I.AllocateSharedInst, I.SliceSharedInst,
+                                                I.FreeSharedInst))
 
 
 @shared_effects(I.LoadSharedInst)
@@ -146,8 +144,8 @@ class _Region:
     def may_alias(self, other: "_Region") -> bool:
         if self.root == other.root:
             return True
-        return self.lo is not None and other.lo is not None and self.lo < other.hi \
-            and other.lo < self.hi
+        return self.lo is not None and other.lo is not None and self.hi is not None \
+            and other.hi is not None and self.lo < other.hi and other.lo < self.hi
 
     def must_alias(self, other: "_Region") -> bool:
         if self.root != other.root or self.exact is None or other.exact is None:
@@ -168,7 +166,8 @@ def _regions(program: Program) -> dict[str, _Region]:
             src = out.get(inst.src.name) or _Region(inst.src.name, None, None, None)
             exact = None
             if src.exact == WHOLE and all(isinstance(o, Const) for o in inst.offsets):
-                exact = ("slice", tuple(o.value for o in inst.offsets), tuple(inst.output.shape),
+                exact = ("slice", tuple(o.value for o in inst.offsets if isinstance(o, Const)),
+                         tuple(inst.output.shape),
                          inst.dims)
             out[inst.output.name] = _Region(src.root, src.lo, src.hi, exact)
     return out
@@ -331,7 +330,7 @@ class _Analysis:
     def loop(self, node: _Node, state: frozenset) -> _State:
         """The state at the loop's head is the join of the state before it and at its back edges
         (a fixpoint); the loop leaves from its head (possibly before any iteration) or a break."""
-        head = state
+        head: _State = state
         while True:
             self.breaks.append(None)
             self.continues.append(None)

@@ -1,6 +1,6 @@
-"""Layout conversions made explicit (the pass after layout inference, ``InsertConversions``): a ``convert_layout`` wherever an
-instruction needs a layout of a tile other than the one it has, and a shared scratch tile for
-every conversion that goes through shared memory.
+"""Layout conversions made explicit (the pass after layout inference, ``InsertConversions``): a
+``convert_layout`` wherever an instruction needs a layout of a tile other than the one it has, and
+a shared scratch tile for every conversion that goes through shared memory.
 
 Where (each instruction reads its operands as its output's layout sees them):
 
@@ -10,7 +10,10 @@ Where (each instruction reads its operands as its output's layout sees them):
 - ``dot``: mma needs A, B and C exactly in the fragments of the tiling of its output; SIMT needs
   A and B in ``simt_dot_layouts`` of the output and C readable for free;
 - ``reduce``: an input whose rows are spread over warps (neither in-thread nor a warp butterfly)
-  is converted to rows held whole by the threads holding the result;
+  is converted to rows split over the lanes of one warp (a butterfly then completes them; a
+  conversion after the reduction gives the output its layout), or to rows held whole by the
+  threads holding the result when that holds fewer elements per thread or no butterfly applies
+  (bool and 64-bit integer tiles);
 - ``transpose``, ``squeeze``, ``unsqueeze``, ``broadcast``, ``repeat``: the instruction writes
   the layout that follows from its input for free and a conversion after it gives the output its
   layout;
@@ -109,7 +112,7 @@ class _InsertConversions(_InstructionRewriter):
         if isinstance(inst, I.DotInst):
             return self.dot(inst, before)
         if isinstance(inst, I.ReduceInst):
-            return self.reduce(inst, before)
+            return self.reduce(inst, before, after)
         if isinstance(inst, I.ViewInst):
             return self.view(inst, before, after)
         derived = _derived_output(inst)
@@ -118,7 +121,7 @@ class _InsertConversions(_InstructionRewriter):
         return inst
 
     def elementwise(self, inst: I.Instruction, before: list) -> I.Instruction:
-        out = inst.output.layout
+        out = inst.output.layout  # type: ignore[attr-defined]
         changes = {}
         for field in inst.OPERANDS:
             x = getattr(inst, field)
@@ -158,19 +161,26 @@ class _InsertConversions(_InstructionRewriter):
             changes[field] = y
         return _replace(inst, changes)
 
-    def reduce(self, inst: I.ReduceInst, before: list) -> I.Instruction:
-        x, out = inst.x, inst.output.layout
-        if reduce_cost(x.layout, out, inst.dim, inst.keepdim, x.dtype) != SHARED:
+    def reduce(self, inst: I.ReduceInst, before: list, after: list) -> I.Instruction:
+        x, out, dim = inst.x, inst.output.layout, inst.dim
+        if reduce_cost(x.layout, out, dim, inst.keepdim, x.dtype) != SHARED:
             return inst
         kept = out if inst.keepdim else \
-            out.reshape([1 if d == inst.dim else s for d, s in enumerate(x.shape)])
-        want = local(*[s if d == inst.dim else 1 for d, s in enumerate(x.shape)]) * kept
-        y, conv = self.convert(x, want)
+            out.reshape([1 if d == dim else s for d, s in enumerate(x.shape)])
+        whole = local(*[s if d == dim else 1 for d, s in enumerate(x.shape)]) * kept
+        lanes = _rows_over_lanes(x, dim, self.threads)
+        derived = lanes.reduce(dim, keepdim=inst.keepdim)
+        if lanes.local_size >= whole.local_size or \
+                reduce_cost(lanes, derived, dim, inst.keepdim, x.dtype) == SHARED:
+            y, conv = self.convert(x, whole)
+            before.append(conv)
+            return _replace(inst, {"x": y})
+        y, conv = self.convert(x, lanes)
         before.append(conv)
-        return _replace(inst, {"x": y})
+        return self.output_side(_replace(inst, {"x": y}), derived, after)
 
     def output_side(self, inst: I.Instruction, derived: RegisterLayout, after: list) -> I.Instruction:
-        out = inst.output
+        out = inst.output  # type: ignore[attr-defined]
         if conversion_cost(derived, out.layout) == FREE:
             return inst
         pre = _with_layout(out, self.names.fresh(out.name, "pre"), derived)
@@ -188,10 +198,13 @@ class _InsertConversions(_InstructionRewriter):
             return self.output_side(inst, derived, after)
         if want is None:
             want = _whole_runs(x, out, self.threads)
+        seen = view_layout(want, x.dtype, out.shape, out.dtype)
+        if seen is None:
+            raise LayoutInferenceError(f"{format_stmt_head(inst)}: no layout of %{x.name} keeps whole "
+                                       f"elements of the view's type in each thread")
         y, conv = self.convert(x, want)
         before.append(conv)
-        inst = _replace(inst, {"x": y})
-        return self.output_side(inst, view_layout(want, x.dtype, out.shape, out.dtype), after)
+        return self.output_side(_replace(inst, {"x": y}), seen, after)
 
 
 def _replace(inst: I.Instruction, changes: dict) -> I.Instruction:
@@ -209,6 +222,23 @@ def _derived_output(inst: I.Instruction) -> Optional[RegisterLayout]:
     if isinstance(inst, I.RepeatInst):
         return local(*inst.repeats) * inst.x.layout
     return None
+
+
+def _rows_over_lanes(x: Tensor, dim: int, threads: int) -> RegisterLayout:
+    """A layout of x that a warp's XOR butterfly reduces along ``dim``: each row split over up to
+    32 lanes of one warp (a contiguous run per lane), the other dimensions spread over the other
+    threads as the default layout spreads them, and threads beyond the tile replicating it."""
+    shape = list(x.shape)
+    n = shape[dim]
+    group = math.gcd(32, n, threads)
+    rest = [1 if d == dim else s for d, s in enumerate(shape)]
+    sizes, left = [1] * len(shape), threads // group
+    for d in reversed(range(len(shape))):
+        sizes[d] = math.gcd(left, rest[d])
+        rest[d], left = rest[d] // sizes[d], left // sizes[d]
+    outer = local(*rest) * replicate(left) if left > 1 else local(*rest)
+    lanes = spatial(*[group if d == dim else 1 for d in range(len(shape))])
+    return outer * spatial(*sizes) * lanes * local(*[n // group if d == dim else 1 for d in range(len(shape))])
 
 
 def _whole_runs(x: Tensor, out: Tensor, threads: int) -> RegisterLayout:

@@ -47,11 +47,18 @@ Rules (what an instruction requires of its operands' and output's layouts)
 - binary ops, ``where``: an operand of the output's shape has the output's layout (both
   directions); a broadcast operand (a size-1 or missing dimension) has the output's layout
   reduced over those dimensions (``L.reduce(d)``: the threads that held the dimension replicate).
-  When only broadcast operands are known, the output is suggested ``local(f) * operand``.
+  When only broadcast operands are known, the output is suggested the first layout they agree
+  with among the default layout and those of same-shape tiles already placed (so a row
+  statistic of a reduction keeps its rows spread over the lanes that reduced them, and the
+  reduction is a warp shuffle), else ``local(f) * operand``.
+  After solving, a tile whose inferred layout gives a thread more than half of its registers,
+  and more elements than an even spread would, is logged as a warning
+  (``LayoutInference.heavy_tiles``): it is likely to spill.
 - ``reduce``: output = ``input.reduce(dim, keepdim)`` (required forward; backward only a
   suggestion, ``local(f) * output``: the reduced dimension held by the threads holding the result).
 - ``dot``: once any of A, B, C is known, the first of ``mma_dot_layouts`` that agrees with the
-  known ones, else SIMT around the known C (or A, or B). ``dot_candidates`` (the defaults): A/B/C fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
+  known ones, else SIMT around the known C (or A, or B). ``dot_candidates`` (the defaults): A/B/C
+  fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
   accumulator) or mma.m16n8k32 (s8/u8 operands, s32 accumulator) tiled as
   ``replicate(r) * local(tiles) * warps * fragment`` (warps the outer thread digits, lanes the
   inner ones); the warp grid wm x wn is picked to cover the tile (A is replicated over wn, B over
@@ -91,28 +98,31 @@ import math
 from collections import deque
 from typing import Callable, Iterable, Optional, Sequence
 
-from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import LayoutError, LayoutInferenceError
 from tilus.ir import inst as I
 from tilus.ir.functor import IRRewriter, instructions
 from tilus.ir.layout import (RegisterLayout, SharedLayout, StridedShared, divide, local,
-                             mma_fragments, replicate, row_major, same_owners, spatial, strided,
-                             swizzle_128b)
+                             replicate, row_major, same_owners, spatial, strided, swizzle_128b)
+from tilus.ir.layout.mma import mma_dot_layouts
 from tilus.ir.printer import format_stmt_head
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, SHARED, Tensor
 from tilus.ir.verifier import MAX_REGISTERS, register_bits
+from tilus.registry import Registry
 from tilus.transforms.base import Pass
 
 logger = logging.getLogger("tilus")
 
-__all__ = ["LayoutInference", "infer_layouts", "layout_rule", "default_layout", "dot_layouts",
+__all__ = ["LayoutInference", "infer_layouts", "layout_rule", "any_layout", "RULES", "default_layout", "dot_layouts",
            "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
            "expand_layout", "check_layouts"]
 
-Rule = Callable[[I.Instruction, "_Solver"], Iterable[tuple]]
-_RULES: dict[type, Rule] = {}
+#: a tile whose inferred layout gives a thread more registers than this is warned about
+SPILL_WARN_REGISTERS = MAX_REGISTERS // 2
+
+Rule = Callable[..., Iterable[tuple]]   # fn(inst: the rule's instruction class, solver)
+RULES: Registry[Rule] = Registry("layout rule")
 
 #: third item of a rule's ``(tensor, layout, SOFT)``: a suggestion, not a requirement
 SOFT = False
@@ -125,18 +135,20 @@ def layout_rule(*classes: type) -> Callable[[Rule], Rule]:
     layout is a conflict. An item ``(tensor, layout, SOFT)`` is only a suggestion for an unknown
     tensor: it is taken when propagation stalls, before the generic defaults, and dropped when
     it would lead to a conflict."""
-    def register(fn: Rule) -> Rule:
-        for cls in classes:
-            _RULES[cls] = fn
-        return fn
-    return register
+    return RULES.register(*classes)
 
 
-def _rule_for(cls: type) -> Optional[Rule]:
-    for base in cls.__mro__:
-        if base in _RULES:
-            return _RULES[base]
-    return None
+def any_layout(inst: I.Instruction, solver: "_Solver") -> Iterable[tuple]:
+    """The rule of instructions that accept their register tensors in any layout: it requires
+    nothing (those tensors get theirs from the other instructions, else from the defaults)."""
+    return ()
+
+
+layout_rule(I.GlobalViewInst, I.AllocateRegisterInst, I.AllocateSharedInst, I.FreeSharedInst,
+            I.SliceSharedInst, I.LoadGlobalInst, I.StoreGlobalInst, I.LoadSharedInst,
+            I.StoreSharedInst, I.CopyAsyncInst, I.CopyAsyncCommitGroupInst,
+            I.CopyAsyncWaitGroupInst, I.ReinterpretInst, I.SyncInst, I.LockSemaphoreInst,
+            I.ReleaseSemaphoreInst, I.PrintTensorInst)(any_layout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,71 +183,12 @@ def default_layout(shape: Sequence[int], dtype: DataType, threads: int) -> Regis
         key = (registers > MAX_REGISTERS, accesses, -vec)
         if best is None or key < best[0]:
             best = (key, vec, rest, sizes, left)
+    assert best is not None   # vec = 1 always fits
     _, vec, rest, sizes, left = best
     outer = local(*rest)
     if left > 1:
         outer = outer * replicate(left)
     return outer * spatial(*sizes) * local(*([1] * (len(shape) - 1) + [vec]))
-
-
-_MMA_CONFIGS = {
-    # (operand dtype, accumulator dtype) -> (instruction shape, fragments key)
-    "f16": ((16, 8, 16), ("m16n8k16", "f16")),
-    "bf16": ((16, 8, 16), ("m16n8k16", "bf16")),
-    "s8": ((16, 8, 32), ("m16n8k32", "s8")),
-    "u8": ((16, 8, 32), ("m16n8k32", "u8")),
-}
-
-
-def _mma_kind(ab: DataType, c: DataType) -> Optional[str]:
-    if ab is dtypes.float16 and c in (dtypes.float32, dtypes.float16):
-        return "f16"
-    if ab is dtypes.bfloat16 and c is dtypes.float32:
-        return "bf16"
-    if ab in (dtypes.int8, dtypes.uint8) and c is dtypes.int32:
-        return "s8" if ab is dtypes.int8 else "u8"
-    return None
-
-
-def mma_dot_layouts(m: int, n: int, k: int, ab: DataType, c: DataType,
-                    threads: int) -> list[tuple[RegisterLayout, RegisterLayout, RegisterLayout]]:
-    """Every (A, B, C) mma tiling of an [m, k] x [k, n] + [m, n] dot for ``threads`` threads, the
-    preferred first; empty when mma does not apply (dtypes, shapes, threads not whole warps).
-
-    With the warp grid wm x wn (warp w = wi * wn + wj) and r replicas of it (r * wm * wn warps):
-    C = replicate(r) * local(m/(16 wm), n/(8 wn)) * spatial(wm, wn) * C_frag,
-    A = replicate(r) * local(m/(16 wm), k/K) * (spatial(wm, 1) * replicate(wn)) * A_frag,
-    B = replicate(r) * local(k/K, n/(8 wn)) * (replicate(wm) * spatial(1, wn)) * B_frag.
-    Preference: all warps used (r = 1), then the squarest warp tile, then more warps along m."""
-    kind = _mma_kind(ab, c)
-    if kind is None or threads % 32:
-        return []
-    (im, in_, ik), (shape, ptx) = _MMA_CONFIGS[kind]
-    if m % im or n % in_ or k % ik:
-        return []
-    fa, fb, fc = mma_fragments(shape, ptx)
-    warps = threads // 32
-    options = []
-    for r in range(1, warps + 1):
-        if warps % r:
-            continue
-        for wm in range(1, warps // r + 1):
-            if (warps // r) % wm:
-                continue
-            wn = warps // r // wm
-            if m % (im * wm) or n % (in_ * wn):
-                continue
-            tile_m, tile_n = m // wm, n // wn
-            options.append(((r, abs(math.log2(tile_m / tile_n)), -wm), (r, wm, wn)))
-    out = []
-    for _, (r, wm, wn) in sorted(options):
-        rm, rn, rk = m // (im * wm), n // (in_ * wn), k // ik
-        rep = replicate(r)
-        cl = rep * local(rm, rn) * spatial(wm, wn) * fc
-        al = rep * local(rm, rk) * (spatial(wm, 1) * replicate(wn)) * fa
-        bl = rep * local(rk, rn) * (replicate(wm) * spatial(1, wn)) * fb
-        out.append((al, bl, cl))
-    return out
 
 
 def simt_dot_layouts(c_layout: RegisterLayout, k: int) -> tuple[RegisterLayout, RegisterLayout]:
@@ -344,8 +297,7 @@ def _elementwise(inst, s: "_Solver"):
             known = [x for x in _register_tensors(inst.operands()) if s.layout(x) is not None]
             if not known:
                 return []
-            x = max(known, key=lambda x: x.type.size)
-            return [(out, expand_layout(s.layout(x), out.shape), SOFT)]
+            return [(out, _from_broadcast_operands(out, known, s), SOFT)]
     implied = [(out, layout)]
     for x in _register_tensors(inst.operands()):
         if tuple(x.shape) == tuple(out.shape):
@@ -353,6 +305,24 @@ def _elementwise(inst, s: "_Solver"):
         else:
             implied.append((x, broadcast_operand_layout(layout, x.shape)))
     return implied
+
+
+def _from_broadcast_operands(out: Tensor, known: list[Tensor], s: "_Solver") -> RegisterLayout:
+    """The layout suggested for a new tile when only broadcast operands of it are known (a row
+    statistic from a reduction, a [1, n] scale): the first layout that agrees with all of them
+    among the default layout and the layouts of tiles of the same shape already placed (the input
+    of the reduction a row statistic came from agrees with it), so that each row stays spread over
+    the lanes that reduced it instead of one thread holding a whole row; else the largest
+    operand's layout with the new elements held locally."""
+    shape = tuple(out.shape)
+    candidates = [default_layout(shape, out.dtype, s.threads)] + \
+        [s.known[n] for n, t in s.tensors.items() if n in s.known and tuple(t.shape) == shape]
+    placed = [(x, layout) for x in known if (layout := s.layout(x)) is not None]
+    for cand in candidates:
+        if all(same_owners(broadcast_operand_layout(cand, x.shape), layout) for x, layout in placed):
+            return cand
+    largest = max(placed, key=lambda item: item[0].type.size)[1]
+    return expand_layout(largest, out.shape)
 
 
 @layout_rule(I.ReduceInst)
@@ -449,6 +419,7 @@ def _dot(inst: I.DotInst, s: "_Solver"):
         if a is not None:
             c = a.reduce(1, keepdim=True) * local(1, n)
         else:
+            assert b is not None
             c = local(m, 1) * b.reduce(0, keepdim=True)
     al, bl = simt_dot_layouts(c, k)
     return [(inst.a, al), (inst.b, bl), (inst.c, c), (inst.output, c)]
@@ -464,8 +435,9 @@ _SHARED_MEMORY = (I.LoadSharedInst, I.StoreSharedInst)
 
 def _inst_tensors(inst: I.Instruction) -> list[Tensor]:
     out = []
-    if inst.HAS_OUTPUT and isinstance(getattr(inst, "output", None), Tensor):
-        out.append(inst.output)
+    output = getattr(inst, "output", None)
+    if inst.HAS_OUTPUT and isinstance(output, Tensor):
+        out.append(output)
     out += [x for x in inst.operands() if isinstance(x, Tensor)]
     return out
 
@@ -555,7 +527,7 @@ class _Solver:
             i = queue.popleft()
             queued.discard(i)
             inst = self.insts[i]
-            rule = _rule_for(type(inst))
+            rule = RULES.find(type(inst))
             if rule is None:
                 continue
             try:
@@ -598,13 +570,14 @@ class _Solver:
         """Apply one default (see the module docstring for the order); False when none is left."""
         for inst in self.insts:
             if isinstance(inst, I.DotInst) and any(self.layout(t) is None for t in _inst_tensors(inst)):
-                first_error = None
+                first_error: Optional[LayoutInferenceError] = None
                 for al, bl, cl in dot_candidates(inst, self.threads):
                     error = self._trial_all([(inst.a, al), (inst.b, bl), (inst.c, cl),
                                              (inst.output, cl)], inst, "the dot default of")
                     if error is None:
                         return True
                     first_error = first_error or error
+                assert first_error is not None   # the SIMT candidates are never empty
                 raise first_error
         while self.suggestions:
             t, layout, inst = self.suggestions.pop(0)
@@ -625,6 +598,7 @@ class _Solver:
             if error is None:
                 return True
             first_error = first_error or error
+        assert first_error is not None   # unknown is not empty
         raise first_error
 
     def solve(self) -> dict[str, RegisterLayout]:
@@ -685,14 +659,31 @@ def _bit_compatible(inst: I.ViewInst, x: RegisterLayout, out: RegisterLayout) ->
     return view_layout(x, inst.x.dtype, inst.output.shape, inst.output.dtype) == out
 
 
+def heavy_tiles(solver: "_Solver") -> list[tuple[str, int, RegisterLayout]]:
+    """(name, registers, layout) of the register tiles whose inferred (not annotated) layout gives
+    a thread more than ``SPILL_WARN_REGISTERS`` registers and more elements than an even spread
+    over the threads would (replicated or whole rows): with anything else live, they spill."""
+    out = []
+    for name, t in solver.tensors.items():
+        layout = solver.known.get(name)
+        if layout is None or solver.origin.get(name) == "annotated":
+            continue
+        regs = -(-layout.local_size * register_bits(t.dtype) // 32)
+        if regs > SPILL_WARN_REGISTERS and layout.local_size > -(-t.type.size // solver.threads):
+            out.append((name, regs, layout))
+    return out
+
+
 class LayoutInference(Pass):
     """The pass: see the module docstring. After ``run``, ``redistributing_views`` lists the text
-    of the views whose two sides are not bit-compatible (InsertConversions converts them)."""
+    of the views whose two sides are not bit-compatible (InsertConversions converts them), and
+    ``heavy_tiles`` the tiles whose inferred layout is likely to spill (each logged as a warning)."""
 
     name = "layout_inference"
 
     def __init__(self):
         self.redistributing_views: list[str] = []
+        self.heavy_tiles: list[tuple[str, int, RegisterLayout]] = []
 
     def run(self, program: Program) -> Program:
         solver = _Solver(program, program.num_threads)
@@ -703,6 +694,12 @@ class LayoutInference(Pass):
             and not _bit_compatible(inst, solver.known[inst.x.name], solver.known[inst.output.name])]
         for text in self.redistributing_views:
             logger.debug("layout inference: redistributing view `%s`", text)
+        self.heavy_tiles = heavy_tiles(solver)
+        for name, regs, layout in self.heavy_tiles:
+            logger.warning("layout inference: %%%s holds %d of a thread's %d registers under the "
+                           "inferred layout %s; the kernel is likely to spill (annotate_layout a "
+                           "layout spreading it over more threads, or use a smaller tile)",
+                           name, regs, MAX_REGISTERS, layout)
         result = _ApplyLayouts(layouts)(program)
         check_layouts(result)
         return result

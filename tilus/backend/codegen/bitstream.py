@@ -10,6 +10,7 @@ assumes its base pointer is 4-byte aligned (recorded in the kernel's assumptions
 """
 from __future__ import annotations
 
+from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import tirx, dt
 
 
@@ -42,7 +43,7 @@ def _atomic(op: str, buf, i, value):
     return tirx.call_extern("uint32", op, tirx.address_of(buf[i]), value)
 
 
-def write_code(lw, words, elem, k: int, code) -> None:
+def write_code(lw: Lowerer, words, elem, k: int, code) -> None:
     """Emit the atomic read-modify-write of element ``elem`` (K bits) in the uint32 ``words``."""
     from tilus.backend.tvm_shim import TB
 
@@ -51,11 +52,13 @@ def write_code(lw, words, elem, k: int, code) -> None:
     sh = _u(tirx.floormod(bit, tirx.const(32, "int64")), "uint32")
     mask = tirx.const((1 << k) - 1, "uint32")
     c = tirx.bitwise_and(_u(code), mask)
-    lw.emit(_atomic("atomicAnd", words, i, tirx.bitwise_xor(tirx.shift_left(mask, sh), tirx.const(0xFFFFFFFF, "uint32"))))
+    lw.emit(_atomic("atomicAnd", words, i, tirx.bitwise_xor(tirx.shift_left(mask, sh),
+                                                           tirx.const(0xFFFFFFFF, "uint32"))))
     lw.emit(_atomic("atomicOr", words, i, tirx.shift_left(c, sh)))
     if 32 % k:
         rest = tirx.const(32, "uint32") - sh
         with TB.If(sh + tirx.const(k, "uint32") > tirx.const(32, "uint32")):
             with TB.Then():
-                lw.emit(_atomic("atomicAnd", words, i + 1, tirx.bitwise_xor(tirx.shift_right(mask, rest), tirx.const(0xFFFFFFFF, "uint32"))))
+                keep = tirx.bitwise_xor(tirx.shift_right(mask, rest), tirx.const(0xFFFFFFFF, "uint32"))
+                lw.emit(_atomic("atomicAnd", words, i + 1, keep))
                 lw.emit(_atomic("atomicOr", words, i + 1, tirx.shift_right(c, rest)))

@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from tilus.backend.codegen.dtypes_map import storage
+from tilus.backend.codegen.lower import Lowerer
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir.layout.conversion import flat_index, owner, shuffle_slots, static_slots
 from tilus.ir.types import Tensor
 
-__all__ = ["flat_index", "unravel", "slot_values", "shuffle_values"]
+__all__ = ["flat_index", "unravel", "index_exprs", "slot_values", "shuffle_values"]
 
 
 def unravel(flat, shape) -> tuple:
@@ -35,7 +36,13 @@ def unravel(flat, shape) -> tuple:
     return tuple(idx)
 
 
-def slot_values(lw, x: Tensor, n: int, fn: Callable) -> list:
+def index_exprs(layout, thread: Any, slot: Any) -> tuple[E.Expr, ...]:
+    """The logical index ``layout`` puts at (``thread``, ``slot``), as IR expressions (the layout
+    gives plain ints where a coordinate is constant)."""
+    return tuple(E.as_expr(c) for c in layout.index_exprs(thread, slot))
+
+
+def slot_values(lw: Lowerer, x: Tensor, n: int, fn: Callable) -> list:
     """Stored elements of x at ``fn(thread, v)`` for v in range(n), when every thread holds them
     (raises CompilationError otherwise: the IR lacks a convert_layout)."""
     st = lw.reg(x)
@@ -64,7 +71,7 @@ def _shuffle(value, lane):
     return got != tirx.const(0, "int32") if d == "bool" else tirx.Cast(d, got)
 
 
-def shuffle_values(lw, x: Tensor, n: int, fn: Callable) -> list:
+def shuffle_values(lw: Lowerer, x: Tensor, n: int, fn: Callable) -> list:
     """Elements of x at ``fn(thread, v)``, each fetched from the lane of the reader's warp that
     holds it (one ``__shfl_sync`` per virtual slot); a convert_layout of cost ``shuffle``."""
     from tilus.backend.codegen.lower import THREAD

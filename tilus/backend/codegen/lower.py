@@ -22,7 +22,7 @@ where the IR's plan put it, and data moves between threads only where the IR say
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
 from tilus.ir.inst import AllocateSharedInst, Instruction, ReinterpretInst, ViewInst
-from tilus.ir.layout import RegisterLayout
+from tilus.ir.layout import RegisterLayout, SharedLayout
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, PointerType, Tensor
 
@@ -53,15 +53,36 @@ class RegStorage:
     dtype: DataType
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class SharedStorage:
     """``offset(index)`` (tilus exprs) gives the element offset in ``buf``'s element stream;
-    sub-byte tensors live in a uint32 word buffer as a bit stream."""
+    sub-byte tensors live in a uint32 word buffer as a bit stream.
+
+    For the compile-time checks of the fast paths (contiguous, aligned runs): ``base_static`` when
+    ``check_offset`` (numpy indices -> offsets) gives the tile's placement up to a shift that keeps
+    16-element runs where they are; ``layout`` is the shared layout of an allocation (None for a
+    slice); ``root_strides``/``root_period``: the strides and swizzle period of the allocation a
+    slice's run-time offsets move through (None when unknown)."""
     buf: Any
     dtype: DataType
     shape: tuple
     offset: Callable[[tuple], Any]
     nbytes: int
+    layout: Optional[SharedLayout] = None
+    base_static: bool = False
+    check_offset: Optional[Callable[[tuple], Any]] = None
+    root_strides: Optional[tuple] = None
+    root_period: int = 1
+
+    def aligned_runs(self, index: tuple, vec: int) -> bool:
+        """Whether the offsets of ``index`` (numpy arrays, one per dimension) form runs of ``vec``
+        consecutive, ``vec``-aligned elements along the last axis, by the compile-time placement
+        (False where it is not known). An error in the offset function propagates: a bug is not a
+        slow path."""
+        if not self.base_static or self.check_offset is None:
+            return False
+        runs = np.asarray(self.check_offset(index), dtype=np.int64).reshape(-1, vec)
+        return bool((np.diff(runs, axis=1) == 1).all() and (runs[:, 0] % vec == 0).all())
 
 
 @dataclass

@@ -8,22 +8,19 @@ from __future__ import annotations
 from typing import Callable
 
 from tilus.errors import CompilationError
+from tilus.registry import Registry
 
-EMITTERS: dict[type, Callable] = {}
+EMITTERS: Registry[Callable] = Registry("emitter")
 
 
-def emitter(*classes: type):
-    def register(fn: Callable) -> Callable:
-        for cls in classes:
-            if cls in EMITTERS:
-                raise CompilationError(f"two emitters for {cls.__name__}")
-            EMITTERS[cls] = fn
-        return fn
-    return register
+def emitter(*classes: type) -> Callable[[Callable], Callable]:
+    """Registers the decorated emitter for ``classes`` (a class registered twice raises)."""
+    return EMITTERS.register(*classes)
 
 
 def emitter_for(cls: type) -> Callable:
-    for klass in cls.__mro__:
-        if klass in EMITTERS:
-            return EMITTERS[klass]
+    """The emitter of ``cls`` or of its nearest registered base."""
+    fn = EMITTERS.find(cls)
+    if fn is not None:
+        return fn
     raise CompilationError(f"the CUDA backend has no emitter for {cls.__name__}")

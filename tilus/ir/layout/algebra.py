@@ -144,7 +144,8 @@ def reshape(layout: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
     for m in flat.dims[0]:
         m.dim = 0
     work = flat.build()._work()
-    rest, new_dims = list(work.dims[0]), [[] for _ in shape]
+    rest = list(work.dims[0])
+    new_dims: list[list[_Mode]] = [[] for _ in shape]
     for d in reversed(range(len(shape))):
         need = shape[d]
         while need > 1:
@@ -172,6 +173,7 @@ def concat(a: RegisterLayout, b: RegisterLayout) -> RegisterLayout:
     wa, wb = a._work(), b._work()
     for modes in wb.dims:
         for m in modes:
+            assert m.dim is not None   # a dimension's modes know their dimension
             m.dim += a.rank
     return _Work(wa.shape + wb.shape, wa.dims + wb.dims, wa.spatial + wb.spatial,
                  wa.local + wb.local).build()

@@ -27,7 +27,7 @@ from tilus.ir.layout.register import RegisterLayout
 FREE, SHUFFLE, SHARED = "free", "shuffle", "shared"
 COSTS = (FREE, SHUFFLE, SHARED)
 
-Reader = Callable[[Any, Any], tuple]
+Reader = Callable[[Any, Any], Sequence[Any]]
 
 
 def flat_index(index: Sequence[Any], shape: Sequence[int]) -> Any:
@@ -74,7 +74,8 @@ def owner(layout: RegisterLayout, index: Sequence[Any], thread: Any) -> tuple[An
     digits are taken from ``thread`` (the owner in the reader's replica group)."""
     digits = layout._index_digits(index)
     sizes = [layout._entry_size(e) for e in layout.spatial_modes]
-    strides, stride = [], 1
+    strides: list[int] = []
+    stride = 1
     for size in reversed(sizes):
         strides.insert(0, stride)
         stride *= size

@@ -4,32 +4,32 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from tilus.errors import LayoutError
-from tilus.ir.expr import Expr, ExprLike, as_expr
 
 
 class GlobalLayout:
-    """offset(index) = sum(index[d] * strides[d]), every size and stride an IR expression."""
+    """offset(index) = sum(index[d] * strides[d]); sizes and strides are ints or any values with
+    + * // % (the IR's expressions), which the layout only combines with those operators."""
 
-    def __init__(self, shape: Sequence[ExprLike], strides: Sequence[ExprLike]):
+    def __init__(self, shape: Sequence[Any], strides: Sequence[Any]):
         if len(shape) != len(strides):
             raise LayoutError(f"a global layout needs one stride per dimension, got shape "
-                              f"{[str(as_expr(s)) for s in shape]} and strides {[str(as_expr(s)) for s in strides]}")
-        self.shape: tuple[Expr, ...] = tuple(as_expr(s) for s in shape)
-        self.strides: tuple[Expr, ...] = tuple(as_expr(s) for s in strides)
+                              f"{[str(s) for s in shape]} and strides {[str(s) for s in strides]}")
+        self.shape: tuple[Any, ...] = tuple(shape)
+        self.strides: tuple[Any, ...] = tuple(strides)
 
     @property
     def rank(self) -> int:
         """The number of dimensions."""
         return len(self.shape)
 
-    def offset(self, index: Sequence[Any]) -> Expr:
+    def offset(self, index: Sequence[Any]) -> Any:
         """The element offset of ``index`` from the pointer, as an expression."""
         if len(index) != self.rank:
             raise LayoutError(f"index of rank {len(index)} into {self} of rank {self.rank}")
         total: Any = 0
         for i, st in zip(index, self.strides):
             total = total + i * st
-        return as_expr(total)
+        return total
 
     def _key(self) -> tuple:
         return self.shape, self.strides
@@ -48,13 +48,13 @@ class GlobalLayout:
         return f"GlobalLayout({str(self)!r})"
 
 
-def global_strided(shape: Sequence[ExprLike], strides: Sequence[ExprLike] | None = None) -> GlobalLayout:
+def global_strided(shape: Sequence[Any], strides: Sequence[Any] | None = None) -> GlobalLayout:
     """A strided view of ``shape``; the strides default to row-major (products of the sizes)."""
     if strides is None:
         acc: Any = 1
         rev = []
         for n in reversed(list(shape)):
             rev.append(acc)
-            acc = as_expr(n) * acc
+            acc = n * acc
         strides = list(reversed(rev))
     return GlobalLayout(shape, strides)

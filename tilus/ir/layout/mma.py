@@ -6,8 +6,13 @@ Slot ``i`` of a fragment is element ``a_i`` / ``b_i`` / ``c_i`` of the PTX ISA's
 """
 from __future__ import annotations
 
+import math
+from typing import Optional
+
+from tilus import dtypes
+from tilus.dtypes import DataType
 from tilus.errors import LayoutError
-from tilus.ir.layout.primitives import column_local, column_spatial, local, spatial
+from tilus.ir.layout.primitives import column_local, column_spatial, local, replicate, spatial
 from tilus.ir.layout.register import RegisterLayout
 
 
@@ -104,3 +109,64 @@ def ldmatrix_fragment(num: int, trans: bool = False) -> RegisterLayout:
     if trans:
         return local(num, 1, 1) * column_spatial(1, 4, 8) * local(1, 2, 1)
     return local(num, 1, 1) * spatial(1, 8, 4) * local(1, 1, 2)
+
+
+# ----- tilings of a whole dot by mma (layout inference picks one, the dot emitter reads it) -----
+_MMA_CONFIGS = {
+    # (operand dtype, accumulator dtype) -> (instruction shape, fragments key)
+    "f16": ((16, 8, 16), ("m16n8k16", "f16")),
+    "bf16": ((16, 8, 16), ("m16n8k16", "bf16")),
+    "s8": ((16, 8, 32), ("m16n8k32", "s8")),
+    "u8": ((16, 8, 32), ("m16n8k32", "u8")),
+}
+
+
+def _mma_kind(ab: DataType, c: DataType) -> Optional[str]:
+    if ab is dtypes.float16 and c in (dtypes.float32, dtypes.float16):
+        return "f16"
+    if ab is dtypes.bfloat16 and c is dtypes.float32:
+        return "bf16"
+    if ab in (dtypes.int8, dtypes.uint8) and c is dtypes.int32:
+        return "s8" if ab is dtypes.int8 else "u8"
+    return None
+
+
+def mma_dot_layouts(m: int, n: int, k: int, ab: DataType, c: DataType,
+                    threads: int) -> list[tuple[RegisterLayout, RegisterLayout, RegisterLayout]]:
+    """Every (A, B, C) mma tiling of an [m, k] x [k, n] + [m, n] dot for ``threads`` threads, the
+    preferred first; empty when mma does not apply (dtypes, shapes, threads not whole warps).
+
+    With the warp grid wm x wn (warp w = wi * wn + wj) and r replicas of it (r * wm * wn warps):
+    C = replicate(r) * local(m/(16 wm), n/(8 wn)) * spatial(wm, wn) * C_frag,
+    A = replicate(r) * local(m/(16 wm), k/K) * (spatial(wm, 1) * replicate(wn)) * A_frag,
+    B = replicate(r) * local(k/K, n/(8 wn)) * (replicate(wm) * spatial(1, wn)) * B_frag.
+    Preference: all warps used (r = 1), then the squarest warp tile, then more warps along m."""
+    kind = _mma_kind(ab, c)
+    if kind is None or threads % 32:
+        return []
+    (im, in_, ik), (shape, ptx) = _MMA_CONFIGS[kind]
+    if m % im or n % in_ or k % ik:
+        return []
+    fa, fb, fc = mma_fragments(shape, ptx)
+    warps = threads // 32
+    options = []
+    for r in range(1, warps + 1):
+        if warps % r:
+            continue
+        for wm in range(1, warps // r + 1):
+            if (warps // r) % wm:
+                continue
+            wn = warps // r // wm
+            if m % (im * wm) or n % (in_ * wn):
+                continue
+            tile_m, tile_n = m // wm, n // wn
+            options.append(((r, abs(math.log2(tile_m / tile_n)), -wm), (r, wm, wn)))
+    out = []
+    for _, (r, wm, wn) in sorted(options):
+        rm, rn, rk = m // (im * wm), n // (in_ * wn), k // ik
+        rep = replicate(r)
+        cl = rep * local(rm, rn) * spatial(wm, wn) * fc
+        al = rep * local(rm, rk) * (spatial(wm, 1) * replicate(wn)) * fa
+        bl = rep * local(rk, rn) * (replicate(wm) * spatial(1, wn)) * fb
+        out.append((al, bl, cl))
+    return out

@@ -8,17 +8,19 @@ Grammar (``*`` is the layout product between layouts and multiplication between 
     atom  := INT | NAME "(" [arg ("," arg)*] ")" | NAME | "(" expr ")" | "[" [expr ("," expr)*] "]"
     arg   := [NAME "="] expr
 
-A call names a layout constructor (or cdiv/min/max); a bare NAME is a scalar variable, looked up
-in ``env`` or made an int32 Var, for the symbolic sizes and strides of global layouts.
+A call names a layout constructor (or a scalar function: cdiv/min/max); a bare NAME is a scalar,
+looked up in ``env`` or made by ``symbols.name``, for the symbolic sizes and strides of global
+layouts. The layouts know no IR expressions: the IR's parser passes its own ``Symbols`` (int32
+Vars and its cdiv/min/max), see ``tilus.ir.parser.layout_from_text``.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
-from tilus import dtypes
+from dataclasses import dataclass, field
+
 from tilus.errors import LayoutError
-from tilus.ir.expr import Var, cdiv, maximum, minimum
 from tilus.ir.layout.global_layout import GlobalLayout, global_strided
 from tilus.ir.layout.primitives import (column_local, column_spatial, local, register_layout,
                                         replicate, spatial)
@@ -31,14 +33,27 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "local": local, "spatial": spatial, "column_local": column_local,
     "column_spatial": column_spatial, "replicate": replicate, "register_layout": register_layout,
     "strided": strided, "row_major": row_major, "column_major": column_major, "swizzle": swizzle,
-    "global_strided": global_strided, "cdiv": cdiv, "min": minimum, "max": maximum,
+    "global_strided": global_strided,
 }
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_]\w*)|(//|[()\[\],=*+\-%]))")
 
 
+def _no_name(name: str) -> Any:
+    raise LayoutError(f"unknown name {name!r} (a symbolic size needs the IR's symbols)")
+
+
+@dataclass(frozen=True)
+class Symbols:
+    """The scalars of a layout's text: a value for a bare name not in ``env``, and the scalar
+    functions its sizes may call. The default knows ints only."""
+    name: Callable[[str], Any] = _no_name
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=lambda: {
+        "cdiv": lambda a, b: -(-a // b), "min": min, "max": max})
+
+
 class _Parser:
-    def __init__(self, text: str, env: Mapping[str, Var]):
-        self.text, self.env, self.tokens = text, env, []
+    def __init__(self, text: str, env: Mapping[str, Any], symbols: Symbols):
+        self.text, self.env, self.symbols, self.tokens = text, env, symbols, []
         pos = 0
         while pos < len(text):
             if text[pos:].strip() == "":
@@ -46,13 +61,14 @@ class _Parser:
             m = _TOKEN.match(text, pos)
             if m is None:
                 self.error(pos + len(text[pos:]) - len(text[pos:].lstrip()), "unexpected character")
+            assert m.lastindex is not None   # every alternative is a group
             kind = "int" if m.group(1) else "name" if m.group(2) else m.group(3)
             self.tokens.append((kind, m.group(m.lastindex), m.start(m.lastindex)))
             pos = m.end()
         self.tokens.append(("end", "", len(text)))
         self.i = 0
 
-    def error(self, pos: int, message: str) -> None:
+    def error(self, pos: int, message: str) -> NoReturn:
         raise LayoutError(f"layout text, column {pos + 1}: {message}\n  {self.text}\n  {' ' * pos}^")
 
     def peek(self) -> tuple[str, str, int]:
@@ -107,12 +123,18 @@ class _Parser:
         if kind == "name":
             self.i += 1
             if self.peek()[0] != "(":
-                return self.env[text] if text in self.env else Var(text, dtypes.int32)
-            if text not in FUNCTIONS:
-                self.error(pos, f"unknown layout constructor {text!r}; known: {', '.join(FUNCTIONS)}")
+                if text in self.env:
+                    return self.env[text]
+                try:
+                    return self.symbols.name(text)
+                except LayoutError as e:
+                    self.error(pos, str(e))
+            functions = {**FUNCTIONS, **self.symbols.functions}
+            if text not in functions:
+                self.error(pos, f"unknown layout constructor {text!r}; known: {', '.join(functions)}")
             args, kwargs = self.arguments()
             try:
-                return FUNCTIONS[text](*args, **kwargs)
+                return functions[text](*args, **kwargs)
             except (TypeError, LayoutError) as e:
                 self.error(pos, f"{text}(...): {e}")
         self.error(pos, f"expected a layout, a number or a name, found {text or 'the end'!r}")
@@ -143,9 +165,11 @@ class _Parser:
         return args, kwargs
 
 
-def parse_layout(text: str, env: Mapping[str, Var] | None = None) -> Layout:
-    """The register, shared or global layout that ``text`` (as ``str(layout)`` writes it) denotes."""
-    parser = _Parser(text, env or {})
+def parse_layout(text: str, env: Mapping[str, Any] | None = None,
+                 symbols: Symbols | None = None) -> Layout:
+    """The register, shared or global layout that ``text`` (as ``str(layout)`` writes it) denotes;
+    bare names are looked up in ``env``, then made by ``symbols``."""
+    parser = _Parser(text, env or {}, symbols or Symbols())
     value = parser.expr()
     end = parser.peek()
     if end[0] != "end":

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from tilus.errors import LayoutError
-from tilus.ir.expr import Expr, as_expr
 
 
 class _Mode:
@@ -107,6 +106,11 @@ class RegisterLayout:
     """
 
     __slots__ = ("shape", "mode_shape", "spatial_modes", "local_modes", "mode_dims")
+    shape: tuple[int, ...]
+    mode_shape: tuple[int, ...]
+    spatial_modes: tuple[int, ...]
+    local_modes: tuple[int, ...]
+    mode_dims: tuple[int, ...]
 
     def __init__(self, shape: Sequence[int], mode_shape: Sequence[int],
                  spatial_modes: Sequence[int], local_modes: Sequence[int]):
@@ -213,9 +217,10 @@ class RegisterLayout:
                               f"{self.num_threads} threads x {self.local_size} slots")
         return tuple(int(c) for c in self._coords(thread, slot))
 
-    def index_exprs(self, thread: Any, slot: Any) -> tuple[Expr, ...]:
-        """The logical index as IR expressions of ``thread`` and ``slot`` (Vars or constants)."""
-        return tuple(as_expr(c) for c in self._coords(thread, slot))
+    def index_exprs(self, thread: Any, slot: Any) -> tuple[Any, ...]:
+        """The logical index as expressions of ``thread`` and ``slot`` (any values with + * // %,
+        e.g. IR Vars; a coordinate that depends on neither is a plain int)."""
+        return tuple(self._coords(thread, slot))
 
     def index_table(self) -> np.ndarray:
         """A (threads, slots) int64 table of the row-major flattened index each slot holds."""
@@ -250,13 +255,14 @@ class RegisterLayout:
         return sorted((_mixed_radix(list(ds), sizes), slot) for ds in itertools.product(*choices))
 
     def owner_exprs(self, index: Sequence[Any]) -> tuple[Any, Any]:
-        """(thread, slot) of the lowest owner of ``index`` (replicated digits 0), as expressions."""
+        """(thread, slot) of the lowest owner of ``index`` (replicated digits 0), as expressions of
+        the index's values (plain ints where constant)."""
         digits = self._index_digits(index)
         thread = _mixed_radix([digits.get(e, 0) for e in self.spatial_modes],
                               [self._entry_size(e) for e in self.spatial_modes])
         slot = _mixed_radix([digits[e] for e in self.local_modes],
                             [self.mode_shape[e] for e in self.local_modes])
-        return as_expr(thread), as_expr(slot)
+        return thread, slot
 
     # ----- identity -----
     def _key(self) -> tuple:

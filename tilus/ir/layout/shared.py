@@ -33,7 +33,7 @@ class SharedLayout:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
@@ -90,7 +90,8 @@ def strided(shape: Sequence[int], strides: Sequence[int]) -> StridedShared:
 
 def row_major(*shape: int, pad: int = 0) -> StridedShared:
     """Row-major, each row (last dimension) padded by ``pad`` elements to shift banks."""
-    strides, acc = [], 1
+    strides: list[int] = []
+    acc = 1
     for d in reversed(range(len(shape))):
         strides.insert(0, acc)
         acc *= shape[d] + (pad if d == len(shape) - 1 else 0)

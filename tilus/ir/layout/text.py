@@ -55,11 +55,17 @@ def _groups(layout: RegisterLayout) -> list[list[_Factor]] | None:
     return groups
 
 
+def _dim(f: _Factor) -> int:
+    """The dimension of a local or spatial factor (a replicated one has none)."""
+    assert f.dim is not None
+    return f.dim
+
+
 def _extends(group: list[_Factor], f: _Factor) -> bool:
     """Whether ``f`` extends ``group`` into one primitive (same kind, strictly monotone dims)."""
     if f.kind == "replicate" or f.kind != group[0].kind:
         return False
-    dims = [g.dim for g in group] + [f.dim]
+    dims = [_dim(g) for g in group] + [_dim(f)]
     steps = {(b > a) - (b < a) for a, b in zip(dims, dims[1:])}
     return len(steps) == 1 and 0 not in steps
 
@@ -81,8 +87,8 @@ def _primitive_text(group: list[_Factor], rank: int) -> str:
         return f"replicate({group[0].size})"
     sizes = [1] * rank
     for f in group:
-        sizes[f.dim] = f.size
-    column = len(group) > 1 and group[1].dim < group[0].dim
+        sizes[_dim(f)] = f.size
+    column = len(group) > 1 and _dim(group[1]) < _dim(group[0])
     return f"{'column_' if column else ''}{group[0].kind}({','.join(map(str, sizes))})"
 
 

@@ -3,6 +3,7 @@ as bit streams), shared by the memory emitters."""
 from __future__ import annotations
 
 from tilus.backend.codegen import bitstream
+from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import tirx, dt
 
 
@@ -10,7 +11,7 @@ def subbyte(dtype) -> bool:
     return dtype.nbits < 8
 
 
-def in_bounds(lw, index, shape):
+def in_bounds(lw: Lowerer, index, shape):
     """The IR condition 0 <= index[d] < shape[d] for every d (TIR, bool)."""
     cond = None
     for i, n in zip(index, shape):
@@ -27,14 +28,14 @@ def _e(x):
     return as_expr(x)
 
 
-def global_read(lw, g, index):
+def global_read(lw: Lowerer, g, index):
     off = lw.expr(_e(g.offset(index)))
     if subbyte(g.dtype):
         return bitstream.read_code(g.buf, 8, off, g.dtype.nbits)
     return g.buf[off]
 
 
-def global_write(lw, g, index, value) -> None:
+def global_write(lw: Lowerer, g, index, value) -> None:
     off = lw.expr(_e(g.offset(index)))
     if subbyte(g.dtype):
         lw.assume("sub-byte global buffers written by the kernel are 4-byte aligned")
@@ -43,14 +44,14 @@ def global_write(lw, g, index, value) -> None:
         lw.store(g.buf, value, [off])
 
 
-def shared_read(lw, st, index):
+def shared_read(lw: Lowerer, st, index):
     off = lw.expr(_e(st.offset(tuple(index))))
     if subbyte(st.dtype):
         return bitstream.read_code(st.buf, 32, off, st.dtype.nbits)
     return st.buf[off]
 
 
-def shared_write(lw, st, index, value) -> None:
+def shared_write(lw: Lowerer, st, index, value) -> None:
     off = lw.expr(_e(st.offset(tuple(index))))
     if subbyte(st.dtype):
         bitstream.write_code(lw, st.buf, off, st.dtype.nbits, value)

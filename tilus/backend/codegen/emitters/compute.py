@@ -12,6 +12,7 @@ from tilus.backend.codegen import scalar
 from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import compute, storage
 from tilus.backend.codegen.gather import slot_values
+from tilus.backend.codegen.lower import Lowerer
 from tilus.ir.layout.conversion import (broadcast_index, reduce_shuffle_plan, reduce_source, same_index,
                                         static_slots)
 from tilus.backend.codegen.registry import emitter
@@ -22,7 +23,7 @@ from tilus.ir import inst as I
 from tilus.ir.types import Tensor
 
 
-def operand_values(lw, x, out: Tensor, dtype) -> list:
+def operand_values(lw: Lowerer, x, out: Tensor, dtype) -> list:
     """Stored values of operand x (tensor or scalar expression, converted to ``dtype``) for every
     slot of the output's layout."""
     layout = lw.reg(out).layout
@@ -35,13 +36,13 @@ def operand_values(lw, x, out: Tensor, dtype) -> list:
     return [v] * n
 
 
-def write(lw, out: Tensor, values) -> None:
+def write(lw: Lowerer, out: Tensor, values) -> None:
     st = lw.reg(out)
     for s, v in enumerate(values):
         lw.store(st.buf, v, [s])
 
 
-def _materialize_if_aliased(lw, out: Tensor, values, operands) -> list:
+def _materialize_if_aliased(lw: Lowerer, out: Tensor, values, operands) -> list:
     """When an operand is the output itself and values read other slots, copy them first."""
     if not any(isinstance(x, Tensor) and x.name == out.name for x in operands):
         return values
@@ -52,7 +53,7 @@ def _materialize_if_aliased(lw, out: Tensor, values, operands) -> list:
 
 
 @emitter(I.CastInst)
-def cast(lw, inst: I.CastInst) -> None:
+def cast(lw: Lowerer, inst: I.CastInst) -> None:
     from tilus.backend.codegen.emitters.lowbit import try_packed_cast
 
     if try_packed_cast(lw, inst):
@@ -63,7 +64,7 @@ def cast(lw, inst: I.CastInst) -> None:
 
 
 @emitter(I.AssignInst)
-def assign(lw, inst: I.AssignInst) -> None:
+def assign(lw: Lowerer, inst: I.AssignInst) -> None:
     vals = operand_values(lw, inst.x, inst.output, inst.x.dtype)
     vals = _materialize_if_aliased(lw, inst.output, vals, [inst.x])
     write(lw, inst.output, vals)
@@ -92,7 +93,7 @@ def unary_value(op: str, dtype, v):
 
 
 @emitter(I.UnaryInst)
-def unary(lw, inst: I.UnaryInst) -> None:
+def unary(lw: Lowerer, inst: I.UnaryInst) -> None:
     dtype = inst.x.dtype
     vals = operand_values(lw, inst.x, inst.output, dtype)
     out = [scalar.store(inst.output.dtype, _fit(inst.output.dtype,
@@ -146,7 +147,7 @@ def binary_value(op: str, dtype, a, b):
 
 
 @emitter(I.BinaryInst)
-def binary(lw, inst: I.BinaryInst) -> None:
+def binary(lw: Lowerer, inst: I.BinaryInst) -> None:
     dtype = next(x.dtype for x in (inst.a, inst.b) if isinstance(x, Tensor))
     av = operand_values(lw, inst.a, inst.output, dtype)
     bv = operand_values(lw, inst.b, inst.output, dtype)
@@ -169,7 +170,7 @@ _PTX_FMA = {"float16": "fma.rn.f16x2", "bfloat16": "fma.rn.bf16x2"}
 _HALF2_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b}
 
 
-def _pair_word(lw, v0, v1):
+def _pair_word(lw: Lowerer, v0, v1):
     """A uint32 holding the halves (v0, v1): one register when they are the aligned slot pair
     (2j, 2j + 1) of one local buffer, a broadcast when they are the same value; else None."""
     if structural_equal(v0, v1):
@@ -185,7 +186,7 @@ def _pair_word(lw, v0, v1):
     return lw.alias_local(buf, "uint32")[i0 // 2]
 
 
-def _paired(lw, inst, operand_vals: list, emit_pair) -> bool:
+def _paired(lw: Lowerer, inst, operand_vals: list, emit_pair) -> bool:
     """``emit_pair(out_words, i, operand words)`` for each slot pair of the output; False (nothing
     emitted) when the tile is not float16/bfloat16, an operand is the output, or some pair's
     operands are not register pairs or broadcasts."""
@@ -206,7 +207,7 @@ def _paired(lw, inst, operand_vals: list, emit_pair) -> bool:
     return True
 
 
-def _half2_binary(lw, op: str, lanes: str):
+def _half2_binary(lw: Lowerer, op: str, lanes: str):
     def emit_pair(out_words, i, words):
         a, b = (tirx.reinterpret(lanes, w) for w in words)
         lw.store(out_words, tirx.reinterpret("uint32", _HALF2_OPS[op](a, b)), [i])
@@ -214,7 +215,7 @@ def _half2_binary(lw, op: str, lanes: str):
 
 
 @emitter(I.FmaInst)
-def fma(lw, inst: I.FmaInst) -> None:
+def fma(lw: Lowerer, inst: I.FmaInst) -> None:
     """``a * b + c`` rounded once: fma.rn.{f16,bf16}x2 on slot pairs, else ``__hfma`` / ``fmaf``
     per slot."""
     dtype = inst.output.dtype
@@ -230,7 +231,7 @@ def fma(lw, inst: I.FmaInst) -> None:
 
 
 @emitter(I.WhereInst)
-def where(lw, inst: I.WhereInst) -> None:
+def where(lw: Lowerer, inst: I.WhereInst) -> None:
     dtype = inst.output.dtype
     cv = operand_values(lw, inst.cond, inst.output, dtypes.bool)
     av = operand_values(lw, inst.a, inst.output, dtype)
@@ -248,7 +249,7 @@ def _st(v, dtype):
 
 # ---------------------------------------------------------------------------------- reduce
 @emitter(I.ReduceInst)
-def reduce(lw, inst: I.ReduceInst) -> None:
+def reduce(lw: Lowerer, inst: I.ReduceInst) -> None:
     """Each output slot folds the ``n`` elements of its row along ``dim``, in index order: in
     registers when every thread holds its rows whole, else with a warp's XOR butterfly
     (``reduce_shuffle_plan``). Layout inference converts an input that needs more (rows spread

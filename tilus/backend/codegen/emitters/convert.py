@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from tilus.backend.codegen.emitters.compute import write
 from tilus.backend.codegen.emitters.memory import load_shared, store_shared
-from tilus.backend.codegen.gather import shuffle_values, slot_values
-from tilus.backend.codegen.lower import THREAD, tirx_dtype_bytes
+from tilus.backend.codegen.gather import index_exprs, shuffle_values, slot_values
+from tilus.backend.codegen.lower import THREAD, Lowerer, tirx_dtype_bytes
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import TB, dt
 from tilus.errors import CompilationError
@@ -23,7 +23,7 @@ from tilus.ir.layout.conversion import FREE, SHUFFLE, flat_index, same_index
 
 
 @emitter(I.ConvertLayoutInst)
-def convert_layout(lw, inst: I.ConvertLayoutInst) -> None:
+def convert_layout(lw: Lowerer, inst: I.ConvertLayoutInst) -> None:
     layout = lw.reg(inst.output).layout
     cost = inst.cost
     if inst.x.name == inst.output.name:
@@ -45,7 +45,7 @@ def convert_layout(lw, inst: I.ConvertLayoutInst) -> None:
         load_shared(lw, I.LoadSharedInst(inst.output, inst.scratch))
 
 
-def _store_bytes(lw, source, scratch) -> None:
+def _store_bytes(lw: Lowerer, source, scratch) -> None:
     """Writes the uint8 tile that x was viewed from into the scratch: a view keeps the row-major bit
     stream, so these bytes are x's packed scratch exactly (fewer registers than x's codes, plain
     byte stores instead of read-modify-writes; replicas store equal bytes)."""
@@ -55,4 +55,4 @@ def _store_bytes(lw, source, scratch) -> None:
                    TB.decl_buffer((st.nbytes,), "uint8", data=st.buf.data,
                                   elem_offset=st.buf.elem_offset * eb, scope="shared.dyn"))
     for s in range(src.layout.local_size):
-        lw.store(view, src.buf[s], [flat_index(src.layout.index_exprs(THREAD, s), source.shape)])
+        lw.store(view, src.buf[s], [flat_index(index_exprs(src.layout, THREAD, s), source.shape)])

@@ -1,8 +1,9 @@
 """dot: ``output = a @ b + c``.
 
 - **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
-  int32 (m16n8k32), whose layouts are one of the mma tilings of tilus.transforms
-  (``mma_dot_layouts``): one ``mma.sync.aligned`` per (m-tile, n-tile, k-tile) of each warp, operands taken straight from the register tiles
+  int32 (m16n8k32), whose layouts are one of the mma tilings of tilus.ir.layout.mma
+  (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile,
+  n-tile, k-tile) of each warp, operands taken straight from the register tiles
   (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
 - **SIMT** (any layouts): every output slot accumulates its k products in the accumulator's
   compute type (float32 for floats, int32 for integers); the A row and B column a thread needs are
@@ -15,8 +16,10 @@ from tilus.backend.codegen.dtypes_map import compute
 from tilus.backend.codegen.emitters.compute import operand_values, write
 from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
+from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import T, tirx, dt
 from tilus.ir import inst as I
+from tilus.ir.layout.mma import mma_dot_layouts
 
 
 _MMA = {
@@ -28,10 +31,8 @@ _MMA = {
 }
 
 
-def _mma_config(lw, inst: I.DotInst):
+def _mma_config(lw: Lowerer, inst: I.DotInst):
     """(rm, rn, rk, ik, ptx name) when a, b, c (and the output) have an mma tiling layout."""
-    from tilus.transforms.layout_inference import mma_dot_layouts
-
     a, b, c = inst.a, inst.b, inst.c
     entry = _MMA.get((a.dtype.name, c.dtype.name))
     if entry is None:
@@ -54,7 +55,7 @@ def _mma_config(lw, inst: I.DotInst):
     return None
 
 
-def _emit_mma(lw, inst: I.DotInst, cfg) -> None:
+def _emit_mma(lw: Lowerer, inst: I.DotInst, cfg) -> None:
     """One mma per (m-tile, n-tile, k-tile); slot groups of the tiling are
     (ti*rk+tk) for A, (tk*rn+tj) for B, (ti*rn+tj) for C (local(rm, rk) etc. outside the fragment)."""
     rm, rn, rk, ik, name = cfg
@@ -77,7 +78,7 @@ def _emit_mma(lw, inst: I.DotInst, cfg) -> None:
 
 
 @emitter(I.DotInst)
-def dot(lw, inst: I.DotInst) -> None:
+def dot(lw: Lowerer, inst: I.DotInst) -> None:
     cfg = _mma_config(lw, inst)
     if cfg is not None:
         _emit_mma(lw, inst, cfg)

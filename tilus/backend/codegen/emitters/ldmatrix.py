@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from tilus import dtypes
+from tilus.backend.codegen.gather import index_exprs
+from tilus.backend.codegen.lower import Lowerer, SharedStorage
 from tilus.ir import expr as E
 from tilus.ir.layout import mma_m16n8k16_f16_a, mma_m16n8k16_f16_b
 
@@ -52,18 +54,14 @@ def _origins(layout, kind):
     return orow, ocol
 
 
-def _rows_contiguous(st, shape) -> bool:
-    if not getattr(st, "base_static", False) or shape[1] % 8:
+def _rows_contiguous(st: SharedStorage, shape) -> bool:
+    """Whether every row of the tile is made of 8-element runs, contiguous and 16-byte aligned."""
+    if shape[1] % 8:
         return False
-    rr, cc = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    try:
-        offs = np.asarray(st.check_offset((rr, cc)), dtype=np.int64).reshape(shape[0], shape[1] // 8, 8)
-    except Exception:
-        return False
-    return bool((np.diff(offs, axis=2) == 1).all() and (offs[:, :, 0] % 8 == 0).all())
+    return st.aligned_runs(tuple(np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")), 8)
 
 
-def try_ldmatrix(lw, st, out) -> bool:
+def try_ldmatrix(lw: Lowerer, st, out) -> bool:
     from tilus.backend.codegen.lower import THREAD
     from tilus.backend.tvm_shim import T
 
@@ -82,8 +80,8 @@ def try_ldmatrix(lw, st, out) -> bool:
     lane = THREAD % 32
     words = lw.alias_local(out.buf, "uint32")
     for q in range(layout.local_size // per):
-        r0, c0 = layout.index_exprs(THREAD, q * per)
-        fr0, fc0 = frag.index_exprs(lane, 0)
+        r0, c0 = index_exprs(layout, THREAD, q * per)
+        fr0, fc0 = index_exprs(frag, lane, 0)
         orow, ocol = r0 - fr0, c0 - fc0
         if kind == "a":
             row = orow + (lane % 8) + ((lane // 8) % 2) * 8

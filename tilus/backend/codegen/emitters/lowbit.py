@@ -21,6 +21,7 @@ import numpy as np
 
 from tilus import dtypes
 from tilus.backend.codegen.gather import flat_index, slot_values
+from tilus.backend.codegen.lower import Lowerer
 from tilus.ir.layout.conversion import same_index, static_slots
 from tilus.backend.tvm_shim import T, tirx
 from tilus.errors import DataTypeError
@@ -63,14 +64,14 @@ def _groups(layout, n: int):
     return ref
 
 
-def _words_from_view(lw, inst, prog, layout, groups):
+def _words_from_view(lw: Lowerer, inst, prog, layout, groups):
     """uint32 words of each group read straight from the viewed uint8 tile, or None."""
     source = lw.view_source(inst.x)
     if source is None:
         return None
     raw = source
     rs = lw.reg(raw)
-    k, n, w = prog.src.nbits, prog.num_elements, prog.num_words
+    k, w = prog.src.nbits, prog.num_words
     first = np.asarray([g[0] for g in groups])
     nbytes = 4 * w
 
@@ -94,7 +95,7 @@ def _words_from_view(lw, inst, prog, layout, groups):
     return [[view[int(s[g, j, 0]) // 4] for j in range(w)] for g in range(len(groups))]
 
 
-def _words_from_codes(lw, inst, prog, layout, groups):
+def _words_from_codes(lw: Lowerer, inst, prog, layout, groups):
     k, n, w = prog.src.nbits, prog.num_elements, prog.num_words
     codes = slot_values(lw, inst.x, layout.local_size, same_index(layout))
     out = []
@@ -116,7 +117,7 @@ def _words_from_codes(lw, inst, prog, layout, groups):
     return out
 
 
-def _run(lw, prog, words, regs):
+def _run(lw: Lowerer, prog, words, regs):
     """Emit the program's ops on ``words`` into the local uint32 buffer ``regs``. A program's
     fma is ``fma.rn`` on whole words (its two constants stay 32-bit words: one register, no
     per-half rebuilding); mul and sub are float16x2/bfloat16x2 arithmetic with one constant."""
@@ -191,7 +192,7 @@ def slot_map(src, dst):
     return ref
 
 
-def _reinterpreted_groups(lw, inst, prog):
+def _reinterpreted_groups(lw: Lowerer, inst, prog):
     """(words, output slots) per block when the codes were ``reinterpret``-ed from a uint8 tile:
     block g is the thread's words [g*W, (g+1)*W), its element e the codes' slot g*N + e."""
     source = lw.view_source(inst.x, reinterpreted=True)
@@ -208,7 +209,7 @@ def _reinterpreted_groups(lw, inst, prog):
             [[smap[g * n + e] for e in range(n)] for g in blocks])
 
 
-def try_packed_cast(lw, inst: I.CastInst) -> bool:
+def try_packed_cast(lw: Lowerer, inst: I.CastInst) -> bool:
     prog = _program(inst.x.dtype, inst.output.dtype, inst.exponent)
     if prog is None:
         return False
@@ -232,7 +233,7 @@ def try_packed_cast(lw, inst: I.CastInst) -> bool:
     return True
 
 
-def _emit_blocks(lw, prog, words, groups, out) -> bool:
+def _emit_blocks(lw: Lowerer, prog, words, groups, out) -> bool:
     """Run the program on each block's words; output element pairs in adjacent aligned slots are
     stored as one 32-bit word, others as two halves."""
     out_words = lw.alias_local(out.buf, "uint32")

@@ -21,8 +21,8 @@ from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
                                                    shared_write, subbyte)
 from tilus.backend.codegen import scalar
-from tilus.backend.codegen.gather import unravel
-from tilus.backend.codegen.lower import THREAD, GlobalStorage, SharedStorage
+from tilus.backend.codegen.gather import index_exprs, unravel
+from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import T, TB, dt, provably_true, tirx
 from tilus.ir import expr as E
@@ -33,7 +33,7 @@ from tilus.ir.layout import SharedLayout, row_major
 
 # ---------------------------------------------------------------------------------- views/allocs
 @emitter(I.GlobalViewInst)
-def global_view(lw, inst: I.GlobalViewInst) -> None:
+def global_view(lw: Lowerer, inst: I.GlobalViewInst) -> None:
     base = lw.param_buffer(inst.ptr)
     out = inst.output
     buf = lw.alias(base, pointer_storage(out.dtype))
@@ -49,29 +49,27 @@ def _shared_words(layout: SharedLayout, dtype) -> tuple[int, str]:
 
 
 @emitter(I.AllocateSharedInst)
-def shared_tensor(lw, inst: I.AllocateSharedInst) -> None:
+def shared_tensor(lw: Lowerer, inst: I.AllocateSharedInst) -> None:
     out = inst.output
     layout = out.layout if isinstance(out.layout, SharedLayout) else row_major(*out.shape)
     n, d = _shared_words(layout, out.dtype)
     buf = lw.shared_at(inst.offset, n, d, out.name)       # placed by PlanSharedMemory
-    st = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset, layout.nbytes(out.dtype))
-    st.layout = layout
-    st.base_static = True
-    st.check_offset = layout.offset
     inner = getattr(layout, "inner", layout)
-    st.root_strides = getattr(inner, "strides", None)
-    st.root_period = (1 << (layout.shift + layout.base + layout.bits)) if hasattr(layout, "shift") else 1
-    lw.tensors[out.name] = st
+    period = (1 << (layout.shift + layout.base + layout.bits)) if hasattr(layout, "shift") else 1
+    lw.tensors[out.name] = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset,
+                                         layout.nbytes(out.dtype), layout=layout, base_static=True,
+                                         check_offset=layout.offset,
+                                         root_strides=getattr(inner, "strides", None), root_period=period)
 
 
 @emitter(I.FreeSharedInst)
-def free_shared(lw, inst: I.FreeSharedInst) -> None:
+def free_shared(lw: Lowerer, inst: I.FreeSharedInst) -> None:
     """Nothing to emit: the tensor's bytes were planned (PlanSharedMemory ends its lifetime here,
     InsertBarriers orders the next user of the bytes)."""
 
 
 @emitter(I.SliceSharedInst)
-def slice_shared(lw, inst: I.SliceSharedInst) -> None:
+def slice_shared(lw: Lowerer, inst: I.SliceSharedInst) -> None:
     """A slice is an offset function into its source. For the compile-time checks of the fast
     paths (contiguous, aligned chunks) it also gets ``check_offset``: the offsets with the slice's
     run-time offsets taken as 0, representative when every run-time offset moves the root by a
@@ -80,35 +78,31 @@ def slice_shared(lw, inst: I.SliceSharedInst) -> None:
     rank = len(inst.src.shape)
     dims = tile_dims(rank, len(inst.output.shape), inst.dims)
     offsets = tuple(E.as_expr(o) for o in inst.offsets)
-    parent, parent_check = src.offset, getattr(src, "check_offset", None)
+    parent, parent_check = src.offset, src.check_offset
 
     def offset(index, parent=parent):
         full = [offsets[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
         return parent(tuple(full))
-    st = SharedStorage(src.buf, src.dtype, tuple(inst.output.shape), offset, 0)
-    st.layout = None
     const = [o.value if isinstance(o, E.Const) else 0 for o in offsets]
     dynamic = [d for d, o in enumerate(offsets) if not isinstance(o, E.Const)]
 
     def check_offset(index, parent_check=parent_check):
         full = [const[d] + (index[dims.index(d)] if d in dims else 0) for d in range(rank)]
         return parent_check(tuple(full))
-    st.check_offset = check_offset if parent_check is not None else None
-    st.root_strides = getattr(src, "root_strides", None)
-    st.root_period = getattr(src, "root_period", 1)
-    if st.root_strides is not None and src.layout is None:
-        st.root_strides = None             # slices of slices: no stride bookkeeping
-    ok = getattr(src, "base_static", False) and st.check_offset is not None
+    checker = check_offset if parent_check is not None else None
+    # slices of slices: no stride bookkeeping
+    strides = src.root_strides if src.layout is not None else None
+    ok = src.base_static and checker is not None
     if dynamic:
-        strides = st.root_strides
         ok = ok and strides is not None and all(
-            strides[d] % 16 == 0 and strides[d] % st.root_period == 0 for d in dynamic)
-    st.base_static = ok
-    lw.tensors[inst.output.name] = st
+            strides[d] % 16 == 0 and strides[d] % src.root_period == 0 for d in dynamic)
+    lw.tensors[inst.output.name] = SharedStorage(src.buf, src.dtype, tuple(inst.output.shape), offset, 0,
+                                                 base_static=ok, check_offset=checker,
+                                                 root_strides=strides, root_period=src.root_period)
 
 
 @emitter(I.AllocateRegisterInst)
-def register_tensor(lw, inst: I.AllocateRegisterInst) -> None:
+def register_tensor(lw: Lowerer, inst: I.AllocateRegisterInst) -> None:
     if inst.init is None:
         return
     st = lw.reg(inst.output)
@@ -117,7 +111,7 @@ def register_tensor(lw, inst: I.AllocateRegisterInst) -> None:
         lw.store(st.buf, value, [s])
 
 
-def _scalar_to_storage(lw, e, dtype):
+def _scalar_to_storage(lw: Lowerer, e, dtype):
     """A scalar expression converted (cast semantics) to ``dtype``'s stored form."""
     from tilus.backend.codegen.dtypes_map import is_native as native
 
@@ -165,14 +159,14 @@ def _is_replicated(layout) -> bool:
     return any(e < 0 for e in layout.spatial_modes)
 
 
-def _owner_guard(lw, layout, index):
+def _owner_guard(lw: Lowerer, layout, index):
     """tx == lowest owner of ``index`` (only one replica stores)."""
     owner, _ = layout.owner_exprs(index)
     return lw.expr(E.as_expr(owner)) == lw.tx
 
 
 # ---------------------------------------------------------------------------------- global
-def _vector_access(lw, g, gidx, vec: int):
+def _vector_access(lw: Lowerer, g, gidx, vec: int):
     """The element offset of a ``vec``-wide access at ``gidx`` and the run-time condition under
     which it may be one vector access: both ends in bounds and the offset a multiple of ``vec``."""
     last = list(gidx)
@@ -184,7 +178,7 @@ def _vector_access(lw, g, gidx, vec: int):
 
 
 @emitter(I.LoadGlobalInst)
-def load_global(lw, inst: I.LoadGlobalInst) -> None:
+def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
     g = lw.glob(inst.src)
     out = lw.reg(inst.output)
     layout = out.layout
@@ -197,7 +191,7 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
         lw.assume("global tensors are 16-byte aligned")
 
     def scalar_load(s, checked=True):
-        gidx = _global_index(inst, layout.index_exprs(THREAD, s), rank, dims)
+        gidx = _global_index(inst, index_exprs(layout, THREAD, s), rank, dims)
         value = global_read(lw, g, gidx)
         if checked:
             value = tirx.if_then_else(in_bounds(lw, gidx, g.shape), value, other)
@@ -219,7 +213,7 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
         if vec == 1:
             scalar_load(s0)
             continue
-        gidx = _global_index(inst, layout.index_exprs(THREAD, s0), rank, dims)
+        gidx = _global_index(inst, index_exprs(layout, THREAD, s0), rank, dims)
         off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
             with TB.Then():
@@ -230,7 +224,7 @@ def load_global(lw, inst: I.LoadGlobalInst) -> None:
 
 
 @emitter(I.StoreGlobalInst)
-def store_global(lw, inst: I.StoreGlobalInst) -> None:
+def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
     g = lw.glob(inst.dst)
     src = lw.reg(inst.src)
     layout = src.layout
@@ -245,7 +239,7 @@ def store_global(lw, inst: I.StoreGlobalInst) -> None:
         return tirx.And(cond, _owner_guard(lw, layout, tidx)) if replicated else cond
 
     def scalar_store(s):
-        tidx = layout.index_exprs(THREAD, s)
+        tidx = index_exprs(layout, THREAD, s)
         gidx = _global_index(inst, tidx, rank, dims)
         with TB.If(guard(tidx, in_bounds(lw, gidx, g.shape))):
             with TB.Then():
@@ -255,7 +249,7 @@ def store_global(lw, inst: I.StoreGlobalInst) -> None:
         if vec == 1:
             scalar_store(s0)
             continue
-        tidx = layout.index_exprs(THREAD, s0)
+        tidx = index_exprs(layout, THREAD, s0)
         gidx = _global_index(inst, tidx, rank, dims)
         off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
@@ -271,7 +265,7 @@ def store_global(lw, inst: I.StoreGlobalInst) -> None:
                     scalar_store(s)
 
 
-def vector_copy(lw, dst, dst_off, src, src_off, vec: int, elem_bytes: int) -> None:
+def vector_copy(lw: Lowerer, dst, dst_off, src, src_off, vec: int, elem_bytes: int) -> None:
     """dst[dst_off : +vec] = src[src_off : +vec] as one access of vec*elem_bytes (4, 8 or 16)
     bytes, through views of both buffers whose element is the whole vector (uint32, uint32x2 or
     uint32x4), indexed by offset // vec (offsets are element offsets, multiples of vec)."""
@@ -287,7 +281,7 @@ def vector_copy(lw, dst, dst_off, src, src_off, vec: int, elem_bytes: int) -> No
     TB.buffer_store(dv, sv[index(src_off)], [index(dst_off)])
 
 
-def _vector_view(lw, buf, vdt: str):
+def _vector_view(lw: Lowerer, buf, vdt: str):
     scope = buf.scope() if callable(getattr(buf, "scope", None)) else "global"
     if scope == "local":
         return lw.alias_local(buf, vdt)
@@ -306,22 +300,13 @@ class _null:
 def _shared_chunk_ok(st: SharedStorage, vec: int) -> bool:
     """True when every run of ``vec`` last-dim elements starting at a multiple of vec is contiguous
     and vec-aligned in shared memory (checked on the whole tile with numpy)."""
-    if not getattr(st, "base_static", False):
+    if st.shape[-1] % vec:
         return False
-    shape = st.shape
-    if shape[-1] % vec:
-        return False
-    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    try:
-        offs = np.asarray(st.check_offset(tuple(grids)), dtype=np.int64)
-    except Exception:
-        return False
-    offs = offs.reshape(-1, vec)
-    return bool((np.diff(offs, axis=1) == 1).all() and (offs[:, 0] % vec == 0).all())
+    return st.aligned_runs(tuple(np.meshgrid(*[np.arange(n) for n in st.shape], indexing="ij")), vec)
 
 
 @emitter(I.CopyAsyncInst)
-def copy_async(lw, inst: I.CopyAsyncInst) -> None:
+def copy_async(lw: Lowerer, inst: I.CopyAsyncInst) -> None:
     """cp.async in 16/8/4-byte chunks. When the tile's last dimension is in bounds and its chunks
     are aligned (one uniform check per instruction), each chunk is one cp.async whose src-size is
     0 for rows out of bounds (zero fill, nothing read); otherwise each chunk is guarded: cp.async
@@ -353,7 +338,7 @@ def copy_async(lw, inst: I.CopyAsyncInst) -> None:
             _copy_chunks(lw, inst, g, dst, shape, dims, vec, _guarded_chunk)
 
 
-def _columns_fit(lw, inst, g, shape, dims, vec):
+def _columns_fit(lw: Lowerer, inst, g, shape, dims, vec):
     """The tile's span of the last dimension is in bounds and every chunk's global offset is a
     multiple of vec (the first chunk's, and the row strides)."""
     rank = len(g.shape)
@@ -365,7 +350,7 @@ def _columns_fit(lw, inst, g, shape, dims, vec):
     return tirx.And(cond, aligned)
 
 
-def _copy_chunks(lw, inst, g, dst, shape, dims, vec, chunk) -> None:
+def _copy_chunks(lw: Lowerer, inst, g, dst, shape, dims, vec, chunk) -> None:
     size = int(np.prod(shape))
     nthreads = lw.threads
     chunks = size // vec
@@ -385,7 +370,7 @@ def _chunk_op(g, vec):
     return T.ptx[f"cp.async.{'cg' if nbytes == 16 else 'ca'}.shared.global"], nbytes
 
 
-def _row_guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
+def _row_guarded_chunk(lw: Lowerer, g, dst, tidx, gidx, vec) -> None:
     """A chunk whose columns are in bounds: all of it, or (row out of bounds) zero fill."""
     op, nbytes = _chunk_op(g, vec)
     off = lw.expr(E.as_expr(g.offset(gidx)))
@@ -399,7 +384,7 @@ def _row_guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
     lw.emit(op(dst.buf.ptr_to([soff]), g.buf.ptr_to([src]), nbytes, size))
 
 
-def _guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
+def _guarded_chunk(lw: Lowerer, g, dst, tidx, gidx, vec) -> None:
     zero = tirx.const(0, storage(g.dtype))
     if vec == 1:
         cond = in_bounds(lw, gidx, g.shape)
@@ -431,12 +416,12 @@ def _guarded_chunk(lw, g, dst, tidx, gidx, vec) -> None:
 
 
 @emitter(I.CopyAsyncCommitGroupInst)
-def commit_group(lw, inst) -> None:
+def commit_group(lw: Lowerer, inst) -> None:
     lw.emit(T.ptx["cp.async.commit_group"]())
 
 
 @emitter(I.CopyAsyncWaitGroupInst)
-def wait_group(lw, inst: I.CopyAsyncWaitGroupInst) -> None:
+def wait_group(lw: Lowerer, inst: I.CopyAsyncWaitGroupInst) -> None:
     lw.emit(T.ptx["cp.async.wait_group"](int(inst.n)))
 
 
@@ -450,22 +435,19 @@ def _shared_vec(st: SharedStorage, layout, dtype) -> int:
     return 1
 
 
-def _shared_run_ok(st, layout, vec) -> bool:
-    if not getattr(st, "base_static", False) or vec * (st.dtype.nbits // 8) < 4:
+def _shared_run_ok(st: SharedStorage, layout, vec) -> bool:
+    """Whether each thread's slots form runs of ``vec`` contiguous, aligned elements (of 4 bytes or
+    more) in shared memory."""
+    if vec * (st.dtype.nbits // 8) < 4 or layout.local_size % vec:
         return False
     t = np.arange(layout.num_threads)[:, None]
     s = np.arange(layout.local_size)[None, :]
-    try:
-        offs = np.asarray(st.check_offset(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
-                                          for c in layout._coords(t, s))), dtype=np.int64)
-    except Exception:
-        return False
-    g = offs.reshape(offs.shape[0], -1, vec)
-    return bool((np.diff(g, axis=2) == 1).all() and (g[:, :, 0] % vec == 0).all())
+    return st.aligned_runs(tuple(np.broadcast_to(np.asarray(c), (t.shape[0], s.shape[1]))
+                                 for c in layout._coords(t, s)), vec)
 
 
 @emitter(I.LoadSharedInst)
-def load_shared(lw, inst: I.LoadSharedInst) -> None:
+def load_shared(lw: Lowerer, inst: I.LoadSharedInst) -> None:
     from tilus.backend.codegen.emitters.ldmatrix import try_ldmatrix
 
     st = lw.shared(inst.src)
@@ -475,7 +457,7 @@ def load_shared(lw, inst: I.LoadSharedInst) -> None:
     layout = out.layout
     vec = _shared_vec(st, layout, inst.src.dtype)
     for s0 in range(0, layout.local_size, vec):
-        idx = layout.index_exprs(THREAD, s0)
+        idx = index_exprs(layout, THREAD, s0)
         if vec > 1:
             off = lw.expr(E.as_expr(st.offset(tuple(idx))))
             vector_copy(lw, out.buf, s0, st.buf, off, vec, inst.src.dtype.nbits // 8)
@@ -484,14 +466,14 @@ def load_shared(lw, inst: I.LoadSharedInst) -> None:
 
 
 @emitter(I.StoreSharedInst)
-def store_shared(lw, inst: I.StoreSharedInst) -> None:
+def store_shared(lw: Lowerer, inst: I.StoreSharedInst) -> None:
     st = lw.shared(inst.dst)
     src = lw.reg(inst.src)
     layout = src.layout
     replicated = _is_replicated(layout)
     vec = _shared_vec(st, layout, inst.dst.dtype)
     for s0 in range(0, layout.local_size, vec):
-        idx = layout.index_exprs(THREAD, s0)
+        idx = index_exprs(layout, THREAD, s0)
         # replicas write equal values; sub-byte writes are atomic, so only the owner writes them
         guard = replicated and subbyte(st.dtype)
         with TB.If(_owner_guard(lw, layout, idx)) if guard else _null():

@@ -13,7 +13,7 @@ import numpy as np
 
 from tilus.backend.codegen.dtypes_map import is_native
 from tilus.backend.codegen.gather import flat_index, slot_values, unravel
-from tilus.backend.codegen.lower import THREAD
+from tilus.backend.codegen.lower import THREAD, Lowerer
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.emitters.compute import write
 from tilus.backend.tvm_shim import tirx, dt
@@ -22,7 +22,7 @@ from tilus.ir import expr as E
 from tilus.ir import inst as I
 
 
-def _rearrange(lw, inst, fn_of_out_index) -> None:
+def _rearrange(lw: Lowerer, inst, fn_of_out_index) -> None:
     layout = lw.reg(inst.output).layout
     vals = slot_values(lw, inst.x, layout.local_size, lambda t, v: fn_of_out_index(layout._coords(t, v)))
     if inst.x.name == inst.output.name:
@@ -31,29 +31,29 @@ def _rearrange(lw, inst, fn_of_out_index) -> None:
 
 
 @emitter(I.TransposeInst)
-def transpose(lw, inst) -> None:
+def transpose(lw: Lowerer, inst) -> None:
     _rearrange(lw, inst, lambda idx: (idx[1], idx[0]))
 
 
 @emitter(I.SqueezeInst)
-def squeeze(lw, inst) -> None:
+def squeeze(lw: Lowerer, inst) -> None:
     _rearrange(lw, inst, lambda idx: tuple(idx[:inst.dim]) + (0,) + tuple(idx[inst.dim:]))
 
 
 @emitter(I.UnsqueezeInst)
-def unsqueeze(lw, inst) -> None:
+def unsqueeze(lw: Lowerer, inst) -> None:
     _rearrange(lw, inst, lambda idx: tuple(c for d, c in enumerate(idx) if d != inst.dim))
 
 
 @emitter(I.RepeatInst)
-def repeat(lw, inst) -> None:
+def repeat(lw: Lowerer, inst) -> None:
     shape = inst.x.shape
     _rearrange(lw, inst, lambda idx: tuple(c % n if r > 1 else c
                                            for c, n, r in zip(idx, shape, inst.repeats)))
 
 
 @emitter(I.BroadcastInst)
-def broadcast(lw, inst) -> None:
+def broadcast(lw: Lowerer, inst) -> None:
     xs = inst.x.shape
     pad = len(inst.output.shape) - len(xs)
     _rearrange(lw, inst, lambda idx: tuple(0 if n == 1 else idx[d + pad] for d, n in enumerate(xs)))
@@ -94,7 +94,7 @@ def _min(a, b):
 
 
 @emitter(I.ViewInst)
-def view(lw, inst: I.ViewInst) -> None:
+def view(lw: Lowerer, inst: I.ViewInst) -> None:
     x, out = inst.x, inst.output
     ks, ko = x.dtype.nbits, out.dtype.nbits
     layout = lw.reg(out).layout
@@ -138,7 +138,7 @@ def view(lw, inst: I.ViewInst) -> None:
 
 
 @emitter(I.ReinterpretInst)
-def reinterpret(lw, inst: I.ReinterpretInst) -> None:
+def reinterpret(lw: Lowerer, inst: I.ReinterpretInst) -> None:
     x, out = inst.x, inst.output
     ks, ko = x.dtype.nbits, out.dtype.nbits
     src = lw.reg(x)

@@ -10,17 +10,18 @@
 from __future__ import annotations
 
 from tilus.backend.codegen.registry import emitter
+from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import TB, dt, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
 
 
 @emitter(I.SyncInst)
-def sync(lw, inst) -> None:
+def sync(lw: Lowerer, inst) -> None:
     lw.sync()
 
 
-def _sema_operands(lw, inst):
+def _sema_operands(lw: Lowerer, inst):
     """The semaphore's buffer, element offset and the int32 value of a lock/release."""
     g = lw.glob(inst.sema)
     off = lw.expr(E.as_expr(g.offset(inst.index)))
@@ -29,7 +30,7 @@ def _sema_operands(lw, inst):
 
 
 @emitter(I.LockSemaphoreInst)
-def lock_semaphore(lw, inst: I.LockSemaphoreInst) -> None:
+def lock_semaphore(lw: Lowerer, inst: I.LockSemaphoreInst) -> None:
     buf, off, value = _sema_operands(lw, inst)
     lw.sync()
     with TB.If(lw.tx == 0):
@@ -44,7 +45,7 @@ def lock_semaphore(lw, inst: I.LockSemaphoreInst) -> None:
 
 
 @emitter(I.ReleaseSemaphoreInst)
-def release_semaphore(lw, inst: I.ReleaseSemaphoreInst) -> None:
+def release_semaphore(lw: Lowerer, inst: I.ReleaseSemaphoreInst) -> None:
     buf, off, value = _sema_operands(lw, inst)
     lw.sync()
     with TB.If(lw.tx == 0):
@@ -55,5 +56,5 @@ def release_semaphore(lw, inst: I.ReleaseSemaphoreInst) -> None:
 
 
 @emitter(I.PrintTensorInst)
-def print_tensor(lw, inst) -> None:
+def print_tensor(lw: Lowerer, inst) -> None:
     """No code: printing is for the interpreter (documented)."""

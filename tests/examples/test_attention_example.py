@@ -1,0 +1,14 @@
+"""examples/attention_decode.py runs through the interpreter and matches torch (the example
+asserts its error against the dequantized reference; here also the float one is bounded)."""
+from tests.examples.test_examples import load
+
+
+def test_attention_decode_example(capsys):
+    load("attention_decode").main()
+    out = capsys.readouterr().out
+    assert out.count("attention_decode") == 6 and "lengths [39, 7, 62]" in out
+
+
+def test_attention_decode_uint8_tracks_float_attention():
+    for _, exact, ref in load("attention_decode").run("uint8", steps=1, lengths=(3, 33)):
+        assert exact < 3e-2 and ref < 5e-3
