@@ -252,8 +252,8 @@ def _st(v, dtype):
 def reduce(lw: Lowerer, inst: I.ReduceInst) -> None:
     """Each output slot folds the ``n`` elements of its row along ``dim``, in index order: in
     registers when every thread holds its rows whole, else with a warp's XOR butterfly
-    (``reduce_shuffle_plan``). Layout inference converts an input that needs more (rows spread
-    over warps) to rows held whole first."""
+    (``reduce_shuffle_plan``). InsertConversions converts an input that needs more (rows spread
+    over warps) first."""
     x = inst.x
     dim, n = inst.dim, x.shape[inst.dim]
     out_layout = lw.reg(inst.output).layout
