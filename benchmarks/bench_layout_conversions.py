@@ -17,11 +17,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import tilus
-
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
+if str(HERE.parent) not in sys.path:   # this checkout's tilus, not an installed one
     sys.path.insert(0, str(HERE.parent))
+
+import tilus  # noqa: E402
 
 #: QuantMatmul schedules measured (those of tests/backend/quant_matmul_sim.py)
 SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
