@@ -232,7 +232,8 @@ class Relayout(tilus.Script):
 class IndexInit(tilus.Script):
     """register_tensor(init=lambda i, j: ...): each thread computes its elements from the logical
     indices its layout gives it, over compile-time and run-time scalars: a causal mask added to a
-    loaded tile, an identity (in a replicated, annotated layout) and the global row-major index."""
+    loaded tile, an identity (in a replicated, annotated layout), the global row-major index and a
+    bool tile converted from an int expression."""
 
     def __call__(self, n: tilus.int32, shift: tilus.int32, x: ~tilus.float32, y: ~tilus.float32,
                  z: ~tilus.int32):
@@ -250,7 +251,8 @@ class IndexInit(tilus.Script):
         self.annotate_layout(eye, tilus.ir.layout.replicate(2) * local(2, 1) * spatial(4, 8))
         flat = self.register_tensor(dtype=tilus.int32, shape=[8, 8],
                                     init=lambda i, j: (row + i) * 8 + j)
-        self.store_global(gy, a + causal + eye * 0.5, offsets=[row, 0])
+        keep = self.register_tensor(dtype=tilus.boolean, shape=[8, 8], init=lambda i, j: (i + j) % 3)
+        self.store_global(gy, self.where(keep, a + causal + eye * 0.5, 9.0), offsets=[row, 0])
         self.store_global(gz, flat, offsets=[row, 0])
 
 
