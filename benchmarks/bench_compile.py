@@ -25,11 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import tilus
-
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
+if str(HERE.parent) not in sys.path:   # this checkout's tilus, not an installed one
     sys.path.insert(0, str(HERE.parent))
+
+import tilus  # noqa: E402
 OPCODES = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128", "STG.E.128", "LOP3", "PRMT", "SHFL")
 
 

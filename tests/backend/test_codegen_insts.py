@@ -41,6 +41,20 @@ class Reduce(tilus.Script):
         self.store_global(gy, mn, offsets=[self.blockIdx.x * 8, 2])
 
 
+class ReduceOverWarps(tilus.Script):
+    """Rows spread over all four warps (InsertConversions splits them over one warp's lanes)."""
+
+    def __call__(self, x: ~tilus.float32, y: ~tilus.float32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 4
+        gx = self.global_view(x, dtype=tilus.float32, shape=[4, 256])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[4, 2])
+        t = self.load_global(gx, offsets=[0, 0], shape=[4, 256])
+        self.annotate_layout(t, local(4, 1) * spatial(1, 128) * local(1, 2))
+        self.store_global(gy, self.sum(t, dim=1, keepdim=True), offsets=[0, 0])
+        self.store_global(gy, self.max(t, dim=1, keepdim=True), offsets=[0, 1])
+
+
 class Shapes(tilus.Script):
     def __call__(self, x: ~tilus.float32, y: ~tilus.float32):
         self.attrs.blocks = [1]
@@ -198,9 +212,9 @@ class DotBf16(tilus.Script):
 
 
 class WarpTranspose(tilus.Script):
-    """A transpose into a layout of one's choosing (lowered without inference, which would make
-    it the permuted layout): the elements stay in one warp at a fixed slot, so warp shuffles
-    move them, no shared memory."""
+    """A transpose into a layout of one's choosing: the transpose writes the permuted layout and a
+    convert_layout moves the elements, which stay in one warp at a fixed slot (warp shuffles, no
+    shared memory)."""
 
     def __call__(self, x: ~tilus.float16, y: ~tilus.float16):
         self.attrs.blocks = [1]
@@ -214,8 +228,39 @@ class WarpTranspose(tilus.Script):
         self.store_global(gy, t, offsets=[0, 0])
 
 
+class FreeConversion(tilus.Script):
+    """convert_layout that reorders each thread's slots (the same way in every thread): every
+    thread keeps what it has."""
+
+    def __call__(self, x: ~tilus.float32, y: ~tilus.float32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 2
+        gx = self.global_view(x, dtype=tilus.float32, shape=[16, 32])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[16, 32])
+        a = self.load_global(gx, offsets=[0, 0], shape=[16, 32])
+        self.annotate_layout(a, tilus.ir.layout.replicate(2) * spatial(8, 4) * local(2, 8))
+        b = self.convert_layout(a, tilus.ir.layout.replicate(2) * spatial(8, 4) * column_local(2, 8))
+        self.store_global(gy, b, offsets=[0, 0])
+
+
+class ViewNeitherSide(tilus.Script):
+    """A uint8 -> uint3 view whose two annotated layouts split elements and bytes between threads
+    on both sides: the bytes go to whole runs of 3 first, then the codes to their layout."""
+
+    def __call__(self, x: ~tilus.uint8, y: ~tilus.int32):
+        self.attrs.blocks = [1]
+        self.attrs.warps = 1
+        gx = self.global_view(x, dtype=tilus.uint8, shape=[8, 12])
+        gy = self.global_view(y, dtype=tilus.int32, shape=[8, 32])
+        raw = self.load_global(gx, offsets=[0, 0], shape=[8, 12])
+        self.annotate_layout(raw, local(1, 3) * spatial(8, 4))
+        codes = self.view(raw, dtype=tilus.uint3, shape=[8, 32])
+        self.annotate_layout(codes, local(1, 8) * spatial(8, 4))
+        self.store_global(gy, self.cast(codes, dtype=tilus.int32), offsets=[0, 0])
+
+
 class Relayout(tilus.Script):
-    """An annotated layout that does not line up with the operand: conversion through shared memory."""
+    """Two annotated layouts of one tile, joined by the user's convert_layout: through shared memory."""
 
     def __call__(self, x: ~tilus.float32, y: ~tilus.float32):
         self.attrs.blocks = [1]
@@ -224,8 +269,7 @@ class Relayout(tilus.Script):
         gy = self.global_view(y, dtype=tilus.float32, shape=[32, 32])
         a = self.load_global(gx, offsets=[0, 0], shape=[32, 32])
         self.annotate_layout(a, local(32, 1) * spatial(1, 32))
-        b = a + 1.0
-        self.annotate_layout(b, spatial(32, 1) * local(1, 32))
+        b = self.convert_layout(a, spatial(32, 1) * local(1, 32)) + 1.0
         self.store_global(gy, b, offsets=[0, 0])
 
 
@@ -279,6 +323,7 @@ class Control(tilus.Script):
 PROGRAMS = {
     "elementwise": lambda: Elementwise(),
     "reduce": lambda: Reduce(),
+    "reduce_over_warps": lambda: ReduceOverWarps(),
     "shapes": lambda: Shapes(),
     "shared": lambda: SharedMem(),
     "lowbit_int4": lambda: LowBit("int4"),
@@ -393,15 +438,16 @@ def test_subbyte_stores_are_atomic(built):
 
 
 def test_relayout_goes_through_shared_memory(need_nvcc):
-    """Layouts fixed by hand (no inference) that do not line up: the add reads its operand
-    through shared memory."""
+    """Layouts fixed by hand that do not line up: the add reads its operand through a
+    convert_layout whose scratch is the only shared memory (planned, 32 x 32 floats)."""
     from tilus.backend.build import build_tir
+    from tilus.backend.build_program import prepare
     from tilus.backend.codegen import lower_program
 
-    lowered = lower_program(Relayout().program())
+    lowered = lower_program(prepare(Relayout().program()))
     k = build_tir(lowered.prim_func, "sm_90")
     assert not k.resources.spills
-    assert lowered.shared_bytes >= 32 * 32 * 4
+    assert lowered.shared_bytes == 32 * 32 * 4
     assert "extern __shared__" in k.cuda_source
     assert "__syncthreads" in k.cuda_source
 
@@ -441,7 +487,9 @@ def test_warp_local_transpose_uses_shuffles(need_nvcc):
 
     from tilus.backend.build import build_tir
 
-    lowered = lower_program(WarpTranspose().program())
+    from tilus.backend.build_program import prepare
+
+    lowered = lower_program(prepare(WarpTranspose().program()))
     assert lowered.shared_bytes == 0
     k = build_tir(lowered.prim_func, "sm_90")
     assert "__shfl_sync" in k.cuda_source and not k.resources.spills
@@ -449,7 +497,7 @@ def test_warp_local_transpose_uses_shuffles(need_nvcc):
 
 def test_shared_tensors_live_where_the_plan_put_them(need_nvcc):
     """tilus.build runs PlanSharedMemory: shared tensors sit at their planned offsets of the pool,
-    whose size is the plan's arena when the lowering needs no scratch of its own."""
+    whose size is the plan's arena."""
     from tilus.backend.build_program import prepare
     from tilus.backend.codegen import lower_program
     from tilus.ir import inst as I

@@ -43,6 +43,16 @@ def test_reduce():
     _check(K.Reduce(), [m, torch.randn(m, 100), torch.zeros(m, 3)], [2], exact=False)
 
 
+def test_reduce_over_warps():
+    from tilus.ir.layout.conversion import reduce_cost
+
+    kernel = K.ReduceOverWarps()
+    program = tilus.transforms.PassManager(tilus.transforms.default_passes()).run(kernel.program())
+    reduces = [i for i in tilus.ir.functor.instructions(program) if isinstance(i, tilus.ir.inst.ReduceInst)]
+    assert [reduce_cost(r.x.layout, r.output.layout, 1, True, r.x.dtype) for r in reduces] == ["shuffle"] * 2
+    _check(kernel, [torch.randn(4, 256), torch.zeros(4, 2)], [1], exact=False, program=program)
+
+
 def test_shapes():
     _check(K.Shapes(), [torch.randn(16, 8), torch.zeros(64, 64)], [1], exact=False)
 
@@ -97,8 +107,38 @@ def test_dot_bf16_mma():
     _check(K.DotBf16(), [m, a, b, torch.zeros(m, 64)], [3], exact=False)
 
 
+def _prepared_with_conversion(kernel, cost):
+    """The kernel after the passes, checked to hold exactly one convert_layout, of ``cost``."""
+    from tilus.backend.build_program import prepare
+    from tilus.ir import inst as I
+    from tilus.ir.functor import instructions
+
+    program = prepare(kernel.program())
+    costs = [i.cost for i in instructions(program) if isinstance(i, I.ConvertLayoutInst)]
+    assert costs == [cost], program
+    return program
+
+
 def test_relayout_through_shared_memory():
-    _check(None, [torch.randn(32, 32), torch.zeros(32, 32)], [1], program=K.Relayout().program())
+    program = _prepared_with_conversion(K.Relayout(), "shared")
+    _check(None, [torch.randn(32, 32), torch.zeros(32, 32)], [1], program=program)
+
+
+def test_view_converted_on_both_sides():
+    from tilus.backend.build_program import prepare
+    from tilus.ir import inst as I
+    from tilus.ir.functor import instructions
+
+    program = prepare(K.ViewNeitherSide().program())
+    assert len([i for i in instructions(program) if isinstance(i, I.ConvertLayoutInst)]) == 2
+    x = torch.randint(0, 256, (8, 12), dtype=torch.uint8)
+    _check(None, [x, torch.zeros(8, 32, dtype=torch.int32)], [1], program=program)
+
+
+def test_conversion_that_is_free():
+    """A user's convert_layout that only reorders slots: register copies."""
+    program = _prepared_with_conversion(K.FreeConversion(), "free")
+    _check(None, [torch.randn(16, 32), torch.zeros(16, 32)], [1], program=program)
 
 
 def test_control_flow():
@@ -167,8 +207,8 @@ def test_packed_cast_with_permuted_slots():
 
 
 def test_warp_shuffle_transpose():
-    _check(None, [torch.randn(8, 8).half(), torch.zeros(8, 8).half()], [1],
-           program=K.WarpTranspose().program())
+    program = _prepared_with_conversion(K.WarpTranspose(), "shuffle")
+    _check(None, [torch.randn(8, 8).half(), torch.zeros(8, 8).half()], [1], program=program)
 
 
 @pytest.mark.parametrize("mnk", [(70, 50, 88), (70, 56, 90), (64, 64, 40)])

@@ -95,6 +95,11 @@ def every_instruction_program():
     b.fma(f, 2.0, r)
     packed = b.register_tensor(D.uint8, [1, 64], init=0, layout=spatial(1, 64) * replicate(2))
     b.reinterpret(packed, D.uint4, [2, 64], local(2, 1) * spatial(1, 64) * replicate(2))
+    moved = b.convert_layout(packed, local(1, 64) * replicate(128))
+    xs = b.shared_tensor(D.uint8, [1, 64])
+    b.emit(I.ConvertLayoutInst(b._out("moved_back", D.uint8, [1, 64], "register",
+                                      spatial(1, 64) * replicate(2)), moved, xs))
+    b.free_shared(xs)
     for op in I.REDUCE_OPS:
         b.reduce(op, f, 1, keepdim=(op == "sum"))
     h = b.register_tensor(D.float16, [16, 16], init=0.5)

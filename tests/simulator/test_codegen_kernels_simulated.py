@@ -57,11 +57,7 @@ def test_codegen_kernel_simulated_equals_interpreter(name):
     make, make_args, tol = CASES[name]
     args = make_args()
     ref = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-    if name == "relayout":   # layouts fixed by hand: lowered without the passes, as its build test does
-        from tilus.backend.codegen import lower_program
-        tilus.simulate(lower_program(make().program()).prim_func, *args)
-    else:
-        tilus.simulate(make(), *args)
+    tilus.simulate(make(), *args)
     tilus.interpret(make(), *ref)
     for got, want in zip(args, ref):
         if isinstance(got, torch.Tensor):

@@ -152,6 +152,37 @@ def test_two_threads_write_one_word():
         run_prim_func(k, arrays())
 
 
+def atomic_bits_kernel(plain_first: bool):
+    """Every thread sets its own bit of one shared word with atomicOr (after a plain zeroing by
+    thread 0, with or without a barrier in between)."""
+    @T.prim_func
+    def k(b: T.handle):
+        B = T.match_buffer(b, (1,), "uint32")
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            S = T.alloc_buffer((1,), "uint32", scope="shared")
+            if tx == 0:
+                S[0] = T.uint32(0)
+            if not plain_first:
+                T.tvm_storage_sync("shared")
+            T.evaluate(T.call_extern("uint32", "atomicOr", T.address_of(S[0]),
+                                     T.shift_left(T.uint32(1), T.Cast("uint32", tx))))
+            T.tvm_storage_sync("shared")
+            if tx == 0:
+                B[0] = S[0]
+    return k
+
+
+def test_atomics_of_several_threads_on_one_shared_word_do_not_race():
+    b = np.zeros(1, np.uint32)
+    run_prim_func(atomic_bits_kernel(False), [b])
+    assert b[0] == 0xFFFFFFFF
+
+
+def test_an_atomic_after_a_plain_write_of_another_thread_races():
+    with pytest.raises(RaceError, match="written by thread 0"):
+        run_prim_func(atomic_bits_kernel(True), [np.zeros(1, np.uint32)])
+
+
 def test_races_flag_off():
     a, b = arrays()
     run_prim_func(race_kernel(False), [a, b], races=False)   # the sequential order reads the new values

@@ -96,8 +96,8 @@ def test_default_pipeline_on_the_examples():
     for name, k in example_kernels().items():
         manager = PassManager(default_passes())
         out = manager.run(k.program())
-        assert [p.name for p in manager.passes] == [LayoutInference.name, PlanSharedMemory.name,
-                                                    "insert-barriers"]
+        assert [p.name for p in manager.passes] == [LayoutInference.name, "insert_conversions",
+                                                    PlanSharedMemory.name, "insert-barriers"]
         assert parse(str(out)) == out, name
         assert shared_memory_bytes(out) <= 48 * 1024 and not needs_shared_memory_opt_in(out)
 

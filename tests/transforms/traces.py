@@ -6,8 +6,10 @@ at random), checked instruction by instruction.
   time in the trace (from their allocation to their last use) but share bytes.
 - ``races(program, trace)``: pairs of instructions that access aliasing shared memory (same
   ``shared_tensor``, or overlapping planned bytes), at least one writing, with no ``sync()`` between
-  them in the trace. A copy_async counts as a write where it is issued (the tests only use traces
-  where every copy is waited for right after it is committed). A slice whose offsets evaluate on
+  them in the trace (a convert_layout through shared memory has a barrier of its own between
+  its write and its read, and races with itself round a loop). A copy_async counts as a write
+  where it is issued (the tests only use traces where every copy is waited for right after it is
+  committed). A slice whose offsets evaluate on
   the trace (loop variables take their values) covers only its box of the source (for dtypes of
   whole bytes); otherwise it stands for its whole source.
 """
@@ -154,10 +156,14 @@ def lifetime_clashes(program: Program, trace):
 
 
 def _accesses(inst):
+    """(kind, tensor) in order; kind "sync": the instruction's own barrier (a convert_layout
+    through shared memory: all threads write the scratch, synchronise, read what others wrote)."""
     if isinstance(inst, I.LoadSharedInst):
         return [("r", inst.src)]
     if isinstance(inst, (I.StoreSharedInst, I.CopyAsyncInst)):
         return [("w", inst.dst)]
+    if isinstance(inst, I.ConvertLayoutInst) and inst.scratch is not None:
+        return [("w", inst.scratch), ("sync", None), ("r", inst.scratch)]
     return []
 
 
@@ -172,10 +178,16 @@ def races(program: Program, trace):
             continue
         if isinstance(inst, I.SliceSharedInst):
             boxes[inst.output.name] = box if inst.src.name == memory[inst.src.name][0] else None
-        for kind, t in _accesses(inst):
+        accesses = _accesses(inst)
+        crosses = any(kind == "sync" for kind, _ in accesses)   # threads read others' writes
+        for kind, t in accesses:
+            if kind == "sync":
+                pending = []
+                continue
             where = (*memory[t.name], boxes.get(t.name))
             for other_kind, other_where, other_inst, other_id in pending:
-                if other_id != ident and "w" in (kind, other_kind) and _alias(where, other_where):
+                if (other_id != ident or crosses) and "w" in (kind, other_kind) \
+                        and _alias(where, other_where):
                     found.append((other_inst, inst))
             pending.append((kind, where, inst, ident))
     return found

@@ -292,6 +292,11 @@ class ProgramBuilder:
         out = self._out(name, dtypes.get(dtype), _ints(shape, "shape"), REGISTER, layout)
         return self._emit_out(I.ReinterpretInst(out, x))
 
+    def convert_layout(self, x: Tensor, layout, name: str = "cl") -> Tensor:
+        """``x`` in the register layout ``layout`` (same values)."""
+        out = self._out(name, x.dtype, x.shape, REGISTER, layout)
+        return self._emit_out(I.ConvertLayoutInst(out, x))
+
     def fma(self, a: Tensor, b: Tensor | ExprLike, c: Tensor | ExprLike, name: str = "f") -> Tensor:
         a, b, c = self._elementwise_operands(a, b, c)  # type: ignore[assignment]  # a stays a Tensor
         shape = _broadcast("fma", *(I.operand_shape(x) for x in (a, b, c)))

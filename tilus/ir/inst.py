@@ -14,6 +14,8 @@ from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import IRError
 from tilus.ir.expr import Const, Expr, Var
+from tilus.ir.layout.conversion import conversion_cost
+from tilus.ir.layout.register import RegisterLayout
 from tilus.ir.stmt import Stmt
 from tilus.ir.types import GLOBAL, REGISTER, SHARED, Tensor
 
@@ -88,6 +90,10 @@ class Instruction(Stmt):
             if value is not None:
                 out.append(value)
         return out
+
+    def comment(self) -> Optional[str]:
+        """A note the text form prints after the instruction (``# ...``; the parser skips it)."""
+        return None
 
     def check(self) -> None:
         """Raise IRError when operands, attributes and output disagree (the typing rule)."""
@@ -619,6 +625,45 @@ class DotInst(Instruction):
         if self.a.dtype is not self.b.dtype:
             _fail(self, f"a is {self.a.dtype} but b is {self.b.dtype}; cast one of them")
         self._output_is(REGISTER, self.c.dtype, (m, n))
+
+
+@dataclass(frozen=True, repr=False)
+class ConvertLayoutInst(Instruction):
+    """The tile ``x`` in the output's register layout (values unchanged: the identity on the
+    logical tile). ``cost`` says what the move costs (``tilus.ir.layout.conversion``): ``free``,
+    a warp ``shuffle``, or through ``shared`` memory, where ``scratch`` is the shared tile of x's
+    dtype and shape it goes through (allocated, placed and freed like any shared tensor)."""
+
+    NAME = "convert_layout"
+    OPERANDS = ("x", "scratch")
+    output: Tensor
+    x: Tensor
+    scratch: Optional[Tensor] = None
+
+    @property
+    def cost(self) -> Optional[str]:
+        """``free``/``shuffle``/``shared`` once both layouts are known, else None."""
+        src, dst = self.x.layout, self.output.layout
+        if not isinstance(src, RegisterLayout) or not isinstance(dst, RegisterLayout) \
+                or src.num_threads != dst.num_threads or tuple(src.shape) != tuple(dst.shape):
+            return None
+        return conversion_cost(src, dst)
+
+    def comment(self) -> Optional[str]:
+        cost = self.cost
+        return None if cost is None else f"cost: {cost}"
+
+    def check(self) -> None:
+        self._need("x", self.x, REGISTER)
+        self._output_is(REGISTER, self.x.dtype, self.x.shape)
+        if self.scratch is not None:
+            self._need("scratch", self.scratch, SHARED)
+            if self.scratch.dtype is not self.x.dtype or tuple(self.scratch.shape) != tuple(self.x.shape):
+                _fail(self, f"the scratch {self.scratch} must have {self.x}'s dtype and shape")
+        src, dst = self.x.layout, self.output.layout
+        if src is not None and dst is not None and src.num_threads != dst.num_threads:
+            _fail(self, f"{self.x}'s layout spans {src.num_threads} threads, the output's "
+                        f"{dst.num_threads}")
 
 
 @dataclass(frozen=True, repr=False)

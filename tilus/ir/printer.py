@@ -210,6 +210,10 @@ class _StmtPrinter:
         self.defined: set[str] = set()
 
     def instruction_line(self, inst) -> str:
+        note = inst.comment()
+        return self._instruction(inst) + (f"  # {note}" if note else "")
+
+    def _instruction(self, inst) -> str:
         call = format_call(inst)
         out = getattr(inst, "output", None) if inst.HAS_OUTPUT else None
         if out is None:

@@ -15,6 +15,7 @@ from tilus.errors import TilusError
 from tilus.ir import expr as E
 from tilus.ir.expr import Expr
 from tilus.ir.types import GLOBAL, REGISTER, SHARED, PointerType, Tensor
+from tilus.ir.layout import RegisterLayout
 from tilus.lang.context import current
 
 DSL_MARK = "_tilus_instruction"
@@ -288,6 +289,21 @@ class InstructionMethods:
         shape = tuple(layout.shape) if shape is None else _ints(shape, "shape")
         out = ctx.builder.reinterpret(x, x.dtype if dtype is None else _dtype(dtype), shape,
                                       layout, name=ctx.take_hint("v"))
+        ctx.layouts[out.name] = (layout, ctx.location)
+        return out
+
+    @instruction
+    def convert_layout(self, x, layout) -> Tensor:
+        """``x`` redistributed over the threads as the register layout ``layout`` says (the same
+        values); the IR shows what it costs: free, a warp shuffle, or through shared memory."""
+        ctx = current("convert_layout")
+        _tensor(x, "convert_layout's operand", REGISTER)
+        if not isinstance(layout, RegisterLayout):
+            raise TilusError(f"convert_layout: {layout!r} is not a register layout")
+        if tuple(layout.shape) != tuple(x.shape):
+            raise TilusError(f"convert_layout: the layout's shape {list(layout.shape)} differs from "
+                             f"{x}'s shape {list(x.shape)}")
+        out = ctx.builder.convert_layout(x, layout, name=ctx.take_hint("cl"))
         ctx.layouts[out.name] = (layout, ctx.location)
         return out
 

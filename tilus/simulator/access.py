@@ -38,7 +38,9 @@ class MemoryAccess:
     def _tids_like(self, idx):
         return np.broadcast_to(self.tid.reshape((-1,) + (1,) * (idx.ndim - 1)), idx.shape)
 
-    def mem_read(self, mem, off, npdt, mask=None, check_init=True):
+    def mem_read(self, mem, off, npdt, mask=None, check_init=True, atomic=False):
+        """The values at byte offsets ``off`` for the threads in ``mask``; ``atomic``: the read of
+        an atomic read-modify-write (not racing with other atomics)."""
         mask = self.mask if mask is None else mask
         off = np.asarray(off, dtype=np.int64)
         k = npdt.itemsize
@@ -57,7 +59,7 @@ class MemoryAccess:
         else:
             raw = mem.data[idx]
             if mem.scope == "shared":
-                self._check_shared_read(mem, idx, actb, check_init)
+                self._check_shared_read(mem, idx, actb, check_init, atomic)
         return np.ascontiguousarray(raw).view(npdt).reshape(off.shape)
 
     def _check_init(self, mem, init, actb, idx):
@@ -73,7 +75,7 @@ class MemoryAccess:
             self.warned.append(str(err))
             warnings.warn(str(err), UninitializedReadWarning, stacklevel=2)
 
-    def _check_shared_read(self, mem, idx, actb, check_init=True):
+    def _check_shared_read(self, mem, idx, actb, check_init=True, atomic=False):
         pend = actb & (mem.pending[idx] >= 0)
         if pend.any():
             raise self._err(RaceError, "read of a cp.async destination before cp.async.wait_group/"
@@ -88,6 +90,8 @@ class MemoryAccess:
         # a value several threads wrote (identically) counts as written by each of them: the range
         # [writer, wmax] stands for that set (an approximation when the writers are not contiguous)
         raw = actb & (mem.wepoch[idx] == self.epoch) & (w >= 0) & ((tids < w) | (tids > wmax))
+        if atomic:
+            raw &= ~mem.watomic[idx]      # atomics on one word are ordered by the hardware
         if raw.any():
             raw &= ~self._warp_ordered(w, wmax, tids, mem.wws[idx])
         if raw.any():
@@ -135,6 +139,8 @@ class MemoryAccess:
             mem.wws[sel_idx] = self.wsync[sel_t // ptx.WARP]
             np.minimum.at(mem.writer, sel_idx, sel_t.astype(np.int32))
             np.maximum.at(mem.wmax, sel_idx, sel_t.astype(np.int32))
+            same_epoch = mem.wepoch[sel_idx] == self.epoch
+            mem.watomic[sel_idx] = atomic & (mem.watomic[sel_idx] | ~same_epoch)
             mem.init[sel_idx] = True
             mem.wepoch[sel_idx] = self.epoch
         mem.data[sel_idx] = sel_raw

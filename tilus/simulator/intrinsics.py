@@ -281,7 +281,7 @@ def _atomic(kind):
                 # and/or/xor update some bits of a word (sub-byte stores): the other bits may be
                 # unwritten yet, so they are not reported; the others use the old value as a whole
                 cur = m.mem_read(ptr.mem, np.full(m.T, ptr.off[t]), npdt,
-                                 check_init=kind not in ("and", "or", "xor"))[t]
+                                 check_init=kind not in ("and", "or", "xor"), atomic=True)[t]
                 if kind == "add":
                     new = npdt.type(cur + vals[0][t].astype(npdt))
                 elif kind == "exch":

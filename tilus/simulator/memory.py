@@ -5,7 +5,9 @@ Shared memory keeps, per byte: ``init`` (ever written), ``writer``/``wmax``/``we
 and largest thread that wrote it in the barrier epoch ``wepoch``: several threads storing one value
 in one statement is how replicated layouts write), ``rmin``/``rmax``/``repoch`` (smallest and largest reading
 thread in the epoch ``repoch``), ``wws``/``rws`` (the accessing warp's __syncwarp count, so that
-__syncwarp orders accesses within a warp) and ``pending`` (the thread whose cp.async to this byte has not
+__syncwarp orders accesses within a warp), ``watomic`` (every write in the epoch ``wepoch`` was
+an atomic: another atomic may read-modify-write the byte without a barrier, as sub-byte stores of
+several threads into one word do) and ``pending`` (the thread whose cp.async to this byte has not
 landed yet, or -1). Local memory keeps ``init`` per thread and byte.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Memory:
             self.repoch = np.full(n, -1, np.int64)
             self.pending = np.full(n, -1, np.int32)
             self.wws = np.zeros(n, np.int64)   # the writing warp's __syncwarp count at the write
+            self.watomic = np.zeros(n, bool)   # every write in the epoch ``wepoch`` was atomic
             self.rws = np.zeros(n, np.int64)   # the reading warp's __syncwarp count at the read
         elif scope == "local":
             self.data = np.zeros((nthreads, self.nbytes), np.uint8)

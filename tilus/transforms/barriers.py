@@ -14,7 +14,10 @@ Rules (``InsertBarriers``):
   reuse the same bytes alias.
 - Hazards: two accesses by different instructions to aliasing memory, at least one a write (RAW,
   WAR, WAW), with no barrier between them on some path. An instruction is not in conflict with
-  itself (in a loop, each thread touches the same elements each time round). The paths are the
+  itself (in a loop, each thread touches the same elements each time round), except one with a
+  barrier of its own (``BARRIER`` among its accesses: a ``convert_layout`` through shared memory
+  writes its scratch, synchronises, reads what other threads wrote): round a loop, its next write
+  races with its last read. The paths are the
   program's control flow: branches join, loops have their back edge (end of the body, or a
   ``continue``, to the start of the body) and may run zero times, ``break`` jumps to the exit.
 - Barriers: an existing ``sync()`` clears every completed access before it. A barrier is inserted
@@ -51,14 +54,15 @@ from tilus.transforms.shared_memory import shared_tensor_nbytes
 
 READ = "read"
 WRITE = "write"
+BARRIER = "barrier"   # the instruction itself synchronises the block between its accesses
 
 
 @dataclass(frozen=True)
 class SharedAccess:
     """An instruction reads or writes (``kind``) the shared ``tensor`` (named as the instruction
-    names it)."""
+    names it); kind BARRIER (no tensor): the instruction's own barrier between its accesses."""
 
-    tensor: Tensor
+    tensor: Optional[Tensor]
     kind: str
 
 
@@ -92,6 +96,17 @@ def _store_shared(inst: I.StoreSharedInst) -> list[SharedAccess]:
 @shared_effects(I.CopyAsyncInst)
 def _copy_async(inst: I.CopyAsyncInst) -> list[SharedAccess]:
     return [SharedAccess(inst.dst, WRITE)]
+
+
+@shared_effects(I.ConvertLayoutInst)
+def _convert_layout(inst: I.ConvertLayoutInst) -> list[SharedAccess]:
+    """Through shared memory: every thread writes the scratch, the conversion's own barrier, every
+    thread reads what others wrote (so, unlike other instructions, it races with itself round a
+    loop: the next write against this read)."""
+    if inst.scratch is None:
+        return []
+    return [SharedAccess(inst.scratch, WRITE), SharedAccess(None, BARRIER),
+            SharedAccess(inst.scratch, READ)]
 
 
 def shared_accesses(inst: I.Instruction) -> list[SharedAccess]:
@@ -276,8 +291,9 @@ class _Analysis:
         self.continues: list[_State] = []
         waits = [i.n for i in prog.insts if isinstance(i, I.CopyAsyncWaitGroupInst)]
         self.max_age = max(waits, default=0) + 1
-        self.accesses = [[(a.kind, self.region(a.tensor), a.tensor) for a in shared_accesses(i)]
-                         for i in prog.insts]
+        self.accesses = [[(a.kind, None if a.tensor is None else self.region(a.tensor), a.tensor)
+                          for a in shared_accesses(i)] for i in prog.insts]
+        self.self_racing = [any(kind == BARRIER for kind, _, _ in acc) for acc in self.accesses]
 
     def region(self, t: Tensor) -> _Region:
         return self.prog.regions.get(t.name) or _Region(t.name, None, None, None)
@@ -340,10 +356,19 @@ class _Analysis:
         accesses = self.accesses[p]
         if not accesses:
             return state
+        if self.self_racing[p]:       # a barrier inside: the accesses before it, then after it
+            cut = next(i for i, a in enumerate(accesses) if a[0] == BARRIER)
+            state = self.accesses_at(p, inst, accesses[:cut], state)
+            return self.accesses_at(p, inst, accesses[cut + 1:], _in_flight(state))
+        return self.accesses_at(p, inst, accesses, state)
+
+    def accesses_at(self, p: int, inst: I.Instruction, accesses: list, state: frozenset) -> frozenset:
+        """``state`` after the accesses of the instruction at ``p`` (a barrier added for the
+        first hazard they complete, when inserting)."""
         conflicts = set()
         for kind, region, tensor in accesses:
             for q, other_kind, other, age in state:
-                if q == p or not region.may_alias(other):
+                if (q == p and not self.self_racing[p]) or not region.may_alias(other):
                     continue
                 if age is not None:
                     if region.must_alias(other):

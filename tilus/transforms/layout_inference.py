@@ -35,7 +35,11 @@ in a loop, has one layout). Three sources fill them in, in this order:
    undone and the next candidate is tried (the next dot candidate, suggestion or tensor); only
    when none fits is the first conflict reported. Conflicts between annotations, and conflicts
    that no choice avoids (a dot's fixed fragments meeting each other through elementwise
-   instructions in ways no tiling allows), are errors: the IR has no layout conversion yet.
+   instructions in ways no tiling allows), are errors; where the user wants two layouts of one
+   tile, ``convert_layout`` says so. Differences that rules only suggest over (transpose, views,
+   broadcasts, repeats) are made explicit afterwards by ``InsertConversions``
+   (``tilus.transforms.conversions``), which inserts a ``convert_layout`` wherever an instruction
+   reads a tile in a layout other than its own.
 
 Rules (what an instruction requires of its operands' and output's layouts)
 ---------------------------------------------------------------------------
@@ -61,7 +65,7 @@ Rules (what an instruction requires of its operands' and output's layouts)
   wm). Otherwise (shapes not multiples of the instruction, other dtypes, or a C layout that is not
   an mma tiling) the SIMT layout: C any, A = C.reduce(n) * local(1, k), B = local(k, 1) * C.reduce(m).
 - ``transpose``: permuted layout (both directions); ``squeeze``/``unsqueeze``: the reshaped layout.
-  Suggestions only: the backend converts layouts that don't line up (through shared memory), so
+  Suggestions only: ``InsertConversions`` converts layouts that don't line up, so
   ``add(transpose(r), r)`` infers instead of conflicting.
 - ``broadcast``: x = output reduced over the broadcast dimensions (backward, required); forward,
   an unknown output is suggested x's layout with the new elements held locally (``local(f) * x``).
@@ -73,9 +77,10 @@ Rules (what an instruction requires of its operands' and output's layouts)
   dimension's per-thread run scales by the bit ratio. This is a suggestion for the unknown side
   (taken unless it leads to a conflict). When one side is known and no
   bit-compatible layout exists (a thread would hold part of a byte), or both sides were fixed
-  otherwise, the view is a *redistributing* view: the backend moves the bits between threads
-  (cheapest here, where the data are packed). Such views are listed in
+  otherwise, the view is a *redistributing* view: ``InsertConversions`` moves the bits between
+  threads with a ``convert_layout``. Such views are listed in
   ``LayoutInference.redistributing_views`` after a run; a view never raises a conflict.
+- ``convert_layout``: any two layouts; an unknown side is suggested the other's.
 - ``load_global``/``store_global``/``load_shared``/``store_shared``/``register_tensor``: any
   layout (memory instructions adapt; the defaults favour them).
 
@@ -111,7 +116,7 @@ logger = logging.getLogger("tilus")
 
 __all__ = ["LayoutInference", "infer_layouts", "layout_rule", "any_layout", "RULES", "default_layout", "dot_layouts",
            "dot_candidates", "mma_dot_layouts", "simt_dot_layouts", "view_layout", "broadcast_operand_layout",
-           "check_layouts"]
+           "expand_layout", "check_layouts"]
 
 #: a tile whose inferred layout gives a thread more registers than this is warned about
 SPILL_WARN_REGISTERS = MAX_REGISTERS // 2
@@ -236,7 +241,7 @@ def broadcast_operand_layout(out: RegisterLayout, shape: Sequence[int]) -> Regis
     return layout.reshape(shape) if tuple(layout.shape) != shape else layout
 
 
-def _expand(x: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
+def expand_layout(x: RegisterLayout, shape: Sequence[int]) -> RegisterLayout:
     """``x`` broadcast to ``shape``, the new elements held by the same threads in new slots."""
     shape = tuple(shape)
     padded = (1,) * (len(shape) - x.rank) + tuple(x.shape)
@@ -317,7 +322,7 @@ def _from_broadcast_operands(out: Tensor, known: list[Tensor], s: "_Solver") -> 
         if all(same_owners(broadcast_operand_layout(cand, x.shape), layout) for x, layout in placed):
             return cand
     largest = max(placed, key=lambda item: item[0].type.size)[1]
-    return _expand(largest, out.shape)
+    return expand_layout(largest, out.shape)
 
 
 @layout_rule(I.ReduceInst)
@@ -328,7 +333,7 @@ def _reduce(inst: I.ReduceInst, s: "_Solver"):
     if out is not None:   # suggest: the reduced dimension held by the threads that hold the result
         if not inst.keepdim:
             out = out.reshape([1 if d == inst.dim else n for d, n in enumerate(inst.x.shape)])
-        return [(inst.x, _expand(out, inst.x.shape), SOFT)]
+        return [(inst.x, expand_layout(out, inst.x.shape), SOFT)]
     return []
 
 
@@ -356,7 +361,7 @@ def _broadcast(inst: I.BroadcastInst, s: "_Solver"):
     if out is not None:
         return [(inst.x, broadcast_operand_layout(out, inst.x.shape))]
     if x is not None:
-        return [(inst.output, _expand(x, inst.output.shape), SOFT)]
+        return [(inst.output, expand_layout(x, inst.output.shape), SOFT)]
     return []
 
 
@@ -372,6 +377,16 @@ def _repeat(inst: I.RepeatInst, s: "_Solver"):
             return []
         if local(*inst.repeats) * cand == out:
             return [(inst.x, cand, SOFT)]
+    return []
+
+
+@layout_rule(I.ConvertLayoutInst)
+def _convert_layout(inst: I.ConvertLayoutInst, s: "_Solver"):
+    """Any two layouts (that is the point); an unknown side is suggested the other's (free)."""
+    for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
+        layout = s.layout(a)
+        if layout is not None and s.layout(b) is None:
+            return [(b, layout, SOFT)]
     return []
 
 
@@ -661,9 +676,8 @@ def heavy_tiles(solver: "_Solver") -> list[tuple[str, int, RegisterLayout]]:
 
 class LayoutInference(Pass):
     """The pass: see the module docstring. After ``run``, ``redistributing_views`` lists the text
-    of the views whose two sides are not bit-compatible (the backend moves bits between threads),
-    and ``heavy_tiles`` the tiles whose inferred layout is likely to spill (each logged as a
-    warning)."""
+    of the views whose two sides are not bit-compatible (InsertConversions converts them), and
+    ``heavy_tiles`` the tiles whose inferred layout is likely to spill (each logged as a warning)."""
 
     name = "layout_inference"
 

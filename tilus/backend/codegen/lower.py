@@ -5,7 +5,8 @@ Shape of the result::
     kernel(<params>):                       pointers: flat 1-D buffers, scalars: int32/float...
       for bx in thread_binding(grid_x, "blockIdx.x"):  (and y, z)
         for tx in thread_binding(warps*32, "threadIdx.x"):
-          <the dynamic shared memory pool (smem.py), when shared memory is used>
+          <the dynamic shared memory pool, when shared memory is used: its size and every shared
+           tensor's offset are PlanSharedMemory's (AllocateSharedInst.offset)>
           <register tensors: one local buffer of layout.local_size elements each>
           <the body: statements lowered one by one, instructions through their emitters>
 
@@ -14,7 +15,9 @@ Break/Continue -> Break/Continue, Let -> Bind (or a one-element local buffer whe
 assigned later), Assign -> BufferStore into that buffer.
 
 The TIR constructs emitted (what tilus.simulator must model) are listed in docs/codegen.md.
-``lower_program`` lowers twice: the first pass measures the shared memory pool.
+The lowering plans nothing: shared memory (including the scratch tiles of layout conversions) is
+where the IR's plan put it, and data moves between threads only where the IR says so
+(``convert_layout``, reductions, shared memory instructions).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
-from tilus.ir.inst import Instruction, ReinterpretInst, ViewInst
+from tilus.ir.inst import AllocateSharedInst, Instruction, ReinterpretInst, ViewInst
 from tilus.ir.layout import RegisterLayout, SharedLayout
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, PointerType, Tensor
@@ -108,21 +111,16 @@ class Lowered:
 
 
 class Lowerer:
-    def __init__(self, program: Program, pool_bytes: Optional[int] = None):
-        from tilus.backend.codegen.smem import SmemPlanner
-
+    def __init__(self, program: Program):
         self.program = program
-        self.pool_bytes = pool_bytes
+        self.shared_bytes = planned_pool_bytes(program)
         self.pool = None
-        self.smem = SmemPlanner(reserved=_planned_bytes(program))
         self.threads = program.num_threads
         self.vars: dict[Any, Any] = {}             # tilus Var/BlockIdx -> TIR expr
         self.mutable: dict[Any, Any] = {}          # tilus Var -> one-element local buffer
         self.tensors: dict[str, Any] = {}          # tensor name -> *Storage
         self.param_buffers: dict[str, Any] = {}    # pointer param name -> flat buffer
         self.aliases: dict[tuple, Any] = {}
-        self.shared_bytes = 0
-        self.smem_offsets: dict[str, int] = {}
         self.versions: dict[str, int] = {}        # tensor name -> number of writes lowered so far
         self.views: dict[str, tuple] = {}          # view output -> (source, its version, reinterpret?)
         self.fused_casts: list[tuple[str, bool]] = []
@@ -165,42 +163,15 @@ class Lowerer:
         buf = TB.alloc_buffer((max(1, n),), dtype, scope="local")
         return self.name(name, buf)
 
-    def alloc_shared(self, n: int, dtype: str, name: str):
-        """A view of ``n`` elements of ``dtype`` in the dynamic shared memory pool (see smem.py);
-        returns the buffer (its byte offset is ``buf.tilus_offset``)."""
-        eb = tirx_dtype_bytes(dtype)
-        offset, reused = self.smem.alloc(max(1, n) * eb)
-        self.shared_bytes = self.smem.peak
-        if reused:
-            self.sync()
-        pool = self.pool if self.pool is not None else self._pool()
-        buf = TB.decl_buffer((max(1, n),), dtype, data=pool.data, elem_offset=offset // eb,
-                             scope="shared.dyn")
-        buf = self.name(name, buf)
-        self.smem_offsets[name] = offset
-        return buf
-
     def shared_at(self, offset: int, n: int, dtype: str, name: str):
         """A view of ``n`` elements of ``dtype`` at byte ``offset`` of the pool (where the
         PlanSharedMemory pass placed the tensor)."""
+        if self.pool is None:
+            raise CompilationError("internal: shared memory used before the pool exists")
         eb = tirx_dtype_bytes(dtype)
-        self.smem.reserve(offset, max(1, n) * eb)
-        self.shared_bytes = self.smem.peak
-        pool = self.pool if self.pool is not None else self._pool()
-        buf = TB.decl_buffer((max(1, n),), dtype, data=pool.data, elem_offset=offset // eb,
+        buf = TB.decl_buffer((max(1, n),), dtype, data=self.pool.data, elem_offset=offset // eb,
                              scope="shared.dyn")
         return self.name(name, buf)
-
-    def free_shared(self, name: str) -> None:
-        if name in self.smem_offsets:
-            self.smem.free(self.smem_offsets.pop(name))
-
-    def _pool(self):
-        raise CompilationError("internal: shared memory used before the pool exists")
-
-    def alloc_scratch(self, n: int, dtype: str, name: str = "scratch"):
-        """A shared scratch buffer of its own (layout conversions, reductions)."""
-        return self.alloc_shared(n, dtype, self.fresh(name))
 
     # ------------------------------------------------------------------ expressions
     def expr(self, e) -> Any:
@@ -435,10 +406,10 @@ class Lowerer:
         with TB.thread_binding(0, self.threads, thread="threadIdx.x") as tx:
             self.tx = tx
             self.vars[THREAD] = tx
-            # the dynamic shared memory pool (sized by a first lowering pass)
-            if self.pool_bytes != 0:
-                size = 16 if self.pool_bytes is None else self.pool_bytes
-                self.pool = self.name("smem", TB.alloc_buffer((size,), "uint8", scope="shared.dyn"))
+            # the dynamic shared memory pool, sized by the IR's plan
+            if self.shared_bytes:
+                self.pool = self.name("smem", TB.alloc_buffer((self.shared_bytes,), "uint8",
+                                                              scope="shared.dyn"))
             self._allocate_registers()
             self.lower_stmt(self.program.body)
 
@@ -471,13 +442,16 @@ class Lowerer:
         return self.name(f"{buf.name}_{dtype}", alias)
 
 
-def _planned_bytes(program: Program) -> int:
-    """Bytes of the arena PlanSharedMemory laid out (0 when the program was not planned)."""
-    from tilus.ir.inst import AllocateSharedInst
-
+def planned_pool_bytes(program: Program) -> int:
+    """Bytes of the pool: the arena PlanSharedMemory laid out, each tensor's end rounded up to a
+    word (sub-byte tensors are word buffers). A shared tensor without an offset is an error: the
+    program did not go through the planner."""
     total = 0
     for inst in instructions(program.body):
-        if isinstance(inst, AllocateSharedInst) and inst.offset is not None:
+        if isinstance(inst, AllocateSharedInst):
+            if inst.offset is None:
+                raise CompilationError(f"shared tensor %{inst.output.name} has no offset: plan "
+                                       f"shared memory first (tilus.transforms.PlanSharedMemory)")
             layout = inst.output.layout
             nbytes = layout.nbytes(inst.output.dtype) if layout is not None \
                 else -(-inst.output.type.size * inst.output.dtype.nbits // 8)
@@ -534,8 +508,4 @@ def lower_program(program: Program) -> Lowered:
     from tilus.backend.codegen import emitters  # noqa: F401  (registers the emitters)
     from tilus.backend.tvm_shim import with_deep_stack
 
-    def lower() -> Lowered:
-        first = Lowerer(program).build()           # measures the shared memory pool
-        return Lowerer(program, pool_bytes=first.shared_bytes).build()
-
-    return with_deep_stack(lower)
+    return with_deep_stack(lambda: Lowerer(program).build())

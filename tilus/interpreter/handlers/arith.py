@@ -37,6 +37,12 @@ def assign(state: BlockState, inst: I.AssignInst) -> None:
     state.set(inst.output, np.array(state.get(inst.x), copy=True))
 
 
+@register(I.ConvertLayoutInst)
+def convert_layout(state: BlockState, inst: I.ConvertLayoutInst) -> None:
+    """The identity on the logical tile (a layout says where elements live, not what they are)."""
+    state.set(inst.output, np.array(state.get(inst.x), copy=True))
+
+
 def _compute_dtype(dtype: DataType):
     return np.float64 if dtype.nbits == 64 else np.float32
 

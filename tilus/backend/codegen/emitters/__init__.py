@@ -1,4 +1,4 @@
 """The instruction emitters, one module per instruction family; importing registers them."""
 from tilus.backend.codegen.emitters import (  # noqa: F401
-    compute, dot, memory, shape, sync,
+    compute, convert, dot, memory, shape, sync,
 )

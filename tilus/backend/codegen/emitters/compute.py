@@ -11,11 +11,12 @@ from tilus import dtypes
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import compute, storage
-from tilus.backend.codegen.gather import (broadcast_index, same_index, slot_values, spill_to_shared,
-                                          static_slots, flat_index)
-from tilus.backend.codegen.lower import THREAD, Lowerer
+from tilus.backend.codegen.gather import slot_values
+from tilus.backend.codegen.lower import Lowerer
+from tilus.ir.layout.conversion import (broadcast_index, reduce_shuffle_plan, reduce_source, same_index,
+                                        static_slots)
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import TB, T, dt, ir, structural_equal, tirx
+from tilus.backend.tvm_shim import T, dt, ir, structural_equal, tirx
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import inst as I
@@ -249,22 +250,16 @@ def _st(v, dtype):
 # ---------------------------------------------------------------------------------- reduce
 @emitter(I.ReduceInst)
 def reduce(lw: Lowerer, inst: I.ReduceInst) -> None:
-    """Each output slot folds the ``n`` elements of its row along ``dim``, in index order. When
-    every thread holds its rows whole (static slots), in registers; otherwise the tile goes through
-    shared memory once and each thread reads what it needs."""
+    """Each output slot folds the ``n`` elements of its row along ``dim``, in index order: in
+    registers when every thread holds its rows whole, else with a warp's XOR butterfly
+    (``reduce_shuffle_plan``). InsertConversions converts an input that needs more (rows spread
+    over warps) first."""
     x = inst.x
     dim, n = inst.dim, x.shape[inst.dim]
     out_layout = lw.reg(inst.output).layout
     dtype = x.dtype
     L = out_layout.local_size
-
-    def src3(t, s, r):
-        o = out_layout._coords(t, s)
-        if inst.keepdim:
-            return tuple(r if d == dim else c for d, c in enumerate(o))
-        o = list(o)
-        o.insert(dim, r)
-        return tuple(o)
+    src3 = reduce_source(out_layout, dim, inst.keepdim)
 
     def combine(acc, v):
         if inst.op == "sum":
@@ -278,8 +273,17 @@ def reduce(lw: Lowerer, inst: I.ReduceInst) -> None:
     xs = lw.reg(x)
     slots = static_slots(xs.layout, x.shape, L * n, lw.threads,
                          lambda t, v: src3(t, v // n, v % n))
-    plan = None if slots is not None else _shuffle_plan(xs.layout, out_layout, dim, inst.keepdim, lw.threads)
-    if plan is not None and cdt in ("float32", "int32", "uint32", "float64"):
+    if slots is not None:
+        for s in range(L):
+            lw.store(acc, scalar.load(dtype, xs.buf[slots[s * n]]), [s])
+            for r in range(1, n):
+                lw.store(acc, combine(acc[s], scalar.load(dtype, xs.buf[slots[s * n + r]])), [s])
+    else:
+        plan = reduce_shuffle_plan(xs.layout, out_layout, dim, inst.keepdim, lw.threads, dtype)
+        if plan is None:
+            raise CompilationError(f"{inst.display_name()} of %{x.name}: its rows are spread over "
+                                   f"warps in {xs.layout}; layout inference converts such inputs "
+                                   f"first (convert_layout)")
         parts, bits = plan
         for s in range(L):
             lw.store(acc, scalar.load(dtype, xs.buf[parts[s][0]]), [s])
@@ -289,83 +293,5 @@ def reduce(lw: Lowerer, inst: I.ReduceInst) -> None:
                 other = tirx.call_extern(cdt, "__shfl_xor_sync", tirx.const(0xFFFFFFFF, "uint32"), acc[s],
                                          tirx.const(1 << b, "int32"), tirx.const(32, "int32"))
                 lw.store(acc, combine(acc[s], other), [s])
-    elif slots is not None:
-        for s in range(L):
-            lw.store(acc, scalar.load(dtype, xs.buf[slots[s * n]]), [s])
-            for r in range(1, n):
-                lw.store(acc, combine(acc[s], scalar.load(dtype, xs.buf[slots[s * n + r]])), [s])
-    else:
-        scratch = spill_to_shared(lw, x)
-        r_var = E.Var(lw.fresh("r"), dtypes.int32)
-        for s in range(L):
-            first = flat_index(src3(THREAD, s, 0), x.shape)
-            lw.store(acc, scalar.load(dtype, scratch[lw.index(first)]), [s])
-            if n > 1:
-                with TB.serial(1, n) as r:
-                    lw.vars[r_var] = r
-                    idx = flat_index(src3(THREAD, s, r_var), x.shape)
-                    lw.store(acc, combine(acc[s], scalar.load(dtype, scratch[lw.index(idx)])), [s])
     out = [scalar.store(inst.output.dtype, _fit(inst.output.dtype, acc[s])) for s in range(L)]
     write(lw, inst.output, out)
-
-
-def _shuffle_plan(lx, lo, dim: int, keepdim: bool, threads: int):
-    """(per-output-slot lists of x slots, lane bits) when each thread's partial of an output row
-    combines with its XOR partners over ``bits`` (lanes of one warp) into the whole row: the
-    partners hold the same output element in the same slot and disjoint parts of the row, and
-    together all of it. None otherwise."""
-    import numpy as np
-
-    n = lx.shape[dim]
-    t = np.arange(threads)[:, None]
-    xs = np.arange(lx.local_size)[None, :]
-    xc = [np.broadcast_to(np.asarray(c), (threads, lx.local_size)) for c in lx._coords(t, xs)]
-    rest = [c for d, c in enumerate(xc) if d != dim]
-    rshape = [m for d, m in enumerate(lx.shape) if d != dim]
-    xkey = np.zeros((threads, lx.local_size), dtype=np.int64)
-    for c, m in zip(rest, rshape):
-        xkey = xkey * m + c
-    os_ = np.arange(lo.local_size)[None, :]
-    oc = [np.broadcast_to(np.asarray(c), (threads, lo.local_size)) for c in lo._coords(t, os_)]
-    if keepdim:
-        oc = [c for d, c in enumerate(oc) if d != dim]
-    okey = np.zeros((threads, lo.local_size), dtype=np.int64)
-    for c, m in zip(oc, rshape):
-        okey = okey * m + c
-    xflat = np.zeros((threads, lx.local_size), dtype=np.int64)
-    for c, m in zip(xc, lx.shape):
-        xflat = xflat * m + c
-    parts = []
-    for s in range(lo.local_size):
-        sel = [np.nonzero(xkey[th] == okey[th, s])[0].tolist() for th in range(threads)]
-        if any(x != sel[0] for x in sel) or not sel[0]:
-            return None
-        parts.append(sel[0])
-    p = len(parts[0])
-    bits = []
-    for b in range(5):
-        partner = t[:, 0] ^ (1 << b)
-        if (partner >= threads).any():
-            continue
-        if not (okey[partner] == okey).all():
-            continue
-        ok = True
-        for s in range(lo.local_size):
-            mine = xflat[:, parts[s]]
-            theirs = xflat[partner][:, parts[s]]
-            if (np.sort(mine, axis=1)[:, :, None] == np.sort(theirs, axis=1)[:, None, :]).any():
-                ok = False
-                break
-        if ok:
-            bits.append(b)
-    if not bits or p * (1 << len(bits)) != n:
-        return None
-    # the XOR group of every thread must cover its row exactly (no element twice)
-    for s in range(lo.local_size):
-        for th in range(min(threads, 32)):
-            group = {th ^ sum(1 << b for i, b in enumerate(bits) if mask >> i & 1)
-                     for mask in range(1 << len(bits))}
-            elems = np.concatenate([xflat[g, parts[s]] for g in group])
-            if len(set(elems.tolist())) != n:
-                return None
-    return parts, bits

@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from tilus import dtypes
-from tilus.backend.codegen.gather import flat_index, same_index, slot_values, static_slots
+from tilus.backend.codegen.gather import flat_index, slot_values
 from tilus.backend.codegen.lower import Lowerer
+from tilus.ir.layout.conversion import same_index, static_slots
 from tilus.backend.tvm_shim import T, tirx
 from tilus.errors import DataTypeError
 from tilus.ir import inst as I

@@ -53,10 +53,7 @@ def shared_tensor(lw: Lowerer, inst: I.AllocateSharedInst) -> None:
     out = inst.output
     layout = out.layout if isinstance(out.layout, SharedLayout) else row_major(*out.shape)
     n, d = _shared_words(layout, out.dtype)
-    if inst.offset is not None:          # placed by the PlanSharedMemory pass
-        buf = lw.shared_at(inst.offset, n, d, out.name)
-    else:
-        buf = lw.alloc_shared(n, d, out.name)
+    buf = lw.shared_at(inst.offset, n, d, out.name)       # placed by PlanSharedMemory
     inner = getattr(layout, "inner", layout)
     period = (1 << (layout.shift + layout.base + layout.bits)) if hasattr(layout, "shift") else 1
     lw.tensors[out.name] = SharedStorage(buf, out.dtype, tuple(out.shape), layout.offset,
@@ -67,8 +64,8 @@ def shared_tensor(lw: Lowerer, inst: I.AllocateSharedInst) -> None:
 
 @emitter(I.FreeSharedInst)
 def free_shared(lw: Lowerer, inst: I.FreeSharedInst) -> None:
-    """Returns the tensor's region to the planner (a later allocation there starts with a barrier)."""
-    lw.free_shared(inst.tensor.name)
+    """Nothing to emit: the tensor's bytes were planned (PlanSharedMemory ends its lifetime here,
+    InsertBarriers orders the next user of the bytes)."""
 
 
 @emitter(I.SliceSharedInst)

@@ -99,7 +99,6 @@ def view(lw: Lowerer, inst: I.ViewInst) -> None:
     ks, ko = x.dtype.nbits, out.dtype.nbits
     layout = lw.reg(out).layout
     L = layout.local_size
-    last = x.type.size - 1
     o = np.arange(out.type.size, dtype=np.int64)
     count = int(((o * ko + ko - 1) // ks - (o * ko) // ks).max()) + 1
     if count * ks > 64:
@@ -108,9 +107,10 @@ def view(lw: Lowerer, inst: I.ViewInst) -> None:
     def out_flat(t, s):
         return flat_index(layout._coords(t, s), out.shape)
 
-    def fn(t, v):
+    def fn(t, v):   # the c-th element of x under output slot s (repeating its last one)
         s, c = v // count, v % count
-        j = _min(out_flat(t, s) * ko // ks + c, last)
+        f = out_flat(t, s)
+        j = _min(f * ko // ks + c, (f * ko + ko - 1) // ks)
         return unravel(j, x.shape)
 
     vals = slot_values(lw, x, L * count, fn)
