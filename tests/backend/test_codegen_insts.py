@@ -273,6 +273,33 @@ class Relayout(tilus.Script):
         self.store_global(gy, b, offsets=[0, 0])
 
 
+class IndexInit(tilus.Script):
+    """register_tensor(init=lambda i, j: ...): each thread computes its elements from the logical
+    indices its layout gives it, over compile-time and run-time scalars: a causal mask added to a
+    loaded tile, an identity (in a replicated, annotated layout), the global row-major index and a
+    bool tile converted from an int expression."""
+
+    def __call__(self, n: tilus.int32, shift: tilus.int32, x: ~tilus.float32, y: ~tilus.float32,
+                 z: ~tilus.int32):
+        self.attrs.blocks = [tilus.cdiv(n, 8)]
+        self.attrs.warps = 2
+        gx = self.global_view(x, dtype=tilus.float32, shape=[n, 8])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[n, 8])
+        gz = self.global_view(z, dtype=tilus.int32, shape=[n, 8])
+        row = self.blockIdx.x * 8
+        a = self.load_global(gx, offsets=[row, 0], shape=[8, 8])
+        causal = self.register_tensor(dtype=tilus.float32, shape=[8, 8],
+                                      init=lambda i, j: self.where(j <= i + shift, 0.0, -100.0))
+        eye = self.register_tensor(dtype=tilus.float32, shape=[8, 8],
+                                   init=lambda i, j: 1.0 if i == j else 0.0)
+        self.annotate_layout(eye, tilus.ir.layout.replicate(2) * local(2, 1) * spatial(4, 8))
+        flat = self.register_tensor(dtype=tilus.int32, shape=[8, 8],
+                                    init=lambda i, j: (row + i) * 8 + j)
+        keep = self.register_tensor(dtype=tilus.boolean, shape=[8, 8], init=lambda i, j: (i + j) % 3)
+        self.store_global(gy, self.where(keep, a + causal + eye * 0.5, 9.0), offsets=[row, 0])
+        self.store_global(gz, flat, offsets=[row, 0])
+
+
 class Control(tilus.Script):
     def __call__(self, n: tilus.int32, x: ~tilus.int32):
         self.attrs.blocks = [1]
@@ -315,6 +342,7 @@ PROGRAMS = {
     "dot_int8": lambda: DotInt8(),
     "dot_bf16": lambda: DotBf16(),
     "control": lambda: Control(),
+    "index_init": lambda: IndexInit(),
 }
 
 

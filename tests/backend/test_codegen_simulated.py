@@ -79,6 +79,18 @@ def test_subbyte_global_and_shared():
     _check(K.SubByteMemory(), [n, w, y], [2], uninit="ignore")
 
 
+def test_register_tensor_init_from_indices():
+    n = 12                                   # two blocks, the second partly out of bounds
+    x = torch.randn(n, 8)
+    args = [n, -1, x, torch.zeros(n, 8), torch.zeros(n, 8, dtype=torch.int32)]
+    _check(K.IndexInit(), args, [3, 4])
+    rows, cols = torch.meshgrid(torch.arange(n), torch.arange(8), indexing="ij")
+    i = rows % 8
+    expect = x + torch.where(cols <= i - 1, 0.0, -100.0) + 0.5 * (i == cols)
+    expect = torch.where((i + cols) % 3 != 0, expect, 9.0)
+    assert torch.equal(args[3], expect) and torch.equal(args[4], rows * 8 + cols)
+
+
 def test_dot_simt():
     _check(K.DotSimt(), [torch.randn(8, 4), torch.randn(4, 8), torch.zeros(8, 8)], [2], exact=False)
 

@@ -223,3 +223,22 @@ def test_grid_order_is_x_fastest(capsys):
     printed = [ln for ln in lines if "id" in ln]
     want = [(x, y, z) for z in range(2) for y in range(2) for x in range(3)]
     assert [f"[block ({x}, {y}, {z})]" for x, y, z in want] == [ln.split(" id")[0] for ln in printed]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "int32", "bool"])
+def test_register_tensor_init_from_indices(dtype):
+    """Element (i, j, k) is init with the index variables bound to i, j, k, converted to the
+    tile's dtype, against numpy over np.indices; a run-time scalar takes part."""
+    from tilus.ir.expr import select
+
+    t, shape = dtypes.get(dtype), (3, 5, 4)
+    b = ProgramBuilder("iota")
+    n = b.param("n", dtypes.int32)
+    out = b.param("out", ~t)
+    g = b.global_view(out, t, list(shape))
+    x = b.register_tensor(t, shape, init=lambda i, j, k: select(j < n, i * 20 + j * 4 + k, -1) % 7)
+    b.store_global(g, x, [0, 0, 0])
+    result = np.zeros(shape, dtype=np.dtype(dtype))
+    tilus.interpret(b.finish(), 3, result)
+    i, j, k = np.indices(shape)
+    np.testing.assert_array_equal(result, (np.where(j < 3, i * 20 + j * 4 + k, -1) % 7).astype(dtype))

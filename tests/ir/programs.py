@@ -5,7 +5,7 @@ from __future__ import annotations
 from tilus import dtypes as D
 from tilus.ir import inst as I
 from tilus.ir.builder import ProgramBuilder
-from tilus.ir.expr import BlockIdx, cdiv, const
+from tilus.ir.expr import BlockIdx, cdiv, const, eq, select
 from tilus.ir.layout import local, replicate, spatial
 
 
@@ -71,6 +71,7 @@ def every_instruction_program():
     vc = b.cast(v, D.int32)
     f = b.cast(x, D.float32)
     r = b.register_tensor(D.float32, [16, 64], init=scale)
+    b.register_tensor(D.float32, [16, 64], init=lambda i, j: select(eq(i, j + n), scale, -0.5))
     b.assign(r, f)
     for op in I.UNARY_ELEMENTWISE:
         if op in ("not",):

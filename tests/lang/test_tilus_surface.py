@@ -1,6 +1,7 @@
 """NVIDIA Tilus names in the DSL, run by the interpreter against numpy: run-time ``range``,
 ``sa[stage]``, ``Tensor.to``/``.transpose()``, ``square``, ``dot(acc_dtype=)``, ``where`` with
-scalar choices, ``add(out=)``, ``copy_async_wait_all``, ``static_assert`` and ``tilus.utils``."""
+scalar choices, ``add(out=)``, ``copy_async_wait_all``, ``static_assert``,
+``register_tensor(init=lambda i, j: ...)`` and ``tilus.utils``."""
 import numpy as np
 import pytest
 
@@ -118,3 +119,68 @@ def test_tensor_methods_check_their_arguments_at_the_users_line():
     with pytest.raises(ScriptError, match=r"self.cast\(.*too many positional arguments"):
         BadTo().program()
     assert tilus.utils.cdiv(7, 2) == 4
+
+
+class Masked(tilus.Script):
+    """out = x + a causal mask (shifted by the run-time ``shift``) + the identity scaled by the
+    compile-time ``diag``; idx = the global row-major index of each element."""
+
+    def __init__(self, diag: float):
+        super().__init__()
+        self.diag = diag
+
+    def __call__(self, shift: int32, x_ptr: ~float32, out_ptr: ~float32, idx_ptr: ~int32):
+        self.attrs.warps = 1
+        self.attrs.blocks = [2]
+        gx = self.global_view(x_ptr, dtype=float32, shape=[16, 8])
+        go = self.global_view(out_ptr, dtype=float32, shape=[16, 8])
+        gi = self.global_view(idx_ptr, dtype=int32, shape=[16, 8])
+        row = self.blockIdx.x * 8
+        x = self.load_global(gx, offsets=[row, 0], shape=[8, 8])
+        mask = self.register_tensor(dtype=float32, shape=[8, 8],
+                                    init=lambda i, j: self.where(j <= i + shift, 0.0, -1e4))
+        eye = self.register_tensor(dtype=float32, shape=[8, 8],
+                                   init=lambda i, j: self.diag if i == j else 0.0)
+        idx = self.register_tensor(dtype=int32, shape=[8, 8], init=lambda r, c: (row + r) * 8 + c)
+        self.store_global(go, x + mask + eye, offsets=[row, 0])
+        self.store_global(gi, idx, offsets=[row, 0])
+
+
+def test_register_tensor_init_lambda_of_the_indices():
+    x = np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)
+    out, idx = np.zeros((16, 8), np.float32), np.zeros((16, 8), np.int32)
+    Masked(2.5)(-1, x, out, idx)
+    rows, cols = np.indices((16, 8))
+    i = rows % 8
+    np.testing.assert_array_equal(out, x + np.where(cols <= i - 1, 0.0, -1e4).astype(np.float32)
+                                  + np.where(i == cols, 2.5, 0.0).astype(np.float32))
+    np.testing.assert_array_equal(idx, rows * 8 + cols)
+    text = str(Masked(2.5).program())
+    assert "register_tensor(axes=[i, j], init=select(j <= i + shift, 0.0, -10000.0))" in text
+    assert "register_tensor(axes=[r, c], init=(row + r) * 8 + c)" in text
+
+
+def test_register_tensor_init_lambda_mistakes_name_the_line():
+    class Init(tilus.Script):
+        def __init__(self, case):
+            super().__init__()
+            self.case = case
+
+        def __call__(self, p: ~float32):
+            self.attrs.warps = 1
+            t = self.register_tensor(dtype=float32, shape=[4, 4], init=0.0)
+            if self.case == "arity":
+                self.register_tensor(dtype=float32, shape=[4, 4], init=lambda i: i)  # arity
+            elif self.case == "tensor":
+                self.register_tensor(dtype=float32, shape=[4, 4], init=lambda i, j: t)  # tensor
+            else:
+                self.register_tensor(dtype=float32, shape=[4, 4], init=lambda i, j=0: i)  # default
+
+    for case, message in [("arity", r"init takes 1 parameter\(s\) \(i\) but the tile \[4, 4\] has "
+                                    r"rank 2"),
+                          ("tensor", r"init must return a scalar expression of the indices \(i, j\), "
+                                     r"got the register tensor %t"),
+                          ("default", "a lambda in a kernel takes plain positional parameters")]:
+        with pytest.raises(ScriptError, match=message) as e:
+            Init(case).program()
+        assert f"# {case}" in str(e.value)   # the user's line

@@ -6,8 +6,9 @@ The DSL transpiler (``tilus.lang``) drives this builder; tests and passes may us
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import replace
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from tilus import dtypes
 from tilus.dtypes import DataType
@@ -191,11 +192,42 @@ class ProgramBuilder:
         out = Tensor(self.fresh_name(name), TensorType(dtypes.get(dtype), shape, GLOBAL))
         return self._emit_out(I.GlobalViewInst(out, ptr, strides))
 
-    def register_tensor(self, dtype: DataType | str, shape: Shape, init: ExprLike | None = None,
+    def register_tensor(self, dtype: DataType | str, shape: Shape,
+                        init: ExprLike | Callable[..., ExprLike] | None = None,
                         name: str = "r", layout=None) -> Tensor:
+        """A register tile; ``init`` is a scalar, or a function of one int32 index per dimension
+        (``lambda i, j: i * 16 + j``) whose scalar expression gives each element its value."""
         dtype = dtypes.get(dtype)
-        out = self._out(name, dtype, _ints(shape, "shape"), REGISTER, layout)
-        return self._emit_out(I.AllocateRegisterInst(out, None if init is None else cast(init, dtype)))
+        shape = _ints(shape, "shape")
+        axes = None
+        if callable(init):
+            axes, init = self._index_init(init, shape)
+        out = self._out(name, dtype, shape, REGISTER, layout)
+        return self._emit_out(I.AllocateRegisterInst(out, None if init is None else cast(init, dtype),
+                                                     axes))
+
+    def _index_init(self, fn: Callable[..., Any], shape: tuple[int, ...]) -> tuple[tuple[Var, ...], Expr]:
+        """``fn`` called with a fresh int32 Var per dimension (named after its parameters): the
+        Vars and the scalar expression it returns."""
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(names) != len(shape) or len(params) != len(names):
+            raise IRError(f"register_tensor: init takes {len(params)} parameter(s) "
+                          f"({', '.join(str(p) for p in params) or 'none'}) but the tile "
+                          f"{list(shape)} has rank {len(shape)}: give one index parameter per "
+                          f"dimension, e.g. init=lambda {', '.join('ijklmnop'[:len(shape)])}: ...")
+        axes = tuple(Var(self.fresh_name(n), dtypes.int32) for n in names)
+        value = fn(*axes)
+        if isinstance(value, Tensor) or not isinstance(value, (Expr, bool, int, float)) \
+                or (isinstance(value, Expr) and not isinstance(value.dtype, DataType)):
+            what = f"the {value.scope} tensor {value}" if isinstance(value, Tensor) \
+                else f"{type(value).__name__} {value!r}"
+            raise IRError(f"register_tensor: init must return a scalar expression of the indices "
+                          f"({', '.join(names)}), got {what}")
+        return axes, as_expr(value)
 
     def shared_tensor(self, dtype: DataType | str, shape: Shape, name: str = "s", layout=None) -> Tensor:
         out = self._out(name, dtype, _ints(shape, "shape"), SHARED, layout)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional, Union
 from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import IRError
-from tilus.ir.expr import Const, Expr
+from tilus.ir.expr import Const, Expr, Var
 from tilus.ir.layout.conversion import conversion_cost
 from tilus.ir.layout.register import RegisterLayout
 from tilus.ir.stmt import Stmt
@@ -68,6 +68,9 @@ class Instruction(Stmt):
     OPERANDS: ClassVar[tuple[str, ...]] = ()
     ATTRS: ClassVar[tuple[str, ...]] = ()
     HAS_OUTPUT: ClassVar[bool] = True
+    # Fields holding tuples of Vars that the instruction binds: visible only in its own other
+    # fields (the printer writes them first, the parser and verifier scope them to the instruction).
+    BINDS: ClassVar[tuple[str, ...]] = ()
     # For families (elementwise ops, reductions): the field whose value is the instruction's name.
     OP_FIELD: ClassVar[Optional[str]] = None
     OP_VALUES: ClassVar[tuple[str, ...]] = ()
@@ -147,15 +150,40 @@ class GlobalViewInst(Instruction):
 
 @dataclass(frozen=True, repr=False)
 class AllocateRegisterInst(Instruction):
-    """A register tile of the output's type; elements start as ``init`` (undefined when None)."""
+    """A register tile of the output's type; elements start as ``init`` converted to its dtype
+    (undefined when None). With ``axes`` (one int32 Var per dimension, bound here), ``init`` is an
+    expression of them: element ``idx`` starts as ``init`` with ``axes[d] = idx[d]``
+    (NVIDIA Tilus's ``register_tensor(init=lambda i, j: ...)``)."""
 
     NAME = "register_tensor"
-    ATTRS = ("init",)
+    ATTRS = ("init", "axes")
+    BINDS = ("axes",)
     output: Tensor
     init: Optional[Expr] = None
+    axes: Optional[tuple[Var, ...]] = None
 
     def check(self) -> None:
         self._output_is(REGISTER)
+        init = self.init
+        if init is not None and (not isinstance(init, Expr) or not isinstance(init.dtype, DataType)):
+            _fail(self, f"init must be a scalar expression (of the element's indices when axes are "
+                        f"given), got {type(init).__name__}: {init}")
+        if self.axes is None:
+            return
+        rank = self.output.type.rank
+        if init is None:
+            _fail(self, "axes are given without an init expression to use them")
+        if not isinstance(self.axes, tuple):
+            _fail(self, f"axes must be a tuple of Vars, got {type(self.axes).__name__}")
+        if len(self.axes) != rank:
+            _fail(self, f"init over {len(self.axes)} index variable(s) for the rank-{rank} tile "
+                        f"{self.output} {_shape_str(self.output.shape)}: give one per dimension")
+        for a in self.axes:
+            if not isinstance(a, Var) or a.dtype is not dtypes.int32:
+                _fail(self, f"the index variable {a!r} of init must be an int32 Var")
+        if len({a.name for a in self.axes}) != rank:
+            _fail(self, f"the index variables {', '.join(a.name for a in self.axes)} of init "
+                        f"must be distinct")
 
 
 @dataclass(frozen=True, repr=False)

@@ -432,10 +432,18 @@ class _Reader(NameScopes):
                 mismatches.append((cls, e))
                 continue
             hints = _hints(cls)
-            for field_name, value_node in list(kwargs.items()):
-                if isinstance(value_node, (Tree, Token)):
-                    kwargs[field_name] = self.convert(value_node, hints[field_name],
-                                                      f"{field_name} of {name}")
+            self.push()   # the scalars the instruction binds, seen by its other fields only
+            try:
+                for field_name in cls.BINDS:
+                    if isinstance(kwargs.get(field_name), Tree):
+                        kwargs[field_name] = self.bound_vars(kwargs[field_name],
+                                                             f"{field_name} of {name}")
+                for field_name, value_node in list(kwargs.items()):
+                    if isinstance(value_node, (Tree, Token)):
+                        kwargs[field_name] = self.convert(value_node, hints[field_name],
+                                                          f"{field_name} of {name}")
+            finally:
+                self.pop()
             self.current = node
             try:
                 return cls(**kwargs)
@@ -480,6 +488,20 @@ class _Reader(NameScopes):
         if missing:
             raise self.error(node, f"{name} needs {', '.join(missing)}", _Mismatch)
         return kwargs
+
+    def bound_vars(self, node: Tree, what: str) -> Optional[tuple[Var, ...]]:
+        """A list of names that an instruction binds, as int32 Vars in the innermost scope."""
+        if self.kind(node) == "none":
+            return None
+        items = [c for c in node.children if c is not None] if self.kind(node) == "list" else None
+        if items is None or any(not (isinstance(c, Tree) and c.data == "var") for c in items):
+            raise self.error(node, f"{what} must be a list of names, got {self.source(node)}")
+        out = []
+        for c in items:
+            var = Var(str(c.children[0]), dtypes.int32)
+            self.scalars[-1][var.name] = var
+            out.append(self.locate(var, c))
+        return tuple(out)
 
     # -- values after a field's type annotation
     @staticmethod

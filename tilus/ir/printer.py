@@ -179,12 +179,13 @@ def _field_default(f: dataclasses.Field):
 
 def format_call(inst) -> str:
     """``name(%operand, ..., attr=value, ...)`` of an instruction (without its output): operands
-    positional in OPERANDS order, then the other fields by name; fields equal to their default are
-    left out (an operand after a left-out one goes by name)."""
+    positional in OPERANDS order, then the other fields by name (the Vars it binds first); fields
+    equal to their default are left out (an operand after a left-out one goes by name)."""
     fields = {f.name: f for f in dataclasses.fields(inst)}
     args: list[str] = []
     keyword = False
     rest = [n for n in fields if n not in inst.OPERANDS and n not in ("output", inst.OP_FIELD)]
+    rest.sort(key=lambda n: n not in inst.BINDS)   # what an instruction binds comes first
     for name in (*inst.OPERANDS, *rest):
         value = getattr(inst, name)
         default = _field_default(fields[name])

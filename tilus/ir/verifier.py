@@ -354,8 +354,13 @@ class _Verifier(NameScopes):
         except Exception as e:  # a malformed field that check() trips over
             self.fail(inst, f"{inst.display_name()}: {type(e).__name__}: {e}")
         out = getattr(inst, "output", None) if inst.HAS_OUTPUT else None
+        self.push()   # the scalars the instruction binds (BINDS) are seen by its own fields only
+        for name in inst.BINDS:
+            for var in _values(getattr(inst, name)):
+                if var is not None:
+                    self.declare_scalar(var, inst, f"{name} variable")
         for f in dataclasses.fields(inst):
-            if f.name == "output":
+            if f.name == "output" or f.name in inst.BINDS:
                 continue
             pointer_ok = isinstance(inst, GlobalViewInst) and f.name == "ptr"
             for v in _values(getattr(inst, f.name)):
@@ -365,6 +370,7 @@ class _Verifier(NameScopes):
                     self.check_expr(v, inst, f.name, pointer_ok)
                     if f.name in INDEX_FIELDS:
                         self.check_index(v, inst, f.name)
+        self.pop()
         if isinstance(inst, GlobalViewInst):
             ptr = inst.ptr
             if not isinstance(ptr, Var) or not isinstance(ptr.dtype, PointerType) \

@@ -74,6 +74,34 @@ class _Return(Exception):
 _CONTROL = (_Break, _Continue, _Return)
 
 
+class KernelLambda:
+    """A ``lambda`` written in a kernel (e.g. ``register_tensor(init=lambda i, j: ...)``): a call
+    evaluates its body like the kernel's other expressions, with its parameters bound to the
+    arguments on top of the names visible where it is called."""
+
+    def __init__(self, frame: "ExpressionEvaluator", node: ast.Lambda):
+        self.frame, self.node = frame, node
+        self.params = [p.arg for p in node.args.args]
+        self.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in self.params])
+
+    def __repr__(self) -> str:
+        return f"<lambda {', '.join(self.params)} at line {self.node.lineno}>"
+
+    def __call__(self, *args: Any) -> Any:
+        frame = self.frame
+        if len(args) != len(self.params):
+            raise TilusError(f"{self!r} takes {len(self.params)} argument(s), got {len(args)}")
+        saved = dict(frame.env)
+        depth = frame.ctx.depth if frame.ctx is not None else 0
+        try:
+            for name, value in zip(self.params, args):
+                frame.env[name] = Binding(value, depth)
+            return frame.eval(self.node.body)
+        finally:
+            frame.env = saved
+
+
 def describe(v: Any) -> str:
     if isinstance(v, Tensor):
         return f"the {v.scope} tensor {v} ({v.dtype}{list(v.shape)})"
@@ -434,6 +462,13 @@ class ExpressionEvaluator:
 
     def expr_GeneratorExp(self, node, hint) -> Any:
         return iter(self._comprehension(node, hint))
+
+    def expr_Lambda(self, node: ast.Lambda, hint) -> Any:
+        a = node.args
+        if a.posonlyargs or a.vararg or a.kwonlyargs or a.kwarg or a.defaults:
+            raise self.error(node, "a lambda in a kernel takes plain positional parameters and no "
+                                   "defaults (lambda i, j: ...)")
+        return KernelLambda(self, node)
 
     def expr_Starred(self, node, hint) -> Any:
         raise self.error(node, "a starred expression is only allowed in calls, lists and tuples")

@@ -168,8 +168,10 @@ class InstructionMethods:
 
     @instruction
     def register_tensor(self, dtype, shape, init=None) -> Tensor:
+        """A register tile; ``init`` is a scalar for every element, or a function of the element's
+        indices (``init=lambda i, j: self.where(i == j, 1.0, 0.0)``) returning a scalar expression."""
         ctx = current("register_tensor")
-        if init is not None:
+        if init is not None and not callable(init):
             _scalar(init, "init")
         return ctx.builder.register_tensor(_dtype(dtype), _ints(shape, "shape"), init,
                                            name=ctx.take_hint("r"))

@@ -41,7 +41,7 @@ from tilus.lang.instructions import RangeSpec
 from tilus.lang.source import FunctionSource, function_source
 
 UNSUPPORTED = {
-    "Lambda": "lambda expressions", "Try": "try statements", "TryStar": "try statements",
+    "Try": "try statements", "TryStar": "try statements",
     "With": "with statements", "AsyncWith": "with statements", "AsyncFor": "async for",
     "FunctionDef": "nested function definitions", "AsyncFunctionDef": "nested functions",
     "ClassDef": "class definitions", "Import": "import statements", "ImportFrom": "import statements",

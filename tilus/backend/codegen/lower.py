@@ -206,7 +206,7 @@ class Lowerer:
                 return scalar.convert(e.a.dtype, e.dtype, a)
             d = _scalar_dtype(e.dtype)
             if d == "bool":
-                return a != tirx.const(0, dt(a)) if dt(a) != "bool" else a
+                return tirx.NE(a, tirx.const(0, dt(a))) if dt(a) != "bool" else a
             return a if dt(a) == d else tirx.Cast(d, a)
         if isinstance(e, E.Select):
             d = _scalar_dtype(e.dtype)
@@ -494,12 +494,12 @@ def _to(x, dtype: str):
     if dt(x) == dtype:
         return x
     if dtype == "bool":
-        return x != tirx.const(0, dt(x))
+        return tirx.NE(x, tirx.const(0, dt(x)))
     return tirx.Cast(dtype, x)
 
 
 def _as_bool(x):
-    return x if dt(x) == "bool" else x != tirx.const(0, dt(x))
+    return x if dt(x) == "bool" else tirx.NE(x, tirx.const(0, dt(x)))
 
 
 def lower_program(program: Program) -> Lowered:

@@ -7,7 +7,7 @@ from tilus.errors import ArgumentError, InterpreterError
 from tilus.interpreter import values as V
 from tilus.interpreter.memory import Buffer, GlobalTensor, load_tile, store_tile
 from tilus.interpreter.registry import register
-from tilus.interpreter.state import BlockState
+from tilus.interpreter.state import BlockState, evaluate_scalar
 from tilus.ir import inst as I
 from tilus.ir.inst import tile_dims
 
@@ -40,12 +40,18 @@ def global_view(state: BlockState, inst: I.GlobalViewInst) -> None:
 
 @register(I.AllocateRegisterInst)
 def register_tensor(state: BlockState, inst: I.AllocateRegisterInst) -> None:
-    """A new register tile, every element ``init`` (converted to the tile's dtype). Without
-    ``init`` the contents are undefined; the interpreter gives zeros (do not rely on it). Like
-    every register or shared tensor, it may have at most ``state.limit`` elements."""
+    """A new register tile, every element ``init`` (converted to the tile's dtype); with ``axes``,
+    element ``idx`` is ``init`` evaluated with ``axes[d] = idx[d]`` (all elements at once, over
+    ``np.indices``). Without ``init`` the contents are undefined; the interpreter gives zeros (do
+    not rely on it). Like every register or shared tensor, it may have at most ``state.limit``
+    elements."""
     out = inst.output
     arr = V.zeros(out.dtype, out.shape)
-    if inst.init is not None:
+    if inst.init is not None and inst.axes is not None:
+        env = dict(state.scalars)
+        env.update(zip(inst.axes, np.indices(tuple(out.shape), dtype=np.int64)))
+        arr[...] = V.from_python(out.dtype, evaluate_scalar(inst.init, env))
+    elif inst.init is not None:
         arr[...] = state.value(inst.init, out.dtype)
     state.set(out, arr)
 

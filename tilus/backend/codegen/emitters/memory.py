@@ -103,12 +103,20 @@ def slice_shared(lw: Lowerer, inst: I.SliceSharedInst) -> None:
 
 @emitter(I.AllocateRegisterInst)
 def register_tensor(lw: Lowerer, inst: I.AllocateRegisterInst) -> None:
+    """A constant ``init`` is stored to every slot; an ``init`` over ``axes`` is computed per slot
+    from the logical index the layout puts at (this thread, that slot)."""
     if inst.init is None:
         return
     st = lw.reg(inst.output)
-    value = _scalar_to_storage(lw, inst.init, inst.output.dtype)
-    with TB.unroll(0, st.layout.local_size) as s:
-        lw.store(st.buf, value, [s])
+    if inst.axes is None:
+        value = _scalar_to_storage(lw, inst.init, inst.output.dtype)
+        with TB.unroll(0, st.layout.local_size) as s:
+            lw.store(st.buf, value, [s])
+        return
+    for slot in range(st.layout.local_size):
+        index = index_exprs(st.layout, THREAD, slot)
+        value = E.substitute(inst.init, dict(zip(inst.axes, index)))
+        lw.store(st.buf, _scalar_to_storage(lw, value, inst.output.dtype), [slot])
 
 
 def _scalar_to_storage(lw: Lowerer, e, dtype):
