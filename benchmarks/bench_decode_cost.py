@@ -1,7 +1,8 @@
 """Static cost of the decode matmul (M=1) from its SASS, per weight type: no GPU needed.
 
 For each type, the kernel ``tilus.ops.matmul`` launches for M=1, N=K=4096, group 128 (fp16) is
-built for sm_90; one steady-state iteration of its main loop is counted by instruction class
+built for sm_90 (the block-scaled formats ``mxfp4``, ``nvfp4``, ... of ``FORMATS``: their own
+blocks and scales); one steady-state iteration of its main loop is counted by instruction class
 (``tilus.backend.sass_cost``) and divided by the weight elements each thread handles per
 iteration. Then, with H200 figures (132 SMs x 4 schedulers x 1.98 GHz issue; 4.3 TB/s):
 
@@ -34,8 +35,13 @@ if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) not in sys.path:
 SMS, SCHEDULERS, CLOCK_HZ, BANDWIDTH = 132, 4, 1.98e9, 4.3e12
 SMEM_PER_SM, REGS_PER_SM, MAX_BLOCKS = 228 * 1024, 65536, 32
 MARLIN_INT4 = 2.76
+# block-scaled formats (tilus.ops.quantize(scheme=)): name -> (scheme, element type)
+FORMATS = {"mxfp4": ("mx", "float4_e2m1"), "mxfp6_e2m3": ("mx", "float6_e2m3"),
+           "mxfp6_e3m2": ("mx", "float6_e3m2"), "mxfp8_e4m3": ("mx", "float8_e4m3"),
+           "mxfp8_e5m2": ("mx", "float8_e5m2"), "mxint8": ("mx", "int8"),
+           "nvfp4": ("nvfp4", "float4_e2m1")}
 TYPES = ("uint1", "uint2", "uint3", "int4", "uint4", "uint5", "uint6", "uint7", "uint8",
-         "float4_e2m1", "float6_e3m2", "float8_e4m3")
+         "float4_e2m1", "float6_e3m2", "float8_e4m3", "mxfp4", "nvfp4")
 
 
 def memory_over_issue(nbits: int, param_bytes: float, instructions_per_weight: float) -> float:
@@ -55,16 +61,23 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
     import tilus
     from tilus.ops.quantize import quantize
 
-    qw = quantize(torch.zeros(n, k).add_(torch.linspace(-1, 1, k)), wtype, group_size=group,
-                  zero_mode=zero_mode)
+    w = torch.zeros(n, k).add_(torch.linspace(-1, 1, k))
+    if wtype in FORMATS:            # block-scaled: one uint8 scale per block (+ 4 bytes per tensor)
+        scheme, element = FORMATS[wtype]
+        qw = quantize(w, element, scheme=scheme)
+        param_bytes = 1 / qw.group_size + (4 / (n * k) if scheme == "nvfp4" else 0)
+    else:
+        qw = quantize(w, wtype, group_size=group, zero_mode=zero_mode)
+        params = qw.scales.element_size() + (0 if qw.offsets is None
+                                             else qw.offsets.element_size())
+        param_bytes = params / group
     kernel = tilus.ops.compile_matmul(qw, 1, arch="sm_90", act=torch.float16)
     sched = kernel.schedule
     cost = kernel.loop_cost()
     threads = sched["warps"] * 32
     ipe = cost["instructions_per_weight_element"]
-    nbits = tilus.dtypes.get(wtype).nbits
-    params = qw.scales.element_size() + (0 if qw.offsets is None else qw.offsets.element_size())
-    ratio = memory_over_issue(nbits, params / group, ipe)
+    nbits = qw.nbits
+    ratio = memory_over_issue(nbits, param_bytes, ipe)
     res = kernel.resources
     stage_bytes = kernel.stage_bytes
     smem = stage_bytes * sched["stages"]

@@ -34,13 +34,15 @@ def case_id(wtype, sched, m) -> str:
     return f"{wtype}-k{sched['block_k']}s{sched['stages']}x{sched['split_k']}-m{m}"
 
 
-def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, zero_mode="float") -> None:
+def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme: str = "group",
+                                 zero_mode: str = "float") -> None:
     """tilus.ops.matmul(engine="interpreter") with kernel_for replaced by a wrapper that also
     lowers the kernel and simulates it on the same arguments (outputs compared with the
     interpreter's), then the result compared with dequantize() + torch. The pipelined schedules
     exercise cp.async into stage slices and ldmatrix from them, k-tiles spanning two groups,
     8 warps and split-k. N = 136 and K = 192 do not divide the tiles. ``zero_mode``: quantize's
-    (asymmetric uint types: "int" stores integer zero points)."""
+    (asymmetric uint types: "int" stores integer zero points). Block-scaled schemes
+    (``scheme="mx"``/``"nvfp4"``) are compared with ``dequantize(float32)`` + torch."""
     mm = importlib.import_module("tilus.ops.matmul")
     seen = []
     original = mm.kernel_for
@@ -65,10 +67,14 @@ def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, zero_mode="float"
 
     monkeypatch.setattr(mm, "kernel_for", lambda *a, **kw: Simulated(original(*a, **kw)))
     torch.manual_seed(0)
-    qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64,
-                            zero_mode=zero_mode)
+    if scheme == "group":
+        qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64,
+                                zero_mode=zero_mode)
+    else:
+        qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, scheme=scheme)
     a = torch.randn(m, 192).half()
     out = tilus.ops.matmul(a, qw, engine="interpreter", schedule=sched)
-    ref = (a.float() @ qw.dequantize(torch.float16).float().t()).half()
+    ref_w = qw.dequantize(torch.float16 if scheme == "group" else torch.float32)
+    ref = (a.float() @ ref_w.float().t()).half()
     torch.testing.assert_close(out, ref, rtol=4e-3, atol=4e-3)
     assert seen == [True]

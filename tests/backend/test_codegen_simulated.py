@@ -62,7 +62,7 @@ def test_shared_copy_async_slices():
     _check(K.SharedMem(), [n, torch.randn(n, n).half(), torch.zeros(n, n).half()], [2])
 
 
-@pytest.mark.parametrize("wtype", ["int4", "uint3", "float6_e3m2", "float8_e4m3"])
+@pytest.mark.parametrize("wtype", ["int4", "uint3", "float6_e3m2", "float8_e4m3", "float8_e8m0"])
 def test_lowbit_view_cast(wtype):
     t, n = dtypes.get(wtype), 16
     w = torch.randint(0, 256, (n, 8 * t.nbits), dtype=torch.uint8)

@@ -193,6 +193,7 @@ class OpsCase:
     k: int = OPS_K
     schedule: tuple = ()          # sorted schedule items; () = what matmul picks
     tuned: bool = False           # the schedule comes from the tuning database (schedule= holds it)
+    scheme: str = "group"         # or the block-scaled "mx" / "nvfp4" (no scale_dtype, no group)
     zero: str = "float"           # quantize's zero_mode ("int": uint8 integer zero points)
 
     @property
@@ -202,6 +203,8 @@ class OpsCase:
             parts.append(f"{self.act[:2]}{self.act[-2:]}-s{self.scale[:2]}{self.scale[-2:]}")
         if self.bias:
             parts.append("bias")
+        if self.scheme != "group":
+            parts.append(self.scheme)
         if self.zero != "float":
             parts.append(f"z{self.zero}")
         if self.group != OPS_GROUP:
@@ -251,7 +254,11 @@ OPS_CASES = (
        # split-k 4 over 9 k-tiles of 128 (3 per split: the last split has none)
        OpsCase("int4", 5, n=1000, k=1152, schedule=_schedule(16, 128, 4, 4, 2)),
        OpsCase("float6_e3m2", 64, schedule=SPLIT2_SCHEDULE),
-       OpsCase("float6_e3m2", 33, schedule=SPLIT2_SCHEDULE, tuned=True)]
+       OpsCase("float6_e3m2", 33, schedule=SPLIT2_SCHEDULE, tuned=True),
+       # block-scaled (issue 16): MXFP4 at decode, NVFP4 with bf16 activations, MXINT8
+       OpsCase("float4_e2m1", 1, scheme="mx"),
+       OpsCase("float4_e2m1", 16, act="bfloat16", scheme="nvfp4"),
+       OpsCase("int8", 5, n=1000, k=1152, scheme="mx")]
     + SANITIZE_CASES)
 
 
@@ -282,6 +289,8 @@ def quantize_case(case: OpsCase, weight):
 
     from tilus.ops import quantize
 
+    if case.scheme != "group":
+        return quantize(weight, case.wtype, scheme=case.scheme)
     scale = {"float16": torch.float16, "bfloat16": torch.bfloat16}[case.scale]
     return quantize(weight, case.wtype, group_size=case.group_size, scale_dtype=scale,
                     zero_mode=case.zero)
@@ -320,7 +329,7 @@ _METAS: dict = {}
 
 def ops_meta(case: OpsCase) -> dict:
     """meta_of(quantize_case(case, weight)) from 8 rows of the weight (see ops_weight)."""
-    key = (case.wtype, case.scale, case.group, case.n, case.k, case.act, case.zero)
+    key = (case.wtype, case.scale, case.group, case.n, case.k, case.act, case.scheme, case.zero)
     if key not in _METAS:
         _METAS[key] = meta_of(quantize_case(case, ops_weight(case, rows=8)), case.act)
     return dict(_METAS[key])

@@ -31,8 +31,9 @@ def code_value(dtype, codes: np.ndarray) -> np.ndarray:
         return codes.astype(np.float64)
     if dtype.kind == "int":
         return np.where(codes >= 1 << (k - 1), codes - (1 << k), codes).astype(np.float64)
-    if dtype.name in ("float8_e4m3", "float8_e5m2"):
-        ml = {"float8_e4m3": ml_dtypes.float8_e4m3fn, "float8_e5m2": ml_dtypes.float8_e5m2}[dtype.name]
+    if dtype.name in ("float8_e4m3", "float8_e5m2", "float8_e8m0"):
+        ml = {"float8_e4m3": ml_dtypes.float8_e4m3fn, "float8_e5m2": ml_dtypes.float8_e5m2,
+              "float8_e8m0": ml_dtypes.float8_e8m0fnu}[dtype.name]
         return codes.astype(np.uint8).view(ml).astype(np.float64)
     e_bits, m_bits = dtype.exponent_bits, dtype.mantissa_bits
     bias = (1 << (e_bits - 1)) - 1

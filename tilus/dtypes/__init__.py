@@ -7,7 +7,7 @@ turn codes into the little-endian bit stream kept in memory and back (``tilus.dt
 from typing import TYPE_CHECKING
 
 from tilus.dtypes.types import (  # noqa: F401
-    DataType, all_types, float_type, get, integer_type, lowbit_types,
+    DataType, all_types, float_type, get, integer_type, lowbit_types, scale_types,
 )
 from tilus.dtypes.types import _REGISTRY, TILUS_NAMES
 from tilus.dtypes.codec import decode, encode, format_value_table, value_table  # noqa: F401
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     def __getattr__(name: str) -> DataType:
         """For type checkers: every registered type is a module attribute (set just above)."""
 
-__all__ = ["DataType", "get", "all_types", "lowbit_types", "integer_type", "float_type",
+__all__ = ["DataType", "get", "all_types", "lowbit_types", "scale_types", "integer_type", "float_type",
            "encode", "decode", "value_table", "format_value_table",
            "pack", "unpack", "pack_words", "unpack_words", "packed_nbytes", "bit_width",
            *_REGISTRY, *TILUS_NAMES]

@@ -12,6 +12,11 @@
   ``float16``, ...), which is where we leave ``ml_dtypes``/numpy (they give NaN or inf): quantized
   data should never overflow. ``+-inf`` saturates in the types without inf (integers, the
   ``finite`` floats, ``float8_e4m3``) and stays inf in those with it.
+* ``float8_e8m0`` (unsigned, exponent only) rounds to the nearest power of two, ties (1.5 * 2^e)
+  to the even code; below 2^-127, zero and negative values saturate to code 0 (2^-127), +inf and
+  values beyond 2^127 to 0xFE (2^127), NaN is 0xFF. (``ml_dtypes.float8_e8m0fnu`` gives NaN for
+  zero, negatives and overflow, rounds the ties 1.5 * 2^e up, and float32 subnormals on their
+  bits; the MX quantizer never rounds to E8M0: it takes floor(log2(absmax)).)
 * NaN has no code in integers, ``bool`` and the finite-only floats: encoding it raises
   ``DataTypeError``. ``float8_e4m3`` encodes NaN as 0x7f/0xff, ``float8_e5m2`` as 0x7e/0xfe (by sign,
   as ``ml_dtypes`` does), the wider floats as numpy/``ml_dtypes`` do.
@@ -197,6 +202,21 @@ def _encode_lowbit_float(dtype: DataType, arr: np.ndarray) -> np.ndarray:
     return code.reshape(arr.shape)
 
 
+def _encode_exponent_only(dtype: DataType, arr: np.ndarray) -> np.ndarray:
+    """``float8_e8m0``: x = f * 2^E with f in [1, 2) (``frexp``, exact); the code is
+    ``E + bias``, plus one when f > 1.5 or f == 1.5 and that code is odd; clamped to the finite
+    codes (see the module docstring for zero, negatives, inf and NaN)."""
+    x = np.asarray(arr, dtype=np.float64)
+    finite_code = (1 << dtype.exponent_bits) - 2
+    with np.errstate(invalid="ignore"):
+        mant, ex = np.frexp(np.where(np.isfinite(x) & (x > 0), x, 1.0))
+    f, code = mant * 2, ex.astype(np.int64) - 1 + dtype.exponent_bias
+    up = (f > 1.5) | ((f == 1.5) & (code % 2 == 1))
+    code = np.clip(code + up, 0, finite_code)
+    code = np.where(np.isposinf(x), finite_code, np.where(x > 0, code, 0))
+    return np.where(np.isnan(x), finite_code + 1, code).astype(np.uint8)
+
+
 def _saturate(x: np.ndarray, limit: float) -> np.ndarray:
     return np.where(np.isfinite(x), np.clip(x, -limit, limit), x)
 
@@ -247,6 +267,8 @@ def _encode(dtype: DataType, arr: np.ndarray) -> np.ndarray:
         out = (x != 0).astype(np.uint8)
     elif dtype.kind in (INT, UINT):
         out = _encode_integer(dtype, arr)
+    elif dtype.unsigned:
+        out = _encode_exponent_only(dtype, arr)
     elif dtype.nbits <= 8:
         out = _encode_lowbit_float(dtype, arr)
     else:
@@ -353,7 +375,7 @@ def format_value_table(dtype: "DataType | str", columns: int | None = None) -> s
     cell_w = max(len(c) for c in cells) + 2
     lo, hi = formats.min_value(dtype), formats.max_value(dtype)
     head = f"{dtype.name}: {n} codes, values {_fmt(float(lo))} .. {_fmt(float(hi))}"
-    if dtype.is_float:
+    if dtype.is_float and not dtype.unsigned:
         sub = formats.smallest_subnormal(dtype)
         head += f", eps {_fmt(formats.eps(dtype))}, smallest subnormal {_fmt(sub) if sub else 'none'}"
     rows = ["  " + "".join(c.ljust(cell_w) for c in cells[r:r + columns]).rstrip()

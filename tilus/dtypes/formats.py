@@ -8,6 +8,9 @@ Floats come in three flavours:
   exponent and mantissa); every other code is finite.
 * ``ieee``: ``float8_e5m2``, ``float16``, ``bfloat16``, ``float32``, ``float64``: the all-ones exponent
   holds inf (mantissa 0) and NaN (mantissa != 0).
+* ``exponent``: ``float8_e8m0`` (OCP MX v1.0 scale, ``ml_dtypes.float8_e8m0fnu``): no sign, no
+  mantissa, no zero, no subnormals: code ``e`` is ``2^(e - 127)`` (``2^-127 .. 2^127``), and the
+  all-ones code 0xFF is NaN.
 
 A float code is ``sign << (K-1) | e << Y | m``; its value is ``(-1)^s * 2^(e-bias) * (1 + m/2^Y)`` for
 ``e > 0`` and ``(-1)^s * 2^(1-bias) * m/2^Y`` (a subnormal, or zero) for ``e == 0``, with
@@ -25,11 +28,14 @@ from tilus.errors import DataTypeError
 FINITE = "finite"
 FN = "fn"
 IEEE = "ieee"
+EXPONENT = "exponent"
 
 
 def float_flavour(dtype: DataType) -> str:
     """``finite``, ``fn`` or ``ieee`` (see the module docstring)."""
     dtype = _float(dtype, "a float flavour")
+    if dtype.unsigned:
+        return EXPONENT
     if dtype.finite_only:
         return FINITE
     return FN if dtype.name == "float8_e4m3" else IEEE
@@ -57,7 +63,7 @@ def _largest_fields(dtype: DataType) -> tuple[int, int]:
         return e_all, m_all
     if flavour == FN:
         return e_all, m_all - 1
-    return e_all - 1, m_all
+    return e_all - 1, m_all          # ieee; exponent (m_all = 0): 0xFE, the code below NaN
 
 
 def max_value(dtype: "DataType | str") -> "int | float":
@@ -73,12 +79,15 @@ def max_value(dtype: "DataType | str") -> "int | float":
 
 
 def min_value(dtype: "DataType | str") -> "int | float":
-    """The smallest (most negative) finite value: ``-max_value`` for floats, ``-2^(K-1)`` for intK."""
+    """The smallest (most negative) finite value: ``-max_value`` for floats, ``-2^(K-1)`` for intK,
+    ``2^-127`` for the unsigned ``float8_e8m0``."""
     dtype = get(dtype)
     if dtype.kind in (BOOL, UINT):
         return 0
     if dtype.kind == INT:
         return -(1 << (dtype.nbits - 1))
+    if dtype.unsigned:
+        return math.ldexp(1.0, -dtype.exponent_bias)      # float8_e8m0: code 0, 2^-127
     return -max_value(dtype)
 
 
@@ -100,6 +109,8 @@ def eps(dtype: "DataType | str") -> float:
 def smallest_normal(dtype: "DataType | str") -> float:
     """The smallest positive normal number, ``2^(1-bias)``."""
     dtype = _float(dtype, "smallest normal")
+    if dtype.unsigned:
+        return math.ldexp(1.0, -dtype.exponent_bias)      # every code is normal, code 0 too
     return math.ldexp(1.0, 1 - dtype.exponent_bias)
 
 
@@ -133,6 +144,10 @@ def values_of_codes(dtype: DataType, codes: np.ndarray) -> np.ndarray:
     if dtype.kind == INT:
         return np.where(codes >= (1 << (k - 1)), codes - (1 << k), codes).astype(np.float64)
     assert dtype.kind == FLOAT
+    if dtype.unsigned:                  # exponent only: 2^(e - bias), the all-ones code NaN
+        e = codes & ((1 << dtype.exponent_bits) - 1)
+        return np.where(e == (1 << dtype.exponent_bits) - 1, np.nan,
+                        np.ldexp(1.0, (e - dtype.exponent_bias).astype(np.int32)))
     x, y, bias = dtype.exponent_bits, dtype.mantissa_bits, dtype.exponent_bias
     sign = (codes >> (k - 1)) & 1
     e = (codes >> y) & ((1 << x) - 1)

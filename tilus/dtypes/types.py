@@ -23,6 +23,7 @@ class DataType:
     ``kind`` is one of ``int`` (two's complement), ``uint``, ``float`` or ``bool``. Floats carry
     their exponent and mantissa widths; ``finite_only`` floats have no inf/NaN codes (every code is
     a finite number, the all-ones exponent holds normals), while the IEEE/OCP types keep theirs.
+    ``unsigned`` floats have no sign bit (``float8_e8m0``, the OCP MX scale: exponent only).
     Types compare by identity: each name exists once, in the registry below.
     """
 
@@ -32,11 +33,12 @@ class DataType:
     exponent_bits: int = 0
     mantissa_bits: int = 0
     finite_only: bool = False
+    unsigned: bool = False
     ml_dtypes_name: str | None = field(default=None, repr=False)
 
     @property
     def is_signed(self) -> bool:
-        return self.kind in (INT, FLOAT)
+        return self.kind == INT or (self.kind == FLOAT and not self.unsigned)
 
     @property
     def is_float(self) -> bool:
@@ -87,7 +89,8 @@ class DataType:
 
     @property
     def smallest_normal(self) -> float:
-        """Floats: the smallest positive normal number, ``2^(1-bias)``."""
+        """Floats: the smallest positive normal number, ``2^(1-bias)`` (``2^-bias`` for the
+        exponent-only ``float8_e8m0``, whose codes are all normal)."""
         from tilus.dtypes import formats
         return formats.smallest_normal(self)
 
@@ -105,7 +108,7 @@ class DataType:
     @property
     def has_inf(self) -> bool:
         """True for floats with inf codes (float8_e5m2 and the IEEE 16/32/64-bit floats)."""
-        return self.has_nan and self.name != "float8_e4m3"
+        return self.has_nan and self.name != "float8_e4m3" and not self.unsigned
 
     @property
     def code_dtype(self):
@@ -192,6 +195,9 @@ def _define_all() -> None:
                                ml_dtypes_name=ml.get((k, e, m))))
     _register(DataType("float8_e4m3", 8, FLOAT, 4, 3, ml_dtypes_name="float8_e4m3fn"))
     _register(DataType("float8_e5m2", 8, FLOAT, 5, 2, ml_dtypes_name="float8_e5m2"))
+    # OCP MX v1.0 scale: unsigned, exponent only, bias 127; code e is 2^(e-127), 0xFF is NaN
+    _register(DataType("float8_e8m0", 8, FLOAT, 8, 0, unsigned=True,
+                       ml_dtypes_name="float8_e8m0fnu"))
     _register(DataType("float16", 16, FLOAT, 5, 10, ml_dtypes_name="float16"))
     _register(DataType("bfloat16", 16, FLOAT, 8, 7, ml_dtypes_name="bfloat16"))
     _register(DataType("float32", 32, FLOAT, 8, 23, ml_dtypes_name="float32"))
@@ -209,8 +215,8 @@ TILUS_NAMES = {
 }
 _ALIASES = {
     "float4_e2m1fn": "float4_e2m1", "float6_e2m3fn": "float6_e2m3", "float6_e3m2fn": "float6_e3m2",
-    "float8_e4m3fn": "float8_e4m3", "half": "float16", "float": "float32", "int": "int32",
-    **TILUS_NAMES,
+    "float8_e4m3fn": "float8_e4m3", "float8_e8m0fnu": "float8_e8m0", "half": "float16", "float": "float32",
+    "int": "int32", **TILUS_NAMES,
 }
 
 
@@ -235,8 +241,15 @@ def all_types() -> list[DataType]:
 
 
 def lowbit_types() -> list[DataType]:
-    """The int/uint/float types of 1 to 8 bits (the ones quantized weights use)."""
-    return [t for t in _REGISTRY.values() if t.nbits <= 8 and t.kind != BOOL]
+    """The int/uint/float types of 1 to 8 bits that quantized weights use (the unsigned
+    exponent-only scale type ``float8_e8m0`` is not one: see ``scale_types``)."""
+    return [t for t in _REGISTRY.values() if t.nbits <= 8 and t.kind != BOOL and not t.unsigned]
+
+
+def scale_types() -> list[DataType]:
+    """The types block scales are stored in: ``float8_e8m0`` (OCP MX: a power of two per block
+    of 32), ``float8_e4m3`` (NVFP4: per block of 16), ``float16``, ``bfloat16`` (group scales)."""
+    return [_REGISTRY[n] for n in ("float8_e8m0", "float8_e4m3", "float16", "bfloat16")]
 
 
 def integer_type(nbits: int, signed: bool) -> DataType:

@@ -114,6 +114,11 @@ class QuantLinear(nn.Module):
     # ---- construction -----------------------------------------------------------------------
     @classmethod
     def from_quantized(cls, qw: QuantizedWeight, bias: Optional[torch.Tensor] = None):
+        """A layer holding ``qw`` (group-scaled: block-scaled mx/nvfp4 weights run through
+        ``tilus.ops.matmul``, not a QuantLinear)."""
+        if qw.block_scaled:
+            raise QuantizationError(f"QuantLinear holds group-scaled weights; a {qw.scheme} "
+                                    f"weight runs through tilus.ops.matmul(x, qw)")
         n, k = qw.shape
         layer = cls(k, n, bias is not None, qw.dtype, qw.group_size, qw.symmetric,
                     qw.scales.dtype, device=qw.device, zero_mode=qw.zero_mode or "float")

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from tilus.errors import ArgumentError
-from tilus.ops.matmul import _ACT, default_schedule, kernel_for, stage_bytes, weight_meta
+from tilus.ops.matmul import (_ACT, block_k_limit, default_schedule, kernel_for, stage_bytes,
+                              weight_meta)
 from tilus.ops.quantize import QuantizedWeight
 
 
@@ -65,6 +66,6 @@ def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
         raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
     meta = weight_meta(qweight, act)
     schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms,
-                                qweight.nbits)
+                                qweight.nbits, block_k_limit(qweight.scheme))
     script = kernel_for(meta, _ACT[act], bias, schedule)
     return MatmulBuild(script, schedule, tilus.build(script, arch=arch))

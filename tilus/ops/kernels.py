@@ -9,8 +9,10 @@ weight is read in packed format 3 (``tilus.ops.packing``): 32 x 128 (k, n) units
 Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``offsets`` by
 the scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for
 its (act, scale) pair and zero mode (``QuantMatmul_float16_float16``, ...,
-``QuantMatmul_float16_float16_intzeros`` whose ``offsets`` is ``~uint8``; eight in all), whose
-``__call__`` has those annotations and inlines the shared body ``QuantMatmul.kernel``.
+``QuantMatmul_float16_float16_intzeros`` whose ``offsets`` is ``~uint8``, and the block-scaled
+``QuantMatmul_float16_float8_e8m0`` / ``..._float8_e4m3`` whose ``__call__`` also takes the
+float32 ``global_scale``; twelve in all), whose ``__call__`` has those annotations and inlines the
+shared body ``QuantMatmul.kernel``.
 
 Per unit (the dequantization is ``QuantizedWeight.dequantize``, ``v * s + b`` rounded once):
 the unit's bytes are loaded with the layout ``unit_bytes_layout`` (one vector load per thread),
@@ -29,6 +31,17 @@ Float weight types (``fold_scale``): the packed cast of ``floatK_eXmY`` ends wit
 two (and by ``2^-exponent``) once per group instead of once per two weights. The caller
 (``tilus.ops.matmul``) sets it only when every scale times the power of two is exact and finite
 (``scale_fold_exponent``).
+
+Block-scaled weights (``scheme``, ``tilus.ops.blockscale``): **mx** (E8M0 scale per 32 k, a
+power of two in 2^-127..2^127, beyond float16 and bfloat16) is applied after the mma, in float32:
+each unit's grid values (exact in the activation dtype) go through their own mma into a zeroed
+float32 tile, which is added to the accumulator times the unit's scale row (the E8M0 codes
+decoded to float32: exact, every E8M0 value is a float32 number). So no weight is ever rounded to
+the activation dtype and the full E8M0 range is exact up to float32's. **nvfp4** (E4M3 scale per
+16 k, a float32 scale per tensor): the E4M3 scale times an e2m1 value has at most 6 significant
+bits between 2^-10 and 2688, exact in float16 and bfloat16, so the scales are applied to the
+weights (two rows per unit: the unit viewed as [2, 16, 128]) and the per-tensor scale (a
+run-time float32 parameter) multiplies the float32 accumulator in the epilogue.
 
 Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A
 k-tile lies inside one scale group (``group_size % block_k == 0``) or spans whole groups
@@ -57,10 +70,12 @@ import tilus
 from tilus import dtypes
 from tilus.autotune import autotune
 from tilus.errors import TilusError
+from tilus.ops import blockscale
 from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layout,
                                     weight_fragment_layout, weight_stream_layout)
 
 ACT_DTYPES = ("float16", "bfloat16")
+BLOCK_SCALE_DTYPES = {blockscale.scale_type(s).name: s for s in blockscale.SCHEMES}
 #: none: w = v * s; const: v * s - zp * s; tensor: v * s + b (float offsets b in the scale
 #: dtype); int: (v - z) * s (uint8 zero points z: v - z is exact, one rounding).
 ZERO_MODES = ("none", "const", "tensor", "int")
@@ -124,26 +139,39 @@ class QuantMatmul(tilus.Script):
         if cls is QuantMatmul:
             act = str(kwargs.get("act", args[2] if len(args) > 2 else "float16"))
             scale = str(kwargs.get("scale", args[3] if len(args) > 3 else "float16"))
-            if act not in ACT_DTYPES or scale not in ACT_DTYPES:
-                raise TilusError(f"QuantMatmul: activations and scales must be float16 or "
-                                 f"bfloat16, got {act} and {scale}")
             zero_mode = kwargs.get("zero_mode", args[4] if len(args) > 4 else "none")
-            cls = _VARIANTS[(act, scale, zero_mode == "int")]
+            key = (act, scale, zero_mode == "int")
+            if key not in _VARIANTS:
+                raise TilusError(f"QuantMatmul: activations must be float16 or bfloat16 and "
+                                 f"scales float16, bfloat16 (integer zero points: only these), "
+                                 f"float8_e8m0 (mx) or float8_e4m3 (nvfp4), got {act} and "
+                                 f"{scale} with zero_mode {zero_mode!r}")
+            cls = _VARIANTS[key]
         return super().__new__(cls)
 
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
                  zero_mode: str = "none", zero_point: float = 0.0, has_bias: bool = False,
                  single_group: bool = False, exponent: int = 0, fold_scale: bool = False,
-                 block_m: int = 16,
+                 scheme: str = "group", block_m: int = 16,
                  block_n: int = UNIT_N,
                  block_k: int = 32, split_k: int = 1, warps: int = 4, stages: int = 1):
         super().__init__()
         self.wtype = dtypes.get(wtype)
         self.act = dtypes.get(act)
         self.scale = dtypes.get(scale)
-        if self.act.name not in ACT_DTYPES or self.scale.name not in ACT_DTYPES:
-            raise TilusError(f"QuantMatmul: activations and scales must be float16 or bfloat16, "
-                             f"got {self.act.name} and {self.scale.name}")
+        self.scheme = scheme
+        self.block_scaled = scheme != "group"
+        want_scale = ACT_DTYPES if not self.block_scaled else (
+            blockscale.scale_type(scheme).name,) if scheme in blockscale.SCHEMES else ()
+        if self.act.name not in ACT_DTYPES or self.scale.name not in want_scale:
+            raise TilusError(f"QuantMatmul: scheme {scheme!r} takes float16/bfloat16 activations "
+                             f"and {' or '.join(want_scale) or 'no'} scales, got "
+                             f"{self.act.name} and {self.scale.name}")
+        if self.block_scaled and (zero_mode != "none" or fold_scale or single_group
+                                  or group_size != blockscale.block_size(scheme)):
+            raise TilusError(f"QuantMatmul: {scheme} weights have blocks of "
+                             f"{blockscale.block_size(scheme)} k, no zero points and no "
+                             f"fold_scale")
         if zero_mode not in ZERO_MODES:
             raise TilusError(f"QuantMatmul: zero_mode must be one of {', '.join(ZERO_MODES)}, "
                              f"got {zero_mode!r}")
@@ -180,7 +208,7 @@ class QuantMatmul(tilus.Script):
         self.unit_bytes = UNIT_K * UNIT_N * self.wtype.nbits // 8
         self.exponent = int(exponent)
         self.norm = 2.0 ** -self.exponent
-        self.fast = (self.scale.name == self.act.name
+        self.fast = ((self.block_scaled or self.scale.name == self.act.name)
                      and values_exact_in(self.wtype, self.act.name, self.exponent))
         self.fold_scale = bool(fold_scale)
         if self.fold_scale and not (self.fast and self.wtype.is_float
@@ -189,8 +217,8 @@ class QuantMatmul(tilus.Script):
                              f"exact in {self.act.name}, scales in {self.act.name} and no constant "
                              f"zero point, got {self.wtype.name} with {self.scale.name} scales")
         self.fold = 2.0 ** scale_fold_exponent(self.wtype, self.act.name, self.exponent)
-        self.stream = weight_stream_layout(pair_stride(self.wtype.name, self.scale.name),
-                                           self.warps_m)
+        target = "float16" if self.block_scaled else self.scale.name   # the codes' order
+        self.stream = weight_stream_layout(pair_stride(self.wtype.name, target), self.warps_m)
         self.fragment = weight_fragment_layout(self.warps_m)
         self.bytes_layout = unit_bytes_layout(self.wtype.nbits, self.warps_m)
 
@@ -201,6 +229,37 @@ class QuantMatmul(tilus.Script):
     @staticmethod
     def schedule_names() -> tuple:
         return ("block_m", "block_n", "block_k", "split_k", "warps", "stages")
+
+    def unit_values(self, raw):
+        """The [32, 128] grid values ``decode(q) * 2^-exponent`` of one unit in the activation
+        dtype (mma B layout; exact: the block-scaled schemes' element values all are)."""
+        self.annotate_layout(raw, self.bytes_layout)
+        codes = self.view(raw, dtype=self.wtype, layout=self.stream)
+        if self.fast:
+            wf = self.cast(codes, dtype=self.act)
+            self.annotate_layout(wf, self.fragment)
+            return wf * self.norm if self.norm != 1.0 else wf
+        wf = self.cast(self.cast(codes, dtype=tilus.float32) * self.norm, dtype=self.act)
+        self.annotate_layout(wf, self.fragment)
+        return wf
+
+    def unit_dot(self, ta, raw, params, u, acc):
+        """acc += ta @ (unit u's weights), with the unit's scales (see the module docstring)."""
+        if self.scheme == "mx":
+            s, _ = params[u if self.tile_groups > 1 else 0]
+            part = self.register_tensor(dtype=tilus.float32, shape=[self.block_m, UNIT_N],
+                                        init=0.0)
+            self.dot(ta, self.unit_values(raw), part, out=part)
+            acc += part * s
+        elif self.scheme == "nvfp4":
+            w3 = self.view(self.unit_values(raw), shape=[2, UNIT_K // 2, UNIT_N])
+            s2, _ = params[u]
+            ws = self.view(w3 * self.unsqueeze(s2, dim=1), shape=[UNIT_K, UNIT_N])
+            self.annotate_layout(ws, self.fragment)
+            self.dot(ta, ws, acc, out=acc)
+        else:
+            s, b = self.unit_params(params, u)
+            self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
 
     def unit_weights(self, raw, s, b):
         """The [32, 128] dequantized weights (activation dtype, mma B layout) of one unit."""
@@ -234,8 +293,13 @@ class QuantMatmul(tilus.Script):
 
     def folded(self, params):
         """``group_params``' rows with the scale rows multiplied by 2^scale_fold_exponent (with
-        ``fold_scale``; exact, the caller checked). Applied where the rows are used, a whole
-        iteration after their load was issued."""
+        ``fold_scale``; exact, the caller checked), or decoded to float32 (mx) or to the
+        activation dtype (nvfp4; exact). Applied where the rows are used, a whole iteration
+        after their load was issued."""
+        if self.scheme == "mx":
+            return [(self.cast(s, dtype=tilus.float32), z) for s, z in params]
+        if self.scheme == "nvfp4":
+            return [(self.cast(s, dtype=self.act), z) for s, z in params]
         if not self.fold_scale:
             return params
         return [(s * self.fold, z) for s, z in params]
@@ -249,7 +313,7 @@ class QuantMatmul(tilus.Script):
             return s * (-self.zero_point)
         return None
 
-    def kernel(self, m, n, k, a, w, scales, offsets, bias, c, workspace, sema):
+    def kernel(self, m, n, k, a, w, scales, offsets, bias, c, workspace, sema, global_scale=None):
         bm = self.block_m
         tiles_n = tilus.cdiv(n, UNIT_N)
         self.attrs.blocks = [tilus.cdiv(m, bm), tiles_n, self.split_k]
@@ -280,7 +344,7 @@ class QuantMatmul(tilus.Script):
         else:
             self.pipelined_loop(ga, gw, gs, gz, m0, first, last, acc)
         if self.split_k == 1:
-            self.epilogue(acc, bias, gc, m0, n0, n)
+            self.epilogue(acc, bias, gc, m0, n0, n, global_scale)
         else:
             gws = self.global_view(workspace, dtype=tilus.float32, shape=[m, n])
             gsema = self.global_view(sema, dtype=tilus.int32, shape=[tilus.cdiv(m, bm) * tiles_n])
@@ -289,7 +353,7 @@ class QuantMatmul(tilus.Script):
             if split > 0:
                 acc += self.load_global(gws, offsets=[m0, n0], shape=[bm, UNIT_N])
             if split == self.split_k - 1:
-                self.epilogue(acc, bias, gc, m0, n0, n)
+                self.epilogue(acc, bias, gc, m0, n0, n, global_scale)
             else:
                 self.store_global(gws, acc, offsets=[m0, n0])
             self.release_semaphore(gsema, index=[tile], value=(split + 1) % self.split_k)
@@ -314,8 +378,7 @@ class QuantMatmul(tilus.Script):
                                    shape=[1, self.unit_bytes])
             ta = self.load_global(ga, offsets=[m0, kt * self.block_k + u * UNIT_K],
                                   shape=[self.block_m, UNIT_K])
-            s, b = self.unit_params(params, u)
-            self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
+            self.unit_dot(ta, raw, params, u, acc)
 
     def issue_stage(self, ga, gw, sa, sw, slot, kt, m0):
         """copy_async of k-tile kt (activations and packed units) into ring slot ``slot``."""
@@ -333,6 +396,11 @@ class QuantMatmul(tilus.Script):
         n0 = self.blockIdx.y * UNIT_N
         g = self.group_of(kt)
         params = []
+        if self.scheme == "nvfp4":      # per unit: its two rows, [2, 128]
+            for u in range(self.units):
+                s = self.load_global(gs, offsets=[g + 2 * u, n0], shape=[2, UNIT_N])
+                params.append((s, s))
+            return params
         for i in range(self.tile_groups):
             s = self.load_global(gs, offsets=[g + i, n0], shape=[1, UNIT_N])
             z = s
@@ -372,8 +440,7 @@ class QuantMatmul(tilus.Script):
                     sw, offsets=[slot, 0, u * self.unit_bytes], shape=[1, self.unit_bytes]))
                 ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
                                                         shape=[bm, UNIT_K]))
-                s, b = self.unit_params(params, u)
-                self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
+                self.unit_dot(ta, raw, params, u, acc)
             for (s, z), (sn, zn) in zip(params, self.folded(following)):
                 self.assign(s, sn)
                 if self.zero_mode in ("tensor", "int"):
@@ -382,12 +449,14 @@ class QuantMatmul(tilus.Script):
         self.free_shared(sa)
         self.free_shared(sw)
 
-    def epilogue(self, acc, bias, gc, m0, n0, n):
+    def epilogue(self, acc, bias, gc, m0, n0, n, global_scale=None):
         out = acc
+        if self.scheme == "nvfp4":
+            out = acc * global_scale
         if self.has_bias:
             gb = self.global_view(bias, dtype=self.act, shape=[1, n])
             b = self.load_global(gb, offsets=[0, n0], shape=[1, UNIT_N])
-            out = acc + self.cast(b, dtype=tilus.float32)
+            out = out + self.cast(b, dtype=tilus.float32)
         self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
 
 
@@ -395,16 +464,26 @@ _VARIANTS: dict = {}
 
 
 def _variant(act: str, scale: str, int_zeros: bool):
-    """The kernel class for (act, scale); ``int_zeros``: ``offsets`` points to uint8 zero
+    """The kernel class for (act, scale) (a block scale type: ``__call__`` takes
+    ``global_scale``); ``int_zeros``: ``offsets`` points to uint8 zero
     points (zero_mode 'int') instead of scale-dtype offsets."""
     A, S = dtypes.get(act), dtypes.get(scale)
     Z = tilus.uint8 if int_zeros else S
 
-    class Variant(QuantMatmul):
-        def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
-                     w: ~tilus.uint8, scales: ~S, offsets: ~Z, bias: ~A, c: ~A,
-                     workspace: ~tilus.float32, sema: ~tilus.int32):
-            self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema)
+    if scale in BLOCK_SCALE_DTYPES:             # block-scaled: a per-tensor float32 scale too
+        class Variant(QuantMatmul):
+            def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
+                         w: ~tilus.uint8, scales: ~S, offsets: ~S, bias: ~A, c: ~A,
+                         workspace: ~tilus.float32, sema: ~tilus.int32,
+                         global_scale: tilus.float32):
+                self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema,
+                            global_scale)
+    else:
+        class Variant(QuantMatmul):
+            def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
+                         w: ~tilus.uint8, scales: ~S, offsets: ~Z, bias: ~A, c: ~A,
+                         workspace: ~tilus.float32, sema: ~tilus.int32):
+                self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema)
 
     name = f"QuantMatmul_{act}_{scale}" + ("_intzeros" if int_zeros else "")
     Variant.__name__ = Variant.__qualname__ = name
@@ -416,3 +495,5 @@ for _act in ACT_DTYPES:
     for _scale in ACT_DTYPES:
         for _int in (False, True):
             _VARIANTS[(_act, _scale, _int)] = _variant(_act, _scale, _int)
+    for _scale in BLOCK_SCALE_DTYPES:           # symmetric: no integer zero points
+        _VARIANTS[(_act, _scale, False)] = _variant(_act, _scale, False)

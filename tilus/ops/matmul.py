@@ -25,6 +25,7 @@ import torch
 
 from tilus import dtypes
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
+from tilus.ops import blockscale
 from tilus.ops.quantize import QuantizedWeight, dequantize_packed
 from tilus.ops.validation import check_schedule
 
@@ -69,16 +70,17 @@ SMEM_LIMIT = 227 * 1024     # dynamic shared memory one block may use on sm_90 (
 
 
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
-                     num_sms: int = 132, nbits: int = 8) -> dict:
+                     num_sms: int = 132, nbits: int = 8, max_block_k: int = 512) -> dict:
     """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 512, split-k that fills
     the SMs evenly, a copy_async pipeline up to 4 deep) or large-M (block_m 64/128, one unit per
     k-tile, 3 stages). The stages of ``nbits``-bit weights and fp16 activations fit in
-    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline."""
+    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline.
+    ``max_block_k``: 256 for the block-scaled schemes (``block_k_limit``)."""
     if engine == "interpreter":
         return {"block_m": 16, "block_n": 128, "block_k": 32, "split_k": 1, "warps": 4,
                 "stages": 1}
     if m <= 16:
-        bk = _block_k_for(group_size, k)
+        bk = min(_block_k_for(group_size, k), max_block_k)
         k_tiles = math.ceil(k / bk)
         split = balanced_split(math.ceil(n / 128), k_tiles, num_sms)
         stages = max(1, min(4, math.ceil(k_tiles / split), SMEM_LIMIT // stage_bytes(16, bk,
@@ -88,6 +90,12 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
     bm = 64 if m <= 128 else 128
     return {"block_m": bm, "block_n": 128, "block_k": 32, "split_k": 1,
             "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / 32)))}
+
+
+def block_k_limit(scheme: str) -> int:
+    """The largest decode k-tile for a scheme: 256 for mx/nvfp4 (8 E8M0 / 16 E4M3 scale rows
+    held in registers one iteration ahead: 512 spills on sm_90), else 512."""
+    return 512 if scheme == "group" else 256
 
 
 def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128) -> int:
@@ -111,7 +119,8 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
                            zero_point=qw_meta["zero_point"], has_bias=has_bias,
                            single_group=qw_meta["group_size"] == qw_meta["k"],
                            exponent=qw_meta["exponent"],
-                           fold_scale=qw_meta.get("fold_scale", False), **schedule)
+                           fold_scale=qw_meta.get("fold_scale", False),
+                           scheme=qw_meta.get("scheme", "group"), **schedule)
         _KERNELS[key] = kern
     return kern
 
@@ -121,19 +130,25 @@ _KERNELS: dict = {}
 
 def _meta(dtype: str, group_size: int, k: int, zero_point: float,
           offsets: Optional[torch.Tensor], scale: torch.dtype, exponent: int = 0,
-          fold_scale: bool = False) -> dict:
-    """The kernel metadata; ``int_zeros``: ``offsets`` are uint8 integer zero points."""
-    return {"dtype": dtype, "group_size": int(group_size), "k": int(k),
+          fold_scale: bool = False, scheme: str = "group") -> dict:
+    """The kernel metadata; ``int_zeros``: ``offsets`` are uint8 integer zero points; ``scale``:
+    the activation dtype's name, or the scale type's for a block-scaled ``scheme``."""
+    meta = {"dtype": dtype, "group_size": int(group_size), "k": int(k),
             "zero_point": float(zero_point), "has_offsets": offsets is not None,
             "int_zeros": offsets is not None and offsets.dtype == torch.uint8,
-            "scale": _ACT[scale], "exponent": int(exponent), "fold_scale": bool(fold_scale)}
+            "scale": _ACT[scale] if scheme == "group" else blockscale.scale_type(scheme).name,
+            "exponent": int(exponent), "fold_scale": bool(fold_scale)}
+    if scheme != "group":
+        meta["scheme"] = scheme
+    return meta
 
 
 def weight_meta(qw: QuantizedWeight, act: torch.dtype) -> dict:
     """The kernel metadata of a quantized weight for activations of dtype ``act``."""
     return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets,
                  qw.scales.dtype, qw.exponent,
-                 can_fold_scale(qw.scales, qw.dtype, _ACT[act], qw.exponent, qw.zero_point))
+                 can_fold_scale(qw.scales, qw.dtype, _ACT[act], qw.exponent, qw.zero_point),
+                 qw.scheme)
 
 
 _FOLDABLE: dict[int, tuple] = {}       # id(scales) -> (weak reference, key, answer)
@@ -190,10 +205,13 @@ def _check(a: Any, qw: Any, bias: Any) -> None:
 
 # ---- the engines --------------------------------------------------------------------------------
 def fallback_matmul(a2, data, scales, offsets, bias, dtype: str, n: int, k: int,
-                    group_size: int, zero_point: float, exponent: int = 0) -> torch.Tensor:
-    """Dequantize (torch ops, on a2's device) + matmul in float32, rounded to a2's dtype."""
-    w = dequantize_packed(data, scales, offsets, dtype, n, k, group_size, zero_point, a2.dtype,
-                          exponent)
+                    group_size: int, zero_point: float, exponent: int = 0,
+                    scheme: str = "group", global_scale: float = 1.0) -> torch.Tensor:
+    """Dequantize (torch ops, on a2's device) + matmul in float32, rounded to a2's dtype. The
+    block-scaled schemes dequantize to float32 (their range exceeds float16's)."""
+    w = dequantize_packed(data, scales, offsets, dtype, n, k, group_size, zero_point,
+                          a2.dtype if scheme == "group" else torch.float32, exponent, scheme,
+                          global_scale)
     out = a2.float() @ w.float()
     if bias is not None:
         out = out + bias.float()
@@ -201,11 +219,11 @@ def fallback_matmul(a2, data, scales, offsets, bias, dtype: str, n: int, k: int,
 
 
 def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point, exponent,
-            engine, schedule=None) -> torch.Tensor:
+            scheme, global_scale, engine, schedule=None) -> torch.Tensor:
     m = a2.shape[0]
     act = _ACT[a2.dtype]
     meta = _meta(dtype, group_size, k, zero_point, offsets, scales.dtype, exponent,
-                 can_fold_scale(scales, dtype, act, exponent, zero_point))
+                 can_fold_scale(scales, dtype, act, exponent, zero_point), scheme)
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
     kern = kernel_for(meta, act, bias is not None, schedule)
@@ -228,6 +246,8 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
             else offsets.contiguous(),
             torch.zeros(1, dtype=a2.dtype, device=dev) if bias is None
             else bias.to(a2.dtype).contiguous(), c, ws, sema)
+    if scheme != "group":
+        args = args + (float(global_scale),)
     if engine == "compiled" and not (dev.type == "cuda"):
         raise TilusError(f"matmul(engine='compiled') needs CUDA tensors, got {dev}")
     try:
@@ -256,7 +276,8 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
         pass
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     return default_schedule(m, n, k, meta["group_size"], "compiled", sms,
-                            dtypes.get(meta["dtype"]).nbits)
+                            dtypes.get(meta["dtype"]).nbits,
+                            block_k_limit(meta.get("scheme", "group")))
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:
@@ -265,7 +286,9 @@ def matmul_kernel_name(meta: dict, act: str) -> str:
         z = "z"
     e = f"-e{meta['exponent']}" if meta.get("exponent") else ""
     f = "-f" if meta.get("fold_scale") else ""
-    return f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}{e}{f}-{meta['scale']}-{act}"
+    b = f"-{meta['scheme']}" if meta.get("scheme") else ""
+    return (f"quant_matmul-{meta['dtype']}-g{meta['group_size']}-{z}{e}{f}{b}-{meta['scale']}"
+            f"-{act}")
 
 
 def matmul_bucket(m: int, n: int, k: int) -> str:
@@ -277,18 +300,19 @@ def matmul_bucket(m: int, n: int, k: int) -> str:
 def quant_matmul(a: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                  offsets: Optional[torch.Tensor], bias: Optional[torch.Tensor], dtype: str,
                  n: int, k: int, group_size: int, zero_point: float,
-                 exponent: int = 0) -> torch.Tensor:
+                 exponent: int = 0, scheme: str = "group",
+                 global_scale: float = 1.0) -> torch.Tensor:
     """``a [M, K] @ dequant(qweight).T + bias`` -> [M, N]; CUDA: Tilus kernel, else fallback."""
     if a.device.type == "cuda":
         return _launch(a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
-                       exponent, "compiled")
+                       exponent, scheme, global_scale, "compiled")
     return fallback_matmul(a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
-                           exponent)
+                           exponent, scheme, global_scale)
 
 
 @quant_matmul.register_fake
 def _quant_matmul_fake(a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point,
-                       exponent=0):
+                       exponent=0, scheme="group", global_scale=1.0):
     return a.new_empty((a.shape[0], n))
 
 
@@ -296,24 +320,26 @@ def _quant_matmul_fake(a, qweight, scales, offsets, bias, dtype, n, k, group_siz
 @torch.library.custom_op("tilus::quant_matmul_grad", mutates_args=())
 def quant_matmul_grad(grad: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                       offsets: Optional[torch.Tensor], dtype: str, n: int, k: int,
-                      group_size: int, zero_point: float, exponent: int = 0) -> torch.Tensor:
+                      group_size: int, zero_point: float, exponent: int = 0,
+                      scheme: str = "group", global_scale: float = 1.0) -> torch.Tensor:
     """``grad [M, N] @ dequant(qweight) [N, K]`` -> [M, K] in grad's dtype (float32 products):
     the gradient of ``quant_matmul`` and ``dequant_linear`` with respect to their activations."""
     w = dequantize_packed(qweight, scales, offsets, dtype, n, k, group_size, zero_point,
-                          torch.float32, exponent)               # [K, N]
+                          torch.float32, exponent, scheme, global_scale)   # [K, N]
     return (grad.float() @ w.t()).to(grad.dtype)
 
 
 @quant_matmul_grad.register_fake
 def _quant_matmul_grad_fake(grad, qweight, scales, offsets, dtype, n, k, group_size, zero_point,
-                            exponent=0):
+                            exponent=0, scheme="group", global_scale=1.0):
     return grad.new_empty((grad.shape[0], k))
 
 
 def _grad_setup(ctx, inputs, output) -> None:
     a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point, *rest = inputs
     ctx.save_for_backward(qweight, scales, offsets)
-    ctx.args = (dtype, n, k, group_size, zero_point, rest[0] if rest else 0)
+    ctx.args = (dtype, n, k, group_size, zero_point, *rest)
+    ctx.n_inputs = len(inputs)
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
@@ -324,12 +350,12 @@ def _grad(ctx, grad):
         grad_a = torch.ops.tilus.quant_matmul_grad(grad, qweight, scales, offsets, *ctx.args)
     if ctx.needs_input_grad[4]:
         grad_bias = grad.sum(0).to(ctx.bias_dtype)
-    return grad_a, None, None, None, grad_bias, None, None, None, None, None, None
+    return (grad_a, None, None, None, grad_bias) + (None,) * (ctx.n_inputs - 5)
 
 
 def register_activation_grad(op) -> None:
-    """Give a (a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point, exponent)
-    custom op the gradient of its activations and bias; the packed weight gets none (frozen,
+    """Give a (a, qweight, scales, offsets, bias, dtype, n, k, group_size, zero_point, exponent,
+    [scheme, global_scale]) custom op the gradient of its activations and bias; the packed weight gets none (frozen,
     as in QLoRA-style fine-tuning of adapters on top of a quantized model)."""
     op.register_autograd(_grad, setup_context=_grad_setup)
 
@@ -355,7 +381,8 @@ def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tenso
     lead = a.shape[:-1]
     a2 = a.reshape(-1, qweight.k)
     args = (qweight.data, qweight.scales, qweight.offsets, bias, qweight.dtype, qweight.n,
-            qweight.k, qweight.group_size, float(qweight.zero_point), int(qweight.exponent))
+            qweight.k, qweight.group_size, float(qweight.zero_point), int(qweight.exponent),
+            qweight.scheme, float(qweight.global_scale))
     if engine == "auto" and (schedule is None or a.device.type != "cuda"):
         out = torch.ops.tilus.quant_matmul(a2, *args)
     elif engine == "fallback":

@@ -38,7 +38,7 @@ offset is stored rounded), plus the final rounding of ``w'``. Scales and offsets
 ``scale_dtype``: float16 (default) or bfloat16 (the default when the weight is bfloat16).
 
 Packed-weight format (``format_version`` 3, ``layout`` ``"mma-b-units-32x128"``; format 2 is the
-same without integer zero points and still loads):
+same without integer zero points and block-scaled schemes, and still loads):
 
 * ``data``: ``torch.uint8 [ceil(N/128), ceil(K/32) * 512 * B]``: 32 x 128 (k, n) units of codes,
   the units of one column tile consecutive along k, each laid out for the mma B operand of the
@@ -50,8 +50,16 @@ same without integer zero points and still loads):
   for the constant zero point ``zero_point`` (0 or 2^(B-1)).
 * Group sizes are multiples of 32 (a unit lies in one group) or the whole K.
 
+Block-scaled weights (``scheme="mx"``: OCP MX v1.0 MXFP4/6/8 and MXINT8, E8M0 scales per 32
+k; ``scheme="nvfp4"``: E4M3 scales per 16 k and a float32 scale per tensor; see
+``tilus.ops.blockscale``) are packed format 3: the same ``data`` (codes ordered for float16, whose
+pair strides equal bfloat16's for every element type of these schemes), ``scales`` the uint8
+codes of the scale type ``[K / block, N]``, no offsets, and the metadata fields ``scheme``,
+``scale_type`` and ``global_scale`` (a format-3 state without ``scheme`` is group-scaled). Format 2
+readers reject them (their scales are not fp16/bf16).
+
 Format 1 (``"kn-rowmajor-pad128"``: the row-major [K, N_pad] bit stream with integer zero points
-``w' = (v - z) * s``) still loads: ``QuantizedWeight.from_state_dict`` converts it to format 2
+``w' = (v - z) * s``) still loads: ``QuantizedWeight.from_state_dict`` converts it to format 3
 (repacked codes, offsets ``b = -z * s`` rounded to the scale type) and logs that it did.
 """
 from __future__ import annotations
@@ -68,12 +76,13 @@ import torch
 from tilus import dtypes
 from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, QuantizationError
-from tilus.ops import packing
+from tilus.ops import blockscale, packing
+from tilus.ops.floatcodes import encode_float
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3
-READ_VERSIONS = (2, 3)          # format 2 is format 3 without integer zero points
+READ_VERSIONS = (2, 3)          # format 2 is format 3 without integer zeros and block scaling
 ZERO_MODES = ("float", "int")
 LAYOUT = "mma-b-units-32x128"
 V1_LAYOUT = "kn-rowmajor-pad128"
@@ -176,7 +185,7 @@ class QuantizedWeight:
     ``shape`` is the original weight's ``(N, K)`` (nn.Linear's ``(out_features, in_features)``).
     """
 
-    data: torch.Tensor                 # uint8, format 2 (tilus.ops.packing)
+    data: torch.Tensor                 # uint8, format 2/3 (tilus.ops.packing)
     scales: torch.Tensor               # [K / group_size, N], fp16/bf16
     offsets: Optional[torch.Tensor]    # [K / group_size, N]: offsets b like scales, or uint8
                                        # zero points z (zero_mode "int"), or None
@@ -188,6 +197,8 @@ class QuantizedWeight:
     exponent: int = 0                  # v = decode(q) * 2^-exponent (see module doc)
     format_version: int = FORMAT_VERSION
     layout: str = LAYOUT
+    scheme: str = "group"              # "group", or block-scaled "mx" / "nvfp4"
+    global_scale: float = 1.0          # nvfp4: the per-tensor float32 scale
 
     # ---- properties ------------------------------------------------------------------------
     @property
@@ -219,6 +230,11 @@ class QuantizedWeight:
         return packing.padded(self.k, self.n)[1]
 
     @property
+    def block_scaled(self) -> bool:
+        """True for the mx and nvfp4 schemes (uint8 scale codes, format 3)."""
+        return self.scheme != "group"
+
+    @property
     def num_groups(self) -> int:
         return self.k // self.group_size
 
@@ -230,7 +246,6 @@ class QuantizedWeight:
     def scale_dtype(self) -> torch.dtype:
         return self.scales.dtype
 
-
     @property
     def zero_mode(self) -> Optional[str]:
         """"float" (offsets b: ``v * s + b``), "int" (uint8 zero points z: ``(v - z) * s``) or
@@ -241,8 +256,9 @@ class QuantizedWeight:
 
     @property
     def target(self) -> str:
-        """The half type the codes are ordered for (the scale dtype's name)."""
-        return _SCALE_DTYPES[self.scales.dtype]
+        """The half type the codes are ordered for (the scale dtype's name; float16 for the
+        block-scaled schemes)."""
+        return "float16" if self.block_scaled else _SCALE_DTYPES[self.scales.dtype]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.data, self.scales, self.offsets)
@@ -252,7 +268,8 @@ class QuantizedWeight:
         return QuantizedWeight(self.data.to(device), self.scales.to(device),
                                None if self.offsets is None else self.offsets.to(device),
                                self.dtype, tuple(self.shape), self.group_size, self.symmetric,
-                               self.zero_point, self.exponent, self.format_version, self.layout)
+                               self.zero_point, self.exponent, self.format_version, self.layout,
+                               self.scheme, self.global_scale)
 
     # ---- reference -------------------------------------------------------------------------
     def codes(self) -> torch.Tensor:
@@ -269,18 +286,24 @@ class QuantizedWeight:
         """The weight the kernels compute with: ``v * s + b`` (or ``(v - z) * s``) exact, rounded
         once to ``dtype``.
         ``[N, K]`` like the original (``transpose=False``: ``[K, N]``). ``dtype`` defaults to the
-        scale dtype; the result is on the weight's device."""
+        scale dtype (float32 for the block-scaled schemes); the result is on the weight's
+        device."""
+        default = torch.float32 if self.block_scaled else self.scales.dtype
         w = dequantize_packed(self.data, self.scales, self.offsets, self.dtype, self.n, self.k,
-                              self.group_size, self.zero_point, dtype or self.scales.dtype,
-                              self.exponent)
+                              self.group_size, self.zero_point, dtype or default,
+                              self.exponent, self.scheme, self.global_scale)
         return w.t().contiguous() if transpose else w
 
     # ---- state dicts -----------------------------------------------------------------------
     def metadata(self) -> dict:
-        return {"format_version": self.format_version, "layout": self.layout,
+        meta = {"format_version": self.format_version, "layout": self.layout,
                 "dtype": self.dtype, "shape": [int(x) for x in self.shape],
                 "group_size": int(self.group_size), "symmetric": bool(self.symmetric),
                 "zero_point": float(self.zero_point), "exponent": int(self.exponent)}
+        if self.block_scaled:
+            meta.update(scheme=self.scheme, global_scale=float(self.global_scale),
+                        scale_type=blockscale.scale_type(self.scheme).name)
+        return meta
 
     def to_state_dict(self) -> dict:
         """Tensors only (torch.save, safetensors, Hugging Face checkpoints): the metadata is the
@@ -292,7 +315,7 @@ class QuantizedWeight:
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "QuantizedWeight":
-        """Format 2, or format 1 converted to 2 (logged)."""
+        """Format 3 or 2, or format 1 converted to 3 (logged)."""
         try:
             meta = meta_dict(sd["meta"], "QuantizedWeight state dict")
             data, scales = sd["qweight"], sd["scales"]
@@ -310,9 +333,10 @@ class QuantizedWeight:
             raise QuantizationError("format 2 has no integer zero points (uint8 offsets); "
                                     "they need format 3")
         _check_meta(meta)
+        scheme, global_scale = _scheme_meta(meta, version)
         qw = cls(data, scales, offsets, meta["dtype"], tuple(meta["shape"]),
                  meta["group_size"], meta["symmetric"], meta.get("zero_point", 0.0),
-                 meta.get("exponent", 0))
+                 meta.get("exponent", 0), version, LAYOUT, scheme, global_scale)
         qw.validate()
         return qw
 
@@ -324,6 +348,9 @@ class QuantizedWeight:
         if self.data.dtype != torch.uint8 or tuple(self.data.shape) != exp_data:
             raise QuantizationError(f"packed data must be uint8 {list(exp_data)}, got "
                                     f"{self.data.dtype} {list(self.data.shape)}")
+        if self.block_scaled:
+            self._validate_block_scaled(t)
+            return
         _check_group_size(self.group_size, k)
         g = (k // self.group_size, n)
         for name, x in (("scales", self.scales), ("offsets", self.offsets)):
@@ -345,6 +372,51 @@ class QuantizedWeight:
         if self.offsets is None and self.zero_point not in _zero_points(t, self.symmetric):
             raise QuantizationError(f"zero_point {self.zero_point!r} is not the {t.name} scheme's "
                                     f"({_zero_points(t, self.symmetric)})")
+
+
+    def _validate_block_scaled(self, t: DataType) -> None:
+        blockscale.check_scheme(self.scheme, t)
+        n, k = self.shape
+        bs = blockscale.block_size(self.scheme)
+        if self.group_size != bs or k % bs:
+            raise QuantizationError(f"{self.scheme}: blocks are {bs} k (K = {k} a multiple of "
+                                    f"it), got group_size {self.group_size}")
+        g = (k // bs, n)
+        if self.scales.dtype != torch.uint8 or tuple(self.scales.shape) != g:
+            raise QuantizationError(f"{self.scheme} scales must be uint8 "
+                                    f"{blockscale.scale_type(self.scheme).name} codes {list(g)}, "
+                                    f"got {self.scales.dtype} {list(self.scales.shape)}")
+        if self.offsets is not None or not self.symmetric or self.zero_point != 0.0:
+            raise QuantizationError(f"{self.scheme} weights are symmetric: no offsets (float or "
+                                    f"integer zero points), zero point 0")
+        if self.exponent != blockscale.element_exponent(t):
+            raise QuantizationError(f"{self.scheme} {t.name}: exponent must be "
+                                    f"{blockscale.element_exponent(t)}, got {self.exponent}")
+        if self.format_version < FORMAT_VERSION:
+            raise QuantizationError(f"{self.scheme} weights are packed format "
+                                    f"{FORMAT_VERSION}, got {self.format_version}")
+
+
+def _scheme_meta(meta: dict, version: int) -> tuple:
+    """``(scheme, global_scale)`` of a format-2/3 metadata dict: format 3 may name a block-scaled
+    scheme (absent: "group"), with its ``scale_type`` and ``global_scale``; format 2 may not."""
+    scheme = meta.get("scheme", "group")
+    if scheme == "group":
+        return "group", 1.0
+    if version == 2 or scheme not in blockscale.SCHEMES:
+        known = ("group",) if version == 2 else ("group", *blockscale.SCHEMES)
+        raise QuantizationError(f"QuantizedWeight metadata: format {version} has the schemes "
+                                f"{', '.join(known)}, got {scheme!r}")
+    scale_type = meta.get("scale_type", blockscale.scale_type(scheme).name)
+    if scale_type != blockscale.scale_type(scheme).name:
+        raise QuantizationError(f"QuantizedWeight metadata: {scheme} scales are "
+                                f"{blockscale.scale_type(scheme).name}, got {scale_type!r}")
+    global_scale = meta.get("global_scale", 1.0)
+    if not isinstance(global_scale, (int, float)) or isinstance(global_scale, bool) \
+            or not math.isfinite(global_scale) or global_scale <= 0:
+        raise QuantizationError(f"QuantizedWeight metadata: global_scale must be a positive "
+                                f"finite number, got {global_scale!r}")
+    return scheme, float(global_scale)
 
 
 def _check_zeros(zeros: torch.Tensor, t: DataType, shape: tuple) -> None:
@@ -408,7 +480,7 @@ def _check_group_size(group_size: int, k: int) -> None:
 
 
 def _from_v1(data, scales, zeros, meta: dict) -> QuantizedWeight:
-    """A format-1 state dict as format 2: codes repacked, zero points z turned into offsets
+    """A format-1 state dict as format 3: codes repacked, zero points z turned into offsets
     b = -z * s (rounded to the scale type)."""
     n, k = (int(x) for x in meta["shape"])
     dtype = weight_type(meta["dtype"]).name
@@ -443,14 +515,19 @@ def value_table(dtype: str, device, exponent: Optional[int] = None) -> torch.Ten
 
 
 def dequantize_packed(data, scales, offsets, dtype: str, n: int, k: int, group_size: int,
-                      zero_point: float, out_dtype: torch.dtype,
-                      exponent: int = 0) -> torch.Tensor:
+                      zero_point: float, out_dtype: torch.dtype, exponent: int = 0,
+                      scheme: str = "group", global_scale: float = 1.0) -> torch.Tensor:
     """[K, N] in out_dtype: ``v * s + b`` (``offsets`` in the scale dtype) or ``(v - z) * s``
     (``offsets`` uint8 zero points z) exact (float64), rounded once, from the packed tensors
-    (any device; the CPU fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``)."""
-    target = _SCALE_DTYPES[scales.dtype]
+    (any device; the CPU fallback of ``tilus.ops.matmul`` and ``QuantizedWeight.dequantize``).
+    Block-scaled schemes: ``v * scale(code) * global_scale``."""
+    block = scheme != "group"
+    target = "float16" if block else _SCALE_DTYPES[scales.dtype]
     codes = packing.unpack_codes(data, dtype, target, n, k)
     v = value_table(dtype, data.device, exponent)[codes.long()].double()
+    if block:
+        s = blockscale.scale_values(scales, scheme).repeat_interleave(group_size, dim=0)
+        return (v * s * float(global_scale)).to(out_dtype)
     s = scales.double().repeat_interleave(group_size, dim=0)
     if offsets is not None and offsets.dtype == torch.uint8:
         z = offsets.double().repeat_interleave(group_size, dim=0)
@@ -460,39 +537,6 @@ def dequantize_packed(data, scales, offsets, dtype: str, n: int, k: int, group_s
     else:
         b = -zero_point * s
     return (v * s + b).to(out_dtype)
-
-
-_GRIDS: dict = {}
-
-
-def _float_grid(t: DataType, device) -> tuple:
-    """(positive finite values ascending, their codes, midpoints) of a float type, on device."""
-    key = (t.name, str(device))
-    if key not in _GRIDS:
-        sign = 1 << (t.nbits - 1)
-        codes = np.arange(sign, dtype=np.uint8)                 # sign bit clear
-        vals = t.decode(codes).astype(np.float64)
-        keep = np.isfinite(vals)
-        vals, codes = vals[keep], codes[keep]
-        order = np.argsort(vals, kind="stable")
-        vals, codes = vals[order], codes[order]
-        mids = (vals[:-1] + vals[1:]) / 2                       # exact in float32 (<= 8 bits)
-        _GRIDS[key] = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in
-                            (vals.astype(np.float32), codes.astype(np.int64),
-                             mids.astype(np.float32)))
-    return _GRIDS[key]
-
-
-def encode_float(x: torch.Tensor, t: DataType) -> torch.Tensor:
-    """``t.encode`` for a float type in torch ops on x's device (round to nearest, ties to the even
-    code, saturating; the sign kept, -0.0 included): uint8 codes like x's shape. x is finite."""
-    vals, codes, mids = _float_grid(t, x.device)
-    mag = x.abs().float().contiguous()
-    idx = torch.bucketize(mag, mids)                            # mids[idx-1] < mag <= mids[idx]
-    tie = (idx < mids.numel()) & (mag == mids[idx.clamp(max=mids.numel() - 1)])
-    idx = torch.where(tie & (codes[idx] % 2 == 1), idx + 1, idx)
-    out = codes[idx] | torch.where(torch.signbit(x), 1 << (t.nbits - 1), 0)
-    return out.to(torch.uint8)
 
 
 def _check_weight(weight: Any) -> torch.Tensor:
@@ -520,10 +564,16 @@ def _check_weight(weight: Any) -> torch.Tensor:
     return w
 
 
-def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[int] = 128,
+def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] = 128,
              symmetric: Optional[bool] = None, scale_dtype: Any = None,
-             zero_mode: str = "float") -> QuantizedWeight:
+             zero_mode: str = "float", scheme: str = "group") -> QuantizedWeight:
     """Quantizes ``weight`` ``[N, K]`` (nn.Linear layout) group-wise along K.
+
+    ``scheme``: ``"group"`` (below), or the block-scaled ``"mx"`` (OCP MX: ``dtype`` one of
+    float4_e2m1, float6_e2m3, float6_e3m2, float8_e4m3, float8_e5m2, int8; blocks of 32 with E8M0
+    scales) and ``"nvfp4"`` (float4_e2m1, blocks of 16 with E4M3 scales and a float32 scale per
+    tensor): see ``tilus.ops.blockscale``. Their block size is fixed (``group_size`` must be the
+    default, None or the block) and they take no ``symmetric``/``scale_dtype``.
 
     ``dtype``: any intB/uintB (B = 1..8) or floatK_eXmY (K = 3..8) name or DataType.
     ``group_size``: k's per group; None or -1 = one group over all of K (per-channel).
@@ -535,7 +585,13 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
     """
     if zero_mode not in ZERO_MODES:
         raise QuantizationError(f"zero_mode must be one of {ZERO_MODES}, got {zero_mode!r}")
-    t = weight_type(dtype)
+    if scheme != "group":
+        if zero_mode != "float":
+            raise QuantizationError(f"scheme {scheme!r} is symmetric (scales only): it has no "
+                                    f"zero points, so zero_mode must be \"float\", got "
+                                    f"{zero_mode!r}")
+        return _quantize_block_scaled(weight, dtype, group_size, symmetric, scale_dtype, scheme)
+    t = weight_type("uint4" if dtype is None else dtype)
     w = _check_weight(weight)
     n, k = w.shape
     if group_size is None or group_size == -1:
@@ -609,3 +665,37 @@ def quantize(weight: torch.Tensor, dtype: Any = "uint4", group_size: Optional[in
     return QuantizedWeight(data.to(weight.device), s.contiguous(),
                            None if offsets is None else offsets.contiguous(), t.name, (n, k),
                            group_size, bool(symmetric), zero_point, exponent)
+
+
+def _quantize_block_scaled(weight, dtype, group_size, symmetric, scale_dtype,
+                           scheme: str) -> QuantizedWeight:
+    """``quantize`` for the mx and nvfp4 schemes (format 3)."""
+    if scheme not in blockscale.SCHEMES:
+        raise QuantizationError(f"unknown scheme {scheme!r}; schemes are 'group', "
+                                f"{', '.join(repr(s) for s in blockscale.SCHEMES)}")
+    bs = blockscale.block_size(scheme)
+    t = weight_type("float4_e2m1" if dtype is None and scheme == "nvfp4" else dtype)
+    blockscale.check_scheme(scheme, t)
+    if group_size not in (None, 128, bs):
+        raise QuantizationError(f"{scheme}: the block size is {bs}; group_size {group_size!r} "
+                                f"does not apply (leave it out)")
+    if symmetric is False or scale_dtype is not None:
+        raise QuantizationError(f"{scheme}: the scales are {blockscale.scale_type(scheme).name} "
+                                f"(symmetric); symmetric=False and scale_dtype do not apply")
+    w = _check_weight(weight)
+    n, k = w.shape
+    if k % bs:
+        raise QuantizationError(f"{scheme}: K = {k} (in_features) must be a multiple of the "
+                                f"block size {bs}")
+    wk = w.double().t().reshape(k // bs, bs, n)
+    global_scale = 1.0
+    if scheme == "mx":
+        codes, scales = blockscale.quantize_mx(wk, t)
+    else:
+        codes, scales, global_scale = blockscale.quantize_nvfp4(wk, t)
+    data = packing.pack_codes(codes, t.name, "float16")
+    qw = QuantizedWeight(data.to(weight.device), scales.contiguous().to(weight.device), None,
+                         t.name, (n, k), bs, True, 0.0, blockscale.element_exponent(t),
+                         FORMAT_VERSION, LAYOUT, scheme, global_scale)
+    qw.validate()
+    return qw

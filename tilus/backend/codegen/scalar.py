@@ -37,8 +37,39 @@ def pow2(e):
     return tirx.reinterpret("float32", bits)
 
 
+def _decode_exponent_only(dtype: DataType, c):
+    """float8_e8m0 (bias 127 = float32's): code e is the float32 exponent field; code 0 (2^-127)
+    is the float32 subnormal 0x400000, the larger of the two; the all-ones code is NaN."""
+    assert (dtype.exponent_bits, dtype.exponent_bias) == (8, 127), dtype
+    bits = tirx.max(tirx.shift_left(c, const(23, "int32")), const(0x400000, "int32"))
+    return tirx.Select(c == 255, const(float("nan"), "float32"), tirx.reinterpret("float32", bits))
+
+
+def _encode_exponent_only(dtype: DataType, v):
+    """float8_e8m0 code of float32 ``v`` (tilus.dtypes.codec's rule): the exponent field, plus
+    one when the mantissa is above 1.5 (or at 1.5 with an odd field); float32 subnormals above
+    1.5 * 2^-127 give 1, else 0; zero and negatives 0, +inf 0xFE, NaN 0xFF."""
+    top = (1 << dtype.exponent_bits) - 1
+    bits = tirx.reinterpret("uint32", v)
+    e = tirx.Cast("int32", tirx.bitwise_and(tirx.shift_right(bits, const(23, "uint32")),
+                                            const(0xFF, "uint32")))
+    m = tirx.Cast("int32", tirx.bitwise_and(bits, const(0x7FFFFF, "uint32")))
+    half = const(0x400000, "int32")
+    up = tirx.Or(m > half, tirx.And(m == half, tirx.bitwise_and(e, const(1, "int32")) == 1))
+    normal = tirx.min(e + tirx.Select(up, const(1, "int32"), const(0, "int32")),
+                      const(top - 1, "int32"))
+    sub = tirx.Select(m > const(0x600000, "int32"), const(1, "int32"), const(0, "int32"))
+    code = tirx.Select(e == 0, sub, normal)
+    code = tirx.Select(tirx.shift_right(bits, const(31, "uint32")) == const(1, "uint32"),
+                       const(0, "int32"), code)
+    code = tirx.Select(v != v, const(top, "int32"), code)
+    return tirx.Cast("uint8", code)
+
+
 def decode_float(dtype: DataType, code):
     """float32 value of a low-bit float code (uint8 expression)."""
+    if dtype.unsigned:
+        return _decode_exponent_only(dtype, _i32(code))
     x, y = dtype.exponent_bits, dtype.mantissa_bits
     bias = (1 << (x - 1)) - 1
     c = _i32(code)
@@ -62,6 +93,8 @@ def decode_float(dtype: DataType, code):
 
 def encode_float(dtype: DataType, v):
     """The code (uint8) of float32 ``v`` rounded to nearest even, saturated."""
+    if dtype.unsigned:
+        return _encode_exponent_only(dtype, v)
     x, y = dtype.exponent_bits, dtype.mantissa_bits
     bias = (1 << (x - 1)) - 1
     k = dtype.nbits

@@ -1,0 +1,22 @@
+"""tilus.ops' QuantMatmul with block-scaled weights (MX: E8M0 scales per 32 k; NVFP4: E4M3 scales
+per 16 k and a float32 scale per tensor) lowered and simulated against the interpreter and
+dequantize() + torch (tests/backend/quant_matmul_sim.py; N = 136, K = 192 do not divide the
+tiles)."""
+import pytest
+
+from tests.backend.quant_matmul_sim import SMALL, case_id, check_quant_matmul_simulated
+
+pytest.importorskip("tilus.simulator")
+
+PIPE = dict(block_m=16, block_n=128, block_k=64, stages=2, split_k=2, warps=4)
+WIDE = dict(block_m=32, block_n=128, block_k=64, stages=3, split_k=1, warps=8)   # 2 warp rows
+CASES = [("mx", "float4_e2m1", SMALL, 5), ("mx", "float4_e2m1", PIPE, 1),
+         ("mx", "float6_e3m2", WIDE, 33),
+         ("mx", "int8", SMALL, 3), ("nvfp4", "float4_e2m1", SMALL, 5),
+         ("nvfp4", "float4_e2m1", PIPE, 1)]
+
+
+@pytest.mark.parametrize("scheme, wtype, sched, m", CASES,
+                         ids=[f"{c[0]}-{case_id(*c[1:])}" for c in CASES])
+def test_block_scaled_quant_matmul_simulated(scheme, wtype, sched, m, monkeypatch):
+    check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme=scheme)
