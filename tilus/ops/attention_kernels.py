@@ -56,7 +56,7 @@ def _act(act) -> dtypes.DataType:
 
 class _ByAct:
     """``Cls(..., act=)`` returns an instance of the subclass whose ``__call__`` has the pointer
-    annotations of ``act`` (``Cls_float16``, ``Cls_bfloat16``), as ``QuantMatmul`` does."""
+    annotations of ``act`` (``Cls_float16``, ``Cls_bfloat16``)."""
 
     def __new__(cls, *args, **kwargs):
         if cls in _BASES:
