@@ -33,20 +33,10 @@ QUANT = [("uint4", SMALL), ("int4", SMALL), ("float6_e3m2", SMALL),
 
 def kernels():
     """(name, Script instance) for every kernel measured."""
-    sys.path.insert(0, str(HERE.parent / "examples"))
-    import matmul_fp16
-    import matmul_lowbit
-    import matmul_splitk
-    import softmax
-    import vector_add
+    from benchmarks.example_kernels import example_kernels
     from tilus.ops.kernels import QuantMatmul
 
-    yield "vector_add", vector_add.VecAdd(256)
-    yield "softmax", softmax.Softmax(16, 128)
-    yield "matmul_fp16", matmul_fp16.MatmulFp16()
-    yield "matmul_splitk", matmul_splitk.MatmulSplitK()
-    for wtype in matmul_lowbit.WEIGHT_TYPES:
-        yield f"matmul_lowbit[{wtype}]", matmul_lowbit.MatmulLowBit(wtype)
+    yield from example_kernels()
     for wtype, sched in QUANT:
         tag = f"k{sched['block_k']}s{sched['stages']}x{sched['split_k']}w{sched['warps']}"
         yield f"QuantMatmul[{wtype},{tag}]", QuantMatmul(wtype, 64, **sched)
