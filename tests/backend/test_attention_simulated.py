@@ -55,7 +55,6 @@ def test_attention_decode_simulated(dtype, act, group_size, monkeypatch):
     q = torch.randn(2, 2, 16, generator=g).to(act)
     lens = torch.tensor([37, 5])
     out = att.attention_decode_cache(q, cache, lens, num_splits=2)
-    name = str(act).split(".")[1]
-    assert seen == [f"DecodeAttentionSplit_{name}", f"DecodeAttentionCombine_{name}"]
+    assert seen == ["DecodeAttentionSplit", "DecodeAttentionCombine"]
     ref = att.attention_decode_cache(q, cache, lens, engine="reference")
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-3 if act == torch.float16 else 1e-2)
