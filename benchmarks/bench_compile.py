@@ -183,14 +183,9 @@ def main(argv=None) -> int:
     today = datetime.date.today().isoformat()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"cpu-{today}-{args.arch}-compile.json"
-    from benchmarks.provenance import provenance
+    from benchmarks.provenance import write_cpu_results
 
-    path.write_text(json.dumps({**provenance(),
-                                "device": f"CPU only ({platform.processor() or platform.machine()}), "
-                                          f"compiled for {args.arch}, no GPU",
-                                "date": today, "arch": args.arch, "tilus": tilus.__version__,
-                                "rows": rows}, indent=2))
-    print(f"wrote {path}")
+    write_cpu_results(path, args.arch, "compiled", rows)
     return 0
 
 

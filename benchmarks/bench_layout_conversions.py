@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import platform
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,7 +19,6 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:   # this checkout's tilus, not an installed one
     sys.path.insert(0, str(HERE.parent))
 
-import tilus  # noqa: E402
 
 #: QuantMatmul schedules measured (those of tests/backend/quant_matmul_sim.py)
 SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
@@ -84,14 +81,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.tag}" if args.tag else ""
     path = args.out / f"cpu-{today}-{args.arch}-layout-conversions{suffix}.json"
-    from benchmarks.provenance import provenance
+    from benchmarks.provenance import write_cpu_results
 
-    path.write_text(json.dumps({**provenance(),
-                                "device": f"CPU only ({platform.processor() or platform.machine()}), "
-                                          f"lowered for {args.arch}, no GPU",
-                                "date": today, "arch": args.arch, "tilus": tilus.__version__,
-                                "rows": rows}, indent=2))
-    print(f"wrote {path}")
+    write_cpu_results(path, args.arch, "lowered", rows)
     return 0
 
 
