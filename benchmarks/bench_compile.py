@@ -35,20 +35,10 @@ OPCODES = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128", "STG.E.128", "LOP3", "PRMT", "
 
 def kernels():
     """(name, Script instance) for every kernel measured."""
-    sys.path.insert(0, str(HERE.parent / "examples"))
-    import matmul_fp16
-    import matmul_lowbit
-    import matmul_splitk
-    import softmax
-    import vector_add
+    from benchmarks.example_kernels import example_kernels
     from tilus.ops.kernels import QuantMatmul
 
-    yield "vector_add", vector_add.VecAdd(256)
-    yield "softmax", softmax.Softmax(16, 128)
-    yield "matmul_fp16", matmul_fp16.MatmulFp16()
-    yield "matmul_splitk", matmul_splitk.MatmulSplitK()
-    for wtype in matmul_lowbit.WEIGHT_TYPES:
-        yield f"matmul_lowbit[{wtype}]", matmul_lowbit.MatmulLowBit(wtype)
+    yield from example_kernels()
     for wtype in ("uint4", "uint3", "float4_e2m1"):
         yield f"QuantMatmul[{wtype}]", QuantMatmul(wtype, 128, block_m=16, block_n=128, block_k=64,
                                                    stages=2)
@@ -193,14 +183,9 @@ def main(argv=None) -> int:
     today = datetime.date.today().isoformat()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"cpu-{today}-{args.arch}-compile.json"
-    from benchmarks.provenance import provenance
+    from benchmarks.provenance import write_cpu_results
 
-    path.write_text(json.dumps({**provenance(),
-                                "device": f"CPU only ({platform.processor() or platform.machine()}), "
-                                          f"compiled for {args.arch}, no GPU",
-                                "date": today, "arch": args.arch, "tilus": tilus.__version__,
-                                "rows": rows}, indent=2))
-    print(f"wrote {path}")
+    write_cpu_results(path, args.arch, "compiled", rows)
     return 0
 
 

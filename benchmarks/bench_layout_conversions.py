@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import platform
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,7 +19,6 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:   # this checkout's tilus, not an installed one
     sys.path.insert(0, str(HERE.parent))
 
-import tilus  # noqa: E402
 
 #: QuantMatmul schedules measured (those of tests/backend/quant_matmul_sim.py)
 SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
@@ -33,20 +30,10 @@ QUANT = [("uint4", SMALL), ("int4", SMALL), ("float6_e3m2", SMALL),
 
 def kernels():
     """(name, Script instance) for every kernel measured."""
-    sys.path.insert(0, str(HERE.parent / "examples"))
-    import matmul_fp16
-    import matmul_lowbit
-    import matmul_splitk
-    import softmax
-    import vector_add
+    from benchmarks.example_kernels import example_kernels
     from tilus.ops.kernels import QuantMatmul
 
-    yield "vector_add", vector_add.VecAdd(256)
-    yield "softmax", softmax.Softmax(16, 128)
-    yield "matmul_fp16", matmul_fp16.MatmulFp16()
-    yield "matmul_splitk", matmul_splitk.MatmulSplitK()
-    for wtype in matmul_lowbit.WEIGHT_TYPES:
-        yield f"matmul_lowbit[{wtype}]", matmul_lowbit.MatmulLowBit(wtype)
+    yield from example_kernels()
     for wtype, sched in QUANT:
         tag = f"k{sched['block_k']}s{sched['stages']}x{sched['split_k']}w{sched['warps']}"
         yield f"QuantMatmul[{wtype},{tag}]", QuantMatmul(wtype, 64, **sched)
@@ -94,14 +81,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.tag}" if args.tag else ""
     path = args.out / f"cpu-{today}-{args.arch}-layout-conversions{suffix}.json"
-    from benchmarks.provenance import provenance
+    from benchmarks.provenance import write_cpu_results
 
-    path.write_text(json.dumps({**provenance(),
-                                "device": f"CPU only ({platform.processor() or platform.machine()}), "
-                                          f"lowered for {args.arch}, no GPU",
-                                "date": today, "arch": args.arch, "tilus": tilus.__version__,
-                                "rows": rows}, indent=2))
-    print(f"wrote {path}")
+    write_cpu_results(path, args.arch, "lowered", rows)
     return 0
 
 

@@ -4,6 +4,7 @@ a CPU machine no driver)."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -54,3 +55,16 @@ def _driver_version() -> str:
     out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True)
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else "unknown"
+
+
+def write_cpu_results(path, arch: str, what: str, rows: list, **fields) -> None:
+    """Writes a CPU-only benchmark's JSON (provenance, the device line naming ``what`` was done
+    for ``arch`` without a GPU, the rows) to ``path`` (a pathlib.Path) and says where."""
+    import tilus
+
+    path.write_text(json.dumps({**provenance(),
+                                "device": f"CPU only ({platform.processor() or platform.machine()}), "
+                                          f"{what} for {arch}, no GPU",
+                                "date": datetime.date.today().isoformat(), "arch": arch,
+                                "tilus": tilus.__version__, **fields, "rows": rows}, indent=2))
+    print(f"wrote {path}")

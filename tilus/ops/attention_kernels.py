@@ -14,9 +14,9 @@ mma's rows; rows past G read 0 and are never stored) and walks its split's ``blo
 of the sequence with an online softmax: per tile ``S = Q K^T * scale`` (fp32), masked to -inf at
 positions >= seq_lens[b], then the running max m, sum l and ``acc = acc * e^(m_old - m) + P V``.
 It writes its partial (acc, m, l) in fp32. q, the scales and zeros, the dequantized tiles, P
-and the output are in ``act`` (float16 or bfloat16: one subclass per dtype, e.g.
-``DecodeAttentionSplit_bfloat16``). ``DecodeAttentionCombine`` (grid ``[batch * kv_heads]``)
-rescales the splits' partials to their common max and writes ``acc / l`` in q's dtype (0 for an
+and the output are in ``act`` (float16 or bfloat16; those pointers are ``void_p`` that the
+kernel views in ``act``, so one class serves both). ``DecodeAttentionCombine`` (grid
+``[batch * kv_heads]``) rescales the splits' partials to their common max and writes ``acc / l`` in q's dtype (0 for an
 empty sequence).
 
 Layouts: a tile's packed K/V rows are loaded with contiguous runs per thread (``raw_layout``:
@@ -54,17 +54,7 @@ def _act(act) -> dtypes.DataType:
     return t
 
 
-class _ByAct:
-    """``Cls(..., act=)`` returns an instance of the subclass whose ``__call__`` has the pointer
-    annotations of ``act`` (``Cls_float16``, ``Cls_bfloat16``)."""
-
-    def __new__(cls, *args, **kwargs):
-        if cls in _BASES:
-            cls = _BASES[cls][_act(kwargs.get("act", "float16")).name]
-        return super().__new__(cls)
-
-
-class DecodeAttentionSplit(_ByAct, tilus.Script):
+class DecodeAttentionSplit(tilus.Script):
     """The split kernel (see the module docstring); ``k_dtype``/``v_dtype`` are the cache types,
     ``act`` the dtype of q and of the scales and zeros (float16 or bfloat16), ``block_s`` the
     tokens per tile (a multiple of 16), ``softmax_scale`` the scores' factor, ``group_size`` the
@@ -110,8 +100,12 @@ class DecodeAttentionSplit(_ByAct, tilus.Script):
         per_row = threads // self.block_s
         return spatial(self.block_s, per_row) * local(1, row // per_row)
 
-    def kernel(self, kv_heads, max_seq, n_tokens, splits, batch, q, k, v, k_scales, k_zeros,
-               v_scales, v_zeros, seq_lens, positions, part_o, part_m, part_l):
+    def __call__(self, kv_heads: tilus.int32, max_seq: tilus.int32, n_tokens: tilus.int32,
+                 splits: tilus.int32, batch: tilus.int32, q: tilus.void_p, k: tilus.void_p,
+                 v: tilus.void_p, k_scales: tilus.void_p, k_zeros: tilus.void_p,
+                 v_scales: tilus.void_p, v_zeros: tilus.void_p, seq_lens: ~tilus.int32,
+                 positions: ~tilus.int32, part_o: ~tilus.float32, part_m: ~tilus.float32,
+                 part_l: ~tilus.float32):
         d, g, gp, bs, act = self.head_dim, self.group, self.group_pad, self.block_s, self.act
         self.attrs.blocks = [batch * kv_heads, splits]
         self.attrs.warps = self.warps
@@ -191,7 +185,7 @@ class DecodeAttentionSplit(_ByAct, tilus.Script):
         return self.view(out, shape=[bs, d])
 
 
-class DecodeAttentionCombine(_ByAct, tilus.Script):
+class DecodeAttentionCombine(tilus.Script):
     """The combine kernel: ``out = sum_sp e^(m_sp - M) acc_sp / sum_sp e^(m_sp - M) l_sp`` with
     ``M = max_sp m_sp``, per query head, in ``act`` (0 where no token was attended)."""
 
@@ -201,7 +195,9 @@ class DecodeAttentionCombine(_ByAct, tilus.Script):
         self.head_dim, self.group, self.warps = head_dim, group, warps
         self.group_pad = MMA_M * -(-group // MMA_M)
 
-    def kernel(self, kv_heads, splits, batch, part_o, part_m, part_l, out):
+    def __call__(self, kv_heads: tilus.int32, splits: tilus.int32, batch: tilus.int32,
+                 part_o: ~tilus.float32, part_m: ~tilus.float32, part_l: ~tilus.float32,
+                 out: tilus.void_p):
         d, g, gp = self.head_dim, self.group, self.group_pad
         self.attrs.blocks = batch * kv_heads
         self.attrs.warps = self.warps
@@ -226,32 +222,3 @@ class DecodeAttentionCombine(_ByAct, tilus.Script):
         den = self.where(den > 0.0, den, 1.0)
         self.store_global(gout, self.cast(num / self.unsqueeze(den, dim=1), dtype=self.act),
                           offsets=[bh, 0, 0])
-
-
-def _variants(act: str) -> tuple[type, type]:
-    A = dtypes.get(act)
-
-    class Split(DecodeAttentionSplit):
-        def __call__(self, kv_heads: tilus.int32, max_seq: tilus.int32, n_tokens: tilus.int32,
-                     splits: tilus.int32, batch: tilus.int32, q: ~A, k: ~tilus.uint8,
-                     v: ~tilus.uint8, k_scales: ~A, k_zeros: ~A, v_scales: ~A, v_zeros: ~A,
-                     seq_lens: ~tilus.int32, positions: ~tilus.int32, part_o: ~tilus.float32,
-                     part_m: ~tilus.float32, part_l: ~tilus.float32):
-            self.kernel(kv_heads, max_seq, n_tokens, splits, batch, q, k, v, k_scales, k_zeros,
-                        v_scales, v_zeros, seq_lens, positions, part_o, part_m, part_l)
-
-    class Combine(DecodeAttentionCombine):
-        def __call__(self, kv_heads: tilus.int32, splits: tilus.int32, batch: tilus.int32,
-                     part_o: ~tilus.float32, part_m: ~tilus.float32, part_l: ~tilus.float32,
-                     out: ~A):
-            self.kernel(kv_heads, splits, batch, part_o, part_m, part_l, out)
-
-    for cls, base in ((Split, "DecodeAttentionSplit"), (Combine, "DecodeAttentionCombine")):
-        cls.__name__ = cls.__qualname__ = f"{base}_{act}"
-        globals()[cls.__name__] = cls           # importable by name
-    return Split, Combine
-
-
-_BASES: dict = {DecodeAttentionSplit: {}, DecodeAttentionCombine: {}}
-for _name in ACT_DTYPES:
-    _BASES[DecodeAttentionSplit][_name], _BASES[DecodeAttentionCombine][_name] = _variants(_name)

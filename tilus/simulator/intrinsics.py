@@ -218,9 +218,17 @@ def _shuffle(mode, m, membermask, value, b, width):
     if m.T % ptx.WARP:
         raise m._err(UnsupportedError, "shfl.sync in a block that is not whole warps")
     width = m._uniform(width, "shfl width")
-    value = np.asarray(value)
+    src, _ = _shfl_sources(m, mode, b, ptx.shfl_c(mode, width), membermask)
+    return np.asarray(value)[src]
+
+
+def _shfl_sources(m, mode, b, c, membermask):
+    """The thread each thread reads for shfl.sync.{mode} (b: lane operand, c: packed clamp and
+    segment mask) and whether its source lane was in range; an error names the threads whose
+    source is inactive or outside the member mask."""
     lane = m.tid % ptx.WARP
-    j, _ = ptx.shfl_source_lane(mode, lane, np.asarray(b).astype(np.int64), ptx.shfl_c(mode, width))
+    j, in_range = ptx.shfl_source_lane(mode, lane, np.asarray(b).astype(np.int64),
+                                       np.asarray(c).astype(np.int64))
     src = (m.tid - lane) + j
     mm = np.asarray(membermask).astype(np.uint64)
     in_mask = ((mm >> (src % ptx.WARP).astype(np.uint64)) & np.uint64(1)).astype(bool)
@@ -228,7 +236,7 @@ def _shuffle(mode, m, membermask, value, b, width):
     if bad.any():
         raise m._err(SimulationError, f"shfl.sync.{mode} reads a lane that is inactive or not in the member "
                      f"mask", m._threads_of(bad))
-    return value[src]
+    return src, in_range
 
 
 def _c_ptx_shfl(m, e, args):
@@ -241,15 +249,7 @@ def _c_ptx_shfl(m, e, args):
     a, b, c, membermask = (m.eval(x) for x in ops[2 if with_p else 1:])
     if m.T % ptx.WARP:
         raise m._err(UnsupportedError, "shfl.sync in a block that is not whole warps")
-    lane = m.tid % ptx.WARP
-    j, pval = ptx.shfl_source_lane(mode, lane, np.asarray(b).astype(np.int64), np.asarray(c).astype(np.int64))
-    src = (m.tid - lane) + j
-    mm = np.asarray(membermask).astype(np.uint64)
-    in_mask = ((mm >> (src % ptx.WARP).astype(np.uint64)) & np.uint64(1)).astype(bool)
-    bad = m.mask & (~m.mask[src] | ~in_mask)
-    if bad.any():
-        raise m._err(SimulationError, f"shfl.sync.{mode} reads a lane that is inactive or not in the member "
-                     f"mask", m._threads_of(bad))
+    src, pval = _shfl_sources(m, mode, b, c, membermask)
     m.store_to(d, np.asarray(a)[src])
     if p is not None:
         m.store_to(p, pval)
