@@ -224,3 +224,20 @@ def test_tune_report_table_and_plot_of_timed_buckets(tmp_path):
                                 "database"]
     path = plot(rows, tmp_path / "p.png", "t")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_matmul_tuner_builds_the_kernel_matmul_launches():
+    """The tuner's fixed parameters are kernel_for's, also for integer zero points and the
+    block-scaled schemes (the kernel reads their pointers untyped: a wrong mode would not fail)."""
+    import torch
+
+    from tilus.ops import quantize
+    from tilus.ops.matmul import kernel_for, weight_meta
+    from tilus.ops.tuning import matmul_tuner
+
+    sched = {"block_m": 16, "block_k": 32}
+    for qw in (quantize(torch.randn(24, 64), "uint4", group_size=32, zero_mode="int"),
+               quantize(torch.randn(24, 64), "float4_e2m1", scheme="mx")):
+        tuner = matmul_tuner(1, qw)
+        launched = kernel_for(weight_meta(qw, torch.float16), "float16", False, sched)
+        assert repr(tuner.cls(**tuner.fixed, **sched)) == repr(launched)

@@ -1,5 +1,7 @@
 """tilus.ops.matmul: the DSL kernel run by the interpreter against dequantize + torch.matmul, for
 every weight type, odd shapes, fp16/bf16, bias and split-k; dispatch and argument errors."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -150,6 +152,49 @@ def test_bad_inputs():
     with pytest.raises(TilusError, match="needs CUDA"):
         matmul(a, qw, engine="compiled")
     assert issubclass(DeviceMismatchError, ArgumentError)
+
+
+
+@pytest.mark.parametrize("engine", ["auto", "fallback", "interpreter"])
+def test_wrong_dtype_tensors_are_argument_errors(engine):
+    """QuantMatmul reads a, scales and offsets through raw byte pointers (tilus.void_p), so
+    matmul checks their dtypes, for every engine, before anything runs."""
+    a, qw, _ = _case("uint4", 3, 24, 64, 32, symmetric=False)
+    mx = quantize(torch.randn(24, 64), "float4_e2m1", scheme="mx")
+    cases = [(a.float(), qw, "a must be float16 or bfloat16"),
+             (a, replace(qw, scales=qw.scales.float()), "scales must be float16 or bfloat16"),
+             (a, replace(qw, offsets=qw.offsets.float()),
+              "offsets must have the scales' dtype float16 or be uint8"),
+             (a, replace(qw, scales=qw.scales.bfloat16()), "scales' dtype bfloat16"),
+             (a, replace(mx, scales=mx.scales.half()), r"scales must be uint8 \(block scale"),
+             (a, replace(mx, offsets=mx.scales), "block-scaled weights have no offsets")]
+    for x, w, message in cases:
+        with pytest.raises(ArgumentError, match=message):
+            matmul(x, w, engine=engine)
+
+
+def test_one_kernel_class_with_raw_pointers():
+    """Every (act, scale, zero mode, scheme) is QuantMatmul itself, with the same parameters; a
+    direct launch reads any contiguous buffer's bytes (here a uint8 view of the activations)."""
+    import tilus
+    from tilus.ops.matmul import kernel_for, weight_meta
+
+    kerns = [QuantMatmul("uint4", 32), QuantMatmul("uint4", 32, act="bfloat16", zero_mode="int"),
+             QuantMatmul("float4_e2m1", 16, scale="float8_e4m3", scheme="nvfp4")]
+    raw = ("a", "w", "scales", "offsets", "bias", "c")
+    for kern in kerns:
+        assert type(kern) is QuantMatmul
+        params = {p.name: p.dtype for p in kern.program().params}
+        assert [n for n, t in params.items() if t == tilus.void_p] == list(raw)
+        assert (params["workspace"], params["sema"], params["global_scale"]) == (
+            ~tilus.float32, ~tilus.int32, tilus.float32)
+    a, qw, _ = _case("uint4", 1, 8, 32, 32)
+    kern = kernel_for(weight_meta(qw, a.dtype), "float16", False,
+                      default_schedule(1, 8, 32, 32, "interpreter"))
+    c = torch.zeros(1, 8, dtype=torch.float16)
+    kern(1, 8, 32, a.view(torch.uint8), qw.data, qw.scales, qw.offsets, torch.zeros(1).half(), c,
+         torch.zeros(1), torch.zeros(1, dtype=torch.int32), 1.0)
+    assert torch.equal(c, matmul(a, qw, engine="interpreter"))
 
 
 def test_kernel_parameter_checks():

@@ -57,7 +57,8 @@ def test_folded_kernel_equals_the_unfolded_one_bit_for_bit(dtype, act):
     for kern in (folded, plain):
         out = torch.zeros(a.shape[0], qw.n, dtype=act)
         kern(a.shape[0], qw.n, qw.k, a, qw.data, qw.scales, torch.zeros(1, dtype=act),
-             torch.zeros(1, dtype=act), out, torch.zeros(1), torch.zeros(1, dtype=torch.int32))
+             torch.zeros(1, dtype=act), out, torch.zeros(1), torch.zeros(1, dtype=torch.int32),
+             1.0)
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
     torch.testing.assert_close(outs[0], ref, rtol=4e-3, atol=2e-3)

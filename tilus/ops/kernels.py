@@ -6,13 +6,15 @@ per-group offsets (or the constant zero point's ``-zp * s``, or uint8 integer ze
 weight is read in packed format 3 (``tilus.ops.packing``): 32 x 128 (k, n) units, each thread's
 ``4 * B`` bytes of a unit holding exactly the codes of its mma B fragments.
 
-Pointers are typed: ``a``, ``bias`` and ``c`` by the activation dtype, ``scales``/``offsets`` by
-the scale dtype, ``w`` is ``~uint8``. ``QuantMatmul(...)`` returns an instance of the subclass for
-its (act, scale) pair and zero mode (``QuantMatmul_float16_float16``, ...,
-``QuantMatmul_float16_float16_intzeros`` whose ``offsets`` is ``~uint8``, and the block-scaled
-``QuantMatmul_float16_float8_e8m0`` / ``..._float8_e4m3`` whose ``__call__`` also takes the
-float32 ``global_scale``; twelve in all), whose ``__call__`` has those annotations and inlines the
-shared body ``QuantMatmul.kernel``.
+Pointers: ``a``, ``w``, ``scales``, ``offsets``, ``bias`` and ``c`` are raw byte pointers
+(``tilus.void_p``), viewed (``global_view``) with the instance's compile-time dtypes: the
+activation dtype (``a``, ``bias``, ``c``), ``uint8`` (``w``), the scale dtype (``scales``;
+``offsets``, or ``uint8`` integer zero points). So one class serves every (act, scale) pair and
+zero mode. A direct launch accepts any contiguous buffer for those six (their byte size is still
+checked); ``tilus.ops.matmul`` checks the tensors' dtypes before it launches
+(``tilus.ops.validation.check_quant_operands``). ``workspace`` (float32) and ``sema`` (int32)
+stay typed. ``global_scale`` (float32) is the nvfp4 per-tensor scale; the other schemes do not
+read it (pass 1.0).
 
 Per unit (the dequantization is ``QuantizedWeight.dequantize``, ``v * s + b`` rounded once):
 the unit's bytes are loaded with the layout ``unit_bytes_layout`` (one vector load per thread),
@@ -75,7 +77,6 @@ from tilus.ir.layout.packed import (UNIT_K, UNIT_N, pair_stride, unit_bytes_layo
                                     weight_fragment_layout, weight_stream_layout)
 
 ACT_DTYPES = ("float16", "bfloat16")
-BLOCK_SCALE_DTYPES = {blockscale.scale_type(s).name: s for s in blockscale.SCHEMES}
 #: none: w = v * s; const: v * s - zp * s; tensor: v * s + b (float offsets b in the scale
 #: dtype); int: (v - z) * s (uint8 zero points z: v - z is exact, one rounding).
 ZERO_MODES = ("none", "const", "tensor", "int")
@@ -130,24 +131,7 @@ class QuantMatmul(tilus.Script):
     """C = A @ dequant(W) (+ bias); see the module docstring. Schedule parameters: ``block_m``,
     ``block_n`` (128, the packed unit), ``block_k`` (a multiple of 32), ``split_k``, ``warps``
     (4 or 8), ``stages`` (the autotuner's space; its shape-dependent pruning is
-    ``tilus.ops.tuning.prune_matmul``).
-
-    ``QuantMatmul(wtype, group_size, act=, scale=, ...)`` returns the instance of the variant class
-    for (act, scale), e.g. ``QuantMatmul_bfloat16_float16``."""
-
-    def __new__(cls, *args, **kwargs):
-        if cls is QuantMatmul:
-            act = str(kwargs.get("act", args[2] if len(args) > 2 else "float16"))
-            scale = str(kwargs.get("scale", args[3] if len(args) > 3 else "float16"))
-            zero_mode = kwargs.get("zero_mode", args[4] if len(args) > 4 else "none")
-            key = (act, scale, zero_mode == "int")
-            if key not in _VARIANTS:
-                raise TilusError(f"QuantMatmul: activations must be float16 or bfloat16 and "
-                                 f"scales float16, bfloat16 (integer zero points: only these), "
-                                 f"float8_e8m0 (mx) or float8_e4m3 (nvfp4), got {act} and "
-                                 f"{scale} with zero_mode {zero_mode!r}")
-            cls = _VARIANTS[key]
-        return super().__new__(cls)
+    ``tilus.ops.tuning.prune_matmul``)."""
 
     def __init__(self, wtype, group_size: int, act: str = "float16", scale: str = "float16",
                  zero_mode: str = "none", zero_point: float = 0.0, has_bias: bool = False,
@@ -171,7 +155,9 @@ class QuantMatmul(tilus.Script):
                                   or group_size != blockscale.block_size(scheme)):
             raise TilusError(f"QuantMatmul: {scheme} weights have blocks of "
                              f"{blockscale.block_size(scheme)} k, no zero points and no "
-                             f"fold_scale")
+                             f"fold_scale, got group_size {group_size}, zero_mode "
+                             f"{zero_mode!r}, fold_scale={fold_scale}, "
+                             f"single_group={single_group}")
         if zero_mode not in ZERO_MODES:
             raise TilusError(f"QuantMatmul: zero_mode must be one of {', '.join(ZERO_MODES)}, "
                              f"got {zero_mode!r}")
@@ -313,7 +299,10 @@ class QuantMatmul(tilus.Script):
             return s * (-self.zero_point)
         return None
 
-    def kernel(self, m, n, k, a, w, scales, offsets, bias, c, workspace, sema, global_scale=None):
+    def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: tilus.void_p,
+                 w: tilus.void_p, scales: tilus.void_p, offsets: tilus.void_p,
+                 bias: tilus.void_p, c: tilus.void_p, workspace: ~tilus.float32,
+                 sema: ~tilus.int32, global_scale: tilus.float32):
         bm = self.block_m
         tiles_n = tilus.cdiv(n, UNIT_N)
         self.attrs.blocks = [tilus.cdiv(m, bm), tiles_n, self.split_k]
@@ -449,7 +438,7 @@ class QuantMatmul(tilus.Script):
         self.free_shared(sa)
         self.free_shared(sw)
 
-    def epilogue(self, acc, bias, gc, m0, n0, n, global_scale=None):
+    def epilogue(self, acc, bias, gc, m0, n0, n, global_scale):
         out = acc
         if self.scheme == "nvfp4":
             out = acc * global_scale
@@ -458,42 +447,3 @@ class QuantMatmul(tilus.Script):
             b = self.load_global(gb, offsets=[0, n0], shape=[1, UNIT_N])
             out = out + self.cast(b, dtype=tilus.float32)
         self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
-
-
-_VARIANTS: dict = {}
-
-
-def _variant(act: str, scale: str, int_zeros: bool):
-    """The kernel class for (act, scale) (a block scale type: ``__call__`` takes
-    ``global_scale``); ``int_zeros``: ``offsets`` points to uint8 zero
-    points (zero_mode 'int') instead of scale-dtype offsets."""
-    A, S = dtypes.get(act), dtypes.get(scale)
-    Z = tilus.uint8 if int_zeros else S
-
-    if scale in BLOCK_SCALE_DTYPES:             # block-scaled: a per-tensor float32 scale too
-        class Variant(QuantMatmul):
-            def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
-                         w: ~tilus.uint8, scales: ~S, offsets: ~S, bias: ~A, c: ~A,
-                         workspace: ~tilus.float32, sema: ~tilus.int32,
-                         global_scale: tilus.float32):
-                self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema,
-                            global_scale)
-    else:
-        class Variant(QuantMatmul):
-            def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~A,
-                         w: ~tilus.uint8, scales: ~S, offsets: ~Z, bias: ~A, c: ~A,
-                         workspace: ~tilus.float32, sema: ~tilus.int32):
-                self.kernel(m, n, k, a, w, scales, offsets, bias, c, workspace, sema)
-
-    name = f"QuantMatmul_{act}_{scale}" + ("_intzeros" if int_zeros else "")
-    Variant.__name__ = Variant.__qualname__ = name
-    globals()[name] = Variant           # picklable by name (autotune worker processes)
-    return Variant
-
-
-for _act in ACT_DTYPES:
-    for _scale in ACT_DTYPES:
-        for _int in (False, True):
-            _VARIANTS[(_act, _scale, _int)] = _variant(_act, _scale, _int)
-    for _scale in BLOCK_SCALE_DTYPES:           # symmetric: no integer zero points
-        _VARIANTS[(_act, _scale, False)] = _variant(_act, _scale, False)

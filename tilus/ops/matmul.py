@@ -27,7 +27,7 @@ from tilus import dtypes
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
 from tilus.ops import blockscale
 from tilus.ops.quantize import QuantizedWeight, dequantize_packed
-from tilus.ops.validation import check_schedule
+from tilus.ops.validation import check_quant_operands, check_schedule
 
 ENGINES = ("auto", "interpreter", "fallback", "compiled")
 _ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -103,6 +103,21 @@ def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128) -> i
     return block_m * block_k * 2 + block_k * block_n * nbits // 8
 
 
+def kernel_config(qw_meta: dict, act: str, has_bias: bool) -> dict:
+    """QuantMatmul's compile-time parameters but the schedule, for a weight (its metadata),
+    activations and bias (``kernel_for`` and the autotuner build from it)."""
+    zero_mode = "tensor" if qw_meta["has_offsets"] else ("const" if qw_meta["zero_point"]
+                                                         else "none")
+    if qw_meta.get("int_zeros"):
+        zero_mode = "int"
+    return {"wtype": qw_meta["dtype"], "group_size": qw_meta["group_size"], "act": act,
+            "scale": qw_meta["scale"], "zero_mode": zero_mode,
+            "zero_point": qw_meta["zero_point"], "has_bias": has_bias,
+            "single_group": qw_meta["group_size"] == qw_meta["k"],
+            "exponent": qw_meta["exponent"], "fold_scale": qw_meta.get("fold_scale", False),
+            "scheme": qw_meta.get("scheme", "group")}
+
+
 def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
     """The QuantMatmul Script for a weight (its metadata), activations, bias and schedule."""
     from tilus.ops.kernels import QuantMatmul
@@ -110,17 +125,7 @@ def kernel_for(qw_meta: dict, act: str, has_bias: bool, schedule: dict):
     key = (tuple(sorted(qw_meta.items())), act, has_bias, tuple(sorted(schedule.items())))
     kern = _KERNELS.get(key)
     if kern is None:
-        zero_mode = "tensor" if qw_meta["has_offsets"] else ("const" if qw_meta["zero_point"]
-                                                             else "none")
-        if qw_meta.get("int_zeros"):
-            zero_mode = "int"
-        kern = QuantMatmul(qw_meta["dtype"], qw_meta["group_size"], act=act,
-                           scale=qw_meta["scale"], zero_mode=zero_mode,
-                           zero_point=qw_meta["zero_point"], has_bias=has_bias,
-                           single_group=qw_meta["group_size"] == qw_meta["k"],
-                           exponent=qw_meta["exponent"],
-                           fold_scale=qw_meta.get("fold_scale", False),
-                           scheme=qw_meta.get("scheme", "group"), **schedule)
+        kern = QuantMatmul(**kernel_config(qw_meta, act, has_bias), **schedule)
         _KERNELS[key] = kern
     return kern
 
@@ -195,6 +200,7 @@ def _check(a: Any, qw: Any, bias: Any) -> None:
     if a.device != qw.device:
         raise DeviceMismatchError(f"matmul: a is on {a.device} but the quantized weight is on "
                                   f"{qw.device}; move one of them (qweight.to(device))")
+    check_quant_operands(a, qw.scales, qw.offsets, qw.block_scaled, "matmul")
     if bias is not None:
         if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (qw.n,):
             raise ArgumentError(f"matmul: bias must be a tensor of shape [{qw.n}], got "
@@ -220,6 +226,7 @@ def fallback_matmul(a2, data, scales, offsets, bias, dtype: str, n: int, k: int,
 
 def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point, exponent,
             scheme, global_scale, engine, schedule=None) -> torch.Tensor:
+    check_quant_operands(a2, scales, offsets, scheme != "group", "matmul")
     m = a2.shape[0]
     act = _ACT[a2.dtype]
     meta = _meta(dtype, group_size, k, zero_point, offsets, scales.dtype, exponent,
@@ -245,9 +252,7 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
             torch.zeros(1, dtype=scales.dtype, device=dev) if offsets is None
             else offsets.contiguous(),
             torch.zeros(1, dtype=a2.dtype, device=dev) if bias is None
-            else bias.to(a2.dtype).contiguous(), c, ws, sema)
-    if scheme != "group":
-        args = args + (float(global_scale),)
+            else bias.to(a2.dtype).contiguous(), c, ws, sema, float(global_scale))
     if engine == "compiled" and not (dev.type == "cuda"):
         raise TilusError(f"matmul(engine='compiled') needs CUDA tensors, got {dev}")
     try:

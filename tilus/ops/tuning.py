@@ -18,8 +18,8 @@ import torch
 
 from tilus.autotune import Autotuner, TuneResult, TuningDatabase
 from tilus.ops.kernels import QuantMatmul
-from tilus.ops.matmul import (_ACT, SMEM_LIMIT, bucket_m, matmul_bucket, matmul_kernel_name,
-                              stage_bytes, weight_meta)
+from tilus.ops.matmul import (_ACT, SMEM_LIMIT, bucket_m, kernel_config, matmul_bucket,
+                              matmul_kernel_name, stage_bytes, weight_meta)
 from tilus.ops.quantize import QuantizedWeight
 
 ACC_REGS_LIMIT = 128
@@ -68,13 +68,7 @@ def matmul_tuner(m: int, qw: QuantizedWeight, act: torch.dtype = torch.float16, 
                  progress: Optional[bool] = None, num_sms: int = 132) -> Autotuner:
     meta = weight_meta(qw, act)
     act_name = _ACT[act]
-    fixed = {"wtype": qw.dtype, "group_size": qw.group_size, "act": act_name,
-             "scale": meta["scale"],
-             "zero_mode": "tensor" if qw.offsets is not None else
-             ("const" if qw.zero_point else "none"),
-             "zero_point": float(qw.zero_point), "has_bias": False,
-             "single_group": qw.group_size == qw.k, "exponent": int(qw.exponent),
-             "fold_scale": meta["fold_scale"]}
+    fixed = kernel_config(meta, act_name, False)
     prune = functools.partial(prune_matmul, m=m, n=qw.n, k=qw.k, num_sms=num_sms)
     return Autotuner(QuantMatmul, fixed=fixed, prune=prune, builder=builder, timer=timer,
                      jobs=jobs, database=database, progress=progress,
@@ -102,6 +96,7 @@ def tune_matmul(m: int, qw: QuantizedWeight, act: torch.dtype = torch.float16, *
     bias = torch.zeros(1, dtype=act, device=dev)
 
     def run(kernel):
-        kernel(m, n, qw.k, a, qw.data, qw.scales, offsets, bias, c, ws, sema)
+        kernel(m, n, qw.k, a, qw.data, qw.scales, offsets, bias, c, ws, sema,
+               float(qw.global_scale))
 
     return tuner.tune(matmul_bucket(m, n, qw.k), run, device=dev, force=force)

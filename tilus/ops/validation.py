@@ -79,3 +79,35 @@ def check_activations(x: Any, k: int, device: torch.device, allowed: Sequence[to
     if x.device != device:
         raise DeviceMismatchError(f"{where}: the input is on {x.device} but the weight is on "
                                   f"{device}; move one of them (.to(device))")
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def check_quant_operands(a: Any, scales: Any, offsets: Any, block_scaled: bool,
+                         where: str) -> None:
+    """The tensors the quantized matmul kernel reads through raw byte pointers, whose dtypes it
+    takes on trust: activations float16/bfloat16; scales float16/bfloat16 (uint8 codes when
+    ``block_scaled``); offsets None, of the scales' dtype, or uint8 integer zero points
+    (ArgumentError naming the tensor)."""
+    for name, x in (("a", a), ("scales", scales), ("offsets", offsets)):
+        if not isinstance(x, torch.Tensor) and not (name == "offsets" and x is None):
+            raise ArgumentError(f"{where}: {name} must be a torch tensor, got "
+                                f"{type(x).__name__}")
+    if a.dtype not in _HALF:
+        raise ArgumentError(f"{where}: a must be float16 or bfloat16, got {_name(a.dtype)}")
+    allowed = (torch.uint8,) if block_scaled else _HALF
+    if scales.dtype not in allowed:
+        raise ArgumentError(f"{where}: scales must be "
+                            f"{' or '.join(_name(d) for d in allowed)}"
+                            f"{' (block scale codes)' if block_scaled else ''}, got "
+                            f"{_name(scales.dtype)}")
+    if offsets is not None and (block_scaled or offsets.dtype not in (scales.dtype, torch.uint8)):
+        what = ("block-scaled weights have no offsets" if block_scaled else
+                f"offsets must have the scales' dtype {_name(scales.dtype)} or be uint8 integer "
+                f"zero points")
+        raise ArgumentError(f"{where}: {what}, got {_name(offsets.dtype)} offsets")
