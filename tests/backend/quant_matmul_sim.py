@@ -10,6 +10,10 @@ import importlib
 import torch
 
 import tilus
+from tests.backend.simulated_kernel import SimulatedKernel
+
+#: QuantMatmul's output argument (c), the one the simulated run is compared on
+C_ARG = 9
 
 SMALL = dict(block_m=16, block_n=128, block_k=32, stages=1, split_k=1, warps=4)
 PIPELINED = [  # (type, schedule, M): k-tiles of one, two and four groups, split-k, 8 warps
@@ -47,25 +51,8 @@ def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme: str = "gr
     seen = []
     original = mm.kernel_for
 
-    class Simulated:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getattr__(self, name):
-            return getattr(self.kernel, name)
-
-        def __call__(self, *args):
-            ref = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-            from tilus.simulator import run_prim_func
-            from tilus.simulator.machine import as_prim_func
-
-            run_prim_func(as_prim_func(self.kernel),
-                          [a.reshape(-1) if isinstance(a, torch.Tensor) else a for a in args])
-            tilus.interpret(self.kernel, *ref)
-            torch.testing.assert_close(args[9].float(), ref[9].float(), rtol=1e-3, atol=1e-3)
-            seen.append(True)
-
-    monkeypatch.setattr(mm, "kernel_for", lambda *a, **kw: Simulated(original(*a, **kw)))
+    monkeypatch.setattr(mm, "kernel_for",
+                        lambda *a, **kw: SimulatedKernel(original(*a, **kw), [C_ARG], seen))
     torch.manual_seed(0)
     if scheme == "group":
         qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64,
@@ -77,4 +64,4 @@ def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme: str = "gr
     ref_w = qw.dequantize(torch.float16 if scheme == "group" else torch.float32)
     ref = (a.float() @ ref_w.float().t()).half()
     torch.testing.assert_close(out, ref, rtol=4e-3, atol=4e-3)
-    assert seen == [True]
+    assert seen == ["QuantMatmul"]
