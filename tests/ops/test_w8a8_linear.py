@@ -118,6 +118,9 @@ def test_bad_arguments_name_the_problem():
         tilus.nn.QuantLinear.from_linear(lin, "uint4", None, act_dtype="int8")
     with pytest.raises(QuantizationError, match="group_size"):
         tilus.nn.QuantLinear.from_linear(lin, "int8", 16, act_dtype="int8")
+    with pytest.raises(QuantizationError, match="scale_dtype"):
+        tilus.nn.QuantLinear.from_linear(lin, "int8", None, scale_dtype=torch.float16,
+                                         act_dtype="int8")
     with pytest.raises(QuantizationError, match="smooth must be a float tensor"):
         layer_of(lin, smooth=torch.ones(K + 1))
     with pytest.raises(QuantizationError, match="> 0"):

@@ -174,6 +174,9 @@ class QuantLinear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
         if act_dtype is not None or smooth is not None:
+            if scale_dtype not in (None, torch.float32, "float32"):
+                raise QuantizationError(f"QuantLinear: a W8A8 layer's scales are float32, got "
+                                        f"scale_dtype={scale_dtype!r}")
             layer = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype,
                         group_size, symmetric, device=linear.weight.device,
                         zero_mode=zero_mode, act_dtype=act_dtype, smooth=smooth is not None)
