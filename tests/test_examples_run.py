@@ -32,3 +32,12 @@ def test_layout_pictures_draws_the_c_fragment(tmp_path):
     out = _run("examples/layout_pictures.py", str(png))
     assert " 8  0:2  0:3  1:2  1:3" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_w8a8_layer_prints_its_error_table():
+    rows = {line.split(" | ")[0].strip("| "): [float(v) for v in line.strip(" |").split(" | ")[1:]]
+            for line in _run("examples/w8a8_layer.py").splitlines()[2:]}
+    w8a8, smoothed = rows["W8A8 (int8 per channel, int8 per token)"], \
+        rows["W8A8 + smooth (alpha 0.5, from the outlier x)"]
+    assert all(e < 5e-3 for e in rows["int8 weight-only, per channel"])
+    assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier

@@ -4,6 +4,7 @@
     model = tilus.nn.quantize_model(model, dtype={"*.mlp.*": "uint3", "*.attn.*": "int4"})
     print(tilus.nn.bits_per_weight(model).table())          # stored bits per weight, per layer
     layer = tilus.nn.QuantLinear.from_linear(linear, dtype="int4", group_size=64)
+    layer = tilus.nn.QuantLinear.from_linear(linear, "int8", None, act_dtype="int8")  # W8A8
     layer = tilus.nn.from_gptq(qweight, qzeros, scales, g_idx, bias, bits=4)   # a GPTQ layer
     layer = tilus.nn.from_awq(qweight, qzeros, scales, bias)                   # an AWQ layer
     layer = tilus.nn.from_compressed_tensors(weight_packed, weight_scale, weight_shape)

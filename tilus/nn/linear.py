@@ -16,6 +16,11 @@ inputs: ``tilus::dequant_linear``, computed as ``nn.Linear`` would, in their own
 overflow): the weight dequantized to x's dtype and multiplied on x's device. Other dtypes
 (integers, bool, float8, complex) raise ArgumentError, a wrong last dimension ArgumentError,
 another device DeviceMismatchError.
+
+``act_dtype="int8"`` (``dtype="int8"``, ``group_size=None``): a W8A8 layer, int8 weights per
+output channel and activations quantized per token at run time, with an optional SmoothQuant
+divisor ``smooth`` (``tilus.nn.w8a8_linear``; buffers ``qweight`` int8 [K, N], float32 ``scales``
+[N], ``bias`` and ``smooth`` [K]).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch
 from torch import nn
 
 from tilus.errors import QuantizationError
+from tilus.nn import w8a8_linear
 from tilus.ops import packing
 from tilus.ops.matmul import register_activation_grad
 from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, READ_VERSIONS, ZERO_MODES,
@@ -77,7 +83,8 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype="uint4", group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
                  scale_dtype=torch.float16, device=None, act_order: bool = False,
-                 zero_mode: str = "float"):
+                 zero_mode: str = "float", act_dtype: Optional[str] = None,
+                 smooth: bool = False):
         super().__init__()
         in_features = check_int(in_features, "in_features", "QuantLinear")
         out_features = check_int(out_features, "out_features", "QuantLinear")
@@ -95,6 +102,14 @@ class QuantLinear(nn.Module):
                                     f"symmetric={self.symmetric}")
         self.zero_mode = zero_mode
         self.exponent = 0
+        self.act_dtype = None if act_dtype is None else w8a8_linear.check_scheme(
+            act_dtype, t.name, group_size, in_features, symmetric, zero_mode, act_order)
+        if smooth and self.act_dtype is None:
+            raise QuantizationError("QuantLinear: smooth (SmoothQuant folding) needs quantized "
+                                    "activations, act_dtype='int8'")
+        if self.act_dtype is not None:
+            self._w8a8_buffers(bias, smooth, device)
+            return
         sdt = _scale_dtype(scale_dtype, torch.empty(0))
         g = in_features // self.group_size
         self.register_buffer("qweight", torch.zeros(
@@ -110,6 +125,20 @@ class QuantLinear(nn.Module):
         # checkpoint, tilus.nn.importers): forward reads x[..., input_perm].
         self.register_buffer("input_perm", torch.arange(in_features, device=device)
                              if act_order else None)
+        self.register_buffer("smooth", None)                  # W8A8 only
+
+    def _w8a8_buffers(self, bias: bool, smooth: bool, device) -> None:
+        """W8A8's state: ``qweight`` int8 [K, N], ``scales`` float32 [N], ``bias`` float32 [N],
+        ``smooth`` float32 [K] (the per-input-channel divisor, see ``tilus.nn.w8a8_linear``)."""
+        k, n = self.in_features, self.out_features
+        self.register_buffer("qweight", torch.zeros(k, n, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.ones(n, dtype=torch.float32, device=device))
+        self.register_buffer("offsets", None)
+        self.register_buffer("bias", torch.zeros(n, dtype=torch.float32, device=device)
+                             if bias else None)
+        self.register_buffer("input_perm", None)
+        self.register_buffer("smooth", torch.ones(k, dtype=torch.float32, device=device)
+                             if smooth else None)
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -137,23 +166,50 @@ class QuantLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype="uint4", group_size: Optional[int] = 128,
                     symmetric: Optional[bool] = None, scale_dtype=None,
-                    zero_mode: str = "float") -> "QuantLinear":
-        """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features."""
+                    zero_mode: str = "float", act_dtype: Optional[str] = None,
+                    smooth: Optional[torch.Tensor] = None) -> "QuantLinear":
+        """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features; with
+        ``act_dtype="int8"`` per output channel (W8A8), the weight times ``smooth`` [in] if given
+        (forward then divides x by it)."""
         if not isinstance(linear, nn.Linear):
             raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
+        if act_dtype is not None or smooth is not None:
+            if scale_dtype not in (None, torch.float32, "float32"):
+                raise QuantizationError(f"QuantLinear: a W8A8 layer's scales are float32, got "
+                                        f"scale_dtype={scale_dtype!r}")
+            layer = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype,
+                        group_size, symmetric, device=linear.weight.device,
+                        zero_mode=zero_mode, act_dtype=act_dtype, smooth=smooth is not None)
+            s = w8a8_linear.check_smooth(smooth, linear.in_features)
+            w8 = w8a8_linear.quantize(linear.weight, s)
+            layer.qweight.copy_(w8.data)
+            layer.scales.copy_(w8.scales)
+            if s is not None:
+                layer.smooth.copy_(s)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias.detach())
+            return layer
         qw = quantize(linear.weight, dtype, group_size, symmetric, scale_dtype, zero_mode)
         return cls.from_quantized(qw, linear.bias)
 
     # ---- the weight -------------------------------------------------------------------------
     @property
     def qweight_object(self) -> QuantizedWeight:
-        """The buffers as a QuantizedWeight (shares memory)."""
+        """The buffers as a QuantizedWeight (shares memory); not for a W8A8 layer."""
+        if self.act_dtype is not None:
+            raise QuantizationError("a W8A8 QuantLinear's weight is tilus.ops.w8a8.Int8Weight"
+                                    "(layer.qweight, layer.scales), not a QuantizedWeight")
         return QuantizedWeight(self.qweight, self.scales, self.offsets, self.dtype_name,
                                (self.out_features, self.in_features), self.group_size,
                                self.symmetric, self.zero_point, self.exponent)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """[out_features, in_features]: the weight forward multiplies by, in x's column order."""
+        """[out_features, in_features]: the weight forward multiplies by, in x's column order
+        (W8A8: the int8 weight times its scales, divided by ``smooth``)."""
+        if self.act_dtype is not None:
+            w = self.qweight.t().float() * self.scales[:, None]
+            w = w if self.smooth is None else w / self.smooth[None, :]
+            return w.to(dtype or torch.float32)
         w = self.qweight_object.dequantize(dtype)
         if self.input_perm is None:
             return w
@@ -166,6 +222,10 @@ class QuantLinear(nn.Module):
         """``x [..., in_features]`` -> ``[..., out_features]`` in x's dtype (see the module doc)."""
         check_activations(x, self.in_features, self.qweight.device, KERNEL_DTYPES + WIDE_DTYPES,
                           "QuantLinear")
+        if self.act_dtype is not None:
+            out = w8a8_linear.forward(x.reshape(-1, self.in_features), self.qweight,
+                                      self.scales, self.smooth, self.bias)
+            return out.reshape(*x.shape[:-1], self.out_features)
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
@@ -181,9 +241,15 @@ class QuantLinear(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales
         and float offsets stay float16/bfloat16 (a float32 conversion keeps their previous dtype);
-        integer zero points stay uint8."""
+        integer zero points stay uint8. W8A8's scales and smooth stay float32."""
         keep = self.scales.dtype
         super()._apply(fn, *args, **kwargs)
+        if self.act_dtype is not None:
+            for name in ("scales", "smooth"):
+                t = self._buffers.get(name)
+                if t is not None and t.dtype != torch.float32:
+                    self._buffers[name] = t.float()
+            return self
         for name in ("scales", "offsets"):
             t = self._buffers.get(name)
             if name == "offsets" and self.zero_mode == "int":
@@ -200,7 +266,8 @@ class QuantLinear(nn.Module):
         return {"format_version": FORMAT_VERSION, "layout": LAYOUT, "dtype": self.dtype_name,
                 "group_size": self.group_size, "symmetric": self.symmetric,
                 "zero_point": self.zero_point, "exponent": self.exponent,
-                "act_order": self.input_perm is not None, "zero_mode": self.zero_mode}
+                "act_order": self.input_perm is not None, "zero_mode": self.zero_mode,
+                **({"act_dtype": self.act_dtype} if self.act_dtype is not None else {})}
 
     def get_extra_state(self) -> torch.Tensor:
         """``scheme()`` as a uint8 JSON tensor: the state dict holds tensors only (safetensors,
@@ -239,6 +306,8 @@ class QuantLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.dtype_name}, "
                 f"group_size={self.group_size}, symmetric={self.symmetric}"
+                + (f", act_dtype={self.act_dtype}, smooth={self.smooth is not None}"
+                   if self.act_dtype is not None else "")
                 + (", zero_mode=int" if self.zero_mode == "int" else "")
                 + (", act_order=True" if self.input_perm is not None else ""))
 
@@ -283,7 +352,8 @@ def layer_dtype(name: str, dtype: Any, bit_map: Optional[Mapping[str, Any]]) -> 
 def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 128,
                    skip: Iterable[str] = (), symmetric: Optional[bool] = None,
                    scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None,
-                   zero_mode: str = "float") -> nn.Module:
+                   zero_mode: str = "float", act_dtype: Optional[str] = None,
+                   smooth: Optional[Mapping[str, torch.Tensor]] = None) -> nn.Module:
     """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
     ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
@@ -292,6 +362,8 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
     "int4", "lm_head": None}`` (the first matching pattern wins; None, or no match, keeps the
     layer in float). ``zero_mode="int"``: the asymmetric uint layers store integer zero points
     (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
+    ``act_dtype="int8"``: W8A8 layers (``dtype="int8"``, ``group_size=None``), with
+    ``smooth[name]`` (a float [in_features] divisor) folded into the named layers' weights.
     Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []
@@ -306,7 +378,8 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
                     t = weight_type(name_of_type)
                     zm = zero_mode if _scheme(t.name, symmetric)[1] and not t.is_signed \
                         else "float"
-                    q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm)
+                    q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm,
+                                                act_dtype, (smooth or {}).get(full))
                 except QuantizationError as e:
                     raise QuantizationError(f"{full}: {e}") from None
                 setattr(module, child_name, q)

@@ -4,11 +4,11 @@
     model = tilus.nn.load_quantized(MyModel(), "out/")   # or a transformers config
 
 The file holds the model's state dict (tensors only: every ``QuantLinear``'s ``qweight``,
-``scales``, ``offsets``, ``bias``, ``input_perm`` and its ``_extra_state``, the uint8 JSON of its
-scheme) and, in the safetensors header (strings only): ``tilus.format`` (``"quantized-model"``),
-``tilus.format_version`` (the packed-weight format, ``"3"``; files of format 2 still load),
-``tilus.layout``, ``tilus.version``
-and ``tilus.layers``, the JSON of ``{layer name: layer_spec}``. Loading rebuilds every quantized
+``scales``, ``offsets``, ``bias``, ``input_perm``, a W8A8 layer's ``smooth``, and its
+``_extra_state``, the uint8 JSON of its scheme) and, in the safetensors header (strings only):
+``tilus.format`` (``"quantized-model"``), ``tilus.format_version`` (the packed-weight format,
+``"3"``; files of format 2 still load), ``tilus.layout``, ``tilus.version`` and
+``tilus.layers``, the JSON of ``{layer name: layer_spec}``. Loading rebuilds every quantized
 layer from the tensors' ``_extra_state`` (so a Hugging Face ``save_pretrained`` directory of a
 quantized model loads too), checks it against the header when the header has one, and loads the
 state: every key of the model is loaded or tied to one that is, and no key is left over.
@@ -40,7 +40,13 @@ def layer_spec(layer: QuantLinear) -> dict:
             "bias": layer.bias is not None, "dtype": layer.dtype_name,
             "group_size": layer.group_size, "symmetric": layer.symmetric,
             "scale_dtype": str(layer.scales.dtype).removeprefix("torch."),
-            "act_order": layer.input_perm is not None, **_zero_mode_spec(layer.zero_mode)}
+            "act_order": layer.input_perm is not None, **_zero_mode_spec(layer.zero_mode),
+            **_act_spec(layer.act_dtype, layer.smooth is not None)}
+
+
+def _act_spec(act_dtype: Any, smooth: bool) -> dict:
+    """The spec's ``act_dtype``/``smooth`` entries: present only for W8A8 layers."""
+    return {"act_dtype": act_dtype, "smooth": smooth} if act_dtype is not None else {}
 
 
 def _zero_mode_spec(zero_mode: str) -> dict:
@@ -73,14 +79,17 @@ def install_layers(model: nn.Module, specs: dict[str, dict]) -> nn.Module:
                                     f"model has {old!r}")
         device = next(iter(old.buffers() if isinstance(old, QuantLinear) else old.parameters()),
                       torch.empty(0)).device
-        if spec["scale_dtype"] not in SCALE_DTYPES:
-            raise QuantizationError(f"{name}: scale_dtype must be one of {list(SCALE_DTYPES)}, "
+        act = spec.get("act_dtype")
+        allowed = {"float32": torch.float32} if act is not None else SCALE_DTYPES
+        if spec["scale_dtype"] not in allowed:
+            raise QuantizationError(f"{name}: scale_dtype must be one of {list(allowed)}, "
                                     f"got {spec['scale_dtype']!r}")
         setattr(parent, child, QuantLinear(
             spec["in_features"], spec["out_features"], spec["bias"], spec["dtype"],
-            spec["group_size"], spec["symmetric"], SCALE_DTYPES[spec["scale_dtype"]],
+            spec["group_size"], spec["symmetric"], allowed[spec["scale_dtype"]],
             device=device, act_order=spec["act_order"],
-            zero_mode=spec.get("zero_mode", "float")))
+            zero_mode=spec.get("zero_mode", "float"), act_dtype=act,
+            smooth=bool(spec.get("smooth", False))))
     return model
 
 
@@ -151,16 +160,19 @@ def specs_from_state(state: dict[str, torch.Tensor]) -> dict[str, dict]:
         if scheme.get("layout") != LAYOUT or scheme.get("format_version") not in READ_VERSIONS:
             continue
         scales = state.get(name + ".scales")
-        if scales is None or scales.dim() != 2:
-            raise QuantizationError(f"{name}: a quantized layer without its scales [G, N]")
-        groups, n = scales.shape
+        act = scheme.get("act_dtype")
+        if scales is None or scales.dim() != (1 if act is not None else 2):
+            raise QuantizationError(f"{name}: a quantized layer without its scales "
+                                    f"{'[N]' if act is not None else '[G, N]'}")
+        groups, n = (1, scales.shape[0]) if act is not None else scales.shape
         specs[name] = {"in_features": int(groups) * scheme["group_size"], "out_features": int(n),
                        "bias": name + ".bias" in state,
                        "dtype": scheme["dtype"], "group_size": scheme["group_size"],
                        "symmetric": scheme["symmetric"],
                        "scale_dtype": str(scales.dtype).removeprefix("torch."),
                        "act_order": bool(scheme.get("act_order", False)),
-                       **_zero_mode_spec(scheme.get("zero_mode", "float"))}
+                       **_zero_mode_spec(scheme.get("zero_mode", "float")),
+                       **_act_spec(act, name + ".smooth" in state)}
     return specs
 
 

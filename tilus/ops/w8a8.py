@@ -115,7 +115,10 @@ def _rows_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The rule of the module docstring in float32 torch ops (the fallback and the weights)."""
     x = x.float()
     amax = x.abs().amax(dim=1, keepdim=True)
-    inv = torch.where(amax > 0, 127.0 / amax.clamp_min(1e-30), torch.zeros_like(amax))
+    # a tensor / tensor division: torch computes ``127.0 / t`` as ``127.0 * (1 / t)``, which can
+    # be one ulp off the correctly rounded quotient (and then a code off the rule)
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax.clamp_min(1e-30),
+                      torch.zeros_like(amax))
     q = ((x * inv + ROUND) - ROUND).to(torch.int8)
     return q, (amax / 127.0).reshape(-1)
 
@@ -155,13 +158,27 @@ def matmul_w8a8(x: torch.Tensor, w8: Int8Weight, bias: Optional[torch.Tensor] = 
     if x.dtype != torch.float16 or x.shape[1] != k:
         raise ArgumentError(f"matmul_w8a8: x must be float16 [M, {k}], got {x.dtype} "
                             f"{list(x.shape)}")
-    qx, sx = quantize_rows(x, engine)
     if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
-        out = (qx.double() @ w8.data.double()) * sx.double()[:, None] * w8.scales.double()
-        out = out.float() if bias is None else out.float() + bias.float()
-        return out.to(x.dtype)
+        return matmul_w8a8_reference(x, w8, bias)
+    qx, sx = quantize_rows(x, engine)
     m = x.shape[0]
     c = torch.empty(m, n, dtype=x.dtype, device=x.device)
     b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
     MatmulW8A8(has_bias=bias is not None)(m, n, k, qx, w8.data, sx, w8.scales, b, c)
     return c
+
+
+def matmul_w8a8_reference(x: torch.Tensor, w8: Int8Weight,
+                          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The rule of ``matmul_w8a8`` in torch for any float ``x [M, K]`` (float16 as the kernels
+    round; bfloat16/float32/float64 rounded once to x's dtype): the int products summed exactly
+    in float64, the rescale (+ bias) in float32, or float64 for float64 input."""
+    _check_2d(x, "x", "matmul_w8a8_reference")
+    if not x.dtype.is_floating_point or x.shape[1] != w8.shape[1]:
+        raise ArgumentError(f"matmul_w8a8_reference: x must be a float tensor "
+                            f"[M, {w8.shape[1]}], got {x.dtype} {list(x.shape)}")
+    qx, sx = _rows_reference(x)
+    out = (qx.double() @ w8.data.double()) * sx.double()[:, None] * w8.scales.double()
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = out.to(wide) if bias is None else out.to(wide) + bias.to(wide)
+    return out.to(x.dtype)
