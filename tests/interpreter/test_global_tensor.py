@@ -102,3 +102,39 @@ def test_requires_clean_is_a_bool():
 
     with pytest.raises(TilusError, match="requires_clean must be True or False"):
         Bad().program()
+
+
+def test_builds_for_sm90_with_hidden_workspace_parameters(tmp_path):
+    """tilus.build compiles it: each workspace is a trailing pointer parameter of the CUDA kernel
+    (named apart from the kernel's own ``sema``), the cache metadata records them, and
+    launching says plainly that the launcher does not allocate them yet."""
+    pytest.importorskip("tvm")
+    from tilus.backend.artifact import build_artifact
+    from tilus.errors import UnsupportedLaunchError
+    from tilus.runtime import KernelCache, KernelMetadata
+    from tilus.runtime.kernel import LoadedKernel
+
+    class Clash(tilus.Script):
+        def __call__(self, n: tilus.int32, sema: ~tilus.int32):
+            self.attrs.blocks = [2]
+            self.attrs.warps = 1
+            g = self.global_view(sema, shape=[n])
+            sema = self.global_tensor(tilus.int32, shape=[2], requires_clean=True)
+            self.lock_semaphore(sema.item_ptr(0), value=self.blockIdx.x)
+            self.release_semaphore(sema[0].item_ptr(), value=(self.blockIdx.x + 1) % 2)
+            self.store_global(g, self.register_tensor(dtype=tilus.int32, shape=[1], init=1),
+                              offsets=[self.blockIdx.x])
+
+    for kernel, hidden in [(SplitKWorkspace(2), ["float* __restrict__ partial_ptr",
+                                                 "int* __restrict__ sema_ptr"]),
+                           (Clash(), ["int* __restrict__ sema_ptr, int* __restrict__ sema_1_ptr"])]:
+        built = tilus.build(kernel, "sm_90", cache=KernelCache(tmp_path))
+        signature = next(ln for ln in built.cuda_source.splitlines() if "__global__" in ln)
+        assert all(h in signature for h in hidden), signature
+    meta = build_artifact(SplitKWorkspace(2), "sm_90").artifact.metadata
+    assert meta.extra["workspaces"] == [
+        "sema: global[int32, (tiles_m, tiles_n)] requires_clean=True",
+        "partial: global[float32, (m, n)] requires_clean=False"]
+    assert KernelMetadata.from_json(meta.to_json()) == meta
+    with pytest.raises(UnsupportedLaunchError, match="global_tensor workspaces"):
+        LoadedKernel(meta, None)(12, 10, 22, *_operands(), np.zeros((12, 10), np.float32))

@@ -387,10 +387,15 @@ class Lowerer:
                     else:
                         v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
                         self.vars[param] = v
+                taken = {param.name for param in p.params}
                 for ws in workspaces(p):
                     # a global_tensor's workspace: a hidden pointer parameter after the others
-                    h = TB.arg(ws.output.name, TB.handle())
-                    n = tirx.Var(_c_name(ws.output.name) + "_len", "int32")
+                    name = ws.output.name
+                    while name in taken:
+                        name += "_ws"
+                    taken.add(name)
+                    h = TB.arg(name, TB.handle())
+                    n = tirx.Var(_c_name(name) + "_len", "int32")
                     buf = TB.match_buffer(h, (n,), pointer_storage(ws.output.dtype))
                     self.name(ws.output.name, buf)
                     self.param_buffers[workspace_key(ws)] = buf
