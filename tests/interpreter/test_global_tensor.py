@@ -138,3 +138,13 @@ def test_builds_for_sm90_with_hidden_workspace_parameters(tmp_path):
     assert KernelMetadata.from_json(meta.to_json()) == meta
     with pytest.raises(UnsupportedLaunchError, match="global_tensor workspaces"):
         LoadedKernel(meta, None)(12, 10, 22, *_operands(), np.zeros((12, 10), np.float32))
+
+
+def test_verifier_names_a_workspace_outside_global_memory():
+    from tilus.errors import IRError
+
+    text = str(SplitKWorkspace(2).program()).replace(
+        "%partial: global[float32, (m, n)] = global_tensor", "%partial: register[float32, (8, 8)] = global_tensor")
+    assert text != str(SplitKWorkspace(2).program())
+    with pytest.raises(IRError, match="global_tensor: the output %partial must be a global tensor"):
+        parse(text)
