@@ -10,6 +10,8 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
   ones at M = 1, 16, 64, 256, plus bias, bf16 activations (bf16 and fp16 scales), one group over K,
   explicit split-k schedules, a tuned schedule and the sanitizer's cases.
 * ``LLAMA_*``: the tiny Llama of ``examples/llm_decode.py`` quantized by ``tilus.nn``.
+* ``ATTENTION_CASES``: ``tilus.ops.attention_decode`` on CUDA (``AttentionCase``), what
+  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
@@ -435,16 +437,56 @@ def bench_requests(argv=(), num_sms: int = OPS_SMS) -> set:
 SESSION_BENCH_ARGS: tuple = ()
 
 
+# ---- decode attention (test_attention_gpu.py) ----------------------------------------------------
+class AttentionCase(NamedTuple):
+    """One attention_decode call of the GPU tests: the cache type, (query heads, KV heads,
+    head_dim), q's dtype and the scales' group along head_dim (0: one per row)."""
+    dtype: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    act: str = "float16"
+    group_size: int = 0
+
+
+ATTENTION_TYPES = ("uint4", "int4", "uint8", "uint2", "uint3", "float8_e4m3", "float4_e2m1")
+ATTENTION_SHAPES = ((32, 8, 128), (8, 8, 64), (14, 2, 128))
+ATTENTION_GROUPED = (("uint4", 32), ("int8", 64), ("float8_e4m3", 32))
+ATTENTION_LOOP = AttentionCase("uint8", 16, 4, 128)           # test_decode_loop_appends_on_device
+
+
+def attention_act(dtype: str) -> str:
+    """q's dtype in the GPU tests: bfloat16 for int4 and float8_e4m3 caches, else float16."""
+    return "bfloat16" if dtype in ("int4", "float8_e4m3") else "float16"
+
+
+ATTENTION_CASES = ([AttentionCase(t, h, kv, d, attention_act(t)) for t in ATTENTION_TYPES
+                    for h, kv, d in ATTENTION_SHAPES] + [ATTENTION_LOOP]
+                   + [AttentionCase(t, 32, 8, 128, "float16", g) for t, g in ATTENTION_GROUPED])
+
+
+def attention_kernels(case: AttentionCase) -> list:
+    """The split and combine Scripts attention_decode builds for ``case`` (default softmax scale
+    1/sqrt(head_dim), default tile)."""
+    from tilus.ops.attention import combine_kernel, split_kernel
+
+    group = case.heads // case.kv_heads
+    return [split_kernel(case.dtype, case.dtype, case.head_dim, group, case.head_dim ** -0.5,
+                         act=case.act, group_size=case.group_size),
+            combine_kernel(case.head_dim, group, act=case.act)]
+
+
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, each once (by IR text)."""
+    bench_matmul run, then the decode-attention kernels, each once (by IR text)."""
     specs = [case.factory() for case in CASES.values()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
+    kernels = [kernel_of(req) for req in reqs]
+    kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
     seen = set()
-    for req in reqs:
-        kernel = kernel_of(req)
+    for kernel in kernels:
         text = str(kernel.program())
         if text not in seen:
             seen.add(text)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from tests.gpu.kernels import (ATTENTION_GROUPED, ATTENTION_LOOP, ATTENTION_SHAPES, ATTENTION_TYPES,
+                               attention_act)
+
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("dtype", ["uint4", "int4", "uint8", "uint2", "uint3",
-                                   "float8_e4m3", "float4_e2m1"])
-@pytest.mark.parametrize("heads,kv_heads,head_dim", [(32, 8, 128), (8, 8, 64), (14, 2, 128)])
+@pytest.mark.parametrize("dtype", ATTENTION_TYPES)
+@pytest.mark.parametrize("heads,kv_heads,head_dim", ATTENTION_SHAPES)
 def test_attention_decode_compiled_matches_reference(dtype, heads, kv_heads, head_dim):
     import torch
 
@@ -20,7 +22,7 @@ def test_attention_decode_compiled_matches_reference(dtype, heads, kv_heads, hea
 
     g = torch.Generator(device="cuda").manual_seed(0)
     batch, max_seq = 3, 1000
-    act = torch.bfloat16 if dtype in ("int4", "float8_e4m3") else torch.float16
+    act = getattr(torch, attention_act(dtype))
     cache = tilus.ops.QuantKVCache.empty(batch, kv_heads, max_seq, head_dim, dtype,
                                          device="cuda", scale_dtype=act)
     k = torch.randn(batch, kv_heads, max_seq, head_dim, generator=g, device="cuda")
@@ -44,21 +46,23 @@ def test_decode_loop_appends_on_device():
     from tilus.ops.kv_cache import attention_reference
 
     g = torch.Generator(device="cuda").manual_seed(1)
-    cache = tilus.ops.QuantKVCache.empty(2, 4, 256, 128, "uint8", device="cuda")
-    k = torch.randn(2, 4, 200, 128, generator=g, device="cuda")
-    v = torch.randn(2, 4, 200, 128, generator=g, device="cuda")
+    case = ATTENTION_LOOP
+    cache = tilus.ops.QuantKVCache.empty(2, case.kv_heads, 256, case.head_dim, case.dtype,
+                                         device="cuda")
+    k = torch.randn(2, case.kv_heads, 200, case.head_dim, generator=g, device="cuda")
+    v = torch.randn(2, case.kv_heads, 200, case.head_dim, generator=g, device="cuda")
     tilus.ops.quantize_kv(k[:, :, :190], v[:, :, :190], cache, torch.tensor([0, 0], device="cuda"))
     for n in range(190, 200):
         tilus.ops.quantize_kv(k[:, :, n:n + 1], v[:, :, n:n + 1], cache,
                               torch.tensor([n, n], device="cuda"))
-        q = torch.randn(2, 16, 128, generator=g, device="cuda").half()
+        q = torch.randn(2, case.heads, case.head_dim, generator=g, device="cuda").half()
         lens = torch.tensor([n + 1, n + 1], device="cuda")
         out = tilus.ops.attention_decode_cache(q, cache, lens, max_seq_len=n + 1)
         torch.testing.assert_close(out.float(), attention_reference(q, k, v, lens), rtol=0,
                                    atol=2e-2)
 
 
-@pytest.mark.parametrize("dtype,group_size", [("uint4", 32), ("int8", 64), ("float8_e4m3", 32)])
+@pytest.mark.parametrize("dtype,group_size", ATTENTION_GROUPED)
 def test_scales_per_group_compiled(dtype, group_size):
     import torch
 

@@ -25,10 +25,10 @@ import pytest
 import torch
 
 from tests.gpu import checks
-from tests.gpu.kernels import (CASES, OPS_CASES, OPS_SMS, SANITIZE_CASES, SESSION_BENCH_ARGS,
-                               OpsCase, assert_matches_reference, bench_requests,
-                               kernel_of, llama_requests, meta_of, ops_meta, ops_requests,
-                               ops_weight, quantize_case)
+from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, SANITIZE_CASES,
+                               SESSION_BENCH_ARGS, OpsCase, assert_matches_reference,
+                               attention_kernels, bench_requests, kernel_of, llama_requests,
+                               meta_of, ops_meta, ops_requests, ops_weight, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +96,41 @@ def bundle_keys():
     assert len(keys) == len(set(keys)), "bundle_specs() lists a kernel twice"
     # one QuantMatmul per distinct program: the bundle holds only what is launched
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
-    assert len(specs) == len(CASES) + len(quant) and len(quant) <= 160, len(quant)
+    attention = [k for _, k, _ in specs if type(k).__name__.startswith("DecodeAttention")]
+    assert len(specs) == len(CASES) + len(quant) + len(attention) and len(quant) <= 160, len(quant)
     return set(keys)
+
+
+def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """attention_decode run on the CPU for every ATTENTION_CASE, its kernels recorded instead of
+    launched: each is in the bundle (the op's own choice of kernels, not attention_kernels')."""
+    att = importlib.import_module("tilus.ops.attention")
+    launched = []
+
+    class Recorded:
+        def __init__(self, kernel):
+            self.kernel = kernel
+            launched.append(kernel)
+
+        def __getattr__(self, name):
+            return getattr(self.kernel, name)
+
+        def __call__(self, *args):
+            pass
+
+    split, combine = att.split_kernel, att.combine_kernel
+    monkeypatch.setattr(att, "split_kernel", lambda *a, **kw: Recorded(split(*a, **kw)))
+    monkeypatch.setattr(att, "combine_kernel", lambda *a, **kw: Recorded(combine(*a, **kw)))
+    for case in ATTENTION_CASES:
+        act = getattr(torch, case.act)
+        cache = att.QuantKVCache.empty(1, case.kv_heads, 40, case.head_dim, case.dtype,
+                                       scale_dtype=act, group_size=case.group_size or None)
+        q = torch.zeros(1, case.heads, case.head_dim, dtype=act)
+        att.attention_decode_cache(q, cache, torch.tensor([33]))
+    assert len(launched) == 2 * len(ATTENTION_CASES)
+    assert {_key(k) for k in launched} <= bundle_keys
+    assert {_key(k) for c in ATTENTION_CASES for k in attention_kernels(c)} == \
+        {_key(k) for k in launched}
 
 
 def _gpu_test_ops_cases() -> list:
