@@ -114,6 +114,8 @@ def every_instruction_program():
     b.broadcast(y, [4, 64])
     b.lock_semaphore(gs, [BlockIdx(0)], 0)
     b.release_semaphore(gs, [BlockIdx(0)], BlockIdx(0) + 1)
+    ws = b.global_tensor(D.int32, [2, 4], requires_clean=True)
+    b.release_semaphore(ws, [1, BlockIdx(0)], 0)
     b.print_tensor(acc, "acc = \\ \u00e9")
     b.print_tensor(acc)
     b.store_global(go, r, [row, 0])

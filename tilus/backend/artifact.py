@@ -80,6 +80,15 @@ def _params(program) -> list:
     return out
 
 
+def workspace_texts(program) -> list[str]:
+    """The kernel's ``global_tensor`` workspaces (its hidden trailing pointer parameters), each as
+    its IR type and ``requires_clean``, for the cache metadata."""
+    from tilus.backend.codegen.lower import workspaces
+
+    return [f"{w.output.name}: {w.output.type} requires_clean={w.requires_clean}"
+            for w in workspaces(program)]
+
+
 def size_requirements(program) -> dict:
     """{pointer parameter: ("min_count" | "min_bytes", expression text)} from the program's
     ``global_view``s of its pointer parameters: the extent each view reaches, in elements of the
@@ -182,7 +191,8 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
                "resources": {"registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
                              "spill_load_bytes": r.spill_load_bytes,
                              "static_shared_bytes": r.shared_memory_bytes},
-               "tilus_version": __version__, "compiler": kernel.compiler})
+               "tilus_version": __version__, "compiler": kernel.compiler,
+               **({"workspaces": ws} if (ws := workspace_texts(program)) else {})})
     files = {IR_FILE: str(kernel.program).encode(), CUDA_FILE: source.encode(),
              CUBIN: kernel.cubin, LIBRARY: library, PTX: kernel.ptx.encode(),
              PTXAS_LOG: kernel.log.encode()}

@@ -9,7 +9,8 @@ from tilus.interpreter import handlers  # noqa: F401  (registers the instruction
 from tilus.interpreter.arguments import bind_arguments
 from tilus.interpreter.registry import handler_for
 from tilus.interpreter.state import BlockState, evaluate_scalar, max_elements
-from tilus.ir.inst import Instruction
+from tilus.ir.functor import instructions
+from tilus.ir.inst import AllocateGlobalInst, Instruction
 from tilus.ir.program import Program
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt,
                            SeqStmt, Stmt, WhileStmt)
@@ -137,5 +138,20 @@ def interpret(kernel: Any, *args: Any) -> None:
     program, args = as_program(kernel, args)
     scalars = bind_arguments(program, args)
     limit = max_elements()
+    workspaces: dict = {}
     for block in grid(program, scalars):
-        run_stmt(BlockState(scalars, block, limit), program.body)
+        run_stmt(BlockState(scalars, block, limit, workspaces), program.body)
+    check_clean(program, workspaces)
+
+
+def check_clean(program: Program, workspaces: dict) -> None:
+    """A ``requires_clean`` global_tensor must be all zeros when the kernel ends (the launcher
+    reuses it for the next launch); InterpreterError names the first one left dirty."""
+    for inst in instructions(program):
+        if not isinstance(inst, AllocateGlobalInst) or not inst.requires_clean:
+            continue
+        g = workspaces.get(inst.output.name)
+        if g is not None and g.buffer.data.any():
+            raise InterpreterError(
+                f"kernel '{program.name}' left the global_tensor {inst.output} (requires_clean=True) "
+                f"with non-zero elements: the kernel must reset it to zeros before it ends")

@@ -58,8 +58,10 @@ class BlockState:
     """
 
     def __init__(self, scalars: dict, block: tuple[int, int, int],
-                 limit: int = DEFAULT_MAX_ELEMENTS):
+                 limit: int = DEFAULT_MAX_ELEMENTS, workspaces: dict | None = None):
         self.scalars: dict[Any, Any] = dict(scalars)
+        # global_tensor name -> its GlobalTensor, one dict per launch shared by every block
+        self.workspaces: dict[str, Any] = {} if workspaces is None else workspaces
         for axis, b in enumerate(block):
             self.scalars[BlockIdx(axis)] = b
         self.block = block

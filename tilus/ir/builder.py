@@ -192,6 +192,12 @@ class ProgramBuilder:
         out = Tensor(self.fresh_name(name), TensorType(dtypes.get(dtype), shape, GLOBAL))
         return self._emit_out(I.GlobalViewInst(out, ptr, strides))
 
+    def global_tensor(self, dtype: DataType | str, shape: Sequence[ExprLike], requires_clean: bool,
+                      name: str = "ws") -> Tensor:
+        """A row-major global workspace owned by the kernel (see ``AllocateGlobalInst``)."""
+        out = Tensor(self.fresh_name(name), TensorType(dtypes.get(dtype), _exprs(shape, "shape"), GLOBAL))
+        return self._emit_out(I.AllocateGlobalInst(out, requires_clean))
+
     def register_tensor(self, dtype: DataType | str, shape: Shape,
                         init: ExprLike | Callable[..., ExprLike] | None = None,
                         name: str = "r", layout=None) -> Tensor:

@@ -149,6 +149,25 @@ class GlobalViewInst(Instruction):
 
 
 @dataclass(frozen=True, repr=False)
+class AllocateGlobalInst(Instruction):
+    """A row-major global workspace of the output's dtype and (symbolic) shape that the kernel
+    owns (NVIDIA Tilus's ``global_tensor``): one buffer per launch shared by every block, a hidden
+    pointer parameter in the built kernel. ``requires_clean``: it starts all zeros and the kernel
+    must leave it all zeros (the launcher keeps it across launches); otherwise its contents are
+    undefined."""
+
+    NAME = "global_tensor"
+    ATTRS = ("requires_clean",)
+    output: Tensor
+    requires_clean: bool
+
+    def check(self) -> None:
+        self._output_is(GLOBAL)
+        if not isinstance(self.requires_clean, bool):
+            _fail(self, f"requires_clean must be True or False, got {self.requires_clean!r}")
+
+
+@dataclass(frozen=True, repr=False)
 class AllocateRegisterInst(Instruction):
     """A register tile of the output's type; elements start as ``init`` converted to its dtype
     (undefined when None). With ``axes`` (one int32 Var per dimension, bound here), ``init`` is an

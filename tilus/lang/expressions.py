@@ -15,8 +15,9 @@ import numpy as np
 from tilus.errors import ScriptError, TilusError
 from tilus.ir import expr as E
 from tilus.ir.expr import Expr
-from tilus.ir.types import SHARED, Tensor
+from tilus.ir.types import GLOBAL, SHARED, Tensor
 from tilus.lang.instructions import DSL_MARK, RangeSpec, instruction_names
+from tilus.lang.instructions import item_ptr_of
 
 PY_NUMBER = (bool, int, float, np.bool_, np.integer, np.floating)
 
@@ -36,7 +37,7 @@ SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod
 
 
 # methods of a tile in a kernel (``x.to(float32)``) and the instruction each one is
-TENSOR_METHODS = {"to": "cast", "transpose": "transpose"}
+TENSOR_METHODS = {"to": "cast", "transpose": "transpose", "item_ptr": "item_ptr"}
 
 
 @dataclass
@@ -367,6 +368,12 @@ class ExpressionEvaluator:
     def expr_Subscript(self, node: ast.Subscript, hint) -> Any:
         obj = self.eval(node.value)
         index = self.eval(node.slice)
+        if isinstance(obj, Tensor) and obj.scope == GLOBAL:
+            try:
+                return item_ptr_of(obj, index if isinstance(index, tuple) else (index,), "g[...]")
+            except TilusError as e:
+                raise self.error(node, f"indexing the global tensor {obj} names one element "
+                                       f"(for .item_ptr()): {e}") from None
         if isinstance(obj, Tensor):
             return self.index_tensor(obj, index, node)
         parts = index if isinstance(index, tuple) else (index,)

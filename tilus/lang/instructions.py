@@ -6,6 +6,7 @@ transpiled ``__call__`` and in any Python helper it calls while the program is b
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -103,6 +104,42 @@ def _dims(dims: Any) -> Optional[list[int]]:
     return None if dims is None else _ints(dims, "dims")
 
 
+@dataclass(frozen=True)
+class ItemPtr:
+    """What ``g.item_ptr(i, j)`` / ``g[i, j].item_ptr()`` returns for a global tensor ``g``: a
+    pointer to the element ``g[i, j]``, which ``lock_semaphore``/``release_semaphore`` take in
+    place of a tensor and an index (NVIDIA Tilus's ``~int32`` item pointer)."""
+
+    tensor: Tensor
+    index: tuple
+
+    def item_ptr(self) -> "ItemPtr":
+        return self
+
+
+def item_ptr_of(t: Any, index: Any, what: str) -> ItemPtr:
+    t = _tensor(t, what, GLOBAL)
+    index = tuple(_scalars(list(index), "the element index"))
+    if len(index) != t.type.rank:
+        raise TilusError(f"{what}: {len(index)} indices for the rank-{t.type.rank} tensor {t}")
+    return ItemPtr(t, index)
+
+
+def _semaphore(sema: Any, index: Any, value: Any, what: str) -> tuple[Tensor, list, Any]:
+    """(tensor, index, value) of a lock/release written ``(item_ptr, value)`` or
+    ``(tensor, index, value)``."""
+    if isinstance(sema, ItemPtr):
+        if value is None and index is not None:
+            index, value = None, index
+        if index is not None:
+            raise TilusError(f"{what}: an item pointer already names the element; pass only value=")
+        sema, index = sema.tensor, list(sema.index)
+    _tensor(sema, "the semaphore", GLOBAL)
+    if index is None or value is None:
+        raise TilusError(f"{what} needs (item_ptr, value) or (tensor, index, value)")
+    return sema, _scalars(index, "index"), _scalar(value, "value")
+
+
 class RangeSpec:
     """What ``self.range(...)`` returns: the transpiler turns ``for i in self.range(...)`` into an
     IR for-loop. It cannot be iterated in plain Python."""
@@ -136,6 +173,24 @@ class InstructionMethods:
         return RangeSpec(start, stop, step, unroll)
 
     # ----- memory ---------------------------------------------------------------------------
+    @instruction
+    def global_tensor(self, dtype, shape, *, requires_clean: bool) -> Tensor:
+        """A row-major global workspace the kernel owns, one per launch shared by all blocks
+        (split-k semaphores, partial sums). ``requires_clean=True``: it starts all zeros and the
+        kernel must leave it all zeros; False: its contents start undefined."""
+        ctx = current("global_tensor")
+        if not isinstance(requires_clean, (bool, np.bool_)):
+            raise TilusError(f"global_tensor: requires_clean must be True or False, got {requires_clean!r}")
+        return ctx.builder.global_tensor(_dtype(dtype), _scalars(shape, "shape"), bool(requires_clean),
+                                         name=ctx.take_hint("ws"))
+
+    @instruction
+    def item_ptr(self, t, *index) -> ItemPtr:
+        """A pointer to the element ``t[index]`` of the global tensor ``t`` (``t.item_ptr(i, j)``),
+        for ``lock_semaphore``/``release_semaphore``."""
+        current("item_ptr")
+        return item_ptr_of(t, index, "item_ptr")
+
     @instruction
     def global_view(self, ptr, dtype=None, shape=None, strides=None) -> Tensor:
         ctx = current("global_view")
@@ -471,18 +526,18 @@ class InstructionMethods:
         current("sync").builder.sync()
 
     @instruction
-    def lock_semaphore(self, sema, index, value) -> None:
-        """Waits until ``sema[index] == value`` (``sema``: an int32 global tensor)."""
+    def lock_semaphore(self, sema, index=None, value=None) -> None:
+        """Waits until ``sema[index] == value`` (``sema``: an int32 global tensor), or until the
+        element an ``item_ptr`` points at equals ``value``."""
         ctx = current("lock_semaphore")
-        _tensor(sema, "the semaphore", GLOBAL)
-        ctx.builder.lock_semaphore(sema, _scalars(index, "index"), _scalar(value, "value"))
+        ctx.builder.lock_semaphore(*_semaphore(sema, index, value, "lock_semaphore"))
 
     @instruction
-    def release_semaphore(self, sema, index, value) -> None:
-        """Publishes this block's global writes, then sets ``sema[index] = value``."""
+    def release_semaphore(self, sema, index=None, value=None) -> None:
+        """Publishes this block's global writes, then sets ``sema[index]`` (or the element an
+        ``item_ptr`` points at) to ``value``."""
         ctx = current("release_semaphore")
-        _tensor(sema, "the semaphore", GLOBAL)
-        ctx.builder.release_semaphore(sema, _scalars(index, "index"), _scalar(value, "value"))
+        ctx.builder.release_semaphore(*_semaphore(sema, index, value, "release_semaphore"))
 
     @instruction
     def annotate_layout(self, x, layout) -> None:

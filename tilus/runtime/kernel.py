@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from tilus.errors import ArgumentError, KernelNotFoundError
+from tilus.errors import ArgumentError, KernelNotFoundError, UnsupportedLaunchError
 from tilus.runtime import expr as _expr
 from tilus.runtime.arguments import BoundArguments, check_arguments
 from tilus.runtime.cache import CacheEntry
@@ -88,6 +88,11 @@ class LoadedKernel:
         return check_arguments(self.metadata, args, kwargs)
 
     def __call__(self, *args, **kwargs):
+        if self.metadata.extra.get("workspaces"):
+            raise UnsupportedLaunchError(
+                f"{self.metadata.name}: the kernel owns global_tensor workspaces "
+                f"({'; '.join(self.metadata.extra['workspaces'])}), which the launcher does not "
+                f"allocate yet; run it with tilus.interpret")
         bound = check_arguments(self.metadata, args, kwargs)
         dims = launch_dims(self.metadata, bound.scalars)
         if dims is not None and "grid" in dims:

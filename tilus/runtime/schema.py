@@ -36,7 +36,7 @@ PARAM_KEYS = {"name", "kind", "dtype", "contiguous", "align", "min_count", "min_
               "index_bits"}
 CUDA_EXTRA_KEYS = ("cuda_source_sha256", "cubin", "kernel_name", "pointer_storage")
 EXTRA_KEYS = {"cuda_source_sha256", "cubin", "kernel_name", "pointer_storage", "assumptions",
-              "device_params", "threads", "resources", "tilus_version", "compiler"}
+              "device_params", "threads", "resources", "tilus_version", "compiler", "workspaces"}
 
 
 def _fail(where: str, what: str) -> None:
@@ -185,6 +185,8 @@ def _extra(extra: Any, kinds: Mapping[str, tuple], cuda: bool) -> None:
     if cuda and set(storage) != pointers:
         _fail("extra.pointer_storage", f"expected the storage of every pointer parameter "
                                        f"({sorted(pointers)}), got {sorted(storage)[:8]}")
+    for i, w in enumerate(_list(extra.get("workspaces", []), "extra.workspaces")):
+        _text(w, f"extra.workspaces[{i}]")
     resources = extra.get("resources", {})
     for k, v in _obj(resources, "extra.resources", set(resources)).items():
         _text(k, "extra.resources (a key)", IDENT)

@@ -38,7 +38,7 @@ from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import stmt as S
 from tilus.ir.functor import instructions, walk
-from tilus.ir.inst import AllocateSharedInst, Instruction, ReinterpretInst, ViewInst
+from tilus.ir.inst import AllocateGlobalInst, AllocateSharedInst, Instruction, ReinterpretInst, ViewInst
 from tilus.ir.layout import RegisterLayout, SharedLayout
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, PointerType, Tensor
@@ -387,6 +387,18 @@ class Lowerer:
                     else:
                         v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
                         self.vars[param] = v
+                taken = {param.name for param in p.params}
+                for ws in workspaces(p):
+                    # a global_tensor's workspace: a hidden pointer parameter after the others
+                    name = ws.output.name
+                    while name in taken:
+                        name += "_ws"
+                    taken.add(name)
+                    h = TB.arg(name, TB.handle())
+                    n = tirx.Var(_c_name(name) + "_len", "int32")
+                    buf = TB.match_buffer(h, (n,), pointer_storage(ws.output.dtype))
+                    self.name(ws.output.name, buf)
+                    self.param_buffers[workspace_key(ws)] = buf
                 self._open_grid(list(enumerate(p.blocks)))
         func = ib.get()
         return Lowered(func, _c_name(p.name), tuple(p.blocks), self.threads, self.shared_bytes,
@@ -440,6 +452,17 @@ class Lowerer:
         alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope(),
                                layout=default_layout((n,)))
         return self.name(f"{buf.name}_{dtype}", alias)
+
+
+def workspaces(program: Program) -> list[AllocateGlobalInst]:
+    """The program's ``global_tensor`` instructions, in program order: the kernel's hidden pointer
+    parameters, one per instruction, after the program's own."""
+    return [x for x in instructions(program) if isinstance(x, AllocateGlobalInst)]
+
+
+def workspace_key(inst: AllocateGlobalInst) -> str:
+    """The ``param_buffers`` key of a workspace (never a parameter name: it has a space)."""
+    return f"workspace {inst.output.name}"
 
 
 def planned_pool_bytes(program: Program) -> int:

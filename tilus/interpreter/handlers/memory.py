@@ -9,6 +9,7 @@ from tilus.interpreter.memory import Buffer, GlobalTensor, load_tile, store_tile
 from tilus.interpreter.registry import register
 from tilus.interpreter.state import BlockState, evaluate_scalar
 from tilus.ir import inst as I
+from tilus.ir.builder import row_major_strides
 from tilus.ir.inst import tile_dims
 
 
@@ -35,6 +36,27 @@ def global_view(state: BlockState, inst: I.GlobalViewInst) -> None:
             f"parameter '{buf.name}' is too short: the global view {out} of {out.dtype} with shape "
             f"{list(shape)} and strides {list(strides)} needs {need} bytes "
             f"({hi + 1} elements of {k} bits), the buffer has {buf.nbytes}")
+    state.tensors[out] = g
+
+
+@register(I.AllocateGlobalInst)
+def global_tensor(state: BlockState, inst: I.AllocateGlobalInst) -> None:
+    """The launch's workspace: the first block to reach it creates a zero-filled row-major buffer
+    (the interpreter zeroes it whatever ``requires_clean`` says); later blocks get the same one and
+    must evaluate the same shape."""
+    out = inst.output
+    shape = state.ints(out.shape)
+    if any(s < 0 for s in shape):
+        raise InterpreterError(f"global_tensor {out}: negative size in shape {list(shape)}")
+    g = state.workspaces.get(out.name)
+    if g is None:
+        nbytes = -(-int(np.prod(shape, dtype=np.int64)) * out.dtype.nbits // 8)
+        buf = Buffer(out.name, out.dtype, np.zeros(nbytes, dtype=np.uint8))
+        g = GlobalTensor(buf, out.dtype, shape, state.ints(row_major_strides(out.shape)), out.name)
+        state.workspaces[out.name] = g
+    elif g.shape != shape:
+        raise InterpreterError(f"global_tensor {out}: block {state.block} asks for shape {list(shape)}, "
+                               f"an earlier block made it {list(g.shape)}; every block must agree")
     state.tensors[out] = g
 
 

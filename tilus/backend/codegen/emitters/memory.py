@@ -22,11 +22,12 @@ from tilus.backend.codegen.emitters.access import (global_read, global_write, in
                                                    shared_write, subbyte)
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.gather import index_exprs, unravel
-from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage
+from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage, workspace_key
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import T, TB, dt, provably_true, tirx
 from tilus.ir import expr as E
 from tilus.ir import inst as I
+from tilus.ir.builder import row_major_strides
 from tilus.ir.inst import tile_dims
 from tilus.ir.layout import SharedLayout, row_major
 
@@ -40,6 +41,17 @@ def global_view(lw: Lowerer, inst: I.GlobalViewInst) -> None:
     words = lw.alias(base, "uint32") if subbyte(out.dtype) else None
     lw.tensors[out.name] = GlobalStorage(buf, words, out.dtype, tuple(E.as_expr(s) for s in out.shape),
                                          tuple(inst.strides))
+
+
+@emitter(I.AllocateGlobalInst)
+def global_tensor(lw: Lowerer, inst: I.AllocateGlobalInst) -> None:
+    """A row-major view over the workspace's hidden pointer parameter (see ``Lowerer.build``)."""
+    base = lw.param_buffers[workspace_key(inst)]
+    out = inst.output
+    buf = lw.alias(base, pointer_storage(out.dtype))
+    words = lw.alias(base, "uint32") if subbyte(out.dtype) else None
+    lw.tensors[out.name] = GlobalStorage(buf, words, out.dtype, tuple(E.as_expr(s) for s in out.shape),
+                                         row_major_strides(out.shape))
 
 
 def _shared_words(layout: SharedLayout, dtype) -> tuple[int, str]:
