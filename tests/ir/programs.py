@@ -57,6 +57,7 @@ def every_instruction_program():
     row = BlockIdx(0) * 16
     x = b.load_global(ga, [row, 0], [16, 64], other=-1.5)
     xq = b.load_global(gq, [row, 0], [64], dims=[1])
+    b.load_scalar(gs, [BlockIdx(1)], name="first")
     s = b.shared_tensor(D.float16, [16, 64])
     b.copy_async(ga, s, [row, 0])
     b.copy_async_commit_group()

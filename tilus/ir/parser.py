@@ -339,6 +339,10 @@ class _Reader(NameScopes):
             s = self.call(ch[1], self.lookup_tensor(ch[0]), ch[0])
         elif kind == "plain_inst":
             s = self.call(ch[0], None, None)
+        elif kind == "scalar_inst":
+            var = Var(str(ch[0]), self.dtype(ch[1]))
+            s = self.call(ch[2], None, None, scalar=var)
+            self.scalars[-1][var.name] = var
         elif kind == "for_stmt":
             name, type_node, start, stop, step, unroll_node, body = ch
             dtype = dtypes.int32 if type_node.children[0] is None else self.dtype(type_node.children[0])
@@ -405,7 +409,8 @@ class _Reader(NameScopes):
             raise self.error(node, str(e)) from None
 
     # -- instructions
-    def call(self, node: Tree, out: Optional[Tensor], out_tok) -> Instruction:
+    def call(self, node: Tree, out: Optional[Tensor], out_tok,
+             scalar: Optional[Var] = None) -> Instruction:
         name_tok, *args = node.children
         name = str(name_tok)
         classes = self.table.get(name)
@@ -427,7 +432,7 @@ class _Reader(NameScopes):
         mismatches = []
         for cls in classes:
             try:
-                kwargs = self.match(cls, name, node, positional, keyword, out, out_tok)
+                kwargs = self.match(cls, name, node, positional, keyword, out, out_tok, scalar)
             except _Mismatch as e:
                 mismatches.append((cls, e))
                 continue
@@ -454,11 +459,17 @@ class _Reader(NameScopes):
         forms = "; ".join(f"as {cls.__name__}: {e.args[0].split(': ', 1)[-1]}" for cls, e in mismatches)
         raise self.error(node, f"{name}(...) fits none of its forms ({forms})")
 
-    def match(self, cls, name, node, positional, keyword, out, out_tok) -> dict[str, Any]:
+    def match(self, cls, name, node, positional, keyword, out, out_tok,
+              scalar: Optional[Var] = None) -> dict[str, Any]:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         if cls.OP_FIELD:
             kwargs[cls.OP_FIELD] = name
+        if (scalar is not None) != bool(cls.SCALAR_OUTPUT):
+            form = f"name: <dtype> = {name}(...)" if cls.SCALAR_OUTPUT else "no scalar output"
+            raise self.error(node, f"{name} is written {form}", _Mismatch)
+        if scalar is not None:
+            kwargs[cls.SCALAR_OUTPUT] = scalar
         has_output = cls.HAS_OUTPUT and "output" in fields
         if out is not None and not has_output:
             raise self.error(out_tok, f"{name} has no output; write it as a plain call", _Mismatch)
@@ -467,7 +478,7 @@ class _Reader(NameScopes):
                              _Mismatch)
         if has_output:
             kwargs["output"] = out
-        settable = [n for n in fields if n not in ("output", cls.OP_FIELD)]
+        settable = [n for n in fields if n not in ("output", cls.OP_FIELD, cls.SCALAR_OUTPUT)]
         if len(positional) > len(cls.OPERANDS):
             ops = ", ".join(cls.OPERANDS) or "none"
             attrs = ", ".join(n for n in settable if n not in cls.OPERANDS) or "none"

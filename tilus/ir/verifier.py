@@ -360,7 +360,7 @@ class _Verifier(NameScopes):
                 if var is not None:
                     self.declare_scalar(var, inst, f"{name} variable")
         for f in dataclasses.fields(inst):
-            if f.name == "output" or f.name in inst.BINDS:
+            if f.name in ("output", inst.SCALAR_OUTPUT) or f.name in inst.BINDS:
                 continue
             pointer_ok = isinstance(inst, GlobalViewInst) and f.name == "ptr"
             for v in _values(getattr(inst, f.name)):
@@ -389,6 +389,8 @@ class _Verifier(NameScopes):
             self.check_shift(inst.b, inst.a.dtype, inst, inst.op)
         if isinstance(inst, FreeSharedInst):
             self.free_shared(inst)
+        if inst.SCALAR_OUTPUT:
+            self.declare_scalar(getattr(inst, inst.SCALAR_OUTPUT), inst, "loaded scalar")
         if out is None:
             return
         seen = self.find_tensor(out.name)

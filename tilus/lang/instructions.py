@@ -215,6 +215,14 @@ class InstructionMethods:
                                        _dims(dims), other, name=ctx.take_hint("x"))
 
     @instruction
+    def load_scalar(self, g, offsets) -> Expr:
+        """The element ``g[offsets]`` of a global tensor as a run-time scalar (every thread reads
+        the same one; an index outside ``g`` reads 0): a table entry to branch or index on."""
+        ctx = current("load_scalar")
+        _tensor(g, "load_scalar's source", GLOBAL)
+        return ctx.builder.load_scalar(g, _scalars(offsets, "offsets"), name=ctx.take_hint("v"))
+
+    @instruction
     def store_global(self, g, x, offsets, dims=None) -> None:
         ctx = current("store_global")
         _tensor(g, "store_global's destination", GLOBAL)

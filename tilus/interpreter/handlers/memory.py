@@ -135,6 +135,15 @@ def load_global(state: BlockState, inst: I.LoadGlobalInst) -> None:
     state.set(inst.output, load_tile(g, state.ints(inst.offsets), shape, dims, _other(state, inst)))
 
 
+@register(I.LoadScalarInst)
+def load_scalar(state: BlockState, inst: I.LoadScalarInst) -> None:
+    """Binds ``var`` to the element ``src[offsets]`` (0 when the index falls outside src's shape,
+    touching no memory), for the statements after it."""
+    g = state.global_tensor(inst.src)
+    value = load_tile(g, state.ints(inst.offsets), (), (), V.zeros(g.dtype, ()))
+    state.scalars[inst.var] = value.item()
+
+
 @register(I.StoreGlobalInst)
 def store_global(state: BlockState, inst: I.StoreGlobalInst) -> None:
     """dst[offsets + scatter(i, dims)] = src tile element i, for the elements whose index falls

@@ -243,6 +243,20 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
                     scalar_load(s)
 
 
+@emitter(I.LoadScalarInst)
+def load_scalar(lw: Lowerer, inst: I.LoadScalarInst) -> None:
+    """One predicated element read (every thread reads the same element: a broadcast load) bound
+    to a TIR variable for the statements after it."""
+    g = lw.glob(inst.src)
+    index = tuple(inst.offsets)
+    d = storage(g.dtype)
+    value = tirx.if_then_else(in_bounds(lw, index, g.shape), global_read(lw, g, index),
+                              tirx.const(0, d))
+    var = tirx.Var(lw.fresh(inst.var.name), d)
+    TB.Bind(value, var=var)
+    lw.vars[inst.var] = var
+
+
 @emitter(I.StoreGlobalInst)
 def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
     g = lw.glob(inst.dst)
