@@ -1,0 +1,126 @@
+"""The mixed-bit MoE grouped GEMM in the Tilus DSL: one launch for every expert, whatever its
+weight type.
+
+The host (``tilus.ops.moe``) sorts the (token, k) pairs by expert, gathers their activation rows
+(``xs [P, K]``, P = tokens * top_k) and cuts each expert's run of rows into tiles of ``block_m``
+rows. Block (t, j) reads row t of the tile table (``tiles [T, 3]`` int32: expert, first row, end
+row; expert -1 for the spare tiles of the grid's upper bound) and row ``e`` of the expert table
+(``experts [E, 4]`` int64: variant, byte offset of the expert's units in each row of ``w``, its
+first scale row, its first offset row), both with ``load_scalar``, and computes the rows' product
+with column tile j of expert e's weight:
+
+    acc[r, :] = xs[r] @ dequant(W_e)[:, 128 j : 128 (j + 1)]      r in [first, first + block_m)
+    out[r, :] = acc[r, :] * rw[r]                                 (rows >= end: not stored)
+
+The experts' packed weights (format 3, ``tilus.ops.packing``) are concatenated along each row of
+128 columns: ``w`` is ``uint8 [ceil(N / 128), sum_e ceil(K / 32) * 512 * B_e]``, so an expert's
+unit u of column tile j is at ``[j, base_e + u * 512 * B_e]`` (``base_e`` a multiple of 512 bytes:
+the 16-byte vector loads stay aligned). Scales (and float offsets) are concatenated along the
+groups: expert e's group g is row ``first_e + g`` of ``scales [sum_e K / group_size, N]``.
+
+The expert's type picks the dequantization: one branch per *variant* (weight type, zero mode, zero
+point, exponent) present among the experts, each the static path of ``QuantMatmul`` for that type
+(``QuantMatmul.unit_weights``: vector load, free view, packed lop3/prmt cast, HFMA2 with scale and
+offset), compiled into the one kernel; a block runs the branch its expert's variant selects. The
+view of ``xs`` and of the output is cut at the tile's end row, so rows of the next expert read 0
+and are not written.
+
+The routing weight multiplies the float32 accumulator in the epilogue and the kernel writes one
+float32 row per (token, k) pair; the host sums each token's top_k rows (``tilus.ops.moe``: the IR
+has no atomic add, and a fixed-order sum is deterministic). ``stages=1`` (loads straight from global
+memory, one 32 x 128 unit per k-step): the schedule of a first version.
+"""
+import tilus
+from tilus import dtypes
+from tilus.errors import TilusError
+from tilus.ir.expr import cast
+from tilus.ir.layout.packed import UNIT_K, UNIT_N
+from tilus.ops.kernels import ACT_DTYPES, QuantMatmul
+
+#: (weight type, zero mode, zero point, exponent): what selects an expert's dequantization.
+MOE_ZERO_MODES = ("none", "const", "tensor")
+
+
+class MoEQuantMatmul(tilus.Script):
+    """out[r] = rw[r] * (xs[r] @ dequant(W_expert(r))) for every sorted pair row r, one launch
+    (see the module docstring). ``variants``: a tuple of (wtype, zero_mode, zero_point, exponent),
+    the static set of expert types; ``group_size``, ``act``, ``scale`` and ``single_group`` are
+    common to every expert."""
+
+    def __init__(self, variants: tuple, group_size: int, act: str = "float16",
+                 scale: str = "float16", single_group: bool = False, block_m: int = 16):
+        super().__init__()
+        if not variants:
+            raise TilusError("MoEQuantMatmul: needs at least one expert variant")
+        if str(act) not in ACT_DTYPES:
+            raise TilusError(f"MoEQuantMatmul: act must be float16 or bfloat16, got {act}")
+        for v in variants:
+            if len(v) != 4 or v[1] not in MOE_ZERO_MODES:
+                raise TilusError(f"MoEQuantMatmul: a variant is (wtype, zero_mode in "
+                                 f"{MOE_ZERO_MODES}, zero_point, exponent), got {v!r}")
+        if block_m % 16:
+            raise TilusError(f"MoEQuantMatmul: block_m must be a multiple of 16, got {block_m}")
+        self.variants = tuple((dtypes.get(w).name, z, float(zp), int(e))
+                              for w, z, zp, e in variants)
+        self.group_size = int(group_size)
+        self.act = dtypes.get(act)
+        self.scale = dtypes.get(scale)
+        self.single_group = bool(single_group)
+        self.block_m = block_m
+        self.paths = [QuantMatmul(w, self.group_size, self.act.name, self.scale.name, zero_mode=z,
+                                  zero_point=zp, single_group=self.single_group, exponent=e,
+                                  block_m=block_m, block_k=UNIT_K)
+                      for w, z, zp, e in self.variants]
+        self.unit_bytes = [p.unit_bytes for p in self.paths]
+
+    def __call__(self, n: tilus.int32, k: tilus.int32, num_tiles: tilus.int32,
+                 num_experts: tilus.int32, row_bytes: tilus.int32, scale_rows: tilus.int32,
+                 offset_rows: tilus.int32, xs: tilus.void_p,
+                 w: tilus.void_p, scales: tilus.void_p, offsets: tilus.void_p,
+                 experts: ~tilus.int64, tiles: ~tilus.int32, rw: ~tilus.float32,
+                 out: ~tilus.float32):
+        bm = self.block_m
+        tiles_n = tilus.cdiv(n, UNIT_N)
+        self.attrs.blocks = [num_tiles, tiles_n]
+        self.attrs.warps = 4
+        gtiles = self.global_view(tiles, dtype=tilus.int32, shape=[num_tiles, 3])
+        gexp = self.global_view(experts, dtype=tilus.int64, shape=[num_experts, 4])
+        gw = self.global_view(w, dtype=tilus.uint8, shape=[tiles_n, row_bytes])
+        gs = self.global_view(scales, dtype=self.scale, shape=[scale_rows, n])
+        gz = self.global_view(offsets, dtype=self.scale, shape=[offset_rows, n])
+        expert = self.load_scalar(gtiles, offsets=[self.blockIdx.x, 0])
+        if expert >= 0:
+            first = self.load_scalar(gtiles, offsets=[self.blockIdx.x, 1])
+            end = self.load_scalar(gtiles, offsets=[self.blockIdx.x, 2])
+            variant = self.load_scalar(gexp, offsets=[expert, 0])
+            base = cast(self.load_scalar(gexp, offsets=[expert, 1]), tilus.int32)
+            srow = cast(self.load_scalar(gexp, offsets=[expert, 2]), tilus.int32)
+            zrow = cast(self.load_scalar(gexp, offsets=[expert, 3]), tilus.int32)
+            ga = self.global_view(xs, dtype=self.act, shape=[end, k])
+            acc = self.register_tensor(dtype=tilus.float32, shape=[bm, UNIT_N], init=0.0)
+            for i in range(len(self.paths)):
+                if variant == i:
+                    self.expert_loop(i, ga, gw, gs, gz, first, base, srow, zrow, k, acc)
+            grw = self.global_view(rw, dtype=tilus.float32, shape=[end])
+            r = self.load_global(grw, offsets=[first], shape=[bm])
+            gout = self.global_view(out, dtype=tilus.float32, shape=[end, n])
+            self.store_global(gout, acc * self.unsqueeze(r, dim=1),
+                              offsets=[first, self.blockIdx.y * UNIT_N])
+
+    def expert_loop(self, i, ga, gw, gs, gz, first, base, srow, zrow, k, acc):
+        """acc += xs[first:first+bm] @ dequant(W)[:, column tile] through variant i's path."""
+        path = self.paths[i]
+        ub = self.unit_bytes[i]
+        n0 = self.blockIdx.y * UNIT_N
+        for kt in self.range(0, tilus.cdiv(k, UNIT_K)):
+            g = 0
+            if not self.single_group:
+                g = kt * UNIT_K // self.group_size
+            s = self.load_global(gs, offsets=[srow + g, n0], shape=[1, UNIT_N])
+            z = s
+            if path.zero_mode == "tensor":
+                z = self.load_global(gz, offsets=[zrow + g, n0], shape=[1, UNIT_N])
+            raw = self.load_global(gw, offsets=[self.blockIdx.y, base + kt * ub], shape=[1, ub])
+            ta = self.load_global(ga, offsets=[first, kt * UNIT_K], shape=[self.block_m, UNIT_K])
+            wt = path.unit_weights(raw, s, path.offsets_of(s, z))
+            self.dot(ta, wt, acc, out=acc)
