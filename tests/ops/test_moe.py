@@ -1,0 +1,127 @@
+"""tilus.ops.moe_matmul on the CPU (the DSL kernel in the interpreter) against a torch reference:
+each expert dequantized (``qw.dequantize``), each token's top_k products summed densely in
+float64 with its routing weights. Sizes divide no tile; one expert receives no token; the
+experts mix integer widths, signed and unsigned, float offsets, a constant zero point and a float
+type, all in one launch. Plus the tile table against a loop, and the argument errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tilus
+from tilus.errors import ArgumentError, QuantizationError
+from tilus.ops import moe as moe_mod
+from tilus.ops.moe import MoEExperts, moe_matmul, tile_table
+
+
+def make_experts(types, n, k, group_size=128, seed=0, act=torch.float16, **kw):
+    g = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(n, k, generator=g) * 0.05 for _ in types]
+    return [tilus.ops.quantize(w.to(act), dtype=t, group_size=group_size, **kw)
+            for w, t in zip(ws, types)]
+
+
+def reference(x, experts, ids, weights):
+    """Dense per token: y[t] = sum_j w[t, j] * x[t] @ dequant(W_ids[t, j]).T, float64."""
+    y = torch.zeros(x.shape[0], experts[0].n, dtype=torch.float64)
+    deq = [qw.dequantize(x.dtype).double() for qw in experts]
+    for t in range(x.shape[0]):
+        for j in range(ids.shape[1]):
+            y[t] += float(weights[t, j]) * (x[t].double() @ deq[int(ids[t, j])].T)
+    return y
+
+
+def routing(tokens, top_k, num_experts, seed=0, skip=None):
+    """Distinct experts per token (drawn without ``skip``), softmax weights."""
+    g = torch.Generator().manual_seed(seed)
+    pool = [e for e in range(num_experts) if e != skip]
+    ids = torch.stack([torch.tensor(pool)[torch.randperm(len(pool), generator=g)[:top_k]]
+                       for _ in range(tokens)])
+    weights = torch.softmax(torch.randn(tokens, top_k, generator=g), dim=-1)
+    return ids, weights
+
+
+def check(y, ref, act):
+    """y is ref rounded once to act (float32 sums: a few ulps)."""
+    assert y.dtype == act
+    ulp = 2.0 ** -10 if act == torch.float16 else 2.0 ** -7
+    err = (y.double() - ref).abs()
+    assert (err <= ref.abs() * 2 * ulp + 1e-3).all(), float(err.max())
+
+
+def test_mixed_types_one_launch_matches_reference(monkeypatch):
+    tokens, top_k, k, n = 13, 2, 256, 72
+    experts = make_experts(["uint4", "int4", "uint2", "uint3"], n, k)
+    x = torch.randn(tokens, k, generator=torch.Generator().manual_seed(1)).half()
+    ids, weights = routing(tokens, top_k, 4, skip=2)           # expert 2 receives no token
+    launches = []
+    real = moe_mod.kernel_for
+
+    def counting(packed, act):
+        kern = real(packed, act)
+        launches.append(kern)
+        return kern
+
+    monkeypatch.setattr(moe_mod, "kernel_for", counting)
+    y = moe_matmul(x, experts, (ids, weights))
+    assert len(launches) == 1 and len(launches[0].variants) == 4
+    program = str(launches[0].program())
+    assert program.count("load_scalar(") == 7
+    check(y, reference(x, experts, ids, weights), torch.float16)
+
+
+def test_bfloat16_float_type_const_zero_point_single_group():
+    tokens, top_k, k, n = 9, 3, 96, 130
+    act = torch.bfloat16
+    experts = make_experts(["float4_e2m1", "int3"], n, k, group_size=None, act=act)
+    experts += make_experts(["uint4"], n, k, group_size=None, act=act, symmetric=True, seed=2)
+    assert experts[2].offsets is None and experts[2].zero_point == 8
+    x = torch.randn(tokens, k, generator=torch.Generator().manual_seed(3)).to(act)
+    ids, weights = routing(tokens, top_k, 3, seed=4)
+    packed = MoEExperts.pack(experts)
+    assert [v[1] for v in packed.variants] == ["none", "none", "const"]
+    y = moe_matmul(x, packed, (ids, weights))
+    check(y, reference(x, experts, ids, weights), act)
+
+
+def test_tile_table_against_a_loop():
+    ids = torch.tensor([[3, 0], [0, 3], [3, 1], [0, 0], [3, 3], [1, 3]])
+    order, tiles = tile_table(ids, 5, 2)
+    flat = ids.reshape(-1)
+    assert torch.equal(flat[order], flat.sort(stable=True).values)
+    rows = []
+    start = 0
+    for e in range(5):
+        count = int((flat == e).sum())
+        rows += [[e, start + r, start + count] for r in range(0, count, 2)]
+        start += count
+    used = tiles[tiles[:, 0] >= 0].tolist()
+    assert used == rows
+    assert tiles.shape[0] == -(-flat.numel() // 2) + 5
+    assert (tiles[len(rows):, 0] == -1).all()
+
+
+def test_errors():
+    experts = make_experts(["uint4", "int4"], 72, 256)
+    x = torch.randn(3, 256).half()
+    ids, weights = routing(3, 2, 2)
+    with pytest.raises(ArgumentError, match=r"experts\[1\] is \[N, K\] = \[72, 128\]"):
+        moe_matmul(x, [experts[0], make_experts(["uint2"], 72, 128)[0]], (ids, weights))
+    with pytest.raises(ArgumentError, match=r"experts\[1\] is \[N, K\] = \[40, 256\]"):
+        moe_matmul(x, [experts[0], make_experts(["uint2"], 40, 256)[0]], (ids, weights))
+    with pytest.raises(ArgumentError, match="routing names expert 2, but there are 2 experts"):
+        moe_matmul(x, experts, (ids + 1, weights))
+    with pytest.raises(ArgumentError, match="routing names expert -1"):
+        moe_matmul(x, experts, (ids - 1, weights))
+    with pytest.raises(ArgumentError, match="expert ids must be integers"):
+        moe_matmul(x, experts, (weights, ids))
+    with pytest.raises(ArgumentError, match="K = 256"):
+        moe_matmul(x[:, :128], experts, (ids, weights))
+    with pytest.raises(ArgumentError, match=r"routing ids \[2, 2\]"):
+        moe_matmul(x, experts, (ids[:2], weights[:2]))
+    with pytest.raises(ArgumentError, match="same group_size"):
+        moe_matmul(x, [experts[0], make_experts(["uint4"], 72, 256, group_size=64)[0]],
+                   (ids, weights))
+    with pytest.raises(QuantizationError, match="zero_mode='int'"):
+        moe_matmul(x, [experts[0], make_experts(["uint4"], 72, 256, zero_mode="int")[0]],
+                   (ids, weights))
