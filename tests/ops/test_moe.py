@@ -125,3 +125,32 @@ def test_errors():
     with pytest.raises(QuantizationError, match="zero_mode='int'"):
         moe_matmul(x, [experts[0], make_experts(["uint4"], 72, 256, zero_mode="int")[0]],
                    (ids, weights))
+
+
+def test_quant_moe_module_matches_its_experts():
+    torch.manual_seed(7)
+    k, n, experts_n = 160, 50, 5
+    linears = [torch.nn.Linear(k, n) for _ in range(experts_n)]
+    moe = tilus.nn.QuantMoE.from_linears(linears, dtypes={0: "uint4", 3: "int4"}, default="uint2",
+                                         group_size=32)
+    assert moe.dtypes == ("uint4", "uint2", "uint2", "int4", "uint2")
+    assert len(moe.variants) == 3
+    x = torch.randn(2, 3, k).half()
+    ids = torch.tensor([[[0, 3], [1, 0], [3, 4]], [[4, 1], [0, 4], [3, 1]]])
+    weights = torch.rand(2, 3, 2)
+    y = moe(x, (ids, weights))
+    assert y.shape == (2, 3, n) and y.dtype == torch.float16
+    quantized = [tilus.ops.quantize(m.weight.detach(), dtype=t, group_size=32)
+                 for m, t in zip(linears, moe.dtypes)]
+    ref = reference(x.reshape(6, k), quantized, ids.reshape(6, 2), weights.reshape(6, 2))
+    bias = torch.stack([m.bias.detach() for m in linears]).double()
+    ref += (weights.reshape(6, 2, 1).double() * bias[ids.reshape(6, 2)]).sum(1)
+    check(y.reshape(6, n), ref, torch.float16)
+    again = tilus.nn.QuantMoE.from_linears(linears, dtypes={0: "uint4", 3: "int4"},
+                                           default="uint2", group_size=32)
+    again.load_state_dict(moe.state_dict())
+    other = tilus.nn.QuantMoE.from_linears(linears, dtypes="uint4", group_size=32)
+    with pytest.raises(QuantizationError, match="build it with the same dtypes"):
+        other.load_state_dict(moe.state_dict())
+    with pytest.raises(ArgumentError, match="3 dtypes for 5 experts"):
+        tilus.nn.QuantMoE.from_linears(linears, dtypes=["uint4"] * 3)

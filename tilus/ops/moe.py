@@ -26,7 +26,7 @@ layout the kernel reads, see ``tilus.ops.moe_kernels``); ``moe_matmul`` accepts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -194,11 +194,13 @@ def kernel_for(packed: MoEExperts, act: str):
     return kern
 
 
-def moe_matmul(x: torch.Tensor, experts: Any, routing: Any) -> torch.Tensor:
+def moe_matmul(x: torch.Tensor, experts: Any, routing: Any,
+               bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``y [tokens, N]``: each token's top_k expert products weighted by the routing weights (see
     the module docstring). ``experts``: a list of ``QuantizedWeight`` (one per expert, any mix of
     group-scaled types with the same N, K and group size) or a packed ``MoEExperts``;
-    ``routing``: ``(topk_ids, topk_weights)``, both ``[tokens, top_k]``."""
+    ``routing``: ``(topk_ids, topk_weights)``, both ``[tokens, top_k]``; ``bias``: ``[E, N]``,
+    expert e's bias added to its product before the weighting (float32, before the rounding)."""
     packed = experts if isinstance(experts, MoEExperts) else MoEExperts.pack(experts)
     if not isinstance(x, torch.Tensor) or x.dtype not in _ACT:
         raise ArgumentError(f"moe_matmul: x must be a float16 or bfloat16 tensor [tokens, K], got "
@@ -211,6 +213,11 @@ def moe_matmul(x: torch.Tensor, experts: Any, routing: Any) -> torch.Tensor:
                                   f"{packed.device}")
     tokens = x.shape[0]
     ids, weights = _routing(routing, tokens, packed.num_experts, x.device)
+    if bias is not None and (not isinstance(bias, torch.Tensor)
+                             or tuple(bias.shape) != (packed.num_experts, packed.n)):
+        raise ArgumentError(f"moe_matmul: bias must be a tensor [experts, N] = "
+                            f"[{packed.num_experts}, {packed.n}], got "
+                            f"{getattr(bias, 'shape', type(bias).__name__)}")
     top_k = ids.shape[1]
     pairs = tokens * top_k
     n = packed.n
@@ -226,6 +233,8 @@ def moe_matmul(x: torch.Tensor, experts: Any, routing: Any) -> torch.Tensor:
          packed.offsets, packed.table, tiles, rw, out)
     per_pair = torch.empty_like(out)
     per_pair[order] = out
+    if bias is not None:
+        per_pair += weights.reshape(-1, 1).float() * bias.float()[ids.reshape(-1).long()]
     return per_pair.view(tokens, top_k, n).sum(1).to(x.dtype)
 
 
