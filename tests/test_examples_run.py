@@ -41,3 +41,13 @@ def test_w8a8_layer_prints_its_error_table():
         rows["W8A8 + smooth (alpha 0.5, from the outlier x)"]
     assert all(e < 5e-3 for e in rows["int8 weight-only, per channel"])
     assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier
+
+
+def test_moe_mixed_bits_matches_torch():
+    out = _run("examples/moe_mixed_bits.py")
+    assert "experts: ('uint4', 'uint3', 'uint2', 'uint3', 'uint2', 'int4')" in out
+    assert "['uint4', 'uint3', 'uint2', 'int4']" in out
+    error = float(out.split("max |y - torch(dequantized experts)| = ", 1)[1].split()[0])
+    assert error < 2e-3
+    relative = float(out.rsplit("relative error vs the float experts = ", 1)[1].split()[0])
+    assert relative < 0.3
