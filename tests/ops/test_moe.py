@@ -57,8 +57,8 @@ def test_mixed_types_one_launch_matches_reference(monkeypatch):
     launches = []
     real = moe_mod.kernel_for
 
-    def counting(packed, act):
-        kern = real(packed, act)
+    def counting(packed, act, schedule):
+        kern = real(packed, act, schedule)
         launches.append(kern)
         return kern
 

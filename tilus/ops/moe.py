@@ -32,6 +32,7 @@ import torch
 
 from tilus.errors import ArgumentError, DeviceMismatchError, QuantizationError
 from tilus.ops.quantize import QuantizedWeight
+from tilus.ops.validation import check_schedule
 
 _ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _SCALE = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -178,29 +179,46 @@ def tile_table(ids: torch.Tensor, num_experts: int, block_m: int) -> tuple:
 
 
 _KERNELS: dict = {}
+SCHEDULE_NAMES = ("block_k", "stages")
 
 
-def kernel_for(packed: MoEExperts, act: str):
-    """The MoEQuantMatmul Script for these experts' variants and activations (one per key)."""
+def default_schedule(packed: MoEExperts, device: torch.device) -> dict:
+    """CUDA: k-steps of up to 128 (four units, within one scale group) through a 3-stage
+    copy_async pipeline; the interpreter: one unit per k-step, no pipeline."""
+    if device.type != "cuda":
+        return {"block_k": 32, "stages": 1}
+    single = packed.group_size == packed.k
+    bk = next(c for c in (128, 64, 32) if (c <= packed.k if single else packed.group_size % c == 0))
+    return {"block_k": bk, "stages": 3}
+
+
+def kernel_for(packed: MoEExperts, act: str, schedule: dict):
+    """The MoEQuantMatmul Script for these experts' variants, activations and schedule."""
     from tilus.ops.moe_kernels import MoEQuantMatmul
 
     scale = _SCALE[packed.scales.dtype]
-    key = (packed.variants, packed.group_size, act, scale, packed.group_size == packed.k)
+    single = packed.group_size == packed.k
+    key = (packed.variants, packed.group_size, act, scale, single,
+           tuple(sorted(schedule.items())))
     kern = _KERNELS.get(key)
     if kern is None:
         kern = MoEQuantMatmul(packed.variants, packed.group_size, act, scale,
-                              single_group=packed.group_size == packed.k, block_m=BLOCK_M)
+                              single_group=single, block_m=BLOCK_M, **schedule)
         _KERNELS[key] = kern
     return kern
 
 
 def moe_matmul(x: torch.Tensor, experts: Any, routing: Any,
-               bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+               bias: Optional[torch.Tensor] = None, *,
+               schedule: Optional[dict] = None) -> torch.Tensor:
     """``y [tokens, N]``: each token's top_k expert products weighted by the routing weights (see
     the module docstring). ``experts``: a list of ``QuantizedWeight`` (one per expert, any mix of
     group-scaled types with the same N, K and group size) or a packed ``MoEExperts``;
     ``routing``: ``(topk_ids, topk_weights)``, both ``[tokens, top_k]``; ``bias``: ``[E, N]``,
-    expert e's bias added to its product before the weighting (float32, before the rounding)."""
+    expert e's bias added to its product before the weighting (float32, before the rounding);
+    ``schedule``: ``{"block_k": ..., "stages": ...}`` over ``default_schedule``'s."""
+    if schedule is not None:
+        schedule = check_schedule(schedule, SCHEDULE_NAMES, "moe_matmul")
     packed = experts if isinstance(experts, MoEExperts) else MoEExperts.pack(experts)
     if not isinstance(x, torch.Tensor) or x.dtype not in _ACT:
         raise ArgumentError(f"moe_matmul: x must be a float16 or bfloat16 tensor [tokens, K], got "
@@ -227,7 +245,8 @@ def moe_matmul(x: torch.Tensor, experts: Any, routing: Any,
     xs = x[order // top_k].contiguous()
     rw = weights.reshape(-1)[order].float().contiguous()
     out = torch.empty(pairs, n, dtype=torch.float32, device=x.device)
-    kern = kernel_for(packed, _ACT[x.dtype])
+    kern = kernel_for(packed, _ACT[x.dtype], {**default_schedule(packed, x.device),
+                                              **(schedule or {})})
     kern(n, packed.k, tiles.shape[0], packed.num_experts, packed.data.shape[1],
          packed.scales.shape[0], packed.offsets.shape[0], xs, packed.data, packed.scales,
          packed.offsets, packed.table, tiles, rw, out)
@@ -238,4 +257,4 @@ def moe_matmul(x: torch.Tensor, experts: Any, routing: Any,
     return per_pair.view(tokens, top_k, n).sum(1).to(x.dtype)
 
 
-__all__ = ["moe_matmul", "MoEExperts", "tile_table", "BLOCK_M"]
+__all__ = ["moe_matmul", "MoEExperts", "tile_table", "default_schedule", "BLOCK_M"]

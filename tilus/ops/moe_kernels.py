@@ -48,7 +48,8 @@ class MoEQuantMatmul(tilus.Script):
     common to every expert."""
 
     def __init__(self, variants: tuple, group_size: int, act: str = "float16",
-                 scale: str = "float16", single_group: bool = False, block_m: int = 16):
+                 scale: str = "float16", single_group: bool = False, block_m: int = 16,
+                 block_k: int = UNIT_K, stages: int = 1):
         super().__init__()
         if not variants:
             raise TilusError("MoEQuantMatmul: needs at least one expert variant")
@@ -60,13 +61,18 @@ class MoEQuantMatmul(tilus.Script):
                                  f"{MOE_ZERO_MODES}, zero_point, exponent), got {v!r}")
         if block_m % 16:
             raise TilusError(f"MoEQuantMatmul: block_m must be a multiple of 16, got {block_m}")
+        if block_k % UNIT_K or (not single_group and group_size % block_k):
+            raise TilusError(f"MoEQuantMatmul: block_k must be a multiple of {UNIT_K} dividing "
+                             f"group_size={group_size} (one scale row per k-step), got {block_k}")
         self.variants = tuple((dtypes.get(w).name, z, float(zp), int(e))
                               for w, z, zp, e in variants)
         self.group_size = int(group_size)
         self.act = dtypes.get(act)
         self.scale = dtypes.get(scale)
         self.single_group = bool(single_group)
-        self.block_m = block_m
+        if stages < 1:
+            raise TilusError(f"MoEQuantMatmul: stages must be >= 1, got {stages}")
+        self.block_m, self.block_k, self.stages = block_m, block_k, stages
         self.paths = [QuantMatmul(w, self.group_size, self.act.name, self.scale.name, zero_mode=z,
                                   zero_point=zp, single_group=self.single_group, exponent=e,
                                   block_m=block_m, block_k=UNIT_K)
@@ -100,7 +106,10 @@ class MoEQuantMatmul(tilus.Script):
             acc = self.register_tensor(dtype=tilus.float32, shape=[bm, UNIT_N], init=0.0)
             for i in range(len(self.paths)):
                 if variant == i:
-                    self.expert_loop(i, ga, gw, gs, gz, first, base, srow, zrow, k, acc)
+                    if self.stages == 1:
+                        self.expert_loop(i, ga, gw, gs, gz, first, base, srow, zrow, k, acc)
+                    else:
+                        self.pipelined_loop(i, ga, gw, gs, gz, first, base, srow, zrow, k, acc)
             grw = self.global_view(rw, dtype=tilus.float32, shape=[end])
             r = self.load_global(grw, offsets=[first], shape=[bm])
             gout = self.global_view(out, dtype=tilus.float32, shape=[end, n])
@@ -111,16 +120,75 @@ class MoEQuantMatmul(tilus.Script):
         """acc += xs[first:first+bm] @ dequant(W)[:, column tile] through variant i's path."""
         path = self.paths[i]
         ub = self.unit_bytes[i]
+        units = self.block_k // UNIT_K
+        for kt in self.range(0, tilus.cdiv(k, self.block_k)):
+            s, z = self.group_rows(i, gs, gz, srow, zrow, kt)
+            b = path.offsets_of(s, z)
+            for u in range(units):
+                unit = kt * units + u
+                raw = self.load_global(gw, offsets=[self.blockIdx.y, base + unit * ub],
+                                       shape=[1, ub])
+                ta = self.load_global(ga, offsets=[first, unit * UNIT_K],
+                                      shape=[self.block_m, UNIT_K])
+                self.dot(ta, path.unit_weights(raw, s, b), acc, out=acc)
+
+    def group_rows(self, i, gs, gz, srow, zrow, kt):
+        """(scale row, offset) of k-tile kt for variant i: rows ``srow + g`` (and ``zrow + g``)."""
+        path = self.paths[i]
         n0 = self.blockIdx.y * UNIT_N
-        for kt in self.range(0, tilus.cdiv(k, UNIT_K)):
-            g = 0
-            if not self.single_group:
-                g = kt * UNIT_K // self.group_size
-            s = self.load_global(gs, offsets=[srow + g, n0], shape=[1, UNIT_N])
-            z = s
+        g = 0
+        if not self.single_group:
+            g = kt * self.block_k // self.group_size
+        s = self.load_global(gs, offsets=[srow + g, n0], shape=[1, UNIT_N])
+        z = s
+        if path.zero_mode == "tensor":
+            z = self.load_global(gz, offsets=[zrow + g, n0], shape=[1, UNIT_N])
+        return s, z
+
+    def issue_stage(self, i, ga, gw, sa, sw, slot, kt, first, base):
+        """copy_async of k-tile kt (activation rows and variant i's packed units) into ``slot``."""
+        bm, bk = self.block_m, self.block_k
+        row = bk // UNIT_K * self.unit_bytes[i]
+        self.copy_async(src=ga, dst=self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]),
+                        offsets=[first, kt * bk])
+        self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0], shape=[1, row]),
+                        offsets=[self.blockIdx.y, base + kt * row])
+
+    def pipelined_loop(self, i, ga, gw, gs, gz, first, base, srow, zrow, k, acc):
+        """The k loop of variant i with a ``stages``-deep ring of shared buffers filled by
+        copy_async (as ``QuantMatmul.pipelined_loop``): tile kt + stages - 1 is in flight while
+        tile kt is computed; the scale (and offset) row of tile kt + 1 is loaded during tile kt.
+        The ring is allocated inside the variant's branch, sized for its type."""
+        path = self.paths[i]
+        st, bm, bk = self.stages, self.block_m, self.block_k
+        ub = self.unit_bytes[i]
+        units = bk // UNIT_K
+        k_tiles = tilus.cdiv(k, bk)
+        sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
+        sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, 1, units * ub])
+        for j in range(st - 1):
+            if j < k_tiles:
+                self.issue_stage(i, ga, gw, sa, sw, j, j, first, base)
+            self.copy_async_commit_group()
+        s, z = self.group_rows(i, gs, gz, srow, zrow, 0)
+        for kt in self.range(0, k_tiles):
+            slot = kt % st
+            self.copy_async_wait_group(st - 2)
+            self.sync()
+            if kt + st - 1 < k_tiles:
+                self.issue_stage(i, ga, gw, sa, sw, (kt + st - 1) % st, kt + st - 1, first, base)
+            self.copy_async_commit_group()
+            sn, zn = self.group_rows(i, gs, gz, srow, zrow, kt + 1)
+            b = path.offsets_of(s, z)
+            for u in range(units):
+                raw = self.load_shared(self.slice_shared(sw, offsets=[slot, 0, u * ub],
+                                                         shape=[1, ub]))
+                ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
+                                                        shape=[bm, UNIT_K]))
+                self.dot(ta, path.unit_weights(raw, s, b), acc, out=acc)
+            self.assign(s, sn)
             if path.zero_mode == "tensor":
-                z = self.load_global(gz, offsets=[zrow + g, n0], shape=[1, UNIT_N])
-            raw = self.load_global(gw, offsets=[self.blockIdx.y, base + kt * ub], shape=[1, ub])
-            ta = self.load_global(ga, offsets=[first, kt * UNIT_K], shape=[self.block_m, UNIT_K])
-            wt = path.unit_weights(raw, s, path.offsets_of(s, z))
-            self.dot(ta, wt, acc, out=acc)
+                self.assign(z, zn)
+        self.copy_async_wait_group(0)
+        self.free_shared(sa)
+        self.free_shared(sw)
