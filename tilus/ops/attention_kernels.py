@@ -27,9 +27,9 @@ through shared memory) instead of all four computing all of it, and ``P`` reache
 mma's A operand (every warp needs all of P) through a layout conversion (``transpose`` twice:
 the backend converts at a transpose).
 
-The IR has no scalar load from memory, so a block cannot end its loop at its own sequence's
-length: the grid covers ``n_tokens`` (the batch's longest sequence) and a tile's positions come
-from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
+These kernels do not use the IR's scalar load (``load_scalar``) yet, so a block cannot end its
+loop at its own sequence's length: the grid covers ``n_tokens`` (the batch's longest sequence)
+and a tile's positions come from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
 masked tokens are forced to 0, so whatever bytes lie past a sequence's end never reach the output.
 """
 
