@@ -146,6 +146,9 @@ def test_quant_moe_module_matches_its_experts():
     bias = torch.stack([m.bias.detach() for m in linears]).double()
     ref += (weights.reshape(6, 2, 1).double() * bias[ids.reshape(6, 2)]).sum(1)
     check(y.reshape(6, n), ref, torch.float16)
+    moe.float()
+    assert moe.scales.dtype == torch.float16 and moe.table.dtype == torch.int64
+    assert torch.equal(moe(x, (ids, weights)), y)
     again = tilus.nn.QuantMoE.from_linears(linears, dtypes={0: "uint4", 3: "int4"},
                                            default="uint2", group_size=32)
     again.load_state_dict(moe.state_dict())

@@ -95,6 +95,17 @@ class QuantMoE(nn.Module):
         y = moe_matmul(x.reshape(-1, x.shape[-1]), self.packed(), (ids, weights), bias=self.bias)
         return y.reshape(*lead, self.out_features)
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``/``.half()``/``.bfloat16()`` move and convert buffers as usual, except that
+        scales and offsets stay float16/bfloat16 (a float32 conversion keeps their dtype)."""
+        keep = self.scales.dtype
+        super()._apply(fn, *args, **kwargs)
+        for name in ("scales", "offsets"):
+            t = self._buffers[name]
+            if t is not None and t.dtype not in (torch.float16, torch.bfloat16):
+                self._buffers[name] = t.to(keep)
+        return self
+
     def get_extra_state(self) -> torch.Tensor:
         return meta_tensor({"dtypes": list(self.dtypes), "variants": [list(v) for v in self.variants],
                             "n": self.out_features,

@@ -29,8 +29,9 @@ the backend converts at a transpose).
 
 These kernels do not use the IR's scalar load (``load_scalar``) yet, so a block cannot end its
 loop at its own sequence's length: the grid covers ``n_tokens`` (the batch's longest sequence)
-and a tile's positions come from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
-masked tokens are forced to 0, so whatever bytes lie past a sequence's end never reach the output.
+and a tile's positions come from a ``positions`` buffer (``arange``) compared with
+``seq_lens[b]``. V's scales and zeros of masked tokens are forced to 0, so whatever bytes lie past
+a sequence's end never reach the output.
 """
 
 import tilus
