@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.gpu
+from tests.gpu.kernels import MOE_CALLS, MOE_TYPES
 
-TYPES = ["uint4", "int4", "uint2", "uint3", "uint4", "int4", "uint2", "uint3"]
+pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("tokens", [1, 37, 300])
-@pytest.mark.parametrize("act", ["float16", "bfloat16"])
-def test_moe_matmul_compiled_matches_reference(tokens, act):
+@pytest.mark.parametrize("group,k,act", MOE_CALLS[:2])
+def test_moe_matmul_compiled_matches_reference(tokens, group, k, act):
     import torch
 
     import tilus
 
     g = torch.Generator(device="cuda").manual_seed(0)
     dt = getattr(torch, act)
-    k, n, top_k = 1056, 1000, 2
+    n, top_k = 1000, 2
     experts = [tilus.ops.quantize((torch.randn(n, k, generator=g, device="cuda") * 0.05).to(dt),
-                                  dtype=t, group_size=32) for t in TYPES]
+                                  dtype=t, group_size=group) for t in MOE_TYPES]
     x = torch.randn(tokens, k, generator=g, device="cuda").to(dt)
-    scores = torch.randn(tokens, len(TYPES), generator=g, device="cuda")
+    scores = torch.randn(tokens, len(MOE_TYPES), generator=g, device="cuda")
     scores[:, 6] = -1e9                                      # expert 6 receives no token
     weights, ids = torch.softmax(scores, -1).topk(top_k, dim=-1)
     y = tilus.ops.moe_matmul(x, experts, (ids, weights))
@@ -45,9 +45,10 @@ def test_quant_moe_on_cuda():
     import tilus
 
     torch.manual_seed(0)
-    linears = [nn.Linear(512, 384) for _ in range(4)]
-    moe = tilus.nn.QuantMoE.from_linears(linears, dtypes=["uint4", "int4", "uint2", "uint3"])
-    x = torch.randn(2, 5, 512).half()
+    group, k, _ = MOE_CALLS[2]
+    linears = [nn.Linear(k, 384) for _ in range(4)]
+    moe = tilus.nn.QuantMoE.from_linears(linears, dtypes=list(MOE_TYPES[:4]), group_size=group)
+    x = torch.randn(2, 5, k).half()
     ids = torch.randint(0, 4, (2, 5, 2))
     weights = torch.rand(2, 5, 2)
     cpu = moe(x, (ids, weights))
