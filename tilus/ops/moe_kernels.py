@@ -27,8 +27,12 @@ and are not written.
 
 The routing weight multiplies the float32 accumulator in the epilogue and the kernel writes one
 float32 row per (token, k) pair; the host sums each token's top_k rows (``tilus.ops.moe``: the IR
-has no atomic add, and a fixed-order sum is deterministic). ``stages=1`` (loads straight from global
-memory, one 32 x 128 unit per k-step): the schedule of a first version.
+has no atomic add, and a fixed-order sum is deterministic).
+
+Schedule: ``block_k`` (a multiple of 32 dividing the group size: one scale row per k-step) and
+``stages``: 1 loads straight from global memory (the interpreter's), >= 2 runs each branch's k
+loop through a ``stages``-deep ring of shared buffers filled by copy_async, allocated inside the
+branch and sized for its type (``pipelined_loop``; CUDA's default: block_k 128, 3 stages).
 """
 import tilus
 from tilus import dtypes
@@ -37,7 +41,7 @@ from tilus.ir.expr import cast
 from tilus.ir.layout.packed import UNIT_K, UNIT_N
 from tilus.ops.kernels import ACT_DTYPES, QuantMatmul
 
-#: (weight type, zero mode, zero point, exponent): what selects an expert's dequantization.
+#: The zero modes a variant (weight type, zero mode, zero point, exponent) may have.
 MOE_ZERO_MODES = ("none", "const", "tensor")
 
 
