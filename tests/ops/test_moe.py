@@ -11,7 +11,7 @@ import torch
 import tilus
 from tilus.errors import ArgumentError, QuantizationError
 from tilus.ops import moe as moe_mod
-from tilus.ops.moe import MoEExperts, moe_matmul, tile_table
+from tilus.ops.moe import MoEExperts, default_schedule, moe_matmul, tile_table
 
 
 def make_experts(types, n, k, group_size=128, seed=0, act=torch.float16, **kw):
@@ -157,3 +157,21 @@ def test_quant_moe_module_matches_its_experts():
         other.load_state_dict(moe.state_dict())
     with pytest.raises(ArgumentError, match="3 dtypes for 5 experts"):
         tilus.nn.QuantMoE.from_linears(linears, dtypes=["uint4"] * 3)
+
+
+def test_cuda_schedule_keeps_k_steps_inside_each_expert():
+    """block_k divides the group and the experts' units along K (160 = 5 units: 32; 192 = 6
+    units, one group: 64; groups of 64 over 256: 64); a schedule that does not is an error."""
+    cuda = torch.device("cuda")
+    for k, group, want in ((160, None, 32), (192, None, 64), (256, 64, 64), (512, 128, 128)):
+        packed = MoEExperts.pack(make_experts(["uint4", "float8_e4m3"], 40, k, group_size=group))
+        assert default_schedule(packed, cuda) == {"block_k": want, "stages": 3}
+    assert default_schedule(packed, torch.device("cpu")) == {"block_k": 32, "stages": 1}
+    experts = make_experts(["uint4"], 40, 160, group_size=None)
+    x = torch.randn(2, 160).half()
+    with pytest.raises(ArgumentError, match="block_k=64 must be a multiple of 32 that divides"):
+        moe_matmul(x, experts, (torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1)),
+                   schedule={"block_k": 64})
+    with pytest.raises(ArgumentError, match="unknown schedule key 'split_k'"):
+        moe_matmul(x, experts, (torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1)),
+                   schedule={"split_k": 2})

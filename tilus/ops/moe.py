@@ -182,14 +182,21 @@ _KERNELS: dict = {}
 SCHEDULE_NAMES = ("block_k", "stages")
 
 
+def block_k_fits(block_k: int, packed: MoEExperts) -> bool:
+    """A k-step of ``block_k`` stays inside one scale group and inside each expert's own units
+    (its packed row part holds ceil(K/32) units: a k-step past them would read the next expert's
+    codes, which need not decode to finite values)."""
+    units = -(-packed.k // 32)
+    return block_k % 32 == 0 and units % (block_k // 32) == 0 \
+        and (packed.group_size == packed.k or packed.group_size % block_k == 0)
+
+
 def default_schedule(packed: MoEExperts, device: torch.device) -> dict:
-    """CUDA: k-steps of up to 128 (four units, within one scale group) through a 3-stage
-    copy_async pipeline; the interpreter: one unit per k-step, no pipeline."""
+    """CUDA: k-steps of up to 128 (four units, ``block_k_fits``) through a 3-stage copy_async
+    pipeline; the interpreter: one unit per k-step, no pipeline."""
     if device.type != "cuda":
         return {"block_k": 32, "stages": 1}
-    single = packed.group_size == packed.k
-    bk = next(c for c in (128, 64, 32) if (c <= packed.k if single else packed.group_size % c == 0))
-    return {"block_k": bk, "stages": 3}
+    return {"block_k": next(c for c in (128, 64, 32) if block_k_fits(c, packed)), "stages": 3}
 
 
 def kernel_for(packed: MoEExperts, act: str, schedule: dict):
@@ -245,8 +252,13 @@ def moe_matmul(x: torch.Tensor, experts: Any, routing: Any,
     xs = x[order // top_k].contiguous()
     rw = weights.reshape(-1)[order].float().contiguous()
     out = torch.empty(pairs, n, dtype=torch.float32, device=x.device)
-    kern = kernel_for(packed, _ACT[x.dtype], {**default_schedule(packed, x.device),
-                                              **(schedule or {})})
+    sched = {**default_schedule(packed, x.device), **(schedule or {})}
+    if not block_k_fits(sched["block_k"], packed):
+        raise ArgumentError(f"moe_matmul: schedule block_k={sched['block_k']} must be a multiple "
+                            f"of 32 that divides the group size {packed.group_size} (or any, for "
+                            f"one group over K) and the {-(-packed.k // 32)} units of 32 along "
+                            f"K = {packed.k}")
+    kern = kernel_for(packed, _ACT[x.dtype], sched)
     kern(n, packed.k, tiles.shape[0], packed.num_experts, packed.data.shape[1],
          packed.scales.shape[0], packed.offsets.shape[0], xs, packed.data, packed.scales,
          packed.offsets, packed.table, tiles, rw, out)
@@ -257,4 +269,5 @@ def moe_matmul(x: torch.Tensor, experts: Any, routing: Any,
     return per_pair.view(tokens, top_k, n).sum(1).to(x.dtype)
 
 
-__all__ = ["moe_matmul", "MoEExperts", "tile_table", "default_schedule", "BLOCK_M"]
+__all__ = ["moe_matmul", "MoEExperts", "tile_table", "default_schedule", "block_k_fits",
+           "BLOCK_M"]
