@@ -146,6 +146,16 @@ def test_control_flow():
     _check(K.Control(), [n, torch.zeros(n, dtype=torch.int32)], [1])
 
 
+def test_scalar_loads_gather_rows_through_a_table():
+    table = torch.tensor([[3, 1, 7, 0], [5, 2, 2, 6], [4, 0, 0, 0]], dtype=torch.int32)
+    lens = torch.tensor([2, 4, 0], dtype=torch.int32)
+    x = torch.randn(8, 40).half()
+    out = torch.full((3, 4, 40), -1.0).half()
+    _check(K.ScalarLoads(), [3, table, lens, x, out], [4])
+    assert torch.equal(out[1, 2], x[2]) and torch.equal(out[0, :2], x[[3, 1]])
+    assert (out[2] == -1).all() and (out[0, 2:] == -1).all()
+
+
 def test_free_shared_reuse():
     _check(K.Reuse(), [torch.randn(32, 64)], [0])
 
