@@ -8,7 +8,7 @@ import tilus
 from tilus import dtypes
 from tilus.errors import InterpreterError, TilusError
 from tilus.ir.builder import ProgramBuilder
-from tilus.ir.expr import BlockIdx
+from tilus.ir.expr import BlockIdx, const
 
 
 class TableSum(tilus.Script):
@@ -49,7 +49,7 @@ def test_every_byte_type_reads_its_value(dtype):
     gs, gd = b.global_view(src, t, [3, 2]), b.global_view(dst, t, [1])
     v = b.load_scalar(gs, [2, BlockIdx(0)])
     b.store_global(gd, b.register_tensor(t, [1], init=v), [0])
-    b.blocks = (1,)
+    b.blocks = (const(1),)
     values = torch.tensor([[1, -2], [3, 4], [-5, 6]]).to(getattr(torch, dtype if dtype != "uint16" else "int32"))
     if dtype == "uint16":
         values = values.abs().to(torch.uint16)
