@@ -27,10 +27,12 @@ through shared memory) instead of all four computing all of it, and ``P`` reache
 mma's A operand (every warp needs all of P) through a layout conversion (``transpose`` twice:
 the backend converts at a transpose).
 
-The IR has no scalar load from memory, so a block cannot end its loop at its own sequence's
-length: the grid covers ``n_tokens`` (the batch's longest sequence) and a tile's positions come
-from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
-masked tokens are forced to 0, so whatever bytes lie past a sequence's end never reach the output.
+``DecodeAttentionSplit``'s blocks all cover ``n_tokens`` (the batch's longest sequence): a
+tile's positions come from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``.
+``PagedDecodeAttentionSplit`` (the same tile code over a paged pool) reads its sequence's length
+and each tile's page id with ``load_scalar`` and ends at its own last tile. In both, V's scales
+and zeros of masked tokens are forced to 0, so whatever bytes lie past a sequence's end never
+reach the output.
 """
 
 import tilus
