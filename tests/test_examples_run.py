@@ -43,6 +43,16 @@ def test_w8a8_layer_prints_its_error_table():
     assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier
 
 
+def test_paged_attention_decode_prints_its_errors():
+    lines = [line for line in _run("examples/attention_decode_paged.py").splitlines()
+             if line.startswith("attention_decode_paged uint4 step")]
+    assert len(lines) == 3 and "lengths [31, 6, 48]" in lines[0] and "[33, 8, 50]" in lines[2]
+    for line in lines:
+        ref = float(line.split("dequantized reference| ")[1].split(",")[0])
+        flat = float(line.rsplit("contiguous cache| ", 1)[1])
+        assert ref < 5e-3 and flat < 5e-3
+
+
 def test_moe_mixed_bits_matches_torch():
     out = _run("examples/moe_mixed_bits.py")
     assert "experts: ('uint4', 'uint3', 'uint2', 'uint3', 'uint2', 'int4')" in out

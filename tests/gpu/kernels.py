@@ -11,7 +11,9 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
   explicit split-k schedules, a tuned schedule and the sanitizer's cases.
 * ``LLAMA_*``: the tiny Llama of ``examples/llm_decode.py`` quantized by ``tilus.nn``.
 * ``ATTENTION_CASES``: ``tilus.ops.attention_decode`` on CUDA (``AttentionCase``), what
-  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels.
+  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels;
+  ``PAGED_ATTENTION_CASES`` / ``paged_attention_kernels(case)`` the same for
+  ``attention_decode_paged``.
 * ``MOE_TYPES``, ``MOE_CALLS``: ``tilus.ops.moe_matmul`` / ``tilus.nn.QuantMoE`` on CUDA, what
   ``test_moe_gpu.py`` launches; ``moe_kernels()`` their kernels.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
@@ -478,6 +480,34 @@ def attention_kernels(case: AttentionCase) -> list:
             combine_kernel(case.head_dim, group, act=case.act)]
 
 
+class PagedAttentionCase(NamedTuple):
+    """One attention_decode_paged call of the GPU tests: an AttentionCase's fields and the
+    pages' size in tokens."""
+    dtype: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    page_size: int
+    act: str = "float16"
+    group_size: int = 0
+
+
+PAGED_ATTENTION_CASES = (PagedAttentionCase("uint4", 32, 8, 128, 16),
+                         PagedAttentionCase("uint8", 14, 2, 128, 32),
+                         PagedAttentionCase("float8_e4m3", 32, 8, 128, 64, "bfloat16", 32))
+
+
+def paged_attention_kernels(case: PagedAttentionCase) -> list:
+    """The split and combine Scripts attention_decode_paged builds for ``case``."""
+    from tilus.ops.attention import combine_kernel, paged_split_kernel
+
+    group = case.heads // case.kv_heads
+    return [paged_split_kernel(case.dtype, case.dtype, case.head_dim, group,
+                               case.head_dim ** -0.5, case.page_size, act=case.act,
+                               group_size=case.group_size),
+            combine_kernel(case.head_dim, group, act=case.act)]
+
+
 # ---- tilus.ops.moe_matmul: what tests/gpu/test_moe_gpu.py launches ------------------------------
 MOE_TYPES = ("uint4", "int4", "uint2", "uint3", "uint4", "int4", "uint2", "uint3")
 #: (group size, K, activation dtype) of the GPU test's moe_matmul calls; the last is QuantMoE's
@@ -510,6 +540,7 @@ def bundle_specs():
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
     kernels = [kernel_of(req) for req in reqs]
     kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
+    kernels += [k for case in PAGED_ATTENTION_CASES for k in paged_attention_kernels(case)]
     kernels += moe_kernels()
     seen = set()
     for kernel in kernels:

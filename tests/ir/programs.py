@@ -57,7 +57,6 @@ def every_instruction_program():
     row = BlockIdx(0) * 16
     x = b.load_global(ga, [row, 0], [16, 64], other=-1.5)
     xq = b.load_global(gq, [row, 0], [64], dims=[1])
-    b.load_scalar(gs, [BlockIdx(1)], name="first")
     s = b.shared_tensor(D.float16, [16, 64])
     b.copy_async(ga, s, [row, 0])
     b.copy_async_commit_group()
@@ -113,6 +112,8 @@ def every_instruction_program():
     b.squeeze(u, 0)
     b.repeat(y, [2])
     b.broadcast(y, [4, 64])
+    first = b.load_scalar(gs, [BlockIdx(0) % n], name="first")
+    b.store_global(go, r, [first, 0])
     b.lock_semaphore(gs, [BlockIdx(0)], 0)
     b.release_semaphore(gs, [BlockIdx(0)], BlockIdx(0) + 1)
     ws = b.global_tensor(D.int32, [2, 4], requires_clean=True)

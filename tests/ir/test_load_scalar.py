@@ -1,67 +1,85 @@
-"""load_scalar: the text form (``e: int64 = load_scalar(...)``), its round trip and the verifier's
-rules (dtype, rank, scope of the defined scalar)."""
+"""load_scalar: its text form (a let from a global tensor's element), the verifier's rules and the
+parser's errors."""
 from __future__ import annotations
 
 import pytest
 
-from tilus.errors import TilusParseError, VerificationError
-from tilus.ir import parse
+from tilus import dtypes as D
+from tilus.errors import IRError, TilusParseError, VerificationError
+from tilus.ir import PointerType, Program, Tensor, TensorType, parse, verify
+from tilus.ir.builder import ProgramBuilder
+from tilus.ir.expr import BlockIdx, Var, const
+from tilus.ir.inst import GlobalViewInst, LoadScalarInst
+from tilus.ir.stmt import ForStmt, LetStmt, seq
 
-TEXT = """kernel k(n: int32, t: ~int64, x: ~float32)
-    blocks [n] warps 1
-{
-    %gt: global[int64, (n, 2)] = global_view(ptr=t, strides=[2, 1])
-    %gx: global[float32, (n, 32)] = global_view(ptr=x, strides=[32, 1])
-    e: int64 = load_scalar(%gt, offsets=[blockIdx.x, 1])
-    if (e >= int64(0)) {
-        %v: register[float32, (1, 32)] = load_global(%gx, offsets=[e, 0])
-        store_global(%gx, %v, offsets=[blockIdx.x, 0])
-    }
-}
-"""
+n = Var("n", D.int32)
+pt = Var("t", PointerType(D.int32))
+g = Tensor("g", TensorType(D.int32, (n, 4), "global"))
+GV = GlobalViewInst(g, pt, (const(4), const(1)))
+page = Var("page", D.int32)
 
 
-def test_round_trip():
-    p = parse(TEXT)
-    assert str(p) == TEXT
-    assert parse(str(p)) == p
+def prog(*stmts) -> Program:
+    return Program("k", (n, pt), (n,), 1, seq([GV, *stmts]))
 
 
-def _error(old: str, new: str) -> str:
-    assert old in TEXT
-    with pytest.raises((VerificationError, TilusParseError)) as e:
-        parse(TEXT.replace(old, new, 1))
-    return str(e.value)
+def fails(p: Program, fragment: str) -> None:
+    with pytest.raises(VerificationError, match=fragment):
+        verify(p)
 
 
-def test_dtype_must_match_the_tensor():
-    assert "must be a Var of" in _error("e: int64 = load_scalar", "e: int32 = load_scalar")
+def table_program() -> Program:
+    b = ProgramBuilder("table")
+    n_ = b.param("n", D.int32)
+    t = b.param("t", ~D.int32)
+    gt = b.global_view(t, D.int32, [n_, 4])
+    length = b.load_scalar(gt, [BlockIdx(0), 0], name="length")
+    with b.for_range(0, length, name="i") as i:
+        p = b.load_scalar(gt, [BlockIdx(0), i + 1], name="page")
+        b.let("twice", p * 2)
+    b.blocks = (n_,)
+    return b.finish()
 
 
-def test_offsets_one_per_dimension():
-    assert "1 offsets for the rank-2 tensor" in _error("offsets=[blockIdx.x, 1]",
-                                                       "offsets=[blockIdx.x]")
+def test_text_form_is_a_let_from_an_element_and_round_trips():
+    p = table_program()
+    text = str(p)
+    assert "let length: int32 = %g[blockIdx.x, 0]" in text
+    assert "let page: int32 = %g[blockIdx.x, i + 1]" in text
+    assert parse(text) == p and str(parse(text)) == text
 
 
-def test_sub_byte_tensors_are_rejected():
-    text = TEXT.replace("t: ~int64", "t: ~uint4").replace("global[int64", "global[uint4") \
-        .replace("e: int64", "e: uint4").replace("int64(0)", "uint4(0)")
-    with pytest.raises(VerificationError, match="a scalar load reads"):
-        parse(text)
+def test_the_variable_is_visible_after_the_instruction_to_the_end_of_its_body():
+    verify(prog(LoadScalarInst(page, g, (const(0), const(1))), LetStmt(Var("k", D.int32), page + 1)))
+    fails(prog(LetStmt(Var("k", D.int32), page + 1), LoadScalarInst(page, g, (const(0), const(1)))),
+          "variable page used in the value page \\+ 1 but never defined")
+    i = Var("i", D.int32)
+    inner = ForStmt(i, const(0), const(2), const(1), LoadScalarInst(page, g, (i, const(0))))
+    fails(prog(inner, LetStmt(Var("k", D.int32), page)), "outside the scope that defines it")
 
 
-def test_needs_a_scalar_output():
-    assert "load_scalar is written name: <dtype> = load_scalar(...)" in _error(
-        "e: int64 = load_scalar(%gt, offsets=[blockIdx.x, 1])",
-        "load_scalar(%gt, offsets=[blockIdx.x, 1])")
+def test_verifier_rules():
+    fails(prog(LoadScalarInst(page, g, (page, const(0)))),
+          "variable page used in offsets page but never defined")
+    fails(prog(LoadScalarInst(page, g, (const(0), const(0))),
+               LoadScalarInst(page, g, (const(1), const(0)))), "variable 'page' defined twice")
+    fails(prog(LoadScalarInst(Var("f", D.float32), g, (const(0), const(0)))),
+          "must be a Var of %g's dtype int32")
+    fails(prog(LoadScalarInst(page, g, (const(0),))), "1 offsets for the rank-2 tensor %g")
+    reg = Tensor("r", TensorType(D.int32, (4,), "register"))
+    with pytest.raises(IRError, match="must be a global tensor"):
+        LoadScalarInst(page, reg, (const(0),)).check()
+    q = Tensor("q", TensorType(D.uint4, (n,), "global"))
+    with pytest.raises(IRError, match="8, 16, 32 or 64 bits; %q is uint4"):
+        LoadScalarInst(Var("c", D.uint4), q, (const(0),)).check()
 
 
-def test_the_scalar_is_read_only_and_scoped():
-    assert "not declared by let" in _error("    if (e >= int64(0)) {",
-                                           "    e = int64(3)\n    if (e >= int64(0)) {")
-    inner = TEXT.replace("    e: int64 = load_scalar(%gt, offsets=[blockIdx.x, 1])\n", "") \
-        .replace("    if (e >= int64(0)) {\n",
-                 "    if (n > 0) {\n        e: int64 = load_scalar(%gt, offsets=[blockIdx.x, 1])\n")
-    inner = inner.replace("    }\n}\n", "    }\n    let f: int64 = e\n}\n")
-    with pytest.raises(TilusParseError, match="undefined variable 'e'"):
-        parse(inner)
+def test_parse_errors():
+    text = str(table_program())
+    with pytest.raises(TilusParseError, match="declares a scalar: write it as a let"):
+        parse(text.replace("let page: int32 = %g[blockIdx.x, i + 1]",
+                           "load_scalar(%g, var=page, offsets=[blockIdx.x, i + 1])"))
+    with pytest.raises(TilusParseError, match="page"):
+        parse(text.replace("let page: int32 = %g[", "let page: float32 = %g["))
+    with pytest.raises(TilusParseError, match="%h"):
+        parse(text.replace("= %g[blockIdx.x, i + 1]", "= %h[blockIdx.x, i + 1]"))

@@ -71,9 +71,9 @@ class Instruction(Stmt):
     # Fields holding tuples of Vars that the instruction binds: visible only in its own other
     # fields (the printer writes them first, the parser and verifier scope them to the instruction).
     BINDS: ClassVar[tuple[str, ...]] = ()
-    # The field holding the scalar Var the instruction defines (``name: dtype = call`` in the text
-    # form), visible to the statements after it like a ``let``'s; None for tensor instructions.
-    SCALAR_OUTPUT: ClassVar[Optional[str]] = None
+    # Fields holding the Var an instruction declares (like a let): visible after it to the end of
+    # the enclosing body; the text form writes such an instruction as a let (``LoadScalarInst``).
+    DEFINES: ClassVar[tuple[str, ...]] = ()
     # For families (elementwise ops, reductions): the field whose value is the instruction's name.
     OP_FIELD: ClassVar[Optional[str]] = None
     OP_VALUES: ClassVar[tuple[str, ...]] = ()
@@ -292,41 +292,33 @@ class LoadGlobalInst(Instruction):
         _check_tile_access(self, self.src, self.offsets, self.output.shape, self.dims)
 
 
-SCALAR_LOAD_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                     "float16", "bfloat16", "float32")
-
-
 @dataclass(frozen=True, repr=False)
 class LoadScalarInst(Instruction):
-    """Reads one element ``src[offsets]`` of a global tensor into the scalar ``var``, which the
-    statements after it (to the end of the enclosing body) read like a ``let`` variable (it cannot
-    be assigned). An index outside ``src`` reads 0. Every thread of the block reads the same
-    element: a run-time table entry (an expert id, a row offset) the block branches or indexes on.
-    ``src`` has a byte-sized integer type, float16, bfloat16 or float32."""
+    """Declares the scalar ``var`` (like a let) with the value of the element ``src[offsets]`` of a
+    global tensor, read by every thread (a uniform load): a page id from a block table, a sequence
+    length. The element must lie inside ``src`` (the interpreter raises otherwise; on a GPU it is
+    an out-of-bounds read). Text form: ``let var: dtype = %src[offsets]``."""
 
     NAME = "load_scalar"
     OPERANDS = ("src",)
-    ATTRS = ("offsets",)
+    ATTRS = ("var", "offsets")
     HAS_OUTPUT = False
-    SCALAR_OUTPUT = "var"
+    DEFINES = ("var",)
     var: Var
     src: Tensor
     offsets: tuple[Expr, ...]
 
     def check(self) -> None:
         self._need("src", self.src, GLOBAL)
-        if self.src.dtype.name not in SCALAR_LOAD_TYPES:
-            _fail(self, f"{self.src} has dtype {self.src.dtype}; a scalar load reads "
-                        f"{', '.join(SCALAR_LOAD_TYPES)} (load tiles of sub-byte types)")
-        if not isinstance(self.var, Var) or self.var.dtype is not self.src.dtype:
-            _fail(self, f"the loaded scalar {self.var} must be a Var of {self.src}'s dtype "
-                        f"{self.src.dtype}")
+        dtype = self.src.dtype
+        if dtype.nbits not in (8, 16, 32, 64) or dtype.is_lowbit:
+            _fail(self, f"loads a scalar of 8, 16, 32 or 64 bits; {self.src} is {dtype} (load a "
+                        f"tile and cast it instead)")
+        if not isinstance(self.var, Var) or self.var.dtype is not dtype:
+            _fail(self, f"the variable {self.var!r} must be a Var of {self.src}'s dtype {dtype}")
         if len(self.offsets) != self.src.type.rank:
             _fail(self, f"{len(self.offsets)} offsets for the rank-{self.src.type.rank} tensor "
                         f"{self.src}")
-        for o in self.offsets:
-            if not isinstance(o, Expr) or not o.dtype.is_integer:
-                _fail(self, f"the offset {o} must be an integer expression")
 
 
 @dataclass(frozen=True, repr=False)

@@ -26,7 +26,7 @@ from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, TilusParseError, VerificationError
 from tilus.ir.expr import (AXIS_NAMES, BinaryOp, BlockIdx, Cast, Const, Expr, Select, UnaryOp, Var,
                            _result_dtype, cdiv, maximum, minimum, promote)
-from tilus.ir.inst import Instruction, instruction_classes
+from tilus.ir.inst import Instruction, LoadScalarInst, instruction_classes
 from tilus.ir.program import Program
 from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, Stmt,
@@ -339,10 +339,6 @@ class _Reader(NameScopes):
             s = self.call(ch[1], self.lookup_tensor(ch[0]), ch[0])
         elif kind == "plain_inst":
             s = self.call(ch[0], None, None)
-        elif kind == "scalar_inst":
-            var = Var(str(ch[0]), self.dtype(ch[1]))
-            s = self.call(ch[2], None, None, scalar=var)
-            self.scalars[-1][var.name] = var
         elif kind == "for_stmt":
             name, type_node, start, stop, step, unroll_node, body = ch
             dtype = dtypes.int32 if type_node.children[0] is None else self.dtype(type_node.children[0])
@@ -374,6 +370,16 @@ class _Reader(NameScopes):
             var = Var(str(name), self.dtype(type_tok))
             self.scalars[-1][var.name] = var
             s = LetStmt(var, value)
+        elif kind == "let_load":
+            name, type_tok, tensor_tok, exprs_node = ch
+            src = self.lookup_tensor(tensor_tok)
+            offsets = tuple(self.expr(e) for e in exprs_node.children if e is not None)
+            var = Var(str(name), self.dtype(type_tok))
+            try:
+                s = LoadScalarInst(var, src, offsets)
+            except Exception as e:  # pragma: no cover - the dataclass takes any values
+                raise self.error(node, f"load_scalar: {e}") from None
+            self.scalars[-1][var.name] = var
         elif kind == "assign_stmt":
             var = self.lookup_scalar(ch[0])
             s = AssignStmt(var, self.expr(ch[1]))
@@ -409,8 +415,7 @@ class _Reader(NameScopes):
             raise self.error(node, str(e)) from None
 
     # -- instructions
-    def call(self, node: Tree, out: Optional[Tensor], out_tok,
-             scalar: Optional[Var] = None) -> Instruction:
+    def call(self, node: Tree, out: Optional[Tensor], out_tok) -> Instruction:
         name_tok, *args = node.children
         name = str(name_tok)
         classes = self.table.get(name)
@@ -419,6 +424,9 @@ class _Reader(NameScopes):
             hint = f"; did you mean {', '.join(near)}?" if near else \
                 f" (instructions: {', '.join(sorted(self.table)[:12])}, ...)"
             raise self.error(name_tok, f"unknown instruction {name!r}{hint}")
+        if any(cls.DEFINES for cls in classes):
+            raise self.error(name_tok, f"{name} declares a scalar: write it as a let, "
+                                       f"let x: <dtype> = %tensor[offsets]")
         positional, keyword = [], []
         for a in args:
             if a is None:
@@ -432,7 +440,7 @@ class _Reader(NameScopes):
         mismatches = []
         for cls in classes:
             try:
-                kwargs = self.match(cls, name, node, positional, keyword, out, out_tok, scalar)
+                kwargs = self.match(cls, name, node, positional, keyword, out, out_tok)
             except _Mismatch as e:
                 mismatches.append((cls, e))
                 continue
@@ -459,17 +467,11 @@ class _Reader(NameScopes):
         forms = "; ".join(f"as {cls.__name__}: {e.args[0].split(': ', 1)[-1]}" for cls, e in mismatches)
         raise self.error(node, f"{name}(...) fits none of its forms ({forms})")
 
-    def match(self, cls, name, node, positional, keyword, out, out_tok,
-              scalar: Optional[Var] = None) -> dict[str, Any]:
+    def match(self, cls, name, node, positional, keyword, out, out_tok) -> dict[str, Any]:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         if cls.OP_FIELD:
             kwargs[cls.OP_FIELD] = name
-        if (scalar is not None) != bool(cls.SCALAR_OUTPUT):
-            form = f"name: <dtype> = {name}(...)" if cls.SCALAR_OUTPUT else "no scalar output"
-            raise self.error(node, f"{name} is written {form}", _Mismatch)
-        if scalar is not None:
-            kwargs[cls.SCALAR_OUTPUT] = scalar
         has_output = cls.HAS_OUTPUT and "output" in fields
         if out is not None and not has_output:
             raise self.error(out_tok, f"{name} has no output; write it as a plain call", _Mismatch)
@@ -478,7 +480,7 @@ class _Reader(NameScopes):
                              _Mismatch)
         if has_output:
             kwargs["output"] = out
-        settable = [n for n in fields if n not in ("output", cls.OP_FIELD, cls.SCALAR_OUTPUT)]
+        settable = [n for n in fields if n not in ("output", cls.OP_FIELD)]
         if len(positional) > len(cls.OPERANDS):
             ops = ", ".join(cls.OPERANDS) or "none"
             attrs = ", ".join(n for n in settable if n not in cls.OPERANDS) or "none"

@@ -184,8 +184,7 @@ def format_call(inst) -> str:
     fields = {f.name: f for f in dataclasses.fields(inst)}
     args: list[str] = []
     keyword = False
-    rest = [n for n in fields if n not in inst.OPERANDS
-            and n not in ("output", inst.OP_FIELD, inst.SCALAR_OUTPUT)]
+    rest = [n for n in fields if n not in inst.OPERANDS and n not in ("output", inst.OP_FIELD)]
     rest.sort(key=lambda n: n not in inst.BINDS)   # what an instruction binds comes first
     for name in (*inst.OPERANDS, *rest):
         value = getattr(inst, name)
@@ -215,10 +214,10 @@ class _StmtPrinter:
         return self._instruction(inst) + (f"  # {note}" if note else "")
 
     def _instruction(self, inst) -> str:
+        if inst.DEFINES:    # load_scalar: ``let var: dtype = %src[offsets]``
+            offsets = ", ".join(format_expr(e) for e in inst.offsets)
+            return f"let {inst.var.name}: {format_dtype(inst.var.dtype)} = %{inst.src.name}[{offsets}]"
         call = format_call(inst)
-        if inst.SCALAR_OUTPUT:
-            var = getattr(inst, inst.SCALAR_OUTPUT)
-            return f"{var.name}: {format_dtype(var.dtype)} = {call}"
         out = getattr(inst, "output", None) if inst.HAS_OUTPUT else None
         if out is None:
             return call

@@ -245,16 +245,8 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
 
 @emitter(I.LoadScalarInst)
 def load_scalar(lw: Lowerer, inst: I.LoadScalarInst) -> None:
-    """One predicated element read (every thread reads the same element: a broadcast load) bound
-    to a TIR variable for the statements after it."""
-    g = lw.glob(inst.src)
-    index = tuple(inst.offsets)
-    d = storage(g.dtype)
-    value = tirx.if_then_else(in_bounds(lw, index, g.shape), global_read(lw, g, index),
-                              tirx.const(0, d))
-    var = tirx.Var(lw.fresh(inst.var.name), d)
-    TB.Bind(value, var=var)
-    lw.vars[inst.var] = var
+    """Every thread reads the element (a uniform load, one transaction per warp) into a let."""
+    lw.bind(inst.var, global_read(lw, lw.glob(inst.src), inst.offsets))
 
 
 @emitter(I.StoreGlobalInst)
