@@ -10,7 +10,9 @@ iteration. Then, with H200 figures (132 SMs x 4 schedulers x 1.98 GHz issue; 4.3
 * memory time per weight element = (B/8 + scale/offset bytes per element) / 4.3e12
 * estimated fraction of bandwidth = min(1, memory time / issue time)
 
-plus bytes in flight per SM (the stages in flight of each resident block) and waves. Marlin's int4
+plus bytes in flight per SM (the stages in flight of each resident block) and waves.
+``sliced8``, ``sliced4``, ``sliced2`` (not in the default list): ``tilus.ops.matmul_sliced``
+serving a bit-sliced uint8 weight at 8, 4, 2 bits. Marlin's int4
 loop (2.76 instructions per element, built with the same nvcc for sm_90) is the reference line.
 These are estimates from the instruction stream, not timings.
 
@@ -40,6 +42,8 @@ FORMATS = {"mxfp4": ("mx", "float4_e2m1"), "mxfp6_e2m3": ("mx", "float6_e2m3"),
            "mxfp6_e3m2": ("mx", "float6_e3m2"), "mxfp8_e4m3": ("mx", "float8_e4m3"),
            "mxfp8_e5m2": ("mx", "float8_e5m2"), "mxint8": ("mx", "int8"),
            "nvfp4": ("nvfp4", "float4_e2m1")}
+# bit-sliced uint8 weights (tilus.ops.matmul_sliced) served at b bits: name -> b
+SLICED = {"sliced8": 8, "sliced4": 4, "sliced2": 2}
 TYPES = ("uint1", "uint2", "uint3", "int4", "uint4", "uint5", "uint6", "uint7", "uint8",
          "float4_e2m1", "float6_e3m2", "float8_e4m3", "mxfp4", "nvfp4")
 
@@ -62,6 +66,10 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
     from tilus.ops.quantize import quantize
 
     w = torch.zeros(n, k).add_(torch.linspace(-1, 1, k))
+    if wtype in SLICED:             # a bit-sliced uint8 weight served at b bits
+        kernel = _sliced_build(SLICED[wtype], n, k, group)
+        nbits, param_bytes = SLICED[wtype], 4 / group      # fp16 scale and offset per group
+        return _cost_row(wtype, kernel, nbits, param_bytes, n)
     if wtype in FORMATS:            # block-scaled: one uint8 scale per block (+ 4 bytes per tensor)
         scheme, element = FORMATS[wtype]
         qw = quantize(w, element, scheme=scheme)
@@ -72,11 +80,27 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
                                              else qw.offsets.element_size())
         param_bytes = params / group
     kernel = tilus.ops.compile_matmul(qw, 1, arch="sm_90", act=torch.float16)
+    return _cost_row(wtype, kernel, qw.nbits, param_bytes, n)
+
+
+def _sliced_build(bits: int, n: int, k: int, group: int):
+    """The MatmulBuild of ``tilus.ops.matmul_sliced`` at ``bits`` for M = 1 on sm_90."""
+    import tilus
+    from tilus.ops.compiled import MatmulBuild
+    from tilus.ops.matmul import default_schedule
+    from tilus.ops.sliced import kernel_for
+
+    sched = default_schedule(1, n, k, group, "compiled", SMS, bits)
+    script = kernel_for(bits, group, k, "float16", False, sched)
+    return MatmulBuild(script, sched, tilus.build(script, arch="sm_90"))
+
+
+def _cost_row(wtype: str, kernel, nbits: int, param_bytes: float, n: int) -> dict:
+    """The table row of a built decode kernel (see the module doc)."""
     sched = kernel.schedule
     cost = kernel.loop_cost()
     threads = sched["warps"] * 32
     ipe = cost["instructions_per_weight_element"]
-    nbits = qw.nbits
     ratio = memory_over_issue(nbits, param_bytes, ipe)
     res = kernel.resources
     stage_bytes = kernel.stage_bytes

@@ -41,3 +41,15 @@ def test_w8a8_layer_prints_its_error_table():
         rows["W8A8 + smooth (alpha 0.5, from the outlier x)"]
     assert all(e < 5e-3 for e in rows["int8 weight-only, per channel"])
     assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier
+
+
+def test_bit_sliced_prints_the_error_per_width():
+    rows = {int(line.split(" | ")[0].strip("| ")): [float(v) for v in
+                                                    line.strip(" |").split(" | ")[1:]]
+            for line in _run("examples/bit_sliced.py").splitlines()[2:]}
+    assert sorted(rows) == [2, 4, 8]
+    assert rows[8][0] < 0.01 < rows[4][0] < 0.2 < rows[2][0] < 0.5
+    for bits in (4, 2):
+        served, bottom, _, separate, _, _ = rows[bits]
+        assert served < bottom and served <= separate
+    assert rows[2][4] < rows[4][4] < rows[8][4] and all(r[5] < 3e-2 for r in rows.values())

@@ -234,13 +234,22 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
     kern = kernel_for(meta, act, bias is not None, schedule)
+    return run_kernel(kern, a2, data, scales, offsets, bias, n, k, schedule.get("split_k", 1),
+                      global_scale, engine)
+
+
+def run_kernel(kern, a2, data, scales, offsets, bias, n: int, k: int, split: int,
+               global_scale: float, engine: str) -> torch.Tensor:
+    """Launch a QuantMatmul-family Script (``tilus.jit``: the interpreter on CPU tensors, the
+    compiled kernel on CUDA) on ``a2 [M, K]`` with ``split``-way split-k: allocates C, and
+    split-k's workspace and semaphores."""
+    m = a2.shape[0]
     dev = a2.device
     c = torch.empty(m, n, dtype=a2.dtype, device=dev)
     if m == 0 or n == 0:
         return c
     if k == 0:
         return c.zero_() if bias is None else c.copy_(bias.expand(m, n))
-    split = schedule.get("split_k", 1)
     if split > 1:
         ws = torch.empty(m, n, dtype=torch.float32, device=dev)
         sema = torch.zeros(math.ceil(m / kern.block_m) * math.ceil(n / kern.block_n),
