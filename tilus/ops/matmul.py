@@ -378,15 +378,24 @@ register_activation_grad(quant_matmul)
 
 
 def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tensor] = None, *,
-           engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
+           engine: str = "auto", schedule: "Optional[dict | str]" = None) -> torch.Tensor:
     """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
 
     See the module docstring for ``engine``; ``schedule`` (a dict of some of
     ``QuantMatmul.schedule_names()``: block_m/block_n/block_k/split_k/warps/stages, integers >= 1;
     anything else is an ArgumentError) overrides the tuned/heuristic one for the interpreter and
-    compiled engines."""
+    compiled engines. ``schedule="lut"``: the LUT-GEMM kernel (``tilus.ops.lut``), accepted only
+    where it wins (uint1 weights with float offsets, M = 1, no bias)."""
     if engine not in ENGINES:
         raise ArgumentError(f"matmul: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if isinstance(schedule, str):
+        if schedule != "lut":
+            raise ArgumentError(f"matmul: a named schedule must be 'lut', got {schedule!r}")
+        from tilus.ops.lut import lut_schedule
+
+        _check(a, qweight, bias)
+        out = lut_schedule(a.reshape(-1, qweight.k), qweight, bias, engine)
+        return out.reshape(*a.shape[:-1], qweight.n)
     if schedule is not None:
         from tilus.ops.kernels import QuantMatmul
 
