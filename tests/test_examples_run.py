@@ -53,6 +53,18 @@ def test_paged_attention_decode_prints_its_errors():
         assert ref < 5e-3 and flat < 5e-3
 
 
+def test_bit_sliced_prints_the_error_per_width():
+    rows = {int(line.split(" | ")[0].strip("| ")): [float(v) for v in
+                                                    line.strip(" |").split(" | ")[1:]]
+            for line in _run("examples/bit_sliced.py").splitlines()[2:]}
+    assert sorted(rows) == [2, 4, 8]
+    assert rows[8][0] < 0.01 < rows[4][0] < 0.2 < rows[2][0] < 0.5
+    for bits in (4, 2):
+        served, bottom, _, separate, _, _ = rows[bits]
+        assert served < bottom and served <= separate
+    assert rows[2][4] < rows[4][4] < rows[8][4] and all(r[5] < 3e-2 for r in rows.values())
+
+
 def test_moe_mixed_bits_matches_torch():
     out = _run("examples/moe_mixed_bits.py")
     assert "experts: ('uint4', 'uint3', 'uint2', 'uint3', 'uint2', 'int4')" in out

@@ -300,6 +300,26 @@ class IndexInit(tilus.Script):
         self.store_global(gz, flat, offsets=[row, 0])
 
 
+class Lookup(tilus.Script):
+    """lookup(table, index): a 64-entry float32 table in shared memory, read at int32 indices
+    (loaded, plus a per-column offset from an index-initialised tile) by a [16, 32] tile."""
+
+    def __call__(self, n: tilus.int32, t: ~tilus.float32, i: ~tilus.int32, y: ~tilus.float32):
+        self.attrs.blocks = [tilus.cdiv(n, 16)]
+        self.attrs.warps = 2
+        gt = self.global_view(t, dtype=tilus.float32, shape=[64])
+        gi = self.global_view(i, dtype=tilus.int32, shape=[n, 32])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[n, 32])
+        table = self.shared_tensor(dtype=tilus.float32, shape=[64])
+        self.store_shared(table, self.load_global(gt, offsets=[0], shape=[64]))
+        idx = self.load_global(gi, offsets=[self.blockIdx.x * 16, 0], shape=[16, 32])
+        shift = self.register_tensor(dtype=tilus.int32, shape=[16, 32],
+                                     init=lambda r, c: (c % 2) * 32)
+        self.store_global(gy, self.lookup(table, idx + shift) + 1.0,
+                          offsets=[self.blockIdx.x * 16, 0])
+        self.free_shared(table)
+
+
 class Control(tilus.Script):
     def __call__(self, n: tilus.int32, x: ~tilus.int32):
         self.attrs.blocks = [1]
@@ -364,6 +384,7 @@ PROGRAMS = {
     "control": lambda: Control(),
     "index_init": lambda: IndexInit(),
     "scalar_loads": lambda: ScalarLoads(),
+    "lookup": lambda: Lookup(),
 }
 
 

@@ -38,6 +38,16 @@ def test_elementwise():
     _check(K.Elementwise(), [n, x, torch.zeros(n, 16).half(), torch.zeros(n, 16, dtype=torch.int32)], [2, 3])
 
 
+def test_lookup():
+    n = 21
+    table = torch.randn(64)
+    index = torch.randint(0, 32, (n, 32), dtype=torch.int32)
+    args = [n, table, index, torch.zeros(n, 32)]
+    _check(K.Lookup(), args, [3])
+    shift = (torch.arange(32) % 2) * 32
+    assert torch.equal(args[3], table[(index + shift).long()] + 1.0)
+
+
 def test_reduce():
     m = 13
     _check(K.Reduce(), [m, torch.randn(m, 100), torch.zeros(m, 3)], [2], exact=False)

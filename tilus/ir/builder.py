@@ -314,6 +314,10 @@ class ProgramBuilder:
         shape = _broadcast("fma", *(I.operand_shape(x) for x in (a, b, c)))
         return self._emit_out(I.FmaInst(self._out(name, a.dtype, shape, REGISTER), a, b, c))
 
+    def lookup(self, table: Tensor, index: Tensor, name: str = "l") -> Tensor:
+        return self._emit_out(I.LookupInst(self._out(name, table.dtype, index.shape, REGISTER),
+                                           table, index))
+
     def cast(self, x: Tensor, dtype: DataType | str, name: str = "c", exponent: int = 0) -> Tensor:
         return self._emit_out(I.CastInst(self._out(name, dtype, x.shape, REGISTER), x, exponent))
 

@@ -402,6 +402,29 @@ class LoadSharedInst(Instruction):
 
 
 @dataclass(frozen=True, repr=False)
+class LookupInst(Instruction):
+    """Table lookup: ``output[i] = table[index[i]]`` for every element i of the int32 register
+    tile ``index``, from the 1-D shared tensor ``table`` of a 32-bit type; the output has the
+    index's shape and the table's dtype. Every index must lie in ``[0, len(table))``."""
+
+    NAME = "lookup"
+    OPERANDS = ("table", "index")
+    output: Tensor
+    table: Tensor
+    index: Tensor
+
+    def check(self) -> None:
+        self._need("table", self.table, SHARED)
+        self._need("index", self.index, REGISTER)
+        if len(self.table.shape) != 1 or self.table.dtype.nbits != 32:
+            _fail(self, f"the table {self.table} must be a 1-D shared tensor of a 32-bit type, "
+                        f"got {self.table.dtype}{_shape_str(self.table.shape)}")
+        if self.index.dtype is not dtypes.int32:
+            _fail(self, f"the index {self.index} must be int32, got {self.index.dtype}")
+        self._output_is(REGISTER, self.table.dtype, self.index.shape)
+
+
+@dataclass(frozen=True, repr=False)
 class StoreSharedInst(Instruction):
     """Writes a register tile into a whole shared tensor of the same dtype and shape."""
 

@@ -290,6 +290,15 @@ class InstructionMethods:
                                        name=ctx.take_hint("x"))
 
     @instruction
+    def lookup(self, table, index) -> Tensor:
+        """``table[index]``: for every element of the int32 register tile ``index``, the element
+        of the 1-D shared ``table`` (a 32-bit type) it names; the tile has index's shape."""
+        ctx = current("lookup")
+        return ctx.builder.lookup(_tensor(table, "lookup's table", SHARED),
+                                  _tensor(index, "lookup's index", REGISTER),
+                                  name=ctx.take_hint("l"))
+
+    @instruction
     def store_shared(self, s, x) -> None:
         ctx = current("store_shared")
         ctx.builder.store_shared(_tensor(s, "store_shared's destination", SHARED),

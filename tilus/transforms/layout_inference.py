@@ -286,6 +286,16 @@ def _same_layout(inst, s: "_Solver"):
     return []
 
 
+@layout_rule(I.LookupInst)
+def _lookup(inst, s: "_Solver"):
+    """Index and output: one layout (each thread looks up the elements whose indices it holds)."""
+    for a, b in ((inst.index, inst.output), (inst.output, inst.index)):
+        layout = s.layout(a)
+        if layout is not None:
+            return [(b, layout)]
+    return []
+
+
 @layout_rule(I.BinaryInst, I.WhereInst, I.FmaInst)
 def _elementwise(inst, s: "_Solver"):
     out = inst.output

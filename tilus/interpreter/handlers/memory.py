@@ -186,6 +186,20 @@ def load_shared(state: BlockState, inst: I.LoadSharedInst) -> None:
     state.set(inst.output, state.read_shared(inst.src))
 
 
+@register(I.LookupInst)
+def lookup(state: BlockState, inst: I.LookupInst) -> None:
+    """``table[index]`` elementwise (numpy fancy indexing); an index outside ``[0, len(table))``
+    is an InterpreterError naming it, an unwritten table element an UninitializedMemoryError."""
+    table = state.read_shared(inst.table)
+    index = np.asarray(state.get(inst.index), dtype=np.int64)
+    bad = (index < 0) | (index >= table.shape[0])
+    if bad.any():
+        at = [int(i) for i in np.argwhere(bad)[0]]
+        raise InterpreterError(f"lookup: index {int(index[tuple(at)])} at {at} of {inst.index} is "
+                               f"outside the table {inst.table} of {table.shape[0]} elements")
+    state.set(inst.output, table[index])
+
+
 @register(I.StoreSharedInst)
 def store_shared(state: BlockState, inst: I.StoreSharedInst) -> None:
     """Overwrites the whole shared tensor (or slice) with the register tile."""
