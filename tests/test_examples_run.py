@@ -63,3 +63,13 @@ def test_bit_sliced_prints_the_error_per_width():
         served, bottom, _, separate, _, _ = rows[bits]
         assert served < bottom and served <= separate
     assert rows[2][4] < rows[4][4] < rows[8][4] and all(r[5] < 3e-2 for r in rows.values())
+
+
+def test_moe_mixed_bits_matches_torch():
+    out = _run("examples/moe_mixed_bits.py")
+    assert "experts: ('uint4', 'uint3', 'uint2', 'uint3', 'uint2', 'int4')" in out
+    assert "['uint4', 'uint3', 'uint2', 'int4']" in out
+    error = float(out.split("max |y - torch(dequantized experts)| = ", 1)[1].split()[0])
+    assert error < 2e-3
+    relative = float(out.rsplit("relative error vs the float experts = ", 1)[1].split()[0])
+    assert relative < 0.3

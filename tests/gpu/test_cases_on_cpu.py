@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import tilus
 from tests.gpu import checks
-from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, PAGED_ATTENTION_CASES,
-                               SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
+from tests.gpu.kernels import (ATTENTION_CASES, CASES, MOE_CALLS, MOE_TYPES, OPS_CASES, OPS_SMS,
+                               PAGED_ATTENTION_CASES, SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
                                assert_matches_reference, attention_kernels, bench_requests,
                                kernel_of, llama_requests, meta_of, ops_meta, ops_requests,
                                ops_weight, paged_attention_kernels, quantize_case)
@@ -99,7 +100,9 @@ def bundle_keys():
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
     attention = [k for _, k, _ in specs
                  if type(k).__name__.startswith(("DecodeAttention", "PagedDecodeAttention"))]
-    assert len(specs) == len(CASES) + len(quant) + len(attention) and len(quant) <= 160, len(quant)
+    moe = [k for _, k, _ in specs if type(k).__name__ == "MoEQuantMatmul"]
+    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(moe) \
+        and len(quant) <= 160, len(quant)
     return set(keys)
 
 
@@ -133,6 +136,38 @@ def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, mo
     assert {_key(k) for k in launched} <= bundle_keys
     assert {_key(k) for c in ATTENTION_CASES for k in attention_kernels(c)} == \
         {_key(k) for k in launched}
+
+
+def test_bundle_holds_the_moe_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """moe_matmul and QuantMoE called as test_moe_gpu.py calls them (CUDA's schedule, kernels
+    recorded instead of launched): each kernel is in the bundle."""
+    moe = importlib.import_module("tilus.ops.moe")
+    launched = []
+
+    class Recorded:
+        def __init__(self, kernel):
+            self.kernel = kernel
+            launched.append(kernel)
+
+        def __call__(self, *args):
+            pass
+
+    real_kernel, real_schedule = moe.kernel_for, moe.default_schedule
+    monkeypatch.setattr(moe, "kernel_for", lambda *a: Recorded(real_kernel(*a)))
+    monkeypatch.setattr(moe, "default_schedule",
+                        lambda packed, device: real_schedule(packed, torch.device("cuda")))
+    routing = (torch.tensor([[0, 3]]), torch.tensor([[0.5, 0.5]]))
+    for group, k, act in MOE_CALLS[:2]:
+        dt = getattr(torch, act)
+        experts = [tilus.ops.quantize(torch.randn(40, k).to(dt), dtype=t, group_size=group)
+                   for t in MOE_TYPES]
+        moe.moe_matmul(torch.zeros(1, k, dtype=dt), experts, routing)
+    group, k, _ = MOE_CALLS[2]
+    layer = tilus.nn.QuantMoE.from_linears([torch.nn.Linear(k, 40) for _ in range(4)],
+                                           dtypes=list(MOE_TYPES[:4]), group_size=group)
+    layer(torch.zeros(1, k).half(), routing)
+    assert len(launched) == len(MOE_CALLS)
+    assert {_key(k) for k in launched} <= bundle_keys
 
 
 def test_bundle_holds_the_paged_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
