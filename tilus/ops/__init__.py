@@ -8,11 +8,15 @@
 ``tilus.ops.matmul``; decode attention over a quantized KV cache: ``tilus.ops.attention``
 (kernels ``tilus.ops.attention_kernels``, cache format and ``quantize_kv`` ``tilus.ops.kv_cache``);
 block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.blockscale``; int8
-activations and weights: ``tilus.ops.w8a8``; autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
+activations and weights: ``tilus.ops.w8a8``; mixed-width output features
+(``quantize(w, dtype={"uint8": cols, "uint4": "rest"})``, ``select_salient_columns``):
+``tilus.ops.mixed`` (kernel ``tilus.ops.mixed_kernels``, dispatch ``tilus.ops.mixed_matmul``);
+autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
 from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
 )
+from tilus.ops.mixed import MixedQuantizedWeight, select_salient_columns  # noqa: F401
 from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
 from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
 from tilus.ops.kv_cache import QuantKVCache, quantize_kv  # noqa: F401
@@ -20,5 +24,6 @@ from tilus.ops.attention import attention_decode, attention_decode_cache  # noqa
 from tilus.ops import w8a8  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
-           "compile_matmul", "MatmulBuild", "FORMAT_VERSION", "LAYOUT",
+           "compile_matmul", "MatmulBuild", "MixedQuantizedWeight", "select_salient_columns",
+           "FORMAT_VERSION", "LAYOUT",
            "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "w8a8"]
