@@ -1,0 +1,175 @@
+"""Mixed-width output features (tilus.ops.mixed): the one-launch kernel run by the interpreter
+against dequantize + torch.matmul at sizes that divide no tile, the parts against quantize of the
+same rows, the salient-feature rule against numpy, the error against all-uint4 on a weight with a
+few large output features, and bad inputs."""
+import numpy as np
+import pytest
+import torch
+
+import tilus
+from tilus.errors import ArgumentError, QuantizationError
+from tilus.ops import MixedQuantizedWeight, matmul, quantize, select_salient_columns
+
+TOL = {torch.float16: dict(rtol=4e-3, atol=2e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
+N, K, M = 200, 384, 3
+SALIENT = [1, 7, 8, 20, 33, 45, 50, 64, 77, 90, 101, 111, 127, 128, 140, 150, 160, 170, 180,
+           190, 195, 197, 198, 199]                      # 24 columns, both ends included
+
+
+def _case(act=torch.float16, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(N, K, generator=g) * 0.1
+    mw = quantize(w, dtype={"uint8": SALIENT, "uint4": "rest"}, group_size=128, **kw)
+    a = torch.randn(M, K, generator=g).to(act)
+    b = (torch.randn(N, generator=g) * 0.5).to(act)
+    return w, mw, a, b
+
+
+def _reference(a, mw, b):
+    out = a.float() @ mw.dequantize(a.dtype).float().t()
+    if b is not None:
+        out = out + b.float()
+    return out.to(a.dtype)
+
+
+def test_parts_are_quantize_of_the_same_rows():
+    """Each part is exactly quantize() of its rows (codes, scales, offsets), the salient rows
+    first in increasing order; dequantize() puts every row back in its place."""
+    w, mw, _, _ = _case()
+    assert isinstance(mw, MixedQuantizedWeight) and mw.shape == (N, K)
+    rest = [j for j in range(N) if j not in SALIENT]
+    assert mw.perm.tolist() == SALIENT + rest and mw.columns.tolist() == SALIENT
+    for part, rows, dtype in ((mw.wide, SALIENT, "uint8"), (mw.narrow, rest, "uint4")):
+        alone = quantize(w[rows], dtype, group_size=128)
+        assert part.dtype == dtype and part.shape == (len(rows), K)
+        assert torch.equal(part.data, alone.data) and torch.equal(part.scales, alone.scales)
+        assert torch.equal(part.offsets, alone.offsets)
+        torch.testing.assert_close(mw.dequantize(torch.float16)[rows],
+                                   alone.dequantize(torch.float16), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("act", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_one_launch_interpreter_matches_reference(act, monkeypatch):
+    """N = 200 (24 salient: one wide tile, two narrow ones), K = 384, M = 3, bias; one
+    MixedQuantMatmul launch whose grid has the three tiles."""
+    import tilus.ops.mixed_matmul as mm
+
+    _, mw, a, b = _case(act, scale_dtype=act)
+    launched = []
+    original = mm.mixed_kernel_for
+
+    def recording(*args):
+        kern = original(*args)
+        launched.append(type(kern).__name__)
+        return kern
+
+    monkeypatch.setattr(mm, "mixed_kernel_for", recording)
+    out = matmul(a, mw, b, engine="interpreter")
+    assert launched == ["MixedQuantMatmul"]
+    assert out.dtype == act and out.shape == (M, N)
+    ref = _reference(a, mw, b)
+    torch.testing.assert_close(out, ref, **TOL[act])
+    torch.testing.assert_close(matmul(a, mw, b), ref, **TOL[act])          # CPU fallback
+
+
+@pytest.mark.parametrize("sched", [
+    dict(block_m=16, block_n=128, block_k=128, split_k=1, warps=4, stages=2),
+    dict(block_m=32, block_n=128, block_k=64, split_k=3, warps=8, stages=3),
+], ids=["pipelined", "splitk-8warps"])
+def test_pipelined_and_split_k_schedules(sched):
+    _, mw, a, b = _case(seed=1)
+    out = matmul(a[None], mw, None, engine="interpreter", schedule=sched)
+    assert out.shape == (1, M, N)
+    torch.testing.assert_close(out[0], _reference(a, mw, None), **TOL[torch.float16])
+
+
+def test_other_type_pairs_and_integer_zero_points():
+    """Any two group-scaled types: int8 symmetric with uint3 integer zero points, per-channel."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(70, 96, generator=g)
+    mw = quantize(w, dtype={"uint3": "rest", "float8_e4m3": torch.tensor([69, 0, 5])},
+                  group_size=None)
+    assert mw.wide.dtype == "float8_e4m3" and mw.narrow.dtype == "uint3"
+    assert mw.columns.tolist() == [0, 5, 69]
+    a = torch.randn(5, 96, generator=g).half()
+    torch.testing.assert_close(matmul(a, mw, engine="interpreter"), _reference(a, mw, None),
+                               **TOL[torch.float16])
+
+
+def test_salient_columns_follow_the_activation_weighted_norm():
+    """score_j = ||X @ w_j||_2 in float64 (numpy), the largest `count`, sorted; ties to the lower
+    index."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((50, 32)).astype(np.float32)
+    x = rng.standard_normal((4, 6, 32)).astype(np.float32) * np.linspace(0.1, 3, 32)
+    score = np.sqrt(((x.reshape(-1, 32).astype(np.float64) @ w.T.astype(np.float64)) ** 2)
+                    .sum(axis=0))
+    want = sorted(np.argsort(-score, kind="stable")[:7].tolist())
+    got = select_salient_columns(torch.from_numpy(w), torch.from_numpy(x).half().float(), 7)
+    assert got.dtype == torch.int64 and got.tolist() == want
+    tied = np.zeros((6, 4), np.float32)
+    tied[[1, 3, 4]] = 1.0                                    # three equal scores
+    assert select_salient_columns(torch.from_numpy(tied), torch.ones(2, 4), 2).tolist() == [1, 3]
+
+
+def test_mixed_is_more_accurate_than_all_uint4_on_large_features(capsys):
+    """A weight with 6 output features 40x larger than the others: the calibration rule finds
+    them, and 8 bits there cut the output error (relative Frobenius norm) several times."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(160, 256, generator=g) * 0.02
+    big = [3, 40, 41, 99, 130, 159]
+    w[big] *= 40.0
+    x = torch.randn(32, 256, generator=g)
+    cols = select_salient_columns(w, x, len(big))
+    assert cols.tolist() == big
+    ref = x @ w.t()
+
+    def error(qw) -> float:
+        return float((x @ qw.dequantize(torch.float32).t() - ref).norm() / ref.norm())
+
+    uint4 = error(quantize(w, "uint4", group_size=128))
+    mixed_w = quantize(w, dtype={"uint8": cols, "uint4": "rest"}, group_size=128)
+    mixed = error(mixed_w)
+    print(f"relative output error: all uint4 {uint4:.5f}, mixed uint8/uint4 {mixed:.5f} "
+          f"({mixed_w.bits_per_weight():.2f} bits per weight)")
+    assert mixed < uint4 / 4
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"uint8": [3, 3], "uint4": "rest"}, "given twice"),
+    ({"uint8": [0, 200], "uint4": "rest"}, "out of range"),
+    ({"uint8": [-1], "uint4": "rest"}, "out of range"),
+    ({"uint8": [], "uint4": "rest"}, "between 1 and N - 1"),
+    ({"uint8": list(range(200)), "uint4": "rest"}, "between 1 and N - 1"),
+    ({"uint8": [1.5], "uint4": "rest"}, "ints"),
+    ({"uint8": torch.tensor([1.0]), "uint4": "rest"}, "integers"),
+    ({"uint9": [1], "uint4": "rest"}, "unsupported weight type"),
+    ({"uint8": [1], "float16": "rest"}, "unsupported weight type"),
+    ({"uint8": [1], "uint4": [2]}, "one of them \"rest\""),
+    ({"uint8": "rest", "uint4": "rest"}, "one of them \"rest\""),
+    ({"uint8": [1]}, "one of them \"rest\""),
+])
+def test_bad_specs_raise_quantization_errors(spec, match):
+    w = torch.randn(N, K)
+    with pytest.raises(QuantizationError, match=match):
+        quantize(w, dtype=spec)
+
+
+def test_bad_calls_raise():
+    w, mw, a, b = _case()
+    with pytest.raises(QuantizationError, match="group-scaled"):
+        quantize(w, dtype={"uint8": [1], "float4_e2m1": "rest"}, scheme="mx")
+    with pytest.raises(ArgumentError, match="count must be an int"):
+        select_salient_columns(w, a.float(), N)
+    with pytest.raises(ArgumentError, match="last dimension must be K"):
+        select_salient_columns(w, torch.randn(2, K + 1), 3)
+    with pytest.raises(ArgumentError, match="last dimension must be K"):
+        matmul(a[:, :-1], mw)
+    with pytest.raises(ArgumentError, match="float16 or bfloat16"):
+        matmul(a.float(), mw)
+    with pytest.raises(ArgumentError, match=r"bias must be a tensor of shape \[200\]"):
+        matmul(a, mw, b[:-1])
+    with pytest.raises(ArgumentError, match="engine"):
+        matmul(a, mw, engine="gpu")
+    with pytest.raises(tilus.errors.TilusError, match="needs CUDA"):
+        matmul(a, mw, engine="compiled")
