@@ -369,8 +369,9 @@ def register_activation_grad(op) -> None:
 register_activation_grad(quant_matmul)
 
 
-def matmul(a: torch.Tensor, qweight: Union[QuantizedWeight, MixedQuantizedWeight], bias: Optional[torch.Tensor] = None, *,
-           engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
+def matmul(a: torch.Tensor, qweight: Union[QuantizedWeight, MixedQuantizedWeight],
+           bias: Optional[torch.Tensor] = None, *, engine: str = "auto",
+           schedule: Optional[dict] = None) -> torch.Tensor:
     """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
     ``qweight`` is a QuantizedWeight or a mixed-width weight (``tilus.ops.mixed``: one launch of
     ``MixedQuantMatmul``, see ``tilus.ops.mixed_matmul``).
