@@ -173,3 +173,33 @@ def test_bad_calls_raise():
         matmul(a, mw, engine="gpu")
     with pytest.raises(tilus.errors.TilusError, match="needs CUDA"):
         matmul(a, mw, engine="compiled")
+
+
+def test_quant_linear_from_linear_with_a_mixed_dtype(tmp_path):
+    """QuantLinear.from_linear(dtype={...}) gives a MixedQuantLinear: fp16 forward equals
+    matmul(x, mw, bias), float32 forward the dequantized weight in float32; its state dict
+    round-trips; save_quantized says it does not hold it yet."""
+    from torch import nn
+
+    from tilus.nn import MixedQuantLinear, QuantLinear, save_quantized
+
+    torch.manual_seed(2)
+    lin = nn.Linear(K, N)
+    layer = QuantLinear.from_linear(lin, {"uint8": SALIENT, "uint4": "rest"}, 128)
+    assert isinstance(layer, MixedQuantLinear) and layer.wide.out_features == len(SALIENT)
+    mw = quantize(lin.weight, dtype={"uint8": SALIENT, "uint4": "rest"}, group_size=128)
+    x = torch.randn(2, M, K)
+    torch.testing.assert_close(layer(x.half()), matmul(x.half(), mw, lin.bias.half()),
+                               rtol=0, atol=0)
+    ref32 = x @ mw.dequantize(torch.float32).t() + lin.bias.detach().half().float()
+    torch.testing.assert_close(layer(x), ref32, rtol=1e-5, atol=1e-5)
+    fresh = MixedQuantLinear.from_quantized(quantize(torch.zeros(N, K), dtype={
+        "uint8": SALIENT, "uint4": "rest"}), torch.zeros(N))
+    fresh.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(fresh(x.half()), layer(x.half()), rtol=0, atol=0)
+    with pytest.raises(QuantizationError, match="weight-only"):
+        QuantLinear.from_linear(lin, {"int8": SALIENT, "uint4": "rest"}, act_dtype="int8")
+    with pytest.raises(QuantizationError, match="not in the file format yet"):
+        save_quantized(nn.Sequential(layer), tmp_path)
+    with pytest.raises(ArgumentError):
+        layer(x.int())

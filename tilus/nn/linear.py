@@ -25,7 +25,7 @@ divisor ``smooth`` (``tilus.nn.w8a8_linear``; buffers ``qweight`` int8 [K, N], f
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, overload
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, READ_VERSIONS, ZERO_MODE
                                 meta_dict, meta_tensor, quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
                                   check_optional_bool)
+
+if TYPE_CHECKING:
+    from tilus.nn.mixed_linear import MixedQuantLinear
 
 #: Input dtypes that go through the quantized-matmul kernel as they are.
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
@@ -163,14 +166,38 @@ class QuantLinear(nn.Module):
             layer.bias.copy_(bias.detach().to(layer.bias.dtype))
         return layer
 
+    @overload
     @classmethod
-    def from_linear(cls, linear: nn.Linear, dtype="uint4", group_size: Optional[int] = 128,
+    def from_linear(cls, linear: nn.Linear, dtype: dict, group_size: Optional[int] = 128,
                     symmetric: Optional[bool] = None, scale_dtype=None,
                     zero_mode: str = "float", act_dtype: Optional[str] = None,
-                    smooth: Optional[torch.Tensor] = None) -> "QuantLinear":
+                    smooth: Optional[torch.Tensor] = None) -> "MixedQuantLinear": ...
+
+    @overload
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: Any = "uint4",
+                    group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
+                    scale_dtype=None, zero_mode: str = "float", act_dtype: Optional[str] = None,
+                    smooth: Optional[torch.Tensor] = None) -> "QuantLinear": ...
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: Any = "uint4",
+                    group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
+                    scale_dtype=None, zero_mode: str = "float", act_dtype: Optional[str] = None,
+                    smooth: Optional[torch.Tensor] = None) -> Any:
         """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features; with
         ``act_dtype="int8"`` per output channel (W8A8), the weight times ``smooth`` [in] if given
-        (forward then divides x by it)."""
+        (forward then divides x by it). A dict ``dtype`` (``{"uint8": columns, "uint4":
+        "rest"}``) gives a ``tilus.nn.mixed_linear.MixedQuantLinear`` (mixed-width output
+        features, ``tilus.ops.mixed``)."""
+        if isinstance(dtype, dict):
+            if act_dtype is not None or smooth is not None:
+                raise QuantizationError("QuantLinear: mixed-width weights (a dict dtype) are "
+                                        "weight-only; act_dtype and smooth do not apply")
+            from tilus.nn.mixed_linear import MixedQuantLinear
+
+            return MixedQuantLinear.from_linear(linear, dtype, group_size, symmetric,
+                                                scale_dtype, zero_mode)
         if not isinstance(linear, nn.Linear):
             raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
         if act_dtype is not None or smooth is not None:
