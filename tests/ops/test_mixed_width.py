@@ -203,3 +203,19 @@ def test_quant_linear_from_linear_with_a_mixed_dtype(tmp_path):
         save_quantized(nn.Sequential(layer), tmp_path)
     with pytest.raises(ArgumentError):
         layer(x.int())
+
+
+def test_the_kernel_path_has_the_activations_gradient():
+    """Through the interpreted launch: d(sum(y * g))/da = g @ dequant(W), and the bias's is
+    g summed over the rows, as through the fallback."""
+    _, mw, a, b = _case(seed=4)
+    g = torch.randn(M, N).half()
+    grads = []
+    for engine in ("interpreter", "fallback"):
+        a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+        (matmul(a1, mw, b1, engine=engine).float() * g.float()).sum().backward()
+        grads.append((a1.grad, b1.grad))
+    want = (g.float() @ mw.dequantize(torch.float32)).half()
+    torch.testing.assert_close(grads[0][0], want, rtol=4e-3, atol=2e-3)
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=4e-3, atol=2e-3)
+    torch.testing.assert_close(grads[0][1], g.sum(0), rtol=4e-3, atol=2e-3)

@@ -4,8 +4,9 @@
 Engines as ``tilus.ops.matmul``'s: ``"auto"`` (CUDA: the compiled ``MixedQuantMatmul``; CPU:
 the fallback), ``"interpreter"``, ``"fallback"`` (dequantize both parts + a float32 torch
 matmul) and ``"compiled"``. The kernel writes its output buffer in the parts' order (see
-``tilus.ops.mixed_kernels``); one ``index_select`` restores the original feature order. Not yet
-a ``torch.library`` custom op: ``torch.compile`` traces into it.
+``tilus.ops.mixed_kernels``); one ``index_select`` restores the original feature order. The
+activations (and bias) get gradients (``grad @ dequant(W)``; the weight is frozen). Not yet a
+``torch.library`` custom op: ``torch.compile`` traces into it.
 """
 from __future__ import annotations
 
@@ -114,6 +115,22 @@ def launch(a2: torch.Tensor, mw: MixedQuantizedWeight, bias: Optional[torch.Tens
     return c.index_select(1, index)
 
 
+class _Launch(torch.autograd.Function):
+    """The kernel launch with the activations' (and bias') gradient: ``grad @ dequant(W)``
+    (float32 products), the weight frozen, as ``tilus::quant_matmul``'s."""
+
+    @staticmethod
+    def forward(ctx, a2, bias, mw, engine, schedule):
+        ctx.mw, ctx.has_bias = mw, bias is not None
+        return launch(a2, mw, bias, engine, schedule)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_a = (grad.float() @ ctx.mw.dequantize(torch.float32).to(grad.device)).to(grad.dtype)
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[1] else None
+        return grad_a, grad_bias, None, None, None
+
+
 def mixed_matmul(a: torch.Tensor, mw: MixedQuantizedWeight, bias: Optional[torch.Tensor] = None,
                  *, engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
     """``a [..., K] @ mw.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype (see
@@ -133,8 +150,8 @@ def mixed_matmul(a: torch.Tensor, mw: MixedQuantizedWeight, bias: Optional[torch
         if engine == "interpreter" and a.device.type != "cpu":
             raise DeviceMismatchError(f"matmul(engine='interpreter') runs on the CPU; got "
                                       f"tensors on {a.device}")
-        out = launch(a2, mw, bias, "interpreter" if engine == "interpreter" else "compiled",
-                     schedule)
+        out = _Launch.apply(a2, bias, mw, "interpreter" if engine == "interpreter"
+                            else "compiled", schedule)
     return out.reshape(*lead, mw.n)
 
 
