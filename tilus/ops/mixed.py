@@ -21,6 +21,7 @@ guide is docs/ops.md, "Mixed-width output features".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Optional
 
 import numpy as np
@@ -81,9 +82,11 @@ class MixedQuantizedWeight:
         part's columns start in the kernel's output buffer."""
         return packing.padded(self.k, self.wide.n)[1]
 
+    @cached_property
     def out_index(self) -> torch.Tensor:
         """int64 [N]: the column of the kernel's output buffer (``[M, wide_columns_padded +
-        narrow.n]``: the wide part's tiles, then the narrow part's) that holds feature j."""
+        narrow.n]``: the wide part's tiles, then the narrow part's) that holds feature j
+        (computed once per weight object)."""
         pos = torch.arange(self.n, device=self.perm.device)
         pos[self.wide.n:] += self.wide_columns_padded - self.wide.n
         index = torch.empty_like(pos)

@@ -92,7 +92,7 @@ def launch(a2: torch.Tensor, mw: MixedQuantizedWeight, bias: Optional[torch.Tens
     kern = mixed_kernel_for(weight_meta(mw.wide, a2.dtype), weight_meta(mw.narrow, a2.dtype),
                             act, bias is not None, schedule)
     cols = mw.wide_columns_padded + mw.narrow.n
-    index = mw.out_index()
+    index = mw.out_index
     if m == 0:
         return torch.empty(0, mw.n, dtype=a2.dtype, device=dev)
     c = torch.empty(m, cols, dtype=a2.dtype, device=dev)
