@@ -56,3 +56,13 @@ def test_mixed_width_prints_bits_and_errors():
     assert bits_u4 < bits_mix < rows["uint8, group 128"][0]
     assert err_mix < err_u4 / 2 and err_mix < rows["mixed: 128 random uint8 + uint4"][1] / 2
     assert float(out.rsplit("max |diff| = ", 1)[1].split()[0]) < 2e-3
+
+
+def test_paged_attention_decode_prints_its_errors():
+    lines = [line for line in _run("examples/attention_decode_paged.py").splitlines()
+             if line.startswith("attention_decode_paged uint4 step")]
+    assert len(lines) == 3 and "lengths [31, 6, 48]" in lines[0] and "[33, 8, 50]" in lines[2]
+    for line in lines:
+        ref = float(line.split("dequantized reference| ")[1].split(",")[0])
+        flat = float(line.rsplit("contiguous cache| ", 1)[1])
+        assert ref < 5e-3 and flat < 5e-3

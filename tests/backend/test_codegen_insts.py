@@ -320,6 +320,26 @@ class Control(tilus.Script):
         self.store_global(gx, acc, offsets=[0])
 
 
+class ScalarLoads(tilus.Script):
+    """load_scalar: a per-block loop bound and a row index read from global memory (a block
+    table gather: out[b, i] = x[table[b, i]] for i < lens[b])."""
+
+    def __call__(self, n: tilus.int32, table: ~tilus.int32, lens: ~tilus.int32,
+                 x: ~tilus.float16, out: ~tilus.float16):
+        self.attrs.blocks = n
+        self.attrs.warps = 1
+        gt = self.global_view(table, dtype=tilus.int32, shape=[n, 4])
+        gl = self.global_view(lens, dtype=tilus.int32, shape=[n])
+        gx = self.global_view(x, dtype=tilus.float16, shape=[8, 40])
+        go = self.global_view(out, dtype=tilus.float16, shape=[n, 4, 40])
+        b = self.blockIdx.x
+        length = self.load_scalar(gl, offsets=[b])
+        for i in self.range(length):
+            row = self.load_scalar(gt, offsets=[b, i])
+            self.store_global(go, self.load_global(gx, offsets=[row, 0], shape=[64]),
+                              offsets=[b, i, 0])
+
+
 PROGRAMS = {
     "elementwise": lambda: Elementwise(),
     "reduce": lambda: Reduce(),
@@ -343,6 +363,7 @@ PROGRAMS = {
     "dot_bf16": lambda: DotBf16(),
     "control": lambda: Control(),
     "index_init": lambda: IndexInit(),
+    "scalar_loads": lambda: ScalarLoads(),
 }
 
 
@@ -522,3 +543,9 @@ def test_pipelined_quant_matmul_uses_cp_async_and_ldmatrix_on_stage_slices(need_
 def test_control_flow(built):
     src = built("control").cuda_source
     assert "while" in src and "break;" in src
+
+
+def test_scalar_loads_read_one_element_per_thread(built):
+    src = built("scalar_loads").cuda_source
+    assert "int length = lens_ptr[((int)blockIdx.x)];" in src
+    assert "table_ptr[" in src

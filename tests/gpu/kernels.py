@@ -11,7 +11,9 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
   explicit split-k schedules, a tuned schedule and the sanitizer's cases.
 * ``LLAMA_*``: the tiny Llama of ``examples/llm_decode.py`` quantized by ``tilus.nn``.
 * ``ATTENTION_CASES``: ``tilus.ops.attention_decode`` on CUDA (``AttentionCase``), what
-  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels.
+  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels;
+  ``PAGED_ATTENTION_CASES`` / ``paged_attention_kernels(case)`` the same for
+  ``attention_decode_paged``.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
@@ -511,6 +513,34 @@ def mixed_kernels(num_sms: int = OPS_SMS) -> list:
     return out
 
 
+class PagedAttentionCase(NamedTuple):
+    """One attention_decode_paged call of the GPU tests: an AttentionCase's fields and the
+    pages' size in tokens."""
+    dtype: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    page_size: int
+    act: str = "float16"
+    group_size: int = 0
+
+
+PAGED_ATTENTION_CASES = (PagedAttentionCase("uint4", 32, 8, 128, 16),
+                         PagedAttentionCase("uint8", 14, 2, 128, 32),
+                         PagedAttentionCase("float8_e4m3", 32, 8, 128, 64, "bfloat16", 32))
+
+
+def paged_attention_kernels(case: PagedAttentionCase) -> list:
+    """The split and combine Scripts attention_decode_paged builds for ``case``."""
+    from tilus.ops.attention import combine_kernel, paged_split_kernel
+
+    group = case.heads // case.kv_heads
+    return [paged_split_kernel(case.dtype, case.dtype, case.head_dim, group,
+                               case.head_dim ** -0.5, case.page_size, act=case.act,
+                               group_size=case.group_size),
+            combine_kernel(case.head_dim, group, act=case.act)]
+
+
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
@@ -522,6 +552,7 @@ def bundle_specs():
     kernels = [kernel_of(req) for req in reqs]
     kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
     kernels += mixed_kernels()
+    kernels += [k for case in PAGED_ATTENTION_CASES for k in paged_attention_kernels(case)]
     seen = set()
     for kernel in kernels:
         text = str(kernel.program())

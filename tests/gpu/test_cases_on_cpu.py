@@ -26,10 +26,10 @@ import torch
 
 from tests.gpu import checks
 from tests.gpu.kernels import (ATTENTION_CASES, CASES, MIXED_CASES, OPS_CASES, OPS_SMS,
-                               SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
+                               PAGED_ATTENTION_CASES, SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
                                assert_matches_reference, attention_kernels, bench_requests,
                                kernel_of, llama_requests, meta_of, mixed_kernels, ops_meta,
-                               ops_requests, ops_weight, quantize_case)
+                               ops_requests, ops_weight, paged_attention_kernels, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,8 @@ def bundle_keys():
     assert len(keys) == len(set(keys)), "bundle_specs() lists a kernel twice"
     # one QuantMatmul per distinct program: the bundle holds only what is launched
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
-    attention = [k for _, k, _ in specs if type(k).__name__.startswith("DecodeAttention")]
+    attention = [k for _, k, _ in specs
+                 if type(k).__name__.startswith(("DecodeAttention", "PagedDecodeAttention"))]
     mixed = [k for _, k, _ in specs if type(k).__name__ == "MixedQuantMatmul"]
     assert len(mixed) == len(MIXED_CASES)
     assert len(specs) == len(CASES) + len(quant) + len(attention) + len(mixed) \
@@ -134,6 +135,42 @@ def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, mo
     assert len(launched) == 2 * len(ATTENTION_CASES)
     assert {_key(k) for k in launched} <= bundle_keys
     assert {_key(k) for c in ATTENTION_CASES for k in attention_kernels(c)} == \
+        {_key(k) for k in launched}
+
+
+def test_bundle_holds_the_paged_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """attention_decode_paged run on the CPU for every PAGED_ATTENTION_CASE, its kernels
+    recorded instead of launched: each is in the bundle."""
+    att = importlib.import_module("tilus.ops.attention")
+    launched = []
+
+    class NotLaunched:
+        def __init__(self, kernel):
+            self.kernel = kernel
+            launched.append(kernel)
+
+        def __getattr__(self, name):
+            return getattr(self.kernel, name)
+
+        def __call__(self, *args):
+            pass
+
+    def record(make):
+        return lambda *a, **kw: NotLaunched(make(*a, **kw))
+
+    monkeypatch.setattr(att, "paged_split_kernel", record(att.paged_split_kernel))
+    monkeypatch.setattr(att, "combine_kernel", record(att.combine_kernel))
+    for case in PAGED_ATTENTION_CASES:
+        act = getattr(torch, case.act)
+        cache = att.PagedQuantKVCache.empty(3, case.kv_heads, case.page_size, case.head_dim,
+                                            case.dtype, scale_dtype=act,
+                                            group_size=case.group_size or None)
+        q = torch.zeros(1, case.heads, case.head_dim, dtype=act)
+        att.attention_decode_paged(q, cache, torch.tensor([[2, 0, 1]], dtype=torch.int32),
+                                   torch.tensor([case.page_size + 3]))
+    assert len(launched) == 2 * len(PAGED_ATTENTION_CASES)
+    assert {_key(k) for k in launched} <= bundle_keys
+    assert {_key(k) for c in PAGED_ATTENTION_CASES for k in paged_attention_kernels(c)} == \
         {_key(k) for k in launched}
 
 

@@ -112,6 +112,8 @@ def every_instruction_program():
     b.squeeze(u, 0)
     b.repeat(y, [2])
     b.broadcast(y, [4, 64])
+    first = b.load_scalar(gs, [BlockIdx(0) % n], name="first")
+    b.store_global(go, r, [first, 0])
     b.lock_semaphore(gs, [BlockIdx(0)], 0)
     b.release_semaphore(gs, [BlockIdx(0)], BlockIdx(0) + 1)
     ws = b.global_tensor(D.int32, [2, 4], requires_clean=True)

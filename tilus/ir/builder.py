@@ -257,6 +257,12 @@ class ProgramBuilder:
         return self._emit_out(I.LoadGlobalInst(out, src, _exprs(offsets, "offsets"),
                                                None if dims is None else _ints(dims, "dims"), other_e))
 
+    def load_scalar(self, src: Tensor, offsets: Sequence[ExprLike], name: str = "s") -> Var:
+        """A new scalar Var holding ``src[offsets]`` (a global tensor's element)."""
+        var = Var(self.fresh_name(name), src.dtype)
+        self.emit(I.LoadScalarInst(var, src, _exprs(offsets, "offsets")))
+        return var
+
     def store_global(self, dst: Tensor, src: Tensor, offsets: Sequence[ExprLike],
                      dims: Optional[Sequence[int]] = None) -> None:
         self.emit(I.StoreGlobalInst(dst, src, _exprs(offsets, "offsets"),

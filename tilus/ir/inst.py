@@ -71,6 +71,9 @@ class Instruction(Stmt):
     # Fields holding tuples of Vars that the instruction binds: visible only in its own other
     # fields (the printer writes them first, the parser and verifier scope them to the instruction).
     BINDS: ClassVar[tuple[str, ...]] = ()
+    # Fields holding the Var an instruction declares (like a let): visible after it to the end of
+    # the enclosing body; the text form writes such an instruction as a let (``LoadScalarInst``).
+    DEFINES: ClassVar[tuple[str, ...]] = ()
     # For families (elementwise ops, reductions): the field whose value is the instruction's name.
     OP_FIELD: ClassVar[Optional[str]] = None
     OP_VALUES: ClassVar[tuple[str, ...]] = ()
@@ -287,6 +290,35 @@ class LoadGlobalInst(Instruction):
         self._need("src", self.src, GLOBAL)
         self._output_is(REGISTER, self.src.dtype)
         _check_tile_access(self, self.src, self.offsets, self.output.shape, self.dims)
+
+
+@dataclass(frozen=True, repr=False)
+class LoadScalarInst(Instruction):
+    """Declares the scalar ``var`` (like a let) with the value of the element ``src[offsets]`` of a
+    global tensor, read by every thread (a uniform load): a page id from a block table, a sequence
+    length. The element must lie inside ``src`` (the interpreter raises otherwise; on a GPU it is
+    an out-of-bounds read). Text form: ``let var: dtype = %src[offsets]``."""
+
+    NAME = "load_scalar"
+    OPERANDS = ("src",)
+    ATTRS = ("var", "offsets")
+    HAS_OUTPUT = False
+    DEFINES = ("var",)
+    var: Var
+    src: Tensor
+    offsets: tuple[Expr, ...]
+
+    def check(self) -> None:
+        self._need("src", self.src, GLOBAL)
+        dtype = self.src.dtype
+        if dtype.nbits not in (8, 16, 32, 64) or dtype.is_lowbit:
+            _fail(self, f"loads a scalar of 8, 16, 32 or 64 bits; {self.src} is {dtype} (load a "
+                        f"tile and cast it instead)")
+        if not isinstance(self.var, Var) or self.var.dtype is not dtype:
+            _fail(self, f"the variable {self.var!r} must be a Var of {self.src}'s dtype {dtype}")
+        if len(self.offsets) != self.src.type.rank:
+            _fail(self, f"{len(self.offsets)} offsets for the rank-{self.src.type.rank} tensor "
+                        f"{self.src}")
 
 
 @dataclass(frozen=True, repr=False)

@@ -215,6 +215,19 @@ class InstructionMethods:
                                        _dims(dims), other, name=ctx.take_hint("x"))
 
     @instruction
+    def load_scalar(self, g, offsets) -> E.Var:
+        """The element ``g[offsets]`` of a global tensor as a run-time scalar (every thread reads
+        it): a page id from a block table, a sequence length to end a loop at. 8-64-bit types;
+        the element must lie inside ``g``."""
+        ctx = current("load_scalar")
+        g = _tensor(g, "load_scalar's source", GLOBAL)
+        offsets = _scalars(offsets, "offsets")
+        if len(offsets) != g.type.rank:
+            raise TilusError(f"load_scalar: {len(offsets)} offsets for the rank-{g.type.rank} "
+                             f"tensor {g}")
+        return ctx.builder.load_scalar(g, offsets, name=ctx.take_hint("s"))
+
+    @instruction
     def store_global(self, g, x, offsets, dims=None) -> None:
         ctx = current("store_global")
         _tensor(g, "store_global's destination", GLOBAL)

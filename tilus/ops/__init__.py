@@ -19,11 +19,14 @@ from tilus.ops.quantize import (  # noqa: F401
 from tilus.ops.mixed import MixedQuantizedWeight, select_salient_columns  # noqa: F401
 from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
 from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
-from tilus.ops.kv_cache import QuantKVCache, quantize_kv  # noqa: F401
-from tilus.ops.attention import attention_decode, attention_decode_cache  # noqa: F401
+from tilus.ops.kv_cache import PagedQuantKVCache, QuantKVCache, quantize_kv  # noqa: F401
+from tilus.ops.attention import (  # noqa: F401
+    attention_decode, attention_decode_cache, attention_decode_paged,
+)
 from tilus.ops import w8a8  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
            "compile_matmul", "MatmulBuild", "MixedQuantizedWeight", "select_salient_columns",
            "FORMAT_VERSION", "LAYOUT",
-           "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "w8a8"]
+           "QuantKVCache", "PagedQuantKVCache", "quantize_kv", "attention_decode",
+           "attention_decode_cache", "attention_decode_paged", "w8a8"]

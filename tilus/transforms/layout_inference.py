@@ -145,7 +145,7 @@ def any_layout(inst: I.Instruction, solver: "_Solver") -> Iterable[tuple]:
 
 
 layout_rule(I.GlobalViewInst, I.AllocateGlobalInst, I.AllocateRegisterInst, I.AllocateSharedInst, I.FreeSharedInst,
-            I.SliceSharedInst, I.LoadGlobalInst, I.StoreGlobalInst, I.LoadSharedInst,
+            I.SliceSharedInst, I.LoadGlobalInst, I.LoadScalarInst, I.StoreGlobalInst, I.LoadSharedInst,
             I.StoreSharedInst, I.CopyAsyncInst, I.CopyAsyncCommitGroupInst,
             I.CopyAsyncWaitGroupInst, I.ReinterpretInst, I.SyncInst, I.LockSemaphoreInst,
             I.ReleaseSemaphoreInst, I.PrintTensorInst)(any_layout)

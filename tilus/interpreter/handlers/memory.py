@@ -5,7 +5,7 @@ import numpy as np
 
 from tilus.errors import ArgumentError, InterpreterError
 from tilus.interpreter import values as V
-from tilus.interpreter.memory import Buffer, GlobalTensor, load_tile, store_tile
+from tilus.interpreter.memory import Buffer, GlobalTensor, load_tile, read_codes, store_tile
 from tilus.interpreter.registry import register
 from tilus.interpreter.state import BlockState, evaluate_scalar
 from tilus.ir import inst as I
@@ -133,6 +133,20 @@ def load_global(state: BlockState, inst: I.LoadGlobalInst) -> None:
     shape = tuple(inst.output.shape)
     dims = tile_dims(len(g.shape), len(shape), inst.dims)
     state.set(inst.output, load_tile(g, state.ints(inst.offsets), shape, dims, _other(state, inst)))
+
+
+@register(I.LoadScalarInst)
+def load_scalar(state: BlockState, inst: I.LoadScalarInst) -> None:
+    """Binds ``var`` to the element ``src[offsets]`` (a Python int, float or bool, like a let). An
+    index outside src's shape is an InterpreterError (on a GPU, an out-of-bounds read)."""
+    g = state.global_tensor(inst.src)
+    index = state.ints(inst.offsets)
+    if not all(0 <= i < n for i, n in zip(index, g.shape)):
+        raise InterpreterError(f"load_scalar {inst.var.name}: the index {list(index)} lies outside "
+                               f"{inst.src} of shape {list(g.shape)}")
+    codes = read_codes(g.buffer, g.dtype, g.offsets(tuple(np.int64(i) for i in index)))
+    value = V.from_codes(g.dtype, np.asarray(codes).reshape(1))[0]
+    state.scalars[inst.var] = value.item()
 
 
 @register(I.StoreGlobalInst)

@@ -243,6 +243,12 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
                     scalar_load(s)
 
 
+@emitter(I.LoadScalarInst)
+def load_scalar(lw: Lowerer, inst: I.LoadScalarInst) -> None:
+    """Every thread reads the element (a uniform load, one transaction per warp) into a let."""
+    lw.bind(inst.var, global_read(lw, lw.glob(inst.src), inst.offsets))
+
+
 @emitter(I.StoreGlobalInst)
 def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
     g = lw.glob(inst.dst)
