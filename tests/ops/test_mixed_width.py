@@ -84,16 +84,20 @@ def test_pipelined_and_split_k_schedules(sched):
 
 
 def test_other_type_pairs_and_integer_zero_points():
-    """Any two group-scaled types: int8 symmetric with uint3 integer zero points, per-channel."""
+    """Any two group-scaled types: float8_e4m3 (scale only) with uint3 (offsets) over one group
+    per feature; uint8 and uint4 both with integer zero points (zero_mode="int")."""
     g = torch.Generator().manual_seed(3)
     w = torch.randn(70, 96, generator=g)
+    a = torch.randn(5, 96, generator=g).half()
     mw = quantize(w, dtype={"uint3": "rest", "float8_e4m3": torch.tensor([69, 0, 5])},
                   group_size=None)
     assert mw.wide.dtype == "float8_e4m3" and mw.narrow.dtype == "uint3"
-    assert mw.columns.tolist() == [0, 5, 69]
-    a = torch.randn(5, 96, generator=g).half()
-    torch.testing.assert_close(matmul(a, mw, engine="interpreter"), _reference(a, mw, None),
-                               **TOL[torch.float16])
+    assert mw.columns.tolist() == [0, 5, 69] and mw.narrow.zero_mode == "float"
+    zint = quantize(w, dtype={"uint8": [2, 3], "uint4": "rest"}, group_size=32, zero_mode="int")
+    assert zint.wide.zero_mode == zint.narrow.zero_mode == "int"
+    for weight in (mw, zint):
+        torch.testing.assert_close(matmul(a, weight, engine="interpreter"),
+                                   _reference(a, weight, None), **TOL[torch.float16])
 
 
 def test_salient_columns_follow_the_activation_weighted_norm():
