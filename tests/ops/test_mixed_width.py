@@ -2,6 +2,8 @@
 against dequantize + torch.matmul at sizes that divide no tile, the parts against quantize of the
 same rows, the salient-feature rule against numpy, the error against all-uint4 on a weight with a
 few large output features, and bad inputs."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,34 @@ def test_the_kernel_path_has_the_activations_gradient():
     torch.testing.assert_close(grads[0][0], want, rtol=4e-3, atol=2e-3)
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=4e-3, atol=2e-3)
     torch.testing.assert_close(grads[0][1], g.sum(0), rtol=4e-3, atol=2e-3)
+
+
+def test_salient_columns_of_a_model_and_quantize_model():
+    """salient_columns runs the calibration batches and picks, per nn.Linear, what
+    select_salient_columns picks on that layer's inputs (all batches together); quantize_model
+    with salient= makes those layers mixed-width, the others plain QuantLinears, and with a few
+    large features in the first layer the model's output error is below all-uint4's."""
+    from torch import nn
+
+    from tilus.nn import MixedQuantLinear, QuantLinear, quantize_model, salient_columns
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 70), nn.Linear(70, 8))
+    with torch.no_grad():
+        model[0].weight[[4, 30, 31, 77, 90]] *= 10.0          # a few large output features
+    batches = [torch.randn(5, 64) for _ in range(3)]
+    cols = salient_columns(model, batches, fraction=0.1, skip=["3"])
+    assert sorted(cols) == ["0", "2"]
+    x = torch.cat(batches)
+    assert cols["0"].tolist() == select_salient_columns(model[0].weight, x, 10).tolist()
+    assert cols["2"].tolist() == select_salient_columns(model[2].weight, model[:2](x), 7).tolist()
+    with torch.no_grad():
+        ref = model(x)
+    plain = quantize_model(copy.deepcopy(model), "uint4", group_size=None)
+    quantize_model(model, "uint4", group_size=None, salient=cols)
+    assert isinstance(model[0], MixedQuantLinear) and isinstance(model[3], QuantLinear)
+    assert model[2].wide.dtype_name == "uint8" and torch.equal(model[2].perm[:7], cols["2"])
+    errors = [float((m(x.half()).float() - ref).norm() / ref.norm()) for m in (model, plain)]
+    assert errors[0] < 0.9 * errors[1], errors
+    with pytest.raises(ArgumentError, match="fraction"):
+        salient_columns(model, batches, fraction=1.0)

@@ -380,7 +380,9 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
                    skip: Iterable[str] = (), symmetric: Optional[bool] = None,
                    scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None,
                    zero_mode: str = "float", act_dtype: Optional[str] = None,
-                   smooth: Optional[Mapping[str, torch.Tensor]] = None) -> nn.Module:
+                   smooth: Optional[Mapping[str, torch.Tensor]] = None,
+                   salient: Optional[Mapping[str, Any]] = None,
+                   salient_dtype: Any = "uint8") -> nn.Module:
     """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
     ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
@@ -391,6 +393,9 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
     (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
     ``act_dtype="int8"``: W8A8 layers (``dtype="int8"``, ``group_size=None``), with
     ``smooth[name]`` (a float [in_features] divisor) folded into the named layers' weights.
+    ``salient[name]`` (output-feature indices, e.g. from ``tilus.nn.salient_columns``): that
+    layer becomes a mixed-width ``MixedQuantLinear``, ``salient_dtype`` on those features and
+    its type on the rest.
     Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []
@@ -405,8 +410,15 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
                     t = weight_type(name_of_type)
                     zm = zero_mode if _scheme(t.name, symmetric)[1] and not t.is_signed \
                         else "float"
-                    q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm,
-                                                act_dtype, (smooth or {}).get(full))
+                    cols = (salient or {}).get(full)
+                    if cols is not None:
+                        q = QuantLinear.from_linear(child, {salient_dtype: cols, t.name: "rest"},
+                                                    group_size, symmetric, scale_dtype, zm,
+                                                    act_dtype, (smooth or {}).get(full))
+                    else:
+                        q = QuantLinear.from_linear(child, t, group_size, symmetric,
+                                                    scale_dtype, zm, act_dtype,
+                                                    (smooth or {}).get(full))
                 except QuantizationError as e:
                     raise QuantizationError(f"{full}: {e}") from None
                 setattr(module, child_name, q)

@@ -9,20 +9,25 @@ the ``perm`` buffer (int64 [out_features]: the original feature of each stacked 
 and ``bias`` (optional, in the original order). ``forward(x)``: float16/bfloat16 inputs go
 through ``tilus.ops.matmul`` (on CUDA one ``MixedQuantMatmul`` launch for both widths, on the
 CPU dequantize + matmul); float32/float64 inputs are computed in their own dtype from the
-dequantized weight, as ``QuantLinear`` does. Not yet in ``save_quantized`` or
-``quantize_model`` (salient features need calibration data per layer).
+dequantized weight, as ``QuantLinear`` does. Not yet in ``save_quantized``.
+
+For a whole model: ``cols = salient_columns(model, batches, fraction=0.1)`` runs the
+calibration batches and scores every ``nn.Linear``'s output features by
+``tilus.ops.select_salient_columns``'s rule (accumulated over the batches); then
+``quantize_model(model, "uint4", salient=cols)`` makes those layers MixedQuantLinears (uint8 on
+their salient features, ``salient_dtype=``).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
 
-from tilus.errors import QuantizationError
-from tilus.nn.linear import KERNEL_DTYPES, WIDE_DTYPES, QuantLinear
+from tilus.errors import ArgumentError, QuantizationError
+from tilus.nn.linear import KERNEL_DTYPES, WIDE_DTYPES, QuantLinear, matches
 from tilus.ops.matmul import matmul
-from tilus.ops.mixed import MixedQuantizedWeight, quantize_mixed
+from tilus.ops.mixed import MixedQuantizedWeight, quantize_mixed, top_columns
 from tilus.ops.validation import check_activations
 
 
@@ -88,3 +93,47 @@ class MixedQuantLinear(nn.Module):
                 f"bias={self.bias is not None}, wide={self.wide.dtype_name} x "
                 f"{self.wide.out_features}, narrow={self.narrow.dtype_name} x "
                 f"{self.narrow.out_features}")
+
+
+def salient_columns(model: nn.Module, batches: Iterable[Any], fraction: float = 0.1,
+                    skip: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """``{layer name: salient output features}`` of every ``nn.Linear`` in ``model`` (but names
+    matching ``skip``, as ``quantize_model``'s), from running ``model`` on each of ``batches``
+    (a tensor, or a tuple of positional arguments) without gradients. Feature j of a layer
+    scores ``sum over all its inputs x of (x . w_j)^2`` (float64): the square of
+    ``select_salient_columns``' norm over the whole calibration set; each layer keeps its
+    ``round(fraction * out_features)`` best (at least 1, at most out_features - 1)."""
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) \
+            or not 0 < fraction < 1:
+        raise ArgumentError(f"salient_columns: fraction must be in (0, 1), got {fraction!r}")
+    skip = [skip] if isinstance(skip, str) else list(skip)
+    scores: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def hook(name, layer):
+        def record(_module, args):
+            x = args[0].detach().reshape(-1, layer.in_features).double()
+            part = (x @ layer.weight.detach().double().t()).square().sum(0)
+            scores[name] = part if name not in scores else scores[name] + part
+        return record
+
+    for name, layer in model.named_modules():
+        if type(layer) is nn.Linear and not matches(name, skip):
+            hooks.append(layer.register_forward_pre_hook(hook(name, layer)))
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if isinstance(batch, tuple):
+                    model(*batch)
+                else:
+                    model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for name, score in scores.items():
+        n = score.numel()
+        if n < 2:
+            continue
+        out[name] = top_columns(score, min(n - 1, max(1, round(fraction * n))))
+    return out

@@ -204,9 +204,16 @@ def select_salient_columns(weight: torch.Tensor, x_calib: torch.Tensor,
         raise ArgumentError(f"select_salient_columns: count must be an int in 1..{n - 1} "
                             f"(N = {n}), got {count!r}")
     x = x_calib.detach().reshape(-1, w.shape[1]).double().to(w.device)
-    score = torch.linalg.vector_norm(x @ w.t(), dim=0).cpu()
-    order = np.lexsort((np.arange(n), -score.numpy()))      # score descending, then index
-    return torch.from_numpy(np.sort(order[:int(count)])).to(torch.int64)
+    return top_columns((x @ w.t()).square().sum(0), int(count))
 
 
-__all__ = ["MixedQuantizedWeight", "quantize_mixed", "select_salient_columns", "split_spec"]
+def top_columns(score_sq: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` features with the largest squared scores (``sum_m (X @ w_j)_m^2``, float64
+    [N]), ties to the lower index, as a sorted int64 CPU tensor."""
+    score = score_sq.detach().double().cpu().numpy()
+    order = np.lexsort((np.arange(score.size), -score))      # score descending, then index
+    return torch.from_numpy(np.sort(order[:count])).to(torch.int64)
+
+
+__all__ = ["MixedQuantizedWeight", "quantize_mixed", "select_salient_columns", "split_spec",
+           "top_columns"]
