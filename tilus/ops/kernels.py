@@ -59,6 +59,10 @@ activations are read from shared memory just before its dot, which keeps few reg
 (80-255 per thread across the types at the decode schedule). ``stages=1`` loads straight from
 global memory.
 
+``__call__`` is made of ``weight_views``, ``main_loop`` (the k-loop of one column tile) and
+``finish`` (split-k and the epilogue), so that ``tilus.ops.mixed_kernels.MixedQuantMatmul`` runs
+two configurations' k-loops in one kernel.
+
 Split-k (grid z): block z sums k-tiles [z*per, (z+1)*per); the partial sums of one output tile are
 added in split order through a float32 workspace, serialized by one int32 semaphore per tile
 (block z waits for ``sema == z``; the last split adds bias, casts and stores C, and resets the
@@ -400,8 +404,8 @@ class QuantMatmul(tilus.Script):
 
     def group_params(self, gs, gz, kt, tn):
         """[(scale row, stored-offset row)] ([1, 128] each) of the scale groups k-tile kt spans
-        in column tile tn (the offset row is the scale row itself when no offsets are stored; integer zero points
-        are cast to the scale dtype here, exactly, once per row)."""
+        in column tile tn (the offset row is the scale row itself when no offsets are stored;
+        integer zero points are cast to the scale dtype here, exactly, once per row)."""
         n0 = tn * UNIT_N
         g = self.group_of(kt)
         params = []
