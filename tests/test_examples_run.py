@@ -43,6 +43,21 @@ def test_w8a8_layer_prints_its_error_table():
     assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier
 
 
+def test_mixed_width_prints_bits_and_errors():
+    """The salient rule finds the large features; 8 bits there beat all-uint4 and a random
+    choice of the same size; the one-launch kernel (interpreter) equals dequantize + matmul."""
+    out = _run("examples/mixed_width.py")
+    assert "the 40 large ones among them: 40" in out
+    rows = {line.split(" | ")[0].strip("| "): [float(v) for v in line.strip(" |").split(" | ")[1:]]
+            for line in out.splitlines() if line.startswith("| ") and "---" not in line
+            and "bits per weight" not in line}
+    bits_u4, err_u4 = rows["uint4, group 128"]
+    bits_mix, err_mix = rows["mixed: 128 salient uint8 + uint4"]
+    assert bits_u4 < bits_mix < rows["uint8, group 128"][0]
+    assert err_mix < err_u4 / 2 and err_mix < rows["mixed: 128 random uint8 + uint4"][1] / 2
+    assert float(out.rsplit("max |diff| = ", 1)[1].split()[0]) < 2e-3
+
+
 def test_paged_attention_decode_prints_its_errors():
     lines = [line for line in _run("examples/attention_decode_paged.py").splitlines()
              if line.startswith("attention_decode_paged uint4 step")]

@@ -480,6 +480,41 @@ def attention_kernels(case: AttentionCase) -> list:
             combine_kernel(case.head_dim, group, act=case.act)]
 
 
+#: Mixed-width cases (tests/gpu/test_mixed_width_gpu.py): (m, n, k, salient features, act)
+MIXED_CASES = ((1, OPS_N, OPS_K, 400, "float16"), (16, 1000, 1024, 130, "bfloat16"),
+               (256, 1000, 1024, 24, "float16"))
+
+
+def mixed_weight(n: int, k: int, salient: int, act: str, device="cpu"):
+    """The mixed-width weight of a MIXED_CASES entry: uint8 for every (n // salient)-th output
+    feature (``salient`` of them), uint4 for the rest, groups of 128, scales in ``act``."""
+    import torch
+
+    import tilus
+
+    g = torch.Generator().manual_seed(n + k + salient)
+    w = torch.randn(n, k, generator=g) * 0.05
+    cols = torch.arange(salient) * (n // salient)
+    return tilus.ops.quantize(w.to(device), dtype={"uint8": cols, "uint4": "rest"},
+                              group_size=OPS_GROUP, scale_dtype=getattr(torch, act))
+
+
+def mixed_kernels(num_sms: int = OPS_SMS) -> list:
+    """The MixedQuantMatmul Scripts ``tilus.ops.matmul`` launches for MIXED_CASES (with bias)."""
+    import torch
+
+    from tilus.ops.matmul import weight_meta
+    from tilus.ops.mixed_matmul import mixed_kernel_for, mixed_schedule
+
+    out = []
+    for m, n, k, salient, act in MIXED_CASES:
+        mw = mixed_weight(n, k, salient, act)
+        dt = getattr(torch, act)
+        out.append(mixed_kernel_for(weight_meta(mw.wide, dt), weight_meta(mw.narrow, dt), act,
+                                    True, mixed_schedule(m, mw, "compiled", num_sms)))
+    return out
+
+
 class PagedAttentionCase(NamedTuple):
     """One attention_decode_paged call of the GPU tests: an AttentionCase's fields and the
     pages' size in tokens."""
@@ -534,12 +569,14 @@ def moe_kernels() -> list:
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode-attention and MoE kernels, each once (by IR text)."""
+    bench_matmul run, then the decode-attention, mixed-width and MoE kernels, each once (by IR
+    text)."""
     specs = [case.factory() for case in CASES.values()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
     kernels = [kernel_of(req) for req in reqs]
     kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
+    kernels += mixed_kernels()
     kernels += [k for case in PAGED_ATTENTION_CASES for k in paged_attention_kernels(case)]
     kernels += moe_kernels()
     seen = set()

@@ -26,11 +26,12 @@ import torch
 
 import tilus
 from tests.gpu import checks
-from tests.gpu.kernels import (ATTENTION_CASES, CASES, MOE_CALLS, MOE_TYPES, OPS_CASES, OPS_SMS,
+from tests.gpu.kernels import (ATTENTION_CASES, CASES, MIXED_CASES, MOE_CALLS, MOE_TYPES, OPS_CASES,
+                               OPS_SMS,
                                PAGED_ATTENTION_CASES, SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
                                assert_matches_reference, attention_kernels, bench_requests,
-                               kernel_of, llama_requests, meta_of, ops_meta, ops_requests,
-                               ops_weight, paged_attention_kernels, quantize_case)
+                               kernel_of, llama_requests, meta_of, mixed_kernels, ops_meta,
+                               ops_requests, ops_weight, paged_attention_kernels, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +102,9 @@ def bundle_keys():
     attention = [k for _, k, _ in specs
                  if type(k).__name__.startswith(("DecodeAttention", "PagedDecodeAttention"))]
     moe = [k for _, k, _ in specs if type(k).__name__ == "MoEQuantMatmul"]
-    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(moe) \
+    mixed = [k for _, k, _ in specs if type(k).__name__ == "MixedQuantMatmul"]
+    assert len(mixed) == len(MIXED_CASES)
+    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(moe) + len(mixed) \
         and len(quant) <= 160, len(quant)
     return set(keys)
 
@@ -291,6 +294,14 @@ def test_the_gpu_tests_kernels_fit_an_sm_90_block():
     requests = [r for case in cases for r in ops_requests(case)] + sorted(llama_requests(),
                                                                           key=repr)
     assert not _too_big(requests)
+
+
+def test_the_mixed_width_kernels_fit_an_sm_90_block():
+    """The MixedQuantMatmul kernels of MIXED_CASES (both parts' pipelines in one block)."""
+    from tilus.backend.build_program import prepare
+
+    for kernel in mixed_kernels():
+        prepare(kernel.program(), "sm_90")
 
 
 def test_the_sessions_benchmark_kernels_fit_an_sm_90_block():

@@ -25,7 +25,7 @@ divisor ``smooth`` (``tilus.nn.w8a8_linear``; buffers ``qweight`` int8 [K, N], f
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, overload
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ from tilus.ops.quantize import (FORMAT_VERSION, LAYOUT, READ_VERSIONS, ZERO_MODE
                                 meta_dict, meta_tensor, quantize, weight_type)
 from tilus.ops.validation import (check_activations, check_group_size, check_int,
                                   check_optional_bool)
+
+if TYPE_CHECKING:
+    from tilus.nn.mixed_linear import MixedQuantLinear
 
 #: Input dtypes that go through the quantized-matmul kernel as they are.
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
@@ -163,14 +166,38 @@ class QuantLinear(nn.Module):
             layer.bias.copy_(bias.detach().to(layer.bias.dtype))
         return layer
 
+    @overload
     @classmethod
-    def from_linear(cls, linear: nn.Linear, dtype="uint4", group_size: Optional[int] = 128,
+    def from_linear(cls, linear: nn.Linear, dtype: dict, group_size: Optional[int] = 128,
                     symmetric: Optional[bool] = None, scale_dtype=None,
                     zero_mode: str = "float", act_dtype: Optional[str] = None,
-                    smooth: Optional[torch.Tensor] = None) -> "QuantLinear":
+                    smooth: Optional[torch.Tensor] = None) -> "MixedQuantLinear": ...
+
+    @overload
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: Any = "uint4",
+                    group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
+                    scale_dtype=None, zero_mode: str = "float", act_dtype: Optional[str] = None,
+                    smooth: Optional[torch.Tensor] = None) -> "QuantLinear": ...
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: Any = "uint4",
+                    group_size: Optional[int] = 128, symmetric: Optional[bool] = None,
+                    scale_dtype=None, zero_mode: str = "float", act_dtype: Optional[str] = None,
+                    smooth: Optional[torch.Tensor] = None) -> Any:
         """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features; with
         ``act_dtype="int8"`` per output channel (W8A8), the weight times ``smooth`` [in] if given
-        (forward then divides x by it)."""
+        (forward then divides x by it). A dict ``dtype`` (``{"uint8": columns, "uint4":
+        "rest"}``) gives a ``tilus.nn.mixed_linear.MixedQuantLinear`` (mixed-width output
+        features, ``tilus.ops.mixed``)."""
+        if isinstance(dtype, dict):
+            if act_dtype is not None or smooth is not None:
+                raise QuantizationError("QuantLinear: mixed-width weights (a dict dtype) are "
+                                        "weight-only; act_dtype and smooth do not apply")
+            from tilus.nn.mixed_linear import MixedQuantLinear
+
+            return MixedQuantLinear.from_linear(linear, dtype, group_size, symmetric,
+                                                scale_dtype, zero_mode)
         if not isinstance(linear, nn.Linear):
             raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
         if act_dtype is not None or smooth is not None:
@@ -353,7 +380,9 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
                    skip: Iterable[str] = (), symmetric: Optional[bool] = None,
                    scale_dtype=None, bit_map: Optional[Mapping[str, Any]] = None,
                    zero_mode: str = "float", act_dtype: Optional[str] = None,
-                   smooth: Optional[Mapping[str, torch.Tensor]] = None) -> nn.Module:
+                   smooth: Optional[Mapping[str, torch.Tensor]] = None,
+                   salient: Optional[Mapping[str, Any]] = None,
+                   salient_dtype: Any = "uint8") -> nn.Module:
     """Replaces every ``nn.Linear`` in ``model`` (in place) by a ``QuantLinear``, except those whose
     qualified name matches a ``skip`` pattern (fnmatch, e.g. ``"lm_head"``, ``"*.gate"``,
     ``"layers.0.*"``; a plain name also matches as a prefix or suffix component). ``bit_map`` gives some layers
@@ -364,6 +393,9 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
     (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
     ``act_dtype="int8"``: W8A8 layers (``dtype="int8"``, ``group_size=None``), with
     ``smooth[name]`` (a float [in_features] divisor) folded into the named layers' weights.
+    ``salient[name]`` (output-feature indices, e.g. from ``tilus.nn.salient_columns``): that
+    layer becomes a mixed-width ``MixedQuantLinear``, ``salient_dtype`` on those features and
+    its type on the rest.
     Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []
@@ -378,8 +410,15 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
                     t = weight_type(name_of_type)
                     zm = zero_mode if _scheme(t.name, symmetric)[1] and not t.is_signed \
                         else "float"
-                    q = QuantLinear.from_linear(child, t, group_size, symmetric, scale_dtype, zm,
-                                                act_dtype, (smooth or {}).get(full))
+                    cols = (salient or {}).get(full)
+                    if cols is not None:
+                        q = QuantLinear.from_linear(child, {salient_dtype: cols, t.name: "rest"},
+                                                    group_size, symmetric, scale_dtype, zm,
+                                                    act_dtype, (smooth or {}).get(full))
+                    else:
+                        q = QuantLinear.from_linear(child, t, group_size, symmetric,
+                                                    scale_dtype, zm, act_dtype,
+                                                    (smooth or {}).get(full))
                 except QuantizationError as e:
                     raise QuantizationError(f"{full}: {e}") from None
                 setattr(module, child_name, q)

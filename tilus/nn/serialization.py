@@ -26,6 +26,7 @@ from torch import nn
 import tilus
 from tilus.errors import QuantizationError
 from tilus.nn.linear import QuantLinear
+from tilus.nn.mixed_linear import MixedQuantLinear
 from tilus.ops.quantize import FORMAT_VERSION, LAYOUT, READ_VERSIONS, meta_dict
 
 FILENAME = "model.safetensors"
@@ -97,6 +98,11 @@ def save_quantized(model: nn.Module, directory: Union[str, os.PathLike]) -> Path
     """Writes ``model``'s state dict to ``directory/model.safetensors`` with the format metadata in
     the header (see the module doc); tied tensors are stored once. Returns the file's path."""
     from safetensors.torch import save_model
+    mixed = [name for name, m in model.named_modules() if isinstance(m, MixedQuantLinear)]
+    if mixed:
+        raise QuantizationError(f"save_quantized: mixed-width layers ({mixed[0]}) are not in "
+                                f"the file format yet; save their state dict with "
+                                f"safetensors.torch.save_model")
     layers = quantized_layers(model)
     if not layers:
         raise QuantizationError("save_quantized: the model has no QuantLinear layer "

@@ -11,12 +11,15 @@ block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.block
 activations and weights: ``tilus.ops.w8a8``; bit-sliced 8-bit weights served at 8/4/2 bits
 (``quantize_sliced``, ``matmul_sliced``): ``tilus.ops.sliced``; LUT GEMM for uint1/uint2 at
 decode (``matmul(..., schedule="lut")``): ``tilus.ops.lut``; the mixed-bit MoE grouped GEMM
-(``moe_matmul``): ``tilus.ops.moe`` (kernel ``tilus.ops.moe_kernels``); autotuning:
-``tilus.ops.tuning``. The user guide: docs/ops.md.
+(``moe_matmul``): ``tilus.ops.moe`` (kernel ``tilus.ops.moe_kernels``); mixed-width output
+features (``quantize(w, dtype={"uint8": cols, "uint4": "rest"})``, ``select_salient_columns``):
+``tilus.ops.mixed`` (kernel ``tilus.ops.mixed_kernels``, dispatch ``tilus.ops.mixed_matmul``);
+autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
 from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
 )
+from tilus.ops.mixed import MixedQuantizedWeight, select_salient_columns  # noqa: F401
 from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
 from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
 from tilus.ops.kv_cache import PagedQuantKVCache, QuantKVCache, quantize_kv  # noqa: F401
@@ -29,7 +32,8 @@ from tilus.ops.sliced import SlicedWeight, matmul_sliced, quantize_sliced  # noq
 from tilus.ops import lut  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
-           "compile_matmul", "MatmulBuild", "FORMAT_VERSION", "LAYOUT",
+           "compile_matmul", "MatmulBuild", "MixedQuantizedWeight", "select_salient_columns",
+           "FORMAT_VERSION", "LAYOUT",
            "QuantKVCache", "PagedQuantKVCache", "quantize_kv", "attention_decode",
            "attention_decode_cache", "attention_decode_paged", "w8a8",
            "SlicedWeight", "quantize_sliced", "matmul_sliced", "lut", "moe_matmul", "MoEExperts"]

@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import torch
 
 from tilus.errors import ArgumentError
 from tilus.ops.matmul import (_ACT, block_k_limit, default_schedule, kernel_for, stage_bytes,
                               weight_meta)
+from tilus.ops.mixed import MixedQuantizedWeight
+from tilus.ops.mixed_matmul import mixed_kernel_for, mixed_schedule
 from tilus.ops.quantize import QuantizedWeight
 
 
@@ -48,22 +50,27 @@ class MatmulBuild:
         return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n)
 
 
-def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
+def compile_matmul(qweight: Union[QuantizedWeight, MixedQuantizedWeight], m: int, arch: str = "sm_90",
                    act: torch.dtype = torch.float16, bias: bool = False,
                    num_sms: int = 132) -> MatmulBuild:
     """Build the kernel ``tilus.ops.matmul`` launches for activations [m, K] x ``qweight`` with the
     heuristic schedule for ``num_sms`` SMs (a tuned schedule, where one is recorded, replaces it
-    on a GPU)."""
+    on a GPU). A MixedQuantizedWeight builds its one ``MixedQuantMatmul``."""
     import tilus
 
-    if not isinstance(qweight, QuantizedWeight):
-        raise ArgumentError(f"compile_matmul: qweight must be a QuantizedWeight, got "
-                            f"{type(qweight).__name__}")
+    if not isinstance(qweight, (QuantizedWeight, MixedQuantizedWeight)):
+        raise ArgumentError(f"compile_matmul: qweight must be a QuantizedWeight or a "
+                            f"MixedQuantizedWeight, got {type(qweight).__name__}")
     if act not in _ACT:
         raise ArgumentError(f"compile_matmul: act must be torch.float16 or torch.bfloat16, "
                             f"got {act}")
     if not isinstance(m, int) or m < 1:
         raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
+    if isinstance(qweight, MixedQuantizedWeight):
+        schedule = mixed_schedule(m, qweight, "compiled", num_sms)
+        script = mixed_kernel_for(weight_meta(qweight.wide, act), weight_meta(qweight.narrow, act),
+                                  _ACT[act], bias, schedule)
+        return MatmulBuild(script, schedule, tilus.build(script, arch=arch))
     meta = weight_meta(qweight, act)
     schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms,
                                 qweight.nbits, block_k_limit(qweight.scheme))

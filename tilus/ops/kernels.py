@@ -59,6 +59,10 @@ activations are read from shared memory just before its dot, which keeps few reg
 (80-255 per thread across the types at the decode schedule). ``stages=1`` loads straight from
 global memory.
 
+``__call__`` is made of ``weight_views``, ``main_loop`` (the k-loop of one column tile) and
+``finish`` (split-k and the epilogue), so that ``tilus.ops.mixed_kernels.MixedQuantMatmul`` runs
+two configurations' k-loops in one kernel.
+
 Split-k (grid z): block z sums k-tiles [z*per, (z+1)*per); the partial sums of one output tile are
 added in split order through a float32 workspace, serialized by one int32 semaphore per tile
 (block z waits for ``sema == z``; the last split adds bias, casts and stores C, and resets the
@@ -308,6 +312,21 @@ class QuantMatmul(tilus.Script):
         self.attrs.blocks = [tilus.cdiv(m, bm), tiles_n, self.split_k]
         self.attrs.warps = self.warps
         ga = self.global_view(a, dtype=self.act, shape=[m, k])
+        gw, gs, gz = self.weight_views(w, scales, offsets, n, k, tiles_n)
+        gc = self.global_view(c, dtype=self.act, shape=[m, n])
+        m0 = self.blockIdx.x * bm
+        split = self.blockIdx.z
+        k_tiles = tilus.cdiv(k, self.block_k)
+        per_split = tilus.cdiv(k_tiles, self.split_k)
+        first = split * per_split
+        last = min(first + per_split, k_tiles)
+        acc = self.register_tensor(dtype=tilus.float32, shape=[bm, UNIT_N], init=0.0)
+        self.main_loop(ga, gw, gs, gz, m0, self.blockIdx.y, first, last, acc)
+        self.finish(acc, bias, gc, workspace, sema, m, n, m0, split, tiles_n, global_scale)
+
+    def weight_views(self, w, scales, offsets, n, k, tiles_n):
+        """The global views (packed units, scale rows, offset rows) of an [N, K] weight of
+        ``tiles_n`` column tiles; the offset view is the scale view when no offsets are stored."""
         gw = self.weight_view(w, tiles_n, k)
         num_groups = 1
         if not self.single_group:
@@ -317,29 +336,32 @@ class QuantMatmul(tilus.Script):
         if self.zero_mode in ("tensor", "int"):
             gz = self.global_view(offsets, dtype=tilus.uint8 if self.zero_mode == "int"
                                   else self.scale, shape=[num_groups, n])
-        gc = self.global_view(c, dtype=self.act, shape=[m, n])
-        m0 = self.blockIdx.x * bm
-        n0 = self.blockIdx.y * UNIT_N
-        split = self.blockIdx.z
-        k_tiles = tilus.cdiv(k, self.block_k)
-        per_split = tilus.cdiv(k_tiles, self.split_k)
-        first = split * per_split
-        last = min(first + per_split, k_tiles)
-        acc = self.register_tensor(dtype=tilus.float32, shape=[bm, UNIT_N], init=0.0)
+        return gw, gs, gz
+
+    def main_loop(self, ga, gw, gs, gz, m0, tn, first, last, acc):
+        """acc += A[m0:, k-tiles first..last) @ dequant(W)[.., column tile tn]."""
         if self.stages == 1:
             for kt in self.range(first, last):
-                self.direct_tile(ga, gw, gs, gz, m0, kt, acc)
+                self.direct_tile(ga, gw, gs, gz, m0, tn, kt, acc)
         else:
-            self.pipelined_loop(ga, gw, gs, gz, m0, first, last, acc)
+            self.pipelined_loop(ga, gw, gs, gz, m0, tn, first, last, acc)
+
+    def finish(self, acc, bias, gc, workspace, sema, m, n, m0, split, tiles_n, global_scale):
+        """Stores the block's tile of C (column tile ``blockIdx.y`` of ``gc``, ``n`` columns):
+        directly, or (split-k: ``split`` is this block's) summed in split order through
+        ``workspace``."""
+        n0 = self.blockIdx.y * UNIT_N
         if self.split_k == 1:
             self.epilogue(acc, bias, gc, m0, n0, n, global_scale)
         else:
             gws = self.global_view(workspace, dtype=tilus.float32, shape=[m, n])
-            gsema = self.global_view(sema, dtype=tilus.int32, shape=[tilus.cdiv(m, bm) * tiles_n])
+            gsema = self.global_view(sema, dtype=tilus.int32,
+                                     shape=[tilus.cdiv(m, self.block_m) * tiles_n])
             tile = self.blockIdx.x * tiles_n + self.blockIdx.y
             self.lock_semaphore(gsema, index=[tile], value=split)
             if split > 0:
-                acc += self.load_global(gws, offsets=[m0, n0], shape=[bm, UNIT_N])
+                self.add(acc, self.load_global(gws, offsets=[m0, n0],
+                                               shape=[self.block_m, UNIT_N]), out=acc)
             if split == self.split_k - 1:
                 self.epilogue(acc, bias, gc, m0, n0, n, global_scale)
             else:
@@ -353,9 +375,9 @@ class QuantMatmul(tilus.Script):
                               shape=[tiles_n, tilus.cdiv(k, UNIT_K) * self.unit_bytes])
         return gw
 
-    def load_unit(self, gw, kt, u):
-        """Unit u of k-tile kt of this block's column tile, from global memory."""
-        raw = self.load_global(gw, offsets=[self.blockIdx.y,
+    def load_unit(self, gw, kt, u, tn):
+        """Unit u of k-tile kt of column tile tn, from global memory."""
+        raw = self.load_global(gw, offsets=[tn,
                                             (kt * self.units + u) * self.unit_bytes],
                                shape=[1, self.unit_bytes])
         return raw
@@ -366,11 +388,11 @@ class QuantMatmul(tilus.Script):
                                 shape=[self.stages, 1, self.units * self.unit_bytes])
         return sw
 
-    def issue_weights(self, gw, sw, slot, kt):
-        """copy_async of k-tile kt's units into ring slot ``slot``."""
+    def issue_weights(self, gw, sw, slot, kt, tn):
+        """copy_async of k-tile kt's units of column tile tn into ring slot ``slot``."""
         self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0],
                                                       shape=[1, self.units * self.unit_bytes]),
-                        offsets=[self.blockIdx.y, kt * self.units * self.unit_bytes])
+                        offsets=[tn, kt * self.units * self.unit_bytes])
 
     def shared_unit(self, sw, slot, u):
         """Unit u of the k-tile in ring slot ``slot``, from shared memory."""
@@ -389,27 +411,29 @@ class QuantMatmul(tilus.Script):
         s, z = params[u * UNIT_K // self.group_size if self.tile_groups > 1 else 0]
         return s, self.offsets_of(s, z)
 
-    def direct_tile(self, ga, gw, gs, gz, m0, kt, acc):
-        """acc += A[:, k-tile kt] @ dequant(W[k-tile kt]), loading straight from global memory."""
-        params = self.folded(self.group_params(gs, gz, kt))
+    def direct_tile(self, ga, gw, gs, gz, m0, tn, kt, acc):
+        """acc += A[:, k-tile kt] @ dequant(W[k-tile kt]) of column tile tn, loading straight
+        from global memory."""
+        params = self.folded(self.group_params(gs, gz, kt, tn))
         for u in range(self.units):
-            raw = self.load_unit(gw, kt, u)
+            raw = self.load_unit(gw, kt, u, tn)
             ta = self.load_global(ga, offsets=[m0, kt * self.block_k + u * UNIT_K],
                                   shape=[self.block_m, UNIT_K])
             self.unit_dot(ta, raw, params, u, acc)
 
-    def issue_stage(self, ga, gw, sa, sw, slot, kt, m0):
-        """copy_async of k-tile kt (activations and packed units) into ring slot ``slot``."""
+    def issue_stage(self, ga, gw, sa, sw, slot, kt, m0, tn):
+        """copy_async of k-tile kt (activations and column tile tn's packed units) into ring slot
+        ``slot``."""
         bm, bk = self.block_m, self.block_k
         self.copy_async(src=ga, dst=self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]),
                         offsets=[m0, kt * bk])
-        self.issue_weights(gw, sw, slot, kt)
+        self.issue_weights(gw, sw, slot, kt, tn)
 
-    def group_params(self, gs, gz, kt):
+    def group_params(self, gs, gz, kt, tn):
         """[(scale row, stored-offset row)] ([1, 128] each) of the scale groups k-tile kt spans
-        (the offset row is the scale row itself when no offsets are stored; integer zero points
-        are cast to the scale dtype here, exactly, once per row)."""
-        n0 = self.blockIdx.y * UNIT_N
+        in column tile tn (the offset row is the scale row itself when no offsets are stored;
+        integer zero points are cast to the scale dtype here, exactly, once per row)."""
+        n0 = tn * UNIT_N
         g = self.group_of(kt)
         params = []
         if self.scheme == "nvfp4":      # per unit: its two rows, [2, 128]
@@ -428,7 +452,7 @@ class QuantMatmul(tilus.Script):
             params.append((s, z))
         return params
 
-    def pipelined_loop(self, ga, gw, gs, gz, m0, first, last, acc):
+    def pipelined_loop(self, ga, gw, gs, gz, m0, tn, first, last, acc):
         """The k loop with a ``stages``-deep ring of shared-memory buffers filled by copy_async:
         tile kt + stages - 1 is in flight while tile kt is computed (one commit group per
         iteration, waiting until at most stages - 2 groups are pending; the next tile's copy is
@@ -440,17 +464,18 @@ class QuantMatmul(tilus.Script):
         sw = self.weight_buffer()
         for i in range(st - 1):
             if first + i < last:
-                self.issue_stage(ga, gw, sa, sw, i, first + i, m0)
+                self.issue_stage(ga, gw, sa, sw, i, first + i, m0, tn)
             self.copy_async_commit_group()
-        params = self.folded(self.group_params(gs, gz, first))
+        params = self.folded(self.group_params(gs, gz, first, tn))
         for kt in self.range(first, last):
             slot = (kt - first) % st
             self.copy_async_wait_group(st - 2)
             self.sync()
             if kt + st - 1 < last:
-                self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0)
+                self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0,
+                                 tn)
             self.copy_async_commit_group()
-            following = self.group_params(gs, gz, kt + 1)
+            following = self.group_params(gs, gz, kt + 1, tn)
             for u in range(self.units):
                 raw = self.shared_unit(sw, slot, u)
                 ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],

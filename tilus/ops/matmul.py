@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from tilus import dtypes
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
 from tilus.ops import blockscale
+from tilus.ops.mixed import MixedQuantizedWeight
 from tilus.ops.quantize import QuantizedWeight, dequantize_packed
 from tilus.ops.validation import check_quant_operands, check_schedule
 
@@ -377,15 +378,25 @@ def register_activation_grad(op) -> None:
 register_activation_grad(quant_matmul)
 
 
-def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tensor] = None, *,
-           engine: str = "auto", schedule: "Optional[dict | str]" = None) -> torch.Tensor:
+def matmul(a: torch.Tensor, qweight: Union[QuantizedWeight, MixedQuantizedWeight],
+           bias: Optional[torch.Tensor] = None, *, engine: str = "auto",
+           schedule: "Optional[dict | str]" = None) -> torch.Tensor:
     """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
+    ``qweight`` is a QuantizedWeight or a mixed-width weight (``tilus.ops.mixed``: one launch of
+    ``MixedQuantMatmul``, see ``tilus.ops.mixed_matmul``).
 
     See the module docstring for ``engine``; ``schedule`` (a dict of some of
     ``QuantMatmul.schedule_names()``: block_m/block_n/block_k/split_k/warps/stages, integers >= 1;
     anything else is an ArgumentError) overrides the tuned/heuristic one for the interpreter and
     compiled engines. ``schedule="lut"``: the LUT-GEMM kernel (``tilus.ops.lut``), accepted only
     where it wins (uint1 weights with float offsets, M = 1, no bias)."""
+    if isinstance(qweight, MixedQuantizedWeight):
+        if isinstance(schedule, str):
+            raise ArgumentError(f"matmul: the named schedule {schedule!r} does not take a "
+                                f"mixed-width weight")
+        from tilus.ops.mixed_matmul import mixed_matmul
+
+        return mixed_matmul(a, qweight, bias, engine=engine, schedule=schedule)
     if engine not in ENGINES:
         raise ArgumentError(f"matmul: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(schedule, str):

@@ -68,7 +68,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, overload
 
 import numpy as np
 import torch
@@ -78,6 +78,9 @@ from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, QuantizationError
 from tilus.ops import blockscale, packing
 from tilus.ops.floatcodes import encode_float
+
+if TYPE_CHECKING:
+    from tilus.ops.mixed import MixedQuantizedWeight
 
 logger = logging.getLogger(__name__)
 
@@ -564,10 +567,27 @@ def _check_weight(weight: Any) -> torch.Tensor:
     return w
 
 
+@overload
+def quantize(weight: torch.Tensor, dtype: dict, group_size: Optional[int] = 128,
+             symmetric: Optional[bool] = None, scale_dtype: Any = None,
+             zero_mode: str = "float", scheme: str = "group") -> "MixedQuantizedWeight": ...
+
+
+@overload
 def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] = 128,
              symmetric: Optional[bool] = None, scale_dtype: Any = None,
-             zero_mode: str = "float", scheme: str = "group") -> QuantizedWeight:
+             zero_mode: str = "float", scheme: str = "group") -> QuantizedWeight: ...
+
+
+def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] = 128,
+             symmetric: Optional[bool] = None, scale_dtype: Any = None,
+             zero_mode: str = "float", scheme: str = "group") -> Any:
     """Quantizes ``weight`` ``[N, K]`` (nn.Linear layout) group-wise along K.
+
+    ``dtype`` may be a dict ``{wide: columns, narrow: "rest"}``, e.g. ``{"uint8": [3, 17],
+    "uint4": "rest"}``: mixed-width output features, the listed output features (rows of the
+    weight) in ``wide`` and the others in ``narrow``, returned as a
+    ``tilus.ops.mixed.MixedQuantizedWeight`` (group-scaled only; see that module).
 
     ``scheme``: ``"group"`` (below), or the block-scaled ``"mx"`` (OCP MX: ``dtype`` one of
     float4_e2m1, float6_e2m3, float6_e3m2, float8_e4m3, float8_e5m2, int8; blocks of 32 with E8M0
@@ -585,6 +605,13 @@ def quantize(weight: torch.Tensor, dtype: Any = None, group_size: Optional[int] 
     """
     if zero_mode not in ZERO_MODES:
         raise QuantizationError(f"zero_mode must be one of {ZERO_MODES}, got {zero_mode!r}")
+    if isinstance(dtype, dict):
+        if scheme != "group":
+            raise QuantizationError(f"mixed-width weights (a dict dtype) are group-scaled; "
+                                    f"scheme {scheme!r} does not apply")
+        from tilus.ops.mixed import quantize_mixed
+
+        return quantize_mixed(weight, dtype, group_size, symmetric, scale_dtype, zero_mode)
     if scheme != "group":
         if zero_mode != "float":
             raise QuantizationError(f"scheme {scheme!r} is symmetric (scales only): it has no "

@@ -96,23 +96,23 @@ class SlicedMatmul(QuantMatmul):
                               shape=[tiles_n, ku * UNIT_BYTES_PER_BIT * STORED_BITS])
         return gw, ku
 
-    def load_unit(self, gw, kt, u):
+    def load_unit(self, gw, kt, u, tn):
         g, ku = gw
         raws = []
         for t, above, _, _, _ in self.planes:
             ub = UNIT_BYTES_PER_BIT * t.nbits
-            raw = self.load_global(g, offsets=[self.blockIdx.y, ku * UNIT_BYTES_PER_BIT * above
+            raw = self.load_global(g, offsets=[tn, ku * UNIT_BYTES_PER_BIT * above
                                                + (kt * self.units + u) * ub], shape=[1, ub])
             raws.append(raw)
         return raws
 
-    def issue_weights(self, gw, sw, slot, kt):
+    def issue_weights(self, gw, sw, slot, kt, tn):
         g, ku = gw
         for t, above, _, _, _ in self.planes:
             run = self.units * UNIT_BYTES_PER_BIT * t.nbits
             self.copy_async(src=g, dst=self.slice_shared(
                 sw, offsets=[slot, 0, self.units * UNIT_BYTES_PER_BIT * above], shape=[1, run]),
-                offsets=[self.blockIdx.y, ku * UNIT_BYTES_PER_BIT * above + kt * run])
+                offsets=[tn, ku * UNIT_BYTES_PER_BIT * above + kt * run])
 
     def shared_unit(self, sw, slot, u):
         raws = []
