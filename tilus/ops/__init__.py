@@ -7,6 +7,7 @@
 ``tilus.ops.kernels``; dispatch, schedules and the ``tilus::quant_matmul`` custom op:
 ``tilus.ops.matmul``; decode attention over a quantized KV cache: ``tilus.ops.attention``
 (kernels ``tilus.ops.attention_kernels``, cache format and ``quantize_kv`` ``tilus.ops.kv_cache``);
+flash attention over a prompt (prefill): ``tilus.ops.prefill`` (kernels ``tilus.ops.prefill_kernels``);
 block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.blockscale``; int8
 activations and weights: ``tilus.ops.w8a8``; autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
@@ -17,8 +18,9 @@ from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
 from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
 from tilus.ops.kv_cache import QuantKVCache, quantize_kv  # noqa: F401
 from tilus.ops.attention import attention_decode, attention_decode_cache  # noqa: F401
+from tilus.ops.prefill import attention_prefill  # noqa: F401
 from tilus.ops import w8a8  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
            "compile_matmul", "MatmulBuild", "FORMAT_VERSION", "LAYOUT",
-           "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "w8a8"]
+           "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "attention_prefill", "w8a8"]

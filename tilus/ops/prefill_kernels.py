@@ -63,7 +63,7 @@ class PrefillAttention(tilus.Script):
         self.head_dim, self.group, self.causal = head_dim, group, bool(causal)
         self.softmax_scale = float(softmax_scale)
         self.block_q, self.block_kv, self.stages, self.warps = block_q, block_kv, stages, warps
-        self.kv_type, self.row = self.act, head_dim
+        self.kv_type, self.row, self.code_type = self.act, head_dim, None
 
     def c_layout(self, n: int):
         """mma C fragments of a [block_q, n] fp32 tile, warp w holding rows 16w .. 16w + 15."""
@@ -100,6 +100,10 @@ class PrefillAttention(tilus.Script):
             self.copy_async(src=gv, dst=sv[s], offsets=[kvh, s * bkv, 0])
             self.copy_async_commit_group()
 
+        dk = dv = None
+        if self.code_type is not None:
+            dk = self.shared_tensor(dtype=act, shape=[bkv, d])
+            dv = self.shared_tensor(dtype=act, shape=[bkv, d])
         tq = self.load_global(gq, offsets=[bh, q0, 0], shape=[bq, d])
         acc = self.register_tensor(dtype=tilus.float32, shape=[bq, d], init=0.0)
         self.annotate_layout(acc, self.c_layout(d))
@@ -116,7 +120,7 @@ class PrefillAttention(tilus.Script):
             self.copy_async_commit_group()
             stage = t % stages
             k0 = t * bkv
-            kt = self.kv_values(sk[stage], k_scales, k_zeros, kvh, k0)
+            kt = self.kv_values(sk[stage], dk, k_scales, k_zeros, kvh, k0)
             scores = self.register_tensor(dtype=tilus.float32, shape=[bq, bkv], init=0.0)
             self.annotate_layout(scores, self.c_layout(bkv))
             self.dot(tq, self.transpose(kt), scores, out=scores)
@@ -134,16 +138,19 @@ class PrefillAttention(tilus.Script):
             alpha = self.exp(m - m_safe)
             l = l * alpha + self.sum(p, dim=1, keepdim=True)
             acc = acc * alpha
-            vt = self.kv_values(sv[stage], v_scales, v_zeros, kvh, k0)
+            vt = self.kv_values(sv[stage], dv, v_scales, v_zeros, kvh, k0)
             self.dot(self.cast(p, dtype=act), vt, acc, out=acc)
             m = m_new
         self.copy_async_wait_group(0)
         self.free_shared(sk)
         self.free_shared(sv)
+        if self.code_type is not None:
+            self.free_shared(dk)
+            self.free_shared(dv)
         l = self.where(l > 0.0, l, 1.0)
         self.store_global(go, self.cast(acc / l, dtype=act), offsets=[bh, q0, 0])
 
-    def kv_values(self, s, scales, zeros, kvh, k0):
+    def kv_values(self, s, dst, scales, zeros, kvh, k0):
         """The [block_kv, head_dim] tile of K or V in ``act`` from its shared stage ``s``."""
         return self.load_shared(s)
 
@@ -176,12 +183,16 @@ class PrefillAttentionQuantKV(PrefillAttention):
                     self.global_view(v_scales, dtype=self.act, shape=shape),
                     self.global_view(v_zeros, dtype=self.act, shape=shape))
 
-    def kv_values(self, s, scales, zeros, kvh, k0):
-        """``decode(code) * 2^-e * scale + zero`` of the codes in ``s``, rounded once to act."""
+    def kv_values(self, s, dst, scales, zeros, kvh, k0):
+        """``decode(code) * 2^-e * scale + zero`` of the codes in ``s``, rounded once to act:
+        each thread dequantizes its share of the tile (vector loads of whole rows' bytes) into
+        the shared tile ``dst``, which the mma operands are then loaded from (every warp reads
+        all of K and V: dequantizing in the operands' layout would repeat the work per warp)."""
         t, bkv = self.code_type, self.block_kv
         codes = self.view(self.load_shared(s), dtype=t)
         e = -value_exponent(t) if t.is_float else 0
         values = self.cast(codes, dtype=self.act, exponent=e)
         scale = self.load_global(scales, offsets=[kvh, k0, 0], shape=[bkv, 1])
         zero = self.load_global(zeros, offsets=[kvh, k0, 0], shape=[bkv, 1])
-        return self.fma(values, scale, zero)
+        self.store_shared(dst, self.fma(values, scale, zero))
+        return self.load_shared(dst)
