@@ -26,7 +26,7 @@ go to shared memory as bytes and are dequantized after ``load_shared``, in regis
 import tilus
 from tilus import dtypes
 from tilus.errors import TilusError
-from tilus.ir.layout import local, spatial
+from tilus.ir.layout import local, row_major, spatial, swizzle
 from tilus.ops.quantize import value_exponent
 
 NEG_INF = float("-inf")
@@ -70,6 +70,25 @@ class PrefillAttention(tilus.Script):
         frag = local(2, 1) * spatial(8, 4) * local(1, 2)
         return local(1, n // 8) * spatial(self.warps, 1) * frag
 
+    def swizzled(self, shape):
+        """A shared layout of 16-bit rows of ``shape[-1]`` elements (a power of two >= 16) where
+        ldmatrix's 8 rows of 16 bytes fall in 8 different bank groups: the 16-byte chunk index
+        within a row XOR'd with the row's 128-byte line (CuTe's Swizzle<b, 3, s>); row-major for
+        other widths."""
+        n = shape[-1]
+        if n < 16 or n & (n - 1):
+            return row_major(*shape)
+        chunks = n // 8
+        return swizzle(row_major(*shape), min(3, chunks.bit_length() - 1), 3,
+                       max(6, n.bit_length() - 1) - 3)
+
+    def stage(self, buf, i):
+        """Stage ``i`` of the pipelined buffer ``buf``, in the layout its stages have."""
+        s = buf[i]
+        self.annotate_layout(s, self.swizzled(list(buf.shape[1:])) if self.kv_type.nbits == 16
+                             else row_major(*buf.shape[1:]))
+        return s
+
     def __call__(self, bh_count: tilus.int32, seq_q: tilus.int32, seq_kv: tilus.int32,
                  q: tilus.void_p, k: tilus.void_p, v: tilus.void_p, out: tilus.void_p):
         self.attend(bh_count, seq_q, seq_kv, q, k, v, out, None, None, None, None)
@@ -95,50 +114,60 @@ class PrefillAttention(tilus.Script):
             tiles = min(tiles, tilus.cdiv(max(q0 + bq + seq_kv - seq_q, 0), bkv))
         sk = self.shared_tensor(dtype=self.kv_type, shape=[stages, bkv, row])
         sv = self.shared_tensor(dtype=self.kv_type, shape=[stages, bkv, row])
+        if self.kv_type.nbits == 16:
+            self.annotate_layout(sk, self.swizzled([stages, bkv, row]))
+            self.annotate_layout(sv, self.swizzled([stages, bkv, row]))
         for s in range(stages - 1):
-            self.copy_async(src=gk, dst=sk[s], offsets=[kvh, s * bkv, 0])
-            self.copy_async(src=gv, dst=sv[s], offsets=[kvh, s * bkv, 0])
+            self.copy_async(src=gk, dst=self.stage(sk, s), offsets=[kvh, s * bkv, 0])
+            self.copy_async(src=gv, dst=self.stage(sv, s), offsets=[kvh, s * bkv, 0])
             self.copy_async_commit_group()
 
         dk = dv = None
         if self.code_type is not None:
             dk = self.shared_tensor(dtype=act, shape=[bkv, d])
             dv = self.shared_tensor(dtype=act, shape=[bkv, d])
+            self.annotate_layout(dk, self.swizzled([bkv, d]))
+            self.annotate_layout(dv, self.swizzled([bkv, d]))
         tq = self.load_global(gq, offsets=[bh, q0, 0], shape=[bq, d])
         acc = self.register_tensor(dtype=tilus.float32, shape=[bq, d], init=0.0)
         self.annotate_layout(acc, self.c_layout(d))
         m = self.register_tensor(dtype=tilus.float32, shape=[bq, 1], init=NEG_INF)
         l = self.register_tensor(dtype=tilus.float32, shape=[bq, 1], init=0.0)
         shift = seq_kv - seq_q
+        edge = min(seq_kv, q0 + shift + 1) if self.causal else seq_kv   # keys every row sees
         for t in self.range(tiles):
             self.copy_async_wait_group(stages - 2)
             self.sync()
             ahead = t + stages - 1
             if ahead < tiles:
-                self.copy_async(src=gk, dst=sk[ahead % stages], offsets=[kvh, ahead * bkv, 0])
-                self.copy_async(src=gv, dst=sv[ahead % stages], offsets=[kvh, ahead * bkv, 0])
+                self.copy_async(src=gk, dst=self.stage(sk, ahead % stages),
+                                offsets=[kvh, ahead * bkv, 0])
+                self.copy_async(src=gv, dst=self.stage(sv, ahead % stages),
+                                offsets=[kvh, ahead * bkv, 0])
             self.copy_async_commit_group()
             stage = t % stages
             k0 = t * bkv
-            kt = self.kv_values(sk[stage], dk, k_scales, k_zeros, kvh, k0)
+            kt = self.kv_values(self.stage(sk, stage), dk, k_scales, k_zeros, kvh, k0)
             scores = self.register_tensor(dtype=tilus.float32, shape=[bq, bkv], init=0.0)
             self.annotate_layout(scores, self.c_layout(bkv))
             self.dot(tq, self.transpose(kt), scores, out=scores)
-            if self.causal:
-                visible = self.register_tensor(
-                    dtype=tilus.boolean, shape=[bq, bkv],
-                    init=lambda i, j: (k0 + j < seq_kv) & (k0 + j <= q0 + i + shift))
-            else:
-                visible = self.register_tensor(dtype=tilus.boolean, shape=[bq, bkv],
-                                               init=lambda i, j: k0 + j < seq_kv)
-            scores = self.where(visible, scores * self.softmax_scale, NEG_INF)
+            self.mul(scores, self.softmax_scale, out=scores)
+            if k0 + bkv > edge:
+                if self.causal:
+                    visible = self.register_tensor(
+                        dtype=tilus.boolean, shape=[bq, bkv],
+                        init=lambda i, j: (k0 + j < seq_kv) & (k0 + j <= q0 + i + shift))
+                else:
+                    visible = self.register_tensor(dtype=tilus.boolean, shape=[bq, bkv],
+                                                   init=lambda i, j: k0 + j < seq_kv)
+                scores = self.where(visible, scores, NEG_INF)
             m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
             m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
             p = self.exp(scores - m_safe)
             alpha = self.exp(m - m_safe)
             l = l * alpha + self.sum(p, dim=1, keepdim=True)
             acc = acc * alpha
-            vt = self.kv_values(sv[stage], dv, v_scales, v_zeros, kvh, k0)
+            vt = self.kv_values(self.stage(sv, stage), dv, v_scales, v_zeros, kvh, k0)
             self.dot(self.cast(p, dtype=act), vt, acc, out=acc)
             m = m_new
         self.copy_async_wait_group(0)
