@@ -12,6 +12,8 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
 * ``LLAMA_*``: the tiny Llama of ``examples/llm_decode.py`` quantized by ``tilus.nn``.
 * ``ATTENTION_CASES``: ``tilus.ops.attention_decode`` on CUDA (``AttentionCase``), what
   ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels.
+* ``PREFILL_CASES``: ``tilus.ops.attention_prefill`` on CUDA (``PrefillCase``), what
+  ``test_attention_prefill_gpu.py`` launches; ``prefill_kernels(case)`` its kernel.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
@@ -476,15 +478,46 @@ def attention_kernels(case: AttentionCase) -> list:
             combine_kernel(case.head_dim, group, act=case.act)]
 
 
+# ---- prefill attention (test_attention_prefill_gpu.py) ------------------------------------------
+class PrefillCase(NamedTuple):
+    """One attention_prefill configuration of the GPU tests: (query heads, KV heads, head_dim),
+    q's dtype, the K/V code type (None: K/V in q's dtype) and the causal mask."""
+    heads: int
+    kv_heads: int
+    head_dim: int
+    act: str = "float16"
+    kv_dtype: Optional[str] = None
+    causal: bool = False
+
+
+PREFILL_CASES = (PrefillCase(32, 8, 128, "float16", None, True),
+                 PrefillCase(32, 8, 128, "bfloat16", None, False),
+                 PrefillCase(8, 8, 64, "float16", None, False),
+                 PrefillCase(14, 2, 64, "bfloat16", None, True),
+                 PrefillCase(4, 4, 32, "float16", None, True),
+                 PrefillCase(32, 8, 128, "float16", "int8", True),
+                 PrefillCase(32, 8, 128, "bfloat16", "float8_e4m3", True),
+                 PrefillCase(8, 2, 64, "float16", "uint8", False))
+
+
+def prefill_kernels(case: PrefillCase) -> list:
+    """The Script attention_prefill builds for ``case`` (default softmax scale 1/sqrt(head_dim))."""
+    from tilus.ops.prefill import prefill_kernel
+
+    return [prefill_kernel(case.head_dim, case.heads // case.kv_heads, case.head_dim ** -0.5,
+                           case.causal, case.act, case.kv_dtype)]
+
+
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode-attention kernels, each once (by IR text)."""
+    bench_matmul run, then the decode- and prefill-attention kernels, each once (by IR text)."""
     specs = [case.factory() for case in CASES.values()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
     kernels = [kernel_of(req) for req in reqs]
     kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
+    kernels += [k for case in PREFILL_CASES for k in prefill_kernels(case)]
     seen = set()
     for kernel in kernels:
         text = str(kernel.program())

@@ -25,10 +25,11 @@ import pytest
 import torch
 
 from tests.gpu import checks
-from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, SANITIZE_CASES,
-                               SESSION_BENCH_ARGS, OpsCase, assert_matches_reference,
-                               attention_kernels, bench_requests, kernel_of, llama_requests,
-                               meta_of, ops_meta, ops_requests, ops_weight, quantize_case)
+from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, PREFILL_CASES,
+                               SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
+                               assert_matches_reference, attention_kernels, bench_requests,
+                               kernel_of, llama_requests, meta_of, ops_meta, ops_requests,
+                               ops_weight, prefill_kernels, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +97,8 @@ def bundle_keys():
     assert len(keys) == len(set(keys)), "bundle_specs() lists a kernel twice"
     # one QuantMatmul per distinct program: the bundle holds only what is launched
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
-    attention = [k for _, k, _ in specs if type(k).__name__.startswith("DecodeAttention")]
+    attention = [k for _, k, _ in specs
+                 if type(k).__name__.startswith(("DecodeAttention", "PrefillAttention"))]
     assert len(specs) == len(CASES) + len(quant) + len(attention) and len(quant) <= 160, len(quant)
     return set(keys)
 
@@ -131,6 +133,37 @@ def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, mo
     assert {_key(k) for k in launched} <= bundle_keys
     assert {_key(k) for c in ATTENTION_CASES for k in attention_kernels(c)} == \
         {_key(k) for k in launched}
+
+
+def test_bundle_holds_the_prefill_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """attention_prefill run on the CPU for every PREFILL_CASE (float16/bfloat16 or quantized
+    K/V), its kernel recorded instead of launched: each is in the bundle and is the one
+    prefill_kernels predicts, and every case's kernel fits an sm_90 block."""
+    from tilus.backend.build_program import prepare
+    from tilus.ops.kv_cache import quantize_rows
+
+    pre = importlib.import_module("tilus.ops.prefill")
+    predicted = [_key(k) for c in PREFILL_CASES for k in prefill_kernels(c)]
+    launched = []
+    make = pre.prefill_kernel
+    monkeypatch.setattr(pre, "prefill_kernel", lambda *a, **kw: launched.append(
+        make(*a, **kw)) or (lambda *args: None))
+    for case in PREFILL_CASES:
+        act = getattr(torch, case.act)
+        q = torch.zeros(1, case.heads, 5, case.head_dim, dtype=act)
+        kv = torch.zeros(1, case.kv_heads, 7, case.head_dim)
+        if case.kv_dtype is None:
+            pre.attention_prefill(q, kv.to(act), kv.to(act), causal=case.causal)
+        else:
+            codes, scales, zeros = quantize_rows(kv, case.kv_dtype, act)
+            pre.attention_prefill(q, codes, codes, causal=case.causal, kv_dtype=case.kv_dtype,
+                                  k_scales=scales, v_scales=scales, k_zeros=zeros,
+                                  v_zeros=zeros)
+    assert len(launched) == len(PREFILL_CASES)
+    assert {_key(k) for k in launched} <= bundle_keys
+    assert predicted == [_key(k) for k in launched]
+    for kernel in launched:
+        prepare(kernel.program(), "sm_90")
 
 
 def _gpu_test_ops_cases() -> list:
