@@ -41,3 +41,12 @@ def test_w8a8_layer_prints_its_error_table():
         rows["W8A8 + smooth (alpha 0.5, from the outlier x)"]
     assert all(e < 5e-3 for e in rows["int8 weight-only, per channel"])
     assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier
+
+
+def test_attention_prefill_prints_its_errors_against_torch():
+    rows = [line for line in _run("examples/attention_prefill.py").splitlines()
+            if "max |out - torch|" in line]
+    assert len(rows) == 6 and any("K/V float8_e4m3" in r for r in rows)
+    for row in rows:
+        err = float(row.split("max |out - torch| ")[1].split()[0])
+        assert err < (2e-2 if row.strip().startswith("bfloat16") else 5e-3), row
