@@ -164,6 +164,9 @@ def test_arguments_are_checked():
         attention_prefill(q, k, v.to("meta"))
     with pytest.raises(ArgumentError, match="engine"):
         attention_prefill(q, k, v, engine="fast")
+    big = torch.empty(2 ** 17, 1, 2 ** 10, 16, dtype=torch.float16, device="meta")
+    with pytest.raises(ArgumentError, match="q has 2147483648 elements.*split the batch"):
+        attention_prefill(big, big, big)
 
 
 def test_kernel_classes_reject_what_they_cannot_run():

@@ -79,6 +79,10 @@ def _check(q, k, v, kv_dtype, params: dict) -> tuple[int, int, int, int, int, in
             raise ArgumentError(f"attention_prefill: {name} must be {q.dtype} [{batch}, "
                                 f"{kv_heads}, {seq_kv}] (one per token and KV head), got "
                                 f"{_shape(x)}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.numel() >= 2 ** 31:
+            raise ArgumentError(f"attention_prefill: {name} has {x.numel()} elements; the kernel "
+                                f"indexes with int32 (at most 2^31 - 1): split the batch")
     for name, x in (("k", k), ("v", v), *params.items()):
         if x is not None and x.device != q.device:
             raise DeviceMismatchError(f"attention_prefill: {name} is on {x.device}, q on "
