@@ -500,6 +500,15 @@ PREFILL_CASES = (PrefillCase(32, 8, 128, "float16", None, True),
                  PrefillCase(8, 2, 64, "float16", "uint8", False))
 
 
+SANITIZE_PREFILL = (PREFILL_CASES[0], PREFILL_CASES[5])      # sanitize.py: fp16 and int8 K/V
+
+
+def prefill_id(case: PrefillCase) -> str:
+    """A name for sanitize.py: prefill-<heads>x<kv_heads>-d<head_dim>-<act>-<kv>[-causal]."""
+    return (f"prefill-{case.heads}x{case.kv_heads}-d{case.head_dim}-{case.act}-"
+            f"{case.kv_dtype or 'kv16'}" + ("-causal" if case.causal else ""))
+
+
 def prefill_kernels(case: PrefillCase) -> list:
     """The Script attention_prefill builds for ``case`` (default softmax scale 1/sqrt(head_dim))."""
     from tilus.ops.prefill import prefill_kernel

@@ -26,10 +26,10 @@ import torch
 
 from tests.gpu import checks
 from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, PREFILL_CASES,
-                               SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
+                               SANITIZE_CASES, SANITIZE_PREFILL, SESSION_BENCH_ARGS, OpsCase,
                                assert_matches_reference, attention_kernels, bench_requests,
                                kernel_of, llama_requests, meta_of, ops_meta, ops_requests,
-                               ops_weight, prefill_kernels, quantize_case)
+                               ops_weight, prefill_id, prefill_kernels, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +164,14 @@ def test_bundle_holds_the_prefill_kernels_the_gpu_tests_launch(bundle_keys, monk
     assert predicted == [_key(k) for k in launched]
     for kernel in launched:
         prepare(kernel.program(), "sm_90")
+
+
+@pytest.mark.parametrize("case", [PREFILL_CASES[4], PREFILL_CASES[7]],
+                         ids=lambda c: prefill_id(c))
+def test_gpu_prefill_check_dry_run_on_the_cpu(case):
+    """run_prefill_case (the GPU test's and the sanitizer's check) on the CPU interpreter at small
+    sizes: causal with more queries than keys, uint8 K/V."""
+    checks.run_prefill_case(case, "cpu", 1, 70, 45)
 
 
 def _gpu_test_ops_cases() -> list:
@@ -434,7 +442,8 @@ def test_gpu_session_calls_only_what_exists(session_run):
     assert {"-v", "-rA", "--durations"} <= set(pytest_args)
     from tests.gpu import sanitize
 
-    assert set(sanitize.jobs()) == set(CASES) | {c.id for c in SANITIZE_CASES}
+    assert set(sanitize.jobs()) == set(CASES) | {c.id for c in SANITIZE_CASES} | {
+        prefill_id(c) for c in SANITIZE_PREFILL}
 
 
 def test_bundle_script_passes_the_run_prefix(tmp_path):

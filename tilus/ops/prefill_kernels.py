@@ -176,8 +176,8 @@ class PrefillAttention(tilus.Script):
         if self.code_type is not None:
             self.free_shared(dk)
             self.free_shared(dv)
-        l = self.where(l > 0.0, l, 1.0)
-        self.store_global(go, self.cast(acc / l, dtype=act), offsets=[bh, q0, 0])
+        inv = 1.0 / self.where(l > 0.0, l, 1.0)        # one division per row, not per element
+        self.store_global(go, self.cast(acc * inv, dtype=act), offsets=[bh, q0, 0])
 
     def kv_values(self, s, dst, scales, zeros, kvh, k0):
         """The [block_kv, head_dim] tile of K or V in ``act`` from its shared stage ``s``."""
