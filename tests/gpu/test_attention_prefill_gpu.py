@@ -20,13 +20,21 @@ def test_attention_prefill_compiled_matches_reference(case):
 
 
 def test_causal_self_attention_matches_torch_sdpa():
+    """PREFILL_CASES[0] (GQA 32/8, head_dim 128, float16, causal; a kernel of the bundle) at
+    seq_q = seq_kv, where flash-attn's and torch's causal masks agree."""
     import torch
     import torch.nn.functional as F
 
     import tilus
 
+    case = PREFILL_CASES[0]
+    assert (case.act, case.kv_dtype, case.causal) == ("float16", None, True)
     g = torch.Generator(device="cuda").manual_seed(1)
-    q, k, v = (torch.randn(2, 16, 777, 128, generator=g, device="cuda").half() for _ in range(3))
+    q = torch.randn(2, case.heads, 777, case.head_dim, generator=g, device="cuda").half()
+    k, v = (torch.randn(2, case.kv_heads, 777, case.head_dim, generator=g, device="cuda").half()
+            for _ in range(2))
     out = tilus.ops.attention_prefill(q, k, v, causal=True)
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True),
-                               rtol=1e-2, atol=3e-3)
+    group = case.heads // case.kv_heads
+    want = F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1),
+                                          v.repeat_interleave(group, dim=1), is_causal=True)
+    torch.testing.assert_close(out, want, rtol=1e-2, atol=3e-3)
