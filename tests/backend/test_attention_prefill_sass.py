@@ -1,6 +1,6 @@
 """tilus.ops.attention_prefill's kernels built for sm_90 and sm_80 without a GPU (64-row Q tiles,
 64-token K/V tiles, 4 warps): no spills, no stack frame, no layout conversion (P stays in the
-registers the scores' mma left it in), K and V through ldmatrix from swizzled stages, and the
+registers the scores' mma left it in), K and V through ldmatrix from padded stages, and the
 main loop's tensor-core work is exactly Q K^T and P V."""
 import pytest
 

@@ -1,9 +1,9 @@
 """tilus.ops.attention_prefill's kernel lowered to tirx and run by tilus.simulator on the same
 arguments as the interpreter (the output compared), at a small size: batch 1, 2 query heads over
 1 KV head, seq_q 20 and seq_kv 70 (one partial Q tile, two K/V tiles: the cp.async pipeline
-refills a stage), causal; float16 K/V with head_dim 64 (the 128-byte swizzle, K through
-ldmatrix.x2 and V through ldmatrix.x2.trans), and float8_e4m3 codes with bfloat16 queries and
-head_dim 32 (64-byte rows: a 2-bit swizzle)."""
+refills a stage), causal; float16 K/V with head_dim 64 (padded rows, K through ldmatrix.x2 and
+V through ldmatrix.x2.trans), and float8_e4m3 codes with bfloat16 queries and head_dim 32
+(dequantized into a shared tile)."""
 import importlib
 
 import pytest

@@ -6,12 +6,14 @@ query head bh (``[block_q, head_dim]`` in registers, the mma's A fragments) and 
 ``block_kv``-token tiles of KV head ``bh // group`` (``bh = b * heads + h`` and ``heads = kv_heads
 * group``, so ``bh // group = b * kv_heads + h // group``). K and V tiles are copied to shared
 memory by cp.async ``stages - 1`` tiles ahead of the tile being consumed (as
-``examples/matmul_pipelined.py``). Per tile, in fp32: ``S = Q K^T * scale`` (mma), masked to -inf
-at keys past ``seq_kv`` and, when causal, at key j > query i + seq_kv - seq_q (bottom-right
-aligned, as flash-attn: the last query sees every key); then the online softmax: running row
-max ``m`` and sum ``l``, ``acc = acc * e^(m_old - m) + P V`` (P rounded to q's dtype for the
-mma). The causal loop stops at the last tile a row of the block can see. A row with no visible
-key (causal with seq_q > seq_kv) gives 0. Output ``acc / l`` in q's dtype.
+``examples/matmul_pipelined.py``), into rows padded by 16 bytes (``smem_layout``: ldmatrix
+without bank conflicts, at plain addresses). Per tile, in fp32: ``S = Q K^T * scale`` (mma),
+masked to -inf at keys past ``seq_kv`` and, when causal, at key j > query i + seq_kv - seq_q
+(bottom-right aligned, as flash-attn: the last query sees every key; the mask is built only on
+tiles that reach past the keys every row of the block sees); then the online softmax: running
+row max ``m`` and sum ``l``, ``acc = acc * e^(m_old - m) + P V`` (P rounded to q's dtype for
+the mma). The causal loop stops at the last tile a row of the block can see. A row with no
+visible key (causal with seq_q > seq_kv) gives 0. Output ``acc / l`` in q's dtype.
 
 Layouts: the scores and the accumulator are mma C fragments with the warps along the rows
 (``block_q = 16 * warps``: each warp owns 16 query rows, so the row max and sum stay inside a
@@ -19,14 +21,15 @@ warp), and the C fragments of S are exactly the A fragments P needs in ``P V``: 
 
 ``PrefillAttentionQuantKV`` reads K and V as codes of an 8-bit cache type (``int8``, ``uint8``,
 ``float8_e4m3``; ``tilus.ops.kv_cache``'s rows and per-(token, head) scales and zeros): the codes
-go to shared memory as bytes and are dequantized after ``load_shared``, in registers,
-``decode(code) * 2^-e * scale + zero`` in q's dtype (one rounding).
+go to shared memory as bytes; each thread dequantizes its share of a tile in registers,
+``decode(code) * 2^-e * scale + zero`` in q's dtype (one rounding), into a shared tile that the
+mma operands are then loaded from.
 """
 
 import tilus
 from tilus import dtypes
 from tilus.errors import TilusError
-from tilus.ir.layout import local, row_major, spatial, swizzle
+from tilus.ir.layout import local, row_major, spatial
 from tilus.ops.quantize import value_exponent
 
 NEG_INF = float("-inf")
@@ -70,24 +73,12 @@ class PrefillAttention(tilus.Script):
         frag = local(2, 1) * spatial(8, 4) * local(1, 2)
         return local(1, n // 8) * spatial(self.warps, 1) * frag
 
-    def swizzled(self, shape):
-        """A shared layout of 16-bit rows of ``shape[-1]`` elements (a power of two >= 16) where
-        ldmatrix's 8 rows of 16 bytes fall in 8 different bank groups: the 16-byte chunk index
-        within a row XOR'd with the row's 128-byte line (CuTe's Swizzle<b, 3, s>); row-major for
-        other widths."""
-        n = shape[-1]
-        if n < 16 or n & (n - 1):
-            return row_major(*shape)
-        chunks = n // 8
-        return swizzle(row_major(*shape), min(3, chunks.bit_length() - 1), 3,
-                       max(6, n.bit_length() - 1) - 3)
-
-    def stage(self, buf, i):
-        """Stage ``i`` of the pipelined buffer ``buf``, in the layout its stages have."""
-        s = buf[i]
-        self.annotate_layout(s, self.swizzled(list(buf.shape[1:])) if self.kv_type.nbits == 16
-                             else row_major(*buf.shape[1:]))
-        return s
+    def smem_layout(self, shape):
+        """Row-major shared ``shape`` with each 16-bit row padded by 16 bytes: a row is then an
+        odd number of 16-byte chunks long, so ldmatrix's 8 rows of 16 bytes fall in 8 different
+        bank groups for every head_dim, with plain (additive) addresses; code bytes (read as
+        whole-row vectors) are not padded."""
+        return row_major(*shape, pad=8 if self.kv_type.nbits == 16 else 0)
 
     def __call__(self, bh_count: tilus.int32, seq_q: tilus.int32, seq_kv: tilus.int32,
                  q: tilus.void_p, k: tilus.void_p, v: tilus.void_p, out: tilus.void_p):
@@ -114,20 +105,19 @@ class PrefillAttention(tilus.Script):
             tiles = min(tiles, tilus.cdiv(max(q0 + bq + seq_kv - seq_q, 0), bkv))
         sk = self.shared_tensor(dtype=self.kv_type, shape=[stages, bkv, row])
         sv = self.shared_tensor(dtype=self.kv_type, shape=[stages, bkv, row])
-        if self.kv_type.nbits == 16:
-            self.annotate_layout(sk, self.swizzled([stages, bkv, row]))
-            self.annotate_layout(sv, self.swizzled([stages, bkv, row]))
+        self.annotate_layout(sk, self.smem_layout([stages, bkv, row]))
+        self.annotate_layout(sv, self.smem_layout([stages, bkv, row]))
         for s in range(stages - 1):
-            self.copy_async(src=gk, dst=self.stage(sk, s), offsets=[kvh, s * bkv, 0])
-            self.copy_async(src=gv, dst=self.stage(sv, s), offsets=[kvh, s * bkv, 0])
+            self.copy_async(src=gk, dst=sk[s], offsets=[kvh, s * bkv, 0])
+            self.copy_async(src=gv, dst=sv[s], offsets=[kvh, s * bkv, 0])
             self.copy_async_commit_group()
 
         dk = dv = None
         if self.code_type is not None:
             dk = self.shared_tensor(dtype=act, shape=[bkv, d])
             dv = self.shared_tensor(dtype=act, shape=[bkv, d])
-            self.annotate_layout(dk, self.swizzled([bkv, d]))
-            self.annotate_layout(dv, self.swizzled([bkv, d]))
+            self.annotate_layout(dk, row_major(bkv, d, pad=8))
+            self.annotate_layout(dv, row_major(bkv, d, pad=8))
         tq = self.load_global(gq, offsets=[bh, q0, 0], shape=[bq, d])
         acc = self.register_tensor(dtype=tilus.float32, shape=[bq, d], init=0.0)
         self.annotate_layout(acc, self.c_layout(d))
@@ -140,14 +130,12 @@ class PrefillAttention(tilus.Script):
             self.sync()
             ahead = t + stages - 1
             if ahead < tiles:
-                self.copy_async(src=gk, dst=self.stage(sk, ahead % stages),
-                                offsets=[kvh, ahead * bkv, 0])
-                self.copy_async(src=gv, dst=self.stage(sv, ahead % stages),
-                                offsets=[kvh, ahead * bkv, 0])
+                self.copy_async(src=gk, dst=sk[ahead % stages], offsets=[kvh, ahead * bkv, 0])
+                self.copy_async(src=gv, dst=sv[ahead % stages], offsets=[kvh, ahead * bkv, 0])
             self.copy_async_commit_group()
             stage = t % stages
             k0 = t * bkv
-            kt = self.kv_values(self.stage(sk, stage), dk, k_scales, k_zeros, kvh, k0)
+            kt = self.kv_values(sk[stage], dk, k_scales, k_zeros, kvh, k0)
             scores = self.register_tensor(dtype=tilus.float32, shape=[bq, bkv], init=0.0)
             self.annotate_layout(scores, self.c_layout(bkv))
             self.dot(tq, self.transpose(kt), scores, out=scores)
@@ -167,7 +155,7 @@ class PrefillAttention(tilus.Script):
             alpha = self.exp(m - m_safe)
             l = l * alpha + self.sum(p, dim=1, keepdim=True)
             acc = acc * alpha
-            vt = self.kv_values(self.stage(sv, stage), dv, v_scales, v_zeros, kvh, k0)
+            vt = self.kv_values(sv[stage], dv, v_scales, v_zeros, kvh, k0)
             self.dot(self.cast(p, dtype=act), vt, acc, out=acc)
             m = m_new
         self.copy_async_wait_group(0)
