@@ -59,9 +59,10 @@ def test_interpreter_matches_float64_reference(act, causal):
 
 def test_causal_with_more_queries_than_keys_gives_zero_rows():
     """seq_q 70 > seq_kv 53 (two Q tiles, one K/V tile): the first 17 queries see no key and
-    give 0, the others match the reference; the default scale 1/sqrt(d) and a given one."""
+    give 0, the others match the reference; the default scale 1/sqrt(d), a given one and a
+    negative one (the kernel folds a positive scale into the exponent, not a negative one)."""
     q, k, v = _inputs(1, 2, 1, 70, 53, 32, torch.float16, seed=1)
-    for scale in (None, 0.3):
+    for scale in (None, 0.3, -0.2):
         out = attention_prefill(q, k, v, causal=True, softmax_scale=scale)
         assert torch.equal(out[:, :, :17], torch.zeros_like(out[:, :, :17]))
         assert out[:, :, 17:].abs().amax(dim=-1).min() > 0

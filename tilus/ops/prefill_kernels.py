@@ -65,6 +65,7 @@ class PrefillAttention(tilus.Script):
                           stages, warps)
         self.head_dim, self.group, self.causal = head_dim, group, bool(causal)
         self.softmax_scale = float(softmax_scale)
+        self.fold_scale = self.softmax_scale > 0.0   # scale applied inside the exp's argument
         self.block_q, self.block_kv, self.stages, self.warps = block_q, block_kv, stages, warps
         self.kv_type, self.row, self.code_type = self.act, head_dim, None
 
@@ -139,7 +140,8 @@ class PrefillAttention(tilus.Script):
             scores = self.register_tensor(dtype=tilus.float32, shape=[bq, bkv], init=0.0)
             self.annotate_layout(scores, self.c_layout(bkv))
             self.dot(tq, self.transpose(kt), scores, out=scores)
-            self.mul(scores, self.softmax_scale, out=scores)
+            if not self.fold_scale:
+                self.mul(scores, self.softmax_scale, out=scores)
             if k0 + bkv > edge:
                 if self.causal:
                     visible = self.register_tensor(
@@ -149,9 +151,14 @@ class PrefillAttention(tilus.Script):
                     visible = self.register_tensor(dtype=tilus.boolean, shape=[bq, bkv],
                                                    init=lambda i, j: k0 + j < seq_kv)
                 scores = self.where(visible, scores, NEG_INF)
-            m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
-            m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
-            p = self.exp(scores - m_safe)
+            if self.fold_scale:      # max(S * scale) = max(S) * scale: one FFMA per score
+                m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True) * self.softmax_scale)
+                m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
+                p = self.exp(self.fma(scores, self.softmax_scale, -m_safe))
+            else:
+                m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
+                m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
+                p = self.exp(scores - m_safe)
             alpha = self.exp(m - m_safe)
             l = l * alpha + self.sum(p, dim=1, keepdim=True)
             acc = acc * alpha
