@@ -40,6 +40,8 @@ MAX_HEAD_DIM = 128
 
 def _check(name: str, head_dim: int, group: int, act: str, block_q: int, block_kv: int,
            stages: int, warps: int) -> dtypes.DataType:
+    """``act`` as a DataType once the compile-time values are ones the kernel runs, else
+    TilusError naming the value and what it must be."""
     t = dtypes.get(act)
     if t.name not in ACT_DTYPES:
         raise TilusError(f"{name}: q, k, v and the output must be float16 or bfloat16, got "
