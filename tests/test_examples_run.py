@@ -88,3 +88,12 @@ def test_moe_mixed_bits_matches_torch():
     assert error < 2e-3
     relative = float(out.rsplit("relative error vs the float experts = ", 1)[1].split()[0])
     assert relative < 0.3
+
+
+def test_attention_prefill_prints_its_errors_against_torch():
+    rows = [line for line in _run("examples/attention_prefill.py").splitlines()
+            if "max |out - torch|" in line]
+    assert len(rows) == 6 and any("K/V float8_e4m3" in r for r in rows)
+    for row in rows:
+        err = float(row.split("max |out - torch| ")[1].split()[0])
+        assert err < (2e-2 if row.strip().startswith("bfloat16") else 5e-3), row

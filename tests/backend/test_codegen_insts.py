@@ -211,6 +211,26 @@ class DotBf16(tilus.Script):
         self.store_global(gc, acc, offsets=[self.blockIdx.x * 64, 0])
 
 
+class DotTransposedB(tilus.Script):
+    """``a @ b^T`` with b stored as [n, k] rows (K in attention's Q K^T): the B operand is the
+    transpose of a tile loaded from shared memory, which ldmatrix (not .trans) reads."""
+
+    def __call__(self, m: tilus.int32, a: ~tilus.float16, b: ~tilus.float16, c: ~tilus.float32):
+        self.attrs.blocks = [tilus.cdiv(m, 64)]
+        self.attrs.warps = 4
+        ga = self.global_view(a, dtype=tilus.float16, shape=[m, 32])
+        gb = self.global_view(b, dtype=tilus.float16, shape=[48, 32])
+        gc = self.global_view(c, dtype=tilus.float32, shape=[m, 48])
+        sb = self.shared_tensor(dtype=tilus.float16, shape=[48, 32])
+        self.copy_async(src=gb, dst=sb, offsets=[0, 0])
+        self.copy_async_wait_all()
+        self.sync()
+        acc = self.register_tensor(dtype=tilus.float32, shape=[64, 48], init=0.0)
+        ta = self.load_global(ga, offsets=[self.blockIdx.x * 64, 0], shape=[64, 32])
+        self.dot(ta, self.transpose(self.load_shared(sb)), acc, out=acc)
+        self.store_global(gc, acc, offsets=[self.blockIdx.x * 64, 0])
+
+
 class WarpTranspose(tilus.Script):
     """A transpose into a layout of one's choosing: the transpose writes the permuted layout and a
     convert_layout moves the elements, which stay in one warp at a fixed slot (warp shuffles, no
@@ -381,6 +401,7 @@ PROGRAMS = {
     "dot_simt": lambda: DotSimt(),
     "dot_int8": lambda: DotInt8(),
     "dot_bf16": lambda: DotBf16(),
+    "dot_transposed_b": lambda: DotTransposedB(),
     "control": lambda: Control(),
     "index_init": lambda: IndexInit(),
     "scalar_loads": lambda: ScalarLoads(),
@@ -432,6 +453,11 @@ def test_bf16_dot_uses_hmma_ldmatrix_cp_async(built, need_disassembler):
     sass = built("dot_bf16").sass
     assert "HMMA.16816.F32.BF16" in sass
     assert "LDSM" in sass and "LDGSTS" in sass
+
+
+def test_transposed_b_operand_loads_with_ldmatrix(built):
+    src = built("dot_transposed_b").cuda_source
+    assert "ldmatrix.sync.aligned.m8n8.x2.shared.b16" in src and ".trans" not in src
 
 
 @pytest.mark.parametrize("wtype", ["half_int4", "half_float8_e4m3", "bf16_int4"])

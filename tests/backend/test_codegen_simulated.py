@@ -117,6 +117,12 @@ def test_dot_bf16_mma():
     _check(K.DotBf16(), [m, a, b, torch.zeros(m, 64)], [3], exact=False)
 
 
+def test_dot_transposed_b_through_ldmatrix():
+    m = 70
+    a, b = torch.randn(m, 32).half(), torch.randn(48, 32).half()
+    _check(K.DotTransposedB(), [m, a, b, torch.zeros(m, 48)], [3], exact=False)
+
+
 def _prepared_with_conversion(kernel, cost):
     """The kernel after the passes, checked to hold exactly one convert_layout, of ``cost``."""
     from tilus.backend.build_program import prepare

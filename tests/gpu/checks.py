@@ -1,5 +1,6 @@
-"""The checks of the GPU tests, on any device: ``tests/gpu/test_ops_matmul_gpu.py`` runs them on
-CUDA, ``tests/gpu/sanitize.py`` under compute-sanitizer, and ``tests/gpu/test_cases_on_cpu.py`` on
+"""The checks of the GPU tests, on any device: ``tests/gpu/test_ops_matmul_gpu.py`` and
+``tests/gpu/test_attention_prefill_gpu.py`` run them on CUDA, ``tests/gpu/sanitize.py`` under
+compute-sanitizer, and ``tests/gpu/test_cases_on_cpu.py`` on
 the CPU (a dry run of the test code, and proof that ``check_output`` rejects wrong kernels).
 
 Tolerances: a correct kernel differs from the reference (``qw.dequantize(dtype)``, a float32
@@ -14,8 +15,8 @@ from __future__ import annotations
 import copy
 
 from tests.gpu.kernels import (LLAMA_MS, LLAMA_PROMPT, LLAMA_SEQ, LLAMA_STEPS, OpsCase,
-                               llama_models, llama_requests, meta_of, ops_activations, ops_bias,
-                               ops_meta, ops_requests, ops_weight, quantize_case)
+                               PrefillCase, llama_models, llama_requests, meta_of, ops_activations,
+                               ops_bias, ops_meta, ops_requests, ops_weight, quantize_case)
 
 # the cases of the side-stream and torch.compile tests (their kernels are OPS_CASES')
 STREAM_CASE = OpsCase("uint4", 1)
@@ -153,3 +154,32 @@ def run_tiny_llama(device, recorded=None) -> None:
     assert set(calls) == set(LLAMA_MS)
     if recorded is not None:
         assert recorded and set(recorded) <= expected, set(recorded) - expected
+
+
+def run_prefill_case(case: PrefillCase, device, batch: int, seq_q: int, seq_kv: int,
+                     seed: int = 0) -> None:
+    """tilus.ops.attention_prefill on ``device`` for ``case`` at these sizes equals its torch
+    reference (float32, over the dequantized K/V for quantized cases) within the activation
+    dtype's tolerance (the kernel's P is rounded to it for the P V mma)."""
+    import torch
+
+    import tilus
+    from tilus.ops.kv_cache import quantize_rows
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    act = getattr(torch, case.act)
+    q = torch.randn(batch, case.heads, seq_q, case.head_dim, generator=g, device=device).to(act)
+    k, v = (torch.randn(batch, case.kv_heads, seq_kv, case.head_dim, generator=g, device=device)
+            for _ in range(2))
+    quant: dict = {}
+    if case.kv_dtype is None:
+        k, v = k.to(act), v.to(act)
+    else:
+        k, ks, kz = quantize_rows(k, case.kv_dtype, act)
+        v, vs, vz = quantize_rows(v, case.kv_dtype, act)
+        quant = dict(kv_dtype=case.kv_dtype, k_scales=ks, v_scales=vs, k_zeros=kz, v_zeros=vz)
+    out = tilus.ops.attention_prefill(q, k, v, causal=case.causal, **quant)
+    ref = tilus.ops.attention_prefill(q, k, v, causal=case.causal, engine="reference", **quant)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    tol = dict(rtol=1e-2, atol=3e-3) if case.act == "float16" else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(out, ref, **tol, msg=lambda m: f"{case} {seq_q}x{seq_kv}: {m}")

@@ -16,6 +16,8 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
   ``attention_decode_paged``.
 * ``MOE_TYPES``, ``MOE_CALLS``: ``tilus.ops.moe_matmul`` / ``tilus.nn.QuantMoE`` on CUDA, what
   ``test_moe_gpu.py`` launches; ``moe_kernels()`` their kernels.
+* ``PREFILL_CASES``: ``tilus.ops.attention_prefill`` on CUDA (``PrefillCase``), what
+  ``test_attention_prefill_gpu.py`` launches; ``prefill_kernels(case)`` its kernel.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
@@ -566,11 +568,50 @@ def moe_kernels() -> list:
     return out
 
 
+# ---- prefill attention (test_attention_prefill_gpu.py) ------------------------------------------
+class PrefillCase(NamedTuple):
+    """One attention_prefill configuration of the GPU tests: (query heads, KV heads, head_dim),
+    q's dtype, the K/V code type (None: K/V in q's dtype) and the causal mask."""
+    heads: int
+    kv_heads: int
+    head_dim: int
+    act: str = "float16"
+    kv_dtype: Optional[str] = None
+    causal: bool = False
+
+
+PREFILL_CASES = (PrefillCase(32, 8, 128, "float16", None, True),
+                 PrefillCase(32, 8, 128, "bfloat16", None, False),
+                 PrefillCase(8, 8, 64, "float16", None, False),
+                 PrefillCase(14, 2, 64, "bfloat16", None, True),
+                 PrefillCase(4, 4, 32, "float16", None, True),
+                 PrefillCase(32, 8, 128, "float16", "int8", True),
+                 PrefillCase(32, 8, 128, "bfloat16", "float8_e4m3", True),
+                 PrefillCase(8, 2, 64, "float16", "uint8", False))
+
+
+SANITIZE_PREFILL = (PREFILL_CASES[0], PREFILL_CASES[5])      # sanitize.py: fp16 and int8 K/V
+
+
+def prefill_id(case: PrefillCase) -> str:
+    """A name for sanitize.py: prefill-<heads>x<kv_heads>-d<head_dim>-<act>-<kv>[-causal]."""
+    return (f"prefill-{case.heads}x{case.kv_heads}-d{case.head_dim}-{case.act}-"
+            f"{case.kv_dtype or 'kv16'}" + ("-causal" if case.causal else ""))
+
+
+def prefill_kernels(case: PrefillCase) -> list:
+    """The Script attention_prefill builds for ``case`` (default softmax scale 1/sqrt(head_dim))."""
+    from tilus.ops.prefill import prefill_kernel
+
+    return [prefill_kernel(case.head_dim, case.heads // case.kv_heads, case.head_dim ** -0.5,
+                           case.causal, case.act, case.kv_dtype)]
+
+
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode-attention, mixed-width and MoE kernels, each once (by IR
-    text)."""
+    bench_matmul run, then the decode- and prefill-attention, mixed-width and MoE kernels, each
+    once (by IR text)."""
     specs = [case.factory() for case in CASES.values()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
@@ -579,6 +620,7 @@ def bundle_specs():
     kernels += mixed_kernels()
     kernels += [k for case in PAGED_ATTENTION_CASES for k in paged_attention_kernels(case)]
     kernels += moe_kernels()
+    kernels += [k for case in PREFILL_CASES for k in prefill_kernels(case)]
     seen = set()
     for kernel in kernels:
         text = str(kernel.program())

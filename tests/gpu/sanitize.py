@@ -1,13 +1,15 @@
 """The kernels benchmarks/gpu_session.sh runs under compute-sanitizer (memcheck, racecheck): every
-example kernel of tests/gpu/kernels.py ``CASES`` and the matmuls of ``SANITIZE_CASES`` (one
+example kernel of tests/gpu/kernels.py ``CASES``, the matmuls of ``SANITIZE_CASES`` (one
 QuantMatmul per bit width in the decode kernel: a 4-stage copy_async ring, split-k with an empty
-last split; and the 8-warp large-M kernel), each launched once on CUDA and checked against its
+last split; and the 8-warp large-M kernel) and the prefill attention kernels of
+``SANITIZE_PREFILL`` (causal, more queries than keys: the cp.async K/V pipeline, int8 K/V
+dequantized through shared memory), each launched once on CUDA and checked against its
 reference. Prints one line per kernel; exit status 1 when a value is wrong.
 
 Run it with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` under memcheck, so that every tensor is its own
 allocation and an access past its end is reported.
 
-    python tests/gpu/sanitize.py [NAME ...]        (names: CASES keys and SANITIZE_CASES ids)
+    python tests/gpu/sanitize.py [NAME ...]   (names: CASES keys, SANITIZE_CASES ids, prefill ids)
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ if str(ROOT) not in sys.path:
 
 def jobs() -> dict:
     """name -> callable(torch) running one kernel on CUDA and checking its outputs."""
-    from tests.gpu.checks import run_ops_case
-    from tests.gpu.kernels import CASES, SANITIZE_CASES, assert_matches_reference
+    from tests.gpu.checks import run_ops_case, run_prefill_case
+    from tests.gpu.kernels import (CASES, SANITIZE_CASES, SANITIZE_PREFILL,
+                                   assert_matches_reference, prefill_id)
 
     def example_job(name, case):
         def run(torch):
@@ -43,6 +46,8 @@ def jobs() -> dict:
     for case in SANITIZE_CASES:
         job = (lambda torch, case=case: run_ops_case(case, "cuda"))
         (serial if dict(case.schedule).get("split_k", 1) > 1 else out)[case.id] = job
+    for pc in SANITIZE_PREFILL:
+        out[prefill_id(pc)] = (lambda torch, pc=pc: run_prefill_case(pc, "cuda", 1, 130, 77))
     # split-k kernels last: their blocks wait on each other through global semaphores, so if a
     # sanitizer ran blocks one at a time they could wait forever (the step's time limit ends them)
     return {**out, **serial}

@@ -27,11 +27,12 @@ import torch
 import tilus
 from tests.gpu import checks
 from tests.gpu.kernels import (ATTENTION_CASES, CASES, MIXED_CASES, MOE_CALLS, MOE_TYPES, OPS_CASES,
-                               OPS_SMS,
-                               PAGED_ATTENTION_CASES, SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
+                               OPS_SMS, PAGED_ATTENTION_CASES, PREFILL_CASES, SANITIZE_CASES,
+                               SANITIZE_PREFILL, SESSION_BENCH_ARGS, OpsCase,
                                assert_matches_reference, attention_kernels, bench_requests,
                                kernel_of, llama_requests, meta_of, mixed_kernels, ops_meta,
-                               ops_requests, ops_weight, paged_attention_kernels, quantize_case)
+                               ops_requests, ops_weight, paged_attention_kernels, prefill_id,
+                               prefill_kernels, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +101,8 @@ def bundle_keys():
     # one QuantMatmul per distinct program: the bundle holds only what is launched
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
     attention = [k for _, k, _ in specs
-                 if type(k).__name__.startswith(("DecodeAttention", "PagedDecodeAttention"))]
+                 if type(k).__name__.startswith(("DecodeAttention", "PagedDecodeAttention",
+                                                   "PrefillAttention"))]
     moe = [k for _, k, _ in specs if type(k).__name__ == "MoEQuantMatmul"]
     mixed = [k for _, k, _ in specs if type(k).__name__ == "MixedQuantMatmul"]
     assert len(mixed) == len(MIXED_CASES)
@@ -207,6 +209,45 @@ def test_bundle_holds_the_paged_attention_kernels_the_gpu_tests_launch(bundle_ke
     assert {_key(k) for k in launched} <= bundle_keys
     assert {_key(k) for c in PAGED_ATTENTION_CASES for k in paged_attention_kernels(c)} == \
         {_key(k) for k in launched}
+
+
+def test_bundle_holds_the_prefill_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """attention_prefill run on the CPU for every PREFILL_CASE (float16/bfloat16 or quantized
+    K/V), its kernel recorded instead of launched: each is in the bundle and is the one
+    prefill_kernels predicts, and every case's kernel fits an sm_90 block."""
+    from tilus.backend.build_program import prepare
+    from tilus.ops.kv_cache import quantize_rows
+
+    pre = importlib.import_module("tilus.ops.prefill")
+    predicted = [_key(k) for c in PREFILL_CASES for k in prefill_kernels(c)]
+    launched = []
+    make = pre.prefill_kernel
+    monkeypatch.setattr(pre, "prefill_kernel", lambda *a, **kw: launched.append(
+        make(*a, **kw)) or (lambda *args: None))
+    for case in PREFILL_CASES:
+        act = getattr(torch, case.act)
+        q = torch.zeros(1, case.heads, 5, case.head_dim, dtype=act)
+        kv = torch.zeros(1, case.kv_heads, 7, case.head_dim)
+        if case.kv_dtype is None:
+            pre.attention_prefill(q, kv.to(act), kv.to(act), causal=case.causal)
+        else:
+            codes, scales, zeros = quantize_rows(kv, case.kv_dtype, act)
+            pre.attention_prefill(q, codes, codes, causal=case.causal, kv_dtype=case.kv_dtype,
+                                  k_scales=scales, v_scales=scales, k_zeros=zeros,
+                                  v_zeros=zeros)
+    assert len(launched) == len(PREFILL_CASES)
+    assert {_key(k) for k in launched} <= bundle_keys
+    assert predicted == [_key(k) for k in launched]
+    for kernel in launched:
+        prepare(kernel.program(), "sm_90")
+
+
+@pytest.mark.parametrize("case", [PREFILL_CASES[4], PREFILL_CASES[7]],
+                         ids=lambda c: prefill_id(c))
+def test_gpu_prefill_check_dry_run_on_the_cpu(case):
+    """run_prefill_case (the GPU test's and the sanitizer's check) on the CPU interpreter at small
+    sizes: causal with more queries than keys, uint8 K/V."""
+    checks.run_prefill_case(case, "cpu", 1, 70, 45)
 
 
 def _gpu_test_ops_cases() -> list:
@@ -485,7 +526,8 @@ def test_gpu_session_calls_only_what_exists(session_run):
     assert {"-v", "-rA", "--durations"} <= set(pytest_args)
     from tests.gpu import sanitize
 
-    assert set(sanitize.jobs()) == set(CASES) | {c.id for c in SANITIZE_CASES}
+    assert set(sanitize.jobs()) == set(CASES) | {c.id for c in SANITIZE_CASES} | {
+        prefill_id(c) for c in SANITIZE_PREFILL}
 
 
 def test_bundle_script_passes_the_run_prefix(tmp_path):

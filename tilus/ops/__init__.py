@@ -7,6 +7,7 @@
 ``tilus.ops.kernels``; dispatch, schedules and the ``tilus::quant_matmul`` custom op:
 ``tilus.ops.matmul``; decode attention over a quantized KV cache: ``tilus.ops.attention``
 (kernels ``tilus.ops.attention_kernels``, cache format and ``quantize_kv`` ``tilus.ops.kv_cache``);
+flash attention over a prompt (prefill): ``tilus.ops.prefill`` (kernels ``tilus.ops.prefill_kernels``);
 block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.blockscale``; int8
 activations and weights: ``tilus.ops.w8a8``; bit-sliced 8-bit weights served at 8/4/2 bits
 (``quantize_sliced``, ``matmul_sliced``): ``tilus.ops.sliced``; LUT GEMM for uint1/uint2 at
@@ -27,6 +28,7 @@ from tilus.ops.attention import (  # noqa: F401
     attention_decode, attention_decode_cache, attention_decode_paged,
 )
 from tilus.ops.moe import MoEExperts, moe_matmul  # noqa: F401
+from tilus.ops.prefill import attention_prefill  # noqa: F401
 from tilus.ops import w8a8  # noqa: F401
 from tilus.ops.sliced import SlicedWeight, matmul_sliced, quantize_sliced  # noqa: F401
 from tilus.ops import lut  # noqa: F401
@@ -35,5 +37,5 @@ __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "d
            "compile_matmul", "MatmulBuild", "MixedQuantizedWeight", "select_salient_columns",
            "FORMAT_VERSION", "LAYOUT",
            "QuantKVCache", "PagedQuantKVCache", "quantize_kv", "attention_decode",
-           "attention_decode_cache", "attention_decode_paged", "w8a8",
+           "attention_decode_cache", "attention_decode_paged", "attention_prefill", "w8a8",
            "SlicedWeight", "quantize_sliced", "matmul_sliced", "lut", "moe_matmul", "MoEExperts"]

@@ -6,6 +6,9 @@ Checked at compile time with numpy, for every thread:
   row (l % 8) + 8 * ((l // 8) % 2), column 8 * (l // 16) of the tile).
 - B fragments (``mma_m16n8k16_f16_b``): each group of 4 slots holds a 16x8 (k x n) tile ->
   one ``ldmatrix.x2.trans`` (lane l gives the address of row l % 16 of the tile).
+- transposed B fragments (a tile ``x`` [n, k] whose ``transpose(x)`` is a B operand, e.g. K in
+  ``Q K^T``): each group of 4 slots holds an 8x16 (n x k) tile -> one ``ldmatrix.x2`` (lane l
+  gives the address of row l % 8, column 8 * ((l // 8) % 2) of the tile).
 - every 8-element row segment the instructions read is contiguous and 16-byte aligned in shared
   memory (strided or swizzled layouts both qualify).
 Otherwise load_shared takes the per-element path.
@@ -20,7 +23,24 @@ from tilus.backend.codegen.lower import Lowerer, SharedStorage
 from tilus.ir import expr as E
 from tilus.ir.layout import mma_m16n8k16_f16_a, mma_m16n8k16_f16_b
 
-_FRAGS = {"a": (mma_m16n8k16_f16_a, 8), "b": (mma_m16n8k16_f16_b, 4)}
+
+
+class _Transposed:
+    """A fragment read the other way round: ``index(lane, slot)`` is the transpose's."""
+
+    def __init__(self, frag):
+        self.frag = frag
+
+    def index(self, lane: int, slot: int) -> tuple[int, int]:
+        row, col = self.frag.index(lane, slot)
+        return col, row
+
+
+def _b_transposed():
+    return _Transposed(mma_m16n8k16_f16_b())
+
+
+_FRAGS = {"a": (mma_m16n8k16_f16_a, 8), "b": (mma_m16n8k16_f16_b, 4), "bt": (_b_transposed, 4)}
 
 
 def _origins(layout, kind):
@@ -69,7 +89,7 @@ def try_ldmatrix(lw: Lowerer, st, out) -> bool:
         return False
     layout = out.layout
     kind = None
-    for k in ("a", "b"):
+    for k in ("a", "b", "bt"):
         if _origins(layout, k) is not None:
             kind = k
             break
@@ -81,7 +101,9 @@ def try_ldmatrix(lw: Lowerer, st, out) -> bool:
     words = lw.alias_local(out.buf, "uint32")
     for q in range(layout.local_size // per):
         r0, c0 = index_exprs(layout, THREAD, q * per)
-        fr0, fc0 = index_exprs(frag, lane, 0)
+        fr0, fc0 = index_exprs(frag.frag if kind == "bt" else frag, lane, 0)
+        if kind == "bt":
+            fr0, fc0 = fc0, fr0
         orow, ocol = r0 - fr0, c0 - fc0
         if kind == "a":
             row = orow + (lane % 8) + ((lane // 8) % 2) * 8
@@ -89,6 +111,12 @@ def try_ldmatrix(lw: Lowerer, st, out) -> bool:
             off = lw.expr(E.as_expr(st.offset((row, col))))
             lw.emit(T.ptx["ldmatrix.sync.aligned.m8n8.x4.shared.b16"](
                 words[q * 4], words[q * 4 + 1], words[q * 4 + 2], words[q * 4 + 3], st.buf.ptr_to([off])))
+        elif kind == "bt":
+            row = orow + (lane % 8)
+            col = ocol + ((lane // 8) % 2) * 8
+            off = lw.expr(E.as_expr(st.offset((row, col))))
+            lw.emit(T.ptx["ldmatrix.sync.aligned.m8n8.x2.shared.b16"](
+                words[q * 2], words[q * 2 + 1], st.buf.ptr_to([off])))
         else:
             row = orow + (lane % 16)
             off = lw.expr(E.as_expr(st.offset((row, ocol))))
