@@ -11,8 +11,10 @@ processes, each with an empty kernel cache, then the same build once more in a f
 sharing that cache (the cache hit); min and median per stage (import tilus, the kernel's module,
 TVM import, transpile, passes, lowering, TVM codegen, nvcc/ptxas; for a hit: program, cache
 lookup, restore; the kernel's construction is timed apart: QuantMatmul's first one imports
-ml_dtypes, 0.5 s). Each process runs ``gc.collect()`` before the build: the full collection
-torch's import leaves pending would otherwise land on it. Writes
+ml_dtypes, 0.5 s), and the build's CPU seconds (``tilus_build_cpu_in_process``: this process,
+every thread; ``tilus_build_cpu_tools``: its subprocesses, nvcc and the linker), which a loaded
+machine inflates far less than the wall times. Each process runs ``gc.collect()`` before the
+build: the full collection torch's import leaves pending would otherwise land on it. Writes
 DIR/cpu-<date>-<arch>-cold-build[-L].json (CPU timings: compile only, no GPU).
 """
 from __future__ import annotations
@@ -77,7 +79,10 @@ def decode_kernel_args(m: int = 1, n: int = 4096, k: int = 4096) -> dict:
 
 
 CHILD = """
-import json, sys, time
+import json, resource, sys, time
+def cpu():
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), c.ru_utime + c.ru_stime
 t0 = time.perf_counter()
 import tilus
 t1 = time.perf_counter()
@@ -86,12 +91,16 @@ t2 = time.perf_counter()
 kernel = QuantMatmul(**json.loads(sys.argv[1]))
 import gc
 gc.collect()     # the full collection torch's import leaves pending, not the build's cost
+c3 = cpu()
 t3 = time.perf_counter()
 built = tilus.build(kernel, arch=sys.argv[2])
 t4 = time.perf_counter()
+c4 = cpu()
 print("TIMINGS " + json.dumps({"import_tilus": t1 - t0, "import_kernel_module": t2 - t1,
                                "kernel_construction": t3 - t2,
                                **getattr(built, "timings", {}), "tilus_build": t4 - t3,
+                               "tilus_build_cpu_in_process": c4[0] - c3[0],
+                               "tilus_build_cpu_tools": c4[1] - c3[1],
                                "registers": built.resources.registers}))
 """
 

@@ -22,7 +22,8 @@ lookup, load with the driver launcher; the TVM launcher's CPU part: cubin regist
 libtvm_runtime, up to libtvm_runtime_cuda which needs libcuda), then ``compiled_kernel`` itself
 end to end (TILUS_LAUNCHER=driver) in another process. Each process runs ``gc.collect()`` first:
 the full collection that importing torch leaves pending (100-400 ms here) would otherwise land on
-whatever runs next. Min and median over ``--runs`` processes (after one that warms the page cache);
+whatever runs next. Min and median over ``--runs`` processes (after one that warms the page cache),
+wall and CPU (``time.process_time``: what a loaded machine inflates less);
 writes DIR/cpu-<date>-warm-load[-L].json (DIR defaults to benchmarks/results).
 """
 from __future__ import annotations
@@ -75,10 +76,13 @@ kernel = vector_add() if sys.argv[1] == "vector_add" else QuantMatmul(**json.loa
 import gc
 gc.collect()     # the full collection torch's import leaves pending, not the load's cost
 t = [time.perf_counter()]
-out = {}
+c = [time.process_time()]
+out, cpu = {}, {}
 def lap(name):
     t.append(time.perf_counter())
+    c.append(time.process_time())
     out[name] = (t[-1] - t[-2]) * 1e3
+    cpu[name] = (c[-1] - c[-2]) * 1e3
 if sys.argv[2] == "end_to_end":
     from tilus import jit
     loaded = jit.compiled_kernel(kernel, arch="sm_90")
@@ -102,7 +106,7 @@ else:
     with entry.private_copy(entry.metadata.library):
         load_tvm_runtime()
     lap("tvm launcher CPU part")
-print("TIMINGS " + json.dumps(out))
+print("TIMINGS " + json.dumps({"wall": out, "cpu": cpu}))
 """
 
 
@@ -118,6 +122,13 @@ def _warm_child(kernel: str, mode: str, cache: Path) -> dict:
     if proc.returncode != 0 or not line:
         raise SystemExit(f"the load process failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
     return json.loads(line[-1][8:])
+
+
+def _rows(steps: list, ends: list, kind: str) -> dict:
+    """Step name -> the processes' milliseconds (``kind``: wall or cpu)."""
+    rows = {k: [r[kind][k] for r in steps] for k in steps[0][kind]}
+    rows["compiled_kernel, end to end"] = [r[kind]["compiled_kernel"] for r in ends]
+    return rows
 
 
 def warm_load(args) -> dict:
@@ -143,18 +154,18 @@ def warm_load(args) -> dict:
             default_cache().store(key, build_artifact(program, "sm_90").artifact)
     print(f"warm load from {cache}, {args.runs} fresh processes per row; load average "
           f"{os.getloadavg()[0]:.2f}")
-    result = {}
+    result: dict = {}
+    cpu: dict = {}
     for name, (_, arg) in kernels.items():
         _warm_child(arg, "steps", cache)          # warms the page cache (libraries, .pyc files)
         steps = [_warm_child(arg, "steps", cache) for _ in range(args.runs)]
         ends = [_warm_child(arg, "end_to_end", cache) for _ in range(args.runs)]
-        rows = {k: [r[k] for r in steps] for k in steps[0]}
-        rows["compiled_kernel, end to end"] = [r["compiled_kernel"] for r in ends]
-        result[name] = {k: {"min": min(v), "median": statistics.median(v)}
-                        for k, v in rows.items()}
-        print(f"{name}\n  {'step':34} {'min ms':>8} {'median':>8}")
+        result[name], cpu[name] = ({k: {"min": min(v), "median": statistics.median(v)}
+                                    for k, v in _rows(steps, ends, kind).items()}
+                                   for kind in ("wall", "cpu"))
+        print(f"{name}\n  {'step':34} {'min ms':>8} {'median':>8} {'CPU min':>8}")
         for k, v in result[name].items():
-            print(f"  {k:34} {v['min']:8.1f} {v['median']:8.1f}")
+            print(f"  {k:34} {v['min']:8.1f} {v['median']:8.1f} {cpu[name][k]['min']:8.1f}")
     from benchmarks.provenance import provenance
 
     out = Path(args.out or Path(__file__).resolve().parent / "results")
@@ -163,7 +174,8 @@ def warm_load(args) -> dict:
     path = out / f"cpu-{today}-warm-load{'-' + args.label if args.label else ''}.json"
     path.write_text(json.dumps({**provenance(), "device": f"CPU only ({os.cpu_count()} cores "
                                 "shared with other work), no GPU: the CPU part up to the driver",
-                                "label": args.label, "runs": args.runs, "ms": result}, indent=2))
+                                "label": args.label, "runs": args.runs, "ms": result,
+                                "cpu_ms": cpu}, indent=2))
     print(f"wrote {path}")
     return result
 

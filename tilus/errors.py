@@ -130,7 +130,3 @@ class NoDeviceError(TilusError, RuntimeError):
     """Something that runs on a GPU (timing a kernel, say) was asked for on a machine without a
     CUDA device."""
 
-
-class UnsupportedLaunchError(TilusError, NotImplementedError):
-    """A compiled kernel needs something the launcher does not provide yet (a kernel-owned
-    ``global_tensor`` workspace): build it, run it with ``tilus.interpret``, not on a GPU."""

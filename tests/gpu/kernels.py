@@ -19,6 +19,7 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
 * ``PREFILL_CASES``: ``tilus.ops.attention_prefill`` on CUDA (``PrefillCase``), what
   ``test_attention_prefill_gpu.py`` launches; ``prefill_kernels(case)`` its kernel.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
+* ``split_k_workspace()``: a kernel with ``global_tensor`` workspaces (test_gpu_launch.py).
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
 schedule)``, computed here with the dispatch's own functions (``weight_meta``, ``default_schedule``,
@@ -149,6 +150,16 @@ CASES = {
                                   _lowbit_ref(t), (2e-3, 1e-3))
        for t in LOWBIT},
 }
+
+
+def split_k_workspace():
+    """The split-K kernel whose partial sums and semaphores are ``global_tensor`` workspaces
+    (tests/interpreter/test_global_tensor.py): the launcher allocates them."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.interpreter.test_global_tensor import SplitKWorkspace
+
+    return SplitKWorkspace(3)
 
 
 def assert_matches_reference(name, got, want, tol) -> None:
@@ -612,7 +623,7 @@ def bundle_specs():
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
     bench_matmul run, then the decode- and prefill-attention, mixed-width and MoE kernels, each
     once (by IR text)."""
-    specs = [case.factory() for case in CASES.values()]
+    specs = [case.factory() for case in CASES.values()] + [split_k_workspace()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
     kernels = [kernel_of(req) for req in reqs]

@@ -106,8 +106,8 @@ def bundle_keys():
     moe = [k for _, k, _ in specs if type(k).__name__ == "MoEQuantMatmul"]
     mixed = [k for _, k, _ in specs if type(k).__name__ == "MixedQuantMatmul"]
     assert len(mixed) == len(MIXED_CASES)
-    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(moe) + len(mixed) \
-        and len(quant) <= 160, len(quant)
+    assert len(specs) == len(CASES) + 1 + len(quant) + len(attention) + len(moe) + len(mixed) \
+        and len(quant) <= 160, len(quant)             # + 1: split_k_workspace
     return set(keys)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.gpu.kernels import (CASES, assert_matches_reference, side_stream_behind_matmuls,
-                               vector_add)
+                               split_k_workspace, vector_add)
 
 pytestmark = pytest.mark.gpu
 REPO = Path(__file__).resolve().parents[2]
@@ -117,6 +117,28 @@ def test_repeated_launches_reuse_the_loaded_kernel(torch):
     for _ in range(10):
         kernel(*args)
     assert loaded.launches == before + 10
+
+
+def test_global_tensor_workspaces_are_allocated_by_the_launcher(torch):
+    """A kernel with global_tensor workspaces (split-K partial sums, semaphores) launched on CUDA
+    tensors: the launcher allocates them on the device, keeps them for the next launch (grown
+    for a larger one) and the semaphores stay zero; every result equals float64 A @ B."""
+    from tilus import jit
+
+    kernel = split_k_workspace()
+    g = torch.Generator().manual_seed(4)
+    for m, n, k in [(12, 10, 22), (12, 10, 22), (33, 17, 70)]:
+        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+        c = torch.zeros(m, n, device="cuda")
+        kernel(m, n, k, a.cuda(), b.cuda(), c)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(c.cpu(), (a.double() @ b.double()).float(),
+                                   rtol=1e-4, atol=1e-4)
+    loaded = jit.compiled_kernel(kernel, arch=jit.device_arch(c))
+    buffers = loaded.workspaces._buffers
+    assert loaded.launches == 3 and len(buffers) == 2
+    sema = next(buf for key, buf in buffers.items() if key[0] == "sema")
+    assert sema.is_cuda and len(sema) == 5 * 3 and not sema.any().item()
 
 
 def test_launch_on_a_non_default_stream_is_ordered(torch):

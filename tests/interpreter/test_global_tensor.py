@@ -106,13 +106,11 @@ def test_requires_clean_is_a_bool():
 
 def test_builds_for_sm90_with_hidden_workspace_parameters(tmp_path):
     """tilus.build compiles it: each workspace is a trailing pointer parameter of the CUDA kernel
-    (named apart from the kernel's own ``sema``), the cache metadata records them, and
-    launching says plainly that the launcher does not allocate them yet."""
+    (named apart from the kernel's own ``sema``), and the cache metadata records what the launcher
+    allocates for them (tests/runtime/test_workspaces.py launches them)."""
     pytest.importorskip("tvm")
     from tilus.backend.artifact import build_artifact
-    from tilus.errors import UnsupportedLaunchError
     from tilus.runtime import KernelCache, KernelMetadata
-    from tilus.runtime.kernel import LoadedKernel
 
     class Clash(tilus.Script):
         def __call__(self, n: tilus.int32, sema: ~tilus.int32):
@@ -133,11 +131,15 @@ def test_builds_for_sm90_with_hidden_workspace_parameters(tmp_path):
         assert all(h in signature for h in hidden), signature
     meta = build_artifact(SplitKWorkspace(2), "sm_90").artifact.metadata
     assert meta.extra["workspaces"] == [
-        "sema: global[int32, (tiles_m, tiles_n)] requires_clean=True",
-        "partial: global[float32, (m, n)] requires_clean=False"]
+        {"name": "sema", "type": "global[int32, (tiles_m, tiles_n)]", "storage": "int32",
+         "count": "cdiv(m, 8) * cdiv(n, 8)", "requires_clean": True},
+        {"name": "partial", "type": "global[float32, (m, n)]", "storage": "float32",
+         "count": "m * n", "requires_clean": False}]
     assert KernelMetadata.from_json(meta.to_json()) == meta
-    with pytest.raises(UnsupportedLaunchError, match="global_tensor workspaces"):
-        LoadedKernel(meta, None)(12, 10, 22, *_operands(), np.zeros((12, 10), np.float32))
+    clash = build_artifact(Clash(), "sm_90").artifact.metadata
+    assert [w["name"] for w in clash.extra["workspaces"]] == ["sema_1"]
+    assert {"name": "sema_1_ptr", "ctype": "void*", "role": "ptr", "param": "sema_1"} in \
+        clash.extra["device_params"]
 
 
 def test_verifier_names_a_workspace_outside_global_memory():

@@ -80,13 +80,54 @@ def _params(program) -> list:
     return out
 
 
-def workspace_texts(program) -> list[str]:
-    """The kernel's ``global_tensor`` workspaces (its hidden trailing pointer parameters), each as
-    its IR type and ``requires_clean``, for the cache metadata."""
-    from tilus.backend.codegen.lower import workspaces
+def workspace_specs(program) -> list[dict]:
+    """The kernel's ``global_tensor`` workspaces (its hidden trailing pointer parameters), for the
+    launcher that allocates them (tilus.runtime.workspaces): the hidden parameter's ``name``, the
+    IR ``type`` and ``requires_clean`` (for people), the buffer's ``storage`` dtype and ``count``,
+    its number of storage elements as an expression of the scalar parameters (the shape's
+    let-bound names replaced by their values). CompilationError when a shape depends on anything
+    else (a loop variable, a reassigned scalar): the launcher could not size it."""
+    from tilus.backend.codegen.dtypes_map import pointer_storage
+    from tilus.backend.codegen.lower import workspace_params
+    from tilus.dtypes import get as get_dtype
+    from tilus.errors import CompilationError
+    from tilus.ir.expr import as_expr, substitute
+    from tilus.ir.functor import walk
+    from tilus.ir.stmt import AssignStmt, LetStmt
+    from tilus.ir.types import PointerType
+    from tilus.runtime import expr as rexpr
 
-    return [f"{w.output.name}: {w.output.type} requires_clean={w.requires_clean}"
-            for w in workspaces(program)]
+    scalars = {p.name for p in program.params if not isinstance(p.dtype, PointerType)}
+    assigned = {s.var for s in walk(program.body) if isinstance(s, AssignStmt)}
+    lets = {s.var: s.value for s in walk(program.body)
+            if isinstance(s, LetStmt) and s.var not in assigned}
+    specs = []
+    for ws, name in workspace_params(program):
+        count = as_expr(1)
+        for d in ws.output.shape:
+            count = count * as_expr(d)
+        for _ in range(len(lets)):              # each round replaces one level of let names
+            replaced = substitute(count, lets)
+            if replaced == count:
+                break
+            count = replaced
+        storage = pointer_storage(ws.output.dtype)
+        bits = get_dtype(storage).nbits
+        text = str(count)
+        if ws.output.dtype.nbits != bits:
+            text = f"cdiv(({text}) * {ws.output.dtype.nbits}, {bits})"
+        try:
+            rexpr.validate(text)
+            outside = set(rexpr.names(text)) - scalars
+        except Exception as e:
+            outside = {str(e)}
+        if outside:
+            raise CompilationError(
+                f"{program.name}: the size of the global_tensor {ws.output.name} ({text}) must be "
+                f"a function of the scalar parameters; it depends on {sorted(outside)}")
+        specs.append({"name": name, "type": str(ws.output.type), "storage": storage,
+                      "count": text, "requires_clean": ws.requires_clean})
+    return specs
 
 
 def size_requirements(program) -> dict:
@@ -179,6 +220,7 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
         params.append(p)
     from tilus.runtime.driver import device_params
 
+    workspaces = workspace_specs(program)
     r = kernel.resources
     meta = KernelMetadata(
         name=program.name, entry=entry, target="cuda", arch=arch, library=LIBRARY,
@@ -186,13 +228,14 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
         extra={"cuda_source_sha256": cubins.source_digest(source),
                "cubin": CUBIN, "kernel_name": kernel.kernel_name,
                "pointer_storage": storage, "assumptions": list(kernel.assumptions),
-               "device_params": device_params(source, kernel.kernel_name, params),
+               "device_params": device_params(source, kernel.kernel_name, params,
+                                              [w["name"] for w in workspaces]),
                "threads": kernel.launch["block"][0],
                "resources": {"registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
                              "spill_load_bytes": r.spill_load_bytes,
                              "static_shared_bytes": r.shared_memory_bytes},
                "tilus_version": __version__, "compiler": kernel.compiler,
-               **({"workspaces": ws} if (ws := workspace_texts(program)) else {})})
+               **({"workspaces": workspaces} if workspaces else {})})
     files = {IR_FILE: str(kernel.program).encode(), CUDA_FILE: source.encode(),
              CUBIN: kernel.cubin, LIBRARY: library, PTX: kernel.ptx.encode(),
              PTXAS_LOG: kernel.log.encode()}

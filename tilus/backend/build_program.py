@@ -43,7 +43,7 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
           library: "str | os.PathLike | None" = None, **consts) -> CompiledKernel:
     """Build a kernel for ``arch`` (default: the toolchain's default, ``TILUS_ARCH`` or sm_80
     without a GPU). ``library``: also export TVM's host library (the launcher) to that path,
-    linked by g++ while nvcc compiles the cubin. Stage times land in ``.timings``."""
+    its host code generated and linked by g++ while nvcc compiles the cubin. Stage times land in ``.timings``."""
     clock = Clock()
     from tilus.backend import tvm_shim
     from tilus.backend.codegen import lower_program
@@ -56,10 +56,10 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
     clock.lap("passes")
     lowered = lower_program(program)
     clock.lap("lowering")
-    executable = tvm_shim.compile_module(lowered.prim_func, arch)
-    source = tvm_shim.cuda_source(executable)
+    compiled = tvm_shim.compile_module(lowered.prim_func, arch)
+    source = tvm_shim.cuda_source(compiled)
     clock.lap("tvm_codegen")
-    export = _Background(tvm_shim.export_library, executable, str(library)) if library else None
+    export = _Background(tvm_shim.export_library, compiled, str(library)) if library else None
     try:
         kernel = CompiledKernel.from_cuda(source, arch, lowered.name + "_kernel", options)
     finally:

@@ -15,6 +15,12 @@ TVM 0.27 (apache-tvm 0.27.0.post1) facts this module relies on:
 - Hand-written tirx kernels must be built with ``tir_pipeline="tirx"``: the default (s_tir) pipeline
   runs CompactBufferAllocation, which shrinks a shared buffer to the elements addressed by
   ``ptr_to`` (one element per cp.async/ldmatrix), giving wrong allocation sizes.
+- ``tvm.compile`` (``tvm.tirx.build``) binds the target, runs the pipeline, splits host from
+  device functions (``split_host_device_mods``), finalizes each side and generates code through
+  the global functions ``target.build.<kind>`` (``target.build.cuda`` gives the device module,
+  ``target.build.llvm`` the host one, which imports the device module). :func:`compile_module`
+  runs the same steps itself, so that the CUDA source is ready before the host code is generated,
+  which only an exported library needs.
 - ``tvm.compile`` does not run nvcc or NVRTC: the device module (kind ``"cuda"``) keeps the CUDA C++
   source (``inspect_source("cuda")``) and the CUDA runtime JIT-compiles it on first use through the
   global function ``tvm_callback_cuda_compile`` (tvm.support.nvcc; NVRTC through cuda-bindings by
@@ -124,24 +130,68 @@ def as_module(func_or_mod, name: str = "main"):
     raise CompilationError(f"expected a tvm.tirx PrimFunc or IRModule, got {type(func_or_mod).__name__}")
 
 
-def compile_module(func_or_mod, arch: str):
-    """``tvm.compile`` with the CUDA target for ``arch`` and the tirx pipeline -> Executable."""
+class CompiledModule:
+    """What :func:`compile_module` gives: the CUDA device module (``device``, a TVM runtime module
+    of kind ``"cuda"`` holding the source) and the host functions not yet generated
+    (``host_mod``, an IRModule; :meth:`executable` generates them once)."""
+
+    def __init__(self, device, host_mod, host_target) -> None:
+        self.device = device
+        self.host_mod = host_mod
+        self.host_target = host_target
+        self._executable = None
+
+    def executable(self):
+        """TVM's Executable (host launcher importing the device module), as ``tvm.compile``
+        returns it: the host functions finalized and generated here, once."""
+        if self._executable is None:
+            from tvm.tirx.build import codegen_build
+
+            _, finalize_host, _ = tirx.get_tir_pipeline("tirx")
+            host = codegen_build(finalize_host()(self.host_mod), self.host_target)
+            host.import_module(self.device)
+            self._executable = tvm.runtime.Executable(host)
+        return self._executable
+
+
+def _compile(mod, arch: str) -> CompiledModule:
+    """``tvm.tirx.build``'s steps with the ``tirx`` pipeline, up to the device code."""
+    from tvm.tirx.build import codegen_build, split_host_device_mods
+
+    host_target = tvm.target.Target("llvm" if tvm.runtime.enabled("llvm") else "c")
+    target = cuda_target(arch)
+    pipeline, _, finalize_device = tirx.get_tir_pipeline("tirx")
+    mod = pipeline(tirx.transform.BindTarget(target.with_host(host_target))(mod))
+    host_mod, device_mods = split_host_device_mods(mod)
+    if len(device_mods) != 1:
+        raise CompilationError(f"expected one CUDA device module, TVM made {len(device_mods)} "
+                               f"(is there a kernel with threadIdx/blockIdx bindings?)")
+    ((device_target, device_mod),) = device_mods.items()
+    device = codegen_build(finalize_device()(device_mod), device_target)
+    return CompiledModule(device, host_mod, host_target)
+
+
+def compile_module(func_or_mod, arch: str) -> CompiledModule:
+    """What ``tvm.compile(mod, target=cuda -arch, tir_pipeline="tirx")`` does, stopping once the
+    device code is generated: the host launcher is generated only when an exported library asks
+    for it (:meth:`CompiledModule.executable`), so nvcc can start first."""
     mod = as_module(func_or_mod)
     try:
-        return with_deep_stack(tvm.compile, mod, target=cuda_target(arch), tir_pipeline="tirx")
+        return with_deep_stack(_compile, mod, arch)
+    except TilusError:
+        raise
     except Exception as exc:  # TVM raises its own error types from C++
         raise CompilationError(f"TVM failed to lower/generate CUDA for {arch}: {exc}") from exc
 
 
-def device_modules(executable) -> list:
-    """The CUDA device modules imported by a compiled Executable's host module."""
-    host = executable.mod
-    return [m for m in host.imports if m.kind == "cuda"]
+def device_modules(compiled: CompiledModule) -> list:
+    """The CUDA device modules of a compiled module."""
+    return [compiled.device] if compiled.device.kind == "cuda" else []
 
 
-def cuda_source(executable) -> str:
-    """The CUDA C++ source TVM generated for an Executable (all device modules, in order)."""
-    sources = [m.inspect_source("cuda") for m in device_modules(executable)]
+def cuda_source(compiled: CompiledModule) -> str:
+    """The CUDA C++ source TVM generated for a compiled module."""
+    sources = [m.inspect_source("cuda") for m in device_modules(compiled)]
     if not sources or not any(sources):
         raise CompilationError("TVM produced no CUDA device module (is there a kernel with "
                                "threadIdx/blockIdx bindings?)")
@@ -169,11 +219,12 @@ link_shared.output_format = _cc.create_shared.output_format          # type: ign
 link_shared.get_target_triple = _cc.create_shared.get_target_triple  # type: ignore[attr-defined]
 
 
-def export_library(executable, path: str) -> None:
+def export_library(compiled: CompiledModule, path: str) -> None:
     """Write the host launcher + device module as a shared library (needs g++), linking through
-    :func:`link_shared`."""
+    :func:`link_shared`; the host code (the small argument-checking launcher) is generated
+    here, so a build that exports runs it alongside nvcc."""
     try:
-        executable.export_library(str(path), fcompile=link_shared)
+        compiled.executable().export_library(str(path), fcompile=link_shared)
     except TilusError:
         raise
     except Exception as exc:

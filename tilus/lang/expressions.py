@@ -18,6 +18,7 @@ from tilus.ir.expr import Expr
 from tilus.ir.types import GLOBAL, SHARED, Tensor
 from tilus.lang.instructions import DSL_MARK, RangeSpec, instruction_names
 from tilus.lang.instructions import item_ptr_of
+from tilus.lang.source import method_signature
 
 PY_NUMBER = (bool, int, float, np.bool_, np.integer, np.floating)
 
@@ -203,7 +204,7 @@ class ExpressionEvaluator:
         if inspect.ismethod(func) and isinstance(func.__self__, Script):
             fn = func.__func__
             if getattr(fn, DSL_MARK, False):
-                sig = inspect.signature(func).replace(return_annotation=inspect.Signature.empty)
+                sig = method_signature(fn)
                 for k in kwargs:
                     if k not in sig.parameters:
                         near = difflib.get_close_matches(k, list(sig.parameters), n=1)

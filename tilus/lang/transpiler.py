@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import inspect
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -38,7 +37,7 @@ from tilus.lang.context import Attributes, BuildContext
 from tilus.lang.expressions import (BINOPS, PY_NUMBER, _CONTROL, Binding, ExpressionEvaluator,
                                     OutOfScope, _Break, _Continue, _Return, describe, is_ir)
 from tilus.lang.instructions import RangeSpec
-from tilus.lang.source import FunctionSource, function_source
+from tilus.lang.source import FunctionSource, function_source, method_signature
 
 UNSUPPORTED = {
     "Try": "try statements", "TryStar": "try statements",
@@ -483,7 +482,7 @@ class Frame(ExpressionEvaluator):
     def inline(self, method, args, kwargs, node) -> Any:
         """Transpiles a method of the user's Script called from the kernel, in a frame of its own."""
         try:
-            bound = inspect.signature(method).bind(*args, **kwargs)
+            bound = method_signature(method.__func__).bind(*args, **kwargs)
         except TypeError as e:
             raise self.error(node, f"self.{method.__name__}: {e}") from None
         bound.apply_defaults()

@@ -32,10 +32,12 @@ MAX_STATIC_SMEM = 48 * 1024
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
 
-def device_params(cuda_source: str, kernel_name: str, params) -> Optional[list]:
+def device_params(cuda_source: str, kernel_name: str, params, workspaces=()) -> Optional[list]:
     """``[{"name", "ctype", "role": "ptr"|"len"|"scalar", "param"}]`` for the kernel's device
-    signature, or None when a parameter does not map onto ``params`` (tilus Params)."""
-    by_name = {p.name: p for p in params}
+    signature, or None when a parameter does not map onto ``params`` (tilus Params) or the
+    names of the kernel's hidden workspace pointers (``workspaces``, after the params)."""
+    by_name: dict = {p.name: p for p in params}
+    by_name.update({name: _WORKSPACE for name in workspaces})
     for m in _SIG.finditer(cuda_source):
         if m.group(1) != kernel_name:
             continue
@@ -58,6 +60,15 @@ def device_params(cuda_source: str, kernel_name: str, params) -> Optional[list]:
                 return None
         return out
     return None
+
+
+class _Workspace:
+    """What :func:`device_params` knows of a hidden workspace parameter: a pointer."""
+
+    is_pointer = True
+
+
+_WORKSPACE = _Workspace()
 
 
 class _Driver:
@@ -103,7 +114,9 @@ class DriverFunction:
             raise RuntimeLibraryError(f"{metadata.name}: metadata has no device_params; the "
                                       f"driver launcher cannot call it (rebuild the entry)")
         self.sig = sig
-        index = {p.name: i for i, p in enumerate(metadata.params)}
+        names = [p.name for p in metadata.params] + \
+            [w["name"] for w in metadata.extra.get("workspaces", [])]
+        index = {name: i for i, name in enumerate(names)}
         self.plan = [(d["role"], index[d["param"]], CTYPES.get(d["ctype"], ctypes.c_void_p))
                      for d in sig]
         self.kernel_name = metadata.extra["kernel_name"]

@@ -8,12 +8,13 @@ import os
 import sys
 from typing import Any, Optional
 
-from tilus.errors import ArgumentError, KernelNotFoundError, UnsupportedLaunchError
+from tilus.errors import ArgumentError, KernelNotFoundError
 from tilus.runtime import expr as _expr
 from tilus.runtime.arguments import BoundArguments, check_arguments
 from tilus.runtime.cache import CacheEntry
 from tilus.runtime.libraries import load_module
 from tilus.runtime.metadata import KernelMetadata
+from tilus.runtime.workspaces import Workspaces
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class LoadedKernel:
         self.entry = entry
         self.launches = 0
         self.driver: Any = None   # a tilus.runtime.driver.DriverFunction with TILUS_LAUNCHER=driver
+        self.workspaces = Workspaces(metadata)   # global_tensor buffers, hidden trailing arguments
         storage = metadata.extra.get("pointer_storage") if metadata.is_cuda else None
         # CUDA libraries take every pointer as a 1-D tensor of its storage dtype (TVM checks ndim
         # and dtype): (position, storage dtype) of each pointer parameter
@@ -88,11 +90,6 @@ class LoadedKernel:
         return check_arguments(self.metadata, args, kwargs)
 
     def __call__(self, *args, **kwargs):
-        if self.metadata.extra.get("workspaces"):
-            raise UnsupportedLaunchError(
-                f"{self.metadata.name}: the kernel owns global_tensor workspaces "
-                f"({'; '.join(self.metadata.extra['workspaces'])}), which the launcher does not "
-                f"allocate yet; run it with tilus.interpret")
         bound = check_arguments(self.metadata, args, kwargs)
         dims = launch_dims(self.metadata, bound.scalars)
         if dims is not None and "grid" in dims:
@@ -112,28 +109,29 @@ class LoadedKernel:
             values = list(values)
             for i, storage in self._flatten:
                 values[i] = flat_view(values[i], storage)
+        device = bound.device_id or 0
+        stream = current_stream(bound.values, device) if bound.device_type == "cuda" else None
+        if self.workspaces:
+            values = [*values, *self.workspaces.buffers(bound.scalars, bound.values,
+                                                        bound.device_type, device, stream)]
         if self.driver is not None:
-            device = bound.device_id or 0
-            stream = current_stream(values, device) if bound.device_type == "cuda" else None
             self.driver.launch(values, dims["grid"], stream or 0, device)
             self.launches += 1
             return None
-        with self._stream_context(bound):
+        with self._stream_context(device, stream):
             result = self.function(*values)
         self.launches += 1
         return result
 
-    def _stream_context(self, bound: BoundArguments):
+    @staticmethod
+    def _stream_context(device: int, stream: Optional[int]):
         """CUDA kernels launch on the current stream of the framework the tensors come from (torch,
         else cupy), on the tensors' device; without either, on the default stream."""
-        if bound.device_type != "cuda":
-            return contextlib.nullcontext()
-        stream = current_stream(bound.values, bound.device_id or 0)
         if stream is None:
             return contextlib.nullcontext()
         import tvm_ffi
 
-        return tvm_ffi.use_raw_stream(tvm_ffi.device("cuda", bound.device_id or 0), stream)
+        return tvm_ffi.use_raw_stream(tvm_ffi.device("cuda", device), stream)
 
 
 def current_stream(values, device_id: int) -> Optional[int]:

@@ -185,8 +185,13 @@ def _extra(extra: Any, kinds: Mapping[str, tuple], cuda: bool) -> None:
     if cuda and set(storage) != pointers:
         _fail("extra.pointer_storage", f"expected the storage of every pointer parameter "
                                        f"({sorted(pointers)}), got {sorted(storage)[:8]}")
+    scalars = {name for name, (kind, _) in kinds.items() if kind == "scalar"}
+    kinds = dict(kinds)
     for i, w in enumerate(_list(extra.get("workspaces", []), "extra.workspaces")):
-        _text(w, f"extra.workspaces[{i}]")
+        name = _workspace(w, f"extra.workspaces[{i}]", scalars)
+        if name in kinds:
+            _fail(f"extra.workspaces[{i}].name", f"{_show(name)} is already a parameter's name")
+        kinds[name] = ("pointer", w["storage"])
     resources = extra.get("resources", {})
     for k, v in _obj(resources, "extra.resources", set(resources)).items():
         _text(k, "extra.resources (a key)", IDENT)
@@ -194,6 +199,26 @@ def _extra(extra: Any, kinds: Mapping[str, tuple], cuda: bool) -> None:
     if extra.get("device_params") is not None:
         for i, dp in enumerate(_list(extra["device_params"], "extra.device_params")):
             _device_param(dp, f"extra.device_params[{i}]", kinds)
+
+
+def _workspace(w: Any, where: str, scalars: set) -> str:
+    """A hidden workspace parameter: its name, IR type, storage dtype, element count (an
+    expression of the scalar parameters) and requires_clean; returns the name."""
+    keys = ("name", "type", "storage", "count", "requires_clean")
+    _obj(w, where, set(keys), keys)
+    _text(w["name"], f"{where}.name", IDENT)
+    _text(w["type"], f"{where}.type")
+    if w["storage"] not in STORAGE_DTYPES:
+        _fail(f"{where}.storage", f"expected one of {sorted(STORAGE_DTYPES)}, "
+                                  f"got {_show(w['storage'])}")
+    _size_expr(w["count"], f"{where}.count")
+    if type(w["count"]) is str and not set(_expr.names(w["count"])) <= scalars:
+        _fail(f"{where}.count", f"{_show(w['count'])} names something other than the scalar "
+                                f"parameters")
+    if type(w["requires_clean"]) is not bool:
+        _fail(f"{where}.requires_clean", f"expected true or false, got "
+                                         f"{_show(w['requires_clean'])}")
+    return w["name"]
 
 
 def _device_param(dp: Any, where: str, kinds: Mapping[str, tuple]) -> None:

@@ -391,17 +391,12 @@ class Lowerer:
                     else:
                         v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
                         self.vars[param] = v
-                taken = {param.name for param in p.params}
-                for ws in workspaces(p):
+                for ws, name in workspace_params(p):
                     # a global_tensor's workspace: a hidden pointer parameter after the others
-                    name = ws.output.name
-                    while name in taken:
-                        name += "_ws"
-                    taken.add(name)
                     h = TB.arg(name, TB.handle())
                     n = tirx.Var(_c_name(name) + "_len", "int32")
                     buf = TB.match_buffer(h, (n,), pointer_storage(ws.output.dtype))
-                    self.name(ws.output.name, buf)
+                    self.name(name, buf)
                     self.param_buffers[workspace_key(ws)] = buf
                 self._open_grid(list(enumerate(p.blocks)))
         func = ib.get()
@@ -462,6 +457,21 @@ def workspaces(program: Program) -> list[AllocateGlobalInst]:
     """The program's ``global_tensor`` instructions, in program order: the kernel's hidden pointer
     parameters, one per instruction, after the program's own."""
     return [x for x in instructions(program) if isinstance(x, AllocateGlobalInst)]
+
+
+def workspace_params(program: Program) -> list[tuple[AllocateGlobalInst, str]]:
+    """Each workspace with the name of its hidden parameter: the tensor's name, with ``_ws``
+    appended until it differs from the program's parameters and the earlier workspaces (the
+    CUDA kernel's ``<name>_ptr``, the name the launcher's metadata uses)."""
+    taken = {param.name for param in program.params}
+    out = []
+    for ws in workspaces(program):
+        name = ws.output.name
+        while name in taken:
+            name += "_ws"
+        taken.add(name)
+        out.append((ws, _c_name(name)))
+    return out
 
 
 def workspace_key(inst: AllocateGlobalInst) -> str:

@@ -53,12 +53,9 @@ def _origins(layout, kind):
     t = np.arange(threads)[:, None]
     s = np.arange(slots)[None, :]
     rows, cols = (np.broadcast_to(np.asarray(c), (threads, slots)) for c in layout._coords(t, s))
-    lane = np.arange(threads) % 32
-    fr = np.zeros((threads, per), dtype=np.int64)
-    fc = np.zeros((threads, per), dtype=np.int64)
-    for i in range(per):
-        for th in range(threads):
-            fr[th, i], fc[th, i] = frag.index(int(lane[th]), i)
+    lane = np.arange(threads)[:, None] % 32
+    fr, fc = (np.broadcast_to(np.asarray(c, dtype=np.int64), (threads, per))
+              for c in frag._coords(lane, np.arange(per)[None, :]))
     groups = slots // per
     r = rows.reshape(threads, groups, per)
     c = cols.reshape(threads, groups, per)
