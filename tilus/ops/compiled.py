@@ -43,9 +43,11 @@ class MatmulBuild:
 
     @property
     def stage_bytes(self) -> int:
-        """Bytes one pipeline stage brings in: the activation tile and the packed weights."""
+        """Bytes one pipeline stage brings in: the activation tile, the packed weights and (the
+        block-scaled fast path) the scale codes."""
         s = self.script
-        return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n)
+        return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n,
+                           s.group_size if s.block_fold is not None else 0)
 
 
 def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
@@ -66,6 +68,7 @@ def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
         raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
     meta = weight_meta(qweight, act)
     schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms,
-                                qweight.nbits, block_k_limit(qweight.scheme))
+                                qweight.nbits, block_k_limit(qweight.scheme,
+                                                             meta["fold_scale"]))
     script = kernel_for(meta, _ACT[act], bias, schedule)
     return MatmulBuild(script, schedule, tilus.build(script, arch=arch))
