@@ -16,11 +16,9 @@ CASES = [("mx", "float4_e2m1", SMALL, 5), ("mx", "float4_e2m1", PIPE, 1),
          ("mx", "float6_e3m2", WIDE, 33),
          ("mx", "int8", SMALL, 3), ("nvfp4", "float4_e2m1", SMALL, 5),
          ("nvfp4", "float4_e2m1", PIPE, 1)]
-# row 0 scaled by 2^-40: E8M0 2^-42 leaves float16 (mx fallback); by 2^-12: NVFP4 block scales
-# below 2 (products below float16's subnormals: nvfp4 fallback)
+# mx: row 0 scaled by 2^-40 (E8M0 2^-42 leaves float16); nvfp4: a negative E4M3 scale code
 FALLBACK = [("mx", "float4_e2m1", PIPE, 1, 2.0 ** -40), ("mx", "float4_e2m1", SMALL, 5, 2.0 ** -40),
-            ("nvfp4", "float4_e2m1", PIPE, 1, 2.0 ** -12),
-            ("nvfp4", "float4_e2m1", SMALL, 5, 2.0 ** -12)]
+            ("nvfp4", "float4_e2m1", PIPE, 1, None), ("nvfp4", "float4_e2m1", SMALL, 5, None)]
 
 
 @pytest.mark.parametrize("scheme, wtype, sched, m", CASES,
@@ -32,5 +30,5 @@ def test_block_scaled_quant_matmul_simulated(scheme, wtype, sched, m, monkeypatc
 @pytest.mark.parametrize("scheme, wtype, sched, m, row0", FALLBACK,
                          ids=[f"{c[0]}-fallback-{case_id(*c[1:4])}" for c in FALLBACK])
 def test_block_scaled_fallback_simulated(scheme, wtype, sched, m, row0, monkeypatch):
-    check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme=scheme, row0=row0,
-                                 fold=False)
+    check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme=scheme, row0=row0 or 1.0,
+                                 negate_scale=row0 is None, fold=False)

@@ -61,22 +61,27 @@ def test_mxfp4_range_edges_are_exact():
     torch.testing.assert_close(run(qw, a, True).float(), ref, rtol=1e-3, atol=0)
 
 
-def test_nvfp4_zero_and_tiny_blocks():
-    """float16: an E4M3 code shifted into float16's bits is s * 2^-8 for every code, so a zero
-    block keeps the fast path; a block scale below 2 does not (e2m1 * s * 2^-22 falls below
-    float16's subnormals). bfloat16 raises the exponent field, exact for normal codes only."""
+def test_nvfp4_scales():
+    """float16: an E4M3 code shifted into float16's bits is s * 2^-8 for every code (zero and
+    subnormal scales included), times 2^8 is s, and e2m1 * s * 2^-14 is exact: every NVFP4
+    tensor takes the fast path, but one with a negative (sign bit) scale code. bfloat16 raises
+    the exponent field instead, exact for normal codes only: a zero block falls back."""
     torch.manual_seed(0)
     w = torch.randn(8, 64)
-    assert fold(quantize(w, scheme="nvfp4")) and fold(quantize(w, scheme="nvfp4"), torch.bfloat16)
-    zero = w.clone()
-    zero[0, :16] = 0.0
-    qz = quantize(zero, scheme="nvfp4")
-    assert int(qz.scales.min()) == 0
-    assert fold(qz) and not fold(qz, torch.bfloat16)
-    tiny = w.clone()
-    tiny[1, 16:32] *= 1e-3                   # s = 448 * absmax_b / absmax(W) < 2
-    qt = quantize(tiny, scheme="nvfp4")
-    assert not fold(qt) and fold(qt, torch.bfloat16)
+    w[0, :16] = 0.0                          # a zero block: scale code 0
+    w[1, 16:32] *= 1e-6                      # s = 448 * absmax_b / absmax(W): subnormal E4M3
+    qw = quantize(w, scheme="nvfp4")
+    assert int(qw.scales.min()) == 0 and int(qw.scales[1, 1]) < 8
+    assert fold(qw) and not fold(qw, torch.bfloat16)
+    assert fold(quantize(w[2:], scheme="nvfp4"), torch.bfloat16)
+    a = torch.randn(3, qw.k).half()
+    ref = a.float() @ qw.dequantize(torch.float32).t()
+    torch.testing.assert_close(run(qw, a, True).float(), ref, rtol=1e-3, atol=1e-5)
+    qw.scales[2, 0] |= 0x80                  # -s: dequantize() is exact, the fast path is not
+    assert not fold(qw)
+    torch.testing.assert_close(run(qw, a, False).float(),
+                               a.float() @ qw.dequantize(torch.float32).t(), rtol=1e-3,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("act", [torch.float16, torch.bfloat16])

@@ -120,21 +120,23 @@ class ScaleFold:
     * the element cast stops at ``decode(q) * 2^cast_exponent`` (for float elements the cast's
       exponent-bias fix is left out: ``cast(..., exponent=cast_exponent)`` costs no instruction);
     * a scale code c (uint8) becomes the activation-dtype bit pattern ``c * 2^shift + offset``
-      (mod 2^16: one integer multiply-add per scale), which reads as ``s(c) * 2^scale_exponent``
-      for the codes ``fold_is_exact`` accepts: the scale type's exponent field lands in the
-      activation dtype's, moved by ``offset``;
+      (mod 2^16: one integer multiply-add per scale) times ``2^rescale`` (a multiply in the
+      activation dtype, when not 0), which is ``s(c) * 2^scale_exponent`` for the codes
+      ``fold_is_exact`` accepts: the scale type's exponent field lands in the activation
+      dtype's, moved by ``offset``;
     * the weights are ``element * s * 2^-post``, and the float32 accumulator is multiplied by
       ``2^post`` (and NVFP4's per-tensor scale) in the epilogue.
     """
 
     shift: int
     offset: int
+    rescale: int
     cast_exponent: int
     scale_exponent: int
     post: int
 
 
-NVFP4_POST_BF16 = 14     # bfloat16 NVFP4: weights element * s * 2^-14, as float16's cast leaves them
+NVFP4_POST = 14     # NVFP4 weights are element * s * 2^-14: the float16 cast's missing bias fix
 
 
 def scale_fold(scheme: str, wtype, act: str, exponent: int) -> ScaleFold:
@@ -142,24 +144,24 @@ def scale_fold(scheme: str, wtype, act: str, exponent: int) -> ScaleFold:
     ``decode(q) * 2^-exponent``) and activations ``act`` (float16 or bfloat16).
 
     MX: ``s(c) * 2^scale_exponent`` is the E8M0 power of two times the cast's missing bias fix
-    (``post`` 0). NVFP4 in float16: the E4M3 code shifted into float16's bits is ``s * 2^-8``
-    for every code (zero and subnormal scales included: both formats put their subnormals where
-    the exponent field is 0), so the weights are ``element * s * 2^-22``. bfloat16 has no such
-    alignment (``s * 2^-120`` times the cast's ``2^-126`` leaves bfloat16's range): the code's
-    exponent field is raised to give ``element * s * 2^-14`` (exact for normal scale codes only).
+    (``post`` 0; exact where the block's exponent keeps every product in range). NVFP4, weights
+    ``element * s * 2^-14`` (``post`` 14): in float16 the E4M3 code shifted into float16's bits
+    is ``s * 2^-8`` for every code (zero and subnormal scales included: both formats put their
+    subnormals where the exponent field is 0), times ``2^8`` (one multiply per scale) is ``s``;
+    the products, multiples of ``2^-24`` below ``2688 * 2^-14``, are exact for every NVFP4
+    tensor. bfloat16 (``s * 2^-120`` from the bits; ``2^232`` is no bfloat16 number) raises the
+    code's exponent field instead: exact for normal scale codes, not for zero or subnormal ones.
     """
     t, a = dtypes.get(wtype), dtypes.get(act)
     s = scale_type(scheme)
     cast_exponent = -(a.exponent_bias - t.exponent_bias) if t.is_float else 0
-    if scheme == "mx":
-        scale_exponent = -cast_exponent - int(exponent)
-    elif a.name == "float16":
-        scale_exponent = s.exponent_bias - a.exponent_bias
-    else:
-        scale_exponent = -cast_exponent - NVFP4_POST_BF16
-    raise_field = scale_exponent - s.exponent_bias + a.exponent_bias
+    scale_exponent = -cast_exponent - (int(exponent) if scheme == "mx" else NVFP4_POST)
+    rescale = 0
+    if scheme == "nvfp4" and a.name == "float16":
+        rescale = scale_exponent + a.exponent_bias - s.exponent_bias
+    raise_field = scale_exponent - rescale - s.exponent_bias + a.exponent_bias
     return ScaleFold(shift=a.mantissa_bits - s.mantissa_bits,
-                     offset=(raise_field << a.mantissa_bits) % 2 ** 16,
+                     offset=(raise_field << a.mantissa_bits) % 2 ** 16, rescale=rescale,
                      cast_exponent=cast_exponent, scale_exponent=scale_exponent,
                      post=-int(exponent) - cast_exponent - scale_exponent)
 
@@ -183,7 +185,7 @@ def fold_is_exact(codes: np.ndarray, scheme: str, wtype, act: str, exponent: int
     codes = np.asarray(codes, dtype=np.int64)
     bits = ((codes << f.shift) + f.offset) % 2 ** 16
     with np.errstate(all="ignore"):
-        scale = bits.astype(np.uint16).view(npt).astype(np.float64)
+        scale = (bits.astype(np.uint16).view(npt) * npt(2.0 ** f.rescale)).astype(np.float64)
         want = scale_type(scheme).decode(codes.astype(np.uint8)).astype(np.float64)
         if not np.array_equal(scale, want * 2.0 ** f.scale_exponent):
             return False

@@ -45,6 +45,17 @@ bits between 2^-10 and 2688, exact in float16 and bfloat16, so the scales are ap
 weights (two rows per unit: the unit viewed as [2, 16, 128]) and the per-tensor scale (a
 run-time float32 parameter) multiplies the float32 accumulator in the epilogue.
 
+The block-scaled fast path (``fold_scale`` with a ``scheme``; ``tilus.ops.blockscale.
+scale_fold``; the caller checks every scale code the tensor holds with
+``blockscale.fold_is_exact``): the elements' cast leaves out its exponent-bias multiply, each
+uint8 scale code becomes activation-dtype bits with one integer multiply-add
+(``decode_scales``), and one HMUL2 per two weights applies it before the mma, as the group path
+does: mx needs no float32 partial tile, nvfp4 no float32 decode of its E4M3 rows. The weights
+are then ``element * s * 2^-post`` (exact), and the epilogue multiplies by ``2^post``. Pipelined,
+the k-tile's scale codes travel with it through the shared-memory ring (``copy_async``) and are
+read just before their unit (no rows held in registers a whole iteration), so decode k-tiles of
+512 fit.
+
 Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A
 k-tile lies inside one scale group (``group_size % block_k == 0``) or spans whole groups
 (``block_k % group_size == 0``), or there is a single group.
@@ -317,13 +328,15 @@ class QuantMatmul(tilus.Script):
         return [(s * self.fold, z) for s, z in params]
 
     def decode_scales(self, codes):
-        """A row of uint8 scale codes as the activation-dtype values ``s(c) * 2^scale_exponent``
-        of the fast path (``block_fold``): one integer multiply-add per code, then its bits."""
+        """Rows of uint8 scale codes as the activation-dtype values ``s(c) * 2^scale_exponent``
+        of the fast path (``block_fold``): one integer multiply-add per code, its bits read in
+        the activation dtype (and multiplied by ``2^rescale``, exact)."""
         f = self.block_fold
         bits = self.cast(codes, dtype=tilus.uint16) * (1 << f.shift)
         if f.offset:
             bits = bits + f.offset
-        return self.view(bits, dtype=self.act)
+        values = self.view(bits, dtype=self.act)
+        return values * 2.0 ** f.rescale if f.rescale else values
 
     def offsets_of(self, s, offsets):
         """The group's offset row: the stored one (or its integer zero points, in the scale
