@@ -19,11 +19,11 @@ These are estimates from the instruction stream, not timings.
 file is named ``...-decode-cost-intzero.json``.
 
 The block-scaled formats build the kernel ``matmul`` picks for these weights: the fast path
-(``fold_scale``: every block scale exact in float16). ``--suffix -blockscale`` names a file
+(``fold_scale``: every block scale exact in float16). ``--suffix=-blockscale`` names a file
 for a run restricted to some types (``--types mxfp4,nvfp4,...``).
 
     python benchmarks/bench_decode_cost.py [--types uint4,uint3] [--zero-mode int] [--out DIR]
-                                           [--suffix -blockscale]
+                                           [--suffix=-blockscale]
 """
 from __future__ import annotations
 

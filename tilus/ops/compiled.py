@@ -47,7 +47,7 @@ class MatmulBuild:
         block-scaled fast path) the scale codes."""
         s = self.script
         return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n,
-                           s.group_size if s.block_fold is not None else 0)
+                           s.group_size if s.block_fold is not None and s.stages > 1 else 0)
 
 
 def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
