@@ -70,12 +70,14 @@ SMEM_LIMIT = 227 * 1024     # dynamic shared memory one block may use on sm_90 (
 
 
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
-                     num_sms: int = 132, nbits: int = 8, max_block_k: int = 512) -> dict:
+                     num_sms: int = 132, nbits: int = 8, max_block_k: int = 512,
+                     scale_block: int = 0, smem_limit: int = SMEM_LIMIT) -> dict:
     """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 512, split-k that fills
     the SMs evenly, a copy_async pipeline up to 4 deep) or large-M (block_m 64/128, one unit per
-    k-tile, 3 stages). The stages of ``nbits``-bit weights and fp16 activations fit in
-    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline.
-    ``max_block_k``: 256 for the block-scaled schemes (``block_k_limit``)."""
+    k-tile, 3 stages). The decode stages of ``nbits``-bit weights, fp16 activations (and, with
+    ``scale_block``, the block-scaled fast path's staged scale codes) fit in ``smem_limit``
+    bytes (``SMEM_LIMIT``, sm_90's; ``compile_matmul`` passes its arch's). The interpreter gets
+    one unit per k-tile and no pipeline. ``max_block_k``: ``block_k_limit``."""
     if engine == "interpreter":
         return {"block_m": 16, "block_n": 128, "block_k": 32, "split_k": 1, "warps": 4,
                 "stages": 1}
@@ -83,8 +85,8 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
         bk = min(_block_k_for(group_size, k), max_block_k)
         k_tiles = math.ceil(k / bk)
         split = balanced_split(math.ceil(n / 128), k_tiles, num_sms)
-        stages = max(1, min(4, math.ceil(k_tiles / split), SMEM_LIMIT // stage_bytes(16, bk,
-                                                                                       nbits)))
+        stages = max(1, min(4, math.ceil(k_tiles / split),
+                            smem_limit // stage_bytes(16, bk, nbits, 128, scale_block)))
         return {"block_m": 16, "block_n": 128, "block_k": bk, "split_k": split, "warps": 4,
                 "stages": stages}
     bm = 64 if m <= 128 else 128
@@ -92,11 +94,15 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
             "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / 32)))}
 
 
-def block_k_limit(scheme: str, fold_scale: bool = False) -> int:
+def block_k_limit(scheme: str, fold_scale: bool = False, nbits: int = 4) -> int:
     """The largest decode k-tile for a scheme: 256 for mx/nvfp4 without ``fold_scale`` (8 E8M0
     / 16 E4M3 scale rows held in registers one iteration ahead: 512 spills on sm_90), else 512
-    (the fast path stages the scale codes in shared memory with the k-tile)."""
-    return 512 if scheme == "group" or fold_scale else 256
+    (the fast path stages the scale codes in shared memory with the k-tile), but 256 for 8-bit
+    block-scaled elements (two stages of 512 with their scale codes, 168 KB, exceed sm_80's
+    163 KB)."""
+    if scheme == "group" or (fold_scale and nbits < 8):
+        return 512
+    return 256
 
 
 def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128,
@@ -297,11 +303,14 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
             return dict(entry["config"])
     except Exception:                               # a broken database must not break matmul
         pass
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return default_schedule(m, n, k, meta["group_size"], "compiled", sms,
-                            dtypes.get(meta["dtype"]).nbits,
-                            block_k_limit(meta.get("scheme", "group"),
-                                          meta.get("fold_scale", False)))
+    props = torch.cuda.get_device_properties(device)
+    nbits = dtypes.get(meta["dtype"]).nbits
+    scheme, fold = meta.get("scheme", "group"), meta.get("fold_scale", False)
+    return default_schedule(m, n, k, meta["group_size"], "compiled", props.multi_processor_count,
+                            nbits, block_k_limit(scheme, fold, nbits),
+                            meta["group_size"] if scheme != "group" and fold else 0,
+                            min(SMEM_LIMIT, getattr(props, "shared_memory_per_block_optin",
+                                                    SMEM_LIMIT)))
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:
