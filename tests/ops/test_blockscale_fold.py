@@ -107,3 +107,17 @@ def test_cache_follows_in_place_changes():
     assert can_fold_scale(qw.scales, "float4_e2m1", "float16", 0, scheme="mx")
     qw.scales[0, 0] = 255                    # the E8M0 NaN code
     assert not can_fold_scale(qw.scales, "float4_e2m1", "float16", 0, scheme="mx")
+
+
+@pytest.mark.parametrize("nbits", [4, 6, 8])
+@pytest.mark.parametrize("k", [2048, 4096, 14336])
+def test_decode_schedules_fit_sm80_shared_memory(nbits, k):
+    """The fast path's decode stages, their scale codes included, fit sm_80's 163 KB."""
+    from tilus.ops.matmul import block_k_limit, default_schedule, stage_bytes
+
+    limit = 163 * 1024
+    for scheme, block in (("mx", 32), ("nvfp4", 16)):
+        s = default_schedule(1, 4096, k, block, "compiled", 108, nbits,
+                             block_k_limit(scheme, True, nbits), block, limit)
+        assert s["stages"] >= 2
+        assert s["stages"] * stage_bytes(16, s["block_k"], nbits, 128, block) <= limit, s
