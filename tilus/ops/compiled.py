@@ -11,8 +11,7 @@ from typing import Any
 import torch
 
 from tilus.errors import ArgumentError
-from tilus.ops.matmul import (_ACT, SMEM_LIMIT, block_k_limit, default_schedule, kernel_for,
-                              stage_bytes, weight_meta)
+from tilus.ops.matmul import _ACT, heuristic_schedule, kernel_for, stage_bytes, weight_meta
 from tilus.ops.quantize import QuantizedWeight
 from tilus.transforms.shared_memory import max_shared_memory_bytes
 
@@ -68,11 +67,7 @@ def compile_matmul(qweight: QuantizedWeight, m: int, arch: str = "sm_90",
     if not isinstance(m, int) or m < 1:
         raise ArgumentError(f"compile_matmul: m must be a positive int, got {m!r}")
     meta = weight_meta(qweight, act)
-    staged = qweight.group_size if qweight.block_scaled and meta["fold_scale"] else 0
-    schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms,
-                                qweight.nbits, block_k_limit(qweight.scheme,
-                                                             meta["fold_scale"],
-                                                             qweight.nbits),
-                                staged, min(SMEM_LIMIT, max_shared_memory_bytes(arch)))
+    schedule = heuristic_schedule(meta, m, qweight.n, qweight.k, num_sms,
+                                  max_shared_memory_bytes(arch))
     script = kernel_for(meta, _ACT[act], bias, schedule)
     return MatmulBuild(script, schedule, tilus.build(script, arch=arch))

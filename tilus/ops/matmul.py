@@ -304,13 +304,21 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
     except Exception:                               # a broken database must not break matmul
         pass
     props = torch.cuda.get_device_properties(device)
+    return heuristic_schedule(meta, m, n, k, props.multi_processor_count,
+                              getattr(props, "shared_memory_per_block_optin", SMEM_LIMIT))
+
+
+def heuristic_schedule(meta: dict, m: int, n: int, k: int, num_sms: int = 132,
+                       smem_limit: int = SMEM_LIMIT) -> dict:
+    """``default_schedule`` for a weight's kernel metadata (``weight_meta``) on a GPU with
+    ``num_sms`` SMs and ``smem_limit`` bytes of shared memory per block: its bits, the scheme's
+    ``block_k_limit`` and the block-scaled fast path's staged scale codes."""
     nbits = dtypes.get(meta["dtype"]).nbits
     scheme, fold = meta.get("scheme", "group"), meta.get("fold_scale", False)
-    return default_schedule(m, n, k, meta["group_size"], "compiled", props.multi_processor_count,
-                            nbits, block_k_limit(scheme, fold, nbits),
+    return default_schedule(m, n, k, meta["group_size"], "compiled", num_sms, nbits,
+                            block_k_limit(scheme, fold, nbits),
                             meta["group_size"] if scheme != "group" and fold else 0,
-                            min(SMEM_LIMIT, getattr(props, "shared_memory_per_block_optin",
-                                                    SMEM_LIMIT)))
+                            min(SMEM_LIMIT, smem_limit))
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:
