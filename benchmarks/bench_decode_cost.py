@@ -22,7 +22,12 @@ These are estimates from the instruction stream, not timings.
 (``tilus.ops.quantize(..., zero_mode="int")``: ``(v - z) * s``) instead of float offsets; its
 file is named ``...-decode-cost-intzero.json``.
 
+The block-scaled formats build the kernel ``matmul`` picks for these weights: the fast path
+(``fold_scale``: every block scale exact in float16). ``--suffix=-blockscale`` names a file
+for a run restricted to some types (``--types mxfp4,nvfp4,...``).
+
     python benchmarks/bench_decode_cost.py [--types uint4,uint3] [--zero-mode int] [--out DIR]
+                                           [--suffix=-blockscale]
 """
 from __future__ import annotations
 
@@ -142,7 +147,8 @@ def _cost_row(wtype: str, kernel, nbits: int, param_bytes: float, n: int) -> dic
     blocks = math.ceil(n / sched["block_n"]) * sched["split_k"]
     return {"type": wtype, "schedule": sched, "instructions_per_iteration": cost["instructions"],
             "instructions_per_weight_element": round(ipe, 3),
-            "by_class": cost["by_class"], "registers": res.registers,
+            "by_class": cost["by_class"], "by_opcode": cost["by_opcode"],
+            "fold_scale": kernel.script.fold_scale, "registers": res.registers,
             "spill_bytes": res.spill_store_bytes + res.spill_load_bytes,
             "shared_memory_bytes": smem, "blocks_per_sm": per_sm,
             "bytes_in_flight_per_sm": stage_bytes * (sched["stages"] - 1) * min(
@@ -157,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--zero-mode", default="float", choices=("float", "int"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--suffix", default="", help="appended to the result files' name")
     args = ap.parse_args(argv)
     rows = [decode_cost(t, zero_mode=args.zero_mode) for t in args.types.split(",")]
     head = f"{'type':<12} {'instr/elem':>10} {'mem/issue':>9} {'est. BW':>7} {'regs':>5} " \
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
     base = os.path.join(args.out, f"cpu-{stamp}-sm_90-decode-cost"
-                        + ("-intzero" if args.zero_mode == "int" else ""))
+                        + ("-intzero" if args.zero_mode == "int" else "") + args.suffix)
     from benchmarks.provenance import provenance
 
     meta = {**provenance(), "kind": "static estimate from SASS (no GPU)",

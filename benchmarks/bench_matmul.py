@@ -100,8 +100,10 @@ class StaticEstimate:
 
 
 def newest_decode_cost(results: Path = HERE / "results") -> Optional[Path]:
-    """The newest static decode-cost JSON of bench_decode_cost, or None."""
-    found = sorted(results.glob("cpu-*-decode-cost.json"))
+    """The newest static decode-cost JSON of bench_decode_cost (all weight types: not the
+    attention, ``-intzero`` or ``-blockscale`` runs), or None."""
+    name = re.compile(r"cpu-\d{4}-\d{2}-\d{2}-sm_\d+-decode-cost\.json")
+    found = sorted(p for p in results.glob("cpu-*-decode-cost.json") if name.fullmatch(p.name))
     return found[-1] if found else None
 
 

@@ -39,14 +39,19 @@ def case_id(wtype, sched, m) -> str:
 
 
 def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme: str = "group",
-                                 zero_mode: str = "float") -> None:
+                                 zero_mode: str = "float", row0: float = 1.0,
+                                 negate_scale: bool = False,
+                                 fold: "bool | None" = None) -> None:
     """tilus.ops.matmul(engine="interpreter") with kernel_for replaced by a wrapper that also
     lowers the kernel and simulates it on the same arguments (outputs compared with the
     interpreter's), then the result compared with dequantize() + torch. The pipelined schedules
     exercise cp.async into stage slices and ldmatrix from them, k-tiles spanning two groups,
     8 warps and split-k. N = 136 and K = 192 do not divide the tiles. ``zero_mode``: quantize's
     (asymmetric uint types: "int" stores integer zero points). Block-scaled schemes
-    (``scheme="mx"``/``"nvfp4"``) are compared with ``dequantize(float32)`` + torch."""
+    (``scheme="mx"``/``"nvfp4"``) are compared with ``dequantize(float32)`` + torch. ``row0``
+    scales the weight's first row (block scales outside the fast path's range),
+    ``negate_scale`` sets the sign bit of the first E4M3 scale code; ``fold``, when given, is
+    whether ``matmul`` must pick the fast path (``fold_scale``) for these weights."""
     mm = importlib.import_module("tilus.ops.matmul")
     seen = []
     original = mm.kernel_for
@@ -58,7 +63,13 @@ def check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme: str = "gr
         qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, group_size=64,
                                 zero_mode=zero_mode)
     else:
-        qw = tilus.ops.quantize(torch.randn(136, 192), dtype=wtype, scheme=scheme)
+        w = torch.randn(136, 192)
+        w[0] *= row0
+        qw = tilus.ops.quantize(w, dtype=wtype, scheme=scheme)
+        if negate_scale:
+            qw.scales[0, 0] |= 0x80
+    if fold is not None:
+        assert mm.weight_meta(qw, torch.float16)["fold_scale"] == fold
     a = torch.randn(m, 192).half()
     out = tilus.ops.matmul(a, qw, engine="interpreter", schedule=sched)
     ref_w = qw.dequantize(torch.float16 if scheme == "group" else torch.float32)

@@ -79,3 +79,23 @@ def test_integer_zero_point_kernels_sm90(need_nvcc, need_disassembler, wtype, m,
         ipe = cost["instructions_per_weight_element"]
         assert ipe <= 3.3, ipe
         assert memory_over_issue(4, 3 / 128, ipe) >= 1.1, ipe      # fp16 scale + uint8 zero
+
+
+@pytest.mark.parametrize("scheme, arch", [("mx", "sm_90"), ("nvfp4", "sm_90"), ("nvfp4", "sm_80")])
+def test_block_scaled_decode_kernels(need_nvcc, need_disassembler, scheme, arch):
+    """MXFP4 and NVFP4 at M=1 take the fast path (scales applied to the weights in float16): no
+    spills, no float32 partials (FFMA) or conversions in the loop, scale codes read from shared
+    memory, and at most 4 instructions per weight (H200: memory / issue >= 1.1)."""
+    w = torch.linspace(-1, 1, 4096 * 4096).reshape(4096, 4096)
+    qw = tilus.ops.quantize(w, "float4_e2m1", scheme=scheme)
+    built = tilus.ops.compile_matmul(qw, 1, arch=arch)
+    assert built.script.fold_scale and built.schedule["block_k"] == 512
+    r = built.resources
+    assert r.spill_store_bytes == 0 and r.spill_load_bytes == 0 and r.stack_frame_bytes == 0
+    cost = built.loop_cost()
+    ops = cost["by_opcode"]
+    assert not any(op.startswith(("FFMA", "I2F", "F2F", "LDG.E")) for op in ops), ops
+    assert ops.get("LDS.U8", 0) == 512 // qw.group_size * 4, ops      # 4 columns per row
+    ipe = cost["instructions_per_weight_element"]
+    assert ipe <= 4.0, ipe
+    assert memory_over_issue(4, 1 / qw.group_size, ipe) >= 1.1, ipe

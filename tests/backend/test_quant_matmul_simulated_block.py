@@ -1,7 +1,9 @@
 """tilus.ops' QuantMatmul with block-scaled weights (MX: E8M0 scales per 32 k; NVFP4: E4M3 scales
 per 16 k and a float32 scale per tensor) lowered and simulated against the interpreter and
 dequantize() + torch (tests/backend/quant_matmul_sim.py; N = 136, K = 192 do not divide the
-tiles)."""
+tiles), on both paths: the fast path (scales applied in float16, codes staged in shared memory
+when pipelined) and, where a block scale leaves its range, the float32 partials (mx) or the
+decode to float16 (nvfp4)."""
 import pytest
 
 from tests.backend.quant_matmul_sim import SMALL, case_id, check_quant_matmul_simulated
@@ -14,9 +16,19 @@ CASES = [("mx", "float4_e2m1", SMALL, 5), ("mx", "float4_e2m1", PIPE, 1),
          ("mx", "float6_e3m2", WIDE, 33),
          ("mx", "int8", SMALL, 3), ("nvfp4", "float4_e2m1", SMALL, 5),
          ("nvfp4", "float4_e2m1", PIPE, 1)]
+# mx: row 0 scaled by 2^-40 (E8M0 2^-42 leaves float16); nvfp4: a negative E4M3 scale code
+FALLBACK = [("mx", "float4_e2m1", PIPE, 1, 2.0 ** -40), ("mx", "float4_e2m1", SMALL, 5, 2.0 ** -40),
+            ("nvfp4", "float4_e2m1", PIPE, 1, None), ("nvfp4", "float4_e2m1", SMALL, 5, None)]
 
 
 @pytest.mark.parametrize("scheme, wtype, sched, m", CASES,
                          ids=[f"{c[0]}-{case_id(*c[1:])}" for c in CASES])
 def test_block_scaled_quant_matmul_simulated(scheme, wtype, sched, m, monkeypatch):
-    check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme=scheme)
+    check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme=scheme, fold=True)
+
+
+@pytest.mark.parametrize("scheme, wtype, sched, m, row0", FALLBACK,
+                         ids=[f"{c[0]}-fallback-{case_id(*c[1:4])}" for c in FALLBACK])
+def test_block_scaled_fallback_simulated(scheme, wtype, sched, m, row0, monkeypatch):
+    check_quant_matmul_simulated(wtype, sched, m, monkeypatch, scheme=scheme, row0=row0 or 1.0,
+                                 negate_scale=row0 is None, fold=False)

@@ -361,15 +361,14 @@ def request(meta: dict, act: str, has_bias: bool, schedule: dict) -> tuple:
 
 def ops_requests(case: OpsCase, num_sms: int = OPS_SMS) -> list:
     """The requests ``tilus.ops.matmul`` makes for ``case`` (one call) on a ``num_sms`` GPU."""
-    from tilus.ops.kernels import QuantMatmul
-    from tilus.ops.matmul import default_schedule
+    from tilus.ops.matmul import heuristic_schedule
 
+    meta = ops_meta(case)
     if case.schedule:                      # explicit, or the tuning database's entry
         sched = dict(case.schedule)
     else:
-        sched = default_schedule(case.m, case.n, case.k, case.group_size, "compiled", num_sms,
-                                 QuantMatmul._nbits(case.wtype))
-    return [request(ops_meta(case), case.act, case.bias, sched)]
+        sched = heuristic_schedule(meta, case.m, case.n, case.k, num_sms)
+    return [request(meta, case.act, case.bias, sched)]
 
 
 def kernel_of(req: tuple):

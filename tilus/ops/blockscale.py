@@ -17,6 +17,7 @@ rounded once. Scales are stored as uint8 codes ``[K / block, N]``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -108,3 +109,90 @@ def scale_values(scales: torch.Tensor, scheme: str) -> torch.Tensor:
     """float64 values of the stored scale codes (E8M0 or E4M3), on their device."""
     table = torch.from_numpy(scale_type(scheme).value_table().astype(np.float64))
     return table.to(scales.device)[scales.long()]
+
+
+# ---- the matmul's fast path: block scales applied in the activation dtype ----------------------
+@dataclass(frozen=True)
+class ScaleFold:
+    """How ``QuantMatmul(scheme=..., fold_scale=True)`` applies block scales in the activation
+    dtype, with no float32 partial tiles and no multiply in the element cast:
+
+    * the element cast stops at ``decode(q) * 2^cast_exponent`` (for float elements the cast's
+      exponent-bias fix is left out: ``cast(..., exponent=cast_exponent)`` costs no instruction);
+    * a scale code c (uint8) becomes the activation-dtype bit pattern ``c * 2^shift + offset``
+      (mod 2^16: one integer multiply-add per scale) times ``2^rescale`` (a multiply in the
+      activation dtype, when not 0), which is ``s(c) * 2^scale_exponent`` for the codes
+      ``fold_is_exact`` accepts: the scale type's exponent field lands in the activation
+      dtype's, moved by ``offset``;
+    * the weights are ``element * s * 2^-post``, and the float32 accumulator is multiplied by
+      ``2^post`` (and NVFP4's per-tensor scale) in the epilogue.
+    """
+
+    shift: int
+    offset: int
+    rescale: int
+    cast_exponent: int
+    scale_exponent: int
+    post: int
+
+
+NVFP4_POST = 14     # NVFP4 weights are element * s * 2^-14: the float16 cast's missing bias fix
+
+
+def scale_fold(scheme: str, wtype, act: str, exponent: int) -> ScaleFold:
+    """The fast path's arithmetic (``ScaleFold``) for element type ``wtype`` (its values
+    ``decode(q) * 2^-exponent``) and activations ``act`` (float16 or bfloat16).
+
+    MX: ``s(c) * 2^scale_exponent`` is the E8M0 power of two times the cast's missing bias fix
+    (``post`` 0; exact where the block's exponent keeps every product in range). NVFP4, weights
+    ``element * s * 2^-14`` (``post`` 14): in float16 the E4M3 code shifted into float16's bits
+    is ``s * 2^-8`` for every code (zero and subnormal scales included: both formats put their
+    subnormals where the exponent field is 0), times ``2^8`` (one multiply per scale) is ``s``;
+    the products, multiples of ``2^-24`` below ``2688 * 2^-14``, are exact for every NVFP4
+    tensor. bfloat16 (``s * 2^-120`` from the bits; ``2^232`` is no bfloat16 number) raises the
+    code's exponent field instead: exact for normal scale codes, not for zero or subnormal ones.
+    """
+    t, a = dtypes.get(wtype), dtypes.get(act)
+    s = scale_type(scheme)
+    cast_exponent = -(a.exponent_bias - t.exponent_bias) if t.is_float else 0
+    scale_exponent = -cast_exponent - (int(exponent) if scheme == "mx" else NVFP4_POST)
+    rescale = 0
+    if scheme == "nvfp4" and a.name == "float16":
+        rescale = scale_exponent + a.exponent_bias - s.exponent_bias
+    raise_field = scale_exponent - rescale - s.exponent_bias + a.exponent_bias
+    return ScaleFold(shift=a.mantissa_bits - s.mantissa_bits,
+                     offset=(raise_field << a.mantissa_bits) % 2 ** 16, rescale=rescale,
+                     cast_exponent=cast_exponent, scale_exponent=scale_exponent,
+                     post=-int(exponent) - cast_exponent - scale_exponent)
+
+
+def _act_numpy(act: str):
+    import ml_dtypes
+
+    return np.float16 if act == "float16" else ml_dtypes.bfloat16
+
+
+def fold_is_exact(codes: np.ndarray, scheme: str, wtype, act: str, exponent: int) -> bool:
+    """Whether the fast path (``scale_fold``) computes every weight ``element * s(c)`` of scale
+    codes ``codes`` (the distinct codes a tensor holds) exactly: each code's bit pattern reads
+    as ``s(c) * 2^scale_exponent`` in ``act`` (so a NaN code, or one outside the range, says
+    no), each element's cast value ``decode(q) * 2^cast_exponent`` is exact in ``act``, and each
+    product of the two (one rounding in ``act``) is exact and finite. The kernel then equals
+    dequantize()-then-matmul up to float32 summation order."""
+    t = dtypes.get(wtype)
+    f = scale_fold(scheme, t, act, exponent)
+    npt = _act_numpy(act)
+    codes = np.asarray(codes, dtype=np.int64)
+    bits = ((codes << f.shift) + f.offset) % 2 ** 16
+    with np.errstate(all="ignore"):
+        scale = (bits.astype(np.uint16).view(npt) * npt(2.0 ** f.rescale)).astype(np.float64)
+        want = scale_type(scheme).decode(codes.astype(np.uint8)).astype(np.float64)
+        if not np.array_equal(scale, want * 2.0 ** f.scale_exponent):
+            return False
+        v = t.decode(np.arange(2 ** t.nbits, dtype=np.uint8)).astype(np.float64)
+        w = v[np.isfinite(v)] * 2.0 ** f.cast_exponent
+        if not np.array_equal(w.astype(npt).astype(np.float64), w):
+            return False
+        prod = np.multiply.outer(w, scale)
+        back = prod.astype(npt).astype(np.float64)
+        return bool(np.isfinite(back).all() and np.array_equal(back, prod))

@@ -11,11 +11,11 @@ from typing import Any, Union
 import torch
 
 from tilus.errors import ArgumentError
-from tilus.ops.matmul import (_ACT, block_k_limit, default_schedule, kernel_for, stage_bytes,
-                              weight_meta)
+from tilus.ops.matmul import _ACT, heuristic_schedule, kernel_for, stage_bytes, weight_meta
 from tilus.ops.mixed import MixedQuantizedWeight
 from tilus.ops.mixed_matmul import mixed_kernel_for, mixed_schedule
 from tilus.ops.quantize import QuantizedWeight
+from tilus.transforms.shared_memory import max_shared_memory_bytes
 
 
 @dataclass
@@ -45,12 +45,15 @@ class MatmulBuild:
 
     @property
     def stage_bytes(self) -> int:
-        """Bytes one pipeline stage brings in: the activation tile and the packed weights."""
+        """Bytes one pipeline stage brings in: the activation tile, the packed weights and (the
+        block-scaled fast path) the scale codes."""
         s = self.script
-        return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n)
+        return stage_bytes(s.block_m, s.block_k, s.wtype.nbits, s.block_n,
+                           s.group_size if s.block_fold is not None and s.stages > 1 else 0)
 
 
-def compile_matmul(qweight: Union[QuantizedWeight, MixedQuantizedWeight], m: int, arch: str = "sm_90",
+def compile_matmul(qweight: Union[QuantizedWeight, MixedQuantizedWeight], m: int,
+                   arch: str = "sm_90",
                    act: torch.dtype = torch.float16, bias: bool = False,
                    num_sms: int = 132) -> MatmulBuild:
     """Build the kernel ``tilus.ops.matmul`` launches for activations [m, K] x ``qweight`` with the
@@ -72,7 +75,7 @@ def compile_matmul(qweight: Union[QuantizedWeight, MixedQuantizedWeight], m: int
                                   _ACT[act], bias, schedule)
         return MatmulBuild(script, schedule, tilus.build(script, arch=arch))
     meta = weight_meta(qweight, act)
-    schedule = default_schedule(m, qweight.n, qweight.k, qweight.group_size, "compiled", num_sms,
-                                qweight.nbits, block_k_limit(qweight.scheme))
+    schedule = heuristic_schedule(meta, m, qweight.n, qweight.k, num_sms,
+                                  max_shared_memory_bytes(arch))
     script = kernel_for(meta, _ACT[act], bias, schedule)
     return MatmulBuild(script, schedule, tilus.build(script, arch=arch))

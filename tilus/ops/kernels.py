@@ -45,6 +45,17 @@ bits between 2^-10 and 2688, exact in float16 and bfloat16, so the scales are ap
 weights (two rows per unit: the unit viewed as [2, 16, 128]) and the per-tensor scale (a
 run-time float32 parameter) multiplies the float32 accumulator in the epilogue.
 
+The block-scaled fast path (``fold_scale`` with a ``scheme``; ``tilus.ops.blockscale.
+scale_fold``; the caller checks every scale code the tensor holds with
+``blockscale.fold_is_exact``): the elements' cast leaves out its exponent-bias multiply, each
+uint8 scale code becomes activation-dtype bits with one integer multiply-add
+(``decode_scales``), and one HMUL2 per two weights applies it before the mma, as the group path
+does: mx needs no float32 partial tile, nvfp4 no float32 decode of its E4M3 rows. The weights
+are then ``element * s * 2^-post`` (exact), and the epilogue multiplies by ``2^post``. Pipelined,
+the k-tile's scale codes travel with it through the shared-memory ring (``copy_async``) and are
+read just before their unit (no rows held in registers a whole iteration), so decode k-tiles of
+512 fit.
+
 Masks: loads past M, N or K read 0 and stores past M, N are dropped, so any M, N, K work. A
 k-tile lies inside one scale group (``group_size % block_k == 0``) or spans whole groups
 (``block_k % group_size == 0``), or there is a single group.
@@ -155,12 +166,11 @@ class QuantMatmul(tilus.Script):
             raise TilusError(f"QuantMatmul: scheme {scheme!r} takes float16/bfloat16 activations "
                              f"and {' or '.join(want_scale) or 'no'} scales, got "
                              f"{self.act.name} and {self.scale.name}")
-        if self.block_scaled and (zero_mode != "none" or fold_scale or single_group
+        if self.block_scaled and (zero_mode != "none" or single_group
                                   or group_size != blockscale.block_size(scheme)):
             raise TilusError(f"QuantMatmul: {scheme} weights have blocks of "
-                             f"{blockscale.block_size(scheme)} k, no zero points and no "
-                             f"fold_scale, got group_size {group_size}, zero_mode "
-                             f"{zero_mode!r}, fold_scale={fold_scale}, "
+                             f"{blockscale.block_size(scheme)} k and no zero points, got "
+                             f"group_size {group_size}, zero_mode {zero_mode!r}, "
                              f"single_group={single_group}")
         if zero_mode not in ZERO_MODES:
             raise TilusError(f"QuantMatmul: zero_mode must be one of {', '.join(ZERO_MODES)}, "
@@ -201,8 +211,12 @@ class QuantMatmul(tilus.Script):
         self.fast = ((self.block_scaled or self.scale.name == self.act.name)
                      and values_exact_in(self.wtype, self.act.name, self.exponent))
         self.fold_scale = bool(fold_scale)
-        if self.fold_scale and not (self.fast and self.wtype.is_float
-                                    and self.zero_mode != "const"):
+        self.block_fold = None
+        if self.fold_scale and self.block_scaled:
+            self.block_fold = blockscale.scale_fold(scheme, self.wtype, self.act.name,
+                                                    self.exponent)
+        elif self.fold_scale and not (self.fast and self.wtype.is_float
+                                      and self.zero_mode != "const"):
             raise TilusError(f"QuantMatmul: fold_scale needs a float weight type whose values are "
                              f"exact in {self.act.name}, scales in {self.act.name} and no constant "
                              f"zero point, got {self.wtype.name} with {self.scale.name} scales")
@@ -222,9 +236,14 @@ class QuantMatmul(tilus.Script):
 
     def unit_values(self, raw):
         """The [32, 128] grid values ``decode(q) * 2^-exponent`` of one unit in the activation
-        dtype (mma B layout; exact: the block-scaled schemes' element values all are)."""
+        dtype (mma B layout; exact: the block-scaled schemes' element values all are); with
+        ``block_fold``, ``decode(q) * 2^cast_exponent`` (the cast with no multiply)."""
         self.annotate_layout(raw, self.bytes_layout)
         codes = self.view(raw, dtype=self.wtype, layout=self.stream)
+        if self.block_fold is not None:
+            wf = self.cast(codes, dtype=self.act, exponent=self.block_fold.cast_exponent)
+            self.annotate_layout(wf, self.fragment)
+            return wf
         if self.fast:
             wf = self.cast(codes, dtype=self.act)
             self.annotate_layout(wf, self.fragment)
@@ -233,22 +252,37 @@ class QuantMatmul(tilus.Script):
         self.annotate_layout(wf, self.fragment)
         return wf
 
-    def unit_dot(self, ta, raw, params, u, acc):
-        """acc += ta @ (unit u's weights), with the unit's scales (see the module docstring)."""
+    def unit_rows(self, params, u):
+        """Unit u's rows from a k-tile's ``folded`` rows: [(scale row, offset)] (group-scaled),
+        [E8M0 row] (mx: one block of 32 k) or [first row, second row] (nvfp4: two blocks of 16)."""
+        if self.scheme == "nvfp4":
+            return [params[2 * u][0], params[2 * u + 1][0]]
         if self.scheme == "mx":
-            s, _ = params[u if self.tile_groups > 1 else 0]
+            return [params[u if self.tile_groups > 1 else 0][0]]
+        return [self.unit_params(params, u)]
+
+    def unit_dot(self, ta, raw, rows, acc):
+        """acc += ta @ (the unit's weights), with the unit's ``unit_rows`` (see the module
+        docstring)."""
+        if self.scheme == "mx" and self.block_fold is not None:
+            self.dot(ta, self.unit_values(raw) * rows[0], acc, out=acc)
+        elif self.scheme == "mx":
             part = self.register_tensor(dtype=tilus.float32, shape=[self.block_m, UNIT_N],
                                         init=0.0)
             self.dot(ta, self.unit_values(raw), part, out=part)
-            acc += part * s
+            acc += part * rows[0]
         elif self.scheme == "nvfp4":
             w3 = self.view(self.unit_values(raw), shape=[2, UNIT_K // 2, UNIT_N])
-            s2, _ = params[u]
+            s2 = rows[0]
+            if len(rows) == 2:      # two [1, 128] rows (loaded apart: one bounds check each)
+                first = self.register_tensor(dtype=tilus.bool, shape=[2, 1],
+                                             init=lambda i, j: i == 0)
+                s2 = self.where(first, rows[0], rows[1])
             ws = self.view(w3 * self.unsqueeze(s2, dim=1), shape=[UNIT_K, UNIT_N])
             self.annotate_layout(ws, self.fragment)
             self.dot(ta, ws, acc, out=acc)
         else:
-            s, b = self.unit_params(params, u)
+            s, b = rows[0]
             self.dot(ta, self.unit_weights(raw, s, b), acc, out=acc)
 
     def unit_weights(self, raw, s, b):
@@ -284,8 +318,11 @@ class QuantMatmul(tilus.Script):
     def folded(self, params):
         """``group_params``' rows with the scale rows multiplied by 2^scale_fold_exponent (with
         ``fold_scale``; exact, the caller checked), or decoded to float32 (mx) or to the
-        activation dtype (nvfp4; exact). Applied where the rows are used, a whole iteration
-        after their load was issued."""
+        activation dtype (nvfp4; exact); with ``block_fold``, the uint8 scale codes' bit
+        patterns ``c * 2^shift + offset`` read in the activation dtype (``ScaleFold``). Applied
+        where the rows are used, a whole iteration after their load was issued."""
+        if self.block_fold is not None:
+            return [(self.decode_scales(s), z) for s, z in params]
         if self.scheme == "mx":
             return [(self.cast(s, dtype=tilus.float32), z) for s, z in params]
         if self.scheme == "nvfp4":
@@ -293,6 +330,17 @@ class QuantMatmul(tilus.Script):
         if not self.fold_scale:
             return params
         return [(s * self.fold, z) for s, z in params]
+
+    def decode_scales(self, codes):
+        """Rows of uint8 scale codes as the activation-dtype values ``s(c) * 2^scale_exponent``
+        of the fast path (``block_fold``): one integer multiply-add per code, its bits read in
+        the activation dtype (and multiplied by ``2^rescale``, exact)."""
+        f = self.block_fold
+        bits = self.cast(codes, dtype=tilus.uint16) * (1 << f.shift)
+        if f.offset:
+            bits = bits + f.offset
+        values = self.view(bits, dtype=self.act)
+        return values * 2.0 ** f.rescale if f.rescale else values
 
     def offsets_of(self, s, offsets):
         """The group's offset row: the stored one (or its integer zero points, in the scale
@@ -331,7 +379,8 @@ class QuantMatmul(tilus.Script):
         num_groups = 1
         if not self.single_group:
             num_groups = k // self.group_size
-        gs = self.global_view(scales, dtype=self.scale, shape=[num_groups, n])
+        gs = self.global_view(scales, dtype=tilus.uint8 if self.block_fold is not None
+                              else self.scale, shape=[num_groups, n])
         gz = gs
         if self.zero_mode in ("tensor", "int"):
             gz = self.global_view(offsets, dtype=tilus.uint8 if self.zero_mode == "int"
@@ -419,12 +468,16 @@ class QuantMatmul(tilus.Script):
             raw = self.load_unit(gw, kt, u, tn)
             ta = self.load_global(ga, offsets=[m0, kt * self.block_k + u * UNIT_K],
                                   shape=[self.block_m, UNIT_K])
-            self.unit_dot(ta, raw, params, u, acc)
+            self.unit_dot(ta, raw, self.unit_rows(params, u), acc)
 
-    def issue_stage(self, ga, gw, sa, sw, slot, kt, m0, tn):
-        """copy_async of k-tile kt (activations and column tile tn's packed units) into ring slot
-        ``slot``."""
+    def issue_stage(self, ga, gw, gs, sa, sw, ss, slot, kt, m0, tn):
+        """copy_async of k-tile kt (activations, column tile tn's packed units and, with
+        ``block_fold``, its scale codes' rows ``ss``) into ring slot ``slot``."""
         bm, bk = self.block_m, self.block_k
+        if ss is not None:
+            self.copy_async(src=gs, dst=self.slice_shared(ss, offsets=[slot, 0, 0],
+                                                          shape=[self.tile_groups, UNIT_N]),
+                            offsets=[self.group_of(kt), tn * UNIT_N])
         self.copy_async(src=ga, dst=self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]),
                         offsets=[m0, kt * bk])
         self.issue_weights(gw, sw, slot, kt, tn)
@@ -436,9 +489,9 @@ class QuantMatmul(tilus.Script):
         n0 = tn * UNIT_N
         g = self.group_of(kt)
         params = []
-        if self.scheme == "nvfp4":      # per unit: its two rows, [2, 128]
-            for u in range(self.units):
-                s = self.load_global(gs, offsets=[g + 2 * u, n0], shape=[2, UNIT_N])
+        if self.scheme == "nvfp4":      # per unit: its two rows (two loads of [1, 128])
+            for r in range(2 * self.units):
+                s = self.load_global(gs, offsets=[g + r, n0], shape=[1, UNIT_N])
                 params.append((s, s))
             return params
         for i in range(self.tile_groups):
@@ -462,25 +515,29 @@ class QuantMatmul(tilus.Script):
         st, bm, bk = self.stages, self.block_m, self.block_k
         sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
         sw = self.weight_buffer()
+        staged = self.block_fold is not None
+        ss = self.shared_tensor(dtype=tilus.uint8, shape=[st, self.tile_groups, UNIT_N]) \
+            if staged else None
         for i in range(st - 1):
             if first + i < last:
-                self.issue_stage(ga, gw, sa, sw, i, first + i, m0, tn)
+                self.issue_stage(ga, gw, gs, sa, sw, ss, i, first + i, m0, tn)
             self.copy_async_commit_group()
-        params = self.folded(self.group_params(gs, gz, first, tn))
+        params = [] if staged else self.folded(self.group_params(gs, gz, first, tn))
         for kt in self.range(first, last):
             slot = (kt - first) % st
             self.copy_async_wait_group(st - 2)
             self.sync()
             if kt + st - 1 < last:
-                self.issue_stage(ga, gw, sa, sw, (kt - first + st - 1) % st, kt + st - 1, m0,
-                                 tn)
+                self.issue_stage(ga, gw, gs, sa, sw, ss, (kt - first + st - 1) % st,
+                                 kt + st - 1, m0, tn)
             self.copy_async_commit_group()
-            following = self.group_params(gs, gz, kt + 1, tn)
+            following = [] if staged else self.group_params(gs, gz, kt + 1, tn)
             for u in range(self.units):
                 raw = self.shared_unit(sw, slot, u)
                 ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
                                                         shape=[bm, UNIT_K]))
-                self.unit_dot(ta, raw, params, u, acc)
+                rows = self.staged_rows(ss, slot, u) if staged else self.unit_rows(params, u)
+                self.unit_dot(ta, raw, rows, acc)
             for (s, z), (sn, zn) in zip(params, self.folded(following)):
                 self.assign(s, sn)
                 if self.zero_mode in ("tensor", "int"):
@@ -488,11 +545,22 @@ class QuantMatmul(tilus.Script):
         self.copy_async_wait_group(0)
         self.free_shared(sa)
         self.free_shared(sw)
+        if staged:
+            self.free_shared(ss)
+
+    def staged_rows(self, ss, slot, u):
+        """Unit u's decoded scale rows (``unit_rows``) read from the k-tile's staged codes."""
+        per_unit = max(1, UNIT_K // self.group_size)
+        return [self.decode_scales(self.load_shared(self.slice_shared(
+            ss, offsets=[slot, u * per_unit, 0], shape=[per_unit, UNIT_N])))]
 
     def epilogue(self, acc, bias, gc, m0, n0, n, global_scale):
         out = acc
+        post = 2.0 ** self.block_fold.post if self.block_fold is not None else 1.0
         if self.scheme == "nvfp4":
-            out = acc * global_scale
+            out = acc * (global_scale * post)
+        elif post != 1.0:
+            out = acc * post
         if self.has_bias:
             gb = self.global_view(bias, dtype=self.act, shape=[1, n])
             b = self.load_global(gb, offsets=[0, n0], shape=[1, UNIT_N])

@@ -71,12 +71,14 @@ SMEM_LIMIT = 227 * 1024     # dynamic shared memory one block may use on sm_90 (
 
 
 def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "compiled",
-                     num_sms: int = 132, nbits: int = 8, max_block_k: int = 512) -> dict:
+                     num_sms: int = 132, nbits: int = 8, max_block_k: int = 512,
+                     scale_block: int = 0, smem_limit: int = SMEM_LIMIT) -> dict:
     """A heuristic schedule: decode (M <= 16: block_m 16, block_k up to 512, split-k that fills
     the SMs evenly, a copy_async pipeline up to 4 deep) or large-M (block_m 64/128, one unit per
-    k-tile, 3 stages). The stages of ``nbits``-bit weights and fp16 activations fit in
-    ``SMEM_LIMIT`` bytes. The interpreter gets one unit per k-tile and no pipeline.
-    ``max_block_k``: 256 for the block-scaled schemes (``block_k_limit``)."""
+    k-tile, 3 stages). The decode stages of ``nbits``-bit weights, fp16 activations (and, with
+    ``scale_block``, the block-scaled fast path's staged scale codes) fit in ``smem_limit``
+    bytes (``SMEM_LIMIT``, sm_90's; ``compile_matmul`` passes its arch's). The interpreter gets
+    one unit per k-tile and no pipeline. ``max_block_k``: ``block_k_limit``."""
     if engine == "interpreter":
         return {"block_m": 16, "block_n": 128, "block_k": 32, "split_k": 1, "warps": 4,
                 "stages": 1}
@@ -84,8 +86,8 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
         bk = min(_block_k_for(group_size, k), max_block_k)
         k_tiles = math.ceil(k / bk)
         split = balanced_split(math.ceil(n / 128), k_tiles, num_sms)
-        stages = max(1, min(4, math.ceil(k_tiles / split), SMEM_LIMIT // stage_bytes(16, bk,
-                                                                                       nbits)))
+        stages = max(1, min(4, math.ceil(k_tiles / split),
+                            smem_limit // stage_bytes(16, bk, nbits, 128, scale_block)))
         return {"block_m": 16, "block_n": 128, "block_k": bk, "split_k": split, "warps": 4,
                 "stages": stages}
     bm = 64 if m <= 128 else 128
@@ -93,15 +95,24 @@ def default_schedule(m: int, n: int, k: int, group_size: int, engine: str = "com
             "warps": 8 if bm == 128 else 4, "stages": max(1, min(3, math.ceil(k / 32)))}
 
 
-def block_k_limit(scheme: str) -> int:
-    """The largest decode k-tile for a scheme: 256 for mx/nvfp4 (8 E8M0 / 16 E4M3 scale rows
-    held in registers one iteration ahead: 512 spills on sm_90), else 512."""
-    return 512 if scheme == "group" else 256
+def block_k_limit(scheme: str, fold_scale: bool = False, nbits: int = 4) -> int:
+    """The largest decode k-tile for a scheme: 256 for mx/nvfp4 without ``fold_scale`` (8 E8M0
+    / 16 E4M3 scale rows held in registers one iteration ahead: 512 spills on sm_90), else 512
+    (the fast path stages the scale codes in shared memory with the k-tile), but 256 for 8-bit
+    block-scaled elements (two stages of 512 with their scale codes, 168 KB, exceed sm_80's
+    163 KB)."""
+    if scheme == "group" or (fold_scale and nbits < 8):
+        return 512
+    return 256
 
 
-def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128) -> int:
-    """Shared memory of one pipeline stage: the fp16/bf16 activation tile and the packed weights."""
-    return block_m * block_k * 2 + block_k * block_n * nbits // 8
+def stage_bytes(block_m: int, block_k: int, nbits: int, block_n: int = 128,
+                scale_block: int = 0) -> int:
+    """Shared memory of one pipeline stage: the fp16/bf16 activation tile, the packed weights
+    and, for the block-scaled fast path (``scale_block``: its block size), the k-tile's uint8
+    scale codes."""
+    scales = block_k // scale_block * block_n if scale_block else 0
+    return block_m * block_k * 2 + block_k * block_n * nbits // 8 + scales
 
 
 def kernel_config(qw_meta: dict, act: str, has_bias: bool) -> dict:
@@ -153,7 +164,8 @@ def weight_meta(qw: QuantizedWeight, act: torch.dtype) -> dict:
     """The kernel metadata of a quantized weight for activations of dtype ``act``."""
     return _meta(qw.dtype, qw.group_size, qw.k, qw.zero_point, qw.offsets,
                  qw.scales.dtype, qw.exponent,
-                 can_fold_scale(qw.scales, qw.dtype, _ACT[act], qw.exponent, qw.zero_point),
+                 can_fold_scale(qw.scales, qw.dtype, _ACT[act], qw.exponent, qw.zero_point,
+                                qw.scheme),
                  qw.scheme)
 
 
@@ -161,25 +173,37 @@ _FOLDABLE: dict[int, tuple] = {}       # id(scales) -> (weak reference, key, ans
 
 
 def can_fold_scale(scales: torch.Tensor, dtype: str, act: str, exponent: int,
-                   zero_point: float = 0.0) -> bool:
-    """Whether the kernel may fold a float weight type's exponent-bias multiply into the scale
-    rows (``QuantMatmul(fold_scale=True)``): scales in the activation dtype and every scale times
-    2^j (``scale_fold_exponent``) exact and finite there. One reduction per scales tensor (and
+                   zero_point: float = 0.0, scheme: str = "group") -> bool:
+    """Whether the kernel may fold the scales into the weights' activation-dtype arithmetic
+    (``QuantMatmul(fold_scale=True)``). Group scales: a float weight type's exponent-bias
+    multiply moves into the scale rows: scales in the activation dtype and every scale times
+    2^j (``scale_fold_exponent``) exact and finite there. Block scales (``scheme`` "mx",
+    "nvfp4"): the fast path (``tilus.ops.blockscale.scale_fold``) is exact for every scale code
+    the tensor holds (``blockscale.fold_is_exact``), else the kernel keeps float32 partials
+    (mx) or its decode to the activation dtype (nvfp4). One reduction per scales tensor (and
     in-place version), cached: the first call on a CUDA tensor waits for the GPU once."""
     from tilus import dtypes
     from tilus.ops.kernels import scale_fold_exponent, values_exact_in
 
-    if not dtypes.get(dtype).is_float or zero_point or _ACT.get(scales.dtype) != act \
+    if scheme != "group":
+        key: tuple = (scheme, dtype, act, exponent, scales._version)
+    elif not dtypes.get(dtype).is_float or zero_point or _ACT.get(scales.dtype) != act \
             or not values_exact_in(dtype, act, exponent):
         return False
-    j = scale_fold_exponent(dtype, act, exponent)
-    key = (j, scales._version)
+    else:
+        key = (scale_fold_exponent(dtype, act, exponent), scales._version)
     hit = _FOLDABLE.get(id(scales))
     if hit is not None and hit[0]() is scales and hit[1] == key:
         return hit[2]
-    s = scales.double()
-    folded = (s * 2.0 ** j).to(scales.dtype)
-    ok = bool(torch.isfinite(folded).all()) and bool(torch.equal(folded.double() * 2.0 ** -j, s))
+    if scheme != "group":
+        present = torch.bincount(scales.flatten().long(), minlength=256).nonzero().flatten()
+        ok = blockscale.fold_is_exact(present.cpu().numpy(), scheme, dtype, act, exponent)
+    else:
+        j = key[0]
+        s = scales.double()
+        folded = (s * 2.0 ** j).to(scales.dtype)
+        ok = bool(torch.isfinite(folded).all()) and bool(torch.equal(folded.double() * 2.0 ** -j,
+                                                                     s))
     ident = id(scales)
     _FOLDABLE[ident] = (weakref.ref(scales, lambda _: _FOLDABLE.pop(ident, None)), key, ok)
     return ok
@@ -231,7 +255,7 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
     m = a2.shape[0]
     act = _ACT[a2.dtype]
     meta = _meta(dtype, group_size, k, zero_point, offsets, scales.dtype, exponent,
-                 can_fold_scale(scales, dtype, act, exponent, zero_point), scheme)
+                 can_fold_scale(scales, dtype, act, exponent, zero_point, scheme), scheme)
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
     kern = kernel_for(meta, act, bias is not None, schedule)
@@ -289,10 +313,22 @@ def pick_schedule(m, n, k, meta, act, engine, device) -> dict:
             return dict(entry["config"])
     except Exception:                               # a broken database must not break matmul
         pass
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return default_schedule(m, n, k, meta["group_size"], "compiled", sms,
-                            dtypes.get(meta["dtype"]).nbits,
-                            block_k_limit(meta.get("scheme", "group")))
+    props = torch.cuda.get_device_properties(device)
+    return heuristic_schedule(meta, m, n, k, props.multi_processor_count,
+                              getattr(props, "shared_memory_per_block_optin", SMEM_LIMIT))
+
+
+def heuristic_schedule(meta: dict, m: int, n: int, k: int, num_sms: int = 132,
+                       smem_limit: int = SMEM_LIMIT) -> dict:
+    """``default_schedule`` for a weight's kernel metadata (``weight_meta``) on a GPU with
+    ``num_sms`` SMs and ``smem_limit`` bytes of shared memory per block: its bits, the scheme's
+    ``block_k_limit`` and the block-scaled fast path's staged scale codes."""
+    nbits = dtypes.get(meta["dtype"]).nbits
+    scheme, fold = meta.get("scheme", "group"), meta.get("fold_scale", False)
+    return default_schedule(m, n, k, meta["group_size"], "compiled", num_sms, nbits,
+                            block_k_limit(scheme, fold, nbits),
+                            meta["group_size"] if scheme != "group" and fold else 0,
+                            min(SMEM_LIMIT, smem_limit))
 
 
 def matmul_kernel_name(meta: dict, act: str) -> str:

@@ -38,7 +38,8 @@ def prune_matmul(config: dict, fixed: dict, m: int, n: int, k: int, num_sms: int
     if bm % (16 * (warps // 4)):
         return f"block_m {bm} is not a multiple of {16 * (warps // 4)} for {warps} warps"
     stages = config.get("stages", 1)
-    smem = stages * stage_bytes(bm, bk, nbits, bn)
+    staged = group if fixed.get("scheme", "group") != "group" and fixed.get("fold_scale") else 0
+    smem = stages * stage_bytes(bm, bk, nbits, bn, staged if stages > 1 else 0)
     if smem > SMEM_LIMIT:
         return f"shared memory {smem} B > {SMEM_LIMIT} B"
     regs = bm * bn // (32 * warps)
