@@ -185,8 +185,9 @@ def ldmatrix_sources(num: int, trans: bool, nthreads: int):
 
 # ------------------------------------------------------------------ mma.sync
 
-_ELEM_BITS = {"f16": 16, "bf16": 16, "s8": 8, "u8": 8, "f32": 32, "s32": 32, "tf32": 32}
+_ELEM_BITS = {"f16": 16, "bf16": 16, "s8": 8, "u8": 8, "e4m3": 8, "f32": 32, "s32": 32, "tf32": 32}
 _NP = {"f16": np.float16, "bf16": ml_dtypes.bfloat16, "s8": np.int8, "u8": np.uint8,
+       "e4m3": ml_dtypes.float8_e4m3fn,
        "f32": np.float32, "s32": np.int32}
 MMA_SHAPES = {"m16n8k8": (16, 8, 8), "m16n8k16": (16, 8, 16), "m16n8k32": (16, 8, 32)}
 

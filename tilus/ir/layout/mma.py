@@ -74,12 +74,14 @@ def mma_m16n8k8_tf32_c() -> RegisterLayout:
 
 def mma_fragments(shape: str, ptx_type: str) -> tuple[RegisterLayout, RegisterLayout, RegisterLayout]:
     """(A, B, C) fragments of ``mma.sync.<shape>`` with PTX operand type ``ptx_type`` (f16, bf16, s8,
-    u8, tf32), e.g. ``mma_fragments("m16n8k16", "f16")``."""
+    u8, e4m3, tf32), e.g. ``mma_fragments("m16n8k16", "f16")``."""
     table = {
         ("m16n8k16", "f16"): (mma_m16n8k16_f16_a, mma_m16n8k16_f16_b, mma_m16n8k16_f16_c),
         ("m16n8k16", "bf16"): (mma_m16n8k16_f16_a, mma_m16n8k16_f16_b, mma_m16n8k16_f16_c),
         ("m16n8k32", "s8"): (mma_m16n8k32_s8_a, mma_m16n8k32_s8_b, mma_m16n8k32_s8_c),
         ("m16n8k32", "u8"): (mma_m16n8k32_s8_a, mma_m16n8k32_s8_b, mma_m16n8k32_s8_c),
+        # PTX ISA §9.7.14.5.10: .e4m3 at m16n8k32 has the 8-bit fragments of .s8 (f32 C/D)
+        ("m16n8k32", "e4m3"): (mma_m16n8k32_s8_a, mma_m16n8k32_s8_b, mma_m16n8k32_s8_c),
         ("m16n8k8", "tf32"): (mma_m16n8k8_tf32_a, mma_m16n8k8_tf32_b, mma_m16n8k8_tf32_c),
     }
     if (shape, ptx_type) not in table:
@@ -118,6 +120,7 @@ _MMA_CONFIGS = {
     "bf16": ((16, 8, 16), ("m16n8k16", "bf16")),
     "s8": ((16, 8, 32), ("m16n8k32", "s8")),
     "u8": ((16, 8, 32), ("m16n8k32", "u8")),
+    "e4m3": ((16, 8, 32), ("m16n8k32", "e4m3")),      # sm_89 and newer
 }
 
 
@@ -128,6 +131,8 @@ def _mma_kind(ab: DataType, c: DataType) -> Optional[str]:
         return "bf16"
     if ab in (dtypes.int8, dtypes.uint8) and c is dtypes.int32:
         return "s8" if ab is dtypes.int8 else "u8"
+    if ab is dtypes.float8_e4m3 and c is dtypes.float32:
+        return "e4m3"
     return None
 
 

@@ -1,7 +1,7 @@
 """dot: ``output = a @ b + c``.
 
 - **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
-  int32 (m16n8k32), whose layouts are one of the mma tilings of tilus.ir.layout.mma
+  int32 (m16n8k32), float8_e4m3 with float32 (m16n8k32, sm_89+), whose layouts are one of the mma tilings of tilus.ir.layout.mma
   (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile,
   n-tile, k-tile) of each warp, operands taken straight from the register tiles
   (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
@@ -28,6 +28,8 @@ _MMA = {
     ("bfloat16", "float32"): (16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
     ("int8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"),
     ("uint8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32"),
+    # sm_89 and newer (ptxas rejects it for sm_80); a register holds four e4m3 codes
+    ("float8_e4m3", "float32"): (32, "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"),
 }
 
 
