@@ -213,6 +213,21 @@ def test_mma_m16n8k32_int8(ty, npdt, lo, hi):
     np.testing.assert_array_equal(unpack_c(d), A.astype(np.int64) @ B.astype(np.int64) + C)
 
 
+def test_mma_m16n8k32_e4m3():
+    """e4m3 x e4m3 + f32 (sm_89+): the products of the decoded codes summed with C, rounded once."""
+    rng = np.random.default_rng(7)
+    e4m3 = ml_dtypes.float8_e4m3fn
+    A = (rng.standard_normal((16, 32)) * 40).astype(e4m3)
+    B = (rng.standard_normal((32, 8)) * 40).astype(e4m3)
+    C = rng.standard_normal((16, 8)).astype(np.float32)
+    a, b, c = pack_by_isa_text(A.astype(np.float32), B.astype(np.float32), C, "32")
+    d = ptx.mma("m16n8k32", "f32", "e4m3", "e4m3", "f32",
+                np.ascontiguousarray(a.astype(e4m3)).view(np.uint32),
+                np.ascontiguousarray(b.astype(e4m3)).view(np.uint32), c.astype(np.float32))
+    want = (A.astype(np.float64) @ B.astype(np.float64) + C).astype(np.float32)
+    np.testing.assert_array_equal(unpack_c(d), want)
+
+
 def test_mma_s32_wraps():
     A = np.full((16, 32), 127, np.int8)
     B = np.full((32, 8), 127, np.int8)

@@ -1,0 +1,27 @@
+"""The activation-quantized kernels built without a GPU: per-row int4/e4m3 quantization for sm_80
+and sm_90, the e4m3 matmul for sm_89 (QMMA.16832, Ada's fp8 tensor cores) and sm_90 (where ptxas
+runs mma.sync e4m3 as HMMA.16816 on converted operands); no spills, no stack frame."""
+import pytest
+
+import tilus
+from tilus.ops import fp8, rowquant
+
+
+def _no_spills(built) -> None:
+    r = built.resources
+    assert r.spill_store_bytes == 0 and r.spill_load_bytes == 0 and r.stack_frame_bytes == 0
+    assert r.registers <= 64
+
+
+@pytest.mark.parametrize("dtype", ["int4", "float8_e4m3"])
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_quantize_rows_builds(need_nvcc, need_disassembler, dtype, arch):
+    _no_spills(tilus.build(rowquant.QuantizeRows(dtype), arch=arch))
+
+
+@pytest.mark.parametrize("arch,mma", [("sm_89", "QMMA.16832.F32.E4M3.E4M3"),
+                                      ("sm_90", "HMMA.16816.F32")])
+def test_matmul_fp8_builds(need_nvcc, need_disassembler, arch, mma):
+    built = tilus.build(fp8.MatmulFP8(has_bias=True), arch=arch)
+    _no_spills(built)
+    assert mma in built.sass
