@@ -1,0 +1,59 @@
+"""W4A4 (tilus.ops.w4a4): int4 weights per output channel and int4 activations per row, the DSL
+kernel in the interpreter against a numpy reference of the rule (np.rint codes in [-7, 7], int64
+products, float scaling), at M = 20, N = 72, K = 160 (none divides the 16 x 64 x 32 tiles)."""
+import numpy as np
+import pytest
+import torch
+
+from tilus import dtypes
+from tilus.errors import ArgumentError
+from tilus.ops import w4a4
+from tests.ops.test_rowquant import rows_numpy
+
+
+def data(m=20, n=72, k=160):
+    torch.manual_seed(0)
+    x = torch.randn(m, k).half()
+    x[3] = 0
+    x[5, 7] = 60000.0                                  # an outlier row
+    return x, torch.randn(n, k)
+
+
+def test_weight_quantization_and_packing():
+    _, w = data()
+    w4 = w4a4.quantize_weight_int4(w)
+    want_q, want_s = rows_numpy(w.numpy(), "int4")
+    assert w4.data.dtype == torch.uint8 and w4.data.shape == (72, 80) and w4.shape == (72, 160)
+    codes = dtypes.unpack(w4.data.reshape(-1), dtypes.int4, 72 * 160)
+    np.testing.assert_array_equal(dtypes.int4.decode(np.asarray(codes)).reshape(72, 160), want_q)
+    np.testing.assert_array_equal(w4.codes().numpy(), want_q)
+    np.testing.assert_array_equal(w4.scales.numpy(), want_s)
+
+
+def test_matmul_w4a4_interpreter_equals_the_reference():
+    x, w = data()
+    w4 = w4a4.quantize_weight_int4(w)
+    bias = torch.randn(w.shape[0]).half()
+    out = w4a4.matmul_w4a4(x, w4, bias, engine="interpreter")
+    qx, sx = rows_numpy(x.float().numpy(), "int4")
+    qw, sw = rows_numpy(w.numpy(), "int4")
+    acc = qx.astype(np.int64) @ qw.astype(np.int64).T
+    want = acc * sx[:, None].astype(np.float64) * sw[None, :].astype(np.float64) \
+        + bias.float().numpy()
+    torch.testing.assert_close(out.float(), torch.from_numpy(want).half().float(),
+                               rtol=2 ** -10, atol=2 ** -14)
+    assert torch.equal(out, w4a4.matmul_w4a4(x, w4, bias, engine="fallback"))
+    rows = [0, 1, 2, 4]                                  # against the float matmul (no outlier)
+    exact = x[rows].float() @ w.t() + bias.float()
+    assert ((out[rows].float() - exact).norm() / exact.norm()) < 0.25
+
+
+def test_arguments():
+    x, w = data()
+    w4 = w4a4.quantize_weight_int4(w)
+    with pytest.raises(ArgumentError, match="float16"):
+        w4a4.matmul_w4a4(x.bfloat16(), w4)
+    with pytest.raises(ArgumentError):
+        w4a4.matmul_w4a4(x[:, :40], w4)
+    with pytest.raises(ArgumentError, match="even"):
+        w4a4.quantize_weight_int4(w[:, :5])

@@ -1,0 +1,140 @@
+"""W4A4: int4 weights per output channel, int4 activations per row, int32 accumulation.
+
+``quantize_weight_int4(w)``: ``w [N, K]`` (nn.Linear) -> :class:`Int4Weight`: per output channel
+``s = absmax / 7``, codes ``rne(w * (7 / absmax))`` in [-7, 7] (float32 arithmetic), packed two
+per byte along K as Tilus bit streams are (``data`` uint8 [N, K / 2]: row n holds its K codes, even
+k in the low nibble). ``matmul_w4a4(x, w4)``: ``x [M, K]`` float16 quantized per row the same way
+(``tilus.ops.rowquant``, packed alike), ``(q_x @ q_w) * s_x[m] * s_w[n] (+ bias)`` -> ``[M, N]``
+float16: exact int32 products, one float32 rescale per output, one rounding.
+
+The kernel ``MatmulW4A4`` loads both operands' packed bytes (a thread's eight k of a fragment
+are one 32-bit load), widens the codes to int8 in registers and runs ``mma.m16n8k32.s8.s8.s32``:
+Hopper (sm_90) has no int4 tensor cores, and the same program runs on sm_80/sm_89.
+
+Engines: ``"interpreter"`` (the DSL kernels on the CPU), ``"fallback"`` (torch, the reference),
+``"auto"``: the compiled kernels on CUDA tensors, the fallback elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+import tilus
+from tilus import dtypes
+from tilus.errors import ArgumentError
+from tilus.ops.rowquant import quantize_rows, rows_reference
+
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
+
+
+class MatmulW4A4(tilus.Script):
+    """C [M, N] = (A_q [M, K] @ B_q [N, K]^T) * s_a[m] * s_b[n] (+ bias), int32 accumulation; A
+    and B are int4 bit streams (k contiguous), widened to int8 for the s8 mma."""
+
+    def __init__(self, has_bias: bool = False):
+        super().__init__()
+        self.has_bias = bool(has_bias)
+
+    def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~tilus.int4,
+                 b: ~tilus.int4, sa: ~tilus.float32, sb: ~tilus.float32, bias: ~tilus.float16,
+                 c: ~tilus.float16):
+        self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tilus.cdiv(n, BLOCK_N)]
+        self.attrs.warps = 4
+        ga = self.global_view(a, dtype=tilus.int4, shape=[m, k])
+        gb = self.global_view(b, dtype=tilus.int4, shape=[n, k])
+        gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
+        gsb = self.global_view(sb, dtype=tilus.float32, shape=[1, n])
+        gc = self.global_view(c, dtype=tilus.float16, shape=[m, n])
+        m0, n0 = self.blockIdx.x * BLOCK_M, self.blockIdx.y * BLOCK_N
+        acc = self.register_tensor(dtype=tilus.int32, shape=[BLOCK_M, BLOCK_N], init=0)
+        for kt in self.range(0, tilus.cdiv(k, BLOCK_K)):
+            ta = self.load_global(ga, offsets=[m0, kt * BLOCK_K], shape=[BLOCK_M, BLOCK_K])
+            tb = self.load_global(gb, offsets=[n0, kt * BLOCK_K], shape=[BLOCK_N, BLOCK_K])
+            self.dot(self.cast(ta, dtype=tilus.int8),
+                     self.transpose(self.cast(tb, dtype=tilus.int8)), acc, out=acc)
+        out = self.cast(acc, dtype=tilus.float32) \
+            * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1]) \
+            * self.load_global(gsb, offsets=[0, n0], shape=[1, BLOCK_N])
+        if self.has_bias:
+            gbias = self.global_view(bias, dtype=tilus.float16, shape=[1, n])
+            out = out + self.cast(self.load_global(gbias, offsets=[0, n0], shape=[1, BLOCK_N]),
+                                  dtype=tilus.float32)
+        self.store_global(gc, self.cast(out, dtype=tilus.float16), offsets=[m0, n0])
+
+
+@dataclass(eq=False)
+class Int4Weight:
+    """A per-output-channel symmetric int4 weight: ``data`` uint8 [N, K / 2] (packed codes, see
+    the module docstring), ``scales`` float32 [N]; the weight is ``codes * scales[:, None]``."""
+
+    data: torch.Tensor
+    scales: torch.Tensor
+
+    @property
+    def shape(self) -> tuple:
+        return (self.data.shape[0], 2 * self.data.shape[1])
+
+    def codes(self) -> torch.Tensor:
+        """[N, K] int8 in [-8, 7] (the quantizer writes [-7, 7])."""
+        return unpack_int4(self.data)
+
+    def dequantize(self) -> torch.Tensor:
+        """[N, K] float32."""
+        return self.codes().float() * self.scales[:, None]
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [R, C] of packed int4 rows -> int8 [R, 2 C] (low nibble first, sign-extended)."""
+    rows = packed.shape[0]
+    codes = dtypes.unpack(packed.reshape(-1), dtypes.int4, packed.numel() * 2)
+    return ((codes.to(torch.int16) ^ 8) - 8).to(torch.int8).reshape(rows, -1)
+
+
+def _check_2d(x, name: str, where: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ArgumentError(f"{where}: {name} must be a 2-D torch tensor, got "
+                            f"{getattr(x, 'shape', type(x).__name__)}")
+
+
+def quantize_weight_int4(w: torch.Tensor) -> Int4Weight:
+    """``w [N, K]`` (K even) -> per-output-channel symmetric int4, packed along K."""
+    _check_2d(w, "w", "quantize_weight_int4")
+    q, s = rows_reference(w.detach(), "int4")
+    return Int4Weight(q.contiguous(), s.contiguous())
+
+
+def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = None,
+                engine: str = "auto") -> torch.Tensor:
+    """``x [M, K]`` float16 quantized per row to int4, times ``w4``: ``[M, N]`` float16."""
+    _check_2d(x, "x", "matmul_w4a4")
+    n, k = w4.shape
+    if x.dtype != torch.float16 or x.shape[1] != k:
+        raise ArgumentError(f"matmul_w4a4: x must be float16 [M, {k}], got {x.dtype} "
+                            f"{list(x.shape)}")
+    if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
+        return matmul_w4a4_reference(x, w4, bias)
+    qx, sx = quantize_rows(x, engine, "int4")
+    m = x.shape[0]
+    c = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
+    MatmulW4A4(has_bias=bias is not None)(m, n, k, qx, w4.data, sx, w4.scales, b, c)
+    return c
+
+
+def matmul_w4a4_reference(x: torch.Tensor, w4: Int4Weight,
+                          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The rule of ``matmul_w4a4`` in torch for any float ``x [M, K]``: the int products summed
+    exactly in float64, the rescale (+ bias) in float32 (float64 for float64 x), one rounding to
+    x's dtype."""
+    _check_2d(x, "x", "matmul_w4a4_reference")
+    if not x.dtype.is_floating_point or x.shape[1] != w4.shape[1]:
+        raise ArgumentError(f"matmul_w4a4_reference: x must be a float tensor "
+                            f"[M, {w4.shape[1]}], got {x.dtype} {list(x.shape)}")
+    qx, sx = rows_reference(x, "int4")
+    out = (unpack_int4(qx).double() @ w4.codes().double().t()) * sx.double()[:, None] \
+        * w4.scales.double()
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = out.to(wide) if bias is None else out.to(wide) + bias.to(wide)
+    return out.to(x.dtype)
