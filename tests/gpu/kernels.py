@@ -476,15 +476,27 @@ def attention_kernels(case: AttentionCase) -> list:
             combine_kernel(case.head_dim, group, act=case.act)]
 
 
+def act_quant_kernels() -> list:
+    """The kernels tests/gpu/test_act_quant_gpu.py launches: per-row quantization to int8, int4
+    and e4m3, and the W8A8, W4A4 and FP8 matmuls with a bias."""
+    from tilus.ops import fp8, rowquant, w4a4, w8a8
+
+    return [rowquant.QuantizeRows(t) for t in ("int8", "int4", "float8_e4m3")] + [
+        w8a8.MatmulW8A8(has_bias=True), w4a4.MatmulW4A4(has_bias=True),
+        fp8.MatmulFP8(has_bias=True)]
+
+
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode-attention kernels, each once (by IR text)."""
+    bench_matmul run, then the decode-attention kernels, then the activation-quantized kernels,
+    each once (by IR text)."""
     specs = [case.factory() for case in CASES.values()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
     kernels = [kernel_of(req) for req in reqs]
     kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
+    kernels += act_quant_kernels()
     seen = set()
     for kernel in kernels:
         text = str(kernel.program())

@@ -27,7 +27,7 @@ import torch
 from tests.gpu import checks
 from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, SANITIZE_CASES,
                                SESSION_BENCH_ARGS, OpsCase, assert_matches_reference,
-                               attention_kernels, bench_requests, kernel_of, llama_requests,
+                               act_quant_kernels, attention_kernels, bench_requests, kernel_of, llama_requests,
                                meta_of, ops_meta, ops_requests, ops_weight, quantize_case)
 from tilus.runtime import expr as rexpr
 
@@ -97,8 +97,10 @@ def bundle_keys():
     # one QuantMatmul per distinct program: the bundle holds only what is launched
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
     attention = [k for _, k, _ in specs if type(k).__name__.startswith("DecodeAttention")]
-    assert len(specs) == len(CASES) + len(quant) + len(attention) and len(quant) <= 160, len(quant)
+    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(act_quant_kernels()) \
+        and len(quant) <= 160, len(quant)
     return set(keys)
+
 
 
 def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):

@@ -8,7 +8,8 @@
 ``tilus.ops.matmul``; decode attention over a quantized KV cache: ``tilus.ops.attention``
 (kernels ``tilus.ops.attention_kernels``, cache format and ``quantize_kv`` ``tilus.ops.kv_cache``);
 block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.blockscale``; int8
-activations and weights: ``tilus.ops.w8a8``; autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
+activations and weights: ``tilus.ops.w8a8``; int4: ``tilus.ops.w4a4``; e4m3: ``tilus.ops.fp8``
+(per-row activation quantization for all three: ``tilus.ops.rowquant``); autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
 from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
@@ -17,8 +18,9 @@ from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
 from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
 from tilus.ops.kv_cache import QuantKVCache, quantize_kv  # noqa: F401
 from tilus.ops.attention import attention_decode, attention_decode_cache  # noqa: F401
-from tilus.ops import w8a8  # noqa: F401
+from tilus.ops import fp8, rowquant, w4a4, w8a8  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
            "compile_matmul", "MatmulBuild", "FORMAT_VERSION", "LAYOUT",
-           "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "w8a8"]
+           "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "w8a8",
+           "w4a4", "fp8", "rowquant"]
