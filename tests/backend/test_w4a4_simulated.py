@@ -1,5 +1,6 @@
-"""tilus.ops.w4a4's matmul (int4 operands widened to int8, m16n8k32.s8) lowered and simulated
-against the interpreter at M = 20, N = 72, K = 160 (none divides its tile)."""
+"""tilus.ops.w4a4's matmul, both variants (int4 operands on m16n8k64.s4; widened to int8 for
+m16n8k32.s8), lowered and simulated against the interpreter at M = 20, N = 72, K = 160 (none
+divides its tile)."""
 import pytest
 import torch
 
@@ -10,12 +11,13 @@ from tests.backend.test_w8a8_simulated import simulate_and_interpret
 pytest.importorskip("tilus.simulator")
 
 
-def test_matmul_w4a4_simulated():
+@pytest.mark.parametrize("s4_mma", [True, False])
+def test_matmul_w4a4_simulated(s4_mma):
     torch.manual_seed(1)
     m, n, k = 20, 72, 160
     qx, sx = rows_reference(torch.randn(m, k).half(), "int4")
     w4 = w4a4.quantize_weight_int4(torch.randn(n, k))
     args = [m, n, k, qx, w4.data, sx, w4.scales, torch.randn(n).half(),
             torch.zeros(m, n).half()]
-    simulate_and_interpret(w4a4.MatmulW4A4(has_bias=True), args, [8])
+    simulate_and_interpret(w4a4.MatmulW4A4(has_bias=True, s4_mma=s4_mma), args, [8])
     assert args[8].abs().min() > 0                      # every output written

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
 from tilus.ops import w4a4
@@ -46,6 +47,17 @@ def test_matmul_w4a4_interpreter_equals_the_reference():
     rows = [0, 1, 2, 4]                                  # against the float matmul (no outlier)
     exact = x[rows].float() @ w.t() + bias.float()
     assert ((out[rows].float() - exact).norm() / exact.norm()) < 0.25
+
+
+@pytest.mark.parametrize("s4_mma", [True, False])
+def test_both_kernel_variants_equal_the_fallback(s4_mma):
+    x, w = data()
+    w4 = w4a4.quantize_weight_int4(w)
+    qx, sx = w4a4.quantize_rows(x, "fallback", "int4")
+    out = torch.zeros(x.shape[0], w.shape[0]).half()
+    tilus.interpret(w4a4.MatmulW4A4(has_bias=False, s4_mma=s4_mma), x.shape[0], w.shape[0],
+                    x.shape[1], qx, w4.data, sx, w4.scales, torch.zeros(1).half(), out)
+    assert torch.equal(out, w4a4.matmul_w4a4(x, w4, engine="fallback"))
 
 
 def test_arguments():

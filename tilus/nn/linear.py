@@ -370,7 +370,8 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
     layer in float). ``zero_mode="int"``: the asymmetric uint layers store integer zero points
     (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
     ``act_dtype="int8"``: W8A8 layers (``dtype="int8"``, ``group_size=None``; likewise "int4"
-    and "float8_e4m3" with weights of that type), with ``smooth[name]`` (a float [in_features] divisor) folded into the named layers' weights.
+    and "float8_e4m3" with weights of that type), with ``smooth[name]`` (a float [in_features]
+    divisor) folded into the named layers' weights.
     Returns the model; ``model.tilus_quantized`` lists the replaced names."""
     skip = [skip] if isinstance(skip, str) else list(skip)
     replaced = []

@@ -9,7 +9,8 @@
 (kernels ``tilus.ops.attention_kernels``, cache format and ``quantize_kv`` ``tilus.ops.kv_cache``);
 block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.blockscale``; int8
 activations and weights: ``tilus.ops.w8a8``; int4: ``tilus.ops.w4a4``; e4m3: ``tilus.ops.fp8``
-(per-row activation quantization for all three: ``tilus.ops.rowquant``); autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
+(per-row activation quantization for all three: ``tilus.ops.rowquant``); autotuning:
+``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
 from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,

@@ -7,9 +7,11 @@ k in the low nibble). ``matmul_w4a4(x, w4)``: ``x [M, K]`` float16 quantized per
 (``tilus.ops.rowquant``, packed alike), ``(q_x @ q_w) * s_x[m] * s_w[n] (+ bias)`` -> ``[M, N]``
 float16: exact int32 products, one float32 rescale per output, one rounding.
 
-The kernel ``MatmulW4A4`` loads both operands' packed bytes (a thread's eight k of a fragment
-are one 32-bit load), widens the codes to int8 in registers and runs ``mma.m16n8k32.s8.s8.s32``:
-Hopper (sm_90) has no int4 tensor cores, and the same program runs on sm_80/sm_89.
+The kernel ``MatmulW4A4`` loads both operands' packed bytes (a thread's eight k of an s4
+fragment are one 32-bit load) and views them as int4. On sm_80/sm_86/sm_89 (``S4_ARCHES``) it
+runs ``mma.m16n8k64.s4.s4.s32`` on them; sm_90 has no int4 tensor cores, so there the codes are
+widened to int8 in registers for ``mma.m16n8k32.s8.s8.s32``. ``matmul_w4a4`` picks by the
+GPU's architecture.
 
 Engines: ``"interpreter"`` (the DSL kernels on the CPU), ``"fallback"`` (torch, the reference),
 ``"auto"``: the compiled kernels on CUDA tensors, the fallback elsewhere.
@@ -24,36 +26,47 @@ import torch
 import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
+from tilus.jit import device_arch
 from tilus.ops.rowquant import quantize_rows, rows_reference
 
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
+#: Architectures with int4 tensor cores (mma.m16n8k64.s4); sm_90 has none.
+S4_ARCHES = ("sm_80", "sm_86", "sm_89")
 
 
 class MatmulW4A4(tilus.Script):
     """C [M, N] = (A_q [M, K] @ B_q [N, K]^T) * s_a[m] * s_b[n] (+ bias), int32 accumulation; A
-    and B are int4 bit streams (k contiguous), widened to int8 for the s8 mma."""
+    and B are int4 bit streams (k contiguous), loaded as bytes and viewed as int4. ``s4_mma``: a dot of the int4 tiles
+    (``mma.m16n8k64.s4``, sm_80/sm_89); else the codes widened to int8 (``mma.m16n8k32.s8``)."""
 
-    def __init__(self, has_bias: bool = False):
+    def __init__(self, has_bias: bool = False, s4_mma: bool = False):
         super().__init__()
         self.has_bias = bool(has_bias)
+        self.s4_mma = bool(s4_mma)
 
-    def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~tilus.int4,
-                 b: ~tilus.int4, sa: ~tilus.float32, sb: ~tilus.float32, bias: ~tilus.float16,
+    def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: tilus.void_p,
+                 b: tilus.void_p, sa: ~tilus.float32, sb: ~tilus.float32, bias: ~tilus.float16,
                  c: ~tilus.float16):
         self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tilus.cdiv(n, BLOCK_N)]
         self.attrs.warps = 4
-        ga = self.global_view(a, dtype=tilus.int4, shape=[m, k])
-        gb = self.global_view(b, dtype=tilus.int4, shape=[n, k])
+        ga = self.global_view(a, dtype=tilus.uint8, shape=[m, k // 2])
+        gb = self.global_view(b, dtype=tilus.uint8, shape=[n, k // 2])
         gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
         gsb = self.global_view(sb, dtype=tilus.float32, shape=[1, n])
         gc = self.global_view(c, dtype=tilus.float16, shape=[m, n])
         m0, n0 = self.blockIdx.x * BLOCK_M, self.blockIdx.y * BLOCK_N
         acc = self.register_tensor(dtype=tilus.int32, shape=[BLOCK_M, BLOCK_N], init=0)
         for kt in self.range(0, tilus.cdiv(k, BLOCK_K)):
-            ta = self.load_global(ga, offsets=[m0, kt * BLOCK_K], shape=[BLOCK_M, BLOCK_K])
-            tb = self.load_global(gb, offsets=[n0, kt * BLOCK_K], shape=[BLOCK_N, BLOCK_K])
-            self.dot(self.cast(ta, dtype=tilus.int8),
-                     self.transpose(self.cast(tb, dtype=tilus.int8)), acc, out=acc)
+            half = kt * (BLOCK_K // 2)
+            ta = self.view(self.load_global(ga, offsets=[m0, half], shape=[BLOCK_M, BLOCK_K // 2]),
+                           dtype=tilus.int4)
+            tb = self.view(self.load_global(gb, offsets=[n0, half], shape=[BLOCK_N, BLOCK_K // 2]),
+                           dtype=tilus.int4)
+            if self.s4_mma:
+                self.dot(ta, self.transpose(tb), acc, out=acc)
+            else:
+                self.dot(self.cast(ta, dtype=tilus.int8),
+                         self.transpose(self.cast(tb, dtype=tilus.int8)), acc, out=acc)
         out = self.cast(acc, dtype=tilus.float32) \
             * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1]) \
             * self.load_global(gsb, offsets=[0, n0], shape=[1, BLOCK_N])
@@ -119,7 +132,8 @@ def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = 
     m = x.shape[0]
     c = torch.empty(m, n, dtype=x.dtype, device=x.device)
     b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
-    MatmulW4A4(has_bias=bias is not None)(m, n, k, qx, w4.data, sx, w4.scales, b, c)
+    s4 = x.device.type == "cuda" and device_arch(x) in S4_ARCHES
+    MatmulW4A4(has_bias=bias is not None, s4_mma=s4)(m, n, k, qx, w4.data, sx, w4.scales, b, c)
     return c
 
 

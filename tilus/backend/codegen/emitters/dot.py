@@ -1,7 +1,8 @@
 """dot: ``output = a @ b + c``.
 
 - **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
-  int32 (m16n8k32), float8_e4m3 with float32 (m16n8k32, sm_89+), whose layouts are one of the mma tilings of tilus.ir.layout.mma
+  int32 (m16n8k32), float8_e4m3 with float32 (m16n8k32, sm_89+), int4 with int32 (m16n8k64,
+  the codes packed eight to a register first), whose layouts are one of the mma tilings of tilus.ir.layout.mma
   (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile,
   n-tile, k-tile) of each warp, operands taken straight from the register tiles
   (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
@@ -30,7 +31,30 @@ _MMA = {
     ("uint8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32"),
     # sm_89 and newer (ptxas rejects it for sm_80); a register holds four e4m3 codes
     ("float8_e4m3", "float32"): (32, "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"),
+    # int4 tensor cores (sm_80 to sm_89); registers hold one int4 code per byte, packed below
+    ("int4", "int32"): (64, "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32"),
 }
+
+
+def _nibbles(lw: Lowerer, buf, name: str):
+    """A uint32 local buffer of the operand's codes packed eight to a register, as s4 mma reads
+    them (code s in bits [4s, 4s + 4)): the register file keeps one code per byte, so each pair of
+    words is squeezed: ``t = w & 0x0F0F0F0F; t |= t >> 4`` leaves codes 0|1 in byte 0 and 2|3 in
+    byte 2, and bytes 0 and 2 of both words make the register."""
+    words = lw.alias_local(buf, "uint32")
+    n = int(words.shape[0]) // 2
+    out = lw.alloc_local(n, "uint32", lw.fresh(name))
+
+    def half(w):
+        t = w & tirx.const(0x0F0F0F0F, "uint32")
+        t = t | (t >> tirx.const(4, "uint32"))
+        return (t & tirx.const(0xFF, "uint32")) | ((t >> tirx.const(8, "uint32"))
+                                                  & tirx.const(0xFF00, "uint32"))
+
+    for r in range(n):
+        lw.store(out, half(words[2 * r]) | (half(words[2 * r + 1]) << tirx.const(16, "uint32")),
+                 [r])
+    return out
 
 
 def _mma_config(lw: Lowerer, inst: I.DotInst):
@@ -65,7 +89,10 @@ def _emit_mma(lw: Lowerer, inst: I.DotInst, cfg) -> None:
     if inst.output.name != inst.c.name:
         for s in range(c.layout.local_size):
             lw.store(out.buf, c.buf[s], [s])
-    aw, bw = lw.alias_local(a.buf, "uint32"), lw.alias_local(b.buf, "uint32")
+    if inst.a.dtype.nbits == 4:
+        aw, bw = _nibbles(lw, a.buf, "a_s4"), _nibbles(lw, b.buf, "b_s4")
+    else:
+        aw, bw = lw.alias_local(a.buf, "uint32"), lw.alias_local(b.buf, "uint32")
     op = T.ptx[name]
     d = out.buf if inst.c.dtype.is_float else lw.alias_local(out.buf, "uint32")   # s32 as .u32 registers
     for ti in range(rm):
