@@ -5,6 +5,7 @@ tensor cores, IMMA.16864.S4.S4) and sm_90 (int4 widened to int8, IMMA.16832.S8.S
 import pytest
 
 import tilus
+from tilus.errors import CompilationError
 from tilus.ops import fp8, rowquant, w4a4
 
 
@@ -26,6 +27,11 @@ def test_matmul_fp8_builds(need_nvcc, need_disassembler, arch, mma):
     built = tilus.build(fp8.MatmulFP8(has_bias=True), arch=arch)
     _no_spills(built)
     assert mma in built.sass
+
+
+def test_matmul_fp8_for_sm_80_is_refused_in_words():
+    with pytest.raises(CompilationError, match="needs sm_89 or newer"):
+        tilus.build(fp8.MatmulFP8(has_bias=True), arch="sm_80")
 
 
 @pytest.mark.parametrize("arch,s4_mma,mma", [("sm_80", True, "IMMA.16864.S4.S4"),

@@ -19,7 +19,9 @@ from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import T, tirx, dt
+from tilus.errors import CompilationError
 from tilus.ir import inst as I
+from tilus.ir.functor import instructions
 from tilus.ir.layout.mma import mma_dot_layouts
 
 
@@ -34,6 +36,23 @@ _MMA = {
     # int4 tensor cores (sm_80 to sm_89); registers hold one int4 code per byte, packed below
     ("int4", "int32"): (64, "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32"),
 }
+
+
+def check_arch(program, arch: str) -> None:
+    """CompilationError (before nvcc, in words) for a dot that would run e4m3 mma on an arch
+    without it (sm_80/sm_86: e4m3 mma.sync exists from sm_89 on)."""
+    if int(arch[3:5]) >= 89:
+        return
+    for inst in instructions(program):
+        if not isinstance(inst, I.DotInst) or inst.a.dtype.name != "float8_e4m3":
+            continue
+        (m, k), n = inst.a.shape, inst.b.shape[1]
+        tilings = mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, program.num_threads)
+        if (inst.a.layout, inst.b.layout, inst.c.layout) in tilings:
+            raise CompilationError(f"{inst.output.name} = dot of float8_e4m3 tiles runs "
+                                   f"mma.m16n8k32.e4m3, which needs sm_89 or newer (Ada, "
+                                   f"Hopper), not {arch}: build for sm_89/sm_90, or cast the "
+                                   f"tiles to float16 first")
 
 
 def _nibbles(lw: Lowerer, buf, name: str):
