@@ -37,7 +37,9 @@ def test_matmul_fp8_for_sm_80_is_refused_in_words():
 @pytest.mark.parametrize("arch,s4_mma,mma", [("sm_80", True, "IMMA.16864.S4.S4"),
                                               ("sm_89", True, "IMMA.16864.S4.S4"),
                                               ("sm_90", False, "IMMA.16832.S8.S8")])
-def test_matmul_w4a4_builds(need_nvcc, need_disassembler, arch, s4_mma, mma):
-    built = tilus.build(w4a4.MatmulW4A4(has_bias=True, s4_mma=s4_mma), arch=arch)
+@pytest.mark.parametrize("group_size", [0, 128])
+def test_matmul_w4a4_builds(need_nvcc, need_disassembler, arch, s4_mma, mma, group_size):
+    built = tilus.build(w4a4.MatmulW4A4(has_bias=True, s4_mma=s4_mma, group_size=group_size),
+                        arch=arch)
     _no_spills(built)
     assert mma in built.sass

@@ -69,3 +69,34 @@ def test_arguments():
         w4a4.matmul_w4a4(x[:, :40], w4)
     with pytest.raises(ArgumentError, match="even"):
         w4a4.quantize_weight_int4(w[:, :5])
+
+
+@pytest.mark.parametrize("s4_mma", [True, False])
+def test_group_wise_weight_scales(s4_mma):
+    """group 64 of K = 192: the codes and scales per group by the rule, the kernel (interpreter)
+    against the numpy reference, and a smaller error than per channel."""
+    x, w = data(k=192)
+    w4 = w4a4.quantize_weight_int4(w, group_size=64)
+    assert w4.scales.shape == (3, 72) and w4.data.shape == (72, 96)
+    want_q, want_s = rows_numpy(w.reshape(-1, 64).numpy(), "int4")
+    np.testing.assert_array_equal(w4.codes().numpy(), want_q.reshape(72, 192))
+    np.testing.assert_array_equal(w4.scales.numpy(), want_s.reshape(72, 3).T)
+    bias = torch.randn(72).half()
+    qx, sx = w4a4.quantize_rows(x, "fallback", "int4")
+    out = torch.zeros(20, 72).half()
+    tilus.interpret(w4a4.MatmulW4A4(has_bias=True, s4_mma=s4_mma, group_size=64), 20, 72, 192,
+                    qx, w4.data, sx, w4.scales, bias, out)
+    qa, sa = rows_numpy(x.float().numpy(), "int4")
+    acc = np.einsum("mgk,ngk->mng", qa.reshape(20, 3, 64), want_q.reshape(72, 3, 64))
+    want = (acc * want_s.reshape(72, 3)[None]).sum(axis=2) * sa[:, None] + bias.float().numpy()
+    torch.testing.assert_close(out.float(), torch.from_numpy(want).half().float(),
+                               rtol=2 ** -10, atol=2 ** -14)
+    torch.testing.assert_close(out, w4a4.matmul_w4a4(x, w4, bias, engine="fallback"),
+                               rtol=2 ** -10, atol=2 ** -14)
+    rows = [0, 1, 2, 4]
+    exact = x[rows].float() @ w.t() + bias.float()
+    per_channel = w4a4.matmul_w4a4(x, w4a4.quantize_weight_int4(w), bias, engine="fallback")
+    err = [(o[rows].float() - exact).norm() / exact.norm() for o in (out, per_channel)]
+    assert err[0] < err[1], err
+    with pytest.raises(ArgumentError, match="multiple of 64"):
+        w4a4.quantize_weight_int4(w, group_size=32)
