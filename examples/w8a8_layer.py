@@ -28,7 +28,9 @@ def main() -> None:
               "int4 weight-only, per channel": make(lin, "int4", None),
               "W4A4 (int4 per channel, int4 per token)": make(lin, "int4", None, act_dtype="int4"),
               "W4A4 + smooth (alpha 0.5, from the outlier x)":
-                  make(lin, "int4", None, act_dtype="int4", smooth=smooth)}
+                  make(lin, "int4", None, act_dtype="int4", smooth=smooth),
+              "W4A4, int4 weights per group of 128": make(lin, "int4", 128, act_dtype="int4"),
+              "W4A4, group 128 + smooth": make(lin, "int4", 128, act_dtype="int4", smooth=smooth)}
     print("| layer | plain x | outlier x |\n|---|---|---|")
     for name, layer in layers.items():
         errs = []

@@ -47,3 +47,5 @@ def test_w8a8_layer_prints_its_error_table():
         rows["W4A4 + smooth (alpha 0.5, from the outlier x)"]
     assert all(e < 0.1 for e in rows["int4 weight-only, per channel"])
     assert w4a4[0] < 0.25 and w4a4_smoothed[1] < w4a4[1] / 1.5
+    grouped = rows["W4A4, group 128 + smooth"]                  # per-group weight scales help
+    assert grouped[0] < w4a4_smoothed[0] and grouped[1] < w4a4_smoothed[1]

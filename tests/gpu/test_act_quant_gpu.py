@@ -65,6 +65,18 @@ def test_matmul_equals_the_reference(scheme, m, n, k):
         torch.testing.assert_close(out, want, rtol=2 ** -10, atol=2 ** -14)
 
 
+@pytest.mark.parametrize("m", [1, 133])
+def test_group_wise_w4a4_equals_the_reference(m):
+    import torch
+
+    from tilus.ops import w4a4
+
+    x, w, bias = data(m, 200, 1024)
+    w4 = w4a4.quantize_weight_int4(w, group_size=128)
+    torch.testing.assert_close(w4a4.matmul_w4a4(x, w4, bias),
+                               w4a4.matmul_w4a4_reference(x, w4, bias), rtol=2e-3, atol=2e-3)
+
+
 def test_fp8_on_an_older_gpu_says_so():
     import torch
 

@@ -124,3 +124,37 @@ def test_bad_arguments_name_the_problem():
         tilus.nn.QuantLinear.from_linear(lin, "float8_e4m3", 32, act_dtype="float8_e4m3")
     with pytest.raises(QuantizationError, match="even"):
         tilus.nn.QuantLinear(K + 1, N, True, "int4", None, act_dtype="int4")
+
+
+def test_group_wise_w4a4_layer(tmp_path):
+    """act_dtype="int4" with group_size=64 (K = 192): scales [3, N], forward against the rule
+    with per-group weight scales, a smaller error than per channel, and the round trips."""
+    torch.manual_seed(3)
+    lin = nn.Linear(192, N)
+    layer = tilus.nn.QuantLinear.from_linear(lin, "int4", 64, act_dtype="int4")
+    assert layer.scales.shape == (3, N) and layer.qweight.shape == (N, 96)
+    x = torch.randn(21, 192).half()
+    qx, sx = rows_numpy(x.float().numpy(), "int4")
+    qw, sw = rows_numpy(lin.weight.detach().reshape(-1, 64).numpy(), "int4")
+    acc = np.einsum("mgk,ngk->mng", qx.reshape(21, 3, 64), qw.reshape(N, 3, 64))
+    want = (acc * sw.reshape(N, 3)[None]).sum(axis=2) * sx[:, None] \
+        + lin.bias.detach().half().double().numpy()
+    out = layer(x)
+    torch.testing.assert_close(out.double(), torch.from_numpy(want).half().double(),
+                               rtol=2 ** -10, atol=2 ** -10)
+    exact = x.double() @ lin.weight.double().t() + lin.bias.double()
+    per_channel = tilus.nn.QuantLinear.from_linear(lin, "int4", None, act_dtype="int4")(x)
+    err = [(o.double() - exact).norm() / exact.norm() for o in (out, per_channel)]
+    assert err[0] < err[1], err
+    fresh = tilus.nn.QuantLinear(192, N, True, "int4", 64, act_dtype="int4")
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh(x), out)
+    model = nn.Sequential(lin)
+    tilus.nn.quantize_model(model, dtype="int4", group_size=64, act_dtype="int4")
+    tilus.nn.save_quantized(model, tmp_path)
+    loaded = tilus.nn.load_quantized(nn.Sequential(nn.Linear(192, N)), tmp_path)
+    assert loaded[0].group_size == 64 and torch.equal(loaded(x), out)
+    with pytest.raises(QuantizationError, match="group_size"):
+        tilus.nn.QuantLinear.from_linear(lin, "int4", 32, act_dtype="int4")
+    with pytest.raises(QuantizationError, match="group_size"):
+        tilus.nn.QuantLinear.from_linear(lin, "float8_e4m3", 64, act_dtype="float8_e4m3")

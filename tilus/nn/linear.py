@@ -22,7 +22,8 @@ output channel and activations quantized per token at run time, with an optional
 divisor ``smooth`` (``tilus.nn.w8a8_linear``; buffers ``qweight`` int8 [K, N], float32 ``scales``
 [N], ``bias`` and ``smooth`` [K]). ``act_dtype="int4"`` (W4A4) and ``"float8_e4m3"`` (FP8) are
 the same with weights and activations of that type (``qweight`` uint8 [N, K/2] packed int4, or
-uint8 [N, K] e4m3 codes).
+uint8 [N, K] e4m3 codes); W4A4 may also take a ``group_size`` (a multiple of 64: ``scales``
+[K/group_size, N]).
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ class QuantLinear(nn.Module):
         float32 [K] (the per-input-channel divisor)."""
         k, n = self.in_features, self.out_features
         self.register_buffer("qweight", w8a8_linear.qweight_buffer(self.act_dtype, k, n, device))
-        self.register_buffer("scales", torch.ones(n, dtype=torch.float32, device=device))
+        self.register_buffer("scales", w8a8_linear.scales_buffer(k, n, self.group_size, device))
         self.register_buffer("offsets", None)
         self.register_buffer("bias", torch.zeros(n, dtype=torch.float32, device=device)
                              if bias else None)
@@ -185,7 +186,8 @@ class QuantLinear(nn.Module):
                         group_size, symmetric, device=linear.weight.device,
                         zero_mode=zero_mode, act_dtype=act_dtype, smooth=smooth is not None)
             s = w8a8_linear.check_smooth(smooth, linear.in_features)
-            qweight, scales = w8a8_linear.quantize(linear.weight, s, layer.act_dtype)
+            qweight, scales = w8a8_linear.quantize(linear.weight, s, layer.act_dtype,
+                                                   layer.group_size)
             layer.qweight.copy_(qweight)
             layer.scales.copy_(scales)
             if s is not None:
@@ -213,7 +215,8 @@ class QuantLinear(nn.Module):
         """[out_features, in_features]: the weight forward multiplies by, in x's column order
         (activation-quantized: the codes times their scales, divided by ``smooth``)."""
         if self.act_dtype is not None:
-            w = w8a8_linear.dequantize(self.qweight, self.scales, self.act_dtype)
+            w = w8a8_linear.dequantize(self.qweight, self.scales, self.act_dtype,
+                                       self.group_size)
             w = w if self.smooth is None else w / self.smooth[None, :]
             return w.to(dtype or torch.float32)
         w = self.qweight_object.dequantize(dtype)
@@ -230,7 +233,8 @@ class QuantLinear(nn.Module):
                           "QuantLinear")
         if self.act_dtype is not None:
             out = w8a8_linear.forward(x.reshape(-1, self.in_features), self.qweight,
-                                      self.scales, self.smooth, self.bias, self.act_dtype)
+                                      self.scales, self.smooth, self.bias, self.act_dtype,
+                                      self.group_size)
             return out.reshape(*x.shape[:-1], self.out_features)
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:

@@ -7,6 +7,8 @@ symmetric, ties to even, float32 scales ``[N]``; activations quantized per token
 
 - ``"int8"`` (W8A8, ``tilus.ops.w8a8``): int8 ``[K, N]``;
 - ``"int4"`` (W4A4, ``tilus.ops.w4a4``): uint8 ``[N, K / 2]``, two codes per byte (K even);
+  it alone may also take one scale per ``group_size`` k of a channel (a multiple of 64 dividing
+  K): ``scales`` float32 ``[K / group_size, N]``;
 - ``"float8_e4m3"`` (FP8, ``tilus.ops.fp8``): uint8 ``[N, K]``, the e4m3 codes (bytes, so that
   ``.half()`` leaves them alone).
 
@@ -38,15 +40,18 @@ def check_scheme(act_dtype: Any, dtype: str, group_size: int, in_features: int,
     if act_dtype == "int4" and in_features % 2:
         raise QuantizationError(f"QuantLinear: act_dtype='int4' packs two codes per byte, so "
                                 f"in_features must be even, got {in_features}")
+    grouped_ok = act_dtype == "int4" and group_size % w4a4.BLOCK_K == 0
     bad = {k: v for k, v, ok in (("dtype", dtype, dtype == act_dtype),
-                                  ("group_size", group_size, group_size == in_features),
+                                  ("group_size", group_size,
+                                   group_size == in_features or grouped_ok),
                                   ("symmetric", symmetric, symmetric in (None, True)),
                                   ("zero_mode", zero_mode, zero_mode == "float"),
                                   ("act_order", act_order, not act_order)) if not ok}
     if bad:
         raise QuantizationError(f"QuantLinear: act_dtype={act_dtype!r} takes {act_dtype} weights "
                                 f"with one symmetric scale per output channel "
-                                f"(dtype={act_dtype!r}, group_size=None); got {bad}")
+                                f"(dtype={act_dtype!r}, group_size=None; int4 also a multiple "
+                                f"of {w4a4.BLOCK_K} dividing in_features); got {bad}")
     return act_dtype
 
 
@@ -66,6 +71,17 @@ def check_smooth(smooth: Any, in_features: int) -> Optional[torch.Tensor]:
     return s
 
 
+def scales_buffer(k: int, n: int, group_size: int, device=None) -> torch.Tensor:
+    """Ones of the scheme's scales: float32 [N], or [K / group_size, N] for a grouped int4."""
+    shape = (n,) if group_size == k else (k // group_size, n)
+    return torch.ones(shape, dtype=torch.float32, device=device)
+
+
+def _group(k: int, group_size: int) -> int:
+    """``Int4Weight.group_size``: 0 for one group per channel."""
+    return 0 if group_size == k else group_size
+
+
 def qweight_buffer(act_dtype: str, k: int, n: int, device=None) -> torch.Tensor:
     """An empty ``qweight`` of the scheme (see the module docstring)."""
     if act_dtype == "int8":
@@ -73,34 +89,36 @@ def qweight_buffer(act_dtype: str, k: int, n: int, device=None) -> torch.Tensor:
     return torch.zeros(n, k // 2 if act_dtype == "int4" else k, dtype=torch.uint8, device=device)
 
 
-def quantize(weight: torch.Tensor, smooth: Optional[torch.Tensor],
-             act_dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``weight [N, K]`` (times ``smooth`` per input channel) per output channel in the scheme's
-    type: ``(qweight, scales float32 [N])``."""
+def quantize(weight: torch.Tensor, smooth: Optional[torch.Tensor], act_dtype: str,
+             group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight [N, K]`` (times ``smooth`` per input channel) per output channel (or group) in
+    the scheme's type: ``(qweight, scales)``."""
     w = weight.detach().float()
     w = w if smooth is None else w * smooth.to(w.device)[None, :]
     if act_dtype == "int8":
         q = w8a8.quantize_weight_int8(w)
         return q.data, q.scales
     if act_dtype == "int4":
-        q4 = w4a4.quantize_weight_int4(w)
+        q4 = w4a4.quantize_weight_int4(w, _group(w.shape[1], group_size))
         return q4.data, q4.scales
     q8 = fp8.quantize_weight_fp8(w)
     return q8.data.view(torch.uint8), q8.scales
 
 
-def dequantize(qweight: torch.Tensor, scales: torch.Tensor, act_dtype: str) -> torch.Tensor:
-    """[N, K] float32: the codes times their channel's scale."""
+def dequantize(qweight: torch.Tensor, scales: torch.Tensor, act_dtype: str,
+               group_size: int) -> torch.Tensor:
+    """[N, K] float32: the codes times their channel's (or group's) scale."""
     if act_dtype == "int8":
         return w8a8.Int8Weight(qweight, scales).dequantize()
     if act_dtype == "int4":
-        return w4a4.Int4Weight(qweight, scales).dequantize()
+        k = 2 * qweight.shape[1]
+        return w4a4.Int4Weight(qweight, scales, _group(k, group_size)).dequantize()
     return fp8.Fp8Weight(qweight.view(torch.float8_e4m3fn), scales).dequantize()
 
 
 def forward(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
             smooth: Optional[torch.Tensor], bias: Optional[torch.Tensor],
-            act_dtype: str = "int8") -> torch.Tensor:
+            act_dtype: str = "int8", group_size: int = 0) -> torch.Tensor:
     """``x [M, K]`` (checked by the caller) -> ``[M, N]`` in x's dtype: x divided by ``smooth``
     (in float32, float64 for float64 x), quantized per row, times the weight. float16 runs the
     scheme's matmul (``matmul_w8a8``, ``matmul_w4a4``, ``matmul_fp8``: the kernels on CUDA);
@@ -114,7 +132,7 @@ def forward(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
         w8 = w8a8.Int8Weight(qweight, scales)
         return w8a8.matmul_w8a8(x, w8, bias) if half else w8a8.matmul_w8a8_reference(x, w8, bias)
     if act_dtype == "int4":
-        w4 = w4a4.Int4Weight(qweight, scales)
+        w4 = w4a4.Int4Weight(qweight, scales, _group(x.shape[1], group_size))
         return w4a4.matmul_w4a4(x, w4, bias) if half else w4a4.matmul_w4a4_reference(x, w4, bias)
     wf = fp8.Fp8Weight(qweight.view(torch.float8_e4m3fn), scales)
     return fp8.matmul_fp8(x, wf, bias) if half else fp8.matmul_fp8_reference(x, wf, bias)
