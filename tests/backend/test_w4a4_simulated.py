@@ -23,12 +23,13 @@ def test_matmul_w4a4_simulated(s4_mma):
     assert args[8].abs().min() > 0                      # every output written
 
 
-def test_matmul_w4a4_group_wise_simulated():
+def test_matmul_w4a4_group_wise_bfloat16_simulated():
     torch.manual_seed(2)
     m, n, k = 20, 72, 256
-    qx, sx = rows_reference(torch.randn(m, k).half(), "int4")
+    qx, sx = rows_reference(torch.randn(m, k).bfloat16(), "int4")
     w4 = w4a4.quantize_weight_int4(torch.randn(n, k), group_size=128)
-    args = [m, n, k, qx, w4.data, sx, w4.scales, torch.randn(n).half(),
-            torch.zeros(m, n).half()]
-    simulate_and_interpret(w4a4.MatmulW4A4(has_bias=True, s4_mma=True, group_size=128), args, [8])
+    args = [m, n, k, qx, w4.data, sx, w4.scales, torch.randn(n).bfloat16(),
+            torch.zeros(m, n).bfloat16()]
+    simulate_and_interpret(w4a4.MatmulW4A4(has_bias=True, s4_mma=True, group_size=128,
+                                           act="bfloat16"), args, [8])
     assert args[8].abs().min() > 0

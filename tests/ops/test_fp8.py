@@ -48,11 +48,22 @@ def test_matmul_fp8_interpreter_equals_the_reference():
     assert ((out[rows].float() - exact).norm() / exact.norm()) < 0.06
 
 
+def test_bfloat16_activations_and_output():
+    x, w = data()
+    x = x.bfloat16()
+    w8 = fp8.quantize_weight_fp8(w)
+    bias = torch.randn(w.shape[0]).bfloat16()
+    out = fp8.matmul_fp8(x, w8, bias, engine="interpreter")
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, fp8.matmul_fp8(x, w8, bias, engine="fallback"),
+                               rtol=2 ** -7, atol=2 ** -10)
+
+
 def test_arguments():
     x, w = data()
     w8 = fp8.quantize_weight_fp8(w)
-    with pytest.raises(ArgumentError, match="float16"):
-        fp8.matmul_fp8(x.bfloat16(), w8)
+    with pytest.raises(ArgumentError, match="float16/bfloat16"):
+        fp8.matmul_fp8(x.float(), w8)
     with pytest.raises(ArgumentError):
         fp8.matmul_fp8(x[:, :40], w8)
     with pytest.raises(ArgumentError, match="float tensor"):

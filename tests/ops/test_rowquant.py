@@ -69,10 +69,19 @@ def test_quantize_rows_matches_the_rule(dtype, engine):
     assert (err <= bound * 1.0001).all()
 
 
+@pytest.mark.parametrize("dtype", ["int4", "float8_e4m3"])
+def test_bfloat16_rows(dtype):
+    x = data().bfloat16()
+    q, s = rowquant.quantize_rows(x, engine="interpreter", dtype=dtype)
+    want_q, want_s = rows_numpy(x.float().numpy(), dtype)
+    np.testing.assert_array_equal(values_of(q, dtype, x.shape[1]), want_q)
+    np.testing.assert_array_equal(s.numpy(), want_s)
+
+
 def test_arguments():
     with pytest.raises(ArgumentError, match="even"):
         rowquant.quantize_rows(torch.ones(2, 5).half(), dtype="int4")
     with pytest.raises(ArgumentError, match="dtype"):
         rowquant.quantize_rows(torch.ones(2, 4).half(), dtype="int2")
-    with pytest.raises(ArgumentError, match="float16"):
+    with pytest.raises(ArgumentError, match="float16 or bfloat16"):
         rowquant.quantize_rows(torch.ones(2, 4), dtype="int4")

@@ -60,11 +60,21 @@ def test_both_kernel_variants_equal_the_fallback(s4_mma):
     assert torch.equal(out, w4a4.matmul_w4a4(x, w4, engine="fallback"))
 
 
+def test_bfloat16_activations_and_output():
+    x, w = data()
+    x = x.bfloat16()
+    w4 = w4a4.quantize_weight_int4(w, group_size=None)
+    bias = torch.randn(w.shape[0]).bfloat16()
+    out = w4a4.matmul_w4a4(x, w4, bias, engine="interpreter")
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, w4a4.matmul_w4a4(x, w4, bias, engine="fallback"))
+
+
 def test_arguments():
     x, w = data()
     w4 = w4a4.quantize_weight_int4(w)
-    with pytest.raises(ArgumentError, match="float16"):
-        w4a4.matmul_w4a4(x.bfloat16(), w4)
+    with pytest.raises(ArgumentError, match="float16/bfloat16"):
+        w4a4.matmul_w4a4(x.float(), w4)
     with pytest.raises(ArgumentError):
         w4a4.matmul_w4a4(x[:, :40], w4)
     with pytest.raises(ArgumentError, match="even"):

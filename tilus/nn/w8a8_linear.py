@@ -120,19 +120,20 @@ def forward(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
             smooth: Optional[torch.Tensor], bias: Optional[torch.Tensor],
             act_dtype: str = "int8", group_size: int = 0) -> torch.Tensor:
     """``x [M, K]`` (checked by the caller) -> ``[M, N]`` in x's dtype: x divided by ``smooth``
-    (in float32, float64 for float64 x), quantized per row, times the weight. float16 runs the
-    scheme's matmul (``matmul_w8a8``, ``matmul_w4a4``, ``matmul_fp8``: the kernels on CUDA);
-    bfloat16/float32/float64 its torch reference."""
+    (in float32, float64 for float64 x), quantized per row, times the weight. float16 (and
+    bfloat16 for int4/float8_e4m3) runs the scheme's matmul (``matmul_w8a8``, ``matmul_w4a4``,
+    ``matmul_fp8``: the kernels on CUDA); the other float dtypes its torch reference."""
     if smooth is not None:
         wide = torch.float64 if x.dtype == torch.float64 else torch.float32
         x = (x.to(wide) / smooth.to(wide)).to(x.dtype)
     bias = None if bias is None else bias.to(x.dtype)
     half = x.dtype == torch.float16
+    kernel = x.dtype in (torch.float16, torch.bfloat16)
     if act_dtype == "int8":
         w8 = w8a8.Int8Weight(qweight, scales)
         return w8a8.matmul_w8a8(x, w8, bias) if half else w8a8.matmul_w8a8_reference(x, w8, bias)
     if act_dtype == "int4":
         w4 = w4a4.Int4Weight(qweight, scales, _group(x.shape[1], group_size))
-        return w4a4.matmul_w4a4(x, w4, bias) if half else w4a4.matmul_w4a4_reference(x, w4, bias)
+        return w4a4.matmul_w4a4(x, w4, bias) if kernel else w4a4.matmul_w4a4_reference(x, w4, bias)
     wf = fp8.Fp8Weight(qweight.view(torch.float8_e4m3fn), scales)
-    return fp8.matmul_fp8(x, wf, bias) if half else fp8.matmul_fp8_reference(x, wf, bias)
+    return fp8.matmul_fp8(x, wf, bias) if kernel else fp8.matmul_fp8_reference(x, wf, bias)

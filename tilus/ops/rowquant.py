@@ -1,4 +1,4 @@
-"""Per-row dynamic activation quantization: ``x [M, K]`` float16 -> codes and one float32 scale
+"""Per-row dynamic activation quantization: ``x [M, K]`` float16/bfloat16 -> codes and one float32 scale
 per row, for the W8A8, W4A4 and FP8 matmuls (``tilus.ops.w8a8``, ``w4a4``, ``fp8``).
 
 The rule, in float32 arithmetic, with ``Q`` the target's largest magnitude (int8: 127, int4: 7,
@@ -23,6 +23,8 @@ from tilus.ir.layout import local, spatial
 ROUND = 12582912.0             # 1.5 * 2^23: (v + ROUND) - ROUND is v rounded to nearest even
 BLOCK_M = 16
 ROW_TILE = spatial(BLOCK_M, 8) * local(1, 16)     # [16, 128]: 8 threads per row, 16 k each
+#: The activation dtypes the kernels read and write.
+ACTS = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 #: Largest code magnitude of each activation type.
 QMAX = {"int8": 127.0, "int4": 7.0, "float8_e4m3": 448.0}
 
@@ -32,16 +34,17 @@ class QuantizeRows(tilus.Script):
     (``ROW_TILE``: eight threads share a row, each 16 consecutive k). Integers round by adding and
     subtracting 1.5 * 2^23 (the cast to an integer truncates); e4m3 by its cast (RNE)."""
 
-    def __init__(self, qtype: str = "int8"):
+    def __init__(self, qtype: str = "int8", act: str = "float16"):
         super().__init__()
         self.qtype = dtypes.get(qtype)
+        self.act = dtypes.get(act)
         self.qmax = QMAX[self.qtype.name]
 
-    def __call__(self, m: tilus.int32, k: tilus.int32, x: ~tilus.float16, q: tilus.void_p,
+    def __call__(self, m: tilus.int32, k: tilus.int32, x: tilus.void_p, q: tilus.void_p,
                  s: ~tilus.float32):
         self.attrs.blocks = [tilus.cdiv(m, BLOCK_M)]
         self.attrs.warps = 4
-        gx = self.global_view(x, dtype=tilus.float16, shape=[m, k])
+        gx = self.global_view(x, dtype=self.act, shape=[m, k])
         gq = self.global_view(q, dtype=self.qtype, shape=[m, k])
         gs = self.global_view(s, dtype=tilus.float32, shape=[m, 1])
         m0 = self.blockIdx.x * BLOCK_M
@@ -95,12 +98,12 @@ def rows_reference(x: torch.Tensor, dtype: str = "int8") -> tuple[torch.Tensor, 
 
 def quantize_rows(x: torch.Tensor, engine: str = "auto",
                   dtype: str = "int8") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row dynamic quantization of ``x [M, K]`` float16 to ``dtype`` (int8, int4 or
+    """Per-row dynamic quantization of ``x [M, K]`` float16/bfloat16 to ``dtype`` (int8, int4 or
     float8_e4m3; see the module docstring). Engines: ``"interpreter"`` (the DSL kernel on the CPU),
     ``"fallback"`` (torch), ``"auto"`` (the kernel on CUDA tensors, the fallback elsewhere)."""
     _check(x, dtype, "quantize_rows")
-    if x.dtype != torch.float16:
-        raise ArgumentError(f"quantize_rows: x must be float16, got {x.dtype}")
+    if x.dtype not in ACTS:
+        raise ArgumentError(f"quantize_rows: x must be float16 or bfloat16, got {x.dtype}")
     if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
         return rows_reference(x, dtype)
     m, k = x.shape
@@ -110,5 +113,5 @@ def quantize_rows(x: torch.Tensor, engine: str = "auto",
         q = torch.empty(m, k, dtype=torch.int8 if dtype == "int8" else torch.float8_e4m3fn,
                         device=x.device)
     s = torch.empty(m, dtype=torch.float32, device=x.device)
-    QuantizeRows(dtype)(m, k, x.contiguous(), q, s)
+    QuantizeRows(dtype, ACTS[x.dtype])(m, k, x.contiguous(), q, s)
     return q, s

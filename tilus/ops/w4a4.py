@@ -4,9 +4,9 @@
 per output channel (or per ``group_size`` k of a channel, e.g. 128) ``s = absmax / 7``, codes
 ``rne(w * (7 / absmax))`` in [-7, 7] (float32 arithmetic), packed two per byte along K as Tilus
 bit streams are (``data`` uint8 [N, K / 2]: row n holds its K codes, even k in the low nibble).
-``matmul_w4a4(x, w4)``: ``x [M, K]`` float16 quantized per row the same way
+``matmul_w4a4(x, w4)``: ``x [M, K]`` float16/bfloat16 quantized per row the same way
 (``tilus.ops.rowquant``, packed alike), ``sum_g (q_x @ q_w)_g * s_w[g, n] * s_x[m] (+ bias)``
--> ``[M, N]`` float16: exact int32 products within a group (one group per channel), the scaling
+-> ``[M, N]`` in x's dtype: exact int32 products within a group (one group per channel), the scaling
 in float32, one rounding.
 
 The kernel ``MatmulW4A4`` loads both operands' packed bytes (a thread's eight k of an s4
@@ -29,7 +29,7 @@ import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
 from tilus.jit import device_arch
-from tilus.ops.rowquant import quantize_rows, rows_reference
+from tilus.ops.rowquant import ACTS, quantize_rows, rows_reference
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
 #: Architectures with int4 tensor cores (mma.m16n8k64.s4); sm_90 has none.
@@ -43,9 +43,11 @@ class MatmulW4A4(tilus.Script):
     ``s4_mma``: a dot of the int4 tiles (``mma.m16n8k64.s4``, sm_80/sm_89); else the codes
     widened to int8 (``mma.m16n8k32.s8``). Scales ``s_b``: float32 [K / group_size, N]."""
 
-    def __init__(self, has_bias: bool = False, s4_mma: bool = False, group_size: int = 0):
+    def __init__(self, has_bias: bool = False, s4_mma: bool = False, group_size: int = 0,
+                 act: str = "float16"):
         super().__init__()
         self.has_bias = bool(has_bias)
+        self.act = tilus.dtypes.get(act)
         self.s4_mma = bool(s4_mma)
         if group_size % BLOCK_K:
             raise ArgumentError(f"MatmulW4A4: group_size must be 0 (per channel) or a multiple "
@@ -53,14 +55,14 @@ class MatmulW4A4(tilus.Script):
         self.group_size = group_size
 
     def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: tilus.void_p,
-                 b: tilus.void_p, sa: ~tilus.float32, sb: ~tilus.float32, bias: ~tilus.float16,
-                 c: ~tilus.float16):
+                 b: tilus.void_p, sa: ~tilus.float32, sb: ~tilus.float32, bias: tilus.void_p,
+                 c: tilus.void_p):
         self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tilus.cdiv(n, BLOCK_N)]
         self.attrs.warps = 4
         ga = self.global_view(a, dtype=tilus.uint8, shape=[m, k // 2])
         gb = self.global_view(b, dtype=tilus.uint8, shape=[n, k // 2])
         gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
-        gc = self.global_view(c, dtype=tilus.float16, shape=[m, n])
+        gc = self.global_view(c, dtype=self.act, shape=[m, n])
         if self.group_size:
             groups, steps = k // self.group_size, self.group_size // BLOCK_K
         else:
@@ -85,10 +87,10 @@ class MatmulW4A4(tilus.Script):
                 * self.load_global(gsb, offsets=[g, n0], shape=[1, BLOCK_N])
         out = out * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1])
         if self.has_bias:
-            gbias = self.global_view(bias, dtype=tilus.float16, shape=[1, n])
+            gbias = self.global_view(bias, dtype=self.act, shape=[1, n])
             out = out + self.cast(self.load_global(gbias, offsets=[0, n0], shape=[1, BLOCK_N]),
                                   dtype=tilus.float32)
-        self.store_global(gc, self.cast(out, dtype=tilus.float16), offsets=[m0, n0])
+        self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
 
 
 @dataclass(eq=False)
@@ -153,11 +155,12 @@ def quantize_weight_int4(w: torch.Tensor, group_size: Optional[int] = None) -> I
 
 def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = None,
                 engine: str = "auto") -> torch.Tensor:
-    """``x [M, K]`` float16 quantized per row to int4, times ``w4``: ``[M, N]`` float16."""
+    """``x [M, K]`` float16/bfloat16 quantized per row to int4, times ``w4``: ``[M, N]`` in x's
+    dtype."""
     _check_2d(x, "x", "matmul_w4a4")
     n, k = w4.shape
-    if x.dtype != torch.float16 or x.shape[1] != k:
-        raise ArgumentError(f"matmul_w4a4: x must be float16 [M, {k}], got {x.dtype} "
+    if x.dtype not in ACTS or x.shape[1] != k:
+        raise ArgumentError(f"matmul_w4a4: x must be float16/bfloat16 [M, {k}], got {x.dtype} "
                             f"{list(x.shape)}")
     if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
         return matmul_w4a4_reference(x, w4, bias)
@@ -166,7 +169,8 @@ def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = 
     c = torch.empty(m, n, dtype=x.dtype, device=x.device)
     b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
     s4 = x.device.type == "cuda" and device_arch(x) in S4_ARCHES
-    MatmulW4A4(has_bias=bias is not None, s4_mma=s4, group_size=w4.group_size)(
+    MatmulW4A4(has_bias=bias is not None, s4_mma=s4, group_size=w4.group_size,
+               act=ACTS[x.dtype])(
         m, n, k, qx, w4.data, sx, w4.scales, b, c)
     return c
 
