@@ -10,7 +10,11 @@ iteration. Then, with H200 figures (132 SMs x 4 schedulers x 1.98 GHz issue; 4.3
 * memory time per weight element = (B/8 + scale/offset bytes per element) / 4.3e12
 * estimated fraction of bandwidth = min(1, memory time / issue time)
 
-plus bytes in flight per SM (the stages in flight of each resident block) and waves. Marlin's int4
+plus bytes in flight per SM (the stages in flight of each resident block) and waves.
+``sliced8``, ``sliced4``, ``sliced2`` (not in the default list): ``tilus.ops.matmul_sliced``
+serving a bit-sliced uint8 weight at 8, 4, 2 bits; ``lut-uint1``, ``lut-uint2``: the LUT-GEMM
+kernel (``tilus.ops.lut``) for the same weights (its main loop is the one with the most LDS: one
+per table lookup). Marlin's int4
 loop (2.76 instructions per element, built with the same nvcc for sm_90) is the reference line.
 These are estimates from the instruction stream, not timings.
 
@@ -40,6 +44,10 @@ FORMATS = {"mxfp4": ("mx", "float4_e2m1"), "mxfp6_e2m3": ("mx", "float6_e2m3"),
            "mxfp6_e3m2": ("mx", "float6_e3m2"), "mxfp8_e4m3": ("mx", "float8_e4m3"),
            "mxfp8_e5m2": ("mx", "float8_e5m2"), "mxint8": ("mx", "int8"),
            "nvfp4": ("nvfp4", "float4_e2m1")}
+# the LUT-GEMM schedule (tilus.ops.lut) for 1- and 2-bit weights at M = 1: name -> bits
+LUT = {"lut-uint1": 1, "lut-uint2": 2}
+# bit-sliced uint8 weights (tilus.ops.matmul_sliced) served at b bits: name -> b
+SLICED = {"sliced8": 8, "sliced4": 4, "sliced2": 2}
 TYPES = ("uint1", "uint2", "uint3", "int4", "uint4", "uint5", "uint6", "uint7", "uint8",
          "float4_e2m1", "float6_e3m2", "float8_e4m3", "mxfp4", "nvfp4")
 
@@ -62,6 +70,12 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
     from tilus.ops.quantize import quantize
 
     w = torch.zeros(n, k).add_(torch.linspace(-1, 1, k))
+    if wtype in SLICED:             # a bit-sliced uint8 weight served at b bits
+        kernel = _sliced_build(SLICED[wtype], n, k, group)
+        nbits, param_bytes = SLICED[wtype], 4 / group      # fp16 scale and offset per group
+        return _cost_row(wtype, kernel, nbits, param_bytes, n)
+    if wtype in LUT:                # the LUT-GEMM schedule of tilus.ops.lut
+        return lut_cost(LUT[wtype], n, k, group)
     if wtype in FORMATS:            # block-scaled: one uint8 scale per block (+ 4 bytes per tensor)
         scheme, element = FORMATS[wtype]
         qw = quantize(w, element, scheme=scheme)
@@ -72,11 +86,53 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
                                              else qw.offsets.element_size())
         param_bytes = params / group
     kernel = tilus.ops.compile_matmul(qw, 1, arch="sm_90", act=torch.float16)
+    return _cost_row(wtype, kernel, qw.nbits, param_bytes, n)
+
+
+def _sliced_build(bits: int, n: int, k: int, group: int):
+    """The MatmulBuild of ``tilus.ops.matmul_sliced`` at ``bits`` for M = 1 on sm_90."""
+    import tilus
+    from tilus.ops.compiled import MatmulBuild
+    from tilus.ops.matmul import default_schedule
+    from tilus.ops.sliced import kernel_for
+
+    sched = default_schedule(1, n, k, group, "compiled", SMS, bits)
+    script = kernel_for(bits, group, k, "float16", False, sched)
+    return MatmulBuild(script, sched, tilus.build(script, arch="sm_90"))
+
+
+def lut_cost(bits: int, n: int = 4096, k: int = 4096, group: int = 128, m: int = 1) -> dict:
+    """The static cost of ``tilus.ops.lut_kernels.LutMatmul`` (``m`` rows per block, k-tiles of
+    128, one column per thread: 128 weights per thread and iteration) on sm_90. No pipeline and
+    no split-k: the blocks in flight are n / 128."""
+    import tilus
+    from tilus.ops.lut_kernels import LutMatmul
+
+    script = LutMatmul(bits, group, "float16", block_m=m, block_k=128, warps=4)
+    built = tilus.build(script, arch="sm_90")
+    cost = built.main_loop_cost(("LDS",))
+    ipe = cost.instructions / script.block_k
+    ratio = memory_over_issue(bits, 4 / group, ipe)
+    res = built.resources
+    return {"type": f"lut-uint{bits}" + (f"-m{m}" if m > 1 else ""),
+            "schedule": {"block_m": m, "block_n": script.block_n, "block_k": script.block_k,
+                         "warps": script.warps},
+            "instructions_per_iteration": cost.instructions,
+            "instructions_per_weight_element": round(ipe, 3), "by_class": dict(cost.by_class),
+            "registers": res.registers,
+            "spill_bytes": res.spill_store_bytes + res.spill_load_bytes,
+            "shared_memory_bytes": script.table_size * 4, "blocks_per_sm": None,
+            "bytes_in_flight_per_sm": None, "waves": round(math.ceil(n / script.block_n) / SMS, 3),
+            "memory_over_issue": round(ratio, 3),
+            "estimated_fraction_of_bandwidth": round(min(1.0, ratio), 3)}
+
+
+def _cost_row(wtype: str, kernel, nbits: int, param_bytes: float, n: int) -> dict:
+    """The table row of a built decode kernel (see the module doc)."""
     sched = kernel.schedule
     cost = kernel.loop_cost()
     threads = sched["warps"] * 32
     ipe = cost["instructions_per_weight_element"]
-    nbits = qw.nbits
     ratio = memory_over_issue(nbits, param_bytes, ipe)
     res = kernel.resources
     stage_bytes = kernel.stage_bytes
@@ -110,7 +166,7 @@ def main(argv=None) -> int:
         print(f"{r['type']:<12} {r['instructions_per_weight_element']:>10.2f} "
               f"{r['memory_over_issue']:>9.2f} {r['estimated_fraction_of_bandwidth']:>7.0%} "
               f"{r['registers']:>5} {r['shared_memory_bytes']:>6} "
-              f"{r['bytes_in_flight_per_sm']:>11} {r['waves']:>5.2f}")
+              f"{r['bytes_in_flight_per_sm'] or '-':>11} {r['waves']:>5.2f}")
     print(f"{'Marlin int4':<12} {MARLIN_INT4:>10.2f}   (reference: its decode loop, nvcc 13.0 sm_90)")
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()

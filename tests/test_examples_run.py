@@ -49,3 +49,35 @@ def test_w8a8_layer_prints_its_error_table():
     assert w4a4[0] < 0.25 and w4a4_smoothed[1] < w4a4[1] / 1.5
     grouped = rows["W4A4, group 128 + smooth"]                  # per-group weight scales help
     assert grouped[0] < w4a4_smoothed[0] and grouped[1] < w4a4_smoothed[1]
+
+
+def test_paged_attention_decode_prints_its_errors():
+    lines = [line for line in _run("examples/attention_decode_paged.py").splitlines()
+             if line.startswith("attention_decode_paged uint4 step")]
+    assert len(lines) == 3 and "lengths [31, 6, 48]" in lines[0] and "[33, 8, 50]" in lines[2]
+    for line in lines:
+        ref = float(line.split("dequantized reference| ")[1].split(",")[0])
+        flat = float(line.rsplit("contiguous cache| ", 1)[1])
+        assert ref < 5e-3 and flat < 5e-3
+
+
+def test_bit_sliced_prints_the_error_per_width():
+    rows = {int(line.split(" | ")[0].strip("| ")): [float(v) for v in
+                                                    line.strip(" |").split(" | ")[1:]]
+            for line in _run("examples/bit_sliced.py").splitlines()[2:]}
+    assert sorted(rows) == [2, 4, 8]
+    assert rows[8][0] < 0.01 < rows[4][0] < 0.2 < rows[2][0] < 0.5
+    for bits in (4, 2):
+        served, bottom, _, separate, _, _ = rows[bits]
+        assert served < bottom and served <= separate
+    assert rows[2][4] < rows[4][4] < rows[8][4] and all(r[5] < 3e-2 for r in rows.values())
+
+
+def test_moe_mixed_bits_matches_torch():
+    out = _run("examples/moe_mixed_bits.py")
+    assert "experts: ('uint4', 'uint3', 'uint2', 'uint3', 'uint2', 'int4')" in out
+    assert "['uint4', 'uint3', 'uint2', 'int4']" in out
+    error = float(out.split("max |y - torch(dequantized experts)| = ", 1)[1].split()[0])
+    assert error < 2e-3
+    relative = float(out.rsplit("relative error vs the float experts = ", 1)[1].split()[0])
+    assert relative < 0.3

@@ -77,6 +77,11 @@ class ArgumentError(TilusError, TypeError):
     """A kernel was called with an argument of the wrong count, dtype, shape, device or strides."""
 
 
+class BlockTableError(ArgumentError, IndexError):
+    """A paged KV cache's block table does not cover a sequence (too few columns) or names a page
+    outside the cache's pool; the message gives the sequence, the table entry and the bound."""
+
+
 class CompilationError(TilusError):
     """Lowering or building a kernel failed (a pass, TVM, nvcc); the message says which step."""
 

@@ -300,6 +300,26 @@ class IndexInit(tilus.Script):
         self.store_global(gz, flat, offsets=[row, 0])
 
 
+class Lookup(tilus.Script):
+    """lookup(table, index): a 64-entry float32 table in shared memory, read at int32 indices
+    (loaded, plus a per-column offset from an index-initialised tile) by a [16, 32] tile."""
+
+    def __call__(self, n: tilus.int32, t: ~tilus.float32, i: ~tilus.int32, y: ~tilus.float32):
+        self.attrs.blocks = [tilus.cdiv(n, 16)]
+        self.attrs.warps = 2
+        gt = self.global_view(t, dtype=tilus.float32, shape=[64])
+        gi = self.global_view(i, dtype=tilus.int32, shape=[n, 32])
+        gy = self.global_view(y, dtype=tilus.float32, shape=[n, 32])
+        table = self.shared_tensor(dtype=tilus.float32, shape=[64])
+        self.store_shared(table, self.load_global(gt, offsets=[0], shape=[64]))
+        idx = self.load_global(gi, offsets=[self.blockIdx.x * 16, 0], shape=[16, 32])
+        shift = self.register_tensor(dtype=tilus.int32, shape=[16, 32],
+                                     init=lambda r, c: (c % 2) * 32)
+        self.store_global(gy, self.lookup(table, idx + shift) + 1.0,
+                          offsets=[self.blockIdx.x * 16, 0])
+        self.free_shared(table)
+
+
 class Control(tilus.Script):
     def __call__(self, n: tilus.int32, x: ~tilus.int32):
         self.attrs.blocks = [1]
@@ -318,6 +338,26 @@ class Control(tilus.Script):
         for j in self.range(0, n, 2):
             acc = acc + j
         self.store_global(gx, acc, offsets=[0])
+
+
+class ScalarLoads(tilus.Script):
+    """load_scalar: a per-block loop bound and a row index read from global memory (a block
+    table gather: out[b, i] = x[table[b, i]] for i < lens[b])."""
+
+    def __call__(self, n: tilus.int32, table: ~tilus.int32, lens: ~tilus.int32,
+                 x: ~tilus.float16, out: ~tilus.float16):
+        self.attrs.blocks = n
+        self.attrs.warps = 1
+        gt = self.global_view(table, dtype=tilus.int32, shape=[n, 4])
+        gl = self.global_view(lens, dtype=tilus.int32, shape=[n])
+        gx = self.global_view(x, dtype=tilus.float16, shape=[8, 40])
+        go = self.global_view(out, dtype=tilus.float16, shape=[n, 4, 40])
+        b = self.blockIdx.x
+        length = self.load_scalar(gl, offsets=[b])
+        for i in self.range(length):
+            row = self.load_scalar(gt, offsets=[b, i])
+            self.store_global(go, self.load_global(gx, offsets=[row, 0], shape=[64]),
+                              offsets=[b, i, 0])
 
 
 PROGRAMS = {
@@ -343,6 +383,8 @@ PROGRAMS = {
     "dot_bf16": lambda: DotBf16(),
     "control": lambda: Control(),
     "index_init": lambda: IndexInit(),
+    "scalar_loads": lambda: ScalarLoads(),
+    "lookup": lambda: Lookup(),
 }
 
 
@@ -522,3 +564,9 @@ def test_pipelined_quant_matmul_uses_cp_async_and_ldmatrix_on_stage_slices(need_
 def test_control_flow(built):
     src = built("control").cuda_source
     assert "while" in src and "break;" in src
+
+
+def test_scalar_loads_read_one_element_per_thread(built):
+    src = built("scalar_loads").cuda_source
+    assert "int length = lens_ptr[((int)blockIdx.x)];" in src
+    assert "table_ptr[" in src

@@ -38,6 +38,16 @@ def test_elementwise():
     _check(K.Elementwise(), [n, x, torch.zeros(n, 16).half(), torch.zeros(n, 16, dtype=torch.int32)], [2, 3])
 
 
+def test_lookup():
+    n = 21
+    table = torch.randn(64)
+    index = torch.randint(0, 32, (n, 32), dtype=torch.int32)
+    args = [n, table, index, torch.zeros(n, 32)]
+    _check(K.Lookup(), args, [3])
+    shift = (torch.arange(32) % 2) * 32
+    assert torch.equal(args[3], table[(index + shift).long()] + 1.0)
+
+
 def test_reduce():
     m = 13
     _check(K.Reduce(), [m, torch.randn(m, 100), torch.zeros(m, 3)], [2], exact=False)
@@ -144,6 +154,38 @@ def test_conversion_that_is_free():
 def test_control_flow():
     n = 37
     _check(K.Control(), [n, torch.zeros(n, dtype=torch.int32)], [1])
+
+
+def test_scalar_loads_gather_rows_through_a_table():
+    table = torch.tensor([[3, 1, 7, 0], [5, 2, 2, 6], [4, 0, 0, 0]], dtype=torch.int32)
+    lens = torch.tensor([2, 4, 0], dtype=torch.int32)
+    x = torch.randn(8, 40).half()
+    out = torch.full((3, 4, 40), -1.0).half()
+    _check(K.ScalarLoads(), [3, table, lens, x, out], [4])
+    assert torch.equal(out[1, 2], x[2]) and torch.equal(out[0, :2], x[[3, 1]])
+    assert (out[2] == -1).all() and (out[0, 2:] == -1).all()
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "int64", "float16", "bfloat16", "float32"])
+def test_scalar_loads_of_every_byte_type(dtype):
+    """load_scalar of each 8-64-bit type, used as a scalar operand: out = x * src[2, 1]."""
+    from tilus.backend.build_program import prepare
+    from tilus.ir.builder import ProgramBuilder
+    from tilus.ir.expr import const
+
+    t = dtypes.get(dtype)
+    b = ProgramBuilder("scalar_" + dtype)
+    src, x, out = b.param("src", ~t), b.param("x", ~t), b.param("out", ~t)
+    gs, gx, go = (b.global_view(p, t, shape) for p, shape in ((src, [3, 2]), (x, [40]), (out, [40])))
+    v = b.load_scalar(gs, [2, 1])
+    b.store_global(go, b.binary("mul", b.load_global(gx, [0], [64]), v), [0])
+    b.blocks = (const(1),)
+    b.warps = 1
+    tt = getattr(torch, dtype)
+    values = torch.tensor([[1, -2], [3, 4], [-5, 3]]).to(tt) if dtype != "uint16" else \
+        torch.tensor([[1, 2], [3, 4], [5, 3]], dtype=tt)
+    xs = torch.arange(40).to(tt) if dtype != "int8" else torch.arange(-20, 20, dtype=tt)
+    _check(None, [values, xs, torch.zeros(40, dtype=tt)], [2], program=prepare(b.finish()))
 
 
 def test_free_shared_reuse():

@@ -11,7 +11,11 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
   explicit split-k schedules, a tuned schedule and the sanitizer's cases.
 * ``LLAMA_*``: the tiny Llama of ``examples/llm_decode.py`` quantized by ``tilus.nn``.
 * ``ATTENTION_CASES``: ``tilus.ops.attention_decode`` on CUDA (``AttentionCase``), what
-  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels.
+  ``test_attention_gpu.py`` launches; ``attention_kernels(case)`` its split and combine kernels;
+  ``PAGED_ATTENTION_CASES`` / ``paged_attention_kernels(case)`` the same for
+  ``attention_decode_paged``.
+* ``MOE_TYPES``, ``MOE_CALLS``: ``tilus.ops.moe_matmul`` / ``tilus.nn.QuantMoE`` on CUDA, what
+  ``test_moe_gpu.py`` launches; ``moe_kernels()`` their kernels.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 
 A *request* is what ``tilus.ops.matmul`` hands to ``kernel_for``: ``(meta, act, has_bias,
@@ -476,6 +480,57 @@ def attention_kernels(case: AttentionCase) -> list:
             combine_kernel(case.head_dim, group, act=case.act)]
 
 
+class PagedAttentionCase(NamedTuple):
+    """One attention_decode_paged call of the GPU tests: an AttentionCase's fields and the
+    pages' size in tokens."""
+    dtype: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    page_size: int
+    act: str = "float16"
+    group_size: int = 0
+
+
+PAGED_ATTENTION_CASES = (PagedAttentionCase("uint4", 32, 8, 128, 16),
+                         PagedAttentionCase("uint8", 14, 2, 128, 32),
+                         PagedAttentionCase("float8_e4m3", 32, 8, 128, 64, "bfloat16", 32))
+
+
+def paged_attention_kernels(case: PagedAttentionCase) -> list:
+    """The split and combine Scripts attention_decode_paged builds for ``case``."""
+    from tilus.ops.attention import combine_kernel, paged_split_kernel
+
+    group = case.heads // case.kv_heads
+    return [paged_split_kernel(case.dtype, case.dtype, case.head_dim, group,
+                               case.head_dim ** -0.5, case.page_size, act=case.act,
+                               group_size=case.group_size),
+            combine_kernel(case.head_dim, group, act=case.act)]
+
+
+# ---- tilus.ops.moe_matmul: what tests/gpu/test_moe_gpu.py launches ------------------------------
+MOE_TYPES = ("uint4", "int4", "uint2", "uint3", "uint4", "int4", "uint2", "uint3")
+#: (group size, K, activation dtype) of the GPU test's moe_matmul calls; the last is QuantMoE's
+MOE_CALLS = [(32, 1056, "float16"), (32, 1056, "bfloat16"), (128, 512, "float16")]
+
+
+def moe_kernels() -> list:
+    """The MoEQuantMatmul Scripts ``moe_matmul`` builds for MOE_CALLS on CUDA: its own packing and
+    dispatch (``kernel_for``, ``default_schedule``) on small experts of the same types."""
+    import torch
+
+    from tilus.ops import moe, quantize
+
+    out = []
+    for group, k, act in MOE_CALLS:
+        w = torch.linspace(-1, 1, 8 * k).reshape(8, k)
+        scale = getattr(torch, act) if act == "bfloat16" else torch.float32
+        packed = moe.MoEExperts.pack([quantize(w.to(scale), dtype=t, group_size=group)
+                                      for t in MOE_TYPES])
+        out.append(moe.kernel_for(packed, act, moe.default_schedule(packed, torch.device("cuda"))))
+    return out
+
+
 def act_quant_kernels() -> list:
     """The kernels tests/gpu/test_act_quant_gpu.py launches on sm_90: per-row quantization to
     int8, int4 and e4m3, and the W8A8, W4A4 (int8 widening, per channel and group 128) and FP8
@@ -490,13 +545,15 @@ def act_quant_kernels() -> list:
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode-attention kernels, then the activation-quantized kernels,
-    each once (by IR text)."""
+    bench_matmul run, then the decode-attention and MoE kernels, then the activation-quantized
+    kernels, each once (by IR text)."""
     specs = [case.factory() for case in CASES.values()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
     kernels = [kernel_of(req) for req in reqs]
     kernels += [k for case in ATTENTION_CASES for k in attention_kernels(case)]
+    kernels += [k for case in PAGED_ATTENTION_CASES for k in paged_attention_kernels(case)]
+    kernels += moe_kernels()
     kernels += act_quant_kernels()
     seen = set()
     for kernel in kernels:

@@ -1,14 +1,15 @@
 """tilus.ops.attention_decode and quantize_kv on a real GPU (skipped where none is visible): the
 compiled split + combine kernels against the torch reference (dequantize, float32 softmax
 attention) for int and float cache types, float16 and bfloat16 queries, GQA, lengths that divide no
-tile (0 included) and the default split heuristic; and a decode loop appending with quantize_kv on
-the device."""
+tile (0 included) and the default split heuristic; a decode loop appending with quantize_kv on
+the device; and attention_decode_paged over shuffled pages against the reference and the
+contiguous cache holding the same tokens."""
 from __future__ import annotations
 
 import pytest
 
 from tests.gpu.kernels import (ATTENTION_GROUPED, ATTENTION_LOOP, ATTENTION_SHAPES, ATTENTION_TYPES,
-                               attention_act)
+                               PAGED_ATTENTION_CASES, attention_act)
 
 pytestmark = pytest.mark.gpu
 
@@ -78,3 +79,46 @@ def test_scales_per_group_compiled(dtype, group_size):
     out = tilus.ops.attention_decode_cache(q, cache, seq_lens)
     ref = tilus.ops.attention_decode_cache(q, cache, seq_lens, engine="reference")
     torch.testing.assert_close(out, ref, rtol=1e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("case", PAGED_ATTENTION_CASES)
+def test_paged_attention_compiled_matches_reference_and_contiguous(case):
+    import torch
+
+    import tilus
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    act = getattr(torch, case.act)
+    lens = [999, 0, 517, 33]
+    ps, batch, longest = case.page_size, len(lens), max(lens)
+    max_pages = -(-longest // ps) + 1
+    need = [-(-n // ps) for n in lens]
+    num_pages = sum(need) + 5
+    perm = torch.randperm(num_pages, generator=g, device="cuda").int()
+    table = torch.full((batch, max_pages), -1, dtype=torch.int32, device="cuda")
+    at = 0
+    for b, n in enumerate(need):
+        table[b, :n] = perm[at:at + n]
+        at += n
+    group_size = case.group_size or None
+    pool = tilus.ops.PagedQuantKVCache.empty(num_pages, case.kv_heads, ps, case.head_dim,
+                                             case.dtype, device="cuda", scale_dtype=act,
+                                             group_size=group_size)
+    flat = tilus.ops.QuantKVCache.empty(batch, case.kv_heads, longest, case.head_dim, case.dtype,
+                                        device="cuda", scale_dtype=act, group_size=group_size)
+    k = torch.randn(batch, case.kv_heads, longest, case.head_dim, generator=g, device="cuda")
+    v = torch.randn(batch, case.kv_heads, longest, case.head_dim, generator=g, device="cuda")
+    zeros = torch.zeros(batch, dtype=torch.int32, device="cuda")
+    tilus.ops.quantize_kv(k, v, flat, zeros)
+    for b, n in enumerate(lens):
+        if n:
+            tilus.ops.quantize_kv(k[b:b + 1, :, :n], v[b:b + 1, :, :n], pool, zeros[:1],
+                                  block_table=table[b:b + 1])
+    q = torch.randn(batch, case.heads, case.head_dim, generator=g, device="cuda").to(act)
+    seq_lens = torch.tensor(lens, device="cuda", dtype=torch.int32)
+    tol = dict(rtol=1e-2, atol=2e-3) if act == torch.float16 else dict(rtol=2e-2, atol=1e-2)
+    out = tilus.ops.attention_decode_paged(q, pool, table, seq_lens)
+    ref = tilus.ops.attention_decode_paged(q, pool, table, seq_lens, engine="reference")
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(out, tilus.ops.attention_decode_cache(q, flat, seq_lens), **tol)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))

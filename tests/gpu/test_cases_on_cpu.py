@@ -24,11 +24,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import tilus
 from tests.gpu import checks
-from tests.gpu.kernels import (ATTENTION_CASES, CASES, OPS_CASES, OPS_SMS, SANITIZE_CASES,
-                               SESSION_BENCH_ARGS, OpsCase, assert_matches_reference,
-                               act_quant_kernels, attention_kernels, bench_requests, kernel_of, llama_requests,
-                               meta_of, ops_meta, ops_requests, ops_weight, quantize_case)
+from tests.gpu.kernels import (ATTENTION_CASES, CASES, MOE_CALLS, MOE_TYPES, OPS_CASES, OPS_SMS,
+                               PAGED_ATTENTION_CASES, SANITIZE_CASES, SESSION_BENCH_ARGS, OpsCase,
+                               act_quant_kernels, assert_matches_reference, attention_kernels,
+                               bench_requests, kernel_of, llama_requests, meta_of, ops_meta,
+                               ops_requests, ops_weight, paged_attention_kernels, quantize_case)
 from tilus.runtime import expr as rexpr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +98,11 @@ def bundle_keys():
     assert len(keys) == len(set(keys)), "bundle_specs() lists a kernel twice"
     # one QuantMatmul per distinct program: the bundle holds only what is launched
     quant = [k for _, k, _ in specs if type(k).__name__.startswith("QuantMatmul")]
-    attention = [k for _, k, _ in specs if type(k).__name__.startswith("DecodeAttention")]
-    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(act_quant_kernels()) \
+    attention = [k for _, k, _ in specs
+                 if type(k).__name__.startswith(("DecodeAttention", "PagedDecodeAttention"))]
+    moe = [k for _, k, _ in specs if type(k).__name__ == "MoEQuantMatmul"]
+    assert len(specs) == len(CASES) + len(quant) + len(attention) + len(moe) \
+        + len(act_quant_kernels()) \
         and len(quant) <= 160, len(quant)
     return set(keys)
 
@@ -132,6 +137,74 @@ def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, mo
     assert len(launched) == 2 * len(ATTENTION_CASES)
     assert {_key(k) for k in launched} <= bundle_keys
     assert {_key(k) for c in ATTENTION_CASES for k in attention_kernels(c)} == \
+        {_key(k) for k in launched}
+
+
+def test_bundle_holds_the_moe_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """moe_matmul and QuantMoE called as test_moe_gpu.py calls them (CUDA's schedule, kernels
+    recorded instead of launched): each kernel is in the bundle."""
+    moe = importlib.import_module("tilus.ops.moe")
+    launched = []
+
+    class Recorded:
+        def __init__(self, kernel):
+            self.kernel = kernel
+            launched.append(kernel)
+
+        def __call__(self, *args):
+            pass
+
+    real_kernel, real_schedule = moe.kernel_for, moe.default_schedule
+    monkeypatch.setattr(moe, "kernel_for", lambda *a: Recorded(real_kernel(*a)))
+    monkeypatch.setattr(moe, "default_schedule",
+                        lambda packed, device: real_schedule(packed, torch.device("cuda")))
+    routing = (torch.tensor([[0, 3]]), torch.tensor([[0.5, 0.5]]))
+    for group, k, act in MOE_CALLS[:2]:
+        dt = getattr(torch, act)
+        experts = [tilus.ops.quantize(torch.randn(40, k).to(dt), dtype=t, group_size=group)
+                   for t in MOE_TYPES]
+        moe.moe_matmul(torch.zeros(1, k, dtype=dt), experts, routing)
+    group, k, _ = MOE_CALLS[2]
+    layer = tilus.nn.QuantMoE.from_linears([torch.nn.Linear(k, 40) for _ in range(4)],
+                                           dtypes=list(MOE_TYPES[:4]), group_size=group)
+    layer(torch.zeros(1, k).half(), routing)
+    assert len(launched) == len(MOE_CALLS)
+    assert {_key(k) for k in launched} <= bundle_keys
+
+
+def test_bundle_holds_the_paged_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """attention_decode_paged run on the CPU for every PAGED_ATTENTION_CASE, its kernels
+    recorded instead of launched: each is in the bundle."""
+    att = importlib.import_module("tilus.ops.attention")
+    launched = []
+
+    class NotLaunched:
+        def __init__(self, kernel):
+            self.kernel = kernel
+            launched.append(kernel)
+
+        def __getattr__(self, name):
+            return getattr(self.kernel, name)
+
+        def __call__(self, *args):
+            pass
+
+    def record(make):
+        return lambda *a, **kw: NotLaunched(make(*a, **kw))
+
+    monkeypatch.setattr(att, "paged_split_kernel", record(att.paged_split_kernel))
+    monkeypatch.setattr(att, "combine_kernel", record(att.combine_kernel))
+    for case in PAGED_ATTENTION_CASES:
+        act = getattr(torch, case.act)
+        cache = att.PagedQuantKVCache.empty(3, case.kv_heads, case.page_size, case.head_dim,
+                                            case.dtype, scale_dtype=act,
+                                            group_size=case.group_size or None)
+        q = torch.zeros(1, case.heads, case.head_dim, dtype=act)
+        att.attention_decode_paged(q, cache, torch.tensor([[2, 0, 1]], dtype=torch.int32),
+                                   torch.tensor([case.page_size + 3]))
+    assert len(launched) == 2 * len(PAGED_ATTENTION_CASES)
+    assert {_key(k) for k in launched} <= bundle_keys
+    assert {_key(k) for c in PAGED_ATTENTION_CASES for k in paged_attention_kernels(c)} == \
         {_key(k) for k in launched}
 
 

@@ -102,12 +102,13 @@ class CompiledKernel:
             self._sass = toolchain.disassemble(self.cubin)
         return self._sass
 
-    def main_loop_cost(self):
-        """One steady-state iteration of the main (tensor-core) loop counted from the SASS:
+    def main_loop_cost(self, markers: tuple = ("HMMA", "IMMA")):
+        """One steady-state iteration of the main loop (the one with the most ``markers``
+        instructions: tensor-core ones by default) counted from the SASS:
         ``tilus.backend.sass_cost.LoopCost``."""
         from tilus.backend.sass_cost import main_loop_cost
 
-        return main_loop_cost(self.sass)
+        return main_loop_cost(self.sass, markers)
 
     def __repr__(self) -> str:
         r = self.all_resources.get(self.kernel_name)

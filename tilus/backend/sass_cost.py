@@ -102,18 +102,20 @@ def _blocks(body: list[Instr], start: int, end: int) -> tuple[list[int], dict[in
     return heads, blocks
 
 
-def main_loop_cost(sass: str) -> LoopCost:
-    """The cost of one steady-state iteration of the loop with the most HMMA/IMMA."""
+def main_loop_cost(sass: str, markers: tuple = ("HMMA", "IMMA")) -> LoopCost:
+    """The cost of one steady-state iteration of the loop with the most ``markers`` instructions
+    (by default the tensor-core ones, HMMA/IMMA; a table-lookup kernel's main loop is the one
+    with the most LDS)."""
     code = parse(sass)
     loops = []
     for ins in code:
         t = ins.target
         if t is not None and t <= ins.addr:
             body = [x for x in code if t <= x.addr <= ins.addr]
-            mma = sum(x.base in ("HMMA", "IMMA") for x in body)
+            mma = sum(x.base in markers for x in body)
             loops.append((mma, len(body), t, ins.addr))
     if not loops or max(loops)[0] == 0:
-        raise CompilationError("no loop with tensor-core instructions in this SASS")
+        raise CompilationError(f"no loop with {'/'.join(markers)} instructions in this SASS")
     _, _, head, latch = max(loops)
     body = [x for x in code if head <= x.addr <= latch]
     heads, blocks = _blocks(body, head, latch)

@@ -257,6 +257,12 @@ class ProgramBuilder:
         return self._emit_out(I.LoadGlobalInst(out, src, _exprs(offsets, "offsets"),
                                                None if dims is None else _ints(dims, "dims"), other_e))
 
+    def load_scalar(self, src: Tensor, offsets: Sequence[ExprLike], name: str = "s") -> Var:
+        """A new scalar Var holding ``src[offsets]`` (a global tensor's element)."""
+        var = Var(self.fresh_name(name), src.dtype)
+        self.emit(I.LoadScalarInst(var, src, _exprs(offsets, "offsets")))
+        return var
+
     def store_global(self, dst: Tensor, src: Tensor, offsets: Sequence[ExprLike],
                      dims: Optional[Sequence[int]] = None) -> None:
         self.emit(I.StoreGlobalInst(dst, src, _exprs(offsets, "offsets"),
@@ -307,6 +313,10 @@ class ProgramBuilder:
         a, b, c = self._elementwise_operands(a, b, c)  # type: ignore[assignment]  # a stays a Tensor
         shape = _broadcast("fma", *(I.operand_shape(x) for x in (a, b, c)))
         return self._emit_out(I.FmaInst(self._out(name, a.dtype, shape, REGISTER), a, b, c))
+
+    def lookup(self, table: Tensor, index: Tensor, name: str = "l") -> Tensor:
+        return self._emit_out(I.LookupInst(self._out(name, table.dtype, index.shape, REGISTER),
+                                           table, index))
 
     def cast(self, x: Tensor, dtype: DataType | str, name: str = "c", exponent: int = 0) -> Tensor:
         return self._emit_out(I.CastInst(self._out(name, dtype, x.shape, REGISTER), x, exponent))

@@ -71,6 +71,9 @@ class Instruction(Stmt):
     # Fields holding tuples of Vars that the instruction binds: visible only in its own other
     # fields (the printer writes them first, the parser and verifier scope them to the instruction).
     BINDS: ClassVar[tuple[str, ...]] = ()
+    # Fields holding the Var an instruction declares (like a let): visible after it to the end of
+    # the enclosing body; the text form writes such an instruction as a let (``LoadScalarInst``).
+    DEFINES: ClassVar[tuple[str, ...]] = ()
     # For families (elementwise ops, reductions): the field whose value is the instruction's name.
     OP_FIELD: ClassVar[Optional[str]] = None
     OP_VALUES: ClassVar[tuple[str, ...]] = ()
@@ -290,6 +293,35 @@ class LoadGlobalInst(Instruction):
 
 
 @dataclass(frozen=True, repr=False)
+class LoadScalarInst(Instruction):
+    """Declares the scalar ``var`` (like a let) with the value of the element ``src[offsets]`` of a
+    global tensor, read by every thread (a uniform load): a page id from a block table, a sequence
+    length. The element must lie inside ``src`` (the interpreter raises otherwise; on a GPU it is
+    an out-of-bounds read). Text form: ``let var: dtype = %src[offsets]``."""
+
+    NAME = "load_scalar"
+    OPERANDS = ("src",)
+    ATTRS = ("var", "offsets")
+    HAS_OUTPUT = False
+    DEFINES = ("var",)
+    var: Var
+    src: Tensor
+    offsets: tuple[Expr, ...]
+
+    def check(self) -> None:
+        self._need("src", self.src, GLOBAL)
+        dtype = self.src.dtype
+        if dtype.nbits not in (8, 16, 32, 64) or dtype.is_lowbit:
+            _fail(self, f"loads a scalar of 8, 16, 32 or 64 bits; {self.src} is {dtype} (load a "
+                        f"tile and cast it instead)")
+        if not isinstance(self.var, Var) or self.var.dtype is not dtype:
+            _fail(self, f"the variable {self.var!r} must be a Var of {self.src}'s dtype {dtype}")
+        if len(self.offsets) != self.src.type.rank:
+            _fail(self, f"{len(self.offsets)} offsets for the rank-{self.src.type.rank} tensor "
+                        f"{self.src}")
+
+
+@dataclass(frozen=True, repr=False)
 class _TileTransferInst(Instruction):
     """Moves the whole tile ``src``/``dst`` to or from a bigger tensor at ``offsets`` (spanning
     ``dims``); bits move unchanged, so both sides have one dtype."""
@@ -367,6 +399,29 @@ class LoadSharedInst(Instruction):
     def check(self) -> None:
         self._need("src", self.src, SHARED)
         self._output_is(REGISTER, self.src.dtype, self.src.shape)
+
+
+@dataclass(frozen=True, repr=False)
+class LookupInst(Instruction):
+    """Table lookup: ``output[i] = table[index[i]]`` for every element i of the int32 register
+    tile ``index``, from the 1-D shared tensor ``table`` of a 32-bit type; the output has the
+    index's shape and the table's dtype. Every index must lie in ``[0, len(table))``."""
+
+    NAME = "lookup"
+    OPERANDS = ("table", "index")
+    output: Tensor
+    table: Tensor
+    index: Tensor
+
+    def check(self) -> None:
+        self._need("table", self.table, SHARED)
+        self._need("index", self.index, REGISTER)
+        if len(self.table.shape) != 1 or self.table.dtype.nbits != 32:
+            _fail(self, f"the table {self.table} must be a 1-D shared tensor of a 32-bit type, "
+                        f"got {self.table.dtype}{_shape_str(self.table.shape)}")
+        if self.index.dtype is not dtypes.int32:
+            _fail(self, f"the index {self.index} must be int32, got {self.index.dtype}")
+        self._output_is(REGISTER, self.table.dtype, self.index.shape)
 
 
 @dataclass(frozen=True, repr=False)

@@ -26,7 +26,7 @@ from tilus.dtypes import DataType
 from tilus.errors import DataTypeError, TilusParseError, VerificationError
 from tilus.ir.expr import (AXIS_NAMES, BinaryOp, BlockIdx, Cast, Const, Expr, Select, UnaryOp, Var,
                            _result_dtype, cdiv, maximum, minimum, promote)
-from tilus.ir.inst import Instruction, instruction_classes
+from tilus.ir.inst import Instruction, LoadScalarInst, instruction_classes
 from tilus.ir.program import Program
 from tilus.ir.scopes import NameScopes
 from tilus.ir.stmt import (AssignStmt, BreakStmt, ContinueStmt, ForStmt, IfStmt, LetStmt, Stmt,
@@ -370,6 +370,16 @@ class _Reader(NameScopes):
             var = Var(str(name), self.dtype(type_tok))
             self.scalars[-1][var.name] = var
             s = LetStmt(var, value)
+        elif kind == "let_load":
+            name, type_tok, tensor_tok, exprs_node = ch
+            src = self.lookup_tensor(tensor_tok)
+            offsets = tuple(self.expr(e) for e in exprs_node.children if e is not None)
+            var = Var(str(name), self.dtype(type_tok))
+            try:
+                s = LoadScalarInst(var, src, offsets)
+            except Exception as e:  # pragma: no cover - the dataclass takes any values
+                raise self.error(node, f"load_scalar: {e}") from None
+            self.scalars[-1][var.name] = var
         elif kind == "assign_stmt":
             var = self.lookup_scalar(ch[0])
             s = AssignStmt(var, self.expr(ch[1]))
@@ -414,6 +424,9 @@ class _Reader(NameScopes):
             hint = f"; did you mean {', '.join(near)}?" if near else \
                 f" (instructions: {', '.join(sorted(self.table)[:12])}, ...)"
             raise self.error(name_tok, f"unknown instruction {name!r}{hint}")
+        if any(cls.DEFINES for cls in classes):
+            raise self.error(name_tok, f"{name} declares a scalar: write it as a let, "
+                                       f"let x: <dtype> = %tensor[offsets]")
         positional, keyword = [], []
         for a in args:
             if a is None:

@@ -214,6 +214,9 @@ class _StmtPrinter:
         return self._instruction(inst) + (f"  # {note}" if note else "")
 
     def _instruction(self, inst) -> str:
+        if inst.DEFINES:    # load_scalar: ``let var: dtype = %src[offsets]``
+            offsets = ", ".join(format_expr(e) for e in inst.offsets)
+            return f"let {inst.var.name}: {format_dtype(inst.var.dtype)} = %{inst.src.name}[{offsets}]"
         call = format_call(inst)
         out = getattr(inst, "output", None) if inst.HAS_OUTPUT else None
         if out is None:

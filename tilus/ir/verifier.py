@@ -360,7 +360,7 @@ class _Verifier(NameScopes):
                 if var is not None:
                     self.declare_scalar(var, inst, f"{name} variable")
         for f in dataclasses.fields(inst):
-            if f.name == "output" or f.name in inst.BINDS:
+            if f.name == "output" or f.name in inst.BINDS or f.name in inst.DEFINES:
                 continue
             pointer_ok = isinstance(inst, GlobalViewInst) and f.name == "ptr"
             for v in _values(getattr(inst, f.name)):
@@ -371,6 +371,8 @@ class _Verifier(NameScopes):
                     if f.name in INDEX_FIELDS:
                         self.check_index(v, inst, f.name)
         self.pop()
+        for name in inst.DEFINES:   # declared like a let: seen after the instruction
+            self.declare_scalar(getattr(inst, name), inst, "variable")
         if isinstance(inst, GlobalViewInst):
             ptr = inst.ptr
             if not isinstance(ptr, Var) or not isinstance(ptr.dtype, PointerType) \

@@ -215,6 +215,19 @@ class InstructionMethods:
                                        _dims(dims), other, name=ctx.take_hint("x"))
 
     @instruction
+    def load_scalar(self, g, offsets) -> E.Var:
+        """The element ``g[offsets]`` of a global tensor as a run-time scalar (every thread reads
+        it): a page id from a block table, a sequence length to end a loop at. 8-64-bit types;
+        the element must lie inside ``g``."""
+        ctx = current("load_scalar")
+        g = _tensor(g, "load_scalar's source", GLOBAL)
+        offsets = _scalars(offsets, "offsets")
+        if len(offsets) != g.type.rank:
+            raise TilusError(f"load_scalar: {len(offsets)} offsets for the rank-{g.type.rank} "
+                             f"tensor {g}")
+        return ctx.builder.load_scalar(g, offsets, name=ctx.take_hint("s"))
+
+    @instruction
     def store_global(self, g, x, offsets, dims=None) -> None:
         ctx = current("store_global")
         _tensor(g, "store_global's destination", GLOBAL)
@@ -275,6 +288,15 @@ class InstructionMethods:
         ctx = current("load_shared")
         return ctx.builder.load_shared(_tensor(s, "load_shared's source", SHARED),
                                        name=ctx.take_hint("x"))
+
+    @instruction
+    def lookup(self, table, index) -> Tensor:
+        """``table[index]``: for every element of the int32 register tile ``index``, the element
+        of the 1-D shared ``table`` (a 32-bit type) it names; the tile has index's shape."""
+        ctx = current("lookup")
+        return ctx.builder.lookup(_tensor(table, "lookup's table", SHARED),
+                                  _tensor(index, "lookup's index", REGISTER),
+                                  name=ctx.take_hint("l"))
 
     @instruction
     def store_shared(self, s, x) -> None:

@@ -9,19 +9,28 @@
 (kernels ``tilus.ops.attention_kernels``, cache format and ``quantize_kv`` ``tilus.ops.kv_cache``);
 block-scaled formats (``quantize(..., scheme="mx"|"nvfp4")``): ``tilus.ops.blockscale``; int8
 activations and weights: ``tilus.ops.w8a8``; int4: ``tilus.ops.w4a4``; e4m3: ``tilus.ops.fp8``
-(per-row activation quantization for all three: ``tilus.ops.rowquant``); autotuning:
-``tilus.ops.tuning``. The user guide: docs/ops.md.
+(per-row activation quantization for all three: ``tilus.ops.rowquant``); bit-sliced 8-bit
+weights served at 8/4/2 bits (``quantize_sliced``, ``matmul_sliced``): ``tilus.ops.sliced``; LUT
+GEMM for uint1/uint2 at decode (``matmul(..., schedule="lut")``): ``tilus.ops.lut``; the
+mixed-bit MoE grouped GEMM (``moe_matmul``): ``tilus.ops.moe`` (kernel ``tilus.ops.moe_kernels``);
+autotuning: ``tilus.ops.tuning``. The user guide: docs/ops.md.
 """
 from tilus.ops.quantize import (  # noqa: F401
     FORMAT_VERSION, LAYOUT, QuantizedWeight, quantize, supported_weight_types, value_exponent,
 )
 from tilus.ops.matmul import default_schedule, matmul  # noqa: F401
 from tilus.ops.compiled import MatmulBuild, compile_matmul  # noqa: F401
-from tilus.ops.kv_cache import QuantKVCache, quantize_kv  # noqa: F401
-from tilus.ops.attention import attention_decode, attention_decode_cache  # noqa: F401
+from tilus.ops.kv_cache import PagedQuantKVCache, QuantKVCache, quantize_kv  # noqa: F401
+from tilus.ops.attention import (  # noqa: F401
+    attention_decode, attention_decode_cache, attention_decode_paged,
+)
+from tilus.ops.moe import MoEExperts, moe_matmul  # noqa: F401
 from tilus.ops import fp8, rowquant, w4a4, w8a8  # noqa: F401
+from tilus.ops.sliced import SlicedWeight, matmul_sliced, quantize_sliced  # noqa: F401
+from tilus.ops import lut  # noqa: F401
 
 __all__ = ["quantize", "QuantizedWeight", "matmul", "supported_weight_types", "default_schedule",
            "compile_matmul", "MatmulBuild", "FORMAT_VERSION", "LAYOUT",
-           "QuantKVCache", "quantize_kv", "attention_decode", "attention_decode_cache", "w8a8",
-           "w4a4", "fp8", "rowquant"]
+           "QuantKVCache", "PagedQuantKVCache", "quantize_kv", "attention_decode",
+           "attention_decode_cache", "attention_decode_paged", "w8a8", "w4a4", "fp8", "rowquant",
+           "SlicedWeight", "quantize_sliced", "matmul_sliced", "lut", "moe_matmul", "MoEExperts"]

@@ -27,10 +27,12 @@ through shared memory) instead of all four computing all of it, and ``P`` reache
 mma's A operand (every warp needs all of P) through a layout conversion (``transpose`` twice:
 the backend converts at a transpose).
 
-The IR has no scalar load from memory, so a block cannot end its loop at its own sequence's
-length: the grid covers ``n_tokens`` (the batch's longest sequence) and a tile's positions come
-from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``. V's scales and zeros of
-masked tokens are forced to 0, so whatever bytes lie past a sequence's end never reach the output.
+``DecodeAttentionSplit``'s blocks all cover ``n_tokens`` (the batch's longest sequence): a
+tile's positions come from a ``positions`` buffer (``arange``) compared with ``seq_lens[b]``.
+``PagedDecodeAttentionSplit`` (the same tile code over a paged pool) reads its sequence's length
+and each tile's page id with ``load_scalar`` and ends at its own last tile. In both, V's scales
+and zeros of masked tokens are forced to 0, so whatever bytes lie past a sequence's end never
+reach the output.
 """
 
 import tilus
@@ -130,9 +132,7 @@ class DecodeAttentionSplit(tilus.Script):
 
         tq = self.load_global(gq, offsets=[bh, 0, 0], shape=[gp, d])
         length = self.load_global(glen, offsets=[b], shape=[1])
-        acc = self.register_tensor(dtype=tilus.float32, shape=[gp, d], init=0.0)
-        m = self.register_tensor(dtype=tilus.float32, shape=[gp, 1], init=NEG_INF)
-        l = self.register_tensor(dtype=tilus.float32, shape=[gp, 1], init=0.0)
+        acc, m, l = self.initial_state()
         tiles = tilus.cdiv(n_tokens, bs)
         per_split = tilus.cdiv(tiles, splits)
         first = sp * per_split
@@ -140,24 +140,43 @@ class DecodeAttentionSplit(tilus.Script):
         for t in self.range(first, last):
             s0 = t * bs
             pos = self.load_global(gpos, offsets=[s0], shape=[bs], other=2147483647)
-            valid = pos < length                                        # [bs]
-            kt = self.dequantized(gk, gks, gkz, self.k_dtype, bh, s0, None)
-            scores = self.register_tensor(dtype=tilus.float32, shape=[gp, bs], init=0.0)
-            if self.block_s % (8 * self.warps) == 0:
-                self.annotate_layout(scores, self.scores_layout())
-            self.dot(tq, self.transpose(kt), scores, out=scores)
-            scores = self.where(valid, scores * self.softmax_scale, NEG_INF)
-            m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
-            m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
-            p = self.exp(scores - m_safe)
-            alpha = self.exp(m - m_safe)
-            l = l * alpha + self.sum(p, dim=1, keepdim=True)
-            vt = self.dequantized(gv, gvs, gvz, self.v_dtype, bh, s0,
-                                  self.unsqueeze(valid, dim=1))
-            acc = acc * alpha
-            p16 = self.transpose(self.transpose(self.cast(p, dtype=act)))
-            self.dot(p16, vt, acc, out=acc)
-            m = m_new
+            acc, m, l = self.attend_tile(tq, (gk, gks, gkz), (gv, gvs, gvz), bh, s0, pos < length,
+                                         acc, m, l)
+        self.store_partials((go, gm, gl), bh, sp, acc, m, l)
+
+    def initial_state(self):
+        """(acc, m, l) before the first tile: 0, -inf, 0."""
+        gp = self.group_pad
+        acc = self.register_tensor(dtype=tilus.float32, shape=[gp, self.head_dim], init=0.0)
+        m = self.register_tensor(dtype=tilus.float32, shape=[gp, 1], init=NEG_INF)
+        l = self.register_tensor(dtype=tilus.float32, shape=[gp, 1], init=0.0)
+        return acc, m, l
+
+    def attend_tile(self, tq, kviews, vviews, row, s0, valid, acc, m, l):
+        """One ``block_s``-token tile of the online softmax: K and V rows ``s0..`` of ``row`` of
+        the (codes, scales, zeros) views ``kviews``/``vviews``, ``valid`` ([block_s] bool) the
+        tokens attended; returns the updated (acc, m, l)."""
+        gp, bs, act = self.group_pad, self.block_s, self.act
+        kt = self.dequantized(*kviews, self.k_dtype, row, s0, None)
+        scores = self.register_tensor(dtype=tilus.float32, shape=[gp, bs], init=0.0)
+        if self.block_s % (8 * self.warps) == 0:
+            self.annotate_layout(scores, self.scores_layout())
+        self.dot(tq, self.transpose(kt), scores, out=scores)
+        scores = self.where(valid, scores * self.softmax_scale, NEG_INF)
+        m_new = self.maximum(m, self.max(scores, dim=1, keepdim=True))
+        m_safe = self.where(m_new == NEG_INF, 0.0, m_new)
+        p = self.exp(scores - m_safe)
+        alpha = self.exp(m - m_safe)
+        l_new = l * alpha + self.sum(p, dim=1, keepdim=True)
+        vt = self.dequantized(*vviews, self.v_dtype, row, s0, self.unsqueeze(valid, dim=1))
+        acc_new = acc * alpha
+        p16 = self.transpose(self.transpose(self.cast(p, dtype=act)))
+        self.dot(p16, vt, acc_new, out=acc_new)
+        return acc_new, m_new, l_new
+
+    def store_partials(self, views, bh, sp, acc, m, l):
+        """Writes this block's partial (acc, m, l) to the (part_o, part_m, part_l) views."""
+        go, gm, gl = views
         self.store_global(go, acc, offsets=[bh, sp, 0, 0])
         self.store_global(gm, self.squeeze(m, dim=1), offsets=[bh, sp, 0])
         self.store_global(gl, self.squeeze(l, dim=1), offsets=[bh, sp, 0])
@@ -183,6 +202,69 @@ class DecodeAttentionSplit(tilus.Script):
         grouped = self.view(values, shape=[bs, self.groups, self.group_size])
         out = self.fma(grouped, self.unsqueeze(scale, dim=2), self.unsqueeze(zero, dim=2))
         return self.view(out, shape=[bs, d])
+
+
+class PagedDecodeAttentionSplit(DecodeAttentionSplit):
+    """The split kernel over a paged cache (``tilus.ops.kv_cache.PagedQuantKVCache``): K/V codes
+    ``[num_pages, kv_heads, page_size, row]`` (scales and zeros ``[num_pages, kv_heads,
+    page_size, groups]``), sequence b's token s in page ``block_table[b, s // page_size]`` at
+    slot ``s % page_size``. ``page_size`` is a multiple of ``block_s``, so a tile lies in one
+    page: per tile the block reads its page id with one scalar load (``load_scalar``) and the
+    tile's rows from that page. The block also reads its sequence's length as a scalar and
+    stops at its last tile (the splits still partition the batch's longest sequence)."""
+
+    def __init__(self, k_dtype, v_dtype, head_dim: int, group: int, softmax_scale: float,
+                 page_size: int, block_s: int = 32, warps: int = 4, act: str = "float16",
+                 group_size: int = 0):
+        super().__init__(k_dtype, v_dtype, head_dim, group, softmax_scale, block_s=block_s,
+                         warps=warps, act=act, group_size=group_size)
+        if page_size < 1 or page_size % block_s:
+            raise TilusError(f"PagedDecodeAttentionSplit: page_size={page_size} must be a "
+                             f"multiple of block_s={block_s}")
+        self.page_size = page_size
+
+    def __call__(self, kv_heads: tilus.int32, num_pages: tilus.int32, max_pages: tilus.int32,
+                 n_tokens: tilus.int32, splits: tilus.int32, batch: tilus.int32,
+                 q: tilus.void_p, k: tilus.void_p, v: tilus.void_p, k_scales: tilus.void_p,
+                 k_zeros: tilus.void_p, v_scales: tilus.void_p, v_zeros: tilus.void_p,
+                 block_table: ~tilus.int32, seq_lens: ~tilus.int32, part_o: ~tilus.float32,
+                 part_m: ~tilus.float32, part_l: ~tilus.float32):
+        d, g, gp, bs, ps, act = (self.head_dim, self.group, self.group_pad, self.block_s,
+                                 self.page_size, self.act)
+        self.attrs.blocks = [batch * kv_heads, splits]
+        self.attrs.warps = self.warps
+        bh = self.blockIdx.x
+        sp = self.blockIdx.y
+        b = bh // kv_heads
+        kh = bh % kv_heads
+        rows = num_pages * kv_heads
+        gq = self.global_view(q, dtype=act, shape=[batch * kv_heads, g, d])
+        gk = self.global_view(k, dtype=tilus.uint8, shape=[rows, ps, d * self.k_dtype.nbits // 8])
+        gv = self.global_view(v, dtype=tilus.uint8, shape=[rows, ps, d * self.v_dtype.nbits // 8])
+        params = [rows, ps, self.groups]
+        gks = self.global_view(k_scales, dtype=act, shape=params)
+        gkz = self.global_view(k_zeros, dtype=act, shape=params)
+        gvs = self.global_view(v_scales, dtype=act, shape=params)
+        gvz = self.global_view(v_zeros, dtype=act, shape=params)
+        gtable = self.global_view(block_table, dtype=tilus.int32, shape=[batch, max_pages])
+        glen = self.global_view(seq_lens, dtype=tilus.int32, shape=[batch])
+        go = self.global_view(part_o, dtype=tilus.float32, shape=[batch * kv_heads, splits, g, d])
+        gm = self.global_view(part_m, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
+        gl = self.global_view(part_l, dtype=tilus.float32, shape=[batch * kv_heads, splits, g])
+
+        tq = self.load_global(gq, offsets=[bh, 0, 0], shape=[gp, d])
+        length = self.load_scalar(glen, offsets=[b])
+        acc, m, l = self.initial_state()
+        per_split = tilus.cdiv(tilus.cdiv(n_tokens, bs), splits)
+        first = sp * per_split
+        last = min(first + per_split, tilus.cdiv(length, bs))
+        for t in self.range(first, last):
+            s0 = t * bs
+            page = self.load_scalar(gtable, offsets=[b, s0 // ps])
+            pos = self.register_tensor(dtype=tilus.int32, shape=[bs], init=lambda i: s0 + i)
+            acc, m, l = self.attend_tile(tq, (gk, gks, gkz), (gv, gvs, gvz), page * kv_heads + kh,
+                                         s0 % ps, pos < length, acc, m, l)
+        self.store_partials((go, gm, gl), bh, sp, acc, m, l)
 
 
 class DecodeAttentionCombine(tilus.Script):

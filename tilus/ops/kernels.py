@@ -308,8 +308,7 @@ class QuantMatmul(tilus.Script):
         self.attrs.blocks = [tilus.cdiv(m, bm), tiles_n, self.split_k]
         self.attrs.warps = self.warps
         ga = self.global_view(a, dtype=self.act, shape=[m, k])
-        gw = self.global_view(w, dtype=tilus.uint8,
-                              shape=[tiles_n, tilus.cdiv(k, UNIT_K) * self.unit_bytes])
+        gw = self.weight_view(w, tiles_n, k)
         num_groups = 1
         if not self.single_group:
             num_groups = k // self.group_size
@@ -347,6 +346,38 @@ class QuantMatmul(tilus.Script):
                 self.store_global(gws, acc, offsets=[m0, n0])
             self.release_semaphore(gsema, index=[tile], value=(split + 1) % self.split_k)
 
+    # ---- the packed weights' traffic (tilus.ops.sliced_kernels.SlicedMatmul overrides it) ----
+    def weight_view(self, w, tiles_n, k):
+        """The packed weights in global memory: one row of units per column tile."""
+        gw = self.global_view(w, dtype=tilus.uint8,
+                              shape=[tiles_n, tilus.cdiv(k, UNIT_K) * self.unit_bytes])
+        return gw
+
+    def load_unit(self, gw, kt, u):
+        """Unit u of k-tile kt of this block's column tile, from global memory."""
+        raw = self.load_global(gw, offsets=[self.blockIdx.y,
+                                            (kt * self.units + u) * self.unit_bytes],
+                               shape=[1, self.unit_bytes])
+        return raw
+
+    def weight_buffer(self):
+        """The shared-memory ring of the k-tiles' packed units (``stages`` slots)."""
+        sw = self.shared_tensor(dtype=tilus.uint8,
+                                shape=[self.stages, 1, self.units * self.unit_bytes])
+        return sw
+
+    def issue_weights(self, gw, sw, slot, kt):
+        """copy_async of k-tile kt's units into ring slot ``slot``."""
+        self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0],
+                                                      shape=[1, self.units * self.unit_bytes]),
+                        offsets=[self.blockIdx.y, kt * self.units * self.unit_bytes])
+
+    def shared_unit(self, sw, slot, u):
+        """Unit u of the k-tile in ring slot ``slot``, from shared memory."""
+        raw = self.load_shared(self.slice_shared(
+            sw, offsets=[slot, 0, u * self.unit_bytes], shape=[1, self.unit_bytes]))
+        return raw
+
     def group_of(self, kt):
         """The (first) scale group of k-tile kt."""
         if self.single_group:
@@ -362,9 +393,7 @@ class QuantMatmul(tilus.Script):
         """acc += A[:, k-tile kt] @ dequant(W[k-tile kt]), loading straight from global memory."""
         params = self.folded(self.group_params(gs, gz, kt))
         for u in range(self.units):
-            raw = self.load_global(gw, offsets=[self.blockIdx.y,
-                                                (kt * self.units + u) * self.unit_bytes],
-                                   shape=[1, self.unit_bytes])
+            raw = self.load_unit(gw, kt, u)
             ta = self.load_global(ga, offsets=[m0, kt * self.block_k + u * UNIT_K],
                                   shape=[self.block_m, UNIT_K])
             self.unit_dot(ta, raw, params, u, acc)
@@ -374,9 +403,7 @@ class QuantMatmul(tilus.Script):
         bm, bk = self.block_m, self.block_k
         self.copy_async(src=ga, dst=self.slice_shared(sa, offsets=[slot, 0, 0], shape=[bm, bk]),
                         offsets=[m0, kt * bk])
-        self.copy_async(src=gw, dst=self.slice_shared(sw, offsets=[slot, 0, 0],
-                                                      shape=[1, self.units * self.unit_bytes]),
-                        offsets=[self.blockIdx.y, kt * self.units * self.unit_bytes])
+        self.issue_weights(gw, sw, slot, kt)
 
     def group_params(self, gs, gz, kt):
         """[(scale row, stored-offset row)] ([1, 128] each) of the scale groups k-tile kt spans
@@ -410,7 +437,7 @@ class QuantMatmul(tilus.Script):
         (one iteration ahead) and copied into the current ones at the end (``assign``)."""
         st, bm, bk = self.stages, self.block_m, self.block_k
         sa = self.shared_tensor(dtype=self.act, shape=[st, bm, bk])
-        sw = self.shared_tensor(dtype=tilus.uint8, shape=[st, 1, self.units * self.unit_bytes])
+        sw = self.weight_buffer()
         for i in range(st - 1):
             if first + i < last:
                 self.issue_stage(ga, gw, sa, sw, i, first + i, m0)
@@ -425,8 +452,7 @@ class QuantMatmul(tilus.Script):
             self.copy_async_commit_group()
             following = self.group_params(gs, gz, kt + 1)
             for u in range(self.units):
-                raw = self.load_shared(self.slice_shared(
-                    sw, offsets=[slot, 0, u * self.unit_bytes], shape=[1, self.unit_bytes]))
+                raw = self.shared_unit(sw, slot, u)
                 ta = self.load_shared(self.slice_shared(sa, offsets=[slot, 0, u * UNIT_K],
                                                         shape=[bm, UNIT_K]))
                 self.unit_dot(ta, raw, params, u, acc)

@@ -24,6 +24,14 @@ are the group's):
   be): symmetric, ``e`` the exponent of the largest power of two <= the type's max (it keeps
   the scales normal numbers), ``scale = absmax / (max_value * 2^-e)`` rounded up,
   ``zero = 0``, ``code = encode(x / scale * 2^e)`` (nearest, ties to even, saturating).
+
+Paged (vLLM style): ``PagedQuantKVCache.empty(num_pages, kv_heads, page_size, head_dim, ...)``
+is a pool of pages, each ``page_size`` tokens of every KV head: ``k``/``v`` ``uint8
+[num_pages, kv_heads, page_size, head_dim * B / 8]``, scales and zeros ``[num_pages, kv_heads,
+page_size(, groups)]``, the same codes and parameters per row. A block table ``int32 [batch,
+max_pages]`` of page ids, which the caller allocates and passes (the cache keeps no table and
+no free list), puts sequence b's token s in page ``block_table[b, s // page_size]`` at slot
+``s % page_size``; columns past a sequence's last page may hold anything.
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from typing import Optional
 import torch
 
 from tilus import dtypes
-from tilus.errors import ArgumentError, DataTypeError
+from tilus.errors import ArgumentError, BlockTableError, DataTypeError
 from tilus.ops.quantize import encode_float, value_exponent
 
 _TINY = 2.0 ** -24          # the smallest positive float16: a constant row gets this scale
@@ -142,6 +150,21 @@ def dequantize_rows(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Ten
     return (v * scales.float()[..., None] + zeros.float()[..., None]).to(scales.dtype).float()
 
 
+def _empty_storage(rows: tuple[int, ...], head_dim: int, dtype, device, scale_dtype,
+                   group_size: Optional[int], what: str) -> tuple[str, list, list]:
+    """(type name, [k, v] zero codes ``rows + (row bytes,)``, [k_scales, k_zeros, v_scales,
+    v_zeros] zeros ``rows`` or ``rows + (groups,)``) of a cache with ``rows`` token rows."""
+    t = _type(dtype)
+    sdt = _scale_dtype(scale_dtype)
+    groups = groups_of(head_dim, group_size)
+    if head_dim * t.nbits % 8:
+        raise ArgumentError(f"{what}: head_dim={head_dim} {t.name} codes do not fill whole bytes")
+    data = [torch.zeros(*rows, head_dim * t.nbits // 8, dtype=torch.uint8, device=device)
+            for _ in range(2)]
+    shape = rows if group_size is None else (*rows, groups)
+    return t.name, data, [torch.zeros(*shape, dtype=sdt, device=device) for _ in range(4)]
+
+
 @dataclass
 class QuantKVCache:
     """The cache tensors (see the module docstring) and their type."""
@@ -163,18 +186,9 @@ class QuantKVCache:
         """A zero-filled cache (every code 0, scales and zeros 0) for ``max_seq`` tokens;
         ``scale_dtype`` is q's dtype (float16 or bfloat16); ``group_size``: head_dim elements
         per scale and zero (None: one per row)."""
-        t = _type(dtype)
-        sdt = _scale_dtype(scale_dtype)
-        groups = groups_of(head_dim, group_size)
-        if head_dim * t.nbits % 8:
-            raise ArgumentError(f"QuantKVCache: head_dim={head_dim} {t.name} codes do not fill "
-                                f"whole bytes")
-        rows = (batch, kv_heads, max_seq)
-        data = [torch.zeros(*rows, head_dim * t.nbits // 8, dtype=torch.uint8, device=device)
-                for _ in range(2)]
-        shape = rows if group_size is None else (*rows, groups)
-        params = [torch.zeros(*shape, dtype=sdt, device=device) for _ in range(4)]
-        return cls(data[0], data[1], *params, dtype=t.name, head_dim=head_dim,
+        name, data, params = _empty_storage((batch, kv_heads, max_seq), head_dim, dtype, device,
+                                            scale_dtype, group_size, "QuantKVCache")
+        return cls(data[0], data[1], *params, dtype=name, head_dim=head_dim,
                    group_size=group_size)
 
     @property
@@ -188,16 +202,125 @@ class QuantKVCache:
                 dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
 
 
-def quantize_kv(k: torch.Tensor, v: torch.Tensor, cache: QuantKVCache,
-                positions: torch.Tensor) -> None:
+@dataclass
+class PagedQuantKVCache:
+    """A pool of ``num_pages`` pages of ``page_size`` tokens per KV head (see the module
+    docstring); the block table that maps sequences to pages is the caller's."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    k_scales: torch.Tensor
+    k_zeros: torch.Tensor
+    v_scales: torch.Tensor
+    v_zeros: torch.Tensor
+    dtype: str
+    head_dim: int
+    group_size: Optional[int] = None
+
+    @classmethod
+    def empty(cls, num_pages: int, kv_heads: int, page_size: int, head_dim: int, dtype="uint4",
+              device: torch.device | str = "cpu", scale_dtype: torch.dtype = torch.float16,
+              group_size: Optional[int] = None) -> "PagedQuantKVCache":
+        """A zero-filled pool; ``page_size`` a multiple of 16 (the kernels' tiles lie in one
+        page), the other arguments as ``QuantKVCache.empty``."""
+        if not isinstance(page_size, int) or page_size < 16 or page_size % 16:
+            raise ArgumentError(f"PagedQuantKVCache: page_size={page_size} must be a positive "
+                                f"multiple of 16")
+        name, data, params = _empty_storage((num_pages, kv_heads, page_size), head_dim, dtype,
+                                            device, scale_dtype, group_size, "PagedQuantKVCache")
+        return cls(data[0], data[1], *params, dtype=name, head_dim=head_dim,
+                   group_size=group_size)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(num_pages, kv_heads, page_size, head_dim)."""
+        return (*self.k.shape[:3], self.head_dim)
+
+    @property
+    def page_size(self) -> int:
+        return int(self.k.shape[2])
+
+    def gather(self, block_table: torch.Tensor) -> QuantKVCache:
+        """The contiguous cache ``[batch, kv_heads, max_pages * page_size]`` the table describes
+        (a copy; columns whose id is outside the pool read page 0): the reference's view."""
+        num_pages = self.k.shape[0]
+        ids = block_table.long().clamp(0, max(num_pages - 1, 0)).to(self.k.device)
+
+        def rows(x: torch.Tensor) -> torch.Tensor:      # [P, H, ps, ...] -> [B, H, n * ps, ...]
+            y = x[ids].transpose(1, 2)                  # [B, H, n, ps, ...]
+            return y.reshape(y.shape[0], y.shape[1], -1, *y.shape[4:])
+
+        return QuantKVCache(rows(self.k), rows(self.v), rows(self.k_scales), rows(self.k_zeros),
+                            rows(self.v_scales), rows(self.v_zeros), dtype=self.dtype,
+                            head_dim=self.head_dim, group_size=self.group_size)
+
+    def dequantize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, V) of the pool as float32 ``[num_pages, kv_heads, page_size, head_dim]``."""
+        return (dequantize_rows(self.k, self.k_scales, self.k_zeros, self.dtype, self.head_dim),
+                dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
+
+
+def check_block_table(block_table, batch: Optional[int], device: torch.device,
+                      what: str) -> int:
+    """The table's max_pages, after checking it is an integer tensor ``[batch, max_pages]``
+    (any batch when None) on ``device`` (ArgumentError)."""
+    if not isinstance(block_table, torch.Tensor) or block_table.dim() != 2 \
+            or batch not in (None, block_table.shape[0]) \
+            or block_table.dtype.is_floating_point or block_table.dtype == torch.bool:
+        got = f"{getattr(block_table, 'dtype', type(block_table).__name__)} " \
+              f"{list(getattr(block_table, 'shape', []))}"
+        raise ArgumentError(f"{what}: block_table must be an integer tensor [batch"
+                            f"{'' if batch is None else '=' + str(batch)}, max_pages] of page "
+                            f"ids, got {got}")
+    if block_table.device != device:
+        raise ArgumentError(f"{what}: block_table is on {block_table.device}, the cache on {device}")
+    return int(block_table.shape[1])
+
+
+def page_ids(block_table: torch.Tensor, pages: torch.Tensor, used: torch.Tensor,
+             num_pages: int, page_size: int, what: str) -> torch.Tensor:
+    """``block_table[b, pages[b, j]]`` (int64, same shape as ``pages``, >= 0), after checking on
+    the host that every entry where ``used`` is true exists (the table has that column) and
+    names a page of the pool; BlockTableError names the first that does not."""
+    max_pages = block_table.shape[1]
+    short = used & (pages >= max_pages)
+    if short.any():
+        b, j = (int(x) for x in short.nonzero()[0])
+        raise BlockTableError(f"{what}: the block table is too short: sequence {b} needs page "
+                              f"{int(pages[b, j])} (tokens up to {(int(pages[b, j]) + 1) * page_size} "
+                              f"with page_size={page_size}), the table has {max_pages} columns")
+    ids = block_table.long().gather(1, pages.clamp(max=max(max_pages - 1, 0))) \
+        if max_pages else torch.zeros_like(pages)
+    bad = used & ((ids < 0) | (ids >= num_pages))
+    if bad.any():
+        b, j = (int(x) for x in bad.nonzero()[0])
+        raise BlockTableError(f"{what}: block_table[{b}, {int(pages[b, j])}] = {int(ids[b, j])} is "
+                              f"not a page of the pool (0..{num_pages - 1})")
+    return ids.clamp(0, max(num_pages - 1, 0))
+
+
+def quantize_kv(k: torch.Tensor, v: torch.Tensor, cache: QuantKVCache | PagedQuantKVCache,
+                positions: torch.Tensor, block_table: Optional[torch.Tensor] = None) -> None:
     """Quantize new tokens ``k``/``v [batch, kv_heads, T, head_dim]`` and write them into
     ``cache`` in place at token ``positions[b] + t`` (``positions`` int ``[batch]``: each
-    sequence's first new position, or ``[batch, T]``: every token's). Torch ops on the cache's
-    device; positions out of the cache raise ArgumentError before anything is written."""
-    if not isinstance(cache, QuantKVCache):
-        raise ArgumentError(f"quantize_kv: cache must be a QuantKVCache, got "
-                            f"{type(cache).__name__}")
-    batch, heads, max_seq, d = cache.shape
+    sequence's first new position, or ``[batch, T]``: every token's). A ``PagedQuantKVCache``
+    takes the ``block_table`` that maps each sequence's tokens to pages, as given (allocating
+    pages is the caller's job). Torch ops on the cache's device; positions out of the cache
+    raise ArgumentError, a table too short for a position or naming a page outside the pool
+    BlockTableError, before anything is written."""
+    paged = isinstance(cache, PagedQuantKVCache)
+    if paged:
+        num_pages, heads, page_size, d = cache.shape
+        max_pages = check_block_table(block_table, None, cache.k.device, "quantize_kv")
+        batch = block_table.shape[0]
+        max_seq = max_pages * page_size
+    elif isinstance(cache, QuantKVCache):
+        if block_table is not None:
+            raise ArgumentError("quantize_kv: a block_table goes with a PagedQuantKVCache")
+        batch, heads, max_seq, d = cache.shape
+    else:
+        raise ArgumentError(f"quantize_kv: cache must be a QuantKVCache or PagedQuantKVCache, "
+                            f"got {type(cache).__name__}")
     for name, x in (("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[:2]) != (
                 batch, heads) or x.shape[3] != d or not x.is_floating_point():
@@ -212,12 +335,18 @@ def quantize_kv(k: torch.Tensor, v: torch.Tensor, cache: QuantKVCache,
     if tuple(pos.shape) != (batch, n_new):
         raise ArgumentError(f"quantize_kv: positions must be [{batch}] or [{batch}, {n_new}], "
                             f"got {list(pos.shape)}")
-    if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= max_seq):
+    low = int(pos.min()) if pos.numel() else 0
+    high = int(pos.max()) if pos.numel() else -1
+    if low < 0 or (not paged and high >= max_seq):
         raise ArgumentError(f"quantize_kv: positions must lie in [0, {max_seq}), got "
-                            f"{int(pos.min())}..{int(pos.max())}")
-    bi = torch.arange(batch, device=pos.device)[:, None, None]
+                            f"{low}..{high}")
     hi = torch.arange(heads, device=pos.device)[None, :, None]
-    at = (bi, hi, pos[:, None, :])
+    if paged:
+        ids = page_ids(block_table, pos // page_size, torch.ones_like(pos, dtype=torch.bool),
+                       num_pages, page_size, "quantize_kv")
+        at = (ids[:, None, :], hi, (pos % page_size)[:, None, :])
+    else:
+        at = (torch.arange(batch, device=pos.device)[:, None, None], hi, pos[:, None, :])
     for x, data, scales, zeros in ((k, cache.k, cache.k_scales, cache.k_zeros),
                                    (v, cache.v, cache.v_scales, cache.v_zeros)):
         packed, s, z = quantize_rows(x.to(data.device), cache.dtype, scales.dtype,

@@ -234,13 +234,22 @@ def _launch(a2, data, scales, offsets, bias, dtype, n, k, group_size, zero_point
     if schedule is None:
         schedule = pick_schedule(m, n, k, meta, act, engine, a2.device)
     kern = kernel_for(meta, act, bias is not None, schedule)
+    return run_kernel(kern, a2, data, scales, offsets, bias, n, k, schedule.get("split_k", 1),
+                      global_scale, engine)
+
+
+def run_kernel(kern, a2, data, scales, offsets, bias, n: int, k: int, split: int,
+               global_scale: float, engine: str) -> torch.Tensor:
+    """Launch a QuantMatmul-family Script (``tilus.jit``: the interpreter on CPU tensors, the
+    compiled kernel on CUDA) on ``a2 [M, K]`` with ``split``-way split-k: allocates C, and
+    split-k's workspace and semaphores."""
+    m = a2.shape[0]
     dev = a2.device
     c = torch.empty(m, n, dtype=a2.dtype, device=dev)
     if m == 0 or n == 0:
         return c
     if k == 0:
         return c.zero_() if bias is None else c.copy_(bias.expand(m, n))
-    split = schedule.get("split_k", 1)
     if split > 1:
         ws = torch.empty(m, n, dtype=torch.float32, device=dev)
         sema = torch.zeros(math.ceil(m / kern.block_m) * math.ceil(n / kern.block_n),
@@ -369,15 +378,24 @@ register_activation_grad(quant_matmul)
 
 
 def matmul(a: torch.Tensor, qweight: QuantizedWeight, bias: Optional[torch.Tensor] = None, *,
-           engine: str = "auto", schedule: Optional[dict] = None) -> torch.Tensor:
+           engine: str = "auto", schedule: "Optional[dict | str]" = None) -> torch.Tensor:
     """``a [..., K] @ qweight.dequantize(a.dtype).T (+ bias)`` -> ``[..., N]`` in a's dtype.
 
     See the module docstring for ``engine``; ``schedule`` (a dict of some of
     ``QuantMatmul.schedule_names()``: block_m/block_n/block_k/split_k/warps/stages, integers >= 1;
     anything else is an ArgumentError) overrides the tuned/heuristic one for the interpreter and
-    compiled engines."""
+    compiled engines. ``schedule="lut"``: the LUT-GEMM kernel (``tilus.ops.lut``), accepted only
+    where it wins (uint1 weights with float offsets, M = 1, no bias)."""
     if engine not in ENGINES:
         raise ArgumentError(f"matmul: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if isinstance(schedule, str):
+        if schedule != "lut":
+            raise ArgumentError(f"matmul: a named schedule must be 'lut', got {schedule!r}")
+        from tilus.ops.lut import lut_schedule
+
+        _check(a, qweight, bias)
+        out = lut_schedule(a.reshape(-1, qweight.k), qweight, bias, engine)
+        return out.reshape(*a.shape[:-1], qweight.n)
     if schedule is not None:
         from tilus.ops.kernels import QuantMatmul
 

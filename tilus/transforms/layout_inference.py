@@ -146,7 +146,7 @@ def any_layout(inst: I.Instruction, solver: "_Solver") -> Iterable[tuple]:
 
 
 layout_rule(I.GlobalViewInst, I.AllocateGlobalInst, I.AllocateRegisterInst, I.AllocateSharedInst, I.FreeSharedInst,
-            I.SliceSharedInst, I.LoadGlobalInst, I.StoreGlobalInst, I.LoadSharedInst,
+            I.SliceSharedInst, I.LoadGlobalInst, I.LoadScalarInst, I.StoreGlobalInst, I.LoadSharedInst,
             I.StoreSharedInst, I.CopyAsyncInst, I.CopyAsyncCommitGroupInst,
             I.CopyAsyncWaitGroupInst, I.ReinterpretInst, I.SyncInst, I.LockSemaphoreInst,
             I.ReleaseSemaphoreInst, I.PrintTensorInst)(any_layout)
@@ -281,6 +281,16 @@ def _same_layout(inst, s: "_Solver"):
     if isinstance(inst, I.CastInst) and x is not None and out is not None and same_owners(x, out):
         return []
     for a, b in ((inst.x, inst.output), (inst.output, inst.x)):
+        layout = s.layout(a)
+        if layout is not None:
+            return [(b, layout)]
+    return []
+
+
+@layout_rule(I.LookupInst)
+def _lookup(inst, s: "_Solver"):
+    """Index and output: one layout (each thread looks up the elements whose indices it holds)."""
+    for a, b in ((inst.index, inst.output), (inst.output, inst.index)):
         layout = s.layout(a)
         if layout is not None:
             return [(b, layout)]

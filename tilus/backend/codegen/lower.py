@@ -305,17 +305,7 @@ class Lowerer:
         elif isinstance(s, S.ContinueStmt):
             TB.Continue()
         elif isinstance(s, S.LetStmt):
-            value = self.expr(s.value)
-            d = _scalar_dtype(s.var.dtype)
-            value = _to(value, d)
-            if s.var in self.assigned:
-                buf = self.alloc_local(1, d, s.var.name)
-                TB.buffer_store(buf, value, [tirx.const(0, "int32")])
-                self.mutable[s.var] = (buf[0], buf)
-            else:
-                v = tirx.Var(_c_name(s.var.name), d)
-                TB.Bind(value, var=v)
-                self.vars[s.var] = v
+            self.bind(s.var, self.expr(s.value))
         elif isinstance(s, S.AssignStmt):
             if s.var not in self.mutable:
                 raise CompilationError(f"assignment to {s.var}, which no let declares before it")
@@ -323,6 +313,20 @@ class Lowerer:
             TB.buffer_store(buf, _to(self.expr(s.value), dt(buf)), [tirx.const(0, "int32")])
         else:
             raise CompilationError(f"cannot lower the statement {type(s).__name__}")
+
+    def bind(self, var: E.Var, value) -> None:
+        """Declares the IR scalar ``var`` with the TIR ``value`` (a let; a one-element local
+        buffer when an assignment overwrites it later)."""
+        d = _scalar_dtype(var.dtype)
+        value = _to(value, d)
+        if var in self.assigned:
+            buf = self.alloc_local(1, d, var.name)
+            TB.buffer_store(buf, value, [tirx.const(0, "int32")])
+            self.mutable[var] = (buf[0], buf)
+        else:
+            v = tirx.Var(_c_name(var.name), d)
+            TB.Bind(value, var=v)
+            self.vars[var] = v
 
     @staticmethod
     def _trip_count(s: S.ForStmt, start, stop, step, d: str):

@@ -5,7 +5,7 @@ import numpy as np
 
 from tilus.errors import ArgumentError, InterpreterError
 from tilus.interpreter import values as V
-from tilus.interpreter.memory import Buffer, GlobalTensor, load_tile, store_tile
+from tilus.interpreter.memory import Buffer, GlobalTensor, load_tile, read_codes, store_tile
 from tilus.interpreter.registry import register
 from tilus.interpreter.state import BlockState, evaluate_scalar
 from tilus.ir import inst as I
@@ -135,6 +135,20 @@ def load_global(state: BlockState, inst: I.LoadGlobalInst) -> None:
     state.set(inst.output, load_tile(g, state.ints(inst.offsets), shape, dims, _other(state, inst)))
 
 
+@register(I.LoadScalarInst)
+def load_scalar(state: BlockState, inst: I.LoadScalarInst) -> None:
+    """Binds ``var`` to the element ``src[offsets]`` (a Python int, float or bool, like a let). An
+    index outside src's shape is an InterpreterError (on a GPU, an out-of-bounds read)."""
+    g = state.global_tensor(inst.src)
+    index = state.ints(inst.offsets)
+    if not all(0 <= i < n for i, n in zip(index, g.shape)):
+        raise InterpreterError(f"load_scalar {inst.var.name}: the index {list(index)} lies outside "
+                               f"{inst.src} of shape {list(g.shape)}")
+    codes = read_codes(g.buffer, g.dtype, g.offsets(tuple(np.int64(i) for i in index)))
+    value = V.from_codes(g.dtype, np.asarray(codes).reshape(1))[0]
+    state.scalars[inst.var] = value.item()
+
+
 @register(I.StoreGlobalInst)
 def store_global(state: BlockState, inst: I.StoreGlobalInst) -> None:
     """dst[offsets + scatter(i, dims)] = src tile element i, for the elements whose index falls
@@ -170,6 +184,20 @@ def load_shared(state: BlockState, inst: I.LoadSharedInst) -> None:
     """A register tile holding a copy of the whole shared tensor; an element nothing has written
     (store_shared, copy_async, including its zero fill) is an UninitializedMemoryError."""
     state.set(inst.output, state.read_shared(inst.src))
+
+
+@register(I.LookupInst)
+def lookup(state: BlockState, inst: I.LookupInst) -> None:
+    """``table[index]`` elementwise (numpy fancy indexing); an index outside ``[0, len(table))``
+    is an InterpreterError naming it, an unwritten table element an UninitializedMemoryError."""
+    table = state.read_shared(inst.table)
+    index = np.asarray(state.get(inst.index), dtype=np.int64)
+    bad = (index < 0) | (index >= table.shape[0])
+    if bad.any():
+        at = [int(i) for i in np.argwhere(bad)[0]]
+        raise InterpreterError(f"lookup: index {int(index[tuple(at)])} at {at} of {inst.index} is "
+                               f"outside the table {inst.table} of {table.shape[0]} elements")
+    state.set(inst.output, table[index])
 
 
 @register(I.StoreSharedInst)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tilus import dtypes
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
                                                    shared_write, subbyte)
@@ -26,6 +27,7 @@ from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedSt
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import T, TB, dt, provably_true, tirx
 from tilus.ir import expr as E
+from tilus.errors import CompilationError
 from tilus.ir import inst as I
 from tilus.ir.builder import row_major_strides
 from tilus.ir.inst import tile_dims
@@ -241,6 +243,12 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
             with TB.Else():
                 for s in range(s0, s0 + vec):
                     scalar_load(s)
+
+
+@emitter(I.LoadScalarInst)
+def load_scalar(lw: Lowerer, inst: I.LoadScalarInst) -> None:
+    """Every thread reads the element (a uniform load, one transaction per warp) into a let."""
+    lw.bind(inst.var, global_read(lw, lw.glob(inst.src), inst.offsets))
 
 
 @emitter(I.StoreGlobalInst)
@@ -483,6 +491,21 @@ def load_shared(lw: Lowerer, inst: I.LoadSharedInst) -> None:
             vector_copy(lw, out.buf, s0, st.buf, off, vec, inst.src.dtype.nbits // 8)
         else:
             lw.store(out.buf, shared_read(lw, st, idx), [s0])
+
+
+@emitter(I.LookupInst)
+def lookup(lw: Lowerer, inst: I.LookupInst) -> None:
+    """One shared-memory load per slot, at the table offset of the index register it holds
+    (index and output share a layout)."""
+    st = lw.shared(inst.table)
+    index, out = lw.reg(inst.index), lw.reg(inst.output)
+    if index.layout != out.layout:
+        raise CompilationError(f"lookup: the index {inst.index} and the output {inst.output} "
+                               f"must have one layout, got {index.layout} and {out.layout}")
+    for s0 in range(out.layout.local_size):
+        i = E.Var(lw.fresh("lut_index"), dtypes.int32)
+        lw.vars[i] = index.buf[s0]
+        lw.store(out.buf, shared_read(lw, st, (i,)), [s0])
 
 
 @emitter(I.StoreSharedInst)
