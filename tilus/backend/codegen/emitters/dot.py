@@ -1,11 +1,12 @@
 """dot: ``output = a @ b + c``.
 
 - **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
-  int32 (m16n8k32), float8_e4m3 with float32 (m16n8k32, sm_89+), int4 with int32 (m16n8k64,
-  the codes packed eight to a register first), whose layouts are one of the mma tilings of tilus.ir.layout.mma
-  (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile,
-  n-tile, k-tile) of each warp, operands taken straight from the register tiles
-  (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
+  int32 (m16n8k32), float8_e4m3 with float32 (m16n8k32, sm_89+: ``check_arch``), int4 with int32
+  (m16n8k64, the codes packed eight to a register first), whose layouts are one of the mma tilings
+  of tilus.ir.layout.mma (``mma_dot_layouts``, which layout inference picks from): one
+  ``mma.sync.aligned`` per (m-tile, n-tile, k-tile) of each warp, operands taken straight from the
+  register tiles (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the
+  local buffer).
 - **SIMT** (any layouts): every output slot accumulates its k products in the accumulator's
   compute type (float32 for floats, int32 for integers); the A row and B column a thread needs are
   read through tilus.backend.codegen.gather (free with the SIMT layouts layout inference picks).
@@ -31,7 +32,7 @@ _MMA = {
     ("bfloat16", "float32"): (16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
     ("int8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"),
     ("uint8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32"),
-    # sm_89 and newer (ptxas rejects it for sm_80); a register holds four e4m3 codes
+    # sm_89 and newer (check_arch refuses older targets); a register holds four e4m3 codes
     ("float8_e4m3", "float32"): (32, "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"),
     # int4 tensor cores (sm_80 to sm_89); registers hold one int4 code per byte, packed below
     ("int4", "int32"): (64, "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32"),
