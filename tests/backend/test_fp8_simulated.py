@@ -1,6 +1,6 @@
 """tilus.ops.fp8's matmul (e4m3 m16n8k32, float32 accumulation) lowered and simulated against
-the interpreter at M = 20, N = 72, K = 160 (none divides its tile): both sum each 32-wide k step
-exactly and round it once to float32, so they agree bit for bit."""
+the interpreter at M = 20, N = 72, K = 170 (none divides its tile; rows not 4-byte aligned):
+both sum each 32-wide k step exactly and round it once to float32, so they agree bit for bit."""
 import pytest
 import torch
 
@@ -13,7 +13,7 @@ pytest.importorskip("tilus.simulator")
 
 def test_matmul_fp8_simulated():
     torch.manual_seed(1)
-    m, n, k = 20, 72, 160
+    m, n, k = 20, 72, 170                               # k: a partial 32-wide step, odd rows
     qx, sx = rows_reference(torch.randn(m, k).half(), "float8_e4m3")
     w8 = fp8.quantize_weight_fp8(torch.randn(n, k))
     args = [m, n, k, qx.view(torch.uint8), w8.data.view(torch.uint8), sx, w8.scales,

@@ -1,6 +1,6 @@
 """FP8 (tilus.ops.fp8): e4m3 weights per output channel and e4m3 activations per row, the DSL
 kernel in the interpreter against a numpy/ml_dtypes reference of the rule, at M = 20, N = 72,
-K = 160 (none divides the 16 x 64 x 32 tiles)."""
+K = 160 and 170 (M and N divide no tile; 170 not the 32-wide k step)."""
 import ml_dtypes
 import numpy as np
 import pytest
@@ -29,8 +29,9 @@ def test_weight_quantization_matches_the_rule():
     assert np.abs(want_q).max() == float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)
 
 
-def test_matmul_fp8_interpreter_equals_the_reference():
-    x, w = data()
+@pytest.mark.parametrize("k", [160, 170])      # 170: no multiple of the 32-wide k step, nor of 4
+def test_matmul_fp8_interpreter_equals_the_reference(k):
+    x, w = data(k=k)
     w8 = fp8.quantize_weight_fp8(w)
     bias = torch.randn(w.shape[0]).half()
     out = fp8.matmul_fp8(x, w8, bias, engine="interpreter")
