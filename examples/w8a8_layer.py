@@ -1,6 +1,7 @@
-"""W8A8 layers (tilus.nn.QuantLinear(act_dtype="int8")) on a fixed random nn.Linear(1024, 1024):
-the relative output error against the float64 product, next to 8-bit weight-only layers, for
-plain activations and for activations with one outlier channel (where SmoothQuant helps).
+"""Activation-quantized layers (tilus.nn.QuantLinear(act_dtype="int8" | "float8_e4m3" | "int4"))
+on a fixed random nn.Linear(1024, 1024): the relative output error against the float64 product,
+next to weight-only layers, for plain activations and for activations with one outlier channel
+(where SmoothQuant helps).
 The table of docs/ops.md ("The W8A8 layer") is this script's output."""
 import torch
 from torch import nn
@@ -21,7 +22,15 @@ def main() -> None:
               "int8 weight-only, per channel": make(lin, "int8", None),
               "W8A8 (int8 per channel, int8 per token)": make(lin, "int8", None, act_dtype="int8"),
               "W8A8 + smooth (alpha 0.5, from the outlier x)":
-                  make(lin, "int8", None, act_dtype="int8", smooth=smooth)}
+                  make(lin, "int8", None, act_dtype="int8", smooth=smooth),
+              "FP8 (e4m3 per channel, e4m3 per token)":
+                  make(lin, "float8_e4m3", None, act_dtype="float8_e4m3"),
+              "int4 weight-only, per channel": make(lin, "int4", None),
+              "W4A4 (int4 per channel, int4 per token)": make(lin, "int4", None, act_dtype="int4"),
+              "W4A4 + smooth (alpha 0.5, from the outlier x)":
+                  make(lin, "int4", None, act_dtype="int4", smooth=smooth),
+              "W4A4, int4 weights per group of 128": make(lin, "int4", 128, act_dtype="int4"),
+              "W4A4, group 128 + smooth": make(lin, "int4", 128, act_dtype="int4", smooth=smooth)}
     print("| layer | plain x | outlier x |\n|---|---|---|")
     for name, layer in layers.items():
         errs = []

@@ -41,6 +41,14 @@ def test_w8a8_layer_prints_its_error_table():
         rows["W8A8 + smooth (alpha 0.5, from the outlier x)"]
     assert all(e < 5e-3 for e in rows["int8 weight-only, per channel"])
     assert w8a8[0] < 2e-2 and smoothed[1] < w8a8[1] / 3         # smoothing tames the outlier
+    fp8 = rows["FP8 (e4m3 per channel, e4m3 per token)"]
+    assert fp8[0] < 5e-2 and fp8[1] < w8a8[1]                   # e4m3's range shrugs off outliers
+    w4a4, w4a4_smoothed = rows["W4A4 (int4 per channel, int4 per token)"], \
+        rows["W4A4 + smooth (alpha 0.5, from the outlier x)"]
+    assert all(e < 0.1 for e in rows["int4 weight-only, per channel"])
+    assert w4a4[0] < 0.25 and w4a4_smoothed[1] < w4a4[1] / 1.5
+    grouped = rows["W4A4, group 128 + smooth"]                  # per-group weight scales help
+    assert grouped[0] < w4a4_smoothed[0] and grouped[1] < w4a4_smoothed[1]
 
 
 def test_mixed_width_prints_bits_and_errors():

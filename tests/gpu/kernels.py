@@ -617,11 +617,22 @@ def prefill_kernels(case: PrefillCase) -> list:
                            case.causal, case.act, case.kv_dtype)]
 
 
+def act_quant_kernels() -> list:
+    """The kernels tests/gpu/test_act_quant_gpu.py launches on sm_90: per-row quantization to
+    int8, int4 and e4m3, and the W8A8, W4A4 (int8 widening, per channel and group 128) and FP8
+    matmuls with a bias."""
+    from tilus.ops import fp8, rowquant, w4a4, w8a8
+
+    return [rowquant.QuantizeRows(t) for t in ("int8", "int4", "float8_e4m3")] + [
+        w8a8.MatmulW8A8(has_bias=True), w4a4.MatmulW4A4(has_bias=True),
+        w4a4.MatmulW4A4(has_bias=True, group_size=128), fp8.MatmulFP8(has_bias=True)]
+
+
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode- and prefill-attention, mixed-width and MoE kernels, each
-    once (by IR text)."""
+    bench_matmul run, then the decode- and prefill-attention, mixed-width and MoE kernels, then
+    the activation-quantized kernels, each once (by IR text)."""
     specs = [case.factory() for case in CASES.values()] + [split_k_workspace()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
@@ -631,6 +642,7 @@ def bundle_specs():
     kernels += [k for case in PAGED_ATTENTION_CASES for k in paged_attention_kernels(case)]
     kernels += moe_kernels()
     kernels += [k for case in PREFILL_CASES for k in prefill_kernels(case)]
+    kernels += act_quant_kernels()
     seen = set()
     for kernel in kernels:
         text = str(kernel.program())

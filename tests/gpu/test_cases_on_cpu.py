@@ -28,7 +28,7 @@ import tilus
 from tests.gpu import checks
 from tests.gpu.kernels import (ATTENTION_CASES, CASES, MIXED_CASES, MOE_CALLS, MOE_TYPES, OPS_CASES,
                                OPS_SMS, PAGED_ATTENTION_CASES, PREFILL_CASES, SANITIZE_CASES,
-                               SANITIZE_PREFILL, SESSION_BENCH_ARGS, OpsCase,
+                               SANITIZE_PREFILL, SESSION_BENCH_ARGS, OpsCase, act_quant_kernels,
                                assert_matches_reference, attention_kernels, bench_requests,
                                kernel_of, llama_requests, meta_of, mixed_kernels, ops_meta,
                                ops_requests, ops_weight, paged_attention_kernels, prefill_id,
@@ -107,8 +107,10 @@ def bundle_keys():
     mixed = [k for _, k, _ in specs if type(k).__name__ == "MixedQuantMatmul"]
     assert len(mixed) == len(MIXED_CASES)
     assert len(specs) == len(CASES) + 1 + len(quant) + len(attention) + len(moe) + len(mixed) \
+        + len(act_quant_kernels()) \
         and len(quant) <= 160, len(quant)             # + 1: split_k_workspace
     return set(keys)
+
 
 
 def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):

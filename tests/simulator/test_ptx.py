@@ -154,9 +154,12 @@ def pack_by_isa_text(A, B, C, kind):
         if kind == "16":
             a = [A[g + 8 * ((i // 2) % 2), t * 2 + (i & 1) + (8 if i >= 4 else 0)] for i in range(8)]
             b = [B[t * 2 + (i & 1) + (8 if i >= 2 else 0), g] for i in range(4)]
-        else:  # k32, 8-bit
+        elif kind == "32":  # k32, 8-bit
             a = [A[g + 8 * ((i // 4) % 2), t * 4 + (i & 3) + (16 if i >= 8 else 0)] for i in range(16)]
             b = [B[t * 4 + (i & 3) + (16 if i >= 4 else 0), g] for i in range(8)]
+        else:  # k64, 4-bit: a0..a7 row g, a8..a15 row g+8, a16.. +32 columns (likewise b)
+            a = [A[g + 8 * ((i // 8) % 2), t * 8 + (i & 7) + (32 if i >= 16 else 0)] for i in range(32)]
+            b = [B[t * 8 + (i & 7) + (32 if i >= 8 else 0), g] for i in range(16)]
         c = [C[g + 8 * (i // 2), 2 * t + i % 2] for i in range(4)]
         a_regs.append(a)
         b_regs.append(b)
@@ -211,6 +214,37 @@ def test_mma_m16n8k32_int8(ty, npdt, lo, hi):
                 np.ascontiguousarray(a.astype(npdt)).view(np.uint32),
                 np.ascontiguousarray(b.astype(npdt)).view(np.uint32), c.astype(np.int32))
     np.testing.assert_array_equal(unpack_c(d), A.astype(np.int64) @ B.astype(np.int64) + C)
+
+
+def test_mma_m16n8k32_e4m3():
+    """e4m3 x e4m3 + f32 (sm_89+): the products of the decoded codes summed with C, rounded once."""
+    rng = np.random.default_rng(7)
+    e4m3 = ml_dtypes.float8_e4m3fn
+    A = (rng.standard_normal((16, 32)) * 40).astype(e4m3)
+    B = (rng.standard_normal((32, 8)) * 40).astype(e4m3)
+    C = rng.standard_normal((16, 8)).astype(np.float32)
+    a, b, c = pack_by_isa_text(A.astype(np.float32), B.astype(np.float32), C, "32")
+    d = ptx.mma("m16n8k32", "f32", "e4m3", "e4m3", "f32",
+                np.ascontiguousarray(a.astype(e4m3)).view(np.uint32),
+                np.ascontiguousarray(b.astype(e4m3)).view(np.uint32), c.astype(np.float32))
+    want = (A.astype(np.float64) @ B.astype(np.float64) + C).astype(np.float32)
+    np.testing.assert_array_equal(unpack_c(d), want)
+
+
+def test_mma_m16n8k64_s4():
+    """s4 x s4 + s32: eight sign-extended nibbles a register, element i in bits [4i, 4i + 4)."""
+    rng = np.random.default_rng(8)
+    A = rng.integers(-8, 8, (16, 64))
+    B = rng.integers(-8, 8, (64, 8))
+    C = rng.integers(-1000, 1000, (16, 8)).astype(np.int32)
+    a, b, c = pack_by_isa_text(A, B, C, "64")
+
+    def nibbles(v):                                       # [32, 8 r] codes -> [32, r] words
+        v = (v.astype(np.uint32) & 0xF).reshape(32, -1, 8) << (4 * np.arange(8, dtype=np.uint32))
+        return np.bitwise_or.reduce(v, axis=2).astype(np.uint32)
+
+    d = ptx.mma("m16n8k64", "s32", "s4", "s4", "s32", nibbles(a), nibbles(b), c.astype(np.int32))
+    np.testing.assert_array_equal(unpack_c(d), A @ B + C)
 
 
 def test_mma_s32_wraps():

@@ -10,6 +10,8 @@ from tilus.simulator import ptx
     ("m16n8k16", "f16", "a", L.mma_m16n8k16_f16_a()), ("m16n8k16", "f16", "b", L.mma_m16n8k16_f16_b()),
     ("m16n8k16", "f32", "c", L.mma_m16n8k16_f16_c()), ("m16n8k32", "s8", "a", L.mma_m16n8k32_s8_a()),
     ("m16n8k32", "s8", "b", L.mma_m16n8k32_s8_b()), ("m16n8k32", "s32", "c", L.mma_m16n8k32_s8_c()),
+    *[(s, ty, w, f) for s, ty in [("m16n8k32", "e4m3"), ("m16n8k64", "s4")]
+      for w, f in zip("abc", L.mma_fragments(s, ty))],
 ])
 def test_mma_fragments_agree(shape, ty, which, layout):
     rows, cols = ptx.mma_fragment(which, shape, ty)

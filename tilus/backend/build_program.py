@@ -47,6 +47,7 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
     clock = Clock()
     from tilus.backend import tvm_shim
     from tilus.backend.codegen import lower_program
+    from tilus.backend.codegen.emitters.dot import check_arch
 
     clock.lap("tvm_import")
     arch = normalize_arch(arch)
@@ -54,6 +55,7 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
     clock.lap("transpile")
     program = prepare(program, arch)
     clock.lap("passes")
+    check_arch(program, arch)
     lowered = lower_program(program)
     clock.lap("lowering")
     compiled = tvm_shim.compile_module(lowered.prim_func, arch)

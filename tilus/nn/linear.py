@@ -20,7 +20,10 @@ another device DeviceMismatchError.
 ``act_dtype="int8"`` (``dtype="int8"``, ``group_size=None``): a W8A8 layer, int8 weights per
 output channel and activations quantized per token at run time, with an optional SmoothQuant
 divisor ``smooth`` (``tilus.nn.w8a8_linear``; buffers ``qweight`` int8 [K, N], float32 ``scales``
-[N], ``bias`` and ``smooth`` [K]).
+[N], ``bias`` and ``smooth`` [K]). ``act_dtype="int4"`` (W4A4) and ``"float8_e4m3"`` (FP8) are
+the same with weights and activations of that type (``qweight`` uint8 [N, K/2] packed int4, or
+uint8 [N, K] e4m3 codes); W4A4 may also take a ``group_size`` (a multiple of 64: ``scales``
+[K/group_size, N]).
 """
 from __future__ import annotations
 
@@ -108,8 +111,8 @@ class QuantLinear(nn.Module):
         self.act_dtype = None if act_dtype is None else w8a8_linear.check_scheme(
             act_dtype, t.name, group_size, in_features, symmetric, zero_mode, act_order)
         if smooth and self.act_dtype is None:
-            raise QuantizationError("QuantLinear: smooth (SmoothQuant folding) needs quantized "
-                                    "activations, act_dtype='int8'")
+            raise QuantizationError(f"QuantLinear: smooth (SmoothQuant folding) needs quantized "
+                                    f"activations, act_dtype one of {w8a8_linear.ACT_DTYPES}")
         if self.act_dtype is not None:
             self._w8a8_buffers(bias, smooth, device)
             return
@@ -131,11 +134,12 @@ class QuantLinear(nn.Module):
         self.register_buffer("smooth", None)                  # W8A8 only
 
     def _w8a8_buffers(self, bias: bool, smooth: bool, device) -> None:
-        """W8A8's state: ``qweight`` int8 [K, N], ``scales`` float32 [N], ``bias`` float32 [N],
-        ``smooth`` float32 [K] (the per-input-channel divisor, see ``tilus.nn.w8a8_linear``)."""
+        """The activation-quantized state: ``qweight`` (per ``act_dtype``, see
+        ``tilus.nn.w8a8_linear``), ``scales`` float32 [N], ``bias`` float32 [N], ``smooth``
+        float32 [K] (the per-input-channel divisor)."""
         k, n = self.in_features, self.out_features
-        self.register_buffer("qweight", torch.zeros(k, n, dtype=torch.int8, device=device))
-        self.register_buffer("scales", torch.ones(n, dtype=torch.float32, device=device))
+        self.register_buffer("qweight", w8a8_linear.qweight_buffer(self.act_dtype, k, n, device))
+        self.register_buffer("scales", w8a8_linear.scales_buffer(k, n, self.group_size, device))
         self.register_buffer("offsets", None)
         self.register_buffer("bias", torch.zeros(n, dtype=torch.float32, device=device)
                              if bias else None)
@@ -186,10 +190,11 @@ class QuantLinear(nn.Module):
                     scale_dtype=None, zero_mode: str = "float", act_dtype: Optional[str] = None,
                     smooth: Optional[torch.Tensor] = None) -> Any:
         """Quantizes ``linear.weight`` ([out, in]) group-wise along in_features; with
-        ``act_dtype="int8"`` per output channel (W8A8), the weight times ``smooth`` [in] if given
-        (forward then divides x by it). A dict ``dtype`` (``{"uint8": columns, "uint4":
-        "rest"}``) gives a ``tilus.nn.mixed_linear.MixedQuantLinear`` (mixed-width output
-        features, ``tilus.ops.mixed``)."""
+        ``act_dtype`` ("int8", "int4", "float8_e4m3") per output channel in that type (W8A8,
+        W4A4, FP8), the weight times ``smooth`` [in] if given (forward then divides x by it). A
+        dict ``dtype`` (``{"uint8": columns, "uint4": "rest"}``) gives a
+        ``tilus.nn.mixed_linear.MixedQuantLinear`` (mixed-width output features,
+        ``tilus.ops.mixed``)."""
         if isinstance(dtype, dict):
             if act_dtype is not None or smooth is not None:
                 raise QuantizationError("QuantLinear: mixed-width weights (a dict dtype) are "
@@ -202,15 +207,17 @@ class QuantLinear(nn.Module):
             raise QuantizationError(f"from_linear takes an nn.Linear, got {type(linear).__name__}")
         if act_dtype is not None or smooth is not None:
             if scale_dtype not in (None, torch.float32, "float32"):
-                raise QuantizationError(f"QuantLinear: a W8A8 layer's scales are float32, got "
+                raise QuantizationError(f"QuantLinear: an activation-quantized layer's scales "
+                                        f"are float32, got "
                                         f"scale_dtype={scale_dtype!r}")
             layer = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype,
                         group_size, symmetric, device=linear.weight.device,
                         zero_mode=zero_mode, act_dtype=act_dtype, smooth=smooth is not None)
             s = w8a8_linear.check_smooth(smooth, linear.in_features)
-            w8 = w8a8_linear.quantize(linear.weight, s)
-            layer.qweight.copy_(w8.data)
-            layer.scales.copy_(w8.scales)
+            qweight, scales = w8a8_linear.quantize(linear.weight, s, layer.act_dtype,
+                                                   layer.group_size)
+            layer.qweight.copy_(qweight)
+            layer.scales.copy_(scales)
             if s is not None:
                 layer.smooth.copy_(s)
             if linear.bias is not None:
@@ -222,19 +229,22 @@ class QuantLinear(nn.Module):
     # ---- the weight -------------------------------------------------------------------------
     @property
     def qweight_object(self) -> QuantizedWeight:
-        """The buffers as a QuantizedWeight (shares memory); not for a W8A8 layer."""
+        """The buffers as a QuantizedWeight (shares memory); not for an activation-quantized
+        layer."""
         if self.act_dtype is not None:
-            raise QuantizationError("a W8A8 QuantLinear's weight is tilus.ops.w8a8.Int8Weight"
-                                    "(layer.qweight, layer.scales), not a QuantizedWeight")
+            raise QuantizationError(f"an act_dtype={self.act_dtype!r} QuantLinear's weight is "
+                                    f"(layer.qweight, layer.scales) of tilus.nn.w8a8_linear, "
+                                    f"not a QuantizedWeight")
         return QuantizedWeight(self.qweight, self.scales, self.offsets, self.dtype_name,
                                (self.out_features, self.in_features), self.group_size,
                                self.symmetric, self.zero_point, self.exponent)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """[out_features, in_features]: the weight forward multiplies by, in x's column order
-        (W8A8: the int8 weight times its scales, divided by ``smooth``)."""
+        (activation-quantized: the codes times their scales, divided by ``smooth``)."""
         if self.act_dtype is not None:
-            w = self.qweight.t().float() * self.scales[:, None]
+            w = w8a8_linear.dequantize(self.qweight, self.scales, self.act_dtype,
+                                       self.group_size)
             w = w if self.smooth is None else w / self.smooth[None, :]
             return w.to(dtype or torch.float32)
         w = self.qweight_object.dequantize(dtype)
@@ -251,7 +261,8 @@ class QuantLinear(nn.Module):
                           "QuantLinear")
         if self.act_dtype is not None:
             out = w8a8_linear.forward(x.reshape(-1, self.in_features), self.qweight,
-                                      self.scales, self.smooth, self.bias)
+                                      self.scales, self.smooth, self.bias, self.act_dtype,
+                                      self.group_size)
             return out.reshape(*x.shape[:-1], self.out_features)
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:
@@ -268,7 +279,8 @@ class QuantLinear(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         """``.to()``/``.float()``/``.half()`` move and convert buffers as usual, except that scales
         and float offsets stay float16/bfloat16 (a float32 conversion keeps their previous dtype);
-        integer zero points stay uint8. W8A8's scales and smooth stay float32."""
+        integer zero points stay uint8. An activation-quantized layer's scales and smooth stay
+        float32."""
         keep = self.scales.dtype
         super()._apply(fn, *args, **kwargs)
         if self.act_dtype is not None:
@@ -391,8 +403,9 @@ def quantize_model(model: nn.Module, dtype="uint4", group_size: Optional[int] = 
     "int4", "lm_head": None}`` (the first matching pattern wins; None, or no match, keeps the
     layer in float). ``zero_mode="int"``: the asymmetric uint layers store integer zero points
     (``tilus.ops.quantize``); layers of other types or schemes are unaffected.
-    ``act_dtype="int8"``: W8A8 layers (``dtype="int8"``, ``group_size=None``), with
-    ``smooth[name]`` (a float [in_features] divisor) folded into the named layers' weights.
+    ``act_dtype="int8"``: W8A8 layers (``dtype="int8"``, ``group_size=None``; likewise "int4"
+    and "float8_e4m3" with weights of that type), with ``smooth[name]`` (a float [in_features]
+    divisor) folded into the named layers' weights.
     ``salient[name]`` (output-feature indices, e.g. from ``tilus.nn.salient_columns``): that
     layer becomes a mixed-width ``MixedQuantLinear``, ``salient_dtype`` on those features and
     its type on the rest.

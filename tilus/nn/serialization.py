@@ -167,10 +167,10 @@ def specs_from_state(state: dict[str, torch.Tensor]) -> dict[str, dict]:
             continue
         scales = state.get(name + ".scales")
         act = scheme.get("act_dtype")
-        if scales is None or scales.dim() != (1 if act is not None else 2):
+        if scales is None or scales.dim() not in ((1, 2) if act is not None else (2,)):
             raise QuantizationError(f"{name}: a quantized layer without its scales "
-                                    f"{'[N]' if act is not None else '[G, N]'}")
-        groups, n = (1, scales.shape[0]) if act is not None else scales.shape
+                                    f"{'[N] or [G, N]' if act is not None else '[G, N]'}")
+        groups, n = (1, scales.shape[0]) if scales.dim() == 1 else scales.shape
         specs[name] = {"in_features": int(groups) * scheme["group_size"], "out_features": int(n),
                        "bias": name + ".bias" in state,
                        "dtype": scheme["dtype"], "group_size": scheme["group_size"],

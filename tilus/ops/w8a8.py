@@ -1,9 +1,9 @@
 """W8A8: per-row dynamic int8 activation quantization and ``matmul_w8a8`` on int8 tensor cores.
 
-``quantize_rows(x)``: ``x [M, K]`` fp16/bf16 -> ``(q int8 [M, K], s float32 [M])`` with
-``s = absmax(row) / 127`` and ``q = rne(x * (127 / absmax))`` (float32 arithmetic, ties to even;
-a zero row gets ``s = 0``, ``q = 0``). ``quantize_weight_int8(w)``: ``w [N, K]`` (nn.Linear) ->
-:class:`Int8Weight`: per-output-channel symmetric int8 by the same rule, stored transposed
+``quantize_rows(x)`` (``tilus.ops.rowquant``): ``x [M, K]`` float16 -> ``(q int8 [M, K],
+s float32 [M])`` with ``s = absmax(row) / 127`` and ``q = rne(x * (127 / absmax))`` (float32
+arithmetic, ties to even; a zero row gets ``s = 0``, ``q = 0``). ``quantize_weight_int8(w)``:
+``w [N, K]`` (nn.Linear) -> :class:`Int8Weight`: per-output-channel symmetric int8 by the same rule, stored transposed
 ``[K, N]`` (the mma B operand's row-major tiles). ``matmul_w8a8(x, w8)``:
 ``(q_x @ q_w) * s_x[m] * s_w[n]`` -> ``[M, N]`` in x's dtype: int32 accumulation on
 ``mma.m16n8k32.s8.s8.s32``, one float32 rescale per output, one rounding.
@@ -20,44 +20,9 @@ import torch
 
 import tilus
 from tilus.errors import ArgumentError
-from tilus.ir.layout import local, spatial
+from tilus.ops.rowquant import QuantizeRows, quantize_rows, rows_reference  # noqa: F401
 
-ROUND = 12582912.0             # 1.5 * 2^23: (v + ROUND) - ROUND is v rounded to nearest even
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
-ROW_TILE = spatial(BLOCK_M, 8) * local(1, 16)     # [16, 128]: 8 threads per row, 16 k each
-_ACT = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
-
-
-class QuantizeRows(tilus.Script):
-    """One block per 16 rows: a pass over K for the row maxima, a second that writes the codes
-    (``ROW_TILE``: eight threads share a row, each 16 consecutive k)."""
-
-    def __init__(self, act: str = "float16"):
-        super().__init__()
-        self.act = tilus.dtypes.get(act)
-
-    def __call__(self, m: tilus.int32, k: tilus.int32, x: ~tilus.float16, q: ~tilus.int8,
-                 s: ~tilus.float32):
-        self.attrs.blocks = [tilus.cdiv(m, BLOCK_M)]
-        self.attrs.warps = 4
-        gx = self.global_view(x, dtype=self.act, shape=[m, k])
-        gq = self.global_view(q, dtype=tilus.int8, shape=[m, k])
-        gs = self.global_view(s, dtype=tilus.float32, shape=[m, 1])
-        m0 = self.blockIdx.x * BLOCK_M
-        amax = self.register_tensor(dtype=tilus.float32, shape=[BLOCK_M, 1], init=0.0)
-        for kt in self.range(0, tilus.cdiv(k, 128)):
-            raw = self.load_global(gx, offsets=[m0, kt * 128], shape=[BLOCK_M, 128])
-            self.annotate_layout(raw, ROW_TILE)
-            t = self.cast(raw, dtype=tilus.float32)
-            amax = self.maximum(amax, self.max(self.abs(t), dim=1, keepdim=True))
-        self.store_global(gs, amax / 127.0, offsets=[m0, 0])
-        inv = self.where(amax > 0.0, 127.0 / self.maximum(amax, 1e-30), 0.0)
-        for kt in self.range(0, tilus.cdiv(k, 128)):
-            raw = self.load_global(gx, offsets=[m0, kt * 128], shape=[BLOCK_M, 128])
-            self.annotate_layout(raw, ROW_TILE)
-            t = self.cast(raw, dtype=tilus.float32)
-            r = (t * inv + ROUND) - ROUND
-            self.store_global(gq, self.cast(r, dtype=tilus.int8), offsets=[m0, kt * 128])
 
 
 class MatmulW8A8(tilus.Script):
@@ -111,18 +76,6 @@ class Int8Weight:
         return self.data.t().float() * self.scales[:, None]
 
 
-def _rows_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rule of the module docstring in float32 torch ops (the fallback and the weights)."""
-    x = x.float()
-    amax = x.abs().amax(dim=1, keepdim=True)
-    # a tensor / tensor division: torch computes ``127.0 / t`` as ``127.0 * (1 / t)``, which can
-    # be one ulp off the correctly rounded quotient (and then a code off the rule)
-    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax.clamp_min(1e-30),
-                      torch.zeros_like(amax))
-    q = ((x * inv + ROUND) - ROUND).to(torch.int8)
-    return q, (amax / 127.0).reshape(-1)
-
-
 def _check_2d(x, name: str, where: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ArgumentError(f"{where}: {name} must be a 2-D torch tensor, got "
@@ -132,22 +85,8 @@ def _check_2d(x, name: str, where: str) -> None:
 def quantize_weight_int8(w: torch.Tensor) -> Int8Weight:
     """``w [N, K]`` -> per-output-channel symmetric int8, transposed for the kernel."""
     _check_2d(w, "w", "quantize_weight_int8")
-    q, s = _rows_reference(w.detach())
+    q, s = rows_reference(w.detach())
     return Int8Weight(q.t().contiguous(), s.contiguous())
-
-
-def quantize_rows(x: torch.Tensor, engine: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row dynamic int8 quantization of ``x [M, K]`` float16 (see the module docstring)."""
-    _check_2d(x, "x", "quantize_rows")
-    if x.dtype != torch.float16:
-        raise ArgumentError(f"quantize_rows: x must be float16, got {x.dtype}")
-    if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
-        return _rows_reference(x)
-    m, k = x.shape
-    q = torch.empty(m, k, dtype=torch.int8, device=x.device)
-    s = torch.empty(m, dtype=torch.float32, device=x.device)
-    QuantizeRows()(m, k, x.contiguous(), q, s)
-    return q, s
 
 
 def matmul_w8a8(x: torch.Tensor, w8: Int8Weight, bias: Optional[torch.Tensor] = None,
@@ -177,7 +116,7 @@ def matmul_w8a8_reference(x: torch.Tensor, w8: Int8Weight,
     if not x.dtype.is_floating_point or x.shape[1] != w8.shape[1]:
         raise ArgumentError(f"matmul_w8a8_reference: x must be a float tensor "
                             f"[M, {w8.shape[1]}], got {x.dtype} {list(x.shape)}")
-    qx, sx = _rows_reference(x)
+    qx, sx = rows_reference(x)
     out = (qx.double() @ w8.data.double()) * sx.double()[:, None] * w8.scales.double()
     wide = torch.float64 if x.dtype == torch.float64 else torch.float32
     out = out.to(wide) if bias is None else out.to(wide) + bias.to(wide)

@@ -16,7 +16,8 @@ References (PTX ISA 8.x):
   (with .trans: row 2*(t % 4) + {0, 1}, column t // 4, i.e. the transposed matrix).
 - fma.rn.{f16,bf16,f32}[x2] (9.7.4.5, 9.7.3.6): a*b + c computed exactly, rounded once to nearest
   even (``fma_rn``: round to odd in float64, then round to the type).
-- mma.sync.aligned.m16n8k{8,16,32} (9.7.16.5.x; k8 f16/bf16/tf32, k16 f16/bf16, k32 s8/u8): groupID = lane >> 2,
+- mma.sync.aligned.m16n8k{8,16,32,64} (9.7.16.5.x; k8 f16/bf16/tf32, k16 f16/bf16, k32 s8/u8/e4m3,
+  k64 s4): groupID = lane >> 2,
   threadID_in_group = lane % 4 (see ``mma_fragment``).
 """
 from __future__ import annotations
@@ -185,10 +186,12 @@ def ldmatrix_sources(num: int, trans: bool, nthreads: int):
 
 # ------------------------------------------------------------------ mma.sync
 
-_ELEM_BITS = {"f16": 16, "bf16": 16, "s8": 8, "u8": 8, "f32": 32, "s32": 32, "tf32": 32}
+_ELEM_BITS = {"f16": 16, "bf16": 16, "s8": 8, "u8": 8, "e4m3": 8, "s4": 4, "f32": 32, "s32": 32, "tf32": 32}
 _NP = {"f16": np.float16, "bf16": ml_dtypes.bfloat16, "s8": np.int8, "u8": np.uint8,
+       "e4m3": ml_dtypes.float8_e4m3fn,
        "f32": np.float32, "s32": np.int32}
-MMA_SHAPES = {"m16n8k8": (16, 8, 8), "m16n8k16": (16, 8, 16), "m16n8k32": (16, 8, 32)}
+MMA_SHAPES = {"m16n8k8": (16, 8, 8), "m16n8k16": (16, 8, 16), "m16n8k32": (16, 8, 32),
+              "m16n8k64": (16, 8, 64)}
 
 
 def mma_fragment(which: str, shape: str, ty: str):
@@ -233,6 +236,9 @@ def _unpack(regs: np.ndarray, ty: str) -> np.ndarray:
     T, nregs = regs.shape
     if regs.dtype.itemsize != 4:
         raise ValueError(f"mma registers must be 32-bit, got {regs.dtype}")
+    if ty == "s4":            # eight nibbles a register, element s in bits [4s, 4s + 4)
+        nib = (regs.view(np.uint32)[:, :, None] >> (4 * np.arange(8, dtype=np.uint32))) & 0xF
+        return (nib.astype(np.int64) ^ 8) - 8
     el = regs.view(_NP[ty])
     return el.reshape(T, nregs, -1)
 
@@ -251,7 +257,7 @@ def _gather(regs, which, shape, ty):
     T = el.shape[0]
     W = T // WARP
     rows, cols = mma_fragment(which, shape, ty)
-    wide = np.int64 if ty in ("s8", "u8", "s32") else np.float64
+    wide = np.int64 if ty in ("s8", "u8", "s4", "s32") else np.float64
     mat = np.zeros((W,) + dims, dtype=wide)
     el = el.reshape(W, WARP, *el.shape[1:]).astype(wide)
     mat[:, rows, cols] = el

@@ -59,7 +59,8 @@ Rules (what an instruction requires of its operands' and output's layouts)
 - ``dot``: once any of A, B, C is known, the first of ``mma_dot_layouts`` that agrees with the
   known ones, else SIMT around the known C (or A, or B). ``dot_candidates`` (the defaults): A/B/C
   fragments of mma.m16n8k16 (f16/bf16 operands, f32/f16
-  accumulator) or mma.m16n8k32 (s8/u8 operands, s32 accumulator) tiled as
+  accumulator), mma.m16n8k32 (s8/u8 operands, s32 accumulator; e4m3, f32), or mma.m16n8k64
+  (s4, s32) tiled as
   ``replicate(r) * local(tiles) * warps * fragment`` (warps the outer thread digits, lanes the
   inner ones); the warp grid wm x wn is picked to cover the tile (A is replicated over wn, B over
   wm). Otherwise (shapes not multiples of the instruction, other dtypes, or a C layout that is not

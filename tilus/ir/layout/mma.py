@@ -54,6 +54,19 @@ def mma_m16n8k32_s8_c() -> RegisterLayout:
     return local(2, 1) * spatial(8, 4) * local(1, 2)
 
 
+def mma_m16n8k64_s4_a() -> RegisterLayout:
+    """A (16x64, s4/u4) of mma.m16n8k64, PTX ISA §9.7.14.5.11 "Matrix Fragments for
+    mma.m16n8k64": row = groupID (+8 for a8..a15, a24..a31), col = threadID_in_group*8 +
+    (i & 7) (+32 for a16..a31)."""
+    return column_local(2, 2) * spatial(8, 4) * local(1, 8)
+
+
+def mma_m16n8k64_s4_b() -> RegisterLayout:
+    """B (64x8, s4/u4) of mma.m16n8k64, PTX ISA §9.7.14.5.11: row = threadID_in_group*8 +
+    (i & 7) (+32 for b8..b15), col = groupID."""
+    return local(2, 1) * column_spatial(4, 8) * local(8, 1)
+
+
 def mma_m16n8k8_tf32_a() -> RegisterLayout:
     """A (16x8, tf32) of mma.m16n8k8, PTX ISA §9.7.14.5.7 "Matrix Fragments for mma.m16n8k8":
     row = groupID (+8 for a1,a3), col = threadID_in_group (+4 for a2,a3)."""
@@ -74,12 +87,15 @@ def mma_m16n8k8_tf32_c() -> RegisterLayout:
 
 def mma_fragments(shape: str, ptx_type: str) -> tuple[RegisterLayout, RegisterLayout, RegisterLayout]:
     """(A, B, C) fragments of ``mma.sync.<shape>`` with PTX operand type ``ptx_type`` (f16, bf16, s8,
-    u8, tf32), e.g. ``mma_fragments("m16n8k16", "f16")``."""
+    u8, e4m3, s4, tf32), e.g. ``mma_fragments("m16n8k16", "f16")``."""
     table = {
         ("m16n8k16", "f16"): (mma_m16n8k16_f16_a, mma_m16n8k16_f16_b, mma_m16n8k16_f16_c),
         ("m16n8k16", "bf16"): (mma_m16n8k16_f16_a, mma_m16n8k16_f16_b, mma_m16n8k16_f16_c),
         ("m16n8k32", "s8"): (mma_m16n8k32_s8_a, mma_m16n8k32_s8_b, mma_m16n8k32_s8_c),
         ("m16n8k32", "u8"): (mma_m16n8k32_s8_a, mma_m16n8k32_s8_b, mma_m16n8k32_s8_c),
+        # PTX ISA §9.7.14.5.10: .e4m3 at m16n8k32 has the 8-bit fragments of .s8 (f32 C/D)
+        ("m16n8k32", "e4m3"): (mma_m16n8k32_s8_a, mma_m16n8k32_s8_b, mma_m16n8k32_s8_c),
+        ("m16n8k64", "s4"): (mma_m16n8k64_s4_a, mma_m16n8k64_s4_b, mma_m16n8k32_s8_c),
         ("m16n8k8", "tf32"): (mma_m16n8k8_tf32_a, mma_m16n8k8_tf32_b, mma_m16n8k8_tf32_c),
     }
     if (shape, ptx_type) not in table:
@@ -118,6 +134,8 @@ _MMA_CONFIGS = {
     "bf16": ((16, 8, 16), ("m16n8k16", "bf16")),
     "s8": ((16, 8, 32), ("m16n8k32", "s8")),
     "u8": ((16, 8, 32), ("m16n8k32", "u8")),
+    "e4m3": ((16, 8, 32), ("m16n8k32", "e4m3")),      # sm_89 and newer
+    "s4": ((16, 8, 64), ("m16n8k64", "s4")),          # int4 tensor cores: sm_80 to sm_89
 }
 
 
@@ -128,6 +146,10 @@ def _mma_kind(ab: DataType, c: DataType) -> Optional[str]:
         return "bf16"
     if ab in (dtypes.int8, dtypes.uint8) and c is dtypes.int32:
         return "s8" if ab is dtypes.int8 else "u8"
+    if ab is dtypes.float8_e4m3 and c is dtypes.float32:
+        return "e4m3"
+    if ab is dtypes.int4 and c is dtypes.int32:
+        return "s4"
     return None
 
 

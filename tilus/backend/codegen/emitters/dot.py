@@ -1,10 +1,12 @@
 """dot: ``output = a @ b + c``.
 
 - **mma.sync** (fast): f16/bf16 operands with a float32 accumulator (m16n8k16), int8/uint8 with
-  int32 (m16n8k32), whose layouts are one of the mma tilings of tilus.ir.layout.mma
-  (``mma_dot_layouts``, which layout inference picks from): one ``mma.sync.aligned`` per (m-tile,
-  n-tile, k-tile) of each warp, operands taken straight from the register tiles
-  (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the local buffer).
+  int32 (m16n8k32), float8_e4m3 with float32 (m16n8k32, sm_89+: ``check_arch``), int4 with int32
+  (m16n8k64, the codes packed eight to a register first), whose layouts are one of the mma tilings
+  of tilus.ir.layout.mma (``mma_dot_layouts``, which layout inference picks from): one
+  ``mma.sync.aligned`` per (m-tile, n-tile, k-tile) of each warp, operands taken straight from the
+  register tiles (2 16-bit or 4 8-bit elements per 32-bit register through a uint32 view of the
+  local buffer).
 - **SIMT** (any layouts): every output slot accumulates its k products in the accumulator's
   compute type (float32 for floats, int32 for integers); the A row and B column a thread needs are
   read through tilus.backend.codegen.gather (free with the SIMT layouts layout inference picks).
@@ -18,7 +20,9 @@ from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.lower import Lowerer
 from tilus.backend.tvm_shim import T, tirx, dt
+from tilus.errors import CompilationError
 from tilus.ir import inst as I
+from tilus.ir.functor import instructions
 from tilus.ir.layout.mma import mma_dot_layouts
 
 
@@ -28,7 +32,49 @@ _MMA = {
     ("bfloat16", "float32"): (16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
     ("int8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"),
     ("uint8", "int32"): (32, "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32"),
+    # sm_89 and newer (check_arch refuses older targets); a register holds four e4m3 codes
+    ("float8_e4m3", "float32"): (32, "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"),
+    # int4 tensor cores (sm_80 to sm_89); registers hold one int4 code per byte, packed below
+    ("int4", "int32"): (64, "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32"),
 }
+
+
+def check_arch(program, arch: str) -> None:
+    """CompilationError (before nvcc, in words) for a dot that would run e4m3 mma on an arch
+    without it (sm_80/sm_86: e4m3 mma.sync exists from sm_89 on)."""
+    if int(arch[3:5]) >= 89:
+        return
+    for inst in instructions(program):
+        if not isinstance(inst, I.DotInst) or inst.a.dtype.name != "float8_e4m3":
+            continue
+        (m, k), n = inst.a.shape, inst.b.shape[1]
+        tilings = mma_dot_layouts(m, n, k, inst.a.dtype, inst.c.dtype, program.num_threads)
+        if (inst.a.layout, inst.b.layout, inst.c.layout) in tilings:
+            raise CompilationError(f"{inst.output.name} = dot of float8_e4m3 tiles runs "
+                                   f"mma.m16n8k32.e4m3, which needs sm_89 or newer (Ada, "
+                                   f"Hopper), not {arch}: build for sm_89/sm_90, or cast the "
+                                   f"tiles to float16 first")
+
+
+def _nibbles(lw: Lowerer, buf, name: str):
+    """A uint32 local buffer of the operand's codes packed eight to a register, as s4 mma reads
+    them (code s in bits [4s, 4s + 4)): the register file keeps one code per byte, so each pair of
+    words is squeezed: ``t = w & 0x0F0F0F0F; t |= t >> 4`` leaves codes 0|1 in byte 0 and 2|3 in
+    byte 2, and bytes 0 and 2 of both words make the register."""
+    words = lw.alias_local(buf, "uint32")
+    n = int(words.shape[0]) // 2
+    out = lw.alloc_local(n, "uint32", lw.fresh(name))
+
+    def half(w):
+        t = w & tirx.const(0x0F0F0F0F, "uint32")
+        t = t | (t >> tirx.const(4, "uint32"))
+        return (t & tirx.const(0xFF, "uint32")) | ((t >> tirx.const(8, "uint32"))
+                                                  & tirx.const(0xFF00, "uint32"))
+
+    for r in range(n):
+        lw.store(out, half(words[2 * r]) | (half(words[2 * r + 1]) << tirx.const(16, "uint32")),
+                 [r])
+    return out
 
 
 def _mma_config(lw: Lowerer, inst: I.DotInst):
@@ -63,7 +109,10 @@ def _emit_mma(lw: Lowerer, inst: I.DotInst, cfg) -> None:
     if inst.output.name != inst.c.name:
         for s in range(c.layout.local_size):
             lw.store(out.buf, c.buf[s], [s])
-    aw, bw = lw.alias_local(a.buf, "uint32"), lw.alias_local(b.buf, "uint32")
+    if inst.a.dtype.nbits == 4:
+        aw, bw = _nibbles(lw, a.buf, "a_s4"), _nibbles(lw, b.buf, "b_s4")
+    else:
+        aw, bw = lw.alias_local(a.buf, "uint32"), lw.alias_local(b.buf, "uint32")
     op = T.ptx[name]
     d = out.buf if inst.c.dtype.is_float else lw.alias_local(out.buf, "uint32")   # s32 as .u32 registers
     for ti in range(rm):
