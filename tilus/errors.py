@@ -130,3 +130,8 @@ class NoDeviceError(TilusError, RuntimeError):
     """Something that runs on a GPU (timing a kernel, say) was asked for on a machine without a
     CUDA device."""
 
+
+
+class UnsupportedLaunchError(TilusError, NotImplementedError):
+    """A compiled kernel cannot run on the GPU at hand (its instructions need a newer
+    architecture, e.g. e4m3 mma on sm_80): use the op's fallback engine or a newer GPU."""
