@@ -35,6 +35,11 @@ class _Transposed:
         row, col = self.frag.index(lane, slot)
         return col, row
 
+    def _coords(self, lane, slot) -> list:
+        """``index`` over arrays of lanes and slots (``RegisterLayout._coords``'s form)."""
+        row, col = self.frag._coords(lane, slot)
+        return [col, row]
+
 
 def _b_transposed():
     return _Transposed(mma_m16n8k16_f16_b())
