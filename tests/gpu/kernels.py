@@ -18,6 +18,8 @@ prebuilds exactly what a GPU machine without TVM needs to run ``tests/gpu``,
   ``test_moe_gpu.py`` launches; ``moe_kernels()`` their kernels.
 * ``PREFILL_CASES``: ``tilus.ops.attention_prefill`` on CUDA (``PrefillCase``), what
   ``test_attention_prefill_gpu.py`` launches; ``prefill_kernels(case)`` its kernel.
+* ``SLICED_*`` / ``sliced_kernels()``, ``LUT_CALLS`` / ``lut_kernels()``: what ``test_sliced_gpu.py``
+  and ``test_lut_gpu.py`` launch.
 * ``bench_requests(argv)``: what ``bench_matmul.py argv`` launches.
 * ``split_k_workspace()``: a kernel with ``global_tensor`` workspaces (test_gpu_launch.py).
 
@@ -578,6 +580,35 @@ def moe_kernels() -> list:
     return out
 
 
+# ---- bit-sliced and LUT matmuls (test_sliced_gpu.py, test_lut_gpu.py) ------------------------------
+#: (n, k, group) of the GPU tests' weights; their (m, activation dtype) and served widths
+SLICED_SHAPE, SLICED_CALLS, SLICED_BITS = (1000, 1536, 128), \
+    ((1, "float16"), (7, "bfloat16"), (200, "float16")), (8, 4, 2)
+#: (bits, block_m, m) of test_lut_gpu.py's matmul_lut calls (float16, group 128)
+LUT_CALLS = ((1, 1, 1), (2, 1, 1), (2, 2, 3))
+
+
+def sliced_kernels(num_sms: int = OPS_SMS) -> list:
+    """The SlicedMatmul Scripts matmul_sliced launches for SLICED_CALLS x SLICED_BITS (with a
+    bias): its own dispatch (``default_schedule``, ``kernel_for``) on a ``num_sms`` GPU."""
+    from tilus.ops.matmul import default_schedule
+    from tilus.ops.sliced import kernel_for
+
+    n, k, group = SLICED_SHAPE
+    return [kernel_for(bits, group, k, act, True,
+                       default_schedule(m, n, k, group, "compiled", num_sms, bits))
+            for m, act in SLICED_CALLS for bits in SLICED_BITS]
+
+
+def lut_kernels() -> list:
+    """The LutMatmul Scripts matmul_lut launches for LUT_CALLS (``matmul(schedule="lut")`` at
+    uint1, M = 1 is the first)."""
+    from tilus.ops.lut import kernel_for
+
+    return [kernel_for(bits, SLICED_SHAPE[2], "float16", dict(block_m=block_m))
+            for bits, block_m, _ in LUT_CALLS]
+
+
 # ---- prefill attention (test_attention_prefill_gpu.py) ------------------------------------------
 class PrefillCase(NamedTuple):
     """One attention_prefill configuration of the GPU tests: (query heads, KV heads, head_dim),
@@ -631,8 +662,8 @@ def act_quant_kernels() -> list:
 def bundle_specs():
     """For `tilus bundle`: the example kernels (their compile-time values live in __init__), then
     the QuantMatmul kernels of OPS_CASES (with the sanitizer's), the tiny Llama and the session's
-    bench_matmul run, then the decode- and prefill-attention, mixed-width and MoE kernels, then
-    the activation-quantized kernels, each once (by IR text)."""
+    bench_matmul run, then the decode- and prefill-attention, mixed-width and MoE kernels, the
+    activation-quantized, bit-sliced and LUT kernels, each once (by IR text)."""
     specs = [case.factory() for case in CASES.values()] + [split_k_workspace()]
     reqs = [r for case in OPS_CASES for r in ops_requests(case)]
     reqs += sorted(llama_requests() | bench_requests(SESSION_BENCH_ARGS), key=repr)
@@ -643,6 +674,7 @@ def bundle_specs():
     kernels += moe_kernels()
     kernels += [k for case in PREFILL_CASES for k in prefill_kernels(case)]
     kernels += act_quant_kernels()
+    kernels += sliced_kernels() + lut_kernels()
     seen = set()
     for kernel in kernels:
         text = str(kernel.program())

@@ -28,7 +28,8 @@ import tilus
 from tests.gpu import checks
 from tests.gpu.kernels import (ATTENTION_CASES, CASES, MIXED_CASES, MOE_CALLS, MOE_TYPES, OPS_CASES,
                                OPS_SMS, PAGED_ATTENTION_CASES, PREFILL_CASES, SANITIZE_CASES,
-                               SANITIZE_PREFILL, SESSION_BENCH_ARGS, OpsCase, act_quant_kernels,
+                               SANITIZE_PREFILL, SESSION_BENCH_ARGS, SLICED_BITS, SLICED_CALLS,
+                               SLICED_SHAPE, OpsCase, act_quant_kernels, lut_kernels,
                                assert_matches_reference, attention_kernels, bench_requests,
                                kernel_of, llama_requests, meta_of, mixed_kernels, ops_meta,
                                ops_requests, ops_weight, paged_attention_kernels, prefill_id,
@@ -107,7 +108,7 @@ def bundle_keys():
     mixed = [k for _, k, _ in specs if type(k).__name__ == "MixedQuantMatmul"]
     assert len(mixed) == len(MIXED_CASES)
     assert len(specs) == len(CASES) + 1 + len(quant) + len(attention) + len(moe) + len(mixed) \
-        + len(act_quant_kernels()) \
+        + len(act_quant_kernels()) + len(SLICED_CALLS) * len(SLICED_BITS) + len(lut_kernels()) \
         and len(quant) <= 160, len(quant)             # + 1: split_k_workspace
     return set(keys)
 
@@ -143,6 +144,34 @@ def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, mo
     assert {_key(k) for k in launched} <= bundle_keys
     assert {_key(k) for c in ATTENTION_CASES for k in attention_kernels(c)} == \
         {_key(k) for k in launched}
+
+
+def test_bundle_holds_the_sliced_and_lut_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
+    """matmul_sliced called as test_sliced_gpu.py calls it (CUDA's schedule on a 132-SM GPU,
+    kernels recorded instead of launched) and matmul_lut's kernels: each is in the bundle."""
+    sliced = importlib.import_module("tilus.ops.sliced")
+    n, k, group = SLICED_SHAPE
+    launched = []
+    real_kernel, real_schedule = sliced.kernel_for, sliced.default_schedule
+
+    def record(*args):
+        launched.append(real_kernel(*args))
+        return launched[-1]
+
+    monkeypatch.setattr(sliced, "kernel_for", record)
+    monkeypatch.setattr(sliced, "default_schedule", lambda m, n_, k_, g, engine, sms, bits:
+                        real_schedule(m, n_, k_, g, "compiled", OPS_SMS, bits))
+    monkeypatch.setattr(sliced, "run_kernel", lambda kernel, a2, *args: torch.zeros(
+        a2.shape[0], n, dtype=a2.dtype))
+    for m, act in SLICED_CALLS:
+        dt = getattr(torch, act)
+        sw = tilus.ops.quantize_sliced(torch.randn(n, k), group, scale_dtype=dt)
+        for bits in SLICED_BITS:
+            sliced.matmul_sliced(torch.zeros(m, k, dtype=dt), sw, bits=bits,
+                                 bias=torch.zeros(n, dtype=dt), engine="interpreter")
+    assert len(launched) == len(SLICED_CALLS) * len(SLICED_BITS)
+    assert {_key(kern) for kern in launched} <= bundle_keys
+    assert {_key(kern) for kern in lut_kernels()} <= bundle_keys
 
 
 def test_bundle_holds_the_moe_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):

@@ -1,17 +1,18 @@
 """The LUT-GEMM kernel (tilus.ops.lut) on a real GPU (skipped where none is visible): compiled,
 against the float64 reference of its formula, for 1 and 2 bits, one and two rows per block, N and
-K that divide no tile; and ``matmul(schedule="lut")`` at uint1, M = 1. Built on the machine (it
-needs TVM and nvcc there)."""
+K that divide no tile; and ``matmul(schedule="lut")`` at uint1, M = 1. The kernels are in the
+bundle (tests/gpu/kernels.py: ``lut_kernels``)."""
 from __future__ import annotations
 
 import pytest
 
+from tests.gpu.kernels import LUT_CALLS
+
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("bits, block_m, m", [(1, 1, 1), (2, 1, 1), (2, 2, 3)])
+@pytest.mark.parametrize("bits, block_m, m", LUT_CALLS)
 def test_lut_compiled_equals_reference(bits, block_m, m):
-    pytest.importorskip("tvm")
     import torch
 
     import tilus

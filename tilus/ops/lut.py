@@ -103,15 +103,22 @@ def matmul_lut(a: torch.Tensor, lw: LutWeight, *, engine: str = "interpreter",
     if lw.scales.dtype != a.dtype:
         raise ArgumentError(f"matmul_lut: the scales are {lw.scales.dtype}, a is {a.dtype}; "
                             f"quantize with scale_dtype={a.dtype}")
-    sched = {"block_m": 1, "block_k": next(b for b in (128, 64, 32) if lw.group_size % b == 0),
-             "warps": 4, **(schedule or {})}
-    key = (lw.bits, lw.group_size, _ACT[a.dtype], tuple(sorted(sched.items())))
-    if key not in _KERNELS:
-        _KERNELS[key] = LutMatmul(lw.bits, lw.group_size, _ACT[a.dtype], **sched)
+    kernel = kernel_for(lw.bits, lw.group_size, _ACT[a.dtype], schedule)
     c = torch.empty(a.shape[0], lw.n, dtype=a.dtype, device=a.device)
-    _KERNELS[key](a.shape[0], lw.n, lw.k, a.contiguous(), lw.planes, lw.scales.contiguous(),
+    kernel(a.shape[0], lw.n, lw.k, a.contiguous(), lw.planes, lw.scales.contiguous(),
                   lw.offsets.contiguous(), c)
     return c
+
+
+def kernel_for(bits: int, group_size: int, act: str, schedule: Optional[dict] = None) -> LutMatmul:
+    """The LutMatmul Script ``matmul_lut`` launches: ``schedule`` over the default (block_m 1,
+    the largest block_k of 128/64/32 dividing the group, 4 warps), one instance per key."""
+    sched = {"block_m": 1, "block_k": next(b for b in (128, 64, 32) if group_size % b == 0),
+             "warps": 4, **(schedule or {})}
+    key = (bits, group_size, act, tuple(sorted(sched.items())))
+    if key not in _KERNELS:
+        _KERNELS[key] = LutMatmul(bits, group_size, act, **sched)
+    return _KERNELS[key]
 
 
 #: Where the LUT schedule wins by the static decode cost (docs/ops.md): weight types, rows.
