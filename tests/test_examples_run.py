@@ -105,3 +105,41 @@ def test_attention_prefill_prints_its_errors_against_torch():
     for row in rows:
         err = float(row.split("max |out - torch| ")[1].split()[0])
         assert err < (2e-2 if row.strip().startswith("bfloat16") else 5e-3), row
+
+
+def _table(out: str) -> dict:
+    return {line.split(" | ")[0].strip("| "): line.strip(" |").split(" | ")[1:]
+            for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+
+
+def test_lut_gemm_matches_torch_and_the_mma_kernel():
+    """The LUT kernel (interpreter) is the float64 LUT formula rounded once, and agrees with
+    torch on the dequantized weight and with the dequantize + mma kernel to fp16 rounding."""
+    out = _run("examples/lut_gemm.py")
+    rows = {name: [float(v) for v in values] for name, values in _table(out).items()
+            if name != "kernel"}
+    lut, mma = rows["LUT (schedule='lut')"], rows["dequantize + mma"]
+    assert lut[2] == 0.0 and lut[1] < 1e-3 and mma[1] < 1e-3
+    assert float(out.rsplit("max |LUT - dequantize+mma| = ", 1)[1].split()[0]) < 0.1
+
+
+def test_per_layer_bits_prints_the_table_and_its_error():
+    """Per-layer types reach the right layers, the table's bits are the stored bits (codes,
+    fp16 scale and offset per group of 64, padding to 128 columns), and more bits buy less
+    error."""
+    out = _run("examples/per_layer_bits.py")
+    layers = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+              if line.startswith(("layers.", "lm_head", "total"))}
+    assert layers["layers.0.attn.q_proj"] == ["uint8", "16384", "8.500"]
+    assert layers["layers.1.attn.k_proj"] == ["uint8", "8192", "16.500"]   # 64 of 128 columns
+    assert layers["layers.0.mlp.down_proj"] == ["uint4", "49152", "4.500"]
+    assert layers["lm_head"] == ["float32", "65536", "32.000"]
+    weights = sum(int(v[1]) for k, v in layers.items() if k != "total")
+    bits = sum(int(v[1]) * float(v[2]) for k, v in layers.items() if k != "total")
+    assert int(layers["total"][0]) == weights
+    assert abs(float(layers["total"][1]) - bits / weights) < 1e-3
+    rows = {name: [float(v.rstrip("%")) for v in values] for name, values in _table(out).items()
+            if name != "bit map"}
+    u4, mixed, u3 = (rows["uniform uint4 (lm_head float)"], rows["per-layer map"],
+                     rows["uniform uint3 (lm_head float)"])
+    assert u3[0] < u4[0] < mixed[0] and mixed[1] < u4[1] < u3[1] and mixed[1] < 0.25
