@@ -122,21 +122,23 @@ def compiled_kernel(kernel_or_program: Any, arch: Optional[str] = None, cache=No
         hit = _loaded.get(slot)
         if hit is not None and hit[0] is kernel:
             return hit[1]
-        prekey = _prekey(kernel, values, arch)
-        loaded = _load_by_prekey(cache, prekey, type(kernel).__name__) if prekey else None
+        pre = prekey(kernel, values, arch)
+        loaded = _load_by_prekey(cache, pre, type(kernel).__name__) if pre else None
         if loaded is None:
             program = kernel.program(**values)
             loaded = _compiled_program(program, arch, cache, (id(program), arch, str(cache.root)))
-            if prekey and loaded.entry is not None and loaded.entry.persistent:
+            if pre and loaded.entry is not None and loaded.entry.persistent:
                 from tilus.runtime.index import write_index
 
-                write_index(cache.root, prekey, loaded.entry.key)
+                write_index(cache.root, pre, loaded.entry.key)
         _loaded[slot] = (kernel, loaded)
         return loaded
 
 
-def _prekey(kernel: Any, values: dict, arch: str) -> Optional[str]:
-    """The pre-key of a Script's Program for ``arch`` (see the module doc), or None."""
+def prekey(kernel: Any, values: dict, arch: str) -> Optional[str]:
+    """The pre-key of the Program of the Script ``kernel`` for the compile-time ``values`` (from
+    ``kernel.compile_time_values``) and ``arch`` (see the module doc); None when the Script has
+    something its fingerprint cannot describe exactly (tilus.lang.fingerprint)."""
     import hashlib
 
     from tilus.lang.fingerprint import script_fingerprint

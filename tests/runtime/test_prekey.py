@@ -47,7 +47,7 @@ def root(built, tmp_path, monkeypatch):
 def _prekey(kernel, arch="sm_90"):
     from tilus import jit
 
-    return jit._prekey(kernel, kernel.compile_time_values(), arch)
+    return jit.prekey(kernel, kernel.compile_time_values(), arch)
 
 
 def test_second_process_loads_through_the_prekey_without_a_program(built, root):
@@ -119,7 +119,7 @@ sys.path.insert(0, {folder!r})
 from tilus import jit
 from kernel_mod import Scaled
 k = Scaled(128)
-print("PREKEY", jit._prekey(k, k.compile_time_values(), "sm_90"))
+print("PREKEY", jit.prekey(k, k.compile_time_values(), "sm_90"))
 print("IR", str(k.program()).count("2.0"), str(k.program()).count("3.0"))
 """
 

@@ -44,8 +44,14 @@ def _hash_sources(subdirs: tuple) -> str:
     for sub in subdirs:
         for parts in sorted(_source_files(os.path.join(root, sub), (sub,))):
             h.update("/".join(parts).encode() + b"\0")
-            with open(os.path.join(root, *parts), "rb") as f:
-                h.update(f.read() + b"\0")
+            fd = os.open(os.path.join(root, *parts), os.O_RDONLY | os.O_CLOEXEC)
+            try:        # os.read: a buffered open() costs a new process 0.5 ms more here
+                chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
+                while chunks[-1]:
+                    chunks.append(os.read(fd, 1 << 20))
+                h.update(b"".join(chunks) + b"\0")
+            finally:
+                os.close(fd)
     return h.hexdigest()
 
 
