@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import tilus
 from tests.runtime.runtime_helpers import REPO, run_python
 from tilus.runtime import KernelCache
 from tilus.runtime.index import INDEX_DIR, read_index, write_index
@@ -84,6 +85,31 @@ def test_arguments_arch_and_attributes_change_the_prekey():
     c = _vecadd(512)
     c.extra = 256
     assert _prekey(b) != _prekey(c)
+
+
+def _scaled_kernel(scale: float):
+    """A kernel class made by a factory: its closure holds ``scale``."""
+    class Scaled(tilus.Script):
+        def __init__(self):
+            super().__init__()
+
+        def __call__(self, n: tilus.int32, a: ~tilus.float32):
+            self.attrs.blocks = 1
+            self.attrs.warps = 1
+            g = self.global_view(a, dtype=tilus.float32, shape=[n])
+            self.store_global(g, self.load_global(g, offsets=[0], shape=[32]) * scale,
+                              offsets=[0])
+
+    return Scaled
+
+
+def test_closures_and_class_attributes_are_part_of_the_prekey():
+    two, three = _scaled_kernel(2.0)(), _scaled_kernel(3.0)()
+    assert str(two.program()) != str(three.program())
+    assert _prekey(two) != _prekey(three) and _prekey(two) == _prekey(_scaled_kernel(2.0)())
+    base = type(_vecadd())
+    made = [type("VecAdd", (base,), {"__module__": base.__module__, "factor": f}) for f in (2, 3)]
+    assert _prekey(made[0](256)) != _prekey(made[1](256))
 
 
 def test_an_attribute_it_cannot_describe_gives_no_prekey(root):

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 import types
 from typing import Any, Optional
 
 from tilus.dtypes import DataType
 from tilus.ir.layout import RegisterLayout
+from tilus.lang.script import Script
 
 _PACKAGE = __name__.split(".")[0] + "."
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _files: dict[str, bytes] = {}       # path -> sha256 of its bytes, once per process
 
 
@@ -121,20 +124,22 @@ def script_fingerprint(script: Any, values: dict[str, Any]) -> Optional[str]:
         parts: list[str] = [f"{kind.__module__}.{kind.__qualname__}"]
         files: set[str] = set()
         for cls in kind.__mro__:
-            if _in_package(cls.__module__) or cls is object:
-                continue
-            module = sys.modules.get(cls.__module__)
-            if module is None:
-                raise _Unknown(f"module {cls.__module__} is not imported")
-            files.add(getattr(module, "__file__", None) or "")
-            files |= _referenced_files(module)
-            parts += _class_parts(cls, files)
+            if cls is object or issubclass(Script, cls) or "__call__" in cls.__dict__:
+                continue        # the DSL's base classes and tilus.Script (runners keep __call__)
+            if not _in_package(cls.__module__):
+                module = sys.modules.get(cls.__module__)
+                if module is None:
+                    raise _Unknown(f"module {cls.__module__} is not imported")
+                files.add(getattr(module, "__file__", None) or "")
+                files |= _referenced_files(module)
+            parts += _class_parts(cls, files)   # a kernel class tilus made may hold arguments
         parts += [f"{k}={_describe(v, files)}" for k, v in sorted(vars(script).items())
                   if k != "_tilus_programs"]
         parts += [f"const {k}={_describe(v, files)}" for k, v in sorted(values.items())]
         h = hashlib.sha256("\n".join(parts).encode())
         for path in sorted(files):
-            h.update(path.encode() + b"\0" + _file_digest(path))
+            if not path.startswith(_PACKAGE_DIR):       # the caller hashes tilus's own files
+                h.update(path.encode() + b"\0" + _file_digest(path))
         return h.hexdigest()
     except _Unknown:
         return None
