@@ -17,10 +17,13 @@ from the Tilus cache (build here with TVM, or run from a bundle, see `tilus bund
 ``--warm-load [--runs 5] [--label L]`` needs no GPU: the CPU part of a cached kernel's first call
 in a new process (torch and tilus already imported, as in a program about to call it), up to the
 driver, for the vector add above and the uint4 decode QuantMatmul (tilus.ops.matmul at M=1):
-the steps of ``tilus.jit.compiled_kernel`` one by one (program, IR text, key versions, cache
-lookup, load with the driver launcher; the TVM launcher's CPU part: cubin registration and
-libtvm_runtime, up to libtvm_runtime_cuda which needs libcuda), then ``compiled_kernel`` itself
-end to end (TILUS_LAUNCHER=driver) in another process. Each process runs ``gc.collect()`` first:
+the steps of ``tilus.jit.compiled_kernel``'s full path one by one (program, IR text, key
+versions, cache lookup, load with the driver launcher; the TVM launcher's CPU part: cubin
+registration and libtvm_runtime, up to libtvm_runtime_cuda which needs libcuda), those of its
+pre-key path (the kernel's fingerprint, the tilus package's, the index file and the lookup, the
+load: no Program built; the index is written first, as a kernel's first call does), then
+``compiled_kernel`` itself end to end (TILUS_LAUNCHER=driver: the pre-key path) in another
+process. Each process runs ``gc.collect()`` first:
 the full collection that importing torch leaves pending (100-400 ms here) would otherwise land on
 whatever runs next. Min and median over ``--runs`` processes (after one that warms the page cache),
 wall and CPU (``time.process_time``: what a loaded machine inflates less);
@@ -87,7 +90,7 @@ if sys.argv[2] == "end_to_end":
     from tilus import jit
     loaded = jit.compiled_kernel(kernel, arch="sm_90")
     lap("compiled_kernel")
-else:
+elif sys.argv[2] == "steps":
     from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
     from tilus.runtime.kernel import register_cubin
     from tilus.runtime.libraries import load_tvm_runtime
@@ -106,6 +109,24 @@ else:
     with entry.private_copy(entry.metadata.library):
         load_tvm_runtime()
     lap("tvm launcher CPU part")
+else:
+    from tilus import jit
+    from tilus.lang.fingerprint import script_fingerprint
+    from tilus.runtime import LoadedKernel, default_cache
+    from tilus.runtime.index import read_index
+    from tilus.runtime.keys import package_fingerprint
+    lap("runtime imports")
+    values = kernel.compile_time_values()
+    script_fingerprint(kernel, values)
+    lap("pre-key: kernel sources, attributes")
+    package_fingerprint()
+    lap("pre-key: tilus package sources")
+    prekey = jit.prekey(kernel, values, "sm_90")
+    lap("pre-key: versions, digest")
+    entry = default_cache().lookup(read_index(default_cache().root, prekey))
+    lap("index + cache lookup")
+    LoadedKernel.load(entry, launcher="driver")
+    lap("load (driver launcher)")
 print("TIMINGS " + json.dumps({"wall": out, "cpu": cpu}))
 """
 
@@ -124,9 +145,11 @@ def _warm_child(kernel: str, mode: str, cache: Path) -> dict:
     return json.loads(line[-1][8:])
 
 
-def _rows(steps: list, ends: list, kind: str) -> dict:
-    """Step name -> the processes' milliseconds (``kind``: wall or cpu)."""
+def _rows(steps: list, prekeys: list, ends: list, kind: str) -> dict:
+    """Step name -> the processes' milliseconds (``kind``: wall or cpu): the full path's steps,
+    the pre-key path's (prefixed), and compiled_kernel end to end (which takes the pre-key)."""
     rows = {k: [r[kind][k] for r in steps] for k in steps[0][kind]}
+    rows.update({f"pre-key path: {k}": [r[kind][k] for r in prekeys] for k in prekeys[0][kind]})
     rows["compiled_kernel, end to end"] = [r[kind]["compiled_kernel"] for r in ends]
     return rows
 
@@ -139,9 +162,11 @@ def warm_load(args) -> dict:
 
     from benchmarks.bench_compile import decode_kernel_args
     from tests.gpu.kernels import vector_add
+    from tilus import jit
     from tilus.backend.artifact import build_artifact
     from tilus.ops.kernels import QuantMatmul
     from tilus.runtime import cache_key, default_cache, key_versions
+    from tilus.runtime.index import write_index
 
     cache = default_cache().root
     qm = decode_kernel_args()
@@ -152,6 +177,9 @@ def warm_load(args) -> dict:
         key = cache_key(str(program), "sm_90", key_versions())
         if default_cache().lookup(key) is None:
             default_cache().store(key, build_artifact(program, "sm_90").artifact)
+        prekey = jit.prekey(script, script.compile_time_values(), "sm_90")
+        assert prekey is not None, f"{type(script).__name__} has no pre-key"
+        write_index(cache, prekey, key)           # what its first compiled_kernel writes
     print(f"warm load from {cache}, {args.runs} fresh processes per row; load average "
           f"{os.getloadavg()[0]:.2f}")
     result: dict = {}
@@ -159,13 +187,14 @@ def warm_load(args) -> dict:
     for name, (_, arg) in kernels.items():
         _warm_child(arg, "steps", cache)          # warms the page cache (libraries, .pyc files)
         steps = [_warm_child(arg, "steps", cache) for _ in range(args.runs)]
+        prekeys = [_warm_child(arg, "prekey", cache) for _ in range(args.runs)]
         ends = [_warm_child(arg, "end_to_end", cache) for _ in range(args.runs)]
         result[name], cpu[name] = ({k: {"min": min(v), "median": statistics.median(v)}
-                                    for k, v in _rows(steps, ends, kind).items()}
+                                    for k, v in _rows(steps, prekeys, ends, kind).items()}
                                    for kind in ("wall", "cpu"))
-        print(f"{name}\n  {'step':34} {'min ms':>8} {'median':>8} {'CPU min':>8}")
+        print(f"{name}\n  {'step':52} {'min ms':>8} {'median':>8} {'CPU min':>8}")
         for k, v in result[name].items():
-            print(f"  {k:34} {v['min']:8.1f} {v['median']:8.1f} {cpu[name][k]['min']:8.1f}")
+            print(f"  {k:52} {v['min']:8.1f} {v['median']:8.1f} {cpu[name][k]['min']:8.1f}")
     from benchmarks.provenance import provenance
 
     out = Path(args.out or Path(__file__).resolve().parent / "results")

@@ -3,8 +3,14 @@ tensors. The one place that joins the front end, the interpreter, the backend an
 
 The CUDA path, per call::
 
-    Program (memoized per Script instance and compile-time values)
-      -> arch: the tensors' GPU (torch.cuda.get_device_capability), else TILUS_ARCH / sm_80
+    arch: the tensors' GPU (torch.cuda.get_device_capability), else TILUS_ARCH / sm_80
+      -> in-process table (per Script, compile-time values and attributes; or per Program)
+      -> a Script: pre-key = sha256(script_fingerprint (its sources, attributes and values),
+         package_fingerprint (every tilus source file), tvm version, entry format, arch);
+         the cache's index file for it names the full key: "pre-key hit", no Program built
+         (any doubt, e.g. an attribute of an unknown type, an absent or odd index file or entry:
+         the full path below, which then writes the index file)
+      -> Program (memoized per Script instance and compile-time values)
       -> key = cache_key(IR text of the Program, arch, key_versions())   (no TVM needed)
       -> in-process table -> KernelCache (memory, then disk: "cache hit")
          -> on a miss ("cache miss"): tilus.backend.artifact.build_artifact under the key's
@@ -28,8 +34,9 @@ from tilus.lang.script import Script as _DSLScript
 
 logger = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_loaded: dict = {}          # (id(program), arch, cache root) -> (program, LoadedKernel)
+_lock = threading.RLock()
+_loaded: dict = {}   # (id(program), arch, root) -> (program, LoadedKernel); (id(script), its
+                     # program_key, arch, root) -> (script, LoadedKernel)
 
 
 class Script(_DSLScript, runner=True):
@@ -58,15 +65,17 @@ def launch(kernel: Any, args: tuple, kwargs: dict | None = None) -> Any:
     if isinstance(kernel, Program):
         if kwargs:
             raise TilusError("a Program takes positional arguments only")
-        program, runtime_args = kernel, list(args)
+        consts: dict = {}
+        runtime_args = list(args)
     else:
-        program, runtime_args = kernel.instantiate(*args, **kwargs)
+        consts, runtime_args = kernel.bind(*args, **kwargs)
     cuda_args = [a for a in runtime_args if _on_cuda(a)]
     if cuda_args:
-        compiled = compiled_kernel(program, arch=device_arch(cuda_args[0]))
+        compiled = compiled_kernel(kernel, arch=device_arch(cuda_args[0]), **consts)
         return compiled(*runtime_args)
     from tilus.interpreter import interpret
 
+    program = kernel if isinstance(kernel, Program) else kernel.program(**consts)
     return interpret(program, *runtime_args)
 
 
@@ -91,15 +100,85 @@ def have_compiler() -> bool:
 
 def compiled_kernel(kernel_or_program: Any, arch: Optional[str] = None, cache=None, **consts):
     """The LoadedKernel of a Script (with ``consts``) or Program for ``arch``: from this process's
-    table, the kernel cache, or built now (and stored)."""
-    from tilus.ir.program import as_program
-    from tilus.runtime import LoadedKernel, cache_key, default_cache, key_versions
+    table, the kernel cache (a Script's through its pre-key first, without building its Program),
+    or built now (and stored)."""
+    from tilus.runtime import default_cache
     from tilus.runtime.arch import normalize_arch
 
-    program = as_program(kernel_or_program, **consts)
     arch = normalize_arch(arch) if arch else device_arch()
     cache = cache if cache is not None else default_cache()
-    slot = (id(program), arch, str(cache.root))
+    if not isinstance(kernel_or_program, _DSLScript):
+        from tilus.ir.program import as_program
+
+        program = as_program(kernel_or_program, **consts)
+        return _compiled_program(program, arch, cache, (id(program), arch, str(cache.root)))
+    kernel = kernel_or_program
+    values = kernel.compile_time_values(**consts)
+    slot = (id(kernel), kernel.program_key(values), arch, str(cache.root))
+    hit = _loaded.get(slot)
+    if hit is not None and hit[0] is kernel:
+        return hit[1]
+    with _lock:
+        hit = _loaded.get(slot)
+        if hit is not None and hit[0] is kernel:
+            return hit[1]
+        pre = prekey(kernel, values, arch)
+        loaded = _load_by_prekey(cache, pre, type(kernel).__name__) if pre else None
+        if loaded is None:
+            program = kernel.program(**values)
+            loaded = _compiled_program(program, arch, cache, (id(program), arch, str(cache.root)))
+            if pre and loaded.entry is not None and loaded.entry.persistent:
+                from tilus.runtime.index import write_index
+
+                write_index(cache.root, pre, loaded.entry.key)
+        _loaded[slot] = (kernel, loaded)
+        return loaded
+
+
+def prekey(kernel: Any, values: dict, arch: str) -> Optional[str]:
+    """The pre-key of the Program of the Script ``kernel`` for the compile-time ``values`` (from
+    ``kernel.compile_time_values``) and ``arch`` (see the module doc); None when the Script has
+    something its fingerprint cannot describe exactly (tilus.lang.fingerprint)."""
+    import hashlib
+
+    from tilus.lang.fingerprint import script_fingerprint
+    from tilus.runtime.keys import CUDA_ENTRY_FORMAT, installed_tvm_version, package_fingerprint
+    from tilus.version import __version__
+
+    script = script_fingerprint(kernel, values)
+    if script is None:
+        return None
+    parts = (script, package_fingerprint(), __version__, installed_tvm_version(),
+             CUDA_ENTRY_FORMAT, arch)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _load_by_prekey(cache, prekey: str, name: str):
+    """The kernel the pre-key's index file names, loaded; None (take the full path) when there is
+    no index file, its entry is absent or damaged, or the entry is of another kernel."""
+    from tilus.runtime import LoadedKernel
+    from tilus.runtime.index import read_index
+
+    t0 = time.perf_counter()
+    key = read_index(cache.root, prekey)
+    entry = cache.lookup(key) if key is not None else None
+    if entry is None or entry.metadata.name != name:
+        logger.debug("pre-key miss %s: %s", prekey[:12], name)
+        return None
+    try:
+        loaded = LoadedKernel.load(entry)
+    except CacheCorruptionError as e:
+        cache.discard(key, e)
+        return None
+    logger.debug("pre-key hit %s: %s (entry %s) loaded in %.1f ms", prekey[:12], name, key[:12],
+                 (time.perf_counter() - t0) * 1e3)
+    return loaded
+
+
+def _compiled_program(program, arch: str, cache, slot: tuple):
+    """The LoadedKernel of ``program``: from this process's table, the cache, or built now."""
+    from tilus.runtime import LoadedKernel, cache_key, key_versions
+
     hit = _loaded.get(slot)
     if hit is not None and hit[0] is program:
         return hit[1]

@@ -152,14 +152,15 @@ def test_reductions_and_shapes():
 
 def test_cuda_tensors_take_the_compiled_path(monkeypatch):
     from tilus import jit
+    from tilus.ir.program import as_program
 
     class FakeCuda:
         is_cuda = True
 
     seen = []
 
-    def fake_compiled_kernel(program, arch=None, **kw):
-        seen.append(program.name)
+    def fake_compiled_kernel(kernel, arch=None, **consts):
+        seen.append(as_program(kernel, **consts).name)
         return lambda *args: ("launched", len(args))
 
     monkeypatch.setattr(jit, "compiled_kernel", fake_compiled_kernel)

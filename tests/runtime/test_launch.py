@@ -199,11 +199,12 @@ def test_miss_without_compiler_in_process(tmp_path, monkeypatch):
 def test_cuda_tensor_reaches_the_compiled_path(monkeypatch):
     """A CUDA-looking argument takes the compiled path (here: asked for, then stopped)."""
     from tilus import jit
+    from tilus.ir.program import as_program
 
     calls = []
 
-    def fake(program, arch=None, **kw):
-        calls.append((program.name, arch))
+    def fake(kernel, arch=None, **consts):
+        calls.append((as_program(kernel, **consts).name, arch))
         return lambda *a: "launched"
 
     class FakeCuda:

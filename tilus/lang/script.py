@@ -140,13 +140,25 @@ class Script(InstructionMethods):
         if "_tilus_deferred" in self.__dict__:
             type(self)._tilus_settle(self, args, kwargs, check)
 
-    def _consts_key(self, consts: dict[str, Any]) -> tuple:
+    def program_key(self, values: dict[str, Any]) -> tuple:
+        """What tells this Script's Programs apart: the compile-time ``values`` (from
+        :meth:`compile_time_values`) and the Script's attributes (a kernel may change them)."""
         attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(self).items() if not k.startswith("_")))
-        return tuple(consts.items()), attrs
+        return tuple(values.items()), attrs
 
     def program(self, **consts: Any) -> Program:
         """The Program for the given values of the compile-time (``int``/``float``/``bool``)
         parameters; built once per distinct set of values (and of ``self``'s attributes)."""
+        values = self.compile_time_values(**consts)
+        cache = self.__dict__.setdefault("_tilus_programs", {})
+        key = self.program_key(values)
+        if key not in cache:
+            cache[key] = self._build(values)
+        return cache[key]
+
+    def compile_time_values(self, **consts: Any) -> dict[str, Any]:
+        """Every compile-time parameter's value, checked and converted, defaults filled in (an
+        ``@tilus.autotune`` kernel's schedule is settled first): what :meth:`program` builds from."""
         self._settle_schedule((), dict(consts), lambda: self.program(**dict(consts)))
         params = self.kernel_params()
         values: dict[str, Any] = {}
@@ -167,11 +179,7 @@ class Script(InstructionMethods):
         if consts:
             raise TilusError(f"{type(self).__name__} has no compile-time parameter "
                              f"{', '.join(map(repr, consts))}")
-        cache = self.__dict__.setdefault("_tilus_programs", {})
-        key = self._consts_key(values)
-        if key not in cache:
-            cache[key] = self._build(values)
-        return cache[key]
+        return values
 
     @staticmethod
     def _const_value(p: KernelParam, v: Any) -> Any:
@@ -235,6 +243,13 @@ class Script(InstructionMethods):
     def instantiate(self, *args: Any, **kwargs: Any) -> tuple[Program, list[Any]]:
         """Splits a call's arguments: the Program for its compile-time values, and the run-time
         arguments in the Program's parameter order."""
+        consts, runtime = self.bind(*args, **kwargs)
+        return self.program(**consts), runtime
+
+    def bind(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any]]:
+        """Splits a call's arguments without building the Program: the compile-time arguments
+        given (by name, for :meth:`program`) and the run-time ones in the Program's parameter
+        order."""
         self._settle_schedule(args, kwargs, lambda: self.instantiate(*args, **kwargs))
         params = self.kernel_params()
         names = [p.name for p in params]
@@ -258,7 +273,7 @@ class Script(InstructionMethods):
                 consts[p.name] = bound[p.name]
             else:
                 runtime.append(bound[p.name])
-        return self.program(**consts), runtime
+        return consts, runtime
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Running a kernel is ``tilus.jit``'s job: kernels derive from ``tilus.Script``."""

@@ -42,6 +42,7 @@ from typing import Callable, Iterator, Mapping, Optional, Union
 from tilus.errors import (CacheCorruptionError, CacheError, CompilationError,
                           KernelNotFoundError)
 from tilus.runtime import locks, safefile, schema
+from tilus.runtime.index import INDEX_DIR
 from tilus.runtime.metadata import KernelMetadata
 
 logger = logging.getLogger(__name__)
@@ -462,14 +463,17 @@ class KernelCache:
         return out
 
     def clear(self) -> int:
-        """Remove every entry, and the temporaries and lock files no live process holds; returns
-        the entries removed. Writers still at work keep theirs."""
+        """Remove every entry, the pre-key index (tilus.runtime.index), and the temporaries and
+        lock files no live process holds; returns the entries removed. Writers still at work keep
+        theirs."""
         n = 0
         for p in self._children():
             if p.name.startswith(TEMP_PREFIXES + (LOCK_PREFIX,)):
                 locks.remove_abandoned(p, older_than=0)
             elif _is_key(p):
                 n += _remove_tree(p)
+            elif p.name == INDEX_DIR:
+                _remove_tree(p)
         self._memory.clear()
         return n
 
