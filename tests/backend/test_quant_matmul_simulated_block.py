@@ -2,8 +2,8 @@
 per 16 k and a float32 scale per tensor) lowered and simulated against the interpreter and
 dequantize() + torch (tests/backend/quant_matmul_sim.py; N = 136, K = 192 do not divide the
 tiles; dequantize() equals the OCP MX / NVFP4 numpy reference of tests/ops/test_blockscale.py):
-every MX element type and NVFP4, on both paths: the fast path (scales applied in float16, codes staged in shared memory
-when pipelined) and, where a block scale leaves its range, the float32 partials (mx) or the
+every MX element type and NVFP4, on both paths: the fast path (scales applied in float16, codes
+staged in shared memory when pipelined) and, where a block scale leaves its range, the float32 partials (mx) or the
 decode to float16 (nvfp4)."""
 import pytest
 
