@@ -174,7 +174,9 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, f"cpu-{stamp}-formats{'-cost' if args.cost else ''}.json")
     from benchmarks.provenance import provenance
 
-    meta = {**provenance(), "kind": "quantization error of dequantize() (no GPU)",
+    kind = "quantization error of dequantize() and the layer output (no GPU)" + (
+        "; decode kernels' static cost from SASS (sm_90 built, not run)" if args.cost else "")
+    meta = {**provenance(), "kind": kind,
             "matrices": {"size": args.size, "seed": 0,
                          "gaussian": "N(0, 0.02^2)", "student_t3": "0.02 * t(3)"}}
     with open(path, "w") as f:
