@@ -18,6 +18,19 @@ per table lookup). Marlin's int4
 loop (2.76 instructions per element, built with the same nvcc for sm_90) is the reference line.
 These are estimates from the instruction stream, not timings.
 
+The activation-quantized matmuls (``ACT_QUANT``, not in the default list): ``w8a8``
+(``tilus.ops.w8a8``, int8 mma), ``w4a4-s8`` and ``w4a4-s8-g128`` (``tilus.ops.w4a4`` per channel
+and per group of 128 k, codes widened to int8 on sm_90), ``w4a4-s4-sm80`` (the int4 mma, built
+for sm_80: sm_90 has none) and ``fp8`` (``tilus.ops.fp8``, e4m3 mma). Their kernels have 16 x 64
+tiles, 4 warps, no pipeline and no split-k: one iteration is the innermost loop with an mma,
+``64 * BLOCK_K / 128`` weights per thread (grouped: the group loop's path, which holds one
+inner iteration, plus the other inner iterations of the group). Bytes per weight: the code
+(1 or 0.5) and the float32 scales (per channel: 4 / K; per group: 4 / 128); the per-row
+activation quantization (a second kernel) is not counted. At M = 1 they launch N / 64 = 64
+blocks, so only 64 of the 132 SMs issue: their estimated fraction of bandwidth is the ratio
+times 64 / 132, and with no loads in flight but the current tile's (``bytes_in_flight_per_sm``)
+latency, not issue, bounds them further.
+
 ``--zero-mode int`` quantizes the (unsigned integer) types with integer zero points
 (``tilus.ops.quantize(..., zero_mode="int")``: ``(v - z) * s``) instead of float offsets; its
 file is named ``...-decode-cost-intzero.json``.
@@ -53,6 +66,10 @@ FORMATS = {"mxfp4": ("mx", "float4_e2m1"), "mxfp6_e2m3": ("mx", "float6_e2m3"),
 LUT = {"lut-uint1": 1, "lut-uint2": 2}
 # bit-sliced uint8 weights (tilus.ops.matmul_sliced) served at b bits: name -> b
 SLICED = {"sliced8": 8, "sliced4": 4, "sliced2": 2}
+# activation-quantized matmuls: name -> (module, arch, weight bits, group size (0: per channel))
+ACT_QUANT = {"w8a8": ("w8a8", "sm_90", 8, 0), "w4a4-s8": ("w4a4", "sm_90", 4, 0),
+             "w4a4-s8-g128": ("w4a4", "sm_90", 4, 128), "w4a4-s4-sm80": ("w4a4", "sm_80", 4, 0),
+             "fp8": ("fp8", "sm_90", 8, 0)}
 TYPES = ("uint1", "uint2", "uint3", "int4", "uint4", "uint5", "uint6", "uint7", "uint8",
          "float4_e2m1", "float6_e3m2", "float8_e4m3", "mxfp4", "nvfp4")
 
@@ -81,6 +98,8 @@ def decode_cost(wtype: str, n: int = 4096, k: int = 4096, group: int = 128,
         return _cost_row(wtype, kernel, nbits, param_bytes, n)
     if wtype in LUT:                # the LUT-GEMM schedule of tilus.ops.lut
         return lut_cost(LUT[wtype], n, k, group)
+    if wtype in ACT_QUANT:          # activation-quantized: int8 / int4 / e4m3 mma
+        return act_quant_cost(wtype, n, k)
     if wtype in FORMATS:            # block-scaled: one uint8 scale per block (+ 4 bytes per tensor)
         scheme, element = FORMATS[wtype]
         qw = quantize(w, element, scheme=scheme)
@@ -130,6 +149,61 @@ def lut_cost(bits: int, n: int = 4096, k: int = 4096, group: int = 128, m: int =
             "bytes_in_flight_per_sm": None, "waves": round(math.ceil(n / script.block_n) / SMS, 3),
             "memory_over_issue": round(ratio, 3),
             "estimated_fraction_of_bandwidth": round(min(1.0, ratio), 3)}
+
+
+def act_quant_script(wtype: str):
+    """The kernel script of the activation-quantized matmul ``wtype`` (a key of ``ACT_QUANT``)."""
+    from tilus.ops.fp8 import MatmulFP8
+    from tilus.ops.w4a4 import MatmulW4A4
+    from tilus.ops.w8a8 import MatmulW8A8
+
+    module, arch, _, group = ACT_QUANT[wtype]
+    if module == "w8a8":
+        return MatmulW8A8()
+    if module == "fp8":
+        return MatmulFP8()
+    return MatmulW4A4(s4_mma=arch == "sm_80", group_size=group)
+
+
+def act_quant_cost(wtype: str, n: int = 4096, k: int = 4096) -> dict:
+    """The static cost at M = 1 of the activation-quantized matmul ``wtype`` (see the module
+    doc)."""
+    import tilus
+
+    module, arch, nbits, group = ACT_QUANT[wtype]
+    script = act_quant_script(wtype)
+    mod = sys.modules[type(script).__module__]
+    block_n, block_k, threads = mod.BLOCK_N, mod.BLOCK_K, 4 * 32
+    built = tilus.build(script, arch=arch)
+    inner = built.main_loop_cost(innermost=True)
+    instructions, elements = inner.instructions, block_n * block_k / threads
+    by_class = dict(inner.by_class)
+    if group:                       # the group loop's path holds one inner iteration
+        steps = group // block_k
+        outer = built.main_loop_cost()
+        instructions = outer.instructions + (steps - 1) * inner.instructions
+        elements *= steps
+        by_class = {c: outer.by_class[c] + (steps - 1) * inner.by_class[c]
+                    for c in set(outer.by_class) | set(inner.by_class)}
+    ipe = instructions / elements
+    param_bytes = 4 / (group or k)
+    blocks = math.ceil(n / block_n)
+    res = built.resources
+    per_sm = min(MAX_BLOCKS, REGS_PER_SM // max(1, res.registers * threads))
+    ratio = memory_over_issue(nbits, param_bytes, ipe)
+    busy = min(1.0, blocks / SMS)
+    return {"type": wtype, "arch": arch,
+            "schedule": {"block_m": mod.BLOCK_M, "block_n": block_n, "block_k": block_k,
+                         "stages": 1, "split_k": 1, "warps": 4, "group_size": group},
+            "instructions_per_iteration": instructions,
+            "instructions_per_weight_element": round(ipe, 3), "by_class": by_class,
+            "registers": res.registers,
+            "spill_bytes": res.spill_store_bytes + res.spill_load_bytes,
+            "shared_memory_bytes": 0, "blocks_per_sm": per_sm,
+            "bytes_in_flight_per_sm": int(block_n * block_k * nbits / 8),
+            "waves": round(blocks / (SMS * per_sm), 3), "sms_busy": round(busy, 3),
+            "memory_over_issue": round(ratio, 3),
+            "estimated_fraction_of_bandwidth": round(min(1.0, ratio * busy), 3)}
 
 
 def _cost_row(wtype: str, kernel, nbits: int, param_bytes: float, n: int) -> dict:

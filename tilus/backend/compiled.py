@@ -102,13 +102,13 @@ class CompiledKernel:
             self._sass = toolchain.disassemble(self.cubin)
         return self._sass
 
-    def main_loop_cost(self, markers: tuple = ("HMMA", "IMMA")):
+    def main_loop_cost(self, markers: tuple = ("HMMA", "IMMA"), innermost: bool = False):
         """One steady-state iteration of the main loop (the one with the most ``markers``
-        instructions: tensor-core ones by default) counted from the SASS:
-        ``tilus.backend.sass_cost.LoopCost``."""
+        instructions: tensor-core ones by default; ``innermost``: the smallest loop with any)
+        counted from the SASS: ``tilus.backend.sass_cost.LoopCost``."""
         from tilus.backend.sass_cost import main_loop_cost
 
-        return main_loop_cost(self.sass, markers)
+        return main_loop_cost(self.sass, markers, innermost)
 
     def __repr__(self) -> str:
         r = self.all_resources.get(self.kernel_name)

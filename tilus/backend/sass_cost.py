@@ -102,10 +102,12 @@ def _blocks(body: list[Instr], start: int, end: int) -> tuple[list[int], dict[in
     return heads, blocks
 
 
-def main_loop_cost(sass: str, markers: tuple = ("HMMA", "IMMA")) -> LoopCost:
+def main_loop_cost(sass: str, markers: tuple = ("HMMA", "IMMA"),
+                   innermost: bool = False) -> LoopCost:
     """The cost of one steady-state iteration of the loop with the most ``markers`` instructions
     (by default the tensor-core ones, HMMA/IMMA; a table-lookup kernel's main loop is the one
-    with the most LDS)."""
+    with the most LDS). ``innermost``: the smallest loop holding any ``markers`` instead (the
+    inner loop of a nest, whose outer loop's path counts it once)."""
     code = parse(sass)
     loops = []
     for ins in code:
@@ -116,7 +118,8 @@ def main_loop_cost(sass: str, markers: tuple = ("HMMA", "IMMA")) -> LoopCost:
             loops.append((mma, len(body), t, ins.addr))
     if not loops or max(loops)[0] == 0:
         raise CompilationError(f"no loop with {'/'.join(markers)} instructions in this SASS")
-    _, _, head, latch = max(loops)
+    _, _, head, latch = (min((x for x in loops if x[0]), key=lambda x: x[1]) if innermost
+                         else max(loops))
     body = [x for x in code if head <= x.addr <= latch]
     heads, blocks = _blocks(body, head, latch)
     order = {h: i for i, h in enumerate(heads)}
