@@ -21,14 +21,14 @@ import torch
 
 import tilus
 from tilus.errors import ArgumentError, UnsupportedLaunchError
-from tilus.ops.rowquant import ACTS, quantize_rows, rows_reference
+from tilus.ops.rowquant import ACTS, RescaledStore, check_2d, quantize_rows, rows_reference
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
 #: The first architecture with e4m3 mma.sync.
 MIN_ARCH = 89
 
 
-class MatmulFP8(tilus.Script):
+class MatmulFP8(RescaledStore, tilus.Script):
     """C [M, N] = (A_q [M, K] @ B_q[N, K]^T) * s_a[m] * s_b[n] (+ bias), float32 accumulation.
     A and B (e4m3 codes, k contiguous) are loaded as bytes, so that a thread's four k are one
     32-bit load, and viewed as e4m3; B's tile is transposed to [k, n] in registers."""
@@ -57,11 +57,7 @@ class MatmulFP8(tilus.Script):
                      self.transpose(self.view(tb, dtype=tilus.float8_e4m3)), acc, out=acc)
         out = acc * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1]) \
             * self.load_global(gsb, offsets=[0, n0], shape=[1, BLOCK_N])
-        if self.has_bias:
-            gbias = self.global_view(bias, dtype=self.act, shape=[1, n])
-            out = out + self.cast(self.load_global(gbias, offsets=[0, n0], shape=[1, BLOCK_N]),
-                                  dtype=tilus.float32)
-        self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
+        self.store_rescaled(out, bias, gc, n, m0, n0, BLOCK_N)
 
 
 @dataclass(eq=False)
@@ -81,15 +77,9 @@ class Fp8Weight:
         return self.data.float() * self.scales[:, None]
 
 
-def _check_2d(x, name: str, where: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ArgumentError(f"{where}: {name} must be a 2-D torch tensor, got "
-                            f"{getattr(x, 'shape', type(x).__name__)}")
-
-
 def quantize_weight_fp8(w: torch.Tensor) -> Fp8Weight:
     """``w [N, K]`` -> per-output-channel e4m3 (see the module docstring)."""
-    _check_2d(w, "w", "quantize_weight_fp8")
+    check_2d(w, "w", "quantize_weight_fp8")
     q, s = rows_reference(w.detach(), "float8_e4m3")
     return Fp8Weight(q.contiguous(), s.contiguous())
 
@@ -107,7 +97,7 @@ def matmul_fp8(x: torch.Tensor, w8: Fp8Weight, bias: Optional[torch.Tensor] = No
                engine: str = "auto") -> torch.Tensor:
     """``x [M, K]`` float16/bfloat16 quantized per row to e4m3, times ``w8``: ``[M, N]`` in x's
     dtype."""
-    _check_2d(x, "x", "matmul_fp8")
+    check_2d(x, "x", "matmul_fp8")
     n, k = w8.shape
     if x.dtype not in ACTS or x.shape[1] != k:
         raise ArgumentError(f"matmul_fp8: x must be float16/bfloat16 [M, {k}], got {x.dtype} "
@@ -131,7 +121,7 @@ def matmul_fp8_reference(x: torch.Tensor, w8: Fp8Weight,
     the (exact) products summed in float64, the rescale (+ bias) in float32 (float64 for float64
     x), one rounding to x's dtype. The kernel's float32 accumulation may differ from it by the
     float32 rounding of its partial sums."""
-    _check_2d(x, "x", "matmul_fp8_reference")
+    check_2d(x, "x", "matmul_fp8_reference")
     if not x.dtype.is_floating_point or x.shape[1] != w8.shape[1]:
         raise ArgumentError(f"matmul_fp8_reference: x must be a float tensor "
                             f"[M, {w8.shape[1]}], got {x.dtype} {list(x.shape)}")

@@ -22,13 +22,13 @@ import torch
 from tilus.errors import ArgumentError, QuantizationError
 from tilus.ops.lut_kernels import UNIT_K, LutMatmul
 from tilus.ops.matmul import _ACT
-from tilus.ops.quantize import QuantizedWeight
+from tilus.ops.quantize import QuantizedWeight, WeightShape
 
 ENGINES = ("reference", "interpreter", "compiled")
 
 
 @dataclass(eq=False)
-class LutWeight:
+class LutWeight(WeightShape):
     """A 1- or 2-bit asymmetric weight as bit planes for ``LutMatmul`` (module doc)."""
 
     planes: torch.Tensor
@@ -38,14 +38,6 @@ class LutWeight:
     shape: tuple
     bits: int
     group_size: int
-
-    @property
-    def n(self) -> int:
-        return self.shape[0]
-
-    @property
-    def k(self) -> int:
-        return self.shape[1]
 
 
 def pack_lut(qw: QuantizedWeight) -> LutWeight:

@@ -29,13 +29,14 @@ import torch
 
 from tilus.errors import ArgumentError, QuantizationError
 from tilus.ops import packing
-from tilus.ops.quantize import QuantizedWeight, _check_weight, quantize, weight_type
+from tilus.ops.quantize import (QuantizedWeight, WeightShape, _check_weight, quantize,
+                                 weight_type)
 
 REST = "rest"
 
 
 @dataclass(eq=False)
-class MixedQuantizedWeight:
+class MixedQuantizedWeight(WeightShape):
     """An ``[N, K]`` weight whose output features ``perm[:wide.n]`` are quantized in ``wide``
     and ``perm[wide.n:]`` in ``narrow`` (see the module docstring)."""
 
@@ -46,22 +47,6 @@ class MixedQuantizedWeight:
     @property
     def shape(self) -> tuple:
         return (self.wide.n + self.narrow.n, self.wide.k)
-
-    @property
-    def n(self) -> int:
-        return self.shape[0]
-
-    @property
-    def k(self) -> int:
-        return self.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.n
-
-    @property
-    def in_features(self) -> int:
-        return self.k
 
     @property
     def device(self) -> torch.device:

@@ -181,8 +181,31 @@ def meta_dict(meta: Any, where: str) -> dict:
                             f"{type(meta).__name__}")
 
 
+class WeightShape:
+    """``n``/``k`` (alias ``out_features``/``in_features``) of a stored weight from its
+    ``shape`` ([N, K], nn.Linear's order): shared by every weight container of ``tilus.ops``."""
+
+    shape: tuple
+
+    @property
+    def n(self) -> int:
+        return self.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+
 @dataclass(eq=False)
-class QuantizedWeight:
+class QuantizedWeight(WeightShape):
     """A weight quantized group-wise along K and packed for the Tilus kernels (see module doc).
 
     ``shape`` is the original weight's ``(N, K)`` (nn.Linear's ``(out_features, in_features)``).
@@ -211,22 +234,6 @@ class QuantizedWeight:
     @property
     def nbits(self) -> int:
         return self.wtype.nbits
-
-    @property
-    def out_features(self) -> int:
-        return self.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.shape[1]
-
-    @property
-    def n(self) -> int:
-        return self.shape[0]
-
-    @property
-    def k(self) -> int:
-        return self.shape[1]
 
     @property
     def n_padded(self) -> int:

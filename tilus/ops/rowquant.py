@@ -65,6 +65,26 @@ class QuantizeRows(tilus.Script):
             self.store_global(gq, self.cast(t, dtype=self.qtype), offsets=[m0, kt * 128])
 
 
+def check_2d(x, name: str, where: str) -> None:
+    """ArgumentError unless ``x`` is a 2-D torch tensor (the activation-quantized ops' inputs)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ArgumentError(f"{where}: {name} must be a 2-D torch tensor, got "
+                            f"{getattr(x, 'shape', type(x).__name__)}")
+
+
+class RescaledStore:
+    """The epilogue the W8A8, W4A4 and FP8 kernels share: ``out`` (float32, already rescaled)
+    plus the optional bias row, rounded once to the activation dtype and stored at
+    ``[m0, n0]`` (the Script sets ``act`` and ``has_bias``)."""
+
+    def store_rescaled(self, out, bias, gc, n, m0, n0, block_n: int) -> None:
+        if self.has_bias:
+            gbias = self.global_view(bias, dtype=self.act, shape=[1, n])
+            out = out + self.cast(self.load_global(gbias, offsets=[0, n0], shape=[1, block_n]),
+                                  dtype=tilus.float32)
+        self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
+
+
 def _check(x, dtype: str, where: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ArgumentError(f"{where}: x must be a 2-D torch tensor, got "

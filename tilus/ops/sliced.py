@@ -40,7 +40,7 @@ import torch
 from tilus.errors import ArgumentError, DeviceMismatchError, QuantizationError
 from tilus.ops import packing
 from tilus.ops.matmul import _ACT, default_schedule, run_kernel
-from tilus.ops.quantize import quantize
+from tilus.ops.quantize import WeightShape, quantize
 from tilus.ops.sliced_kernels import (SERVE_BITS, SLICE_WIDTHS, STORED_BITS, scale_shift,
                                       slices_for)
 from tilus.ops.validation import check_schedule
@@ -50,7 +50,7 @@ _TARGET = "float16"      # uint2/uint4 pair strides are the same for float16 and
 
 
 @dataclass(eq=False)
-class SlicedWeight:
+class SlicedWeight(WeightShape):
     """A weight ``[N, K]`` quantized to asymmetric uint8 and stored as bit slices (module doc).
 
     ``data``: uint8 ``[N_pad / 128, K_pad / 32 * 4096]``; ``scales``/``offsets``:
@@ -62,14 +62,6 @@ class SlicedWeight:
     shape: tuple
     group_size: int
     _params: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def n(self) -> int:
-        return self.shape[0]
-
-    @property
-    def k(self) -> int:
-        return self.shape[1]
 
     @property
     def device(self) -> torch.device:

@@ -29,14 +29,14 @@ import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
 from tilus.jit import device_arch
-from tilus.ops.rowquant import ACTS, quantize_rows, rows_reference
+from tilus.ops.rowquant import ACTS, RescaledStore, check_2d, quantize_rows, rows_reference
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
 #: Architectures with int4 tensor cores (mma.m16n8k64.s4); sm_90 has none.
 S4_ARCHES = ("sm_80", "sm_86", "sm_89")
 
 
-class MatmulW4A4(tilus.Script):
+class MatmulW4A4(RescaledStore, tilus.Script):
     """C [M, N] = sum_g (A_q @ B_q^T over group g's k) * s_b[g, n] * s_a[m] (+ bias), int32
     accumulation within a group; one group of all K when ``group_size`` is 0 (per channel). A
     [M, K] and B [N, K] are int4 bit streams (k contiguous), loaded as bytes and viewed as int4.
@@ -86,11 +86,7 @@ class MatmulW4A4(tilus.Script):
             out = out + self.cast(acc, dtype=tilus.float32) \
                 * self.load_global(gsb, offsets=[g, n0], shape=[1, BLOCK_N])
         out = out * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1])
-        if self.has_bias:
-            gbias = self.global_view(bias, dtype=self.act, shape=[1, n])
-            out = out + self.cast(self.load_global(gbias, offsets=[0, n0], shape=[1, BLOCK_N]),
-                                  dtype=tilus.float32)
-        self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
+        self.store_rescaled(out, bias, gc, n, m0, n0, BLOCK_N)
 
 
 @dataclass(eq=False)
@@ -130,17 +126,11 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return ((codes.to(torch.int16) ^ 8) - 8).to(torch.int8).reshape(rows, -1)
 
 
-def _check_2d(x, name: str, where: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ArgumentError(f"{where}: {name} must be a 2-D torch tensor, got "
-                            f"{getattr(x, 'shape', type(x).__name__)}")
-
-
 def quantize_weight_int4(w: torch.Tensor, group_size: Optional[int] = None) -> Int4Weight:
     """``w [N, K]`` (K even) -> symmetric int4 packed along K, one scale per output channel
     (``group_size`` None) or per ``group_size`` consecutive k of a channel (a multiple of 64
     dividing K), each group by the rule of the module docstring."""
-    _check_2d(w, "w", "quantize_weight_int4")
+    check_2d(w, "w", "quantize_weight_int4")
     if not group_size:
         q, s = rows_reference(w.detach(), "int4")
         return Int4Weight(q.contiguous(), s.contiguous())
@@ -157,7 +147,7 @@ def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = 
                 engine: str = "auto") -> torch.Tensor:
     """``x [M, K]`` float16/bfloat16 quantized per row to int4, times ``w4``: ``[M, N]`` in x's
     dtype."""
-    _check_2d(x, "x", "matmul_w4a4")
+    check_2d(x, "x", "matmul_w4a4")
     n, k = w4.shape
     if x.dtype not in ACTS or x.shape[1] != k:
         raise ArgumentError(f"matmul_w4a4: x must be float16/bfloat16 [M, {k}], got {x.dtype} "
@@ -180,7 +170,7 @@ def matmul_w4a4_reference(x: torch.Tensor, w4: Int4Weight,
     """The rule of ``matmul_w4a4`` in torch for any float ``x [M, K]``: the int products of each
     group summed exactly, times the group's scale, summed over groups and times the row's scale
     in float64, (+ bias) in float32 (float64 for float64 x), one rounding to x's dtype."""
-    _check_2d(x, "x", "matmul_w4a4_reference")
+    check_2d(x, "x", "matmul_w4a4_reference")
     if not x.dtype.is_floating_point or x.shape[1] != w4.shape[1]:
         raise ArgumentError(f"matmul_w4a4_reference: x must be a float tensor "
                             f"[M, {w4.shape[1]}], got {x.dtype} {list(x.shape)}")

@@ -20,12 +20,12 @@ import torch
 
 import tilus
 from tilus.errors import ArgumentError
-from tilus.ops.rowquant import QuantizeRows, quantize_rows, rows_reference  # noqa: F401
+from tilus.ops.rowquant import QuantizeRows, RescaledStore, check_2d, quantize_rows, rows_reference  # noqa: F401
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
 
 
-class MatmulW8A8(tilus.Script):
+class MatmulW8A8(RescaledStore, tilus.Script):
     """C [M, N] = (A_q [M, K] @ B_q [K, N]) * s_a[m] * s_b[n] (+ bias), int32 accumulation."""
 
     def __init__(self, act: str = "float16", has_bias: bool = False):
@@ -52,11 +52,7 @@ class MatmulW8A8(tilus.Script):
         out = self.cast(acc, dtype=tilus.float32) \
             * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1]) \
             * self.load_global(gsb, offsets=[0, n0], shape=[1, BLOCK_N])
-        if self.has_bias:
-            gbias = self.global_view(bias, dtype=self.act, shape=[1, n])
-            out = out + self.cast(self.load_global(gbias, offsets=[0, n0], shape=[1, BLOCK_N]),
-                                  dtype=tilus.float32)
-        self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
+        self.store_rescaled(out, bias, gc, n, m0, n0, BLOCK_N)
 
 
 @dataclass(eq=False)
@@ -76,15 +72,9 @@ class Int8Weight:
         return self.data.t().float() * self.scales[:, None]
 
 
-def _check_2d(x, name: str, where: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ArgumentError(f"{where}: {name} must be a 2-D torch tensor, got "
-                            f"{getattr(x, 'shape', type(x).__name__)}")
-
-
 def quantize_weight_int8(w: torch.Tensor) -> Int8Weight:
     """``w [N, K]`` -> per-output-channel symmetric int8, transposed for the kernel."""
-    _check_2d(w, "w", "quantize_weight_int8")
+    check_2d(w, "w", "quantize_weight_int8")
     q, s = rows_reference(w.detach())
     return Int8Weight(q.t().contiguous(), s.contiguous())
 
@@ -92,7 +82,7 @@ def quantize_weight_int8(w: torch.Tensor) -> Int8Weight:
 def matmul_w8a8(x: torch.Tensor, w8: Int8Weight, bias: Optional[torch.Tensor] = None,
                 engine: str = "auto") -> torch.Tensor:
     """``x [M, K]`` float16 quantized per row, times ``w8``: ``[M, N]`` float16."""
-    _check_2d(x, "x", "matmul_w8a8")
+    check_2d(x, "x", "matmul_w8a8")
     n, k = w8.shape
     if x.dtype != torch.float16 or x.shape[1] != k:
         raise ArgumentError(f"matmul_w8a8: x must be float16 [M, {k}], got {x.dtype} "
@@ -112,7 +102,7 @@ def matmul_w8a8_reference(x: torch.Tensor, w8: Int8Weight,
     """The rule of ``matmul_w8a8`` in torch for any float ``x [M, K]`` (float16 as the kernels
     round; bfloat16/float32/float64 rounded once to x's dtype): the int products summed exactly
     in float64, the rescale (+ bias) in float32, or float64 for float64 input."""
-    _check_2d(x, "x", "matmul_w8a8_reference")
+    check_2d(x, "x", "matmul_w8a8_reference")
     if not x.dtype.is_floating_point or x.shape[1] != w8.shape[1]:
         raise ArgumentError(f"matmul_w8a8_reference: x must be a float tensor "
                             f"[M, {w8.shape[1]}], got {x.dtype} {list(x.shape)}")
