@@ -166,8 +166,9 @@ def _empty_storage(rows: tuple[int, ...], head_dim: int, dtype, device, scale_dt
 
 
 @dataclass
-class QuantKVCache:
-    """The cache tensors (see the module docstring) and their type."""
+class KVStorage:
+    """The tensors of quantized K and V rows (see the module docstring) and their type: what the
+    contiguous cache and the paged pool share; their leading dimensions differ."""
 
     k: torch.Tensor
     v: torch.Tensor
@@ -178,6 +179,17 @@ class QuantKVCache:
     dtype: str
     head_dim: int
     group_size: Optional[int] = None
+
+    def dequantize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, V) as float32 rows of ``head_dim`` (the storage's leading dimensions): what the
+        kernels read."""
+        return (dequantize_rows(self.k, self.k_scales, self.k_zeros, self.dtype, self.head_dim),
+                dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
+
+
+@dataclass
+class QuantKVCache(KVStorage):
+    """The cache tensors (see the module docstring), ``[batch, kv_heads, max_seq, ...]``."""
 
     @classmethod
     def empty(cls, batch: int, kv_heads: int, max_seq: int, head_dim: int, dtype="uint4",
@@ -196,26 +208,11 @@ class QuantKVCache:
         """(batch, kv_heads, max_seq, head_dim)."""
         return (*self.k.shape[:3], self.head_dim)
 
-    def dequantize(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, V) as float32 ``[batch, kv_heads, max_seq, head_dim]``: what the kernels read."""
-        return (dequantize_rows(self.k, self.k_scales, self.k_zeros, self.dtype, self.head_dim),
-                dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
-
 
 @dataclass
-class PagedQuantKVCache:
+class PagedQuantKVCache(KVStorage):
     """A pool of ``num_pages`` pages of ``page_size`` tokens per KV head (see the module
     docstring); the block table that maps sequences to pages is the caller's."""
-
-    k: torch.Tensor
-    v: torch.Tensor
-    k_scales: torch.Tensor
-    k_zeros: torch.Tensor
-    v_scales: torch.Tensor
-    v_zeros: torch.Tensor
-    dtype: str
-    head_dim: int
-    group_size: Optional[int] = None
 
     @classmethod
     def empty(cls, num_pages: int, kv_heads: int, page_size: int, head_dim: int, dtype="uint4",
@@ -253,11 +250,6 @@ class PagedQuantKVCache:
         return QuantKVCache(rows(self.k), rows(self.v), rows(self.k_scales), rows(self.k_zeros),
                             rows(self.v_scales), rows(self.v_zeros), dtype=self.dtype,
                             head_dim=self.head_dim, group_size=self.group_size)
-
-    def dequantize(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, V) of the pool as float32 ``[num_pages, kv_heads, page_size, head_dim]``."""
-        return (dequantize_rows(self.k, self.k_scales, self.k_zeros, self.dtype, self.head_dim),
-                dequantize_rows(self.v, self.v_scales, self.v_zeros, self.dtype, self.head_dim))
 
 
 def check_block_table(block_table, batch: Optional[int], device: torch.device,
