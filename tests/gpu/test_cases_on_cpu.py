@@ -114,26 +114,34 @@ def bundle_keys():
 
 
 
+class NotLaunched:
+    """A kernel appended to ``launched`` when made and never launched (its attributes pass
+    through): what the bundle tests hand the ops in place of their kernels."""
+
+    def __init__(self, kernel, launched: list):
+        self.kernel = kernel
+        launched.append(kernel)
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+    def __call__(self, *args):
+        pass
+
+
+def recording(make, launched: list):
+    """``make`` (a kernel factory) whose kernels are recorded in ``launched``, not launched."""
+    return lambda *a, **kw: NotLaunched(make(*a, **kw), launched)
+
+
 def test_bundle_holds_the_attention_kernels_the_gpu_tests_launch(bundle_keys, monkeypatch):
     """attention_decode run on the CPU for every ATTENTION_CASE, its kernels recorded instead of
     launched: each is in the bundle (the op's own choice of kernels, not attention_kernels')."""
     att = importlib.import_module("tilus.ops.attention")
     launched = []
 
-    class Recorded:
-        def __init__(self, kernel):
-            self.kernel = kernel
-            launched.append(kernel)
-
-        def __getattr__(self, name):
-            return getattr(self.kernel, name)
-
-        def __call__(self, *args):
-            pass
-
-    split, combine = att.split_kernel, att.combine_kernel
-    monkeypatch.setattr(att, "split_kernel", lambda *a, **kw: Recorded(split(*a, **kw)))
-    monkeypatch.setattr(att, "combine_kernel", lambda *a, **kw: Recorded(combine(*a, **kw)))
+    monkeypatch.setattr(att, "split_kernel", recording(att.split_kernel, launched))
+    monkeypatch.setattr(att, "combine_kernel", recording(att.combine_kernel, launched))
     for case in ATTENTION_CASES:
         act = getattr(torch, case.act)
         cache = att.QuantKVCache.empty(1, case.kv_heads, 40, case.head_dim, case.dtype,
@@ -151,14 +159,9 @@ def test_bundle_holds_the_sliced_and_lut_kernels_the_gpu_tests_launch(bundle_key
     kernels recorded instead of launched) and matmul_lut's kernels: each is in the bundle."""
     sliced = importlib.import_module("tilus.ops.sliced")
     n, k, group = SLICED_SHAPE
-    launched = []
-    real_kernel, real_schedule = sliced.kernel_for, sliced.default_schedule
-
-    def record(*args):
-        launched.append(real_kernel(*args))
-        return launched[-1]
-
-    monkeypatch.setattr(sliced, "kernel_for", record)
+    launched: list = []
+    real_schedule = sliced.default_schedule
+    monkeypatch.setattr(sliced, "kernel_for", recording(sliced.kernel_for, launched))
     monkeypatch.setattr(sliced, "default_schedule", lambda m, n_, k_, g, engine, sms, bits:
                         real_schedule(m, n_, k_, g, "compiled", OPS_SMS, bits))
     monkeypatch.setattr(sliced, "run_kernel", lambda kernel, a2, *args: torch.zeros(
@@ -180,16 +183,8 @@ def test_bundle_holds_the_moe_kernels_the_gpu_tests_launch(bundle_keys, monkeypa
     moe = importlib.import_module("tilus.ops.moe")
     launched = []
 
-    class Recorded:
-        def __init__(self, kernel):
-            self.kernel = kernel
-            launched.append(kernel)
-
-        def __call__(self, *args):
-            pass
-
     real_kernel, real_schedule = moe.kernel_for, moe.default_schedule
-    monkeypatch.setattr(moe, "kernel_for", lambda *a: Recorded(real_kernel(*a)))
+    monkeypatch.setattr(moe, "kernel_for", recording(real_kernel, launched))
     monkeypatch.setattr(moe, "default_schedule",
                         lambda packed, device: real_schedule(packed, torch.device("cuda")))
     routing = (torch.tensor([[0, 3]]), torch.tensor([[0.5, 0.5]]))
@@ -212,22 +207,8 @@ def test_bundle_holds_the_paged_attention_kernels_the_gpu_tests_launch(bundle_ke
     att = importlib.import_module("tilus.ops.attention")
     launched = []
 
-    class NotLaunched:
-        def __init__(self, kernel):
-            self.kernel = kernel
-            launched.append(kernel)
-
-        def __getattr__(self, name):
-            return getattr(self.kernel, name)
-
-        def __call__(self, *args):
-            pass
-
-    def record(make):
-        return lambda *a, **kw: NotLaunched(make(*a, **kw))
-
-    monkeypatch.setattr(att, "paged_split_kernel", record(att.paged_split_kernel))
-    monkeypatch.setattr(att, "combine_kernel", record(att.combine_kernel))
+    monkeypatch.setattr(att, "paged_split_kernel", recording(att.paged_split_kernel, launched))
+    monkeypatch.setattr(att, "combine_kernel", recording(att.combine_kernel, launched))
     for case in PAGED_ATTENTION_CASES:
         act = getattr(torch, case.act)
         cache = att.PagedQuantKVCache.empty(3, case.kv_heads, case.page_size, case.head_dim,
