@@ -8,15 +8,8 @@ import torch
 
 from tilus.errors import ArgumentError
 from tilus.ops import fp8
+from tests.ops.test_rowquant import matmul_data as data
 from tests.ops.test_rowquant import rows_numpy
-
-
-def data(m=20, n=72, k=160):
-    torch.manual_seed(0)
-    x = torch.randn(m, k).half()
-    x[3] = 0
-    x[5, 7] = 60000.0                                  # an outlier row
-    return x, torch.randn(n, k)
 
 
 def test_weight_quantization_matches_the_rule():

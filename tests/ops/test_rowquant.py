@@ -35,6 +35,16 @@ def values_of(q: torch.Tensor, dtype: str, k: int) -> np.ndarray:
     return dtypes.int4.decode(np.asarray(codes)).reshape(q.shape[0], k).astype(np.float64)
 
 
+def matmul_data(m=20, n=72, k=160):
+    """Activations [m, k] float16 (a zero row, an outlier row) and a float weight [n, k]: the
+    W4A4 and FP8 matmul tests' inputs."""
+    torch.manual_seed(0)
+    x = torch.randn(m, k).half()
+    x[3] = 0
+    x[5, 7] = 60000.0                                  # an outlier row
+    return x, torch.randn(n, k)
+
+
 def data(m=20, k=160):
     torch.manual_seed(0)
     x = torch.randn(m, k).half()

@@ -9,15 +9,8 @@ import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
 from tilus.ops import w4a4
+from tests.ops.test_rowquant import matmul_data as data
 from tests.ops.test_rowquant import rows_numpy
-
-
-def data(m=20, n=72, k=160):
-    torch.manual_seed(0)
-    x = torch.randn(m, k).half()
-    x[3] = 0
-    x[5, 7] = 60000.0                                  # an outlier row
-    return x, torch.randn(n, k)
 
 
 def test_weight_quantization_and_packing():
