@@ -22,7 +22,7 @@ import tilus
 from tilus.errors import ArgumentError
 from tilus.ops.rowquant import QuantizeRows, RescaledStore, check_2d, quantize_rows, rows_reference  # noqa: F401
 
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 128
 
 
 class MatmulW8A8(RescaledStore, tilus.Script):
