@@ -29,8 +29,8 @@ inner iteration, plus the other inner iterations of the group). Bytes per weight
 (1 or 0.5) and the float32 scales (per channel: 4 / K; per group: 4 / 128); the per-row
 activation quantization (a second kernel) is not counted. At M = 1 they launch N / 64 = 64
 blocks (W8A8: 128), so only 64 (128) of the 132 SMs issue: their estimated fraction of
-bandwidth is the ratio times 64 / 132 (128 / 132), and with no loads in flight but the current tile's (``bytes_in_flight_per_sm``)
-latency, not issue, bounds them further.
+bandwidth is the ratio times 64 / 132 (128 / 132), and with no loads in flight but the current
+tile's (``bytes_in_flight_per_sm``) latency, not issue, bounds them further.
 
 ``--zero-mode int`` quantizes the (unsigned integer) types with integer zero points
 (``tilus.ops.quantize(..., zero_mode="int")``: ``(v - z) * s``) instead of float offsets; its

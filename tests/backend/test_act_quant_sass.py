@@ -1,8 +1,8 @@
 """The activation-quantized kernels built without a GPU: per-row int4/e4m3 quantization for sm_80
 and sm_90, the e4m3 matmul for sm_89 (QMMA.16832, Ada's fp8 tensor cores) and sm_90 (where ptxas
 runs mma.sync e4m3 as HMMA.16816 on converted operands), the W4A4 matmul for sm_80/sm_89 (int4
-tensor cores, IMMA.16864.S4.S4) and sm_90 (int4 widened to int8, IMMA.16832.S8.S8), the W8A8 matmul (also split-k) for sm_80 and sm_90; no spills, no stack
-frame."""
+tensor cores, IMMA.16864.S4.S4) and sm_90 (int4 widened to int8, IMMA.16832.S8.S8), the W8A8
+matmul (also split-k) for sm_80 and sm_90; no spills, no stack frame."""
 import pytest
 
 import tilus
