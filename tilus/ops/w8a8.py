@@ -20,18 +20,16 @@ import torch
 
 import tilus
 from tilus.errors import ArgumentError
-from tilus.ops.rowquant import QuantizeRows, RescaledStore, check_2d, quantize_rows, rows_reference  # noqa: F401
+from tilus.ops.rowquant import (QuantizeRows, RescaledStore, SplitKSum,  # noqa: F401
+                                check_2d, quantize_rows, rows_reference, split_k_buffers)
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 96
 
 
-class MatmulW8A8(RescaledStore, tilus.Script):
+class MatmulW8A8(RescaledStore, SplitKSum, tilus.Script):
     """C [M, N] = (A_q [M, K] @ B_q [K, N]) * s_a[m] * s_b[n] (+ bias), int32 accumulation.
 
-    ``split_k`` > 1 splits the k-tiles over ``blockIdx.z``: the splits add their int32 partial
-    sums through ``workspace`` (int32 [M, N]) in split order, serialized by one int32 semaphore
-    per output tile in ``sema`` (zeroed; the last split resets it); integer sums are exact, so
-    the result is the one of ``split_k = 1``."""
+    ``split_k`` > 1 splits the k-tiles over ``blockIdx.z`` (``SplitKSum``: exact)."""
 
     def __init__(self, act: str = "float16", has_bias: bool = False, split_k: int = 1):
         super().__init__()
@@ -62,19 +60,7 @@ class MatmulW8A8(RescaledStore, tilus.Script):
         if self.split_k == 1:
             self.rescale_store(acc, sa, sb, bias, gc, m, n, m0, n0)
         else:
-            gws = self.global_view(workspace, dtype=tilus.int32, shape=[m, n])
-            gsema = self.global_view(sema, dtype=tilus.int32,
-                                     shape=[tilus.cdiv(m, BLOCK_M) * tiles_n])
-            tile = self.blockIdx.x * tiles_n + self.blockIdx.y
-            self.lock_semaphore(gsema, index=[tile], value=split)
-            if split > 0:
-                self.add(acc, self.load_global(gws, offsets=[m0, n0], shape=[BLOCK_M, BLOCK_N]),
-                         out=acc)
-            if split == self.split_k - 1:
-                self.rescale_store(acc, sa, sb, bias, gc, m, n, m0, n0)
-            else:
-                self.store_global(gws, acc, offsets=[m0, n0])
-            self.release_semaphore(gsema, index=[tile], value=(split + 1) % self.split_k)
+            self.sum_splits(acc, sa, sb, bias, gc, workspace, sema, m, n, m0, n0, BLOCK_M, BLOCK_N)
 
     def rescale_store(self, acc, sa, sb, bias, gc, m, n, m0, n0) -> None:
         """The tile's int32 sums times the row and column scales, stored (+ bias) at [m0, n0]."""
@@ -131,10 +117,7 @@ def matmul_w8a8(x: torch.Tensor, w8: Int8Weight, bias: Optional[torch.Tensor] = 
     c = torch.empty(m, n, dtype=x.dtype, device=x.device)
     b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
     split = split_for(m, n, k)
-    tiles = -(-m // BLOCK_M) * -(-n // BLOCK_N)
-    ws = torch.empty(m if split > 1 else 1, n if split > 1 else 1, dtype=torch.int32,
-                     device=x.device)
-    sema = torch.zeros(tiles if split > 1 else 1, dtype=torch.int32, device=x.device)
+    ws, sema = split_k_buffers(m, n, split, x.device)
     MatmulW8A8(has_bias=bias is not None, split_k=split)(m, n, k, qx, w8.data, sx, w8.scales, b,
                                                            c, ws, sema)
     return c
