@@ -22,14 +22,15 @@ The activation-quantized matmuls (``ACT_QUANT``, not in the default list): ``w8a
 (``tilus.ops.w8a8``, int8 mma), ``w4a4-s8`` and ``w4a4-s8-g128`` (``tilus.ops.w4a4`` per channel
 and per group of 128 k, codes widened to int8 on sm_90), ``w4a4-s4-sm80`` (the int4 mma, built
 for sm_80: sm_90 has none) and ``fp8`` (``tilus.ops.fp8``, e4m3 mma). Their kernels have 16 x 64
-tiles, 4 warps, no pipeline and no split-k: one iteration is the innermost loop with an mma,
+tiles, 4 warps and no pipeline (W8A8: 96-wide k-tiles, FP8: 128, W4A4: 64); W8A8 and per-channel
+W4A4 split K in two at M <= 16 (exact: int32 partial sums). One iteration is the innermost loop with an mma,
 ``64 * BLOCK_K / 128`` weights per thread (grouped: the group loop's path, which holds one
 inner iteration, plus the other inner iterations of the group). Bytes per weight: the code
 (1 or 0.5) and the float32 scales (per channel: 4 / K; per group: 4 / 128); the per-row
 activation quantization (a second kernel) is not counted. At M = 1 they launch N / 64 = 64
-blocks, so only 64 of the 132 SMs issue: their estimated fraction of bandwidth is the ratio
-times 64 / 132, and with no loads in flight but the current tile's (``bytes_in_flight_per_sm``)
-latency, not issue, bounds them further.
+blocks (split in two: 128), so only 64 (128) of the 132 SMs issue: their estimated fraction of
+bandwidth is the ratio times 64 / 132 (128 / 132), and with no loads in flight but the current
+tile's (``bytes_in_flight_per_sm``) latency, not issue, bounds them further.
 
 ``--zero-mode int`` quantizes the (unsigned integer) types with integer zero points
 (``tilus.ops.quantize(..., zero_mode="int")``: ``(v - z) * s``) instead of float offsets; its
@@ -151,18 +152,20 @@ def lut_cost(bits: int, n: int = 4096, k: int = 4096, group: int = 128, m: int =
             "estimated_fraction_of_bandwidth": round(min(1.0, ratio), 3)}
 
 
-def act_quant_script(wtype: str):
-    """The kernel script of the activation-quantized matmul ``wtype`` (a key of ``ACT_QUANT``)."""
+def act_quant_script(wtype: str, n: int = 4096, k: int = 4096):
+    """The kernel script the activation-quantized matmul ``wtype`` (a key of ``ACT_QUANT``)
+    launches at M = 1 (W8A8, W4A4: with the split-k ``matmul_w8a8`` / ``matmul_w4a4`` pick)."""
     from tilus.ops.fp8 import MatmulFP8
-    from tilus.ops.w4a4 import MatmulW4A4
-    from tilus.ops.w8a8 import MatmulW8A8
+    from tilus.ops import w4a4
+    from tilus.ops.w8a8 import MatmulW8A8, split_for
 
     module, arch, _, group = ACT_QUANT[wtype]
     if module == "w8a8":
-        return MatmulW8A8()
+        return MatmulW8A8(split_k=split_for(1, n, k))
     if module == "fp8":
         return MatmulFP8()
-    return MatmulW4A4(s4_mma=arch == "sm_80", group_size=group)
+    return w4a4.MatmulW4A4(s4_mma=arch == "sm_80", group_size=group,
+                           split_k=w4a4.split_for(1, n, k, group))
 
 
 def act_quant_cost(wtype: str, n: int = 4096, k: int = 4096) -> dict:
@@ -171,7 +174,8 @@ def act_quant_cost(wtype: str, n: int = 4096, k: int = 4096) -> dict:
     import tilus
 
     module, arch, nbits, group = ACT_QUANT[wtype]
-    script = act_quant_script(wtype)
+    script = act_quant_script(wtype, n, k)
+    split = getattr(script, "split_k", 1)
     mod = sys.modules[type(script).__module__]
     block_n, block_k, threads = mod.BLOCK_N, mod.BLOCK_K, 4 * 32
     built = tilus.build(script, arch=arch)
@@ -187,14 +191,14 @@ def act_quant_cost(wtype: str, n: int = 4096, k: int = 4096) -> dict:
                     for c in set(outer.by_class) | set(inner.by_class)}
     ipe = instructions / elements
     param_bytes = 4 / (group or k)
-    blocks = math.ceil(n / block_n)
+    blocks = math.ceil(n / block_n) * split
     res = built.resources
     per_sm = min(MAX_BLOCKS, REGS_PER_SM // max(1, res.registers * threads))
     ratio = memory_over_issue(nbits, param_bytes, ipe)
     busy = min(1.0, blocks / SMS)
     return {"type": wtype, "arch": arch,
             "schedule": {"block_m": mod.BLOCK_M, "block_n": block_n, "block_k": block_k,
-                         "stages": 1, "split_k": 1, "warps": 4, "group_size": group},
+                         "stages": 1, "split_k": split, "warps": 4, "group_size": group},
             "instructions_per_iteration": instructions,
             "instructions_per_weight_element": round(ipe, 3), "by_class": by_class,
             "registers": res.registers,

@@ -1,5 +1,6 @@
 """tilus.ops.w8a8's kernels (per-row int8 quantization; the int8 m16n8k32 matmul) lowered and
-simulated against the interpreter, at M = 20, N = 72, K = 80 (none divides its tile)."""
+simulated against the interpreter, at M = 20, N = 72, K = 80 (none divides its tile), and
+split-k at K = 300."""
 import pytest
 import torch
 
@@ -30,11 +31,16 @@ def test_quantize_rows_simulated():
     simulate_and_interpret(w8a8.QuantizeRows(), args, [3, 4])
 
 
-def test_matmul_w8a8_simulated():
+@pytest.mark.parametrize("split_k, k", [(1, 80), (2, 300)])
+def test_matmul_w8a8_simulated(split_k, k):
+    """split_k = 2 at K = 300 (four 96-wide k-tiles: splits of two and two) sums through the
+    int32 workspace under the semaphore, exactly as the interpreter."""
     torch.manual_seed(1)
-    m, n, k = 20, 72, 80
+    m, n = 20, 72
     qx, sx = w8a8.quantize_rows(torch.randn(m, k).half(), engine="fallback")
     w8 = w8a8.quantize_weight_int8(torch.randn(n, k))
+    tiles = -(-m // w8a8.BLOCK_M) * -(-n // w8a8.BLOCK_N)
     args = [m, n, k, qx, w8.data, sx, w8.scales, torch.randn(n).half(),
-            torch.zeros(m, n).half()]
-    simulate_and_interpret(w8a8.MatmulW8A8(has_bias=True), args, [8])
+            torch.zeros(m, n).half(), torch.zeros(m, n, dtype=torch.int32),
+            torch.zeros(tiles, dtype=torch.int32)]
+    simulate_and_interpret(w8a8.MatmulW8A8(has_bias=True, split_k=split_k), args, [8, 10])

@@ -650,12 +650,14 @@ def prefill_kernels(case: PrefillCase) -> list:
 
 def act_quant_kernels() -> list:
     """The kernels tests/gpu/test_act_quant_gpu.py launches on sm_90: per-row quantization to
-    int8, int4 and e4m3, and the W8A8, W4A4 (int8 widening, per channel and group 128) and FP8
-    matmuls with a bias."""
+    int8, int4 and e4m3, and the W8A8 (also split-k, as at decode M), W4A4 (int8 widening, per
+    channel, also split-k, and group 128) and FP8 matmuls with a bias."""
     from tilus.ops import fp8, rowquant, w4a4, w8a8
 
     return [rowquant.QuantizeRows(t) for t in ("int8", "int4", "float8_e4m3")] + [
-        w8a8.MatmulW8A8(has_bias=True), w4a4.MatmulW4A4(has_bias=True),
+        w8a8.MatmulW8A8(has_bias=True), w8a8.MatmulW8A8(has_bias=True, split_k=2),
+        w8a8.MatmulW8A8(split_k=2), w4a4.MatmulW4A4(has_bias=True),
+        w4a4.MatmulW4A4(has_bias=True, split_k=2), w4a4.MatmulW4A4(split_k=2),
         w4a4.MatmulW4A4(has_bias=True, group_size=128), fp8.MatmulFP8(has_bias=True)]
 
 

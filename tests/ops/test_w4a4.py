@@ -50,8 +50,20 @@ def test_both_kernel_variants_equal_the_fallback(s4_mma):
     qx, sx = w4a4.quantize_rows(x, "fallback", "int4")
     out = torch.zeros(x.shape[0], w.shape[0]).half()
     tilus.interpret(w4a4.MatmulW4A4(has_bias=False, s4_mma=s4_mma), x.shape[0], w.shape[0],
-                    x.shape[1], qx, w4.data, sx, w4.scales, torch.zeros(1).half(), out)
+                    x.shape[1], qx, w4.data, sx, w4.scales, torch.zeros(1).half(), out,
+                    torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32))
     assert torch.equal(out, w4a4.matmul_w4a4(x, w4, engine="fallback"))
+
+
+def test_split_k_at_decode_equals_the_fallback():
+    """Per channel at M <= 16 with three k-tiles: split in two, exact int32 partial sums."""
+    x, w = data()
+    x = x[:6]
+    w4 = w4a4.quantize_weight_int4(w)
+    assert w4a4.split_for(6, w.shape[0], w.shape[1]) == 2
+    assert w4a4.split_for(6, w.shape[0], w.shape[1], group_size=64) == 1
+    assert torch.equal(w4a4.matmul_w4a4(x, w4, engine="interpreter"),
+                       w4a4.matmul_w4a4(x, w4, engine="fallback"))
 
 
 def test_bfloat16_activations_and_output():
@@ -89,7 +101,8 @@ def test_group_wise_weight_scales(s4_mma):
     qx, sx = w4a4.quantize_rows(x, "fallback", "int4")
     out = torch.zeros(20, 72).half()
     tilus.interpret(w4a4.MatmulW4A4(has_bias=True, s4_mma=s4_mma, group_size=64), 20, 72, 192,
-                    qx, w4.data, sx, w4.scales, bias, out)
+                    qx, w4.data, sx, w4.scales, bias, out, torch.zeros(1, 1, dtype=torch.int32),
+                    torch.zeros(1, dtype=torch.int32))
     qa, sa = rows_numpy(x.float().numpy(), "int4")
     acc = np.einsum("mgk,ngk->mng", qa.reshape(20, 3, 64), want_q.reshape(72, 3, 64))
     want = (acc * want_s.reshape(72, 3)[None]).sum(axis=2) * sa[:, None] + bias.float().numpy()

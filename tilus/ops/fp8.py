@@ -23,7 +23,7 @@ import tilus
 from tilus.errors import ArgumentError, UnsupportedLaunchError
 from tilus.ops.rowquant import ACTS, RescaledStore, check_2d, quantize_rows, rows_reference
 
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 128
 #: The first architecture with e4m3 mma.sync.
 MIN_ARCH = 89
 

@@ -85,6 +85,39 @@ class RescaledStore:
         self.store_global(gc, self.cast(out, dtype=self.act), offsets=[m0, n0])
 
 
+class SplitKSum:
+    """Split-k for the integer-accumulating kernels (W8A8, per-channel W4A4): the splits
+    (``blockIdx.z``) add their int32 partial sums through ``workspace`` (int32 [M, N]) in split
+    order, serialized by one int32 semaphore per output tile in ``sema`` (zeroed; the last split
+    resets it), and the last one rescales and stores (the Script's ``rescale_store``). Integer
+    sums are exact, so the result is the unsplit one bit for bit."""
+
+    def sum_splits(self, acc, sa, sb, bias, gc, workspace, sema, m, n, m0, n0,
+                   block_m: int, block_n: int) -> None:
+        split = self.blockIdx.z
+        tiles_n = tilus.cdiv(n, block_n)
+        gws = self.global_view(workspace, dtype=tilus.int32, shape=[m, n])
+        gsema = self.global_view(sema, dtype=tilus.int32, shape=[tilus.cdiv(m, block_m) * tiles_n])
+        tile = self.blockIdx.x * tiles_n + self.blockIdx.y
+        self.lock_semaphore(gsema, index=[tile], value=split)
+        if split > 0:
+            self.add(acc, self.load_global(gws, offsets=[m0, n0], shape=[block_m, block_n]),
+                     out=acc)
+        if split == self.split_k - 1:
+            self.rescale_store(acc, sa, sb, bias, gc, m, n, m0, n0)
+        else:
+            self.store_global(gws, acc, offsets=[m0, n0])
+        self.release_semaphore(gsema, index=[tile], value=(split + 1) % self.split_k)
+
+
+def split_k_buffers(m: int, n: int, split: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int32 workspace [M, N] and zeroed semaphores (one per 16 x 64 tile) of ``SplitKSum``
+    (one element each when ``split`` is 1)."""
+    tiles = -(-m // BLOCK_M) * -(-n // 64)
+    ws = torch.empty((m, n) if split > 1 else (1, 1), dtype=torch.int32, device=device)
+    return ws, torch.zeros(tiles if split > 1 else 1, dtype=torch.int32, device=device)
+
+
 def _check(x, dtype: str, where: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ArgumentError(f"{where}: x must be a 2-D torch tensor, got "

@@ -29,14 +29,15 @@ import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
 from tilus.jit import device_arch
-from tilus.ops.rowquant import ACTS, RescaledStore, check_2d, quantize_rows, rows_reference
+from tilus.ops.rowquant import (ACTS, RescaledStore, SplitKSum, check_2d, quantize_rows,
+                                rows_reference, split_k_buffers)
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
 #: Architectures with int4 tensor cores (mma.m16n8k64.s4); sm_90 has none.
 S4_ARCHES = ("sm_80", "sm_86", "sm_89")
 
 
-class MatmulW4A4(RescaledStore, tilus.Script):
+class MatmulW4A4(RescaledStore, SplitKSum, tilus.Script):
     """C [M, N] = sum_g (A_q @ B_q^T over group g's k) * s_b[g, n] * s_a[m] (+ bias), int32
     accumulation within a group; one group of all K when ``group_size`` is 0 (per channel). A
     [M, K] and B [N, K] are int4 bit streams (k contiguous), loaded as bytes and viewed as int4.
@@ -44,7 +45,7 @@ class MatmulW4A4(RescaledStore, tilus.Script):
     widened to int8 (``mma.m16n8k32.s8``). Scales ``s_b``: float32 [K / group_size, N]."""
 
     def __init__(self, has_bias: bool = False, s4_mma: bool = False, group_size: int = 0,
-                 act: str = "float16"):
+                 act: str = "float16", split_k: int = 1):
         super().__init__()
         self.has_bias = bool(has_bias)
         self.act = tilus.dtypes.get(act)
@@ -52,41 +53,77 @@ class MatmulW4A4(RescaledStore, tilus.Script):
         if group_size % BLOCK_K:
             raise ArgumentError(f"MatmulW4A4: group_size must be 0 (per channel) or a multiple "
                                 f"of {BLOCK_K}, got {group_size}")
+        if group_size and split_k != 1:
+            raise ArgumentError(f"MatmulW4A4: split_k must be 1 with group_size {group_size} "
+                                f"(the float32 group sums would change order), got {split_k}")
         self.group_size = group_size
+        self.split_k = int(split_k)
 
     def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: tilus.void_p,
                  b: tilus.void_p, sa: ~tilus.float32, sb: ~tilus.float32, bias: tilus.void_p,
-                 c: tilus.void_p):
-        self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tilus.cdiv(n, BLOCK_N)]
+                 c: tilus.void_p, workspace: ~tilus.int32, sema: ~tilus.int32):
+        self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tilus.cdiv(n, BLOCK_N), self.split_k]
         self.attrs.warps = 4
         ga = self.global_view(a, dtype=tilus.uint8, shape=[m, k // 2])
         gb = self.global_view(b, dtype=tilus.uint8, shape=[n, k // 2])
-        gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
         gc = self.global_view(c, dtype=self.act, shape=[m, n])
+        m0, n0 = self.blockIdx.x * BLOCK_M, self.blockIdx.y * BLOCK_N
         if self.group_size:
             groups, steps = k // self.group_size, self.group_size // BLOCK_K
+            gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
+            gsb = self.global_view(sb, dtype=tilus.float32, shape=[groups, n])
+            out = self.register_tensor(dtype=tilus.float32, shape=[BLOCK_M, BLOCK_N], init=0.0)
+            for g in self.range(0, groups):
+                acc = self.register_tensor(dtype=tilus.int32, shape=[BLOCK_M, BLOCK_N], init=0)
+                for j in self.range(0, steps):
+                    self.k_step(ga, gb, m0, n0, g * steps + j, acc)
+                out = out + self.cast(acc, dtype=tilus.float32) \
+                    * self.load_global(gsb, offsets=[g, n0], shape=[1, BLOCK_N])
+            out = out * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1])
+            self.store_rescaled(out, bias, gc, n, m0, n0, BLOCK_N)
         else:
-            groups, steps = 1, tilus.cdiv(k, BLOCK_K)
-        gsb = self.global_view(sb, dtype=tilus.float32, shape=[groups, n])
-        m0, n0 = self.blockIdx.x * BLOCK_M, self.blockIdx.y * BLOCK_N
-        out = self.register_tensor(dtype=tilus.float32, shape=[BLOCK_M, BLOCK_N], init=0.0)
-        for g in self.range(0, groups):
+            k_tiles = tilus.cdiv(k, BLOCK_K)
+            per_split = tilus.cdiv(k_tiles, self.split_k)
+            first = self.blockIdx.z * per_split
+            last = min(first + per_split, k_tiles)
             acc = self.register_tensor(dtype=tilus.int32, shape=[BLOCK_M, BLOCK_N], init=0)
-            for j in self.range(0, steps):
-                half = (g * steps + j) * (BLOCK_K // 2)
-                ta = self.view(self.load_global(ga, offsets=[m0, half],
-                                                shape=[BLOCK_M, BLOCK_K // 2]), dtype=tilus.int4)
-                tb = self.view(self.load_global(gb, offsets=[n0, half],
-                                                shape=[BLOCK_N, BLOCK_K // 2]), dtype=tilus.int4)
-                if self.s4_mma:
-                    self.dot(ta, self.transpose(tb), acc, out=acc)
-                else:
-                    self.dot(self.cast(ta, dtype=tilus.int8),
-                             self.transpose(self.cast(tb, dtype=tilus.int8)), acc, out=acc)
-            out = out + self.cast(acc, dtype=tilus.float32) \
-                * self.load_global(gsb, offsets=[g, n0], shape=[1, BLOCK_N])
+            for kt in self.range(first, last):
+                self.k_step(ga, gb, m0, n0, kt, acc)
+            if self.split_k == 1:
+                self.rescale_store(acc, sa, sb, bias, gc, m, n, m0, n0)
+            else:
+                self.sum_splits(acc, sa, sb, bias, gc, workspace, sema, m, n, m0, n0, BLOCK_M,
+                                BLOCK_N)
+
+    def k_step(self, ga, gb, m0, n0, kt, acc) -> None:
+        """acc += A_q @ B_q^T over k-tile ``kt`` (int4 mma, or the codes widened to int8)."""
+        half = kt * (BLOCK_K // 2)
+        ta = self.view(self.load_global(ga, offsets=[m0, half], shape=[BLOCK_M, BLOCK_K // 2]),
+                       dtype=tilus.int4)
+        tb = self.view(self.load_global(gb, offsets=[n0, half], shape=[BLOCK_N, BLOCK_K // 2]),
+                       dtype=tilus.int4)
+        if self.s4_mma:
+            self.dot(ta, self.transpose(tb), acc, out=acc)
+        else:
+            self.dot(self.cast(ta, dtype=tilus.int8),
+                     self.transpose(self.cast(tb, dtype=tilus.int8)), acc, out=acc)
+
+    def rescale_store(self, acc, sa, sb, bias, gc, m, n, m0, n0) -> None:
+        """Per channel: the tile's int32 sums times the column then the row scale (as the grouped
+        path with one group), stored (+ bias) at [m0, n0]."""
+        gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
+        gsb = self.global_view(sb, dtype=tilus.float32, shape=[1, n])
+        out = self.register_tensor(dtype=tilus.float32, shape=[BLOCK_M, BLOCK_N], init=0.0)
+        out = out + self.cast(acc, dtype=tilus.float32) \
+            * self.load_global(gsb, offsets=[0, n0], shape=[1, BLOCK_N])
         out = out * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1])
         self.store_rescaled(out, bias, gc, n, m0, n0, BLOCK_N)
+
+
+def split_for(m: int, n: int, k: int, group_size: int = 0) -> int:
+    """The split-k of ``matmul_w4a4``: per channel at M <= 16, K split in two (when it has two
+    k-tiles), as ``w8a8.split_for``; grouped weights are not split (float32 group sums)."""
+    return 2 if not group_size and m <= BLOCK_M and -(-k // BLOCK_K) >= 2 else 1
 
 
 @dataclass(eq=False)
@@ -159,9 +196,11 @@ def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = 
     c = torch.empty(m, n, dtype=x.dtype, device=x.device)
     b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
     s4 = x.device.type == "cuda" and device_arch(x) in S4_ARCHES
+    split = split_for(m, n, k, w4.group_size)
+    ws, sema = split_k_buffers(m, n, split, x.device)
     MatmulW4A4(has_bias=bias is not None, s4_mma=s4, group_size=w4.group_size,
-               act=ACTS[x.dtype])(
-        m, n, k, qx, w4.data, sx, w4.scales, b, c)
+               act=ACTS[x.dtype], split_k=split)(
+        m, n, k, qx, w4.data, sx, w4.scales, b, c, ws, sema)
     return c
 
 

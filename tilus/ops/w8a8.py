@@ -20,39 +20,62 @@ import torch
 
 import tilus
 from tilus.errors import ArgumentError
-from tilus.ops.rowquant import QuantizeRows, RescaledStore, check_2d, quantize_rows, rows_reference  # noqa: F401
+from tilus.ops.rowquant import (QuantizeRows, RescaledStore, SplitKSum,  # noqa: F401
+                                check_2d, quantize_rows, rows_reference, split_k_buffers)
 
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 32
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 96
 
 
-class MatmulW8A8(RescaledStore, tilus.Script):
-    """C [M, N] = (A_q [M, K] @ B_q [K, N]) * s_a[m] * s_b[n] (+ bias), int32 accumulation."""
+class MatmulW8A8(RescaledStore, SplitKSum, tilus.Script):
+    """C [M, N] = (A_q [M, K] @ B_q [K, N]) * s_a[m] * s_b[n] (+ bias), int32 accumulation.
 
-    def __init__(self, act: str = "float16", has_bias: bool = False):
+    ``split_k`` > 1 splits the k-tiles over ``blockIdx.z`` (``SplitKSum``: exact)."""
+
+    def __init__(self, act: str = "float16", has_bias: bool = False, split_k: int = 1):
         super().__init__()
         self.act = tilus.dtypes.get(act)
         self.has_bias = bool(has_bias)
+        self.split_k = int(split_k)
 
     def __call__(self, m: tilus.int32, n: tilus.int32, k: tilus.int32, a: ~tilus.int8,
                  b: ~tilus.int8, sa: ~tilus.float32, sb: ~tilus.float32, bias: ~tilus.float16,
-                 c: ~tilus.float16):
-        self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tilus.cdiv(n, BLOCK_N)]
+                 c: ~tilus.float16, workspace: ~tilus.int32, sema: ~tilus.int32):
+        tiles_n = tilus.cdiv(n, BLOCK_N)
+        self.attrs.blocks = [tilus.cdiv(m, BLOCK_M), tiles_n, self.split_k]
         self.attrs.warps = 4
         ga = self.global_view(a, dtype=tilus.int8, shape=[m, k])
         gb = self.global_view(b, dtype=tilus.int8, shape=[k, n])
-        gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
-        gsb = self.global_view(sb, dtype=tilus.float32, shape=[1, n])
         gc = self.global_view(c, dtype=self.act, shape=[m, n])
         m0, n0 = self.blockIdx.x * BLOCK_M, self.blockIdx.y * BLOCK_N
+        split = self.blockIdx.z
+        k_tiles = tilus.cdiv(k, BLOCK_K)
+        per_split = tilus.cdiv(k_tiles, self.split_k)
+        first = split * per_split
+        last = min(first + per_split, k_tiles)
         acc = self.register_tensor(dtype=tilus.int32, shape=[BLOCK_M, BLOCK_N], init=0)
-        for kt in self.range(0, tilus.cdiv(k, BLOCK_K)):
+        for kt in self.range(first, last):
             ta = self.load_global(ga, offsets=[m0, kt * BLOCK_K], shape=[BLOCK_M, BLOCK_K])
             tb = self.load_global(gb, offsets=[kt * BLOCK_K, n0], shape=[BLOCK_K, BLOCK_N])
             self.dot(ta, tb, acc, out=acc)
+        if self.split_k == 1:
+            self.rescale_store(acc, sa, sb, bias, gc, m, n, m0, n0)
+        else:
+            self.sum_splits(acc, sa, sb, bias, gc, workspace, sema, m, n, m0, n0, BLOCK_M, BLOCK_N)
+
+    def rescale_store(self, acc, sa, sb, bias, gc, m, n, m0, n0) -> None:
+        """The tile's int32 sums times the row and column scales, stored (+ bias) at [m0, n0]."""
+        gsa = self.global_view(sa, dtype=tilus.float32, shape=[m, 1])
+        gsb = self.global_view(sb, dtype=tilus.float32, shape=[1, n])
         out = self.cast(acc, dtype=tilus.float32) \
             * self.load_global(gsa, offsets=[m0, 0], shape=[BLOCK_M, 1]) \
             * self.load_global(gsb, offsets=[0, n0], shape=[1, BLOCK_N])
         self.store_rescaled(out, bias, gc, n, m0, n0, BLOCK_N)
+
+
+def split_for(m: int, n: int, k: int) -> int:
+    """The split-k of ``matmul_w8a8``: at M <= 16 (one row tile) the N / 64 column tiles alone
+    leave SMs idle, so the k-tiles are split in two (when there are at least two)."""
+    return 2 if m <= BLOCK_M and -(-k // BLOCK_K) >= 2 else 1
 
 
 @dataclass(eq=False)
@@ -93,7 +116,10 @@ def matmul_w8a8(x: torch.Tensor, w8: Int8Weight, bias: Optional[torch.Tensor] = 
     m = x.shape[0]
     c = torch.empty(m, n, dtype=x.dtype, device=x.device)
     b = torch.zeros(1, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype)
-    MatmulW8A8(has_bias=bias is not None)(m, n, k, qx, w8.data, sx, w8.scales, b, c)
+    split = split_for(m, n, k)
+    ws, sema = split_k_buffers(m, n, split, x.device)
+    MatmulW8A8(has_bias=bias is not None, split_k=split)(m, n, k, qx, w8.data, sx, w8.scales, b,
+                                                           c, ws, sema)
     return c
 
 
