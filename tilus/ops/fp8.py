@@ -21,7 +21,8 @@ import torch
 
 import tilus
 from tilus.errors import ArgumentError, UnsupportedLaunchError
-from tilus.ops.rowquant import ACTS, RescaledStore, check_2d, quantize_rows, rows_reference
+from tilus.ops.rowquant import (ACTS, RescaledStore, check_2d, check_activations, quantize_rows,
+                               rows_reference)
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 128
 #: The first architecture with e4m3 mma.sync.
@@ -97,11 +98,8 @@ def matmul_fp8(x: torch.Tensor, w8: Fp8Weight, bias: Optional[torch.Tensor] = No
                engine: str = "auto") -> torch.Tensor:
     """``x [M, K]`` float16/bfloat16 quantized per row to e4m3, times ``w8``: ``[M, N]`` in x's
     dtype."""
-    check_2d(x, "x", "matmul_fp8")
     n, k = w8.shape
-    if x.dtype not in ACTS or x.shape[1] != k:
-        raise ArgumentError(f"matmul_fp8: x must be float16/bfloat16 [M, {k}], got {x.dtype} "
-                            f"{list(x.shape)}")
+    check_activations(x, k, "matmul_fp8")
     if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
         return matmul_fp8_reference(x, w8, bias)
     if x.device.type == "cuda":

@@ -214,21 +214,28 @@ def _check(a: Any, qw: Any, bias: Any) -> None:
     if not isinstance(qw, QuantizedWeight):
         raise ArgumentError(f"matmul: qweight must be a tilus.ops.QuantizedWeight (from "
                             f"tilus.ops.quantize), got {type(qw).__name__}")
+    check_operands(a, qw, bias, "quantized weight", "qweight")
+    check_quant_operands(a, qw.scales, qw.offsets, qw.block_scaled, "matmul")
+
+
+def check_operands(a: Any, weight: Any, bias: Any, what: str, name: str) -> None:
+    """ArgumentError/DeviceMismatchError unless ``a`` is a float16/bfloat16 tensor [..., K] on
+    ``weight``'s device and ``bias`` (if any) a tensor [N] on a's device: ``matmul``'s checks
+    for any weight with ``k``, ``n``, ``shape`` and ``device`` (``what``/``name`` name it)."""
     if not isinstance(a, torch.Tensor):
         raise ArgumentError(f"matmul: a must be a torch tensor [M, K], got {type(a).__name__}")
     if a.dtype not in _ACT:
         raise ArgumentError(f"matmul: a must be float16 or bfloat16, got {a.dtype} "
                             f"(cast it with a.half() or a.bfloat16())")
-    if a.dim() < 1 or a.shape[-1] != qw.k:
+    if a.dim() < 1 or a.shape[-1] != weight.k:
         raise ArgumentError(f"matmul: a has shape {list(a.shape)} but the weight is [N, K] = "
-                            f"{list(qw.shape)}: a's last dimension must be K = {qw.k}")
-    if a.device != qw.device:
-        raise DeviceMismatchError(f"matmul: a is on {a.device} but the quantized weight is on "
-                                  f"{qw.device}; move one of them (qweight.to(device))")
-    check_quant_operands(a, qw.scales, qw.offsets, qw.block_scaled, "matmul")
+                            f"{list(weight.shape)}: a's last dimension must be K = {weight.k}")
+    if a.device != weight.device:
+        raise DeviceMismatchError(f"matmul: a is on {a.device} but the {what} is on "
+                                  f"{weight.device}; move one of them ({name}.to(device))")
     if bias is not None:
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (qw.n,):
-            raise ArgumentError(f"matmul: bias must be a tensor of shape [{qw.n}], got "
+        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.n,):
+            raise ArgumentError(f"matmul: bias must be a tensor of shape [{weight.n}], got "
                                 f"{getattr(bias, 'shape', type(bias).__name__)}")
         if bias.device != a.device:
             raise DeviceMismatchError(f"matmul: bias is on {bias.device}, a on {a.device}")

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from tilus.errors import ArgumentError, DeviceMismatchError, TilusError
-from tilus.ops.matmul import (_ACT, ENGINES, block_k_limit, default_schedule, kernel_config,
+from tilus.ops.matmul import (_ACT, ENGINES, block_k_limit, check_operands, default_schedule, kernel_config,
                               weight_meta)
 from tilus.ops.mixed import MixedQuantizedWeight
 from tilus.ops.validation import check_quant_operands, check_schedule
@@ -48,25 +48,9 @@ def mixed_schedule(m: int, mw: MixedQuantizedWeight, engine: str, num_sms: int =
 
 
 def _check(a, mw: MixedQuantizedWeight, bias) -> None:
-    if not isinstance(a, torch.Tensor):
-        raise ArgumentError(f"matmul: a must be a torch tensor [M, K], got {type(a).__name__}")
-    if a.dtype not in _ACT:
-        raise ArgumentError(f"matmul: a must be float16 or bfloat16, got {a.dtype} "
-                            f"(cast it with a.half() or a.bfloat16())")
-    if a.dim() < 1 or a.shape[-1] != mw.k:
-        raise ArgumentError(f"matmul: a has shape {list(a.shape)} but the weight is [N, K] = "
-                            f"{list(mw.shape)}: a's last dimension must be K = {mw.k}")
-    if a.device != mw.device:
-        raise DeviceMismatchError(f"matmul: a is on {a.device} but the mixed weight is on "
-                                  f"{mw.device}; move one of them (weight.to(device))")
+    check_operands(a, mw, bias, "mixed weight", "weight")
     for part in (mw.wide, mw.narrow):
         check_quant_operands(a, part.scales, part.offsets, part.block_scaled, "matmul")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (mw.n,):
-            raise ArgumentError(f"matmul: bias must be a tensor of shape [{mw.n}], got "
-                                f"{getattr(bias, 'shape', type(bias).__name__)}")
-        if bias.device != a.device:
-            raise DeviceMismatchError(f"matmul: bias is on {bias.device}, a on {a.device}")
 
 
 def fallback(a2: torch.Tensor, mw: MixedQuantizedWeight,

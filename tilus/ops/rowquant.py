@@ -72,6 +72,14 @@ def check_2d(x, name: str, where: str) -> None:
                             f"{getattr(x, 'shape', type(x).__name__)}")
 
 
+def check_activations(x, k: int, where: str) -> None:
+    """ArgumentError unless ``x`` is a float16/bfloat16 [M, k] tensor (W4A4's and FP8's input)."""
+    check_2d(x, "x", where)
+    if x.dtype not in ACTS or x.shape[1] != k:
+        raise ArgumentError(f"{where}: x must be float16/bfloat16 [M, {k}], got {x.dtype} "
+                            f"{list(x.shape)}")
+
+
 class RescaledStore:
     """The epilogue the W8A8, W4A4 and FP8 kernels share: ``out`` (float32, already rescaled)
     plus the optional bias row, rounded once to the activation dtype and stored at

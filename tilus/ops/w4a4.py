@@ -29,7 +29,8 @@ import tilus
 from tilus import dtypes
 from tilus.errors import ArgumentError
 from tilus.jit import device_arch
-from tilus.ops.rowquant import (ACTS, RescaledStore, SplitKSum, check_2d, quantize_rows,
+from tilus.ops.rowquant import (ACTS, RescaledStore, SplitKSum, check_2d, check_activations,
+                               quantize_rows,
                                 rows_reference, split_k_buffers)
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
@@ -184,11 +185,8 @@ def matmul_w4a4(x: torch.Tensor, w4: Int4Weight, bias: Optional[torch.Tensor] = 
                 engine: str = "auto") -> torch.Tensor:
     """``x [M, K]`` float16/bfloat16 quantized per row to int4, times ``w4``: ``[M, N]`` in x's
     dtype."""
-    check_2d(x, "x", "matmul_w4a4")
     n, k = w4.shape
-    if x.dtype not in ACTS or x.shape[1] != k:
-        raise ArgumentError(f"matmul_w4a4: x must be float16/bfloat16 [M, {k}], got {x.dtype} "
-                            f"{list(x.shape)}")
+    check_activations(x, k, "matmul_w4a4")
     if engine == "fallback" or (engine == "auto" and x.device.type != "cuda"):
         return matmul_w4a4_reference(x, w4, bias)
     qx, sx = quantize_rows(x, engine, "int4")
