@@ -72,8 +72,9 @@ def test_bundle_contents_and_size(tmp_path, capsys, compiled):
     key = manifest["kernels"][0]["key"]
     entry = out / "cache" / key
     assert sorted(p.name for p in entry.iterdir()) == ["ir.tilus", "kernel.cu", "kernel.cubin",
-                                                      "kernel.ptx", "kernel.so", "metadata.json",
-                                                      "metadata.sha256", "ptxas.log"]
+                                                      "kernel.ptx", "kernel.so", "launcher.cu",
+                                                      "metadata.json", "metadata.sha256",
+                                                      "ptxas.log"]
     assert (entry / "kernel.cubin").read_bytes() == compiled.cubin
     libs = sorted(p.name for p in (out / "tvm_runtime").iterdir())
     assert libs == ["libtvm_runtime.so", "libtvm_runtime_cuda.so"]

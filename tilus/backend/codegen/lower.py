@@ -439,8 +439,11 @@ class Lowerer:
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
-        """A buffer of ``dtype`` over ``buf``'s data: a DeclBuffer in the current scope (declared
-        at each use site; a cached one could be out of scope)."""
+        """A buffer of ``dtype`` over ``buf``'s elements: a DeclBuffer in the current scope
+        (declared at each use site; a cached one could be out of scope). A shared tensor's view
+        is declared over the pool with the tensor's offset in the new elements: a view over a
+        view at an offset would mean different things to TVM (the offset left out) and to the
+        simulator (kept), so none is emitted."""
         if dt(buf) == dtype:
             return buf
         n = buf.shape[0]
@@ -448,8 +451,19 @@ class Lowerer:
         if eb != ab:
             n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
                 else tirx.const(-(-int(n) * eb // ab), "int32")
-        alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope(),
-                               layout=default_layout((n,)))
+        data, offset = buf.data, None
+        eo = buf.elem_offset
+        if eo is not None and not (isinstance(eo, tirx.IntImm) and int(eo.value) == 0):
+            if self.pool is None or not (buf.scope() or "").startswith("shared"):
+                raise CompilationError(f"internal: a {dtype} view of {buf.name}, which starts at "
+                                       f"an offset outside the shared pool")
+            if not isinstance(eo, tirx.IntImm) or int(eo.value) * eb % ab:
+                raise CompilationError(f"internal: {buf.name} starts at element {eo} of "
+                                       f"{dt(buf)}, not at a whole {dtype}")
+            data, offset = self.pool.data, int(eo.value) * eb // ab
+        alias = TB.decl_buffer((n,), dtype, data=data, scope=buf.scope(),
+                               layout=default_layout((n,)),
+                               **({"elem_offset": offset} if offset is not None else {}))
         return self.name(f"{buf.name}_{dtype}", alias)
 
 

@@ -52,7 +52,7 @@ def _store_bytes(lw: Lowerer, source, scratch) -> None:
     st, src = lw.shared(scratch), lw.reg(source)
     eb = tirx_dtype_bytes(dt(st.buf))
     view = lw.name(f"{scratch.name}_bytes",
-                   TB.decl_buffer((st.nbytes,), "uint8", data=st.buf.data,
+                   TB.decl_buffer((st.nbytes,), "uint8", data=lw.pool.data,
                                   elem_offset=st.buf.elem_offset * eb, scope="shared.dyn"))
     for s in range(src.layout.local_size):
         lw.store(view, src.buf[s], [flat_index(index_exprs(src.layout, THREAD, s), source.shape)])
