@@ -357,11 +357,11 @@ class _Printer:
             return f"__ushort_as_bfloat16((unsigned short){bits >> 16}u)"
         if dtype == "float32":
             if not math.isfinite(v):
-                return f"__uint_as_float({struct.unpack('<I', struct.pack('<f', v))[0]}u)"
+                return f"__uint_as_float({struct.unpack('<I', struct.pack('<f', v))[0]:#010x}u)"
             return f"{float(np.float32(v)).hex()}f"
         if dtype == "float64":
             if not math.isfinite(v):
-                return f"__longlong_as_double({struct.unpack('<q', struct.pack('<d', v))[0]}LL)"
+                return f"__longlong_as_double({struct.unpack('<Q', struct.pack('<d', v))[0]:#018x}LL)"
             return v.hex()
         raise CompilationError(f"the CUDA printer has no float constant of type {dtype}")
 
@@ -595,7 +595,7 @@ class _Printer:
             raise CompilationError(f"the CUDA printer does not support the TIR statement {kind}")
 
     def bind(self, var, value) -> None:
-        text = self.expr(value)
+        text = self.expr(self.simplify(value) if dt(var) in ("int32", "int64") else value)
         for scope in reversed(self.declared):
             if var in scope:
                 self.emit(f"{self.names[var]} = {text};")
@@ -613,6 +613,7 @@ class _Printer:
             if tag not in ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x"):
                 raise CompilationError(f"the CUDA printer does not support the thread binding {tag}")
             self.names[s.loop_var] = f"((int){tag})"
+            self.expr(s.extent)    # TVM's launcher passes the variables of the grid's extents
             self.simplifier.loop(s.loop_var, tirx.const(0, dt(s.loop_var)), s.extent)
             if tag == "threadIdx.x":
                 self.threads = int(s.extent.value)

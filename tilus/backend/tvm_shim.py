@@ -150,7 +150,7 @@ class IndexSimplifier:
         except TypeError:
             return e
         if hit is None:
-            hit = self._memo[e] = self._analyzer.rewrite_simplify(e)
+            hit = self._memo[e] = self._analyzer.simplify(e)
         return hit
 
 
