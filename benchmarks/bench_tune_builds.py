@@ -113,7 +113,9 @@ def main() -> None:
     label = f"-{args.label}" if args.label else ""
     path = Path(args.out) / f"cpu-{datetime.date.today()}-tune-builds{label}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"jobs": args.jobs, "configs": CONFIGS, "sweeps": list(SWEEPS),
+    from benchmarks.provenance import provenance
+
+    path.write_text(json.dumps({**provenance(), "jobs": args.jobs, "configs": CONFIGS, "sweeps": list(SWEEPS),
                                 "cpus": os.cpu_count(), "python": platform.python_version(),
                                 "summary": summary, "runs": runs}, indent=1))
     print(f"wrote {path}")
