@@ -282,7 +282,13 @@ def _build_entries(todo: list, arch: str, root: Path, keep_going: bool,
     try:
         futures = {pool.submit(_build_in_worker, n): item for n, item in enumerate(todo)}
         for fut in cf.as_completed(futures):
-            yield futures[fut], fut.result()     # a build's error (no keep_going) raises here
+            try:
+                result = fut.result()        # a build's error (no keep_going) raises here
+            except cf.process.BrokenProcessPool as e:     # a worker died (e.g. killed)
+                if not keep_going:
+                    raise
+                result = ("failed", f"worker failed: {type(e).__name__}: {e}", 0.0)
+            yield futures[fut], result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -279,3 +279,27 @@ def test_bundle_builds_in_worker_processes_as_in_this_one(tmp_path, monkeypatch,
                           tmp_path / "b1" / "cache" / kernel["key"])
         assert sorted(p.name for p in entry2.iterdir()) == sorted(p.name for p in entry1.iterdir())
         assert (entry2 / "kernel.cu").read_bytes() == (entry1 / "kernel.cu").read_bytes()
+
+
+def test_bundle_worker_that_dies_is_a_failure_with_keep_going(tmp_path, monkeypatch):
+    """A worker killed mid-build (here: the build exits the process) fails its kernels with
+    --keep-going and stops the bundle without it."""
+    import concurrent.futures as cf
+    import os
+
+    from tilus import bundle as bundle_module
+
+    specs = tmp_path / "two.py"
+    specs.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'examples')!r})\n"
+                     "import vector_add\n"
+                     "def bundle_specs():\n"
+                     "    return [vector_add.VecAdd(64), vector_add.VecAdd(96)]\n")
+    monkeypatch.setattr(bundle_module, "_build_entry", lambda *a: os._exit(3))  # forked: inherited
+    manifest = bundle_module.bundle(tmp_path / "b", [str(specs)], include_sources=False,
+                                    include_runtime=False, log=lambda *a: None, keep_going=True,
+                                    progress=False, jobs=2)
+    assert [k["state"] for k in manifest["kernels"]] == ["failed", "failed"]
+    assert manifest["failed"] == 2 and "worker failed" in manifest["kernels"][0]["error"]
+    with pytest.raises(cf.process.BrokenProcessPool):
+        bundle_module.bundle(tmp_path / "c", [str(specs)], include_sources=False,
+                             include_runtime=False, log=lambda *a: None, progress=False, jobs=2)

@@ -18,8 +18,9 @@ in parallel worker processes (``jobs``, default ``$TILUS_BUILD_JOBS`` or the num
 forked from this process once it has imported the backend, so they share that one TVM import:
 :func:`worker_context`; the builder is injectable and defaults to ``tilus.build`` when that
 exists, else to constructing the Program): builds warm the kernel cache, they return only small
-summaries; failed builds are logged and dropped; (4) each built config is timed in this process with ``timer`` (default
-``CudaEventTimer``: L2 flush, warm-up, median); (5) the fastest is recorded in the database.
+summaries; failed builds are logged and dropped; (4) each built config is timed in this process
+with ``timer`` (default ``CudaEventTimer``: L2 flush, warm-up, median); (5) the fastest is
+recorded in the database.
 """
 from __future__ import annotations
 
