@@ -16,7 +16,8 @@ from tilus.backend.codegen.lower import Lowerer
 from tilus.ir.layout.conversion import (broadcast_index, reduce_shuffle_plan, reduce_source, same_index,
                                         static_slots)
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, dt, ir, structural_equal, tirx
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import dt, ir, structural_equal, tirx
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import inst as I
@@ -221,7 +222,7 @@ def fma(lw: Lowerer, inst: I.FmaInst) -> None:
     dtype = inst.output.dtype
     vals = [operand_values(lw, x, inst.output, dtype) for x in (inst.a, inst.b, inst.c)]
     if dtype.name in _PTX_FMA:
-        op = T.ptx[_PTX_FMA[dtype.name]]
+        op = ptx(_PTX_FMA[dtype.name])
         if _paired(lw, inst, vals, lambda out, i, w: lw.emit(op(out[i], *w))):
             return
     fn = "fmaf" if dtype.name == "float32" else "__hfma"

@@ -16,7 +16,7 @@ from tilus.backend.codegen.emitters.memory import load_shared, store_shared
 from tilus.backend.codegen.gather import index_exprs, shuffle_values, slot_values
 from tilus.backend.codegen.lower import THREAD, Lowerer, tirx_dtype_bytes
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import TB, dt
+from tilus.backend.tvm_shim import TB, default_layout, dt
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
 from tilus.ir.layout.conversion import FREE, SHUFFLE, flat_index, same_index
@@ -53,6 +53,7 @@ def _store_bytes(lw: Lowerer, source, scratch) -> None:
     eb = tirx_dtype_bytes(dt(st.buf))
     view = lw.name(f"{scratch.name}_bytes",
                    TB.decl_buffer((st.nbytes,), "uint8", data=lw.pool.data,
-                                  elem_offset=st.buf.elem_offset * eb, scope="shared.dyn"))
+                                  elem_offset=st.buf.elem_offset * eb, scope="shared.dyn",
+                                  layout=default_layout((st.nbytes,))))
     for s in range(src.layout.local_size):
         lw.store(view, src.buf[s], [flat_index(index_exprs(src.layout, THREAD, s), source.shape)])

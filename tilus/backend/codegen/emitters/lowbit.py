@@ -23,7 +23,8 @@ from tilus import dtypes
 from tilus.backend.codegen.gather import flat_index, slot_values
 from tilus.backend.codegen.lower import Lowerer
 from tilus.ir.layout.conversion import same_index, static_slots
-from tilus.backend.tvm_shim import T, tirx
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import tirx
 from tilus.errors import DataTypeError
 from tilus.ir import inst as I
 
@@ -141,14 +142,14 @@ def _run(lw: Lowerer, prog, words, regs):
         a = [val(x) for x in op.args]
         code = op.opcode
         if code == "lop3":
-            lw.emit(T.ptx["lop3.b32"](regs[slot], a[0], a[1], a[2], op.lut))
+            lw.emit(ptx("lop3.b32")(regs[slot], a[0], a[1], a[2], op.lut))
             continue
         if code == "prmt":
-            lw.emit(T.ptx["prmt.b32"](regs[slot], a[0], a[1], a[2]))
+            lw.emit(ptx("prmt.b32")(regs[slot], a[0], a[1], a[2]))
             continue
         if code == "fma":
-            ptx = "fma.rn.f16x2" if prog.dst == "float16" else "fma.rn.bf16x2"
-            lw.emit(T.ptx[ptx](regs[slot], a[0], a[1], a[2]))
+            fma = "fma.rn.f16x2" if prog.dst == "float16" else "fma.rn.bf16x2"
+            lw.emit(ptx(fma)(regs[slot], a[0], a[1], a[2]))
             continue
         if code == "shl":
             v = tirx.shift_left(a[0], tirx.const(op.shift, "uint32"))

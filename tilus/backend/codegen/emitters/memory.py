@@ -25,7 +25,8 @@ from tilus.backend.codegen import scalar
 from tilus.backend.codegen.gather import index_exprs, unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage, workspace_key
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, dt, provably_true, tirx
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import TB, dt, provably_true, tirx
 from tilus.ir import expr as E
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
@@ -395,7 +396,7 @@ def _copy_chunks(lw: Lowerer, inst, g, dst, shape, dims, vec, chunk) -> None:
 
 def _chunk_op(g, vec):
     nbytes = vec * (g.dtype.nbits // 8)
-    return T.ptx[f"cp.async.{'cg' if nbytes == 16 else 'ca'}.shared.global"], nbytes
+    return ptx(f"cp.async.{'cg' if nbytes == 16 else 'ca'}.shared.global"), nbytes
 
 
 def _row_guarded_chunk(lw: Lowerer, g, dst, tidx, gidx, vec) -> None:
@@ -445,12 +446,12 @@ def _guarded_chunk(lw: Lowerer, g, dst, tidx, gidx, vec) -> None:
 
 @emitter(I.CopyAsyncCommitGroupInst)
 def commit_group(lw: Lowerer, inst) -> None:
-    lw.emit(T.ptx["cp.async.commit_group"]())
+    lw.emit(ptx("cp.async.commit_group")())
 
 
 @emitter(I.CopyAsyncWaitGroupInst)
 def wait_group(lw: Lowerer, inst: I.CopyAsyncWaitGroupInst) -> None:
-    lw.emit(T.ptx["cp.async.wait_group"](int(inst.n)))
+    lw.emit(ptx("cp.async.wait_group")(int(inst.n)))
 
 
 # ---------------------------------------------------------------------------------- shared
@@ -504,7 +505,7 @@ def lookup(lw: Lowerer, inst: I.LookupInst) -> None:
                                f"must have one layout, got {index.layout} and {out.layout}")
     for s0 in range(out.layout.local_size):
         i = E.Var(lw.fresh("lut_index"), dtypes.int32)
-        lw.vars[i] = index.buf[s0]
+        lw.define(i, index.buf[s0])
         lw.store(out.buf, shared_read(lw, st, (i,)), [s0])
 
 
