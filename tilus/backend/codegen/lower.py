@@ -128,6 +128,7 @@ class Lowerer:
         self.tx = None
         self._counter = 0
         self._lowered: dict[E.Expr, Any] = {}     # see expr()
+        self._derived: dict[tuple, Any] = {}       # see derived()
         self.assigned = {s.var for s in walk(program.body) if isinstance(s, S.AssignStmt)}
 
     # ------------------------------------------------------------------ names and helpers
@@ -137,6 +138,16 @@ class Lowerer:
 
     def name(self, name: str, obj):
         return IRBuilder.name(_c_name(name), obj)
+
+    def derived(self, fn: Callable, *args) -> Any:
+        """``fn(*args)`` computed once per lowering: for the pure functions of immutable, hashable
+        IR values (layouts, shapes, dtypes, ints) that emitters ask about every instruction of a
+        kind, e.g. the mma tilings of one dot shape. Keyed by the function and its arguments;
+        the result is shared, so callers must not mutate it."""
+        key = (fn, *args)
+        if key not in self._derived:
+            self._derived[key] = fn(*args)
+        return self._derived[key]
 
     def assume(self, text: str) -> None:
         if text not in self.assumptions:

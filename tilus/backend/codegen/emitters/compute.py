@@ -11,10 +11,9 @@ from tilus import dtypes
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import compute, storage
-from tilus.backend.codegen.gather import slot_values
+from tilus.backend.codegen.gather import elementwise_values
 from tilus.backend.codegen.lower import Lowerer
-from tilus.ir.layout.conversion import (broadcast_index, reduce_shuffle_plan, reduce_source, same_index,
-                                        static_slots)
+from tilus.ir.layout.conversion import (reduce_shuffle_plan, reduce_source, static_slots)
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.ptx import ptx
 from tilus.backend.tvm_shim import dt, ir, structural_equal, tirx
@@ -30,8 +29,7 @@ def operand_values(lw: Lowerer, x, out: Tensor, dtype) -> list:
     layout = lw.reg(out).layout
     n = layout.local_size
     if isinstance(x, Tensor):
-        fn = same_index(layout) if tuple(x.shape) == tuple(out.shape) else broadcast_index(layout, x.shape)
-        return slot_values(lw, x, n, fn)
+        return elementwise_values(lw, x, layout, tuple(out.shape))
     e = E.as_expr(x)
     v = scalar.convert(e.dtype, dtype, lw.expr(e)) if e.dtype is not dtype else lw.expr(e)
     return [v] * n

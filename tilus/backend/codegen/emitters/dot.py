@@ -90,7 +90,7 @@ def _mma_config(lw: Lowerer, inst: I.DotInst):
     if lw.reg(inst.output).layout != lc:
         return None
     a_slots, b_slots = 16 * ik // 32, 8 * ik // 32        # per thread per tile
-    for al, bl, cl in mma_dot_layouts(m, n, k, a.dtype, c.dtype, lw.threads):
+    for al, bl, cl in lw.derived(mma_dot_layouts, m, n, k, a.dtype, c.dtype, lw.threads):
         if (al, bl, cl) != (la, lb, lc):
             continue
         rk = k // ik

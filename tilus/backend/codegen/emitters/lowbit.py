@@ -200,7 +200,7 @@ def _reinterpreted_groups(lw: Lowerer, inst, prog):
     if source is None:
         return None
     codes = lw.reg(inst.x).layout
-    smap = slot_map(codes, lw.reg(inst.output).layout)
+    smap = lw.derived(slot_map, codes, lw.reg(inst.output).layout)
     n, w = prog.num_elements, prog.num_words
     if smap is None or codes.local_size % n:
         return None
@@ -221,7 +221,8 @@ def try_packed_cast(lw: Lowerer, inst: I.CastInst) -> bool:
         words, groups = found
         fused = True
     else:
-        groups = _groups(layout, prog.num_elements) if lw.reg(inst.x).layout == layout else None
+        groups = lw.derived(_groups, layout, prog.num_elements) \
+            if lw.reg(inst.x).layout == layout else None
         if groups is None:
             return False
         words = _words_from_view(lw, inst, prog, layout, groups)
