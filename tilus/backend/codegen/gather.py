@@ -20,7 +20,7 @@ from tilus.ir.layout.conversion import (broadcast_index, flat_index, owner, same
                                         static_slots)
 from tilus.ir.types import Tensor
 
-__all__ = ["flat_index", "unravel", "index_exprs", "slot_values", "elementwise_values", "shuffle_values"]
+__all__ = ["flat_index", "unravel", "index_exprs", "slot_index", "slot_values", "elementwise_values", "shuffle_values"]
 
 
 def unravel(flat, shape) -> tuple:
@@ -41,6 +41,14 @@ def index_exprs(layout, thread: Any, slot: Any) -> tuple[E.Expr, ...]:
     """The logical index ``layout`` puts at (``thread``, ``slot``), as IR expressions (the layout
     gives plain ints where a coordinate is constant)."""
     return tuple(E.as_expr(c) for c in layout.index_exprs(thread, slot))
+
+
+def slot_index(lw: Lowerer, layout, slot: int) -> tuple[E.Expr, ...]:
+    """``index_exprs(layout, THREAD, slot)``: the index this thread holds in ``slot``, built once
+    per lowering (emitters ask for the same layouts' slots instruction after instruction)."""
+    from tilus.backend.codegen.lower import THREAD
+
+    return lw.derived(index_exprs, layout, THREAD, slot)
 
 
 def slot_values(lw: Lowerer, x: Tensor, n: int, fn: Callable) -> list:

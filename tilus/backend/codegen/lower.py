@@ -127,7 +127,7 @@ class Lowerer:
         self.assumptions: list[str] = []
         self.tx = None
         self._counter = 0
-        self._lowered: dict[E.Expr, Any] = {}     # see expr()
+        self._lowered: dict[Any, Any] = {}         # see expr() and lowered()
         self._derived: dict[tuple, Any] = {}       # see derived()
         self.assigned = {s.var for s in walk(program.body) if isinstance(s, S.AssignStmt)}
 
@@ -207,6 +207,14 @@ class Lowerer:
         out = self._lowered.get(e)
         if out is None:
             out = self._lowered[e] = self._lower_expr(e)
+        return out
+
+    def lowered(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """``build()``: TIR made from the IR values in ``key`` (through :meth:`expr`), memoized
+        with the expressions' TIR, so it holds while no variable is rebound."""
+        out = self._lowered.get(key)
+        if out is None:
+            out = self._lowered[key] = build()
         return out
 
     def define(self, var: E.Expr, value) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tilus import dtypes
-from tilus.backend.codegen.gather import index_exprs
+from tilus.backend.codegen.gather import index_exprs, slot_index
 from tilus.backend.codegen.lower import Lowerer, SharedStorage
 from tilus.ir import expr as E
 from tilus.ir.layout import mma_m16n8k16_f16_a, mma_m16n8k16_f16_b
@@ -102,7 +102,7 @@ def try_ldmatrix(lw: Lowerer, st, out) -> bool:
     lane = THREAD % 32
     words = lw.alias_local(out.buf, "uint32")
     for q in range(layout.local_size // per):
-        r0, c0 = index_exprs(layout, THREAD, q * per)
+        r0, c0 = slot_index(lw, layout, q * per)
         fr0, fc0 = index_exprs(frag.frag if kind == "bt" else frag, lane, 0)
         if kind == "bt":
             fr0, fc0 = fc0, fr0

@@ -22,7 +22,7 @@ from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
                                                    shared_write, subbyte)
 from tilus.backend.codegen import scalar
-from tilus.backend.codegen.gather import index_exprs, unravel
+from tilus.backend.codegen.gather import slot_index, unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage, workspace_key
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.ptx import ptx
@@ -129,7 +129,7 @@ def register_tensor(lw: Lowerer, inst: I.AllocateRegisterInst) -> None:
             lw.store(st.buf, value, [s])
         return
     for slot in range(st.layout.local_size):
-        index = index_exprs(st.layout, THREAD, slot)
+        index = slot_index(lw, st.layout, slot)
         value = E.substitute(inst.init, dict(zip(inst.axes, index)))
         lw.store(st.buf, _scalar_to_storage(lw, value, inst.output.dtype), [slot])
 
@@ -214,7 +214,7 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
         lw.assume("global tensors are 16-byte aligned")
 
     def scalar_load(s, checked=True):
-        gidx = _global_index(inst, index_exprs(layout, THREAD, s), rank, dims)
+        gidx = _global_index(inst, slot_index(lw, layout, s), rank, dims)
         value = global_read(lw, g, gidx)
         if checked:
             value = tirx.if_then_else(in_bounds(lw, gidx, g.shape), value, other)
@@ -236,7 +236,7 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
         if vec == 1:
             scalar_load(s0)
             continue
-        gidx = _global_index(inst, index_exprs(layout, THREAD, s0), rank, dims)
+        gidx = _global_index(inst, slot_index(lw, layout, s0), rank, dims)
         off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
             with TB.Then():
@@ -268,7 +268,7 @@ def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
         return tirx.And(cond, _owner_guard(lw, layout, tidx)) if replicated else cond
 
     def scalar_store(s):
-        tidx = index_exprs(layout, THREAD, s)
+        tidx = slot_index(lw, layout, s)
         gidx = _global_index(inst, tidx, rank, dims)
         with TB.If(guard(tidx, in_bounds(lw, gidx, g.shape))):
             with TB.Then():
@@ -278,7 +278,7 @@ def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
         if vec == 1:
             scalar_store(s0)
             continue
-        tidx = index_exprs(layout, THREAD, s0)
+        tidx = slot_index(lw, layout, s0)
         gidx = _global_index(inst, tidx, rank, dims)
         off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
@@ -486,7 +486,7 @@ def load_shared(lw: Lowerer, inst: I.LoadSharedInst) -> None:
     layout = out.layout
     vec = _shared_vec(st, layout, inst.src.dtype)
     for s0 in range(0, layout.local_size, vec):
-        idx = index_exprs(layout, THREAD, s0)
+        idx = slot_index(lw, layout, s0)
         if vec > 1:
             off = lw.expr(E.as_expr(st.offset(tuple(idx))))
             vector_copy(lw, out.buf, s0, st.buf, off, vec, inst.src.dtype.nbits // 8)
@@ -517,7 +517,7 @@ def store_shared(lw: Lowerer, inst: I.StoreSharedInst) -> None:
     replicated = _is_replicated(layout)
     vec = _shared_vec(st, layout, inst.dst.dtype)
     for s0 in range(0, layout.local_size, vec):
-        idx = index_exprs(layout, THREAD, s0)
+        idx = slot_index(lw, layout, s0)
         # replicas write equal values; sub-byte writes are atomic, so only the owner writes them
         guard = replicated and subbyte(st.dtype)
         with TB.If(_owner_guard(lw, layout, idx)) if guard else _null():
