@@ -21,6 +21,7 @@ where the IR's plan put it, and data moves between threads only where the IR say
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -43,6 +44,7 @@ from tilus.ir.layout import RegisterLayout, SharedLayout
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, PointerType, Tensor
 
+_MISSING = object()
 THREAD = E.Var("threadIdx.x", dtypes.int32)     # the thread index in layout index expressions
 
 
@@ -145,9 +147,10 @@ class Lowerer:
         kind, e.g. the mma tilings of one dot shape. Keyed by the function and its arguments;
         the result is shared, so callers must not mutate it."""
         key = (fn, *args)
-        if key not in self._derived:
-            self._derived[key] = fn(*args)
-        return self._derived[key]
+        out = self._derived.get(key, _MISSING)
+        if out is _MISSING:
+            out = self._derived[key] = fn(*args)
+        return out
 
     def assume(self, text: str) -> None:
         if text not in self.assumptions:
@@ -173,7 +176,7 @@ class Lowerer:
 
     def alloc_local(self, n: int, dtype: str, name: str):
         shape = (max(1, n),)
-        buf = TB.alloc_buffer(shape, dtype, scope="local", layout=default_layout(shape))
+        buf = TB.alloc_buffer(shape, dtype, scope="local", layout=buffer_layout(shape))
         return self.name(name, buf)
 
     def shared_at(self, offset: int, n: int, dtype: str, name: str):
@@ -184,7 +187,7 @@ class Lowerer:
         eb = tirx_dtype_bytes(dtype)
         shape = (max(1, n),)
         buf = TB.decl_buffer(shape, dtype, data=self.pool.data, elem_offset=offset // eb,
-                             scope="shared.dyn", layout=default_layout(shape))
+                             scope="shared.dyn", layout=buffer_layout(shape))
         return self.name(name, buf)
 
     # ------------------------------------------------------------------ expressions
@@ -462,7 +465,7 @@ class Lowerer:
             if self.shared_bytes:
                 shape = (self.shared_bytes,)
                 self.pool = self.name("smem", TB.alloc_buffer(shape, "uint8", scope="shared.dyn",
-                                                              layout=default_layout(shape)))
+                                                              layout=buffer_layout(shape)))
             self._allocate_registers()
             self.lower_stmt(self.program.body)
 
@@ -477,7 +480,7 @@ class Lowerer:
         nbytes = int(buf.shape[0]) * tirx_dtype_bytes(dt(buf))
         shape = (nbytes // tirx_dtype_bytes(dtype),)
         alias = TB.decl_buffer(shape, dtype, data=buf.data, scope="local",
-                               layout=default_layout(shape))
+                               layout=buffer_layout(shape))
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
@@ -504,7 +507,7 @@ class Lowerer:
                                        f"{dt(buf)}, not at a whole {dtype}")
             data, offset = self.pool.data, int(eo.value) * eb // ab
         alias = TB.decl_buffer((n,), dtype, data=data, scope=buf.scope(),
-                               layout=default_layout((n,)),
+                               layout=buffer_layout((n,)),
                                **({"elem_offset": offset} if offset is not None else {}))
         return self.name(f"{buf.name}_{dtype}", alias)
 
@@ -559,6 +562,20 @@ def tirx_dtype_bytes(d: str) -> int:
     base, _, lanes = d.partition("x")
     bits = int("".join(ch for ch in base if ch.isdigit()) or 8)
     return max(1, bits // 8) * (int(lanes) if lanes else 1)
+
+
+def buffer_layout(shape: tuple):
+    """``default_layout(shape)``, the layout of a buffer declared in the IR builder; one object per
+    shape of plain ints, shared by every such buffer (a TVM layout is immutable, and building one
+    is a TVM call per buffer otherwise)."""
+    if all(type(n) is int for n in shape):
+        return _int_shape_layout(tuple(shape))
+    return default_layout(shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _int_shape_layout(shape: tuple[int, ...]):
+    return default_layout(shape)
 
 
 def _c_name(name: str) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from tilus.backend.codegen.emitters.compute import write
 from tilus.backend.codegen.emitters.memory import load_shared, store_shared
 from tilus.backend.codegen.gather import shuffle_values, slot_index, slot_values
-from tilus.backend.codegen.lower import Lowerer, tirx_dtype_bytes
+from tilus.backend.codegen.lower import Lowerer, buffer_layout, tirx_dtype_bytes
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import TB, default_layout, dt
+from tilus.backend.tvm_shim import TB, dt
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
 from tilus.ir.layout.conversion import FREE, SHUFFLE, flat_index, same_index
@@ -54,6 +54,6 @@ def _store_bytes(lw: Lowerer, source, scratch) -> None:
     view = lw.name(f"{scratch.name}_bytes",
                    TB.decl_buffer((st.nbytes,), "uint8", data=lw.pool.data,
                                   elem_offset=st.buf.elem_offset * eb, scope="shared.dyn",
-                                  layout=default_layout((st.nbytes,))))
+                                  layout=buffer_layout((st.nbytes,))))
     for s in range(src.layout.local_size):
         lw.store(view, src.buf[s], [flat_index(slot_index(lw, src.layout, s), source.shape)])
