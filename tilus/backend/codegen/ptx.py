@@ -5,7 +5,7 @@ TVM's ``T.ptx`` narrows the dotted text against its whole instruction table on e
 then checks and coerces every operand (arity, register classes, dtypes, immediates) in Python on
 every call; a kernel that emits a few hundred instructions spends more time there than anywhere
 else in its lowering. So the lookup is done once per text, and the checks once per operand
-*signature*: the operands' node types and dtypes, and the values of Python number operands
+*signature*: the operands' node types and dtypes, and the values of Python int operands
 (immediates), which is all those checks read. The first call with a signature goes through TVM;
 when TVM passed its expression operands through unchanged (they are the call's leading
 arguments) and rebuilding that call from them gives the same call, the call is kept as a
@@ -39,7 +39,7 @@ class Instruction:
         key = _signature(operands) if not kwargs else None
         if key is None:
             return self.chain(*operands, **kwargs)
-        template = self.templates.get(key, _UNSEEN)
+        template: Any = self.templates.get(key, _UNSEEN)
         if template is _UNSEEN:
             call = self.chain(*operands)
             self.templates[key] = _template(call, operands)
@@ -60,12 +60,12 @@ def ptx(text: str) -> Instruction:
 
 
 def _signature(operands: tuple) -> Optional[tuple]:
-    """What TVM's operand checks read: each operand's node type and dtype, or a Python number's
-    type and value; None when an operand is neither a number nor a scalar (PrimType) expression,
+    """What TVM's operand checks read: each operand's node type and dtype, or a Python int's
+    type and value; None when an operand is neither an int nor a scalar (PrimType) expression,
     e.g. a pointer (the call bypasses the templates)."""
-    key = []
+    key: list[tuple[Any, Any]] = []
     for x in operands:
-        if isinstance(x, (bool, int, float)):
+        if isinstance(x, int):      # bool or int (a float immediate bypasses: NaN keys miss)
             key.append((type(x), x))
             continue
         ty = getattr(x, "ty", None)
@@ -77,14 +77,14 @@ def _signature(operands: tuple) -> Optional[tuple]:
 
 def _template(call, operands: tuple) -> Optional[tuple]:
     """(op, fixed arguments, trailing arguments) of ``call`` when its leading arguments are the
-    expression operands themselves (a number operand's coerced constant is fixed: its value is in
+    expression operands themselves (an int operand's coerced constant is fixed: its value is in
     the signature) and rebuilding the call from them reproduces it; else None."""
     args = list(getattr(call, "args", ()))
     if len(args) < len(operands):
         return None
     fixed: list = []
     for x, arg in zip(operands, args):
-        if isinstance(x, (bool, int, float)):
+        if isinstance(x, int):
             fixed.append(arg)
         elif arg.same_as(x):
             fixed.append(None)
