@@ -218,7 +218,7 @@ class _Printer:
 
     # ------------------------------------------------------------------ expressions
     def expr(self, e) -> str:
-        key = e
+        key = (dt(e), int(e.value)) if isinstance(e, tirx.IntImm) else e
         try:
             hit = self.memo.get(key)
         except TypeError:
@@ -315,8 +315,10 @@ class _Printer:
         return self.expr(e)
 
     def simplify(self, e):
-        """``e`` simplified with what is known of its variables (constants as they are)."""
-        if isinstance(e, (tirx.IntImm, ir.Var)):
+        """``e`` simplified with what is known of its variables (constants as they are; an
+        expression with a float value in it as it is: TVM's simplifier rewrites ``!(a < b)``
+        to ``a >= b``, wrong when a or b is NaN)."""
+        if isinstance(e, (tirx.IntImm, ir.Var)) or _has_float(e):
             return e
         return self.simplifier.simplify(e)
 
@@ -389,7 +391,10 @@ class _Printer:
             if kind == "FloorDiv":
                 return self.wrap(f"({a} >> {c.bit_length() - 1})", out_t)
             return self.wrap(f"({a} & {self.int_const(c - 1, out_t)})", out_t)
-        if out_t.startswith("float"):
+        if out_t in ("float16", "bfloat16", "float32", "float64"):
+            if kind == "FloorDiv" and out_t in ("float16", "bfloat16"):
+                quotient = self.cast(f"({a} / {self.expr(divisor)})", out_t, "float32")
+                return self.cast(f"floorf({quotient})", "float32", out_t)
             if kind == "FloorDiv":
                 return f"floor({a} / {self.expr(divisor)})"
             raise CompilationError(f"floormod of {out_t} is not supported by the CUDA printer")
@@ -410,6 +415,8 @@ class _Printer:
                 return f"__double2bfloat16({text})"
             if src == "float16":
                 return f"__float2bfloat16_rn(__half2float({text}))"
+            if src in ("int32", "uint32", "int64", "uint64"):
+                return f"__double2bfloat16((double){text})"
             return f"__float2bfloat16_rn((float){text})"
         if src == "float16":
             text = f"__half2float({text})"
@@ -493,7 +500,7 @@ class _Printer:
         short = name.split(".", 1)[1] if name.startswith(("tirx.", "prim.")) else name
         args = list(e.args)
         if short == "reinterpret":
-            return f"tilus_bitcast<{c_type(dt(e))}>({self.expr(args[0])})"
+            return f"tilus_bitcast<{c_type(dt(e))}, {c_type(dt(args[0]))}>({self.expr(args[0])})"
         if short == "if_then_else":
             cond = self.simplify(args[0])
             known = self.truth(cond)
@@ -655,6 +662,19 @@ class _Printer:
                f'extern "C" __global__ void __launch_bounds__({self.threads}) '
                f"{name}({', '.join(decls)}) {{", *body, "}", ""]
         return CudaKernel("\n".join(out), name, params)
+
+
+def _has_float(e) -> bool:
+    """Whether a floating-point value occurs in the expression ``e``."""
+    ty = getattr(e, "ty", None)
+    if not isinstance(ty, ir.PrimType):
+        return False
+    if str(ty.dtype).startswith(("float", "bfloat")):
+        return True
+    kids = [getattr(e, f, None) for f in ("a", "b", "value", "condition", "true_value", "false_value")]
+    if isinstance(e, ir.Call):
+        kids += list(e.args)
+    return any(_has_float(k) for k in kids)
 
 
 def _rebound_vars(body) -> set:

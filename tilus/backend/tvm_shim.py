@@ -150,7 +150,11 @@ class IndexSimplifier:
         except TypeError:
             return e
         if hit is None:
-            hit = self._memo[e] = self._analyzer.rewrite_simplify(e)
+            try:
+                hit = self._analyzer.rewrite_simplify(e)
+            except ValueError:
+                hit = e
+            self._memo[e] = hit
         return hit
 
 
