@@ -46,6 +46,8 @@ BLOCKS = 4
 ROWS = THREADS * BLOCKS
 RANDOM_EXPRESSIONS = 600
 SEED = 20261203
+# undefined behaviour in the printed C is an error (signed left shifts excepted: CUDA, GCC and C++20 define them)
+UBSAN = ["-fsanitize=undefined,float-cast-overflow", "-fno-sanitize=shift", "-fno-sanitize-recover=all"]
 
 SIGNED = ("int8", "int16", "int32", "int64")
 UNSIGNED = ("uint8", "uint16", "uint32", "uint64")
@@ -395,7 +397,7 @@ def _edge_cases(g: ExprGen) -> list:
         tirx.Add(c("uint8", 200), c("uint8", 100)), tirx.Add(tirx.Cast("uint8", x), c("uint8", 100)),
         tirx.Sub(c("uint8", 3), c("uint8", 5)), tirx.Mul(c("int8", 100), c("int8", 3)),
         tirx.Mul(tirx.Cast("int16", x), tirx.Cast("int16", y)),
-        tirx.Mul(tirx.Cast("uint16", x), tirx.Cast("uint16", y)),
+        tirx.Mul(tirx.Cast("uint16", x), tirx.Cast("uint16", y)), tirx.Mul(tirx.Cast("uint16", x), c("uint16", 65535)),
         tirx.Sub(c("uint32", 0), tirx.Cast("uint32", y)), tirx.Add(c("uint64", 2**64 - 1), tirx.Cast("uint64", y)),
         tirx.Div(c("int8", -128), c("int8", -1)), tirx.FloorDiv(c("int8", -128), c("int8", -1)),
         tirx.Sub(c("int16", -32768), c("int16", 1)), tirx.BitwiseNot(tirx.Cast("uint8", x)),
@@ -419,7 +421,8 @@ def _edge_cases(g: ExprGen) -> list:
         tirx.Cast("float16", tirx.Cast("bfloat16", z)), tirx.Cast("float32", tirx.Cast("float16", w)),
         tirx.Cast("float64", tirx.Cast("bfloat16", w)), tirx.Cast("float32", tirx.Cast("float64", w)),
         f("float16", 0.1), f("float16", 65504.0), f("float16", -65504.0), f("float16", 1 + 2.0**-11),
-        f("float16", 1 + 3 * 2.0**-11), f("float16", 2.0**-25), f("float16", 3 * 2.0**-25), f("float16", -0.0), f("float16", math.inf), f("float16", math.nan),
+        f("float16", 1 + 3 * 2.0**-11), f("float16", 2.0**-25), f("float16", 3 * 2.0**-25), f("float16", -0.0),
+        f("float16", math.inf), f("float16", math.nan),
         f("bfloat16", 0.1), f("bfloat16", 1.0), f("bfloat16", -math.inf), f("bfloat16", 3.0e38), f("bfloat16", -0.0),
         f("float32", -0.0), f("float32", math.inf), f("float32", -math.inf), f("float32", math.nan),
         f("float32", 1e-45), f("float32", 0.1), f("float64", 0.1), f("float64", -0.0), f("float64", math.nan),
@@ -538,6 +541,13 @@ def _host_source(kernel, func, layout) -> tuple:
     return SHIM + kernel.source + main, arrays, offsets, size
 
 
+def _c_store(kernel, out_param, slot: int) -> str:
+    """The printed store of one expression (output parameter ``out_param``, slot ``slot``)."""
+    name = next(q.name for q in kernel.params if q.var.same_as(out_param))
+    prefix = f"{name}[({slot * ROWS} + " if slot else f"{name}[(("
+    return next((line.strip() for line in kernel.source.splitlines() if line.strip().startswith(prefix)), "?")
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise: the same bits, or both NaN."""
     same = a.view(f"uint{a.dtype.itemsize * 8}") == b.view(f"uint{b.dtype.itemsize * 8}")
@@ -553,7 +563,9 @@ def host_compiler():
         pytest.skip(f"{GXX} not installed")
     if not (CUDA_INCLUDE / "cuda_fp16.h").exists() or not (CUDA_INCLUDE / "cuda_bf16.h").exists():
         pytest.skip(f"CUDA headers (cuda_fp16.h, cuda_bf16.h) not found under {CUDA_INCLUDE}")
-    return GXX
+    probe = subprocess.run([GXX, *UBSAN, "-x", "c++", "-", "-o", "/dev/null"], input="int main() { return 0; }",
+                           capture_output=True, text=True)
+    return [GXX, *UBSAN] if probe.returncode == 0 else [GXX]
 
 
 def test_printed_expressions_match_the_simulator(host_compiler, tmp_path):
@@ -565,25 +577,38 @@ def test_printed_expressions_match_the_simulator(host_compiler, tmp_path):
     kernel = print_cuda(func)
     source, arrays, offsets, size = _host_source(kernel, func, layout)
     (tmp_path / "exprs.cpp").write_text(source)
-    proc = subprocess.run([host_compiler, "-std=c++17", "-O1", f"-I{CUDA_INCLUDE}", "-w", "exprs.cpp", "-o", "exprs"],
+    proc = subprocess.run([*host_compiler, "-std=c++17", "-O1", f"-I{CUDA_INCLUDE}", "-w", "exprs.cpp", "-o", "exprs"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     arena = np.zeros(size, np.uint8)
     for (t, n), off, a in zip(arrays, offsets, inputs):
         arena[off: off + a.nbytes] = a.view(np.uint8)
     arena.tofile(tmp_path / "in.bin")
-    subprocess.run([str(tmp_path / "exprs"), "in.bin", "out.bin"], cwd=tmp_path, check=True)
+    run = subprocess.run([str(tmp_path / "exprs"), "in.bin", "out.bin"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, f"the printed code has undefined behaviour in C:\n{run.stderr[-4000:]}"
     result = np.fromfile(tmp_path / "out.bin", np.uint8)
 
+    names = {q.name: "xyzw"[k] for q in kernel.params for k in range(4) if q.var.same_as(func.params[k])}
     failures = []
-    for (t, n), off, ref in zip(layout, offsets[4:], outs):
+    for k, ((t, n), off, ref) in enumerate(zip(layout, offsets[4:], outs)):
         got = result[off: off + ref.nbytes].view(NP[t])
         ok = _same(got, ref).reshape(n, ROWS)
         for slot in np.flatnonzero(~ok.all(axis=1)):
-            j = by_type[t][slot]
             row = int(np.flatnonzero(~ok[slot])[0])
-            failures.append(f"{t} {exprs[j]}: row {row} (x={inputs[0][row]}, y={inputs[1][row]}, "
-                            f"z={inputs[2][row]!r}, w={inputs[3][row]!r}) printed "
+            failures.append(f"{_c_store(kernel, func.params[4 + k], slot)}\n    row {row} (x={inputs[0][row]}, "
+                            f"y={inputs[1][row]}, z={inputs[2][row]!r}, w={inputs[3][row]!r}): printed "
                             f"{got[slot * ROWS + row]!r}, simulator {ref[slot * ROWS + row]!r}")
-    assert len(exprs) >= RANDOM_EXPRESSIONS
-    assert not failures, f"{len(failures)} of {len(exprs)} expressions differ:\n" + "\n".join(failures[:30])
+    assert sum(len(js) for js in by_type.values()) == len(exprs) >= RANDOM_EXPRESSIONS
+    assert not failures, (f"{len(failures)} of {len(exprs)} expressions differ (inputs: {names}):\n"
+                          + "\n".join(failures[:20]))
+
+
+def test_printed_expressions_compile_for_the_gpu(need_nvcc):
+    """The same translation unit is valid CUDA for the device (the host run above proves its
+    values, this its device spelling: floorf, tilus_bitcast, the fp16/bf16 intrinsics)."""
+    from tilus.backend import toolchain
+
+    func, _, _, _ = _build(RANDOM_EXPRESSIONS)
+    kernel = print_cuda(func)
+    build = toolchain.compile_cuda(kernel.source, "sm_80")
+    assert kernel.name in build.resources
