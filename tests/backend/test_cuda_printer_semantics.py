@@ -327,7 +327,7 @@ class ExprGen:
 
     def gen_float(self, t: str, depth: int) -> Node:
         r = self.rng
-        k = r.choice(["arith", "arith", "arith", "div", "minmax", "floordiv", "select", "cast", "cast",
+        k = r.choice(["arith", "arith", "arith", "div", "mod", "minmax", "floordiv", "select", "cast", "cast",
                       "reinterpret"])
         if k == "arith":
             op = r.choice(["Add", "Sub", "Mul"])
@@ -349,6 +349,10 @@ class ExprGen:
                 if m < FLOAT_MAX[t] / 2:
                     return Node(e, t, -m, m)
             return Node(e, t, -math.inf, math.inf, False)
+        if k == "mod":
+            a = self.gen(t, depth - 1)
+            v = r.choice([3.0, -4.0, 0.75, 7.5])
+            return Node(tirx.Mod(a.expr, tirx.FloatImm(t, v)), t, -abs(v), abs(v), a.finite)
         if k == "minmax":
             a = self.gen(t, depth - 1)
             if not a.finite:
@@ -410,6 +414,9 @@ def _edge_cases(g: ExprGen) -> list:
         tirx.Min(tirx.Cast("uint8", x), tirx.Cast("uint8", y)), tirx.Max(c("int32", -2**31), x),
         tirx.Select(tirx.LT(x, y), x, y), tirx.if_then_else(tirx.GE(tx, i32(64)), x, y),
         tirx.if_then_else(tirx.LT(tx, i32(1000)), x, y), tirx.Select(tirx.GE(tx, i32(0)), x, y),
+        tirx.if_then_else(tirx.GE(x, i32(-2**31)), x, y), tirx.Select(tirx.EQ(x, i32(-2**31)), x, y),
+        tirx.if_then_else(tirx.LE(i32(-2**31), tirx.Cast("int32", tirx.Cast("int8", y))), x, y),
+        tirx.if_then_else(tirx.GE(tirx.Cast("int64", x), c("int64", -2**63)), x, y),
         tirx.Cast("int32", tirx.Cast("bfloat16", y)), tirx.Cast("int32", tirx.Cast("float32", y)),
         tirx.Cast("int64", tirx.Cast("float64", x)),
     ]
@@ -434,6 +441,8 @@ def _edge_cases(g: ExprGen) -> list:
         tirx.Mul(w, f("float32", 0.0)), tirx.Div(f("float32", 1.0), w), tirx.Div(z, w),
         tirx.Min(tirx.Cast("float16", z), f("float16", 1.0)), tirx.Max(tirx.Cast("bfloat16", z), f("bfloat16", -2.5)),
         tirx.FloorDiv(z, f("float32", 3.0)), tirx.FloorDiv(tirx.Cast("float64", z), f("float64", -0.75)),
+        tirx.Mod(z, f("float32", 3.0)), tirx.Mod(tirx.Cast("float16", z), f("float16", -0.75)),
+        tirx.Mod(tirx.Cast("bfloat16", w), f("bfloat16", 7.5)), tirx.Mod(tirx.Cast("float64", w), f("float64", 0.1)),
         tirx.reinterpret("float32", x), tirx.reinterpret("float16", tirx.Cast("uint16", x)),
         tirx.reinterpret("bfloat16", tirx.Cast("int16", x)),
         tirx.reinterpret("float64", tirx.Mul(tirx.Cast("int64", x), tirx.Cast("int64", y))),

@@ -315,10 +315,9 @@ class _Printer:
         return self.expr(e)
 
     def simplify(self, e):
-        """``e`` simplified with what is known of its variables (constants as they are; an
-        expression with a float value in it as it is: TVM's simplifier rewrites ``!(a < b)``
-        to ``a >= b``, wrong when a or b is NaN)."""
-        if isinstance(e, (tirx.IntImm, ir.Var)) or _has_float(e):
+        """``e`` simplified with what is known of its variables (constants as they are, and
+        what TVM's simplifier gets wrong as it is, see :func:`_unsimplifiable`)."""
+        if isinstance(e, (tirx.IntImm, ir.Var)) or _unsimplifiable(e):
             return e
         return self.simplifier.simplify(e)
 
@@ -375,6 +374,11 @@ class _Printer:
         a, b = self.expr(e.a), self.expr(e.b)
         text = f"({a} {_BINARY[kind]} {b})"
         out_t = dt(e)
+        if kind == "Mod" and out_t == "float64":
+            return f"fmod({a}, {b})"
+        if kind == "Mod" and out_t in ("float16", "bfloat16", "float32"):
+            fa, fb = self.cast(a, out_t, "float32"), self.cast(b, out_t, "float32")
+            return self.cast(f"fmodf({fa}, {fb})", "float32", out_t)
         return self.wrap(text, out_t) if kind in _WRAPPING else text
 
     def floor_op(self, kind: str, e) -> str:
@@ -664,17 +668,21 @@ class _Printer:
         return CudaKernel("\n".join(out), name, params)
 
 
-def _has_float(e) -> bool:
-    """Whether a floating-point value occurs in the expression ``e``."""
+def _unsimplifiable(e) -> bool:
+    """Whether TVM's simplifier may get ``e`` wrong: a floating-point value occurs in it (it
+    rewrites ``!(a < b)`` to ``a >= b``, wrong when a or b is NaN) or the constant INT32_MIN /
+    INT64_MIN (its bound analysis takes them for -infinity: ``x >= -2147483648`` becomes false)."""
     ty = getattr(e, "ty", None)
     if not isinstance(ty, ir.PrimType):
         return False
     if str(ty.dtype).startswith(("float", "bfloat")):
         return True
+    if isinstance(e, tirx.IntImm):
+        return int(e.value) in (-2**31, -2**63)
     kids = [getattr(e, f, None) for f in ("a", "b", "value", "condition", "true_value", "false_value")]
     if isinstance(e, ir.Call):
         kids += list(e.args)
-    return any(_has_float(k) for k in kids)
+    return any(_unsimplifiable(k) for k in kids)
 
 
 def _rebound_vars(body) -> set:
