@@ -16,8 +16,12 @@ int16 when it could happen), shifts by the width or more, division by zero and `
 float -> int conversions of NaN, infinities or out-of-range values (only finite, bounded floats
 are converted to integers; the input ``w`` holding inf/nan/-0.0 feeds float-only expressions).
 Float ``min``/``max`` take one non-zero constant operand and no NaN (CUDA's fminf, std::min and
-numpy disagree on NaN and on the sign of zero). Signed left shifts that overflow are kept: TIR,
-CUDA and GCC all define them as bit operations.
+numpy disagree on NaN and on the sign of zero). ``reinterpret`` of a float to an integer takes
+values that cannot be NaN (a NaN's payload after arithmetic or a conversion is the hardware's:
+the GPU gives the canonical 0x7FFF, numpy keeps the payload). Signed left shifts that overflow are
+kept: TIR, CUDA and GCC all define them as bit operations. The host program is built with UBSan
+where available, so undefined behaviour in the printed C (or a generator slip) fails the test.
+The same translation unit is also compiled for sm_80, to check its device spelling.
 
 Scope: expression kernels only (no barriers, no PTX asm, no vectors), run on the host; the
 printer's statements and intrinsics are covered by the SASS and simulated-kernel tests.
