@@ -21,7 +21,8 @@ What it prints, construct by construct:
   offset (a view over a view that has an offset is refused: TVM's ``buffer_data(X)`` leaves X's
   offset out, the simulator keeps it, so the lowering declares every view over its root);
 * expressions with TIR's semantics, not C's: integer results narrower than 32 bits are wrapped
-  back to their type (C promotes to int), ``floordiv`` / ``floormod`` by a power of two are an
+  back to their type (C promotes to int; a uint16 product is computed unsigned, as 65535 * 65535
+  overflows int), ``floordiv`` / ``floormod`` by a power of two are an
   arithmetic shift / a mask (exact for negative operands too), other divisors go through a
   floor helper, float16 / bfloat16 conversions round to nearest even, ``reinterpret`` is a bit
   copy;
@@ -374,6 +375,8 @@ class _Printer:
         a, b = self.expr(e.a), self.expr(e.b)
         text = f"({a} {_BINARY[kind]} {b})"
         out_t = dt(e)
+        if kind == "Mul" and out_t == "uint16":
+            text = f"((unsigned int){a} * {b})"
         if kind == "Mod" and out_t == "float64":
             return f"fmod({a}, {b})"
         if kind == "Mod" and out_t in ("float16", "bfloat16", "float32"):
