@@ -21,7 +21,8 @@ What it prints, construct by construct:
   offset (a view over a view that has an offset is refused: TVM's ``buffer_data(X)`` leaves X's
   offset out, the simulator keeps it, so the lowering declares every view over its root);
 * expressions with TIR's semantics, not C's: integer results narrower than 32 bits are wrapped
-  back to their type (C promotes to int), ``floordiv`` / ``floormod`` by a power of two are an
+  back to their type (C promotes to int; a uint16 product is computed unsigned, as 65535 * 65535
+  overflows int), ``floordiv`` / ``floormod`` by a power of two are an
   arithmetic shift / a mask (exact for negative operands too), other divisors go through a
   floor helper, float16 / bfloat16 conversions round to nearest even, ``reinterpret`` is a bit
   copy;
@@ -218,7 +219,7 @@ class _Printer:
 
     # ------------------------------------------------------------------ expressions
     def expr(self, e) -> str:
-        key = e
+        key = (dt(e), int(e.value)) if isinstance(e, tirx.IntImm) else e
         try:
             hit = self.memo.get(key)
         except TypeError:
@@ -315,8 +316,9 @@ class _Printer:
         return self.expr(e)
 
     def simplify(self, e):
-        """``e`` simplified with what is known of its variables (constants as they are)."""
-        if isinstance(e, (tirx.IntImm, ir.Var)):
+        """``e`` simplified with what is known of its variables (constants as they are, and
+        what TVM's simplifier gets wrong as it is, see :func:`_unsimplifiable`)."""
+        if isinstance(e, (tirx.IntImm, ir.Var)) or _unsimplifiable(e):
             return e
         return self.simplifier.simplify(e)
 
@@ -373,6 +375,13 @@ class _Printer:
         a, b = self.expr(e.a), self.expr(e.b)
         text = f"({a} {_BINARY[kind]} {b})"
         out_t = dt(e)
+        if kind == "Mul" and out_t == "uint16":
+            text = f"((unsigned int){a} * {b})"
+        if kind == "Mod" and out_t == "float64":
+            return f"fmod({a}, {b})"
+        if kind == "Mod" and out_t in ("float16", "bfloat16", "float32"):
+            fa, fb = self.cast(a, out_t, "float32"), self.cast(b, out_t, "float32")
+            return self.cast(f"fmodf({fa}, {fb})", "float32", out_t)
         return self.wrap(text, out_t) if kind in _WRAPPING else text
 
     def floor_op(self, kind: str, e) -> str:
@@ -389,7 +398,10 @@ class _Printer:
             if kind == "FloorDiv":
                 return self.wrap(f"({a} >> {c.bit_length() - 1})", out_t)
             return self.wrap(f"({a} & {self.int_const(c - 1, out_t)})", out_t)
-        if out_t.startswith("float"):
+        if out_t in ("float16", "bfloat16", "float32", "float64"):
+            if kind == "FloorDiv" and out_t in ("float16", "bfloat16"):
+                quotient = self.cast(f"({a} / {self.expr(divisor)})", out_t, "float32")
+                return self.cast(f"floorf({quotient})", "float32", out_t)
             if kind == "FloorDiv":
                 return f"floor({a} / {self.expr(divisor)})"
             raise CompilationError(f"floormod of {out_t} is not supported by the CUDA printer")
@@ -410,6 +422,8 @@ class _Printer:
                 return f"__double2bfloat16({text})"
             if src == "float16":
                 return f"__float2bfloat16_rn(__half2float({text}))"
+            if src in ("int32", "uint32", "int64", "uint64"):
+                return f"__double2bfloat16((double){text})"
             return f"__float2bfloat16_rn((float){text})"
         if src == "float16":
             text = f"__half2float({text})"
@@ -493,7 +507,7 @@ class _Printer:
         short = name.split(".", 1)[1] if name.startswith(("tirx.", "prim.")) else name
         args = list(e.args)
         if short == "reinterpret":
-            return f"tilus_bitcast<{c_type(dt(e))}>({self.expr(args[0])})"
+            return f"tilus_bitcast<{c_type(dt(e))}, {c_type(dt(args[0]))}>({self.expr(args[0])})"
         if short == "if_then_else":
             cond = self.simplify(args[0])
             known = self.truth(cond)
@@ -656,6 +670,23 @@ class _Printer:
                f'extern "C" __global__ void __launch_bounds__({self.threads}) '
                f"{name}({', '.join(decls)}) {{", *body, "}", ""]
         return CudaKernel("\n".join(out), name, params)
+
+
+def _unsimplifiable(e) -> bool:
+    """Whether TVM's simplifier may get ``e`` wrong: a floating-point value occurs in it (it
+    rewrites ``!(a < b)`` to ``a >= b``, wrong when a or b is NaN) or the constant INT32_MIN /
+    INT64_MIN (its bound analysis takes them for -infinity: ``x >= -2147483648`` becomes false)."""
+    ty = getattr(e, "ty", None)
+    if not isinstance(ty, ir.PrimType):
+        return False
+    if str(ty.dtype).startswith(("float", "bfloat")):
+        return True
+    if isinstance(e, tirx.IntImm):
+        return int(e.value) in (-2**31, -2**63)
+    kids = [getattr(e, f, None) for f in ("a", "b", "value", "condition", "true_value", "false_value")]
+    if isinstance(e, ir.Call):
+        kids += list(e.args)
+    return any(_unsimplifiable(k) for k in kids)
 
 
 def _rebound_vars(body) -> set:

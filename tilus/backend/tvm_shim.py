@@ -150,7 +150,11 @@ class IndexSimplifier:
         except TypeError:
             return e
         if hit is None:
-            hit = self._memo[e] = self._analyzer.simplify(e)
+            try:
+                hit = self._analyzer.simplify(e)
+            except ValueError:      # TVM's simplifier throws on a few casts (Cast(bool, 5))
+                hit = e
+            self._memo[e] = hit
         return hit
 
 
