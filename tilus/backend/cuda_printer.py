@@ -98,12 +98,12 @@ template <typename T> __device__ __forceinline__ T tilus_floormod(T a, T b) {
   T r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }
-// reinterpret: the same bits as another type of the same size
+// reinterpret: the same bits as another type of the same size (a union: nvcc reads the member
+// it did not write as those bits, and cicc digests it faster than memcpy)
 template <typename To, typename From> __device__ __forceinline__ To tilus_bitcast(From x) {
   static_assert(sizeof(To) == sizeof(From), "reinterpret between types of different sizes");
-  To y;
-  memcpy(&y, &x, sizeof(To));
-  return y;
+  union { From from; To to; } bits{x};
+  return bits.to;
 }
 __device__ __forceinline__ half tilus_min(half a, half b) { return __hlt(a, b) ? a : b; }
 __device__ __forceinline__ half tilus_max(half a, half b) { return __hgt(a, b) ? a : b; }
@@ -176,6 +176,7 @@ class _Printer:
         self.threads = 1
         self.rebound: set = set()      # Vars bound more than once (their bounds are not tracked)
         self.simplifier = IndexSimplifier()
+        self._unsafe: dict = {}        # expression -> what unsimplifiable() found
 
     # ------------------------------------------------------------------ names
     def fresh(self, hint: str) -> str:
@@ -219,20 +220,23 @@ class _Printer:
 
     # ------------------------------------------------------------------ expressions
     def expr(self, e) -> str:
-        key = (dt(e), int(e.value)) if isinstance(e, tirx.IntImm) else e
+        """The C text of a TIR expression (memoized per node; constants by type and value, as
+        TVM compares equal constants of different types equal)."""
+        if isinstance(e, ir.Var):
+            return self.var(e)
+        if isinstance(e, tirx.IntImm):
+            key: Any = (dt(e), int(e.value))
+        elif isinstance(e, tirx.FloatImm):
+            key = (dt(e), repr(float(e.value)))
+        else:
+            key = e
         try:
             hit = self.memo.get(key)
         except TypeError:
-            hit = None
-        if hit is not None:
-            return hit
-        text = self._expr(e)
-        if isinstance(e, (tirx.IntImm, tirx.FloatImm)) or not isinstance(e, ir.Var):
-            try:
-                self.memo[key] = text
-            except TypeError:
-                pass
-        return text
+            return self._expr(e)
+        if hit is None:
+            hit = self.memo[key] = self._expr(e)
+        return hit
 
     def _expr(self, e) -> str:
         kind = type(e).__name__
@@ -252,14 +256,13 @@ class _Printer:
             known = self.truth(e)
             if known is not None:
                 return "true" if known else "false"
+            return self.condition(e)
         if kind in _BINARY:
             return self.binary(kind, e)
         if kind in ("FloorDiv", "FloorMod"):
             return self.floor_op(kind, e)
         if kind in ("Min", "Max"):
             return self.min_max(kind, e)
-        if kind in ("And", "Or"):
-            return self.condition(e)
         if kind == "Not":
             return f"(!{self.expr(e.a)})"
         if kind == "BitwiseNot":
@@ -318,9 +321,35 @@ class _Printer:
     def simplify(self, e):
         """``e`` simplified with what is known of its variables (constants as they are, and
         what TVM's simplifier gets wrong as it is, see :func:`_unsimplifiable`)."""
-        if isinstance(e, (tirx.IntImm, ir.Var)) or _unsimplifiable(e):
+        if isinstance(e, (tirx.IntImm, ir.Var)) or self.unsimplifiable(e):
             return e
         return self.simplifier.simplify(e)
+
+    def unsimplifiable(self, e) -> bool:
+        """Whether TVM's simplifier may get ``e`` wrong: a floating-point value occurs in it (it
+        rewrites ``!(a < b)`` to ``a >= b``, wrong when a or b is NaN) or the constant INT32_MIN /
+        INT64_MIN (its bound analysis takes them for -infinity: ``x >= -2147483648`` becomes
+        false). Memoized per node."""
+        ty = getattr(e, "ty", None)
+        if not isinstance(ty, ir.PrimType):
+            return False
+        if str(ty.dtype).startswith(("float", "bfloat")):
+            return True
+        if isinstance(e, tirx.IntImm):
+            return int(e.value) in (-2**31, -2**63)
+        if isinstance(e, ir.Var):
+            return False
+        try:
+            hit = self._unsafe.get(e)
+        except TypeError:
+            hit = None
+        if hit is None:
+            kids = [getattr(e, f, None) for f in ("a", "b", "value", "condition", "true_value",
+                                                   "false_value")]
+            if isinstance(e, ir.Call):
+                kids += list(e.args)
+            hit = self._unsafe[e] = any(self.unsimplifiable(k) for k in kids)
+        return hit
 
     def min_max(self, kind: str, e) -> str:
         """CUDA's ``min``/``max`` (one IMNMX/FMNMX) for 32/64-bit types; 8/16-bit integers through
@@ -670,23 +699,6 @@ class _Printer:
                f'extern "C" __global__ void __launch_bounds__({self.threads}) '
                f"{name}({', '.join(decls)}) {{", *body, "}", ""]
         return CudaKernel("\n".join(out), name, params)
-
-
-def _unsimplifiable(e) -> bool:
-    """Whether TVM's simplifier may get ``e`` wrong: a floating-point value occurs in it (it
-    rewrites ``!(a < b)`` to ``a >= b``, wrong when a or b is NaN) or the constant INT32_MIN /
-    INT64_MIN (its bound analysis takes them for -infinity: ``x >= -2147483648`` becomes false)."""
-    ty = getattr(e, "ty", None)
-    if not isinstance(ty, ir.PrimType):
-        return False
-    if str(ty.dtype).startswith(("float", "bfloat")):
-        return True
-    if isinstance(e, tirx.IntImm):
-        return int(e.value) in (-2**31, -2**63)
-    kids = [getattr(e, f, None) for f in ("a", "b", "value", "condition", "true_value", "false_value")]
-    if isinstance(e, ir.Call):
-        kids += list(e.args)
-    return any(_unsimplifiable(k) for k in kids)
 
 
 def _rebound_vars(body) -> set:
