@@ -10,9 +10,10 @@ What it prints, construct by construct:
 
 * the kernel ``extern "C" __global__ void __launch_bounds__(threads) <symbol>_kernel(...)`` with
   TVM's parameter convention (``X_ptr`` for a buffer parameter, ``X_len`` for its extent, scalar
-  parameters by name; pointers first, then scalars, each sorted by name; only those the body
-  uses), so both launchers (TVM's host library, built from :func:`launcher_stub`, and the driver
-  launcher, which reads this signature) pass the same arguments;
+  parameters by name; pointers first, then scalars, each sorted by the TIR variable's name; only
+  those the body and the grid use), so both launchers (TVM's host library, built from
+  :func:`tilus.backend.launcher_stub.launcher_stub`, and the driver launcher, which reads this
+  signature) pass the same arguments;
 * thread bindings as ``(int)blockIdx.x`` / ``(int)threadIdx.x`` (no loops: the launch is exact),
   serial and unrolled ``For`` (``#pragma unroll``), ``While``, ``IfThenElse``, ``Break`` /
   ``Continue``, ``Bind`` (a declaration; an assignment when the variable is bound again);
@@ -689,8 +690,10 @@ class _Printer:
         self.rebound = _rebound_vars(self.func.body)
         self.stmt(self.func.body)
         body = self.lines
-        pointers = sorted((p for p in self.params.values() if p.is_pointer), key=lambda p: p.name)
-        scalars = sorted((p for p in self.params.values() if not p.is_pointer), key=lambda p: p.name)
+        # TVM's order: pointers, then scalars, each by the TIR variable's name ("sema" < "sema_1")
+        pointers = sorted((p for p in self.params.values() if p.is_pointer), key=lambda p: p.var.name)
+        scalars = sorted((p for p in self.params.values() if not p.is_pointer),
+                         key=lambda p: p.var.name)
         params = pointers + scalars
         decls = [f"{p.ctype} __restrict__ {p.name}" if p.is_pointer else f"{p.ctype} {p.name}"
                  for p in params]
