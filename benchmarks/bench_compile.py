@@ -16,6 +16,8 @@ every thread; ``tilus_build_cpu_tools``: its subprocesses, nvcc and the linker),
 machine inflates far less than the wall times. Each process runs ``gc.collect()`` before the
 build: the full collection torch's import leaves pending would otherwise land on it. Writes
 DIR/cpu-<date>-<arch>-cold-build[-L].json (CPU timings: compile only, no GPU).
+``TILUS_CUDA_PRINTER=tvm`` (inherited by the build processes) measures TVM's pipeline and printer
+instead of Tilus' printer (the ``codegen`` stage).
 """
 from __future__ import annotations
 

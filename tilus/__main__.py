@@ -209,7 +209,8 @@ def cmd_bundle(args) -> int:
     try:
         manifest = bundle(args.out, args.targets, params, arch=args.arch, python=args.python,
                           wheel=args.wheel, include_sources=not args.no_sources,
-                          include_runtime=not args.no_runtime, keep_going=args.keep_going)
+                          include_runtime=not args.no_runtime, keep_going=args.keep_going,
+                          jobs=args.jobs)
     except BundleError as e:
         raise CLIError(str(e)) from None
     for name, n in manifest["bytes"].items():
@@ -356,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--keep-going", action="store_true",
                     help="build the other kernels when one fails; list the failures in "
                          "manifest.json")
+    bu.add_argument("--jobs", type=int, default=None,
+                    help="build processes (default $TILUS_BUILD_JOBS or cores)")
     bu.add_argument("--tgz", metavar="FILE", default=None,
                     help="also pack the bundle (this build's kernels only) into a gzipped tar")
     bu.set_defaults(func=cmd_bundle)

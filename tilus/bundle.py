@@ -37,7 +37,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from tilus.errors import TilusError
 
@@ -222,53 +222,108 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+# ---- building -----------------------------------------------------------------------------------
+def _build_entry(program, key: str, arch: str, root: Path,
+                 keep_going: bool) -> tuple[str, Optional[str]]:
+    """(state, error) of a kernel the bundle's cache (at ``root``) lacks: taken from the kernel
+    cache or built into it ("reused" / "built"), then copied into the bundle's cache; a
+    TilusError raises, or with ``keep_going`` gives ("failed", its first line)."""
+    from tilus.backend.cached import cached_entry, entry_artifact
+    from tilus.runtime import KernelCache, default_cache
+
+    built: dict = {}
+    try:
+        entry = cached_entry(program, arch, default_cache(), built)
+    except TilusError as e:
+        if not keep_going:
+            raise
+        return "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if entry.path.parent.resolve() != root.resolve():
+        KernelCache(root).store(key, entry_artifact(entry))
+    return ("built" if built else "reused"), None
+
+
+_WORK: dict = {}    # a build worker's share of the bundle, set by _init_worker
+
+
+def _init_worker(programs: list, arch: str, root: str, keep_going: bool) -> None:
+    """Runs first in each build worker. The Programs arrive through ``fork`` (the arguments of a
+    forked worker's initializer are inherited, not pickled): a Program does not pickle."""
+    _WORK.update(programs=programs, arch=arch, root=Path(root), keep_going=keep_going)
+
+
+def _build_in_worker(n: int) -> tuple[str, Optional[str], float]:
+    t0 = time.perf_counter()
+    program, key = _WORK["programs"][n]
+    state, error = _build_entry(program, key, _WORK["arch"], _WORK["root"], _WORK["keep_going"])
+    return state, error, time.perf_counter() - t0
+
+
+def _build_entries(todo: list, arch: str, root: Path, keep_going: bool,
+                   jobs: int) -> Iterator[tuple[tuple, tuple[str, Optional[str], float]]]:
+    """(item, (state, error, seconds)) for each ``todo`` item ``(index, label, program, key,
+    consts, seconds)``, as its build ends: in ``jobs`` worker processes forked from this one,
+    or here where there is one item or no ``fork`` (the workers could not get the Programs)."""
+    import concurrent.futures as cf
+
+    from tilus.autotune.tuner import worker_context
+
+    context = worker_context() if len(todo) > 1 else None
+    if context is None or context.get_start_method() != "fork":
+        for item in todo:
+            t0 = time.perf_counter()
+            state, error = _build_entry(item[2], item[3], arch, root, keep_going)
+            yield item, (state, error, time.perf_counter() - t0)
+        return
+    pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context,
+                                  initializer=_init_worker,
+                                  initargs=([(item[2], item[3]) for item in todo], arch,
+                                            str(root), keep_going))
+    try:
+        futures = {pool.submit(_build_in_worker, n): item for n, item in enumerate(todo)}
+        for fut in cf.as_completed(futures):
+            try:
+                result = fut.result()        # a build's error (no keep_going) raises here
+            except cf.process.BrokenProcessPool as e:     # a worker died (e.g. killed)
+                if not keep_going:
+                    raise
+                result = ("failed", f"worker failed: {type(e).__name__}: {e}", 0.0)
+            yield futures[fut], result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Optional[dict] = None,
            arch: str = "sm_90", python: Optional[str] = None, wheel: Optional[str] = None,
            include_sources: bool = True, include_runtime: bool = True, log=print,
-           keep_going: bool = False, progress: Optional[bool] = None) -> dict:
+           keep_going: bool = False, progress: Optional[bool] = None,
+           jobs: Optional[int] = None) -> dict:
     """Build ``targets`` into ``out`` (see module doc); returns the manifest. A kernel that does
     not compile raises, or with ``keep_going`` is logged and listed in the manifest (``"state":
     "failed"``, ``"error"``; ``"failed"``: how many) while the others are built. Progress (counts
-    per state, ETA) goes to stderr (:class:`tilus.progress.Progress`; ``progress=False``: none)."""
-    from tilus.backend.cached import cached_entry, entry_artifact
-    from tilus.progress import Progress
+    per state, ETA) goes to stderr (:class:`tilus.progress.Progress`; ``progress=False``: none).
+    The kernels to build are built in ``jobs`` worker processes (default ``$TILUS_BUILD_JOBS`` or
+    the cores; one job: in this process), forked as the autotuner's are (they share this
+    process's TVM import: :func:`tilus.autotune.tuner.worker_context`)."""
+    from tilus.autotune.tuner import build_jobs
+    from tilus.backend.build_program import as_program
     from tilus.backend.toolchain import normalize_arch
-    from tilus.runtime import KernelCache, default_cache
+    from tilus.progress import Progress
+    from tilus.runtime import KernelCache, cache_key, key_versions
 
     arch = normalize_arch(arch)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = KernelCache(out / "cache")
     specs = resolve_targets(targets, dict(params or {}))
-    kernels = []
+    jobs = build_jobs(jobs)
+    kernels: dict[int, dict] = {}
     with Progress(len(specs), f"bundling for {arch}", enabled=progress) as bar:
-        for label, kernel, consts in specs:
-            t0 = time.perf_counter()
-            from tilus.backend.build_program import as_program
-            from tilus.runtime import cache_key, key_versions
-
-            program = as_program(kernel, **consts)
-            key = cache_key(str(program), arch, key_versions())
-            error = None
-            if cache.lookup(key) is None:
-                built: dict = {}
-                try:
-                    entry = cached_entry(program, arch, default_cache(), built)
-                except TilusError as e:
-                    if not keep_going:
-                        raise
-                    error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    state = "failed"
-                else:
-                    if entry.path.parent.resolve() != cache.root.resolve():
-                        cache.store(key, entry_artifact(entry))
-                    state = "built" if built else "reused"
-            else:
-                state = "cached"
-            secs = time.perf_counter() - t0
-            kernels.append({"target": label, "kernel": program.name, "key": key, "arch": arch,
-                            "consts": {k: str(v) for k, v in consts.items()}, "state": state,
-                            "seconds": round(secs, 3), **({"error": error} if error else {})})
+        def done(i: int, label: str, program, key: str, consts: dict, state: str,
+                 error: Optional[str], secs: float) -> None:
+            kernels[i] = {"target": label, "kernel": program.name, "key": key, "arch": arch,
+                          "consts": {k: str(v) for k, v in consts.items()}, "state": state,
+                          "seconds": round(secs, 3), **({"error": error} if error else {})}
             line = (f"  {state:6} {program.name:24} {key[:12]}  {secs * 1e3:7.0f} ms  ({label})"
                     + (f"\n         {error}" if error else ""))
             if log is print:        # through the bar, which a plain print would break
@@ -276,6 +331,23 @@ def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Option
             else:
                 log(line)
             bar.update(state)
+
+        todo = []
+        for i, (label, kernel, consts) in enumerate(specs):
+            t0 = time.perf_counter()
+            program = as_program(kernel, **consts)
+            key = cache_key(str(program), arch, key_versions())
+            if cache.lookup(key) is not None:
+                done(i, label, program, key, consts, "cached", None, time.perf_counter() - t0)
+            elif jobs == 1:
+                state, error = _build_entry(program, key, arch, cache.root, keep_going)
+                done(i, label, program, key, consts, state, error, time.perf_counter() - t0)
+            else:
+                todo.append((i, label, program, key, consts, time.perf_counter() - t0))
+        for (i, label, program, key, consts, secs), (state, error, build_secs) in _build_entries(
+                todo, arch, cache.root, keep_going, jobs):
+            done(i, label, program, key, consts, state, error, secs + build_secs)
+    kernels_in_order = [kernels[i] for i in range(len(specs))]
     if include_runtime:
         copy_runtime_libs(out / "tvm_runtime")
     if include_sources:
@@ -297,8 +369,8 @@ def bundle(out: "str | os.PathLike", targets: Sequence[str] = (), params: Option
     script.write_text(RUN_SCRIPT.format(arch=arch, default=DEFAULT_SELECTION))
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     sizes = {d.name: dir_bytes(d) for d in sorted(out.iterdir()) if d.is_dir()}
-    manifest = {"arch": arch, "kernels": kernels,
-                "failed": sum(k["state"] == "failed" for k in kernels), "bytes": sizes,
+    manifest = {"arch": arch, "kernels": kernels_in_order,
+                "failed": sum(k["state"] == "failed" for k in kernels_in_order), "bytes": sizes,
                 "total_bytes": dir_bytes(out), "versions": _versions()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     manifest["total_bytes"] = dir_bytes(out)

@@ -142,14 +142,15 @@ def prekey(kernel: Any, values: dict, arch: str) -> Optional[str]:
     import hashlib
 
     from tilus.lang.fingerprint import script_fingerprint
-    from tilus.runtime.keys import CUDA_ENTRY_FORMAT, installed_tvm_version, package_fingerprint
+    from tilus.runtime.keys import (CUDA_ENTRY_FORMAT, cuda_printer, installed_tvm_version,
+                                    package_fingerprint)
     from tilus.version import __version__
 
     script = script_fingerprint(kernel, values)
     if script is None:
         return None
     parts = (script, package_fingerprint(), __version__, installed_tvm_version(),
-             CUDA_ENTRY_FORMAT, arch)
+             CUDA_ENTRY_FORMAT, arch, cuda_printer())
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 

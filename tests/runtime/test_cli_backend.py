@@ -72,8 +72,9 @@ def test_bundle_contents_and_size(tmp_path, capsys, compiled):
     key = manifest["kernels"][0]["key"]
     entry = out / "cache" / key
     assert sorted(p.name for p in entry.iterdir()) == ["ir.tilus", "kernel.cu", "kernel.cubin",
-                                                      "kernel.ptx", "kernel.so", "metadata.json",
-                                                      "metadata.sha256", "ptxas.log"]
+                                                      "kernel.ptx", "kernel.so", "launcher.cu",
+                                                      "metadata.json", "metadata.sha256",
+                                                      "ptxas.log"]
     assert (entry / "kernel.cubin").read_bytes() == compiled.cubin
     libs = sorted(p.name for p in (out / "tvm_runtime").iterdir())
     assert libs == ["libtvm_runtime.so", "libtvm_runtime_cuda.so"]
@@ -244,3 +245,62 @@ def test_bundle_keep_going_lists_a_kernel_that_does_not_compile(tmp_path, capsys
     with tarfile.open(tmp_path / "b.tgz") as tar:
         names = tar.getnames()
     assert f"cache/{ok['key']}" in names and not [n for n in names if failed["key"] in n]
+
+
+def test_bundle_builds_in_worker_processes_as_in_this_one(tmp_path, monkeypatch, compiled):
+    """--jobs 2 builds the kernels the bundle lacks in forked workers (this process builds none),
+    with the manifest, the bundle's cache and the failure that jobs=1 gives; the kernel cache is
+    the one TILUS_CACHE_DIR names at the call."""
+    from tilus.backend.cached import stats
+    from tilus.bundle import bundle
+
+    specs = tmp_path / "three.py"
+    specs.write_text(TOO_BIG.format(examples=str(REPO / "examples")).replace(
+        "return [Big(), vector_add.VecAdd(64)]",
+        "return [Big(), vector_add.VecAdd(64), (vector_add.VecAdd(96), {})]"))
+    manifests = {}
+    for jobs in (2, 1):
+        monkeypatch.setenv("TILUS_CACHE_DIR", str(tmp_path / f"kernels{jobs}"))
+        before = stats["builds"]
+        manifests[jobs] = bundle(tmp_path / f"b{jobs}", [str(specs)], include_sources=False,
+                                 include_runtime=False, log=lambda *a: None, keep_going=True,
+                                 progress=False, jobs=jobs)
+        assert stats["builds"] - before == (0 if jobs == 2 else 2)
+        assert len(list((tmp_path / f"kernels{jobs}").iterdir())) >= 2
+
+    def strip(manifest):
+        return [{k: v for k, v in kernel.items() if k != "seconds"}
+                for kernel in manifest["kernels"]]
+
+    assert strip(manifests[2]) == strip(manifests[1])
+    assert [k["state"] for k in manifests[2]["kernels"]] == ["failed", "built", "built"]
+    assert manifests[2]["failed"] == 1 and "shared memory" in manifests[2]["kernels"][0]["error"]
+    for kernel in manifests[2]["kernels"][1:]:
+        entry2, entry1 = (tmp_path / "b2" / "cache" / kernel["key"],
+                          tmp_path / "b1" / "cache" / kernel["key"])
+        assert sorted(p.name for p in entry2.iterdir()) == sorted(p.name for p in entry1.iterdir())
+        assert (entry2 / "kernel.cu").read_bytes() == (entry1 / "kernel.cu").read_bytes()
+
+
+def test_bundle_worker_that_dies_is_a_failure_with_keep_going(tmp_path, monkeypatch):
+    """A worker killed mid-build (here: the build exits the process) fails its kernels with
+    --keep-going and stops the bundle without it."""
+    import concurrent.futures as cf
+    import os
+
+    from tilus import bundle as bundle_module
+
+    specs = tmp_path / "two.py"
+    specs.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'examples')!r})\n"
+                     "import vector_add\n"
+                     "def bundle_specs():\n"
+                     "    return [vector_add.VecAdd(64), vector_add.VecAdd(96)]\n")
+    monkeypatch.setattr(bundle_module, "_build_entry", lambda *a: os._exit(3))  # forked: inherited
+    manifest = bundle_module.bundle(tmp_path / "b", [str(specs)], include_sources=False,
+                                    include_runtime=False, log=lambda *a: None, keep_going=True,
+                                    progress=False, jobs=2)
+    assert [k["state"] for k in manifest["kernels"]] == ["failed", "failed"]
+    assert manifest["failed"] == 2 and "worker failed" in manifest["kernels"][0]["error"]
+    with pytest.raises(cf.process.BrokenProcessPool):
+        bundle_module.bundle(tmp_path / "c", [str(specs)], include_sources=False,
+                             include_runtime=False, log=lambda *a: None, progress=False, jobs=2)

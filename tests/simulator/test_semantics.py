@@ -493,3 +493,42 @@ def test_prmt_mode_in_a_kernel():
     run_prim_func(k, [np.array([0x33221100, 0x77665544], np.uint32), o])
     assert [hex(x) for x in o[:4]] == ["0x33221100", "0x44332211", "0x55443322", "0x66554433"]
     assert o[4] == o[0]
+
+
+def test_bfloat16_division_and_signed_zero_constants():
+    """bfloat16 / // % are float operations (ml_dtypes' dtype is not of numpy kind "f"), and the
+    constants 0.0 and -0.0 stay apart (they compare equal as Python floats)."""
+    import ml_dtypes
+
+    from tilus.backend.tvm_shim import TB, IRBuilder, tirx
+
+    bf16 = "bfloat16"
+    with IRBuilder() as ib:
+        with TB.prim_func():
+            TB.func_name("k")
+            A = TB.match_buffer(TB.arg("a", TB.handle()), (32,), "float32")
+            B = TB.match_buffer(TB.arg("b", TB.handle()), (32,), "float32")
+            Q = TB.match_buffer(TB.arg("q", TB.handle()), (3, 32), bf16)
+            Z = TB.match_buffer(TB.arg("z", TB.handle()), (2, 32), "float32")
+            with TB.thread_binding(0, 32, thread="threadIdx.x") as tx:
+                a, b = tirx.Cast(bf16, A[tx]), tirx.Cast(bf16, B[tx])
+                TB.buffer_store(Q, tirx.Div(a, b), [0, tx])
+                TB.buffer_store(Q, tirx.FloorDiv(a, b), [1, tx])
+                TB.buffer_store(Q, tirx.Mod(a, b), [2, tx])
+                TB.buffer_store(Z, tirx.Add(A[tx], tirx.FloatImm("float32", -0.0)), [0, tx])
+                TB.buffer_store(Z, tirx.Add(A[tx], tirx.FloatImm("float32", 0.0)), [1, tx])
+    rng = np.random.default_rng(3)
+    a = rng.uniform(-50, 50, 32).astype(np.float32)
+    b = rng.uniform(-4, 4, 32).astype(np.float32)
+    a[:3], b[:3] = [-0.0, 3.0, 1.0], [2.0, 0.0, 0.0]
+    q = np.zeros((3, 32), ml_dtypes.bfloat16)
+    z = np.zeros((2, 32), np.float32)
+    run_prim_func(ib.get(), [a, b, q, z])
+    ab, bb = a.astype(ml_dtypes.bfloat16), b.astype(ml_dtypes.bfloat16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(q[0], ab / bb)
+        np.testing.assert_array_equal(q[1], np.floor(ab / bb))
+        np.testing.assert_array_equal(q[2], np.fmod(ab, bb))
+    assert q[0, 1] == np.inf and np.isnan(q[2, 1])
+    np.testing.assert_array_equal(np.signbit(z), np.signbit(np.stack([a + np.float32(-0.0), a + np.float32(0.0)])))
+    assert np.signbit(z[0, 0]) and not np.signbit(z[1, 0])

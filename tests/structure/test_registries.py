@@ -37,10 +37,15 @@ def test_every_instruction_has_semantics_a_layout_rule_and_an_emitter():
     assert not missing, "incomplete instructions:\n" + "\n".join(missing)
 
 
+# the launcher stub's body is TVM's input for the host launcher only: never compiled, never run
+NOT_RUN = {"launcher_stub.py"}
+
+
 def _extern_calls() -> list[tuple[str, str]]:
-    """(name, file:line) of every ``call_extern(dtype, "name", ...)`` spelled in the backend."""
+    """(name, file:line) of every ``call_extern(dtype, "name", ...)`` spelled in the backend
+    (but for the code that is never run, :data:`NOT_RUN`)."""
     out = []
-    for path in sorted(BACKEND.rglob("*.py")):
+    for path in sorted(p for p in BACKEND.rglob("*.py") if p.name not in NOT_RUN):
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "call_extern"
                     and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)):

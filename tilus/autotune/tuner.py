@@ -15,15 +15,18 @@ device): a hit returns at once, with nothing built or timed; (2) the space is pr
 hook(s): return a reason string / True to drop a config; the kernel class may define a
 ``prune_config(config, fixed)`` static method that is applied too); (3) the survivors are built
 in parallel worker processes (``jobs``, default ``$TILUS_BUILD_JOBS`` or the number of cores;
-the builder is injectable and defaults to ``tilus.build`` when that exists, else to constructing
-the Program): builds warm the kernel cache, they return only small summaries; failed builds are
-logged and dropped; (4) each built config is timed in this process with ``timer`` (default
-``CudaEventTimer``: L2 flush, warm-up, median); (5) the fastest is recorded in the database.
+forked from this process once it has imported the backend, so they share that one TVM import:
+:func:`worker_context`; the builder is injectable and defaults to ``tilus.build`` when that
+exists, else to constructing the Program): builds warm the kernel cache, they return only small
+summaries; failed builds are logged and dropped; (4) each built config is timed in this process
+with ``timer`` (default ``CudaEventTimer``: L2 flush, warm-up, median); (5) the fastest is
+recorded in the database.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import importlib
 import inspect
 import itertools
 import logging
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
 from tilus.autotune.database import TuningDatabase, default_database, device_name
-from tilus.errors import AutotuneError
+from tilus.errors import AutotuneError, TilusError
 
 logger = logging.getLogger("tilus.autotune")
 SPACE_ATTR = "_tilus_autotune_space"
@@ -173,13 +176,69 @@ def build_jobs(jobs: Optional[int] = None) -> int:
     return os.cpu_count() or 1
 
 
+# The backend modules a build imports: TVM through tvm_shim (with torch and ml_dtypes, through
+# tvm_ffi), the lowering and the kernel cache. About 1.5 s of CPU per process that imports them.
+BACKEND_MODULES = ("tilus.backend.tvm_shim", "tilus.backend.cached")
+
+
+def load_backend() -> bool:
+    """Imports :data:`BACKEND_MODULES` into this process (once; later calls cost nothing), so that
+    build workers forked from it start with TVM loaded. False when the backend cannot be imported
+    here (no TVM): the workers then fail their builds as they would have, with its error."""
+    try:
+        for name in BACKEND_MODULES:
+            importlib.import_module(name)
+    except (ImportError, TilusError) as e:
+        logger.debug("build workers will import the backend themselves: %s", e)
+        return False
+    return True
+
+
+def worker_context() -> Any:
+    """The ``multiprocessing`` context of parallel builds: ``fork``, from this process after
+    :func:`load_backend`, so that every worker shares the parent's one TVM import (copy-on-write
+    pages) instead of importing it again. Chosen over a ``forkserver`` whose preload imports the
+    backend, which would share one import too, because a fork server is a fresh interpreter that
+    the workers' arguments reach only by reference: it imports its preload with the default
+    ``sys.path`` (Python 3.11's ``forkserver.main`` ignores the parent's ``sys.path``, so a
+    checkout put on the path in-process, as benchmarks/ do, loses to the installed copy of Tilus),
+    it keeps the environment of its start (a later ``TILUS_CACHE_DIR`` would not reach the workers'
+    kernel cache), every worker re-runs the parent's ``__main__`` script (unguarded scripts
+    recurse) and cannot unpickle a kernel class defined in a notebook, ``python -c`` or a
+    ``tilus bundle`` target file. ``fork`` keeps what the workers saw before (this process's
+    modules, path, environment and working directory), and it is safe here: importing the backend
+    starts no thread (measured: the native thread count of the process stays at the one OpenBLAS
+    worker that ``import tilus`` starts, whose pool has fork handlers), a build joins its threads
+    before it returns, and a worker never touches CUDA (:func:`_worker_init`), so a parent with a
+    CUDA context (``tilus tune`` on a GPU) is not a problem. ``fork`` is named rather than taken as
+    the default because Python 3.14 makes ``forkserver`` the default on Linux. Platforms without
+    ``fork`` (Windows, and macOS where it is unsafe) use their default, ``spawn``."""
+    import multiprocessing
+    import sys
+
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    load_backend()
+    return multiprocessing.get_context("fork")
+
+
+def _worker_init(arch: str) -> None:
+    """Runs first in each build worker: builds that do not name an arch target ``arch``, the one
+    the parent resolved (``TILUS_ARCH`` or its GPU's), so that a worker never asks torch for the
+    GPU: CUDA cannot be initialized again in a process forked from one that has it, and finding
+    that out would make the worker fall back to sm_80 and fill the kernel cache for the wrong arch."""
+    os.environ["TILUS_ARCH"] = arch
+
+
 def build_parallel(cls, fixed: dict, configs: list[dict], builder: Callable,
                    jobs: Optional[int] = None, progress: Optional[bool] = None,
                    pruned: int = 0) -> list[BuildResult]:
     """Builds every config, in ``jobs`` worker processes (one job: in this process), showing
     progress (:class:`tilus.progress.Progress`: built, failed and ``pruned`` counts, ETA;
-    ``progress=False`` silences it)."""
+    ``progress=False`` silences it). The workers are forked from this process after it imported
+    the backend, so they share its one TVM import (:func:`worker_context`)."""
     from tilus.progress import Progress
+    from tilus.runtime.arch import default_arch
 
     jobs = min(build_jobs(jobs), max(1, len(configs)))
     counts = {"built": 0, "failed": 0, **({"pruned": pruned} if pruned else {})}
@@ -197,7 +256,9 @@ def build_parallel(cls, fixed: dict, configs: list[dict], builder: Callable,
             except Exception as e:
                 raise AutotuneError(f"parallel builds need {what} to be picklable (defined at "
                                     f"module level): {e}; or pass jobs=1") from None
-        with cf.ProcessPoolExecutor(max_workers=jobs) as pool:
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context(),
+                                    initializer=_worker_init,
+                                    initargs=(default_arch(),)) as pool:
             futures = {pool.submit(_build_one, cls, fixed, c, builder): i
                        for i, c in enumerate(configs)}
             out: dict[int, BuildResult] = {}

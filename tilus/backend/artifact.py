@@ -3,15 +3,18 @@
 Files of a CUDA entry (see tilus.runtime.cache):
 
 - ``ir.tilus``     the Program after the passes (text form)
-- ``kernel.cu``    the CUDA source TVM generated (exactly the bytes embedded in the library)
+- ``kernel.cu``    the kernel's CUDA source (Tilus' printer; TVM's with TILUS_CUDA_PRINTER=tvm)
 - ``kernel.cubin`` nvcc's cubin of that source for ``arch`` (what actually runs)
+- ``launcher.cu``  the CUDA source embedded in the library when it is not ``kernel.cu``: TVM's
+                   device code for the launcher stub (tilus.backend.launcher_stub), never compiled
 - ``kernel.ptx``, ``ptxas.log``  nvcc's PTX and ptxas' report (``tilus.build`` gives them back
                    from the cache: :mod:`tilus.backend.cached`)
 - ``kernel.so``    TVM's exported host library: the argument-checking launcher (LLVM host code)
                    plus the device module, embedded as CUDA source (format "cuda")
 - ``metadata.json`` params, launch expressions, arch, versions, entry, assumptions, and
-                   ``extra["cuda_source_sha256"]``: loading registers ``kernel.cubin`` as TVM's
-                   answer for that source (tilus.runtime.cubins), so no compiler runs at load.
+                   ``extra["cuda_source_sha256"]``, the digest of the source the library embeds:
+                   loading registers ``kernel.cubin`` as TVM's answer for that source
+                   (tilus.runtime.cubins), so no compiler runs at load.
 
 The cache key is :func:`kernel_key` of the *input* program's IR text (before the passes: that is
 what a caller can compute without the compiler), the arch and :func:`key_versions`.
@@ -33,6 +36,7 @@ LIBRARY = "kernel.so"
 CUBIN = "kernel.cubin"
 PTX = "kernel.ptx"
 PTXAS_LOG = "ptxas.log"
+LAUNCHER_CUDA = "launcher.cu"
 
 
 @dataclass
@@ -225,7 +229,7 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
     meta = KernelMetadata(
         name=program.name, entry=entry, target="cuda", arch=arch, library=LIBRARY,
         params=tuple(params), launch=dict(kernel.launch), versions=tool_versions(),
-        extra={"cuda_source_sha256": cubins.source_digest(source),
+        extra={"cuda_source_sha256": cubins.source_digest(kernel.launcher_source),
                "cubin": CUBIN, "kernel_name": kernel.kernel_name,
                "pointer_storage": storage, "assumptions": list(kernel.assumptions),
                "device_params": device_params(source, kernel.kernel_name, params,
@@ -239,6 +243,8 @@ def build_artifact(kernel_or_program: Any, arch: "str | int | None" = None, **co
     files = {IR_FILE: str(kernel.program).encode(), CUDA_FILE: source.encode(),
              CUBIN: kernel.cubin, LIBRARY: library, PTX: kernel.ptx.encode(),
              PTXAS_LOG: kernel.log.encode()}
+    if kernel.launcher_source != source:
+        files[LAUNCHER_CUDA] = kernel.launcher_source.encode()
     timings["package"] = time.perf_counter() - t2
     logger.debug("built %s for %s in %.0f ms", program.name, arch, timings["build"] * 1e3)
     return BuiltArtifact(key, Artifact(meta, files), kernel, timings)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tilus.backend.compiled import CompiledKernel
 from tilus.backend.toolchain import normalize_arch
+from tilus.errors import CompilationError
 from tilus.ir.program import Program, as_program  # noqa: F401  (re-exported for build's callers)
 
 
@@ -39,12 +40,26 @@ class Clock:
         self._t = now
 
 
+def cuda_printer_choice(printer: "str | None" = None) -> str:
+    """Who prints the CUDA source (:func:`tilus.runtime.keys.cuda_printer`), as a
+    CompilationError when the name is unknown."""
+    from tilus.runtime.keys import cuda_printer
+
+    try:
+        return cuda_printer(printer)
+    except ValueError as exc:
+        raise CompilationError(str(exc)) from None
+
+
 def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
-          library: "str | os.PathLike | None" = None, **consts) -> CompiledKernel:
+          library: "str | os.PathLike | None" = None, printer: "str | None" = None,
+          **consts) -> CompiledKernel:
     """Build a kernel for ``arch`` (default: the toolchain's default, ``TILUS_ARCH`` or sm_80
     without a GPU). ``library``: also export TVM's host library (the launcher) to that path,
-    its host code generated and linked by g++ while nvcc compiles the cubin. Stage times land in ``.timings``."""
+    its host code generated and linked by g++ while nvcc compiles the cubin. ``printer``: see
+    :func:`cuda_printer_choice`. Stage times land in ``.timings``."""
     clock = Clock()
+    printer = cuda_printer_choice(printer)
     from tilus.backend import tvm_shim
     from tilus.backend.codegen import lower_program
     from tilus.backend.codegen.emitters.dot import check_arch
@@ -58,18 +73,29 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
     check_arch(program, arch)
     lowered = lower_program(program)
     clock.lap("lowering")
-    compiled = tvm_shim.compile_module(lowered.prim_func, arch)
-    source = tvm_shim.cuda_source(compiled)
-    clock.lap("tvm_codegen")
-    export = _Background(tvm_shim.export_library, compiled, str(library)) if library else None
+    if printer == "tilus":
+        from tilus.backend.cuda_printer import print_cuda
+
+        printed = print_cuda(lowered.prim_func, lowered.name)
+        source = printed.source
+        export = _Background(_export_launcher, lowered.prim_func, printed, arch, str(library)) \
+            if library else None
+    else:
+        compiled = tvm_shim.compile_module(lowered.prim_func, arch)
+        source = tvm_shim.cuda_source(compiled)
+        export = _Background(tvm_shim.export_library, compiled, str(library)) if library else None
+    clock.lap("codegen")
     try:
         kernel = CompiledKernel.from_cuda(source, arch, lowered.name + "_kernel", options)
     finally:
         if export is not None:
             export.join()
     clock.lap("nvcc")
+    kernel.launcher_source = source
     if export is not None:
-        export.result()
+        embedded = export.result()
+        if printer == "tilus":
+            kernel.launcher_source = embedded
         clock.laps["export_overlapped"] = export.seconds
     kernel.timings = clock.laps
     kernel.prim_func = lowered.prim_func
@@ -82,6 +108,21 @@ def build(kernel_or_program: Any, arch: "str | int | None" = None, options=(),
     kernel.assumptions = ["pointer arguments are passed as flat 1-D tensors (sub-byte: uint8 bytes)"] \
         + list(lowered.assumptions)
     return kernel
+
+
+def _export_launcher(func, printed, arch: str, library: str) -> str:
+    """TVM's host library for a kernel Tilus printed: generated from the launcher stub (same
+    parameters, grid, block and shared memory), checked to pass the printed kernel's parameters.
+    Returns the stub's CUDA source the library embeds: TVM's loader asks for its cubin by that
+    source (tilus.runtime.cubins), and gets the printed kernel's."""
+    from tilus.backend import tvm_shim
+    from tilus.backend.launcher_stub import check_signature, launcher_stub
+
+    compiled = tvm_shim.compile_module(launcher_stub(func, printed), arch)
+    embedded = tvm_shim.cuda_source(compiled)
+    check_signature(embedded, printed)
+    tvm_shim.export_library(compiled, library)
+    return embedded
 
 
 class _Background:

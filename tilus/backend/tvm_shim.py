@@ -116,6 +116,48 @@ def default_layout(shape: tuple):
     return TileLayout(S[tuple(shape)])
 
 
+def intrinsic_codegen(op_name: str):
+    """TVM's CUDA code generator of a ``T.ptx`` / ``T.cuda`` intrinsic (``"tirx.ptx.mma"``, ...),
+    or None: called with the call's arguments it gives ``(tirx.cuda.func_call(helper, args...,
+    helper_source), tags)``, the inline-asm helper TVM's own printer emits (its instruction
+    table is the one source of truth for PTX syntax and operand constraints)."""
+    from tvm.backend.cuda.codegen.registry import get_codegen
+
+    return get_codegen(op_name)
+
+
+class IndexSimplifier:
+    """TVM's arithmetic simplifier with what is known of the variables in scope (thread and
+    block indices, loop ranges, the bounds of values bound once), for the conditions and
+    indices the CUDA printer prints: what StmtSimplify would do to them, without its pass over
+    every statement."""
+
+    def __init__(self) -> None:
+        import tvm.sym
+
+        self._analyzer = tvm.sym.Analyzer()
+        self._memo: dict = {}
+
+    def loop(self, var, start, extent) -> None:
+        self._analyzer.bind(var, tvm.ir.Range.from_min_extent(start, extent))
+
+    def bound(self, var, value) -> None:
+        self._analyzer.update(var, self._analyzer.const_int_bound(value), True)
+
+    def simplify(self, e):
+        try:
+            hit = self._memo.get(e)
+        except TypeError:
+            return e
+        if hit is None:
+            try:
+                hit = self._analyzer.simplify(e)
+            except ValueError:      # TVM's simplifier throws on a few casts (Cast(bool, 5))
+                hit = e
+            self._memo[e] = hit
+        return hit
+
+
 def cuda_target(arch: str):
     """A TVM CUDA target for ``arch`` (``"sm_80"`` ... ``"sm_90a"``)."""
     return tvm.target.Target({"kind": "cuda", "arch": arch})

@@ -171,6 +171,8 @@ AXIS_NAMES = ("x", "y", "z")
 
 def const(value: Any, dtype: DataType | str | None = None) -> Const:
     """A constant; the dtype defaults to bool, int32 or float32 after the Python type."""
+    if dtype is None and type(value) is int and -(2**31) <= value < 2**31:
+        return Const(value, dtypes.int32)   # the common case (index arithmetic), in range
     if dtype is None:
         if isinstance(value, (bool, np.bool_)):
             dtype = dtypes.bool

@@ -117,8 +117,27 @@ def installed_tvm_version() -> str:
     return _tvm_version
 
 
+# Who prints a kernel's CUDA source: Tilus' own printer (tilus.backend.cuda_printer, the default)
+# or TVM's pipeline and printer (``TILUS_CUDA_PRINTER=tvm``, kept to compare against).
+CUDA_PRINTERS = ("tilus", "tvm")
+
+
+def cuda_printer(printer: "str | None" = None) -> str:
+    """``printer``, else ``$TILUS_CUDA_PRINTER``, else ``"tilus"`` (raises ValueError for another
+    name). Part of the cache key: the two printers give different CUDA."""
+    choice = printer or os.environ.get("TILUS_CUDA_PRINTER") or "tilus"
+    if choice not in CUDA_PRINTERS:
+        raise ValueError(f"unknown CUDA printer {choice!r} (TILUS_CUDA_PRINTER or printer=): use "
+                         f"one of {', '.join(CUDA_PRINTERS)}")
+    return choice
+
+
 def key_versions() -> dict:
     """The tool versions that go into a kernel's cache key: the apache-tvm version (see
-    :data:`PINNED_TVM_VERSION`), the entry format and the compiler's source fingerprint."""
-    return {"tvm": installed_tvm_version(), "entry": CUDA_ENTRY_FORMAT,
-            "compiler": compiler_fingerprint()[:16]}
+    :data:`PINNED_TVM_VERSION`), the entry format, the compiler's source fingerprint and the
+    CUDA printer (when not the default, so existing keys stay)."""
+    versions = {"tvm": installed_tvm_version(), "entry": CUDA_ENTRY_FORMAT,
+                "compiler": compiler_fingerprint()[:16]}
+    if cuda_printer() != "tilus":
+        versions["printer"] = cuda_printer()
+    return versions

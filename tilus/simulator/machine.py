@@ -91,7 +91,7 @@ class Machine(Threads, MemoryAccess):
 
     def _e_imm(self, e):
         npdt, lanes = np_dtype(_expr_dtype(e))
-        key = (e.value, npdt)
+        key = (repr(e.value), npdt)
         arr = self._consts.get(key)
         if arr is None:           # one read-only array per constant (no statement writes in place)
             arr = self._full(e.value, npdt)

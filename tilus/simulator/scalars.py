@@ -106,7 +106,7 @@ def _safe_divisor(m, b, what: str):
 
 
 def _int_div(m, a, b, npdt):
-    if npdt.kind == "f":
+    if _is_float(npdt):
         return (a / b).astype(npdt)
     b = _safe_divisor(m, b, "division")
     r = np.fmod(a, b)
@@ -114,19 +114,19 @@ def _int_div(m, a, b, npdt):
 
 
 def _int_mod(m, a, b, npdt):
-    if npdt.kind == "f":
+    if _is_float(npdt):
         return np.fmod(a, b).astype(npdt)
     return np.fmod(a, _safe_divisor(m, b, "modulo")).astype(npdt)
 
 
 def _floordiv(m, a, b, npdt):
-    if npdt.kind == "f":
+    if _is_float(npdt):
         return np.floor(a / b).astype(npdt)
     return np.floor_divide(a, _safe_divisor(m, b, "division")).astype(npdt)
 
 
 def _floormod(m, a, b, npdt):
-    if npdt.kind == "f":
+    if _is_float(npdt):
         return (a - np.floor(a / b) * b).astype(npdt)
     return np.mod(a, _safe_divisor(m, b, "modulo")).astype(npdt)
 

@@ -16,10 +16,11 @@ from tilus.backend.codegen.dtypes_map import storage
 from tilus.backend.codegen.lower import Lowerer
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
-from tilus.ir.layout.conversion import flat_index, owner, shuffle_slots, static_slots
+from tilus.ir.layout.conversion import (broadcast_index, flat_index, owner, same_index, shuffle_slots,
+                                        static_slots)
 from tilus.ir.types import Tensor
 
-__all__ = ["flat_index", "unravel", "index_exprs", "slot_values", "shuffle_values"]
+__all__ = ["flat_index", "unravel", "index_exprs", "slot_index", "slot_values", "elementwise_values", "shuffle_values"]
 
 
 def unravel(flat, shape) -> tuple:
@@ -42,11 +43,37 @@ def index_exprs(layout, thread: Any, slot: Any) -> tuple[E.Expr, ...]:
     return tuple(E.as_expr(c) for c in layout.index_exprs(thread, slot))
 
 
+def slot_index(lw: Lowerer, layout, slot: int) -> tuple[E.Expr, ...]:
+    """``index_exprs(layout, THREAD, slot)``: the index this thread holds in ``slot``, built once
+    per lowering (emitters ask for the same layouts' slots instruction after instruction)."""
+    from tilus.backend.codegen.lower import THREAD
+
+    return lw.derived(index_exprs, layout, THREAD, slot)
+
+
 def slot_values(lw: Lowerer, x: Tensor, n: int, fn: Callable) -> list:
     """Stored elements of x at ``fn(thread, v)`` for v in range(n), when every thread holds them
     (raises CompilationError otherwise: the IR lacks a convert_layout)."""
     st = lw.reg(x)
-    slots = static_slots(st.layout, x.shape, n, lw.threads, fn)
+    return _read(x, st, static_slots(st.layout, x.shape, n, lw.threads, fn))
+
+
+def elementwise_values(lw: Lowerer, x: Tensor, layout, shape: tuple) -> list:
+    """``slot_values`` of the operand x of an elementwise op whose output has ``layout`` and
+    ``shape``: x's element at each output slot's index (numpy broadcasting when x's shape
+    differs). The slots depend on the layouts and shapes only, so they are found once per
+    lowering."""
+    st = lw.reg(x)
+    return _read(x, st, lw.derived(_operand_slots, st.layout, tuple(x.shape), layout, tuple(shape),
+                                   lw.threads))
+
+
+def _operand_slots(src, x_shape: tuple, layout, shape: tuple, threads: int):
+    fn = same_index(layout) if x_shape == shape else broadcast_index(layout, x_shape)
+    return static_slots(src, x_shape, layout.local_size, threads, fn)
+
+
+def _read(x: Tensor, st, slots) -> list:
     if slots is None:
         raise CompilationError(f"%{x.name} is read in a layout other than its own ({st.layout}) "
                                f"and the IR has no convert_layout for it (run layout inference)")

@@ -21,6 +21,7 @@ where the IR's plan put it, and data moves between threads only where the IR say
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -43,6 +44,7 @@ from tilus.ir.layout import RegisterLayout, SharedLayout
 from tilus.ir.program import Program
 from tilus.ir.types import REGISTER, PointerType, Tensor
 
+_MISSING = object()
 THREAD = E.Var("threadIdx.x", dtypes.int32)     # the thread index in layout index expressions
 
 
@@ -127,6 +129,8 @@ class Lowerer:
         self.assumptions: list[str] = []
         self.tx = None
         self._counter = 0
+        self._lowered: dict[Any, Any] = {}         # see expr() and lowered()
+        self._derived: dict[tuple, Any] = {}       # see derived()
         self.assigned = {s.var for s in walk(program.body) if isinstance(s, S.AssignStmt)}
 
     # ------------------------------------------------------------------ names and helpers
@@ -136,6 +140,17 @@ class Lowerer:
 
     def name(self, name: str, obj):
         return IRBuilder.name(_c_name(name), obj)
+
+    def derived(self, fn: Callable, *args) -> Any:
+        """``fn(*args)`` computed once per lowering: for the pure functions of immutable, hashable
+        IR values (layouts, shapes, dtypes, ints) that emitters ask about every instruction of a
+        kind, e.g. the mma tilings of one dot shape. Keyed by the function and its arguments;
+        the result is shared, so callers must not mutate it."""
+        key = (fn, *args)
+        out = self._derived.get(key, _MISSING)
+        if out is _MISSING:
+            out = self._derived[key] = fn(*args)
+        return out
 
     def assume(self, text: str) -> None:
         if text not in self.assumptions:
@@ -160,7 +175,8 @@ class Lowerer:
         TB.evaluate(TB.tvm_storage_sync("shared"))
 
     def alloc_local(self, n: int, dtype: str, name: str):
-        buf = TB.alloc_buffer((max(1, n),), dtype, scope="local")
+        shape = (max(1, n),)
+        buf = TB.alloc_buffer(shape, dtype, scope="local", layout=buffer_layout(shape))
         return self.name(name, buf)
 
     def shared_at(self, offset: int, n: int, dtype: str, name: str):
@@ -169,24 +185,51 @@ class Lowerer:
         if self.pool is None:
             raise CompilationError("internal: shared memory used before the pool exists")
         eb = tirx_dtype_bytes(dtype)
-        buf = TB.decl_buffer((max(1, n),), dtype, data=self.pool.data, elem_offset=offset // eb,
-                             scope="shared.dyn")
+        shape = (max(1, n),)
+        buf = TB.decl_buffer(shape, dtype, data=self.pool.data, elem_offset=offset // eb,
+                             scope="shared.dyn", layout=buffer_layout(shape))
         return self.name(name, buf)
 
     # ------------------------------------------------------------------ expressions
     def expr(self, e) -> Any:
+        """The TIR of a Tilus expression (a Python number: an int32/float32/bool constant).
+
+        Layout index maps and offsets rebuild the same subexpressions many times, so the TIR of
+        each compound expression is memoized for this lowering, keyed by the expression (they
+        compare structurally): a TIR expression is immutable and the same node may appear in
+        several places. A variable's TIR is where the memo can go stale, so :meth:`define`
+        clears it whenever a variable is (re)bound."""
         if not isinstance(e, E.Expr):
             return tirx_const(e)
-        if isinstance(e, E.Const):
-            if not is_native(e.dtype):  # a low-bit scalar is its stored code
-                return tirx.const(int(e.dtype.encode(np.array([e.value]))[0]), storage(e.dtype))
-            return tirx.const(e.value, _scalar_dtype(e.dtype))
         if isinstance(e, (E.Var, E.BlockIdx)):
             if e in self.mutable:
                 return self.mutable[e][0]
             if e not in self.vars:
                 raise CompilationError(f"the variable {e} is not defined where it is used")
             return self.vars[e]
+        out = self._lowered.get(e)
+        if out is None:
+            out = self._lowered[e] = self._lower_expr(e)
+        return out
+
+    def lowered(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """``build()``: TIR made from the IR values in ``key`` (through :meth:`expr`), memoized
+        with the expressions' TIR, so it holds while no variable is rebound."""
+        out = self._lowered.get(key)
+        if out is None:
+            out = self._lowered[key] = build()
+        return out
+
+    def define(self, var: E.Expr, value) -> None:
+        """Bind the IR variable (or block index) ``var`` to the TIR ``value`` from here on."""
+        self.vars[var] = value
+        self._lowered.clear()
+
+    def _lower_expr(self, e: E.Expr) -> Any:
+        if isinstance(e, E.Const):
+            if not is_native(e.dtype):  # a low-bit scalar is its stored code
+                return tirx.const(int(e.dtype.encode(np.array([e.value]))[0]), storage(e.dtype))
+            return tirx.const(e.value, _scalar_dtype(e.dtype))
         if isinstance(e, E.BinaryOp):
             return self._binary(e)
         if isinstance(e, E.UnaryOp):
@@ -323,10 +366,11 @@ class Lowerer:
             buf = self.alloc_local(1, d, var.name)
             TB.buffer_store(buf, value, [tirx.const(0, "int32")])
             self.mutable[var] = (buf[0], buf)
+            self._lowered.clear()
         else:
             v = tirx.Var(_c_name(var.name), d)
             TB.Bind(value, var=v)
-            self.vars[var] = v
+            self.define(var, v)
 
     @staticmethod
     def _trip_count(s: S.ForStmt, start, stop, step, d: str):
@@ -358,11 +402,11 @@ class Lowerer:
         with frame as i:
             i = self.name(s.var.name + "_i", i) if not one else i
             if one and isinstance(s.start, E.Const) and s.start.value == 0:
-                self.vars[s.var] = i
+                self.define(s.var, i)
             else:
                 v = tirx.Var(_c_name(s.var.name), d)
                 TB.Bind(start + i * step if not one else start + i, var=v)
-                self.vars[s.var] = v
+                self.define(s.var, v)
             self.lower_stmt(s.body)
 
     def view_source(self, t: Tensor, reinterpreted: bool = False):
@@ -387,10 +431,10 @@ class Lowerer:
                         buf = TB.match_buffer(h, (n,), pointer_storage(param.dtype.dtype))
                         self.name(param.name, buf)
                         self.param_buffers[param.name] = buf
-                        self.vars[param] = buf.data
+                        self.define(param, buf.data)
                     else:
                         v = TB.arg(param.name, tirx.Var(_c_name(param.name), _scalar_dtype(param.dtype)))
-                        self.vars[param] = v
+                        self.define(param, v)
                 for ws, name in workspace_params(p):
                     # a global_tensor's workspace: a hidden pointer parameter after the others
                     h = TB.arg(name, TB.handle())
@@ -408,19 +452,20 @@ class Lowerer:
             axis, g = frames[0]
             ext = _to(self.expr(g), "int32")
             with TB.thread_binding(0, ext, thread=f"blockIdx.{'xyz'[axis]}") as b:
-                self.vars[E.BlockIdx(axis)] = b
+                self.define(E.BlockIdx(axis), b)
                 self._open_grid(frames[1:])
             return
         for axis in range(3):
             if E.BlockIdx(axis) not in self.vars:
-                self.vars[E.BlockIdx(axis)] = tirx.const(0, "int32")
+                self.define(E.BlockIdx(axis), tirx.const(0, "int32"))
         with TB.thread_binding(0, self.threads, thread="threadIdx.x") as tx:
             self.tx = tx
-            self.vars[THREAD] = tx
+            self.define(THREAD, tx)
             # the dynamic shared memory pool, sized by the IR's plan
             if self.shared_bytes:
-                self.pool = self.name("smem", TB.alloc_buffer((self.shared_bytes,), "uint8",
-                                                              scope="shared.dyn"))
+                shape = (self.shared_bytes,)
+                self.pool = self.name("smem", TB.alloc_buffer(shape, "uint8", scope="shared.dyn",
+                                                              layout=buffer_layout(shape)))
             self._allocate_registers()
             self.lower_stmt(self.program.body)
 
@@ -435,12 +480,15 @@ class Lowerer:
         nbytes = int(buf.shape[0]) * tirx_dtype_bytes(dt(buf))
         shape = (nbytes // tirx_dtype_bytes(dtype),)
         alias = TB.decl_buffer(shape, dtype, data=buf.data, scope="local",
-                               layout=default_layout(shape))
+                               layout=buffer_layout(shape))
         return self.name(f"{buf.name}_{dtype}", alias)
 
     def alias(self, buf, dtype: str):
-        """A buffer of ``dtype`` over ``buf``'s data: a DeclBuffer in the current scope (declared
-        at each use site; a cached one could be out of scope)."""
+        """A buffer of ``dtype`` over ``buf``'s elements: a DeclBuffer in the current scope
+        (declared at each use site; a cached one could be out of scope). A shared tensor's view
+        is declared over the pool with the tensor's offset in the new elements: a view over a
+        view at an offset would mean different things to TVM (the offset left out) and to the
+        simulator (kept), so none is emitted."""
         if dt(buf) == dtype:
             return buf
         n = buf.shape[0]
@@ -448,8 +496,19 @@ class Lowerer:
         if eb != ab:
             n = tirx.floordiv(n * eb + (ab - 1), ab) if not isinstance(n, tirx.IntImm) \
                 else tirx.const(-(-int(n) * eb // ab), "int32")
-        alias = TB.decl_buffer((n,), dtype, data=buf.data, scope=buf.scope(),
-                               layout=default_layout((n,)))
+        data, offset = buf.data, None
+        eo = buf.elem_offset
+        if eo is not None and not (isinstance(eo, tirx.IntImm) and int(eo.value) == 0):
+            if self.pool is None or not (buf.scope() or "").startswith("shared"):
+                raise CompilationError(f"internal: a {dtype} view of {buf.name}, which starts at "
+                                       f"an offset outside the shared pool")
+            if not isinstance(eo, tirx.IntImm) or int(eo.value) * eb % ab:
+                raise CompilationError(f"internal: {buf.name} starts at element {eo} of "
+                                       f"{dt(buf)}, not at a whole {dtype}")
+            data, offset = self.pool.data, int(eo.value) * eb // ab
+        alias = TB.decl_buffer((n,), dtype, data=data, scope=buf.scope(),
+                               layout=buffer_layout((n,)),
+                               **({"elem_offset": offset} if offset is not None else {}))
         return self.name(f"{buf.name}_{dtype}", alias)
 
 
@@ -503,6 +562,20 @@ def tirx_dtype_bytes(d: str) -> int:
     base, _, lanes = d.partition("x")
     bits = int("".join(ch for ch in base if ch.isdigit()) or 8)
     return max(1, bits // 8) * (int(lanes) if lanes else 1)
+
+
+def buffer_layout(shape: tuple):
+    """``default_layout(shape)``, the layout of a buffer declared in the IR builder; one object per
+    shape of plain ints, shared by every such buffer (a TVM layout is immutable, and building one
+    is a TVM call per buffer otherwise)."""
+    if all(type(n) is int for n in shape):
+        return _int_shape_layout(tuple(shape))
+    return default_layout(shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _int_shape_layout(shape: tuple[int, ...]):
+    return default_layout(shape)
 
 
 def _c_name(name: str) -> str:

@@ -15,12 +15,16 @@ def in_bounds(lw: Lowerer, index, shape):
     """The IR condition 0 <= index[d] < shape[d] for every d (TIR, bool)."""
     cond = None
     for i, n in zip(index, shape):
-        ii, nn = lw.expr(_e(i)), lw.expr(_e(n))
-        if dt(ii) != dt(nn):
-            nn = tirx.Cast(dt(ii), nn)
-        c = tirx.And(ii >= tirx.const(0, dt(ii)), ii < nn)
+        i, n = _e(i), _e(n)
+        c = lw.lowered(("in_bounds", i, n), lambda: _in_range(lw.expr(i), lw.expr(n)))
         cond = c if cond is None else tirx.And(cond, c)
     return cond if cond is not None else tirx.const(True, "bool")
+
+
+def _in_range(ii, nn):
+    if dt(ii) != dt(nn):
+        nn = tirx.Cast(dt(ii), nn)
+    return tirx.And(ii >= tirx.const(0, dt(ii)), ii < nn)
 
 
 def _e(x):

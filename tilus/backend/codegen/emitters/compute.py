@@ -11,12 +11,12 @@ from tilus import dtypes
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.arith import common_binary
 from tilus.backend.codegen.dtypes_map import compute, storage
-from tilus.backend.codegen.gather import slot_values
+from tilus.backend.codegen.gather import elementwise_values
 from tilus.backend.codegen.lower import Lowerer
-from tilus.ir.layout.conversion import (broadcast_index, reduce_shuffle_plan, reduce_source, same_index,
-                                        static_slots)
+from tilus.ir.layout.conversion import (reduce_shuffle_plan, reduce_source, static_slots)
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, dt, ir, structural_equal, tirx
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import dt, ir, structural_equal, tirx
 from tilus.errors import CompilationError
 from tilus.ir import expr as E
 from tilus.ir import inst as I
@@ -29,8 +29,7 @@ def operand_values(lw: Lowerer, x, out: Tensor, dtype) -> list:
     layout = lw.reg(out).layout
     n = layout.local_size
     if isinstance(x, Tensor):
-        fn = same_index(layout) if tuple(x.shape) == tuple(out.shape) else broadcast_index(layout, x.shape)
-        return slot_values(lw, x, n, fn)
+        return elementwise_values(lw, x, layout, tuple(out.shape))
     e = E.as_expr(x)
     v = scalar.convert(e.dtype, dtype, lw.expr(e)) if e.dtype is not dtype else lw.expr(e)
     return [v] * n
@@ -221,7 +220,7 @@ def fma(lw: Lowerer, inst: I.FmaInst) -> None:
     dtype = inst.output.dtype
     vals = [operand_values(lw, x, inst.output, dtype) for x in (inst.a, inst.b, inst.c)]
     if dtype.name in _PTX_FMA:
-        op = T.ptx[_PTX_FMA[dtype.name]]
+        op = ptx(_PTX_FMA[dtype.name])
         if _paired(lw, inst, vals, lambda out, i, w: lw.emit(op(out[i], *w))):
             return
     fn = "fmaf" if dtype.name == "float32" else "__hfma"

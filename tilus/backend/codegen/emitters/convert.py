@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from tilus.backend.codegen.emitters.compute import write
 from tilus.backend.codegen.emitters.memory import load_shared, store_shared
-from tilus.backend.codegen.gather import index_exprs, shuffle_values, slot_values
-from tilus.backend.codegen.lower import THREAD, Lowerer, tirx_dtype_bytes
+from tilus.backend.codegen.gather import shuffle_values, slot_index, slot_values
+from tilus.backend.codegen.lower import Lowerer, buffer_layout, tirx_dtype_bytes
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.tvm_shim import TB, dt
 from tilus.errors import CompilationError
@@ -52,7 +52,8 @@ def _store_bytes(lw: Lowerer, source, scratch) -> None:
     st, src = lw.shared(scratch), lw.reg(source)
     eb = tirx_dtype_bytes(dt(st.buf))
     view = lw.name(f"{scratch.name}_bytes",
-                   TB.decl_buffer((st.nbytes,), "uint8", data=st.buf.data,
-                                  elem_offset=st.buf.elem_offset * eb, scope="shared.dyn"))
+                   TB.decl_buffer((st.nbytes,), "uint8", data=lw.pool.data,
+                                  elem_offset=st.buf.elem_offset * eb, scope="shared.dyn",
+                                  layout=buffer_layout((st.nbytes,))))
     for s in range(src.layout.local_size):
-        lw.store(view, src.buf[s], [flat_index(index_exprs(src.layout, THREAD, s), source.shape)])
+        lw.store(view, src.buf[s], [flat_index(slot_index(lw, src.layout, s), source.shape)])

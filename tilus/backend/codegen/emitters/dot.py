@@ -19,7 +19,8 @@ from tilus.backend.codegen.emitters.compute import operand_values, write
 from tilus.backend.codegen.gather import slot_values
 from tilus.backend.codegen.registry import emitter
 from tilus.backend.codegen.lower import Lowerer
-from tilus.backend.tvm_shim import T, tirx, dt
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import tirx, dt
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
 from tilus.ir.functor import instructions
@@ -89,7 +90,7 @@ def _mma_config(lw: Lowerer, inst: I.DotInst):
     if lw.reg(inst.output).layout != lc:
         return None
     a_slots, b_slots = 16 * ik // 32, 8 * ik // 32        # per thread per tile
-    for al, bl, cl in mma_dot_layouts(m, n, k, a.dtype, c.dtype, lw.threads):
+    for al, bl, cl in lw.derived(mma_dot_layouts, m, n, k, a.dtype, c.dtype, lw.threads):
         if (al, bl, cl) != (la, lb, lc):
             continue
         rk = k // ik
@@ -113,7 +114,7 @@ def _emit_mma(lw: Lowerer, inst: I.DotInst, cfg) -> None:
         aw, bw = _nibbles(lw, a.buf, "a_s4"), _nibbles(lw, b.buf, "b_s4")
     else:
         aw, bw = lw.alias_local(a.buf, "uint32"), lw.alias_local(b.buf, "uint32")
-    op = T.ptx[name]
+    op = ptx(name)
     d = out.buf if inst.c.dtype.is_float else lw.alias_local(out.buf, "uint32")   # s32 as .u32 registers
     for ti in range(rm):
         for tj in range(rn):

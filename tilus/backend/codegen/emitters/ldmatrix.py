@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tilus import dtypes
-from tilus.backend.codegen.gather import index_exprs
+from tilus.backend.codegen.gather import index_exprs, slot_index
 from tilus.backend.codegen.lower import Lowerer, SharedStorage
 from tilus.ir import expr as E
 from tilus.ir.layout import mma_m16n8k16_f16_a, mma_m16n8k16_f16_b
@@ -85,7 +85,7 @@ def _rows_contiguous(st: SharedStorage, shape) -> bool:
 
 def try_ldmatrix(lw: Lowerer, st, out) -> bool:
     from tilus.backend.codegen.lower import THREAD
-    from tilus.backend.tvm_shim import T
+    from tilus.backend.codegen.ptx import ptx
 
     if st.dtype not in (dtypes.float16, dtypes.bfloat16) or out.dtype is not st.dtype:
         return False
@@ -102,7 +102,7 @@ def try_ldmatrix(lw: Lowerer, st, out) -> bool:
     lane = THREAD % 32
     words = lw.alias_local(out.buf, "uint32")
     for q in range(layout.local_size // per):
-        r0, c0 = index_exprs(layout, THREAD, q * per)
+        r0, c0 = slot_index(lw, layout, q * per)
         fr0, fc0 = index_exprs(frag.frag if kind == "bt" else frag, lane, 0)
         if kind == "bt":
             fr0, fc0 = fc0, fr0
@@ -111,17 +111,17 @@ def try_ldmatrix(lw: Lowerer, st, out) -> bool:
             row = orow + (lane % 8) + ((lane // 8) % 2) * 8
             col = ocol + (lane // 16) * 8
             off = lw.expr(E.as_expr(st.offset((row, col))))
-            lw.emit(T.ptx["ldmatrix.sync.aligned.m8n8.x4.shared.b16"](
+            lw.emit(ptx("ldmatrix.sync.aligned.m8n8.x4.shared.b16")(
                 words[q * 4], words[q * 4 + 1], words[q * 4 + 2], words[q * 4 + 3], st.buf.ptr_to([off])))
         elif kind == "bt":
             row = orow + (lane % 8)
             col = ocol + ((lane // 8) % 2) * 8
             off = lw.expr(E.as_expr(st.offset((row, col))))
-            lw.emit(T.ptx["ldmatrix.sync.aligned.m8n8.x2.shared.b16"](
+            lw.emit(ptx("ldmatrix.sync.aligned.m8n8.x2.shared.b16")(
                 words[q * 2], words[q * 2 + 1], st.buf.ptr_to([off])))
         else:
             row = orow + (lane % 16)
             off = lw.expr(E.as_expr(st.offset((row, ocol))))
-            lw.emit(T.ptx["ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16"](
+            lw.emit(ptx("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16")(
                 words[q * 2], words[q * 2 + 1], st.buf.ptr_to([off])))
     return True

@@ -23,7 +23,8 @@ from tilus import dtypes
 from tilus.backend.codegen.gather import flat_index, slot_values
 from tilus.backend.codegen.lower import Lowerer
 from tilus.ir.layout.conversion import same_index, static_slots
-from tilus.backend.tvm_shim import T, tirx
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import tirx
 from tilus.errors import DataTypeError
 from tilus.ir import inst as I
 
@@ -141,14 +142,14 @@ def _run(lw: Lowerer, prog, words, regs):
         a = [val(x) for x in op.args]
         code = op.opcode
         if code == "lop3":
-            lw.emit(T.ptx["lop3.b32"](regs[slot], a[0], a[1], a[2], op.lut))
+            lw.emit(ptx("lop3.b32")(regs[slot], a[0], a[1], a[2], op.lut))
             continue
         if code == "prmt":
-            lw.emit(T.ptx["prmt.b32"](regs[slot], a[0], a[1], a[2]))
+            lw.emit(ptx("prmt.b32")(regs[slot], a[0], a[1], a[2]))
             continue
         if code == "fma":
-            ptx = "fma.rn.f16x2" if prog.dst == "float16" else "fma.rn.bf16x2"
-            lw.emit(T.ptx[ptx](regs[slot], a[0], a[1], a[2]))
+            fma = "fma.rn.f16x2" if prog.dst == "float16" else "fma.rn.bf16x2"
+            lw.emit(ptx(fma)(regs[slot], a[0], a[1], a[2]))
             continue
         if code == "shl":
             v = tirx.shift_left(a[0], tirx.const(op.shift, "uint32"))
@@ -199,7 +200,7 @@ def _reinterpreted_groups(lw: Lowerer, inst, prog):
     if source is None:
         return None
     codes = lw.reg(inst.x).layout
-    smap = slot_map(codes, lw.reg(inst.output).layout)
+    smap = lw.derived(slot_map, codes, lw.reg(inst.output).layout)
     n, w = prog.num_elements, prog.num_words
     if smap is None or codes.local_size % n:
         return None
@@ -220,7 +221,8 @@ def try_packed_cast(lw: Lowerer, inst: I.CastInst) -> bool:
         words, groups = found
         fused = True
     else:
-        groups = _groups(layout, prog.num_elements) if lw.reg(inst.x).layout == layout else None
+        groups = lw.derived(_groups, layout, prog.num_elements) \
+            if lw.reg(inst.x).layout == layout else None
         if groups is None:
             return False
         words = _words_from_view(lw, inst, prog, layout, groups)

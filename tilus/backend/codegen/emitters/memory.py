@@ -22,10 +22,11 @@ from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
 from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
                                                    shared_write, subbyte)
 from tilus.backend.codegen import scalar
-from tilus.backend.codegen.gather import index_exprs, unravel
+from tilus.backend.codegen.gather import slot_index, unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage, workspace_key
 from tilus.backend.codegen.registry import emitter
-from tilus.backend.tvm_shim import T, TB, dt, provably_true, tirx
+from tilus.backend.codegen.ptx import ptx
+from tilus.backend.tvm_shim import TB, dt, provably_true, tirx
 from tilus.ir import expr as E
 from tilus.errors import CompilationError
 from tilus.ir import inst as I
@@ -128,7 +129,7 @@ def register_tensor(lw: Lowerer, inst: I.AllocateRegisterInst) -> None:
             lw.store(st.buf, value, [s])
         return
     for slot in range(st.layout.local_size):
-        index = index_exprs(st.layout, THREAD, slot)
+        index = slot_index(lw, st.layout, slot)
         value = E.substitute(inst.init, dict(zip(inst.axes, index)))
         lw.store(st.buf, _scalar_to_storage(lw, value, inst.output.dtype), [slot])
 
@@ -213,7 +214,7 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
         lw.assume("global tensors are 16-byte aligned")
 
     def scalar_load(s, checked=True):
-        gidx = _global_index(inst, index_exprs(layout, THREAD, s), rank, dims)
+        gidx = _global_index(inst, slot_index(lw, layout, s), rank, dims)
         value = global_read(lw, g, gidx)
         if checked:
             value = tirx.if_then_else(in_bounds(lw, gidx, g.shape), value, other)
@@ -235,7 +236,7 @@ def load_global(lw: Lowerer, inst: I.LoadGlobalInst) -> None:
         if vec == 1:
             scalar_load(s0)
             continue
-        gidx = _global_index(inst, index_exprs(layout, THREAD, s0), rank, dims)
+        gidx = _global_index(inst, slot_index(lw, layout, s0), rank, dims)
         off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
             with TB.Then():
@@ -267,7 +268,7 @@ def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
         return tirx.And(cond, _owner_guard(lw, layout, tidx)) if replicated else cond
 
     def scalar_store(s):
-        tidx = index_exprs(layout, THREAD, s)
+        tidx = slot_index(lw, layout, s)
         gidx = _global_index(inst, tidx, rank, dims)
         with TB.If(guard(tidx, in_bounds(lw, gidx, g.shape))):
             with TB.Then():
@@ -277,7 +278,7 @@ def store_global(lw: Lowerer, inst: I.StoreGlobalInst) -> None:
         if vec == 1:
             scalar_store(s0)
             continue
-        tidx = index_exprs(layout, THREAD, s0)
+        tidx = slot_index(lw, layout, s0)
         gidx = _global_index(inst, tidx, rank, dims)
         off, cond = _vector_access(lw, g, gidx, vec)
         with TB.If(cond):
@@ -395,7 +396,7 @@ def _copy_chunks(lw: Lowerer, inst, g, dst, shape, dims, vec, chunk) -> None:
 
 def _chunk_op(g, vec):
     nbytes = vec * (g.dtype.nbits // 8)
-    return T.ptx[f"cp.async.{'cg' if nbytes == 16 else 'ca'}.shared.global"], nbytes
+    return ptx(f"cp.async.{'cg' if nbytes == 16 else 'ca'}.shared.global"), nbytes
 
 
 def _row_guarded_chunk(lw: Lowerer, g, dst, tidx, gidx, vec) -> None:
@@ -445,12 +446,12 @@ def _guarded_chunk(lw: Lowerer, g, dst, tidx, gidx, vec) -> None:
 
 @emitter(I.CopyAsyncCommitGroupInst)
 def commit_group(lw: Lowerer, inst) -> None:
-    lw.emit(T.ptx["cp.async.commit_group"]())
+    lw.emit(ptx("cp.async.commit_group")())
 
 
 @emitter(I.CopyAsyncWaitGroupInst)
 def wait_group(lw: Lowerer, inst: I.CopyAsyncWaitGroupInst) -> None:
-    lw.emit(T.ptx["cp.async.wait_group"](int(inst.n)))
+    lw.emit(ptx("cp.async.wait_group")(int(inst.n)))
 
 
 # ---------------------------------------------------------------------------------- shared
@@ -485,7 +486,7 @@ def load_shared(lw: Lowerer, inst: I.LoadSharedInst) -> None:
     layout = out.layout
     vec = _shared_vec(st, layout, inst.src.dtype)
     for s0 in range(0, layout.local_size, vec):
-        idx = index_exprs(layout, THREAD, s0)
+        idx = slot_index(lw, layout, s0)
         if vec > 1:
             off = lw.expr(E.as_expr(st.offset(tuple(idx))))
             vector_copy(lw, out.buf, s0, st.buf, off, vec, inst.src.dtype.nbits // 8)
@@ -504,7 +505,7 @@ def lookup(lw: Lowerer, inst: I.LookupInst) -> None:
                                f"must have one layout, got {index.layout} and {out.layout}")
     for s0 in range(out.layout.local_size):
         i = E.Var(lw.fresh("lut_index"), dtypes.int32)
-        lw.vars[i] = index.buf[s0]
+        lw.define(i, index.buf[s0])
         lw.store(out.buf, shared_read(lw, st, (i,)), [s0])
 
 
@@ -516,7 +517,7 @@ def store_shared(lw: Lowerer, inst: I.StoreSharedInst) -> None:
     replicated = _is_replicated(layout)
     vec = _shared_vec(st, layout, inst.dst.dtype)
     for s0 in range(0, layout.local_size, vec):
-        idx = index_exprs(layout, THREAD, s0)
+        idx = slot_index(lw, layout, s0)
         # replicas write equal values; sub-byte writes are atomic, so only the owner writes them
         guard = replicated and subbyte(st.dtype)
         with TB.If(_owner_guard(lw, layout, idx)) if guard else _null():

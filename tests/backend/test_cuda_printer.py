@@ -1,0 +1,132 @@
+"""Tilus' CUDA printer (tilus.backend.cuda_printer) against TVM's pipeline and printer: the same
+kernels compile to SASS whose main loops cost the same (within a few instructions), with the same
+tensor-core and memory instructions; the host launcher TVM generates from the launcher stub
+passes exactly the printed kernel's parameters; what the printer cannot print is a
+CompilationError. The printed expressions' semantics are checked against the simulator in
+test_cuda_printer_semantics.py."""
+from collections import Counter
+
+import pytest
+
+from tilus.backend.build_program import build
+from tilus.backend.sass_cost import main_loop_cost, parse
+from tilus.errors import CompilationError
+
+KEY_OPCODES = ("HMMA", "IMMA", "LDSM", "LDGSTS", "BAR")
+
+
+def _both(kernel_factory, arch):
+    return {p: build(kernel_factory(), arch=arch, printer=p) for p in ("tilus", "tvm")}
+
+
+def _key_counts(loop) -> Counter:
+    return Counter({op: n for op, n in Counter(i.split()[1].split(".")[0] for i in loop.path).items()
+                    if op in KEY_OPCODES})
+
+
+@pytest.mark.parametrize("arch,kernel", [
+    ("sm_90", "decode"),          # the uint4 decode QuantMatmul's main loop: the weight format's cost
+    ("sm_80", "w8a8"),            # int8 x int8, split-k
+])
+def test_main_loop_costs_what_tvm_s_costs(need_nvcc, need_disassembler, arch, kernel):
+    from tilus.ops import w8a8
+    from tilus.ops.kernels import QuantMatmul
+
+    factory, marks = {
+        "decode": (lambda: QuantMatmul("uint4", 128, zero_mode="tensor", block_m=16, block_k=256,
+                                       split_k=2, stages=2), ("HMMA",)),
+        "w8a8": (lambda: w8a8.MatmulW8A8(has_bias=True, split_k=2), ("IMMA",)),
+    }[kernel]
+    built = _both(factory, arch)
+    ours, tvm = (main_loop_cost(built[p].sass, markers=marks) for p in ("tilus", "tvm"))
+    assert _key_counts(ours) == _key_counts(tvm)
+    assert ours.global_bytes == tvm.global_bytes
+    assert ours.instructions <= tvm.instructions * 1.05, (ours.by_class, tvm.by_class)
+    r, rt = built["tilus"].resources, built["tvm"].resources
+    print(kernel, "instructions", ours.instructions, tvm.instructions, "registers", r.registers,
+          rt.registers)
+    assert not r.spills and r.registers <= max(rt.registers * 1.15, 64)
+
+
+def test_every_instruction_class_of_the_examples_is_kept(need_nvcc, need_disassembler):
+    """Whole kernels (not only main loops): the same mma, ldmatrix, cp.async, shuffle and
+    barrier counts as TVM's CUDA gives."""
+    from tests.backend.test_tvm_pipeline import _kernels
+
+    for name in ("softmax", "matmul_lowbit_uint3", "attention_split_uint4"):
+        built = _both(_kernels()[name], "sm_90")
+        counts = {p: Counter(i.base for i in parse(b.sass)) for p, b in built.items()}
+        for op in (*KEY_OPCODES, "SHFL", "MUFU"):
+            assert counts["tilus"][op] == counts["tvm"][op], (name, op)
+
+
+def test_launcher_stub_passes_the_printed_parameters():
+    """TVM's launcher for the stub takes what the printed kernel takes (grid extents included:
+    the MoE kernel's grid is num_tiles, which its body never reads)."""
+    from tests.gpu.kernels import moe_kernels
+    from tests.backend.test_tvm_pipeline import _kernels
+    from tilus.backend import tvm_shim
+    from tilus.backend.build_program import as_program, prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.cuda_printer import print_cuda
+    from tilus.backend.launcher_stub import check_signature, launcher_stub, signature
+
+    kernels = [_kernels()["vector_add"](), _kernels()["quant_matmul_int4_bf16"](), moe_kernels()[0]]
+    for kernel in kernels:
+        func = lower_program(prepare(as_program(kernel), "sm_90")).prim_func
+        printed = print_cuda(func)
+        stub = tvm_shim.cuda_source(tvm_shim.compile_module(launcher_stub(func, printed), "sm_90"))
+        check_signature(stub, printed)
+        assert signature(printed.source, printed.name) == [p.name for p in printed.params]
+        dropped = type(printed)(printed.source, printed.name, printed.params[1:])
+        with pytest.raises(CompilationError, match="host launcher"):
+            check_signature(stub, dropped)
+
+
+def test_views_are_declared_over_their_root():
+    """A shared tensor's vector view names the pool and the tensor's offset (the lowering), and
+    a view over a view at an offset -- read differently by TVM and by the simulator -- is
+    refused by the printer."""
+    from tilus.backend.build_program import as_program, prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.cuda_printer import print_cuda
+    from tilus.ops.kernels import QuantMatmul
+
+    # uint1 weights: the weight tile sits after the activation tiles, 32 KiB into the pool
+    kernel = QuantMatmul("uint1", 128, zero_mode="tensor", block_k=256, split_k=4, stages=4)
+    func = lower_program(prepare(as_program(kernel), "sm_90")).prim_func
+    views = [ln.strip() for ln in func.script().splitlines()
+             if "sw_uint32 = T.decl_buffer" in ln]
+    assert views == ['sw_uint32 = T.decl_buffer((4096,), "uint32", data=smem.data, '
+                     'elem_offset=8192, scope="shared.dyn")']
+    assert "((unsigned int*)smem)[(8192 + " in print_cuda(func).source
+
+    with pytest.raises(CompilationError, match="starts at an offset"):
+        print_cuda(_view_of_an_offset_view())
+
+
+def _view_of_an_offset_view():
+    """A uint32 view declared over a uint8 view that starts 64 bytes into the pool."""
+    from tilus.backend.tvm_shim import T
+
+    @T.prim_func
+    def nested_view(out: T.Buffer((4,), "uint32")):
+        for tx in T.thread_binding(32, thread="threadIdx.x"):
+            pool = T.alloc_buffer((256,), "uint8", scope="shared.dyn")
+            inner = T.decl_buffer((64,), "uint8", data=pool.data, elem_offset=64,
+                                  scope="shared.dyn")
+            words = T.decl_buffer((16,), "uint32", data=inner.data, scope="shared.dyn")
+            out[0] = words[tx % 16]
+
+    return nested_view
+
+
+def test_printer_choice_is_checked_and_keyed(monkeypatch):
+    from tests.backend.test_tvm_pipeline import _kernels
+    from tilus.runtime.keys import key_versions
+
+    with pytest.raises(CompilationError, match="unknown CUDA printer 'gcc'"):
+        build(_kernels()["vector_add"](), arch="sm_90", printer="gcc")
+    default = key_versions()
+    monkeypatch.setenv("TILUS_CUDA_PRINTER", "tvm")
+    assert key_versions() != default and key_versions()["printer"] == "tvm"
