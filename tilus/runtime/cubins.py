@@ -11,7 +11,9 @@ is ``/`` and ``cubin`` otherwise, then ``cuModuleLoadData``-s it on first launch
 A machine that only runs kernels has neither TVM's Python nor NVRTC. So Tilus registers its own
 ``tvm_callback_cuda_compile`` (through ``tvm_ffi.register_global_func``) that answers with the cubin
 it built with nvcc for that very source, looked up by the source's sha256. Each cache entry holds
-``kernel.cubin`` and records ``sha256(source)`` in its metadata (``extra["cuda_source_sha256"]``);
+``kernel.cubin`` and records the sha256 of the source its library embeds in its metadata
+(``extra["cuda_source_sha256"]``: ``launcher.cu``, the launcher stub's, when Tilus printed the
+kernel; ``kernel.cu`` when TVM did);
 :func:`register` files it before the library is loaded. A source that Tilus did not build is passed
 to the callback that was registered before ours (TVM's, when TVM is imported), or refused with an
 error that says why.
