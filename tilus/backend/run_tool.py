@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -19,6 +20,10 @@ from tilus.errors import CompilationError
 DEFAULT_TIMEOUT = 600.0
 TAIL_CHARS = 4000
 _REAP_SECONDS = 10.0
+# The longest the caller waits in one call: a Ctrl-C (SIGINT) that the kernel delivers to another
+# thread of the process (a progress bar's monitor, a library's pool) only raises
+# KeyboardInterrupt when the main thread is back in the interpreter.
+_POLL_SECONDS = 0.2
 
 
 def toolchain_timeout() -> float:
@@ -48,6 +53,18 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _communicate(proc: subprocess.Popen, limit: float) -> tuple[str, str]:
+    """``proc.communicate(timeout=limit)`` in slices of :data:`_POLL_SECONDS` (retrying loses no
+    output), so that an interrupt is seen while the tool runs."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return proc.communicate(timeout=max(0.0, min(_POLL_SECONDS, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+
+
 def run_tool(cmd: Sequence[Union[str, os.PathLike]], cwd: Optional[Union[str, os.PathLike]] = None,
              timeout: Optional[float] = None) -> subprocess.CompletedProcess:
     """Run ``cmd`` and return its exit status and output (text); CompilationError, with the tail
@@ -58,7 +75,7 @@ def run_tool(cmd: Sequence[Union[str, os.PathLike]], cwd: Optional[Union[str, os
                             stderr=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=limit)
+        out, err = _communicate(proc, limit)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         try:
