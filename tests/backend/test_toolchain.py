@@ -1,8 +1,6 @@
 """nvcc / ptxas resources / SASS on a machine without a GPU; tool lookup and errors."""
 import os
 import signal
-import _thread
-import threading
 import time
 
 import pytest
@@ -166,12 +164,23 @@ def test_hanging_nvcc_is_killed_with_its_children(hanging_tool, tmp_path, monkey
 
 
 def test_interrupted_tool_is_killed_with_its_children(hanging_tool, tmp_path, deadline):
-    # Ctrl-C as Python sees it (the SIGINT handler runs in the main thread while it waits); an OS
-    # signal to the process is not used: in the full xdist suite a library loaded by an earlier
-    # test can take over the process's C-level SIGINT handler
-    threading.Timer(1.0, _thread.interrupt_main, (signal.SIGINT,)).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_tool([hanging_tool], timeout=60)
+    """Ctrl-C (SIGINT) to a process waiting on a tool: KeyboardInterrupt, and the tool's whole
+    process group is gone. The waiting process is a fresh interpreter: inside the suite's worker,
+    state left by earlier tests made the interrupt go unseen in some orderings (not understood
+    yet; the test in a fresh process is exact and immune to it)."""
+    import subprocess
+    import sys
+
+    code = ("from tilus.backend.run_tool import run_tool\n"
+            f"run_tool([{str(hanging_tool)!r}], timeout=60)\n")
+    waiting = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    for _ in range(200):                     # until the tool has started its child
+        if _child_pid(tmp_path):
+            break
+        time.sleep(0.05)
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=20)
+    assert waiting.returncode != 0 and "KeyboardInterrupt" in err
     assert not _alive(_child_pid(tmp_path))
 
 
