@@ -122,11 +122,6 @@ def c_type(dtype: str) -> str:
     return c
 
 
-def _bits(dtype: str) -> int:
-    m = re.match(r"[a-z]+?(\d+)", dtype)
-    return int(m.group(1)) if m else 0
-
-
 def _is_narrow_int(dtype: str) -> bool:
     return dtype in ("int8", "uint8", "int16", "uint16")
 
@@ -478,13 +473,11 @@ class _Printer:
         is ambiguous, see the module doc)."""
         if info.offset is not None:
             raise CompilationError(f"buffer_data({name}) of a view at an offset")
-        return info.root if c_type(info.dtype) == info.root_ctype \
-            else f"(({c_type(info.dtype)}*){info.root})"
+        return _typed_root(info)
 
     def access(self, buf, indices) -> str:
         info = self.buffer(buf)
-        base = info.root if c_type(info.dtype) == info.root_ctype \
-            else f"(({c_type(info.dtype)}*){info.root})"
+        base = _typed_root(info)
         if info.scalar or len(indices) == 0:
             index = info.offset or "0"
         else:
@@ -704,6 +697,12 @@ class _Printer:
         return CudaKernel("\n".join(out), name, params)
 
 
+def _typed_root(info: _Buffer) -> str:
+    """The view's root as a pointer to the view's element type."""
+    ctype = c_type(info.dtype)
+    return info.root if ctype == info.root_ctype else f"(({ctype}*){info.root})"
+
+
 def _rebound_vars(body) -> set:
     """The variables bound by more than one ``Bind`` statement."""
     seen: set = set()
@@ -723,11 +722,6 @@ def _rebound_vars(body) -> set:
         elif kind == "Bind":
             (twice if s.var in seen else seen).add(s.var)
     return twice
-
-
-def _lanes(dtype: str) -> int:
-    m = re.search(r"x(\d+)$", dtype)
-    return int(m.group(1)) if m else 1
 
 
 def print_cuda(func, symbol: Optional[str] = None) -> CudaKernel:

@@ -10,14 +10,10 @@ on the parameter list before anything is exported.
 """
 from __future__ import annotations
 
-import re
-
 from tilus.backend.cuda_printer import CudaKernel
 from tilus.backend.tvm_shim import tirx
 from tilus.errors import CompilationError
-
-_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?'
-                        r'(\w+)\s*\(([^)]*)\)\s*\{')
+from tilus.runtime.driver import kernel_declarations
 
 
 def launcher_stub(func, kernel: CudaKernel):
@@ -43,11 +39,12 @@ def launcher_stub(func, kernel: CudaKernel):
 
 
 def signature(cuda_source: str, name: str) -> list[str]:
-    """The parameter names of the ``extern "C"`` kernel ``name`` in a CUDA source."""
-    for m in _SIGNATURE.finditer(cuda_source):
-        if m.group(1) == name:
-            return [a.strip().split()[-1].lstrip("*") for a in m.group(2).split(",") if a.strip()]
-    raise CompilationError(f"no kernel {name} in the generated CUDA source")
+    """The parameter names of the ``extern "C"`` kernel ``name`` in a CUDA source
+    (:func:`tilus.runtime.driver.kernel_declarations`, the driver launcher's reading)."""
+    declarations = kernel_declarations(cuda_source, name)
+    if declarations is None:
+        raise CompilationError(f"no kernel {name} in the generated CUDA source")
+    return [d.split()[-1].lstrip("*") for d in declarations]
 
 
 def check_signature(stub_cuda: str, kernel: CudaKernel) -> None:
@@ -58,4 +55,3 @@ def check_signature(stub_cuda: str, kernel: CudaKernel) -> None:
     if theirs != ours:
         raise CompilationError(f"the host launcher TVM generated passes ({', '.join(theirs)}) but "
                                f"the printed kernel {kernel.name} takes ({', '.join(ours)})")
-

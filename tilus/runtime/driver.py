@@ -32,34 +32,42 @@ MAX_STATIC_SMEM = 48 * 1024
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
 
+def kernel_declarations(cuda_source: str, kernel_name: str) -> Optional[list[str]]:
+    """The parameter declarations (``"uchar* __restrict__ a_ptr"``, ...) of the ``extern "C"``
+    kernel ``kernel_name`` in a CUDA source, or None when there is no such kernel."""
+    for m in _SIG.finditer(cuda_source):
+        if m.group(1) == kernel_name:
+            return [a.strip() for a in m.group(2).split(",") if a.strip()]
+    return None
+
+
 def device_params(cuda_source: str, kernel_name: str, params, workspaces=()) -> Optional[list]:
     """``[{"name", "ctype", "role": "ptr"|"len"|"scalar", "param"}]`` for the kernel's device
     signature, or None when a parameter does not map onto ``params`` (tilus Params) or the
     names of the kernel's hidden workspace pointers (``workspaces``, after the params)."""
     by_name: dict = {p.name: p for p in params}
     by_name.update({name: _WORKSPACE for name in workspaces})
-    for m in _SIG.finditer(cuda_source):
-        if m.group(1) != kernel_name:
-            continue
-        out = []
-        for raw in [a.strip() for a in m.group(2).split(",") if a.strip()]:
-            decl = raw.replace("__restrict__", " ").replace("const ", " ")
-            name = decl.split()[-1].lstrip("*")
-            ctype = " ".join(decl.replace("*", " * ").split()[:-1]).strip()
-            pointer = "*" in decl
-            if pointer and name.endswith("_ptr") and name[:-4] in by_name \
-                    and by_name[name[:-4]].is_pointer:
-                out.append({"name": name, "ctype": "void*", "role": "ptr", "param": name[:-4]})
-            elif not pointer and name.endswith("_len") and name[:-4] in by_name \
-                    and by_name[name[:-4]].is_pointer and ctype in CTYPES:
-                out.append({"name": name, "ctype": ctype, "role": "len", "param": name[:-4]})
-            elif not pointer and name in by_name and not by_name[name].is_pointer \
-                    and ctype in CTYPES:
-                out.append({"name": name, "ctype": ctype, "role": "scalar", "param": name})
-            else:
-                return None
-        return out
-    return None
+    declarations = kernel_declarations(cuda_source, kernel_name)
+    if declarations is None:
+        return None
+    out = []
+    for raw in declarations:
+        decl = raw.replace("__restrict__", " ").replace("const ", " ")
+        name = decl.split()[-1].lstrip("*")
+        ctype = " ".join(decl.replace("*", " * ").split()[:-1]).strip()
+        pointer = "*" in decl
+        if pointer and name.endswith("_ptr") and name[:-4] in by_name \
+                and by_name[name[:-4]].is_pointer:
+            out.append({"name": name, "ctype": "void*", "role": "ptr", "param": name[:-4]})
+        elif not pointer and name.endswith("_len") and name[:-4] in by_name \
+                and by_name[name[:-4]].is_pointer and ctype in CTYPES:
+            out.append({"name": name, "ctype": ctype, "role": "len", "param": name[:-4]})
+        elif not pointer and name in by_name and not by_name[name].is_pointer \
+                and ctype in CTYPES:
+            out.append({"name": name, "ctype": ctype, "role": "scalar", "param": name})
+        else:
+            return None
+    return out
 
 
 class _Workspace:
