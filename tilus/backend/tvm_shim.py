@@ -32,14 +32,112 @@ TVM 0.27 (apache-tvm 0.27.0.post1) facts this module relies on:
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tilus.errors import CompilationError, TilusError, ToolNotFoundError
 
+#: TVM packages ``import tvm`` runs that Tilus never uses: loaded at their first use instead.
+#: relax (the graph-level dialect) is 0.2 s of the import; ``tvm.runtime.disco`` registers a type
+#: of a library TVM loads at the end of the import, fails, and is set to None (an error, below).
+LAZY_TVM_PACKAGES = ("tvm.relax", "tvm.runtime.disco")
+
+
+class _FastTvmImport(importlib.abc.MetaPathFinder):
+    """``import tvm`` in 0.4 s instead of 0.9 s in a process that imported torch.
+
+    - :data:`LAZY_TVM_PACKAGES` get a lazy loader (``importlib.util.LazyLoader``): the module
+      object exists at once, its code runs at the first attribute access.
+    - No C++ error is raised while TVM imports: the first C++ error of a process makes tvm_ffi
+      symbolize a backtrace with libbacktrace, which reads the symbol tables of every loaded
+      library (0.5 s once torch is loaded), and TVM's script builder provokes ~110 of them on
+      purpose: it probes operator names that do not exist with ``Op.get``, and sets printer
+      names that C++ already set to the same value, catching the errors. While the import
+      runs, ``tvm.ir``'s ``GetOp`` raises a Python ValueError for a name missing from the
+      operator registry (re-read when it grew), and ``RegisterOpAttr`` of a string an operator
+      already has returns at once (C++ would keep that value, or raise); all else reaches C++.
+    """
+
+    def __init__(self) -> None:
+        self.restore: list = []
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in LAZY_TVM_PACKAGES and fullname != "tvm.ir._ffi_api":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        if fullname == "tvm.ir._ffi_api":
+            spec.loader = _CheckedOpRegistry(spec.loader, self.restore)
+        else:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+class _CheckedOpRegistry(importlib.abc.Loader):
+    """Loads ``tvm.ir._ffi_api`` with ``GetOp`` / ``RegisterOpAttr`` answering the two errors
+    TVM's import provokes in Python (see :class:`_FastTvmImport`); ``restore`` gets the undo."""
+
+    def __init__(self, loader, restore: list) -> None:
+        self.loader = loader
+        self.restore = restore
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        get_op, register_attr = module.GetOp, module.RegisterOpAttr
+        list_ops, get_attr = module.ListOpNames, module.OpGetAttr
+        known: set = set()
+
+        def checked_get_op(op_name):
+            if op_name not in known:
+                names = list_ops()
+                if len(names) != len(known):
+                    known.clear()
+                    known.update(str(n) for n in names)
+                if op_name not in known:
+                    raise ValueError(f"operator {op_name} is not registered")
+            return get_op(op_name)
+
+        def checked_register_attr(op_name, attr_key, value, level):
+            if isinstance(value, str) and str(op_name) in known:
+                current = get_attr(get_op(op_name), attr_key)
+                if current is not None and str(current) == value:
+                    return None      # C++ would keep this value (or raise: same level)
+            return register_attr(op_name, attr_key, value, level)
+
+        module.GetOp, module.RegisterOpAttr = checked_get_op, checked_register_attr
+
+        def undo() -> None:
+            module.GetOp, module.RegisterOpAttr = get_op, register_attr
+
+        self.restore.append(undo)
+
+
+@contextlib.contextmanager
+def _fast_tvm_import() -> Iterator[None]:
+    """``import tvm`` inside the block goes through :class:`_FastTvmImport`."""
+    finder = _FastTvmImport()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for undo in finder.restore:
+            undo()
+
+
 try:
-    import tvm  # noqa: F401
+    with _fast_tvm_import():
+        import tvm  # noqa: F401
+    import tvm.s_tir  # noqa: F401  (tirx's compilation pipeline uses it without importing it)
     import tvm.tirx as tirx  # noqa: F401
     from tvm.script import tirx as T  # noqa: F401,N812
     from tvm.script.ir_builder import IRBuilder  # noqa: F401
