@@ -27,6 +27,14 @@ What it prints, construct by construct:
   arithmetic shift / a mask (exact for negative operands too), other divisors go through a
   floor helper, float16 / bfloat16 conversions round to nearest even, ``reinterpret`` is a bit
   copy;
+* a float16x2 / bfloat16x2 value reinterpreted to uint32 (the lowering's half2 arithmetic: its
+  only use of these types) as a 32-bit word, never a half2 struct: ``reinterpret(lanes, w)`` is
+  ``w``, ``Broadcast(v, 2)`` the bits of ``v`` twice, add / sub / mul a helper with the inline PTX
+  of CUDA 13's ``__hadd2`` / ``__hsub2`` / ``__hmul2`` (per architecture, as the headers select
+  it). The SASS is the struct operators' (tests/backend/test_cuda_printer.py), cicc's time ~0.3 s
+  less on the decode matmul (the structs, their operators and bit casts are what costs it);
+* the prelude: ``cuda_fp16.h`` / ``cuda_bf16.h`` (and their min/max helpers) only for a kernel
+  that uses float16 / bfloat16 (cuda_bf16.h alone costs cicc ~70 ms), the word helpers it uses;
 * ``T.ptx`` instructions and ``T.cuda`` intrinsics through TVM's own table
   (:func:`tilus.backend.tvm_shim.intrinsic_codegen`): the same inline-asm helpers TVM prints.
 """
@@ -141,6 +149,15 @@ def _bf16_fma(constant: str, operands: str) -> str:
             f"  fma.rn.bf16x2 %0,{operands};}}\\n")
 
 
+def _word_pair(name: str, ctype: str, bits: str) -> str:
+    """A helper giving the word whose halves are both the bits of a float16 / bfloat16 value: a
+    ushort2, which cicc builds like make_half2's struct (``mov.b32 {lo, hi}``; shifting and or-ing
+    the bits instead compiles to other SASS: LOP3 + LEA for a PRMT)."""
+    return (f"__device__ __forceinline__ unsigned int {name}({ctype} v) {{\n"
+            f"  unsigned short bits = {bits}(v);\n"
+            f"  return tilus_bitcast<unsigned int, ushort2>(make_ushort2(bits, bits));\n}}\n")
+
+
 # float16x2 / bfloat16x2 arithmetic and broadcasts on 32-bit words (see _Printer.word): name ->
 # source; each goes into the prelude when a kernel uses it
 WORD_HELPERS = {
@@ -153,12 +170,8 @@ WORD_HELPERS = {
         900: r"{ sub.bf16x2 %0,%1,%2; }\n", 800: _bf16_fma("0xbf80bf80U", "%2,c,%1")}),
     "tilus_bmul2_u32": _word_op("tilus_bmul2_u32", "nv_bfloat162", "*", {
         900: r"{ mul.bf16x2 %0,%1,%2; }\n", 800: _bf16_fma("0x80008000U", "%1,%2,c")}),
-    "tilus_hpair_u32": "__device__ __forceinline__ unsigned int tilus_hpair_u32(half v) {\n"
-                       "  unsigned int bits = __half_as_ushort(v);\n"
-                       "  return bits | (bits << 16);\n}\n",
-    "tilus_bpair_u32": "__device__ __forceinline__ unsigned int tilus_bpair_u32(nv_bfloat16 v) {\n"
-                       "  unsigned int bits = __bfloat16_as_ushort(v);\n"
-                       "  return bits | (bits << 16);\n}\n",
+    "tilus_hpair_u32": _word_pair("tilus_hpair_u32", "half", "__half_as_ushort"),
+    "tilus_bpair_u32": _word_pair("tilus_bpair_u32", "nv_bfloat16", "__bfloat16_as_ushort"),
 }
 _WORD_OPS = {("float16x2", "Add"): "tilus_hadd2_u32", ("float16x2", "Sub"): "tilus_hsub2_u32",
              ("float16x2", "Mul"): "tilus_hmul2_u32", ("bfloat16x2", "Add"): "tilus_badd2_u32",
