@@ -220,8 +220,27 @@ def test_decode_dequantization_uses_words_not_half2_structs(need_nvcc, need_disa
     assert "half2" not in body and "tilus_bitcast" not in body
     assert "tilus_hsub2_u32(" in body and "tilus_hpair_u32(" in body
     assert _sass_text(source, "sm_90") == _sass_text(_with_struct_helpers(source), "sm_90")
+    # MXFP4: pairs of scales decoded from bits (where shifting and or-ing the bits gave other SASS)
+    mx = printed(_block_scaled_decode("mx", "sm_90"))
+    assert "tilus_hmul2_u32(" in mx and "tilus_hpair_u32(" in mx
+    assert _sass_text(mx, "sm_90") == _sass_text(_with_struct_helpers(mx), "sm_90")
 
     assert "cuda_fp16.h" not in printed(_kernels()["vector_add"]())
     assert "cuda_bf16.h" not in printed(_kernels()["vector_add"]())
     bf16 = printed(_kernels()["quant_matmul_int4_bf16"]())
     assert "#include <cuda_bf16.h>" in bf16 and "#include <cuda_fp16.h>" not in bf16
+
+
+def _block_scaled_decode(scheme: str, arch: str):
+    """The kernel tilus.ops.compile_matmul builds for a float4_e2m1 weight at M=1."""
+    import torch
+
+    import tilus
+    from tilus.ops.matmul import _ACT, heuristic_schedule, kernel_for, weight_meta
+    from tilus.transforms.shared_memory import max_shared_memory_bytes
+
+    qw = tilus.ops.quantize(torch.linspace(-1, 1, 4096 * 4096).reshape(4096, 4096), "float4_e2m1",
+                            scheme=scheme)
+    meta = weight_meta(qw, torch.float16)
+    schedule = heuristic_schedule(meta, 1, qw.n, qw.k, 132, max_shared_memory_bytes(arch))
+    return kernel_for(meta, _ACT[torch.float16], False, schedule)
