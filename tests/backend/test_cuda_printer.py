@@ -130,3 +130,117 @@ def test_printer_choice_is_checked_and_keyed(monkeypatch):
     default = key_versions()
     monkeypatch.setenv("TILUS_CUDA_PRINTER", "tvm")
     assert key_versions() != default and key_versions()["printer"] == "tvm"
+
+
+def _sass_text(source: str, arch: str) -> str:
+    """The SASS nvcc makes of ``source``, without the instruction addresses."""
+    import re
+
+    from tilus.backend.toolchain import compile_cuda, disassemble
+
+    sass = disassemble(compile_cuda(source, arch, compiler="nvcc").cubin)
+    return "\n".join(re.sub(r"/\*[0-9a-f]{4,}\*/", "", ln) for ln in sass.splitlines()
+                     if ln.strip().startswith("/*"))
+
+
+def _struct_helpers() -> dict:
+    """The word helpers written with CUDA's own half2 / nv_bfloat162 structs and operators (what
+    the printer printed before, bit-cast through the prelude's union): name -> source."""
+    from tilus.backend.cuda_printer import WORD_HELPERS
+
+    ops = {"add": "+", "sub": "-", "mul": "*"}
+    out = {}
+    for name in WORD_HELPERS:
+        vec, make, scalar = (("half2", "make_half2", "half") if name.startswith("tilus_h") else
+                             ("nv_bfloat162", "make_bfloat162", "nv_bfloat16"))
+        if name.endswith("pair_u32"):
+            body = f"return tilus_bitcast<unsigned int, {vec}>({make}(v, v));"
+            params = f"{scalar} v"
+        else:
+            op = ops[name[len("tilus_h"):-len("2_u32")]]
+            body = (f"return tilus_bitcast<unsigned int, {vec}>(tilus_bitcast<{vec}, unsigned int>(a)"
+                    f" {op} tilus_bitcast<{vec}, unsigned int>(b));")
+            params = "unsigned int a, unsigned int b"
+        out[name] = (f"__device__ __forceinline__ unsigned int {name}({params}) {{\n  {body}\n}}\n")
+    return out
+
+
+def _with_struct_helpers(source: str) -> str:
+    from tilus.backend.cuda_printer import WORD_HELPERS
+
+    for name, word_form in WORD_HELPERS.items():
+        source = source.replace(word_form, _struct_helpers()[name])
+    return source
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_word_helpers_compile_to_what_cuda_s_operators_compile_to(need_nvcc, need_disassembler, arch):
+    """Every float16x2 / bfloat16x2 word helper (add, sub, mul: the PTX of CUDA's __hadd2 ...,
+    which differs between sm_80 and sm_90 for bfloat16; the broadcast pair, used as the lowering
+    uses it: an operand of a half2 operation) gives the SASS that CUDA's struct operators give,
+    in one kernel using them all (with __restrict__ pointers, as the printer declares them)."""
+    from tilus.backend.cuda_printer import PRELUDE, PRELUDE_BFLOAT16, PRELUDE_FLOAT16, WORD_HELPERS
+
+    body = []
+    for i, name in enumerate(WORD_HELPERS):
+        if name.endswith("pair_u32"):
+            mul, scalars = (("tilus_hmul2_u32", "h") if name.startswith("tilus_h")
+                            else ("tilus_bmul2_u32", "bh"))
+            call = f"{mul}(a[threadIdx.x], {name}({scalars}[threadIdx.x + {i}]))"
+        else:
+            call = f"{name}(a[threadIdx.x], b[threadIdx.x + {i}])"
+        body.append(f"  out[{len(WORD_HELPERS)} * threadIdx.x + {i}] = {call};")
+    kernel = ('extern "C" __global__ void words(const unsigned int* __restrict__ a, '
+              'const unsigned int* __restrict__ b, const half* __restrict__ h, '
+              'const nv_bfloat16* __restrict__ bh, unsigned int* __restrict__ out) {\n'
+              + "\n".join(body) + "\n}\n")
+    word_source = "\n".join([PRELUDE, PRELUDE_FLOAT16, PRELUDE_BFLOAT16, *WORD_HELPERS.values(),
+                             kernel])
+    struct_source = _with_struct_helpers(word_source)
+    assert "asm(" in word_source and "asm(" not in struct_source
+    assert _sass_text(word_source, arch) == _sass_text(struct_source, arch)
+
+
+def test_decode_dequantization_uses_words_not_half2_structs(need_nvcc, need_disassembler):
+    """The uint4 decode kernel's dequantization (sub of the magic number, broadcast of a scale)
+    is printed on 32-bit words -- no half2 struct, no bit cast in the kernel -- and compiles to
+    the SASS of the same source with CUDA's half2 operators; an fp32 kernel includes neither
+    cuda_fp16.h nor cuda_bf16.h, a bfloat16 one only cuda_bf16.h."""
+    from tests.backend.test_tvm_pipeline import _kernels
+    from tilus.backend.build_program import as_program, prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.cuda_printer import print_cuda
+    from tilus.ops.kernels import QuantMatmul
+
+    def printed(kernel, arch="sm_90"):
+        return print_cuda(lower_program(prepare(as_program(kernel), arch)).prim_func).source
+
+    source = printed(QuantMatmul("uint4", 128, zero_mode="tensor", block_k=256, split_k=2))
+    body = source[source.index('extern "C"'):]
+    assert "half2" not in body and "tilus_bitcast" not in body
+    assert "tilus_hsub2_u32(" in body and "tilus_hpair_u32(" in body
+    assert _sass_text(source, "sm_90") == _sass_text(_with_struct_helpers(source), "sm_90")
+    # MXFP4: pairs of scales decoded from bits (where shifting and or-ing the bits gave other SASS)
+    mx = printed(_block_scaled_decode("mx", "sm_90"))
+    assert "tilus_hmul2_u32(" in mx and "tilus_hpair_u32(" in mx
+    assert _sass_text(mx, "sm_90") == _sass_text(_with_struct_helpers(mx), "sm_90")
+
+    assert "cuda_fp16.h" not in printed(_kernels()["vector_add"]())
+    assert "cuda_bf16.h" not in printed(_kernels()["vector_add"]())
+    bf16 = printed(_kernels()["quant_matmul_int4_bf16"]())
+    assert "#include <cuda_bf16.h>" in bf16 and "#include <cuda_fp16.h>" not in bf16
+
+
+def _block_scaled_decode(scheme: str, arch: str):
+    """The kernel tilus.ops.compile_matmul builds for a float4_e2m1 weight at M=1."""
+    import torch
+
+    import tilus
+    from tilus.ops.matmul import _ACT, heuristic_schedule, kernel_for, weight_meta
+    from tilus.transforms.shared_memory import max_shared_memory_bytes
+
+    qw = tilus.ops.quantize(torch.linspace(-1, 1, 4096 * 4096).reshape(4096, 4096), "float4_e2m1",
+                            scheme=scheme)
+    meta = weight_meta(qw, torch.float16)
+    schedule = heuristic_schedule(meta, 1, qw.n, qw.k, 132, max_shared_memory_bytes(arch))
+    return kernel_for(meta, _ACT[torch.float16], False, schedule)

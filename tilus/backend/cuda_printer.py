@@ -27,6 +27,17 @@ What it prints, construct by construct:
   arithmetic shift / a mask (exact for negative operands too), other divisors go through a
   floor helper, float16 / bfloat16 conversions round to nearest even, ``reinterpret`` is a bit
   copy;
+* a float16x2 / bfloat16x2 value reinterpreted to uint32 (the lowering's half2 arithmetic: its
+  only use of these types) as a 32-bit word, never a half2 struct: ``reinterpret(lanes, w)`` is
+  ``w``, ``Broadcast(v, 2)`` the bits of ``v`` twice, add / sub / mul a helper with the inline PTX
+  of CUDA 13's ``__hadd2`` / ``__hsub2`` / ``__hmul2`` (per architecture, as the headers select
+  it). The SASS is the struct operators' (tests/backend/test_cuda_printer.py; of the kernels
+  compared, only the NVFP4 decode at sm_80 differs: cicc reloads one shared word its vector load
+  already holds, one LDS more per loop iteration), cicc's time 1.68 -> 1.32 s on the uint4 decode
+  matmul (the structs, their operators and bit casts are what costs it);
+* the prelude: ``cuda_fp16.h`` / ``cuda_bf16.h`` (and their min/max helpers) only for a kernel
+  that uses float16 / bfloat16 (an fp32 kernel's preprocessing and cicc ~0.16 s less), and the
+  word helpers it uses;
 * ``T.ptx`` instructions and ``T.cuda`` intrinsics through TVM's own table
   (:func:`tilus.backend.tvm_shim.intrinsic_codegen`): the same inline-asm helpers TVM prints.
 """
@@ -87,8 +98,6 @@ using cuda::std::int32_t; using cuda::std::int64_t;
 #else
 #include <cstdint>
 #endif
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
 
 // floor division and modulo of TIR (rounding toward -inf) for divisors that are not a power of two
 template <typename T> __device__ __forceinline__ T tilus_floordiv(T a, T b) {
@@ -106,11 +115,72 @@ template <typename To, typename From> __device__ __forceinline__ To tilus_bitcas
   union { From from; To to; } bits{x};
   return bits.to;
 }
+"""
+
+# the float16 / bfloat16 headers and helpers, in the prelude only when the kernel uses the type
+# (cuda_bf16.h alone costs cicc ~70 ms)
+PRELUDE_FLOAT16 = r"""#include <cuda_fp16.h>
 __device__ __forceinline__ half tilus_min(half a, half b) { return __hlt(a, b) ? a : b; }
 __device__ __forceinline__ half tilus_max(half a, half b) { return __hgt(a, b) ? a : b; }
+"""
+PRELUDE_BFLOAT16 = r"""#include <cuda_bf16.h>
 __device__ __forceinline__ nv_bfloat16 tilus_min(nv_bfloat16 a, nv_bfloat16 b) { return __hlt(a, b) ? a : b; }
 __device__ __forceinline__ nv_bfloat16 tilus_max(nv_bfloat16 a, nv_bfloat16 b) { return __hgt(a, b) ? a : b; }
 """
+
+
+def _word_op(name: str, ctype: str, op: str, asm: dict) -> str:
+    """A helper computing ``op`` of two float16x2/bfloat16x2 values held in 32-bit words: the
+    inline PTX CUDA 13's ``__hadd2`` / ``__hsub2`` / ``__hmul2`` emit (``asm``: minimum
+    ``__CUDA_ARCH__`` -> PTX, newest first, as cuda_fp16.hpp / cuda_bf16.hpp select it), and on
+    older architectures the header's operator on the structs itself."""
+    lines = [f"__device__ __forceinline__ unsigned int {name}(unsigned int a, unsigned int b) {{",
+             "  unsigned int d;"]
+    for i, (arch, ptx) in enumerate(asm.items()):
+        lines.append(f"#{'if' if i == 0 else 'elif'} __CUDA_ARCH__ >= {arch}")
+        lines.append(f'  asm("{ptx}" : "=r"(d) : "r"(a), "r"(b));')
+    lines += ["#else",
+              f"  d = tilus_bitcast<unsigned int, {ctype}>(tilus_bitcast<{ctype}, unsigned int>(a) "
+              f"{op} tilus_bitcast<{ctype}, unsigned int>(b));",
+              "#endif", "  return d;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _bf16_fma(constant: str, operands: str) -> str:
+    return (r"{.reg .b32 c;\n"
+            f"  mov.b32 c, {constant};\\n"
+            f"  fma.rn.bf16x2 %0,{operands};}}\\n")
+
+
+def _word_pair(name: str, ctype: str, bits: str) -> str:
+    """A helper giving the word whose halves are both the bits of a float16 / bfloat16 value: a
+    ushort2, which cicc builds like make_half2's struct (``mov.b32 {lo, hi}``; shifting and or-ing
+    the bits instead compiles to other SASS: LOP3 + LEA for a PRMT)."""
+    return (f"__device__ __forceinline__ unsigned int {name}({ctype} v) {{\n"
+            f"  unsigned short bits = {bits}(v);\n"
+            f"  return tilus_bitcast<unsigned int, ushort2>(make_ushort2(bits, bits));\n}}\n")
+
+
+# float16x2 / bfloat16x2 arithmetic and broadcasts on 32-bit words (see _Printer.word): name ->
+# source; each goes into the prelude when a kernel uses it
+WORD_HELPERS = {
+    "tilus_hadd2_u32": _word_op("tilus_hadd2_u32", "half2", "+", {530: r"{add.f16x2 %0,%1,%2;\n}"}),
+    "tilus_hsub2_u32": _word_op("tilus_hsub2_u32", "half2", "-", {530: r"{sub.f16x2 %0,%1,%2;\n}"}),
+    "tilus_hmul2_u32": _word_op("tilus_hmul2_u32", "half2", "*", {530: r"{mul.f16x2 %0,%1,%2;\n}"}),
+    "tilus_badd2_u32": _word_op("tilus_badd2_u32", "nv_bfloat162", "+", {
+        900: r"{ add.bf16x2 %0,%1,%2; }\n", 800: _bf16_fma("0x3f803f80U", "%1,c,%2")}),
+    "tilus_bsub2_u32": _word_op("tilus_bsub2_u32", "nv_bfloat162", "-", {
+        900: r"{ sub.bf16x2 %0,%1,%2; }\n", 800: _bf16_fma("0xbf80bf80U", "%2,c,%1")}),
+    "tilus_bmul2_u32": _word_op("tilus_bmul2_u32", "nv_bfloat162", "*", {
+        900: r"{ mul.bf16x2 %0,%1,%2; }\n", 800: _bf16_fma("0x80008000U", "%1,%2,c")}),
+    "tilus_hpair_u32": _word_pair("tilus_hpair_u32", "half", "__half_as_ushort"),
+    "tilus_bpair_u32": _word_pair("tilus_bpair_u32", "nv_bfloat16", "__bfloat16_as_ushort"),
+}
+_WORD_OPS = {("float16x2", "Add"): "tilus_hadd2_u32", ("float16x2", "Sub"): "tilus_hsub2_u32",
+             ("float16x2", "Mul"): "tilus_hmul2_u32", ("bfloat16x2", "Add"): "tilus_badd2_u32",
+             ("bfloat16x2", "Sub"): "tilus_bsub2_u32", ("bfloat16x2", "Mul"): "tilus_bmul2_u32",
+             ("float16x2", "Broadcast"): "tilus_hpair_u32",
+             ("bfloat16x2", "Broadcast"): "tilus_bpair_u32"}
 
 
 def c_type(dtype: str) -> str:
@@ -173,6 +243,7 @@ class _Printer:
         self.rebound: set = set()      # Vars bound more than once (their bounds are not tracked)
         self.simplifier = IndexSimplifier()
         self._unsafe: dict = {}        # expression -> what unsimplifiable() found
+        self.dtypes: set = set()       # TIR dtypes of the printed values, buffers and parameters
 
     # ------------------------------------------------------------------ names
     def fresh(self, hint: str) -> str:
@@ -195,6 +266,7 @@ class _Printer:
                                        f"definition")
             cname, ctype, is_pointer = entry
             self.params[cname] = DeviceParam(cname, ctype, v, is_pointer)
+            self.dtypes.add(dt(v))
             name = self.names[v] = cname
         return name
 
@@ -236,6 +308,8 @@ class _Printer:
 
     def _expr(self, e) -> str:
         kind = type(e).__name__
+        if isinstance(getattr(e, "ty", None), ir.PrimType):
+            self.dtypes.add(dt(e))
         if kind == "IntImm":
             return self.int_const(int(e.value), dt(e))
         if kind == "FloatImm":
@@ -492,6 +566,7 @@ class _Printer:
     def declare_buffer(self, stmt) -> None:
         buf = stmt.buffer
         dtype = dt(buf)
+        self.dtypes.add(dtype)
         scope = buf.scope() or "global"
         data = getattr(stmt, "data", None)
         if isinstance(stmt, tirx.AllocBuffer) or data is None:
@@ -530,6 +605,8 @@ class _Printer:
         short = name.split(".", 1)[1] if name.startswith(("tirx.", "prim.")) else name
         args = list(e.args)
         if short == "reinterpret":
+            if dt(e) == "uint32" and dt(args[0]) in ("float16x2", "bfloat16x2"):
+                return self.word(args[0])
             return f"tilus_bitcast<{c_type(dt(e))}, {c_type(dt(args[0]))}>({self.expr(args[0])})"
         if short == "if_then_else":
             cond = self.simplify(args[0])
@@ -572,6 +649,30 @@ class _Printer:
         if helper not in self.helpers:
             self.helpers[helper] = source
         return f"{helper}({', '.join(self.expr(a) for a in largs[1:-1])})"
+
+    def word(self, x) -> str:
+        """The 32-bit word of a float16x2 / bfloat16x2 value, computed without a half2 struct
+        (structs and their bit casts cost cicc time, not SASS): ``reinterpret(lanes, w)`` is
+        ``w``, ``Broadcast(v, 2)`` the bits of ``v`` in both halves, add/sub/mul the PTX CUDA's
+        operators emit, on words (:data:`WORD_HELPERS`); any other value is bit-cast from its
+        struct."""
+        lanes = dt(x)
+        self.dtypes.add(lanes)
+        kind = type(x).__name__
+        if kind == "Call" and x.op.name.endswith(".reinterpret") and dt(x.args[0]) == "uint32":
+            return self.expr(x.args[0])
+        if kind == "Broadcast" and int(x.lanes) == 2:
+            return f"{self.word_helper(lanes, kind)}({self.expr(x.value)})"
+        if kind in ("Add", "Sub", "Mul"):
+            return f"{self.word_helper(lanes, kind)}({self.word(x.a)}, {self.word(x.b)})"
+        return f"tilus_bitcast<unsigned int, {c_type(lanes)}>({self.expr(x)})"
+
+    def word_helper(self, lanes: str, kind: str) -> str:
+        """The name of the word helper for ``kind`` of ``lanes``, its source added to the
+        kernel's helpers."""
+        name = _WORD_OPS[(lanes, kind)]
+        self.helpers.setdefault(name, WORD_HELPERS[name])
+        return name
 
     # ------------------------------------------------------------------ statements
     def emit(self, line: str) -> None:
@@ -691,10 +792,22 @@ class _Printer:
         decls = [f"{p.ctype} __restrict__ {p.name}" if p.is_pointer else f"{p.ctype} {p.name}"
                  for p in params]
         name = f"{symbol}_kernel"
-        out = [PRELUDE, *self.helpers.values(), "",
+        out = [PRELUDE, *self.float_preludes(), *self.helpers.values(), "",
                f'extern "C" __global__ void __launch_bounds__({self.threads}) '
                f"{name}({', '.join(decls)}) {{", *body, "}", ""]
         return CudaKernel("\n".join(out), name, params)
+
+    def float_preludes(self) -> list:
+        """The float16 / bfloat16 parts of the prelude the kernel needs: those of the types it
+        prints, or that an intrinsic's helper names."""
+        helpers = "".join(self.helpers.values())
+        parts = []
+        for prefix, words, prelude in (("float16", ("half", "__half"), PRELUDE_FLOAT16),
+                                       ("bfloat16", ("nv_bfloat16", "__nv_bfloat16"), PRELUDE_BFLOAT16)):
+            if any(t.startswith(prefix) for t in self.dtypes) or any(
+                    re.search(rf"\b{w}", helpers) for w in words):
+                parts.append(prelude)
+        return parts
 
 
 def _typed_root(info: _Buffer) -> str:
