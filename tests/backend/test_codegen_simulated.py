@@ -2,6 +2,8 @@
 simulator of tirx PrimFuncs), compared with tilus.interpret. Skipped where the simulator is not
 in the tree. tilus.ops' QuantMatmul, simulated the same way, is in the
 test_quant_matmul_simulated_*.py files (split so that the workers share them)."""
+import re
+
 import pytest
 import torch
 
@@ -70,6 +72,29 @@ def test_shapes():
 def test_shared_copy_async_slices():
     n = 40
     _check(K.SharedMem(), [n, torch.randn(n, n).half(), torch.zeros(n, n).half()], [2])
+
+
+def test_copy_async_misaligned_chunks():
+    """n = 37: rows start off 16-byte alignment and the tile's columns run past n, so copy_async
+    takes its cold path (cp.async with src-size for an aligned chunk, element by element for a
+    misaligned one): y is x with its columns 32.. doubled. The cold path is one loop over the
+    thread's chunks that stays a loop, so the printed CUDA holds one chunk's element copies."""
+    from tilus.backend.build_program import as_program, prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.cuda_printer import print_cuda
+
+    n = 37
+    x = torch.randn(n, n).half()
+    args = [n, x, torch.zeros(n, n).half()]
+    program = prepare(as_program(K.SharedMem()), "sm_90")
+    _check(None, args, [2], program=program)
+    expect = x.clone()
+    expect[:, 32:] *= 2
+    assert torch.equal(args[2], expect)
+    source = print_cuda(lower_program(program).prim_func).source
+    # 32 x 64 halves in chunks of 8 over 128 threads: 2 chunks per thread, in one rolled loop
+    assert re.findall(r"#pragma unroll 1\n\s*for \(int \w+ = 0; \w+ < (\d+);", source) == ["2"]
+    assert source.count("? x_ptr[") == 8           # the misaligned chunk's 8 element copies, once
 
 
 @pytest.mark.parametrize("wtype", ["int4", "uint3", "float6_e3m2", "float8_e4m3", "float8_e8m0"])

@@ -244,3 +244,35 @@ def _block_scaled_decode(scheme: str, arch: str):
     meta = weight_meta(qw, torch.float16)
     schedule = heuristic_schedule(meta, 1, qw.n, qw.k, 132, max_shared_memory_bytes(arch))
     return kernel_for(meta, _ACT[torch.float16], False, schedule)
+
+
+def test_loops_print_the_unrolling_they_ask_for(need_nvcc):
+    """``self.range(..., unroll=n)`` prints ``#pragma unroll n``; ``unroll=True`` prints
+    ``#pragma unroll`` (a run-time extent: a serial loop annotated 0, a constant one: a TIR
+    unrolled loop); no ``unroll`` prints none. nvcc takes every form."""
+    import tilus
+    from tilus.backend.build_program import as_program, prepare
+    from tilus.backend.codegen import lower_program
+    from tilus.backend.cuda_printer import print_cuda
+
+    class Loops(tilus.Script):
+        def __call__(self, n: tilus.int32, x: ~tilus.float32):
+            self.attrs.blocks = [1]
+            self.attrs.warps = 1
+            g = self.global_view(x, dtype=tilus.float32, shape=[32])
+            acc = self.load_global(g, offsets=[0], shape=[32])
+            for _ in self.range(n, unroll=2):
+                acc += 1.0
+            for _ in self.range(n, unroll=True):
+                acc += 2.0
+            for _ in self.range(4, unroll=True):
+                acc += 3.0
+            for _ in self.range(n):
+                acc += 4.0
+            self.store_global(g, acc, offsets=[0])
+
+    lines = print_cuda(lower_program(prepare(as_program(Loops()), "sm_90")).prim_func).source.splitlines()
+    pragmas = [lines[i - 1].strip() if lines[i - 1].strip().startswith("#pragma") else None
+               for i, line in enumerate(lines) if line.strip().startswith("for (")]
+    assert pragmas == ["#pragma unroll 2", "#pragma unroll", "#pragma unroll", None]
+    assert not build(Loops(), arch="sm_90").resources.spills

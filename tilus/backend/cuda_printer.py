@@ -15,8 +15,10 @@ What it prints, construct by construct:
   :func:`tilus.backend.launcher_stub.launcher_stub`, and the driver launcher, which reads this
   signature) pass the same arguments;
 * thread bindings as ``(int)blockIdx.x`` / ``(int)threadIdx.x`` (no loops: the launch is exact),
-  serial and unrolled ``For`` (``#pragma unroll``), ``While``, ``IfThenElse``, ``Break`` /
-  ``Continue``, ``Bind`` (a declaration; an assignment when the variable is bound again);
+  serial and unrolled ``For`` (``#pragma unroll``; a serial loop annotated
+  ``pragma_unroll_explicit = n``: ``#pragma unroll n``, or ``#pragma unroll`` for n = 0), ``While``,
+  ``IfThenElse``, ``Break`` / ``Continue``, ``Bind`` (a declaration; an assignment when the
+  variable is bound again);
 * buffers: local ``AllocBuffer`` as an aligned array, the ``shared.dyn`` pool as
   ``extern __shared__``, ``DeclBuffer`` views as typed pointers into their root at an element
   offset (a view over a view that has an offset is refused: TVM's ``buffer_data(X)`` leaves X's
@@ -772,8 +774,9 @@ class _Printer:
             end = self.fresh(f"{name}_end")
             self.emit(f"const {ctype} {end} = {bound_text};")
             bound_text = end
-        if s.kind == tirx.ForKind.UNROLLED:
-            self.emit("#pragma unroll")
+        pragma = _unroll_pragma(s)
+        if pragma:
+            self.emit(pragma)
         self.emit(f"for ({ctype} {name} = {lo}; {name} < {bound_text}; ++{name}) {{")
         self.block(s.body)
         self.emit("}")
@@ -808,6 +811,20 @@ class _Printer:
                     re.search(rf"\b{w}", helpers) for w in words):
                 parts.append(prelude)
         return parts
+
+
+def _unroll_pragma(s) -> str:
+    """The ``#pragma unroll`` line for the loop ``s`` ("" for none): a TIR unrolled loop and a
+    serial loop annotated ``pragma_unroll_explicit = 0`` ask for full unrolling, one annotated
+    ``pragma_unroll_explicit = n`` (n >= 1) for unrolling by n (``#pragma unroll 1``: the loop
+    stays a loop, nvcc's heuristics do not unroll it)."""
+    if s.kind == tirx.ForKind.UNROLLED:
+        return "#pragma unroll"
+    factor = s.annotations.get("pragma_unroll_explicit") if s.annotations else None
+    if factor is None:
+        return ""
+    n = int(factor)
+    return "#pragma unroll" if n == 0 else f"#pragma unroll {n}"
 
 
 def _typed_root(info: _Buffer) -> str:

@@ -392,9 +392,11 @@ class Lowerer:
         start, stop, step = _to(start, d), _to(stop, d), _to(step, d)
         one = isinstance(s.step, E.Const) and s.step.value == 1
         extent = self._trip_count(s, start, stop, step, d)
+        # a run-time extent cannot be a TIR unrolled loop (TVM refuses it): a serial loop whose
+        # annotation asks the CUDA printer for ``#pragma unroll`` (0) or ``#pragma unroll n``
         if s.unroll is True:
             frame = TB.unroll(0, extent, dtype=d) if isinstance(extent, tirx.IntImm) \
-                else TB.serial(0, extent, annotations={"pragma_unroll_explicit": 1}, dtype=d)
+                else TB.serial(0, extent, annotations={"pragma_unroll_explicit": 0}, dtype=d)
         elif isinstance(s.unroll, int) and s.unroll > 1:
             frame = TB.serial(0, extent, annotations={"pragma_unroll_explicit": s.unroll}, dtype=d)
         else:
