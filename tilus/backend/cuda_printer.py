@@ -3,7 +3,7 @@
 TVM's own path (``tvm.compile``: LowerTIRx, three StmtSimplify, FlattenBuffer, CSE, ... then its
 C printer) costs ~4.3 s of CPU on the decode matmul; this printer walks the PrimFunc that
 ``tilus.backend.codegen.lower_program`` emits -- the TIR subset listed in docs/codegen.md, which is
-also exactly what the simulator runs -- and prints it in one pass (~0.5 s), simplifying only the
+also exactly what the simulator runs -- and prints it in one pass (~0.4 s), simplifying only the
 conditions and indices (the SASS is compared with TVM's in the tests).
 
 What it prints, construct by construct:
