@@ -16,12 +16,13 @@ def in_bounds(lw: Lowerer, index, shape):
     cond = None
     for i, n in zip(index, shape):
         i, n = _e(i), _e(n)
-        c = lw.lowered(("in_bounds", i, n), lambda: _in_range(lw.expr(i), lw.expr(n)))
+        c = lw.lowered(("in_bounds", i, n), lambda: in_range(lw.expr(i), lw.expr(n)))
         cond = c if cond is None else tirx.And(cond, c)
     return cond if cond is not None else tirx.const(True, "bool")
 
 
-def _in_range(ii, nn):
+def in_range(ii, nn):
+    """The TIR condition 0 <= ii < nn (nn converted to ii's type)."""
     if dt(ii) != dt(nn):
         nn = tirx.Cast(dt(ii), nn)
     return tirx.And(ii >= tirx.const(0, dt(ii)), ii < nn)

@@ -24,8 +24,8 @@ import numpy as np
 
 from tilus import dtypes
 from tilus.backend.codegen.dtypes_map import is_native, pointer_storage, storage
-from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, shared_read,
-                                                   shared_write, subbyte)
+from tilus.backend.codegen.emitters.access import (global_read, global_write, in_bounds, in_range,
+                                                   shared_read, shared_write, subbyte)
 from tilus.backend.codegen import scalar
 from tilus.backend.codegen.gather import slot_index, unravel
 from tilus.backend.codegen.lower import THREAD, GlobalStorage, Lowerer, SharedStorage, workspace_key
@@ -459,11 +459,10 @@ def _elementwise_chunk(lw: Lowerer, g, sbuf, gidx, off, soff, vec: int) -> None:
     keeps chunks contiguous), so element e is at ``off + e`` and ``soff + e``."""
     col = lw.expr(E.as_expr(gidx[-1]))
     n = lw.expr(E.as_expr(g.shape[-1]))
-    n = n if dt(n) == dt(col) else tirx.Cast(dt(col), n)
     rows_ok = in_bounds(lw, gidx[:-1], g.shape[:-1])
     zero = tirx.const(0, storage(g.dtype))
     for e in range(vec):
-        c = tirx.And(rows_ok, tirx.And(col + e >= tirx.const(0, dt(col)), col + e < n))
+        c = tirx.And(rows_ok, in_range(col + e, n))
         lw.store(sbuf, tirx.if_then_else(c, g.buf[off + e], zero), [soff + e])
 
 
